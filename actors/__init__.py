@@ -1,0 +1,36 @@
+"""letitcrash kernel: lightweight processes, links, monitors, GenServer, timers, registry.
+
+    from actors import Node, GenServer
+
+    class Counter(GenServer):
+        def init(self, n=0):
+            self.n = n
+        def handle_call(self, request, caller):
+            return self.n
+        def handle_cast(self, delta):
+            self.n += delta
+
+    node = Node(seed=1)                 # deterministic; `async with Node()` for real time
+    pid = node.spawn(Counter, 41)
+    node.cast(pid, 1)
+    assert node.run_until_complete(node.call(pid, "get")) == 42
+"""
+from .bridge import ThreadWorker
+from .codec import packb, unpackb
+from .errors import (ActorError, AlreadyRegistered, CallExit, CallingSelf, CallTimeout,
+                     MailboxOverflow, NoProc, ReceiveTimeout, StartError)
+from .future import Future
+from .genserver import GenServer, NoReply
+from .ids import Pid, Ref
+from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, is_normal_exit
+from .node import Node, SystemLimit
+from .process import Call, CoroutineProcess, From, Process
+from .registry import Registry, Via
+
+__all__ = [
+    "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
+    "CoroutineProcess", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
+    "MailboxOverflow", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
+    "ReceiveTimeout", "Ref", "Registry", "SHUTDOWN", "StartError", "SystemLimit",
+    "ThreadWorker", "Via", "is_normal_exit", "packb", "unpackb",
+]

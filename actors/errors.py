@@ -1,0 +1,60 @@
+"""Exceptions raised by the kernel. All derive from `ActorError`."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ActorError(Exception):
+    """Base class of every kernel error."""
+
+
+class NoProc(ActorError):
+    """The destination process does not exist (never did, or has exited)."""
+
+    def __init__(self, dest: Any) -> None:
+        super().__init__(f"no process {dest!r}")
+        self.dest = dest
+
+
+class CallTimeout(ActorError, TimeoutError):
+    """A call got no reply within its timeout. A late reply is dropped, never delivered."""
+
+    def __init__(self, dest: Any, request: Any, timeout: float) -> None:
+        super().__init__(f"call to {dest!r} timed out after {timeout} s (request {request!r:.200})")
+        self.dest, self.request, self.timeout = dest, request, timeout
+
+
+class CallExit(ActorError):
+    """The server exited before replying; `reason` is its exit reason."""
+
+    def __init__(self, dest: Any, reason: Any) -> None:
+        super().__init__(f"{dest!r} exited during the call with reason {reason!r:.300}")
+        self.dest, self.reason = dest, reason
+
+
+class CallingSelf(ActorError):
+    """A process called itself: it could never answer, so this fails at once."""
+
+
+class ReceiveTimeout(ActorError, TimeoutError):
+    """`receive(timeout=...)` found no matching message in time."""
+
+
+class MailboxOverflow(ActorError):
+    """A process with `mailbox_limit` and `overflow="crash"` received one message too many."""
+
+
+class AlreadyRegistered(ActorError):
+    """The name (or registry key) is taken; `pid` is its current owner."""
+
+    def __init__(self, name: Any, pid: Any) -> None:
+        super().__init__(f"{name!r} is already registered to {pid!r}")
+        self.name, self.pid = name, pid
+
+
+class StartError(ActorError):
+    """A GenServer's `init` failed; `reason` is why. No process was left running."""
+
+    def __init__(self, target: Any, reason: Any) -> None:
+        super().__init__(f"{getattr(target, '__name__', target)} failed to start: {reason!r:.300}")
+        self.target, self.reason = target, reason

@@ -1,0 +1,228 @@
+"""GenServer: OTP's gen_server as a Python class. State lives on `self`.
+
+    class Counter(GenServer):
+        def init(self, start=0):
+            self.n = start
+
+        def handle_call(self, request, caller):
+            if request == "get":
+                return self.n                 # the reply
+
+        def handle_cast(self, msg):
+            self.n += msg
+
+    pid = node.spawn(Counter, 10)
+    node.cast(pid, 5)
+
+Callbacks (each may be `async def` and then `await self.call(...)`, `self.receive(...)`,
+`self.sleep(...)`; while one is suspended the server handles nothing else, as in OTP):
+
+- `init(*args)`: runs inside `spawn`, before it returns. An exception makes `spawn` raise
+  `StartError` and leaves no process behind.
+- `handle_call(request, caller)`: return the reply, or `NoReply` and answer later with
+  `self.reply(caller, value)`.
+- `handle_cast(msg)`, `handle_info(msg)`: the return value is ignored. `handle_info` gets
+  every message that is neither a call nor a cast (`Exit`, `Down`, `send`s, timers).
+- `handle_continue(arg)`: runs before the next message after `self.continue_with(arg)`.
+- `handle_idle()`: runs when `idle_timeout` seconds pass with no message (OTP's `timeout`).
+- `terminate(reason)`: runs when the server stops itself (`self.stop`), when a callback
+  raises, and when it traps exits and its parent (the spawner, e.g. a supervisor) sends
+  an exit signal. Not when it is killed outright, as in OTP.
+
+Do not override `__init__`: the kernel builds the object; put setup in `init`.
+"""
+from __future__ import annotations
+
+from types import CoroutineType
+from typing import Any
+
+from .messages import Exit
+from .process import CALL, INFO, NONE, ExitNow, From, Process
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NoReply"
+
+
+NoReply = _NoReply()
+"""Return this from `handle_call` to reply later with `self.reply(caller, value)`."""
+
+
+class GenServer(Process):
+    """Base class of OTP-style servers; see the module docstring for the callbacks."""
+
+    idle_timeout: float | None = None
+    """Seconds without a message after which `handle_idle()` runs; None disables it."""
+
+    __slots__ = ("_stop", "_cont", "_idle")
+
+    # -- callbacks (defaults) -----------------------------------------------------------
+
+    def init(self, *args: Any) -> Any:
+        """Set up state from the spawn arguments."""
+        if args:
+            raise TypeError(f"{type(self).__name__}.init takes no arguments, got {args!r}")
+
+    def handle_call(self, request: Any, caller: From) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no handle_call for {request!r:.200}")
+
+    def handle_cast(self, msg: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no handle_cast for {msg!r:.200}")
+
+    def handle_info(self, msg: Any) -> Any:
+        """By default unexpected messages are logged and dropped, as in OTP."""
+        self.node._log_unexpected(self, msg)
+
+    def handle_continue(self, arg: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no handle_continue for {arg!r:.200}")
+
+    def handle_idle(self) -> Any:
+        """Called after `idle_timeout` seconds without messages; does nothing by default."""
+
+    def terminate(self, reason: Any) -> None:
+        """Clean up before the server exits with `reason`."""
+
+    # -- actions ----------------------------------------------------------------------
+
+    def stop(self, reason: Any = "normal") -> None:
+        """Stop after the current callback returns (a call's reply is still sent)."""
+        self._stop = reason
+        self._halt = True
+
+    def continue_with(self, arg: Any) -> None:
+        """Run `handle_continue(arg)` after the current callback, before any message."""
+        self._cont = arg
+        self._halt = True
+
+    # -- kernel side --------------------------------------------------------------------
+
+    def _setup(self, *a: Any) -> None:
+        Process._setup(self, *a)
+        self._stop = NONE
+        self._cont = NONE
+        self._idle = None
+
+    def _start(self, args: tuple) -> None:
+        result = self.init(*args)
+        if type(result) is CoroutineType:
+            self._run_async(result, None)
+        elif self._stop is not NONE:
+            self._exit_with(self._stop)
+        elif self._cont is not NONE and not self._queued:
+            # handle_continue runs on the server's own turn, after spawn has returned.
+            self._queued = True
+            self.node._enqueue(self)
+
+    def _serve(self) -> None:
+        if self._idle is not None:
+            self.node._timers.cancel(self._idle)
+            self._idle = None
+        if self._halt and self._after_halt():
+            return
+        mb = self._mbox
+        n = self.node.batch
+        m = None
+        try:
+            while mb and n:
+                n -= 1
+                m = mb.popleft()
+                tag = m[0] if type(m) is tuple and m else None
+                if tag is CALL:
+                    r = self.handle_call(m[1], m[2])
+                    if type(r) is CoroutineType:
+                        self._run_async(r, m[2])
+                    elif r is not NoReply:
+                        m[2].owner._on_reply(m[2], r)
+                elif tag is INFO:
+                    info = m[1]
+                    if type(info) is Exit and self._trap and info.pid == self._parent and info.pid is not None:
+                        self._exit_with(info.reason)
+                    r = self.handle_info(info)
+                    if r is not None and type(r) is CoroutineType:
+                        self._run_async(r, None)
+                else:
+                    r = self.handle_cast(m)
+                    if r is not None and type(r) is CoroutineType:
+                        self._run_async(r, None)
+                if self._halt and self._after_halt():
+                    return
+        except BaseException:
+            self._last = m  # for the crash report; kept off the per-message path
+            raise
+        if mb:
+            self._queued = True
+            self.node._enqueue(self)
+        elif self.idle_timeout is not None and self._coro is None:
+            self._idle = self.node._add_timer(self.idle_timeout, self._on_idle, ())
+
+    def _after_halt(self) -> bool:
+        """Handle what a callback asked for; True when the server must stop its turn."""
+        while True:
+            if self._coro is not None:
+                return True  # suspended in an async callback
+            if self._stop is not NONE:
+                self._exit_with(self._stop)
+            if self._cont is NONE:
+                return not self._alive  # halted by a pending exit signal
+            self._halt = False
+            arg, self._cont = self._cont, NONE
+            r = self.handle_continue(arg)
+            if type(r) is CoroutineType:
+                self._run_async(r, None)
+            if not self._halt:
+                return False
+
+    def _exit_with(self, reason: Any) -> None:
+        self.terminate(reason)
+        raise ExitNow(reason)
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        self.node._run_callback(self, self._idle_callback)
+
+    def _idle_callback(self) -> None:
+        r = self.handle_idle()
+        if type(r) is CoroutineType:
+            self._run_async(r, None)
+        elif self._halt:
+            self._after_halt()
+
+    def _run_async(self, coro: CoroutineType, caller: From | None) -> None:
+        self._coro = self._finish_async(coro, caller)
+        self._halt = True
+        self._step(None, None)
+
+    async def _finish_async(self, coro: CoroutineType, caller: From | None) -> None:
+        r = await coro
+        if caller is not None and r is not NoReply:
+            self.node.reply(caller, r)
+
+    def _finished(self) -> None:
+        # An async callback completed: carry on with whatever it asked for, then the mailbox.
+        self._halt = self._stop is not NONE or self._cont is not NONE or not self._alive
+        if self._halt:
+            self._after_halt()
+
+    def _release(self) -> None:
+        if self._idle is not None:
+            self.node._timers.cancel(self._idle)
+            self._idle = None
+
+    def _post(self, msg: Any) -> None:
+        self._deliver((INFO, msg))
+
+    def _unwrap(self, msg: Any) -> Any:
+        # A GenServer's selective receive sees only info messages; calls and casts stay
+        # queued for their handlers.
+        return msg[1] if type(msg) is tuple and msg and msg[0] is INFO else NONE
+
+    def _on_crash(self, reason: Any) -> Any:
+        """A callback raised: run terminate, whose own failure replaces the reason."""
+        try:
+            self.terminate(reason)
+        except Exception as exc:  # noqa: BLE001 - OTP: terminate's crash becomes the reason
+            return exc
+        return reason

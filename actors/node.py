@@ -1,0 +1,821 @@
+"""The node: one scheduler hosting many processes, like one BEAM node.
+
+A node owns a process table, a name registry, a timer heap and a clock. Two drivers share
+every line of that core; only the clock and the choice of the next runnable process differ:
+
+- real time (`Node()`): runs inside an asyncio loop. `async with Node() as node:` attaches it;
+  `await node.call(pid, req)` from asyncio code; `node.call_from_thread(...)` from others.
+- deterministic (`Node(seed=7)`): a virtual clock that jumps to the next timer when nothing
+  is runnable, and a seeded pick of the next runnable process. `node.run()`,
+  `node.run_for(s)`, `node.run_until_complete(fut)` drive it; one seed gives one exact
+  sequence of events in any interpreter.
+
+Signals follow Erlang. A signal to a process that traps exits becomes an `Exit` message at
+once, so it keeps its order with the sender's messages; a signal that kills takes effect
+after the running process's current turn (never in the middle of another's code).
+Limits: `max_processes`, `max_timers`, per-process `mailbox_limit`, and `batch` messages
+per turn so one busy process cannot starve the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import random
+import reprlib
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from .errors import (AlreadyRegistered, CallExit, CallingSelf, CallTimeout, MailboxOverflow,
+                     NoProc, StartError)
+from .future import Future
+from .genserver import GenServer
+from .ids import Pid, Ref
+from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit
+from .process import CALL, NONE, CoroutineProcess, ExitNow, From, Process
+from .registry import Via, check_key
+from .timers import TimerHeap
+
+log = logging.getLogger("actors")
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 200
+
+_OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
+_OVERFLOW = ("crash", "drop")
+
+
+class SystemLimit(Exception):
+    """A node limit (processes, timers) was reached."""
+
+
+class _ExternalCall:
+    """The caller side of `node.call` made from outside any process."""
+
+    __slots__ = ("node", "future", "target", "timer", "dest", "request")
+
+    def __init__(self, node: Node, dest: Any, request: Any) -> None:
+        self.node = node
+        self.future = Future()
+        self.target = None
+        self.timer = None
+        self.dest = dest
+        self.request = request
+
+    def _on_reply(self, ref: From, value: Any) -> None:
+        if self._finish(ref):
+            self.future.set_result(value)
+
+    def _on_down(self, ref: From, pid: Pid, reason: Any) -> None:
+        if self._finish(ref):
+            self.future.set_exception(self.node._call_failure(pid, reason))
+
+    def _on_timeout(self, ref: From, timeout: float) -> None:
+        self.timer = None
+        if self._finish(ref):
+            self.future.set_exception(CallTimeout(self.dest, self.request, timeout))
+
+    def _finish(self, ref: From) -> bool:
+        if self.future.done():
+            return False  # a late reply after the timeout: dropped
+        if self.timer is not None:
+            self.node._timers.cancel(self.timer)
+        if self.target._watchers is not None:
+            self.target._watchers.pop(ref, None)
+        return True
+
+
+class Node:
+    """One scheduler and its processes. See the module docstring for the two drivers.
+
+    >>> node = Node(seed=1)
+    >>> pid = node.spawn(Counter, 0)
+    >>> node.cast(pid, 5)
+    >>> node.run_until_complete(node.call(pid, "get"))
+    5
+    """
+
+    def __init__(self, name: str = "nonode@nohost", *, seed: int | None = None, batch: int = 64,
+                 max_processes: int = 10_000_000, max_timers: int = 10_000_000) -> None:
+        assert batch >= 1, "batch must be at least one message per turn"
+        self.name = name
+        self.seed = seed
+        self.batch = batch
+        self.max_processes = max_processes
+        self._procs: dict[int, Process] = {}
+        self._names: dict[Any, Process] = {}
+        self._serial = 0
+        self._refs = 0
+        self._timers = TimerHeap(max_timers)
+        self._timer_refs: dict[Ref, Any] = {}
+        self._exits: deque = deque()
+        self._call_waits: list[tuple] = []  # call timeouts not yet on the timer heap
+        self._draining = False
+        self._current: Process | None = None
+        self._stopping: Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._tick_handle: Any = None
+        self._timer_handle: Any = None
+        self._timer_at: float | None = None
+        if seed is None:
+            self._runq: Any = deque()
+            self._pop = self._runq.popleft
+            self._virtual = False
+            self._idle = True  # nothing scheduled on the loop: the next enqueue schedules a tick
+        else:
+            digest = hashlib.blake2b(f"{seed}/scheduler".encode(), digest_size=8).digest()
+            # Only Random.random() is guaranteed to repeat across Python versions.
+            self._rand = random.Random(int.from_bytes(digest, "big")).random
+            self._runq = []
+            self._pop = self._seeded_pop
+            self._virtual = True
+            self._vtime = 0.0
+            self._idle = False  # the deterministic driver runs only when told to
+
+    # -- clock ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds on the node's clock: the loop's monotonic time, or virtual time."""
+        if self._virtual:
+            return self._vtime
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def make_ref(self) -> Ref:
+        """A new unique reference."""
+        self._refs += 1
+        return Ref(self.name, self._refs)
+
+    # -- spawning -----------------------------------------------------------------------------
+
+    def spawn(self, target: Any, *args: Any, **options: Any) -> Pid:
+        """Start a process and return its pid.
+
+        `target` is a `GenServer` subclass (its `init(*args)` runs before spawn returns),
+        an `async def body(proc, *args)` function, or a `ThreadWorker` subclass.
+        Options: `name` (a str or a `via`), `trap_exit`, `mailbox_limit` (messages) with
+        `overflow` = "crash" (the process exits with `MailboxOverflow`) or "drop" (the
+        message is dropped and counted).
+        """
+        return self._spawn(target, args, options)
+
+    def _spawn(self, target: Any, args: tuple, options: dict, parent: Process | None = None,
+               link: bool = False) -> Pid:
+        unknown = options.keys() - _OPTIONS
+        if unknown:
+            raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+        limit = options.get("mailbox_limit")
+        overflow = options.get("overflow", "crash")
+        if overflow not in _OVERFLOW:
+            raise ValueError(f"overflow must be one of {_OVERFLOW}, got {overflow!r}")
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"mailbox_limit must be a positive int, got {limit!r}")
+        if len(self._procs) >= self.max_processes:
+            raise SystemLimit(f"node {self.name} is at its limit of {self.max_processes} processes")
+        proc, args = self._new_process(target, args)
+        self._serial += 1
+        pid = Pid(self.name, self._serial, proc)
+        proc._setup(self, pid, parent.pid if parent is not None else None,
+                    limit or sys.maxsize, overflow)
+        proc._trap = bool(options.get("trap_exit", False))
+        self._procs[self._serial] = proc
+        name = options.get("name")
+        if name is not None:
+            try:
+                self._register(name, proc)
+            except BaseException:
+                del self._procs[self._serial]
+                raise
+        if link:
+            self._add_link(parent, proc)
+        if isinstance(proc, GenServer):
+            self._start_server(proc, target, args, parent)
+        else:
+            proc._coro = target(proc, *args)
+            proc._resume = None
+            proc._queued = True
+            self._enqueue(proc)
+        return pid
+
+    def _new_process(self, target: Any, args: tuple) -> tuple[Process, tuple]:
+        if isinstance(target, type) and issubclass(target, GenServer):
+            return target.__new__(target), args
+        if inspect.iscoroutinefunction(target):
+            return CoroutineProcess(), args
+        from .bridge import ThreadWorker, ThreadWorkerProcess
+        if isinstance(target, type) and issubclass(target, ThreadWorker):
+            return ThreadWorkerProcess.__new__(ThreadWorkerProcess), (target, *args)
+        raise TypeError(f"spawn takes a GenServer subclass, an async def function or a "
+                        f"ThreadWorker subclass, not {target!r}")
+
+    def _start_server(self, proc: GenServer, target: Any, args: tuple, parent: Process | None) -> None:
+        previous, self._current = self._current, proc
+        try:
+            proc._start(args)
+            return
+        except ExitNow as exc:
+            reason = exc.reason
+        except Exception as exc:  # noqa: BLE001 - init's failure is the start error
+            reason = exc
+        finally:
+            self._current = previous
+        # A failed start is reported once, to the spawner, as StartError; not also as an
+        # exit signal through the link (OTP sends both; a Python caller has the exception).
+        if parent is not None and parent._links is not None:
+            parent._links.pop(proc, None)
+            proc._links.pop(parent, None)
+        self._terminate(proc, reason)
+        raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def send(self, dest: Any, msg: Any) -> None:
+        """Send `msg` to a pid (dropped if it is dead), a registered name or a `via`
+        (`NoProc` if nobody holds it, as Erlang's badarg)."""
+        proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=True)
+        if proc is not None and proc._alive:
+            proc._post(msg)
+
+    def cast(self, dest: Any, msg: Any) -> None:
+        """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
+        proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
+        if proc is not None and proc._alive:
+            proc._deliver(msg)
+
+    def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Future:
+        """Call a GenServer from outside any process: returns a `Future` to `await` (real
+        time) or to pass to `run_until_complete` (deterministic)."""
+        waiter = _ExternalCall(self, dest, request)
+        target = self._lookup(dest)
+        if target is None:
+            waiter.future.set_exception(NoProc(dest))
+            return waiter.future
+        self._refs += 1
+        ref = From(waiter, self._refs)
+        if target._watchers is None:
+            target._watchers = {}
+        target._watchers[ref] = waiter
+        waiter.target = target
+        if timeout is not None:
+            waiter.timer = self._add_timer(timeout, waiter._on_timeout, (ref, timeout))
+        target._deliver((CALL, request, ref))
+        return waiter.future
+
+    def reply(self, caller: From, value: Any) -> None:
+        """Answer a call whose handler returned `NoReply`."""
+        caller.owner._on_reply(caller, value)
+
+    def _start_call(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
+        target = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
+        if target is caller:
+            raise CallingSelf(f"{caller.pid!r} called itself with {request!r:.200}")
+        if target is None or not target._alive:
+            raise NoProc(dest)
+        # The call monitors the server, and the monitor's tag doubles as the reply tag.
+        self._refs += 1
+        ref = From(caller, self._refs)
+        watchers = target._watchers
+        if watchers is None:
+            watchers = target._watchers = {}
+        watchers[ref] = caller
+        caller._wait_target = target
+        caller._wait_ref = ref
+        if timeout is not None:
+            # Armed lazily (see _arm_call_timeouts): most calls are answered first.
+            ref.deadline = self.now() + timeout
+            self._call_waits.append(ref)
+        target._deliver((CALL, request, ref))
+        return ref
+
+    def _arm_call_timeouts(self) -> None:
+        """Put the timeouts of calls still unanswered on the timer heap, at their original
+        deadlines. Runs before the heap is read, so no timeout fires late."""
+        waits, self._call_waits = self._call_waits, []
+        for ref in waits:
+            caller = ref.owner
+            if caller._wait_ref is ref:
+                caller._timer = self._timers.add(ref.deadline, self._call_timeout, (caller, ref))
+
+    def _call_timeout(self, caller: Process, ref: From) -> None:
+        if caller._wait_ref is ref:
+            caller._timer = None
+            caller._end_call(ref)
+            caller._wake(None, CallTimeout(None, None, 0))  # call() fills in dest and request
+
+    def _call_failure(self, pid: Pid, reason: Any) -> Exception:
+        return NoProc(pid) if reason == NOPROC else CallExit(pid, reason)
+
+    def _overflowed(self, proc: Process, msg: Any) -> None:
+        if proc._overflow == "drop":
+            proc._dropped += 1
+        else:
+            self._doom(proc, MailboxOverflow(
+                f"{proc.pid!r} exceeded its mailbox limit of {proc._limit} messages"))
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def register(self, name: Any, pid: Pid) -> None:
+        """Register a live process under `name` (one name per process; removed on exit)."""
+        self._register(name, self._live(pid))
+
+    def unregister(self, name: Any) -> None:
+        """Remove a registered name, if present."""
+        self._unbind_name(self._names, name)
+
+    def whereis(self, name: Any) -> Pid | None:
+        """The pid registered under `name`, or None."""
+        proc = self._names.get(name)
+        return proc.pid if proc is not None else None
+
+    def _register(self, name: Any, proc: Process) -> None:
+        if type(name) is Via:
+            name.registry.node._bind_name(name.registry._table, name.key, proc, name.registry.limit)
+            return
+        if proc._names and any(table is self._names for table, _ in proc._names):
+            raise ValueError(f"{proc.pid!r} already has a registered name")
+        self._bind_name(self._names, name, proc, self.max_processes)
+
+    def _bind_name(self, table: dict, key: Any, proc: Process, limit: int) -> None:
+        check_key(key)
+        holder = table.get(key)
+        if holder is not None:
+            raise AlreadyRegistered(key, holder.pid)
+        if len(table) >= limit:
+            raise SystemLimit(f"registry limit of {limit} names reached")
+        table[key] = proc
+        if proc._names is None:
+            proc._names = []
+        proc._names.append((table, key))
+
+    def _unbind_name(self, table: dict, key: Any) -> None:
+        proc = table.pop(key, None)
+        if proc is not None:
+            proc._names.remove((table, key))
+
+    def _by_name(self, dest: Any, strict: bool) -> Process | None:
+        if type(dest) is Via:
+            proc = dest.registry._table.get(dest.key)
+        else:
+            proc = self._names.get(dest)
+        if proc is None and strict:
+            raise NoProc(dest)
+        return proc
+
+    def _lookup(self, dest: Any) -> Process | None:
+        """The live process dest names, or None."""
+        proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
+        return proc if proc is not None and proc._alive else None
+
+    def _live(self, pid: Pid) -> Process:
+        proc = self._lookup(pid)
+        if proc is None:
+            raise NoProc(pid)
+        return proc
+
+    # -- links, monitors, exit signals -----------------------------------------------------------
+
+    def exit(self, dest: Any, reason: Any) -> None:
+        """Send an exit signal from outside any process (Erlang's `exit/2`; the `Exit`
+        message a trapping process gets has pid None)."""
+        self._send_exit(None, dest, reason)
+
+    def _send_exit(self, sender: Process | None, dest: Any, reason: Any) -> None:
+        target = self._lookup(dest)
+        if target is None:
+            return
+        sender_pid = sender.pid if sender is not None else None
+        if target is sender:
+            if reason == KILL:
+                raise ExitNow(KILLED)
+            if target._trap:
+                target._post(Exit(sender_pid, reason))
+                return
+            raise ExitNow(reason)
+        if reason == KILL:
+            self._doom(target, KILLED)
+        else:
+            self._signal(sender_pid, target, reason)
+
+    def _signal(self, sender: Pid | None, target: Process, reason: Any) -> None:
+        if not target._alive:
+            return
+        if target._trap:
+            target._post(Exit(sender, reason))
+        elif reason != NORMAL:
+            self._doom(target, reason)
+
+    def _add_link(self, a: Process, b: Process) -> None:
+        if a._links is None:
+            a._links = {}
+        if b._links is None:
+            b._links = {}
+        a._links[b] = None
+        b._links[a] = None
+
+    def _link(self, proc: Process, dest: Any) -> None:
+        target = self._lookup(dest)
+        if target is proc:
+            return
+        if target is None:
+            if proc._trap:
+                proc._post(Exit(dest, NOPROC))
+                return
+            raise NoProc(dest)
+        self._add_link(proc, target)
+
+    def _unlink(self, proc: Process, dest: Any) -> None:
+        target = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
+        if target is not None and proc._links is not None and target in proc._links:
+            del proc._links[target]
+            del target._links[proc]
+
+    def _monitor(self, proc: Process, dest: Any) -> Ref:
+        ref = self.make_ref()
+        target = self._lookup(dest)
+        if target is None:
+            proc._post(Down(ref, dest, NOPROC))
+            return ref
+        if target._watchers is None:
+            target._watchers = {}
+        if proc._watching is None:
+            proc._watching = {}
+        target._watchers[ref] = proc
+        proc._watching[ref] = target
+        return ref
+
+    def _demonitor(self, proc: Process, ref: Ref, flush: bool) -> None:
+        target = proc._watching.pop(ref, None) if proc._watching else None
+        if target is not None and target._watchers is not None:
+            target._watchers.pop(ref, None)
+        if flush and proc._mbox:
+            for queued in proc._mbox:
+                msg = proc._unwrap(queued)
+                if type(msg) is Down and msg.ref == ref:
+                    proc._mbox.remove(queued)
+                    break
+
+    def _doom(self, proc: Process, reason: Any) -> None:
+        """Make proc exit with reason once the running process's turn is over. It counts as
+        dead from now on: it takes no messages and ignores further signals."""
+        self._exits.append((proc, reason))
+        proc._alive = False
+        proc._halt = True
+        if self._current is None:
+            self._drain_exits()
+
+    def _drain_exits(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            exits = self._exits
+            while exits:
+                proc, reason = exits.popleft()
+                self._terminate(proc, reason)
+        finally:
+            self._draining = False
+
+    def _terminate(self, proc: Process, reason: Any) -> None:
+        """Remove a process and send its exit to its links and monitors."""
+        pid = proc.pid
+        if pid._proc is None:
+            return  # already gone
+        proc._alive = False
+        del self._procs[pid.serial]
+        pid._proc = None
+        if proc._names:
+            for table, key in proc._names:
+                table.pop(key, None)
+        if proc._coro is not None:
+            coro, proc._coro = proc._coro, None
+            try:
+                coro.close()
+            except BaseException:  # noqa: BLE001 - a dying process's finally blocks cannot veto
+                log.exception("process %r raised while being closed", pid)
+        if proc._wait_ref is not None:
+            proc._end_call(proc._wait_ref)
+        proc._clear_wait()
+        proc._release()
+        if proc._watching:
+            for ref, target in proc._watching.items():
+                if target._watchers is not None:
+                    target._watchers.pop(ref, None)
+        if proc._links:
+            for peer in proc._links:
+                del peer._links[proc]
+                self._signal(pid, peer, reason)
+        if proc._watchers:
+            for ref, watcher in list(proc._watchers.items()):
+                watcher._on_down(ref, pid, reason)
+        proc._mbox = proc._links = proc._watchers = proc._watching = None
+        if self._stopping is not None and not self._procs and not self._stopping.done():
+            self._stopping.set_result(None)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def send_after(self, delay: float, dest: Any, msg: Any) -> Ref:
+        """Deliver `msg` to dest after `delay` seconds; never synchronously, even at 0.
+        A timer to a pid is cancelled when that process exits; a name is looked up when
+        the timer fires."""
+        ref = self.make_ref()
+        self._timer_refs[ref] = self._add_timer(delay, self._timer_send, (ref, dest, msg), ref)
+        return ref
+
+    def cancel_timer(self, ref: Ref) -> float | bool:
+        """Cancel a `send_after` timer: the seconds it had left, or False if it had fired,
+        was cancelled, or its destination process had exited."""
+        timer = self._timer_refs.pop(ref, None)
+        if timer is None or timer.cancelled:
+            return False
+        self._timers.cancel(timer)
+        dest = timer.args[1]
+        if type(dest) is Pid and (dest._proc is None or not dest._proc._alive):
+            return False
+        return max(0.0, timer.deadline - self.now())
+
+    def _timer_send(self, ref: Ref, dest: Any, msg: Any) -> None:
+        del self._timer_refs[ref]
+        proc = self._lookup(dest)
+        if proc is not None:
+            proc._post(msg)
+
+    def _add_timer(self, delay: float, action: Callable[..., Any], args: tuple, ref: Any = None) -> Any:
+        timer = self._timers.add(self.now() + max(0.0, delay), action, args, ref)
+        if self._idle and self._loop is not None:
+            self._arm_timer_wakeup()
+        return timer
+
+    def _next_deadline(self) -> float | None:
+        if self._call_waits:
+            self._arm_call_timeouts()
+        return self._timers.next_deadline()
+
+    def _fire_due(self, now: float) -> None:
+        if self._call_waits:
+            self._arm_call_timeouts()
+        pop = self._timers.pop_due
+        timer = pop(now)
+        while timer is not None:
+            timer.action(*timer.args)
+            timer = pop(now)
+
+    def _run_callback(self, proc: Process, fn: Callable[..., Any], *args: Any) -> None:
+        """Run kernel-triggered process code (an idle timeout, a worker's result) as a turn."""
+        if not proc._alive:
+            return
+        previous, self._current = self._current, proc
+        try:
+            fn(*args)
+        except ExitNow as exc:
+            self._exit_self(proc, exc.reason, None)
+        except Exception as exc:  # noqa: BLE001 - let it crash: the process's own failure
+            self._exit_self(proc, exc, exc)
+        finally:
+            self._current = previous
+        if previous is None:
+            self._drain_exits()
+
+    # -- the scheduler core ---------------------------------------------------------------------
+
+    def _enqueue(self, proc: Process) -> None:
+        self._runq.append(proc)
+        if self._idle:
+            self._schedule_tick()
+
+    def _seeded_pop(self) -> Process:
+        q = self._runq
+        i = int(self._rand() * len(q))
+        q[i], q[-1] = q[-1], q[i]
+        return q.pop()
+
+    def _run_ready(self, budget: int) -> int:
+        """Give up to `budget` turns to runnable processes; returns the turns taken."""
+        runq = self._runq
+        pop = self._pop
+        exits = self._exits
+        turns = 0
+        while runq and turns < budget:
+            proc = pop()
+            proc._queued = False
+            if not proc._alive:
+                continue  # doomed while queued; its exit is already pending
+            turns += 1
+            self._current = proc
+            try:
+                proc._run()
+            except ExitNow as exc:
+                self._exit_self(proc, exc.reason, None)
+            except Exception as exc:  # noqa: BLE001 - let it crash
+                self._exit_self(proc, exc, exc)
+            self._current = None
+            if exits:
+                self._drain_exits()
+        return turns
+
+    def _exit_self(self, proc: Process, reason: Any, exc: BaseException | None) -> None:
+        if exc is not None:
+            reason = proc._on_crash(exc)
+            self._crash_report(proc, reason)
+        self._exits.appendleft((proc, reason))
+        if self._current is None or self._current is proc:
+            self._drain_exits()
+
+    def _crash_report(self, proc: Process, reason: Any) -> None:
+        names = [key for _, key in proc._names] if proc._names else []
+        last = None if proc._last is NONE else proc._last
+        log.error("crash report: process %r%s crashed with %s; last message %s",
+                  proc.pid, f" {names[0]!r}" if names else "", _short.repr(reason),
+                  "-" if proc._last is NONE else _short.repr(last),
+                  exc_info=reason if isinstance(reason, BaseException) else None,
+                  extra={"pid": proc.pid, "registered_name": names[0] if names else None,
+                         "last_message": last, "reason": reason})
+
+    def _log_unexpected(self, proc: Process, msg: Any) -> None:
+        log.warning("%r got an unexpected message %s", proc.pid, _short.repr(msg),
+                    extra={"pid": proc.pid, "unexpected_message": msg})
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def is_alive(self, pid: Pid) -> bool:
+        return self._lookup(pid) is not None
+
+    def processes(self) -> list[Pid]:
+        """Live pids in spawn order."""
+        return [proc.pid for proc in self._procs.values()]
+
+    def process_info(self, pid: Pid) -> dict[str, Any] | None:
+        """What the node knows of a live process, or None if it is gone."""
+        proc = self._lookup(pid)
+        if proc is None:
+            return None
+        return {
+            "pid": proc.pid,
+            "kind": type(proc).__name__,
+            "registered_name": next((k for t, k in proc._names or () if t is self._names), None),
+            "mailbox_len": len(proc._mbox) if proc._mbox else 0,
+            "dropped": proc._dropped,
+            "links": [p.pid for p in proc._links or ()],
+            "monitored_by": [w.pid for w in (proc._watchers or {}).values() if isinstance(w, Process)],
+            "trap_exit": proc._trap,
+            "status": ("running" if proc is self._current else "runnable" if proc._queued
+                       else "waiting"),
+            "parent": proc._parent,
+        }
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    # -- deterministic driver -----------------------------------------------------------------------
+
+    def run(self, until: float | None = None, max_turns: int | None = None) -> int:
+        """Deterministic driver: run until nothing is runnable and no timer is due by
+        `until` (virtual seconds; None: until no timers are left), or `max_turns` turns.
+        Returns the turns taken."""
+        self._require_virtual("run")
+        return self._drive(lambda: False, until, max_turns)
+
+    def run_for(self, seconds: float, max_turns: int | None = None) -> int:
+        """Run `seconds` of virtual time; the clock then reads now + seconds."""
+        return self.run(until=self.now() + seconds, max_turns=max_turns)
+
+    def run_until_complete(self, fut: Future, max_turns: int | None = 10_000_000) -> Any:
+        """Drive the node until `fut` (e.g. from `node.call`) is done; return its result."""
+        self._require_virtual("run_until_complete")
+        self._drive(fut.done, None, max_turns)
+        if not fut.done():
+            raise RuntimeError(f"node went idle before the future completed (virtual time {self._vtime})")
+        return fut.result()
+
+    def _drive(self, done: Callable[[], bool], until: float | None, max_turns: int | None) -> int:
+        budget = max_turns if max_turns is not None else sys.maxsize
+        turns = 0
+        while not done() and turns < budget:
+            if self._runq:
+                turns += self._run_ready(min(1024, budget - turns))
+                continue
+            deadline = self._next_deadline()
+            if deadline is None or (until is not None and deadline > until):
+                break
+            self._vtime = max(self._vtime, deadline)
+            self._fire_due(self._vtime)
+        if until is not None and self._vtime < until and not self._runq and not done():
+            self._vtime = until
+        return turns
+
+    def _require_virtual(self, what: str) -> None:
+        if not self._virtual:
+            raise RuntimeError(f"node.{what}() drives a deterministic node (Node(seed=...)); "
+                               "a real-time node runs inside its asyncio loop")
+
+    # -- real-time driver ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        self.attach(asyncio.get_running_loop())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run this real-time node on `loop` (done by `async with Node()`)."""
+        if self._virtual:
+            raise RuntimeError("a deterministic node (seed given) is driven by node.run(), not a loop")
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self._idle = True
+        if self._runq:
+            self._schedule_tick()
+        self._arm_timer_wakeup()
+
+    def _schedule_tick(self) -> None:
+        if self._loop is not None:
+            self._idle = False
+            self._tick_handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        self._fire_due(self._loop.time())
+        self._run_ready(4096)  # then yield to the loop so sockets and tasks get their turn
+        if self._runq:
+            self._tick_handle = self._loop.call_soon(self._tick)
+        else:
+            self._idle = True
+            self._arm_timer_wakeup()
+
+    def _arm_timer_wakeup(self) -> None:
+        deadline = self._next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer_handle = self._loop.call_at(deadline, self._on_timer_wakeup)
+
+    def _on_timer_wakeup(self) -> None:
+        self._timer_handle = None
+        self._timer_at = None
+        if self._idle:
+            self._idle = False
+            self._tick()
+
+    def stop(self, timeout: float = 5.0) -> Future:
+        """Shut every process down, newest first, with reason "shutdown"; those still alive
+        after `timeout` seconds are killed. Returns a future done when none is left."""
+        if self._stopping is None:
+            self._stopping = Future()
+            for proc in reversed(list(self._procs.values())):
+                self._send_exit(None, proc.pid, SHUTDOWN)
+            if self._procs:
+                self._add_timer(timeout, self._kill_all, ())
+            elif not self._stopping.done():
+                self._stopping.set_result(None)
+        return self._stopping
+
+    def _kill_all(self) -> None:
+        for proc in reversed(list(self._procs.values())):
+            self._doom(proc, KILLED)
+
+    # -- callers on other threads ---------------------------------------------------------------------
+
+    def call_from_thread(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
+        """Blocking `call` for code on another thread (a WSGI worker, a pykka actor)."""
+        import pykka
+
+        self._check_foreign_thread("call_from_thread")
+        done = pykka.ThreadingFuture()
+
+        def start() -> None:
+            fut = self.call(dest, request, timeout)
+            fut.add_done_callback(lambda f: done.set(f._value) if f._exc is None
+                                  else done.set_exception((type(f._exc), f._exc, f._exc.__traceback__)))
+
+        self._loop.call_soon_threadsafe(start)
+        # The node enforces `timeout`; the margin only guards against a loop that stopped.
+        return done.get(timeout=None if timeout is None else timeout + 5.0)
+
+    def send_from_thread(self, dest: Any, msg: Any) -> None:
+        """`send` for code on another thread."""
+        self._check_foreign_thread("send_from_thread")
+        self._loop.call_soon_threadsafe(self.send, dest, msg)
+
+    def cast_from_thread(self, dest: Any, msg: Any) -> None:
+        """`cast` for code on another thread."""
+        self._check_foreign_thread("cast_from_thread")
+        self._loop.call_soon_threadsafe(self.cast, dest, msg)
+
+    def _check_foreign_thread(self, what: str) -> None:
+        if self._loop is None:
+            raise RuntimeError(f"{what} needs a real-time node attached to a running loop")
+        if threading.get_ident() == self._thread:
+            raise RuntimeError(f"{what} called on the node's own thread would deadlock; "
+                               "use node.call / node.send there")
+
+    def __repr__(self) -> str:
+        mode = f"seed={self.seed}" if self._virtual else "real-time"
+        return f"<Node {self.name} {mode} {len(self._procs)} processes>"
+

@@ -1,0 +1,382 @@
+"""Processes: the kernel's unit of isolation.
+
+A process is an object with a mailbox, scheduled by its `Node`; it is never a thread or an
+asyncio task. Its code is either a `GenServer` subclass (see `actors.genserver`) or a
+coroutine function `async def body(proc, *args)`. Any of that code may `await`
+`proc.receive(...)`, `proc.call(...)` or `proc.sleep(...)`: the node drives the coroutine
+itself (`coro.send`), so a suspended process costs one coroutine frame and the simulator
+can drive it exactly like the real-time loop does.
+"""
+from __future__ import annotations
+
+import types
+from collections import deque
+from itertools import islice
+from typing import Any, Callable, NamedTuple
+
+from .errors import CallTimeout, ReceiveTimeout
+from .ids import Pid, Ref
+from .messages import Down
+
+
+class _Tag:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# Mailbox entries. A cast is queued bare: on the hottest path nothing is allocated, so a
+# million queued casts cost the cyclic GC nothing. Calls, and in a GenServer the messages
+# for handle_info, are tuples tagged with these sentinels.
+CALL = _Tag("$call")
+INFO = _Tag("$info")
+NONE = _Tag("$none")  # "no value" where None is a valid message or result
+
+# What a suspended coroutine yields to the node.
+RECEIVE = _Tag("$receive")
+WAIT = _Tag("$wait")  # a call reply or a sleep: resumed by the kernel, not by a message
+
+
+def _accept_any(msg: Any) -> bool:
+    return True
+
+
+class Call(NamedTuple):
+    """How a call reaches a coroutine process: answer it with `proc.reply(caller, value)`."""
+
+    request: Any
+    caller: "From"
+
+
+class From:
+    """The caller of a call: pass it to `reply()` to answer later. `pid` is None when the
+    caller is outside the node (asyncio code or another thread)."""
+
+    __slots__ = ("owner", "serial", "deadline")
+
+    def __init__(self, owner: Any, serial: int) -> None:
+        self.owner = owner  # a Process, or an external waiter with the same _on_reply/_on_down
+        self.serial = serial
+        self.deadline = 0.0
+
+    @property
+    def pid(self) -> Pid | None:
+        return getattr(self.owner, "pid", None)
+
+    def __repr__(self) -> str:
+        return f"From({self.pid!r}, {self.serial})"
+
+
+class ExitNow(BaseException):
+    """Unwinds a process that exits on purpose; a BaseException so `except Exception` in user
+    code cannot swallow it."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Process:
+    """Kernel state of one process, and the API its code calls (`self.` in a GenServer,
+    `proc.` in a coroutine process)."""
+
+    __slots__ = (
+        "pid", "node", "_mbox", "_queued", "_alive", "_halt",
+        "_coro", "_match", "_scan", "_resume", "_resume_exc", "_wait_ref", "_wait_target", "_timer",
+        "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
+        "_dropped", "_parent", "_last",
+    )
+
+    def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
+        self.pid = pid
+        self.node = node
+        self._mbox: deque | None = None  # made on first message: idle processes stay small
+        self._queued = False
+        self._alive = True
+        self._halt = False
+        self._coro = None
+        self._match = None
+        self._scan = 0
+        self._resume = NONE  # the value to resume the suspended coroutine with, or NONE
+        self._resume_exc = None  # or the exception to throw into it
+        self._wait_ref = None
+        self._wait_target = None
+        self._timer = None
+        self._links: dict | None = None
+        self._watchers: dict | None = None  # monitor ref / call From -> watcher
+        self._watching: dict | None = None  # monitor ref -> watched process
+        self._names: list | None = None
+        self._trap = False
+        self._limit = limit
+        self._overflow = overflow
+        self._dropped = 0
+        self._parent = parent
+        self._last = NONE
+
+    # -- kernel internals -------------------------------------------------------------
+
+    def _deliver(self, msg: Any) -> None:
+        mb = self._mbox
+        if mb is None:
+            mb = self._mbox = deque()
+        elif len(mb) >= self._limit:
+            self.node._overflowed(self, msg)
+            return
+        mb.append(msg)
+        if not self._queued:
+            self._queued = True
+            self.node._enqueue(self)
+
+    def _post(self, msg: Any) -> None:
+        """Deliver a plain message (a send, a timer, `Exit`, `Down`)."""
+        self._deliver(msg)
+
+    def _clear_wait(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            self.node._timers.cancel(timer)
+        self._match = None
+
+    def _wake(self, value: Any, exc: BaseException | None) -> None:
+        """Resume the suspended coroutine with `value` (or throw `exc`) on its next turn."""
+        self._clear_wait()
+        self._resume = value
+        self._resume_exc = exc
+        if not self._queued:
+            self._queued = True
+            self.node._enqueue(self)
+
+    def _run(self) -> None:
+        if self._coro is not None and not self._advance():
+            return
+        self._serve()
+
+    def _serve(self) -> None:
+        """Handle queued messages; only GenServers have a loop of their own."""
+
+    def _advance(self) -> bool:
+        """Move a suspended coroutine on if it can; True once it has finished."""
+        value = self._resume
+        if value is not NONE:
+            self._resume = NONE
+            exc, self._resume_exc = self._resume_exc, None
+            self._step(value, exc)
+        elif self._match is not None:
+            msg = self._take(self._match, self._scan)
+            if msg is NONE:
+                self._scan = len(self._mbox) if self._mbox else 0
+                return False
+            self._clear_wait()
+            self._step(msg, None)
+        else:
+            return False
+        return self._coro is None
+
+    def _step(self, value: Any, exc: BaseException | None) -> None:
+        coro = self._coro
+        try:
+            req = coro.send(value) if exc is None else coro.throw(exc)
+        except StopIteration:
+            req = NONE
+        if req is NONE:
+            self._coro = None
+            self._finished()
+        elif type(req) is tuple and req[0] is RECEIVE:
+            self._match = req[1] if req[1] is not None else _accept_any
+            self._scan = len(self._mbox) if self._mbox else 0
+            if req[2] is not None:
+                self._timer = self.node._add_timer(
+                    req[2], self._wake, (None, ReceiveTimeout(f"no message in {req[2]} s")))
+        elif req is not WAIT:
+            raise TypeError(f"a process may only await its own receive/call/sleep (driven by the node, "
+                            f"not asyncio), not {req!r:.200}")
+
+    def _finished(self) -> None:
+        """The process's coroutine returned: a coroutine process exits normally."""
+        raise ExitNow("normal")
+
+    def _on_crash(self, reason: Any) -> Any:
+        """Last words of a crashing process; returns the reason it exits with."""
+        return reason
+
+    def _release(self) -> None:
+        """Free what the process holds outside the kernel (called once, as it exits)."""
+
+    def _take(self, match: Callable[[Any], bool] | None, start: int = 0) -> Any:
+        """Remove and return the first message at or after `start` that `match` accepts."""
+        mb = self._mbox
+        if not mb or start >= len(mb):
+            return NONE
+        for i, msg in enumerate(islice(mb, start, None), start):
+            msg = self._unwrap(msg)
+            if msg is not NONE and (match is None or match(msg)):
+                del mb[i]
+                return msg
+        return NONE
+
+    def _unwrap(self, msg: Any) -> Any:
+        """What `receive` sees of a queued message: a coroutine process gets sends and
+        casts alike, and calls as `Call(request, caller)`."""
+        if type(msg) is tuple and msg and msg[0] is CALL:
+            return Call(msg[1], msg[2])
+        return msg
+
+    def _on_reply(self, ref: From, value: Any) -> None:
+        if self._wait_ref is ref:  # the hot half of every call: _end_call and _wake inlined
+            self._wait_ref = None
+            watchers = self._wait_target._watchers
+            if watchers is not None:
+                watchers.pop(ref, None)
+            self._wait_target = None
+            if self._timer is not None:
+                self.node._timers.cancel(self._timer)
+                self._timer = None
+            self._resume = value
+            if not self._queued:
+                self._queued = True
+                node = self.node
+                node._runq.append(self)
+                if node._idle:
+                    node._schedule_tick()
+        # else: the call already timed out or ended; a late reply is dropped (OTP 24+).
+
+    def _on_down(self, ref: Any, pid: Pid, reason: Any) -> None:
+        if self._wait_ref is ref:
+            self._end_call(ref)
+            self._wake(None, self.node._call_failure(pid, reason))
+            return
+        if self._watching is not None:
+            self._watching.pop(ref, None)
+        self._post(Down(ref, pid, reason))
+
+    def _end_call(self, ref: From) -> None:
+        self._wait_ref = None
+        target = self._wait_target
+        self._wait_target = None
+        if target._watchers is not None:
+            target._watchers.pop(ref, None)
+
+    # -- the API process code uses --------------------------------------------------------
+
+    @property
+    def trap_exit(self) -> bool:
+        """When True, exit signals (but `kill`) arrive as `Exit(pid, reason)` messages."""
+        return self._trap
+
+    @trap_exit.setter
+    def trap_exit(self, flag: bool) -> None:
+        self._trap = bool(flag)
+
+    def now(self) -> float:
+        """The node's clock in seconds (virtual time under the deterministic driver)."""
+        return self.node.now()
+
+    def send(self, dest: Any, msg: Any) -> None:
+        """Send `msg` to a pid, a registered name or a `via` key; never blocks."""
+        self.node.send(dest, msg)
+
+    def cast(self, dest: Any, msg: Any) -> None:
+        """Send `msg` to a GenServer's `handle_cast`. Always returns, even if dest is gone."""
+        self.node.cast(dest, msg)
+
+    @types.coroutine
+    def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None):
+        """Take the first queued message `match` accepts (any message if None), waiting up
+        to `timeout` seconds (None: forever; 0: only look). Others stay queued in order.
+
+        >>> msg = await proc.receive(lambda m: m[0] == "result", timeout=1.0)
+        """
+        msg = self._take(match)
+        if msg is not NONE:
+            return msg
+        if timeout is not None and timeout <= 0:
+            raise ReceiveTimeout("no matching message")
+        return (yield (RECEIVE, match, timeout))
+
+    @types.coroutine
+    def sleep(self, seconds: float):
+        """Suspend this process for `seconds` of node time; its messages stay queued."""
+        self._timer = self.node._add_timer(seconds, self._wake, (None, None))
+        return (yield WAIT)
+
+    @types.coroutine
+    def call(self, dest: Any, request: Any, timeout: float | None = 5.0):
+        """Send `request` to a GenServer and wait for its reply.
+
+        Raises `NoProc` if dest does not exist, `CallTimeout` after `timeout` seconds,
+        `CallExit` if the server exits first, `CallingSelf` if dest is this process.
+
+        >>> total = await self.call(counter, "get")
+        """
+        self.node._start_call(self, dest, request, timeout)
+        try:
+            return (yield WAIT)
+        except CallTimeout:
+            raise CallTimeout(dest, request, timeout) from None
+
+    def reply(self, caller: From, value: Any) -> None:
+        """Answer a call later (its handler returned `NoReply`, or a coroutine got a `Call`)."""
+        self.node.reply(caller, value)
+
+    def spawn(self, target: Any, *args: Any, **options: Any) -> Pid:
+        """Start a process (see `Node.spawn`); it is not linked to this one."""
+        return self.node._spawn(target, args, options, parent=self)
+
+    def spawn_link(self, target: Any, *args: Any, **options: Any) -> Pid:
+        """Start a process linked to this one, atomically."""
+        return self.node._spawn(target, args, options, parent=self, link=True)
+
+    def spawn_monitor(self, target: Any, *args: Any, **options: Any) -> tuple[Pid, Ref]:
+        """Start a process monitored by this one, atomically: returns `(pid, ref)`."""
+        pid = self.node._spawn(target, args, options, parent=self)
+        return pid, self.monitor(pid)
+
+    def link(self, dest: Any) -> None:
+        """Link to dest (both ways; once per pair). Linking a dead process raises `NoProc`,
+        or, when trapping exits, delivers `Exit(dest, "noproc")` instead."""
+        self.node._link(self, dest)
+
+    def unlink(self, dest: Any) -> None:
+        """Remove the link to dest, if any."""
+        self.node._unlink(self, dest)
+
+    def monitor(self, dest: Any) -> Ref:
+        """Watch dest: one `Down(ref, pid, reason)` arrives when it exits (at once, with
+        reason "noproc", if it is already gone)."""
+        return self.node._monitor(self, dest)
+
+    def demonitor(self, ref: Ref, flush: bool = False) -> None:
+        """Stop watching; with `flush`, also drop a `Down` for ref already queued."""
+        self.node._demonitor(self, ref, flush)
+
+    def exit(self, dest: Any, reason: Any) -> None:
+        """Send an exit signal (Erlang's `exit/2`); sent to oneself it ends this process,
+        even with reason "normal", unless trapping exits."""
+        self.node._send_exit(self, dest, reason)
+
+    def register(self, name: Any) -> None:
+        """Register this process under `name` (see `Node.register`)."""
+        self.node.register(name, self.pid)
+
+    def send_after(self, delay: float, dest: Any, msg: Any) -> Ref:
+        """Deliver `msg` to dest after `delay` seconds (never synchronously)."""
+        return self.node.send_after(delay, dest, msg)
+
+    def cancel_timer(self, ref: Ref) -> float | bool:
+        """Cancel a `send_after` timer: seconds it had left, or False if it already fired."""
+        return self.node.cancel_timer(ref)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.pid!r}>"
+
+
+class CoroutineProcess(Process):
+    """A process whose code is `async def body(proc, *args)`; it exits normally when the
+    body returns and crashes when it raises."""
+
+    __slots__ = ()

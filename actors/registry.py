@@ -1,0 +1,83 @@
+"""Keyed process registries (Elixir's `Registry`, unique keys) and the `via` form.
+
+    users = Registry(node)
+    node.spawn(Session, "alice", name=users.via(("user", "alice")))
+    node.cast(users.via(("user", "alice")), "ping")    # a via works wherever a pid does
+
+An entry disappears when its process exits. Plain names live on the node
+(`node.register(name, pid)`, `node.whereis(name)`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import AlreadyRegistered, NoProc
+from .ids import Pid
+
+
+class Registry:
+    """A table of unique keys to processes on one node."""
+
+    def __init__(self, node: Any, name: str = "registry", limit: int = 10_000_000) -> None:
+        self.node = node
+        self.name = name
+        self.limit = limit
+        self._table: dict[Any, Any] = {}
+
+    def register(self, key: Any, pid: Pid) -> None:
+        """Map key to the live process `pid`; raises `AlreadyRegistered` if the key is taken."""
+        self.node._bind_name(self._table, key, self.node._live(pid), self.limit)
+
+    def unregister(self, key: Any) -> None:
+        """Remove key, if present."""
+        self.node._unbind_name(self._table, key)
+
+    def lookup(self, key: Any) -> Pid | None:
+        """The pid registered under key, or None."""
+        proc = self._table.get(key)
+        return proc.pid if proc is not None else None
+
+    def keys(self, pid: Pid) -> list[Any]:
+        """The keys `pid` holds in this registry, in registration order."""
+        proc = pid._proc
+        if proc is None or not proc._names:
+            return []
+        return [key for table, key in proc._names if table is self._table]
+
+    def via(self, key: Any) -> Via:
+        """An address for key that `send`, `cast`, `call`, `monitor`, `link` and
+        `spawn(name=...)` accept in place of a pid."""
+        return Via(self, key)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        return f"<Registry {self.name} {len(self._table)} keys>"
+
+
+class Via:
+    """A registry key used as an address."""
+
+    __slots__ = ("registry", "key")
+
+    def __init__(self, registry: Registry, key: Any) -> None:
+        self.registry = registry
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Via and other.registry is self.registry and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"via({self.registry.name}, {self.key!r})"
+
+
+def check_key(key: Any) -> None:
+    if key is None or isinstance(key, (Pid, Via)):
+        raise ValueError(f"{key!r} cannot be a registered name")
+    hash(key)  # unhashable keys fail here, naming the type
+
+

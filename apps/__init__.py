@@ -1,0 +1,1 @@
+"""Case studies built on the runtime: chat, rides, video, timeline."""

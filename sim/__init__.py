@@ -1,0 +1,1 @@
+"""Deterministic simulation and the `letitcrash` command line."""

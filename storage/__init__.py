@@ -1,0 +1,1 @@
+"""LMDB persistence: store, snapshots, journal, group commit, activated entities."""

@@ -1,0 +1,1 @@
+"""Supervision trees: supervisors, dynamic supervisors, restart intensity, backoff."""
