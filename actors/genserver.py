@@ -57,7 +57,7 @@ class GenServer(Process):
     idle_timeout: float | None = None
     """Seconds without a message after which `handle_idle()` runs; None disables it."""
 
-    __slots__ = ("_stop", "_cont", "_idle")
+    __slots__ = ("_stop", "_cont", "_idle", "_terminating")
 
     # -- callbacks (defaults) -----------------------------------------------------------
 
@@ -104,6 +104,7 @@ class GenServer(Process):
         self._stop = NONE
         self._cont = NONE
         self._idle = None
+        self._terminating = False
 
     def _start(self, args: tuple) -> None:
         result = self.init(*args)
@@ -135,7 +136,10 @@ class GenServer(Process):
                     if type(r) is CoroutineType:
                         self._run_async(r, m[2])
                     elif r is not NoReply:
-                        m[2].owner._on_reply(m[2], r)
+                        if self._held is None:
+                            m[2].owner._on_reply(m[2], r)
+                        else:
+                            self.node.reply(m[2], r)
                 elif tag is INFO:
                     info = m[1]
                     if type(info) is Exit and self._trap and info.pid == self._parent and info.pid is not None:
@@ -165,6 +169,7 @@ class GenServer(Process):
                 return True  # suspended in an async callback
             if self._stop is not NONE:
                 self._exit_with(self._stop)
+                return True  # an async terminate is running
             if self._cont is NONE:
                 return not self._alive  # halted by a pending exit signal
             self._halt = False
@@ -176,7 +181,20 @@ class GenServer(Process):
                 return False
 
     def _exit_with(self, reason: Any) -> None:
-        self.terminate(reason)
+        """Run terminate, then exit with reason. An async terminate runs as this process's
+        coroutine (it may await, e.g. children going down) and the exit follows it."""
+        if self._terminating:
+            raise ExitNow(reason)
+        self._terminating = True
+        r = self.terminate(reason)
+        if type(r) is not CoroutineType:
+            raise ExitNow(reason)
+        self._coro = self._exit_after(r, reason)
+        self._halt = True
+        self._step(None, None)
+
+    async def _exit_after(self, terminating: CoroutineType, reason: Any) -> None:
+        await terminating
         raise ExitNow(reason)
 
     def _on_idle(self) -> None:
@@ -220,9 +238,12 @@ class GenServer(Process):
         return msg[1] if type(msg) is tuple and msg and msg[0] is INFO else NONE
 
     def _on_crash(self, reason: Any) -> Any:
-        """A callback raised: run terminate, whose own failure replaces the reason."""
+        """A callback raised: run terminate, whose own failure replaces the reason. Returns
+        NONE while an async terminate is still running (the exit then follows it)."""
         try:
-            self.terminate(reason)
+            self._exit_with(reason)
+        except ExitNow as done:
+            return done.reason
         except Exception as exc:  # noqa: BLE001 - OTP: terminate's crash becomes the reason
             return exc
-        return reason
+        return NONE

@@ -112,7 +112,8 @@ class Node:
         self._timers = TimerHeap(max_timers)
         self._timer_refs: dict[Ref, Any] = {}
         self._exits: deque = deque()
-        self._call_waits: list[tuple] = []  # call timeouts not yet on the timer heap
+        self._call_waits: list[From] = []  # call timeouts not yet on the timer heap
+        self._pass_hooks: list[Callable[[], None]] = []
         self._draining = False
         self._current: Process | None = None
         self._stopping: Future | None = None
@@ -235,12 +236,20 @@ class Node:
     def send(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a pid (dropped if it is dead), a registered name or a `via`
         (`NoProc` if nobody holds it, as Erlang's badarg)."""
+        current = self._current
+        if current is not None and current._held is not None:
+            current._held.append((self.send, (dest, msg)))
+            return
         proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=True)
         if proc is not None and proc._alive:
             proc._post(msg)
 
     def cast(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
+        current = self._current
+        if current is not None and current._held is not None:
+            current._held.append((self.cast, (dest, msg)))
+            return
         proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
         if proc is not None and proc._alive:
             proc._deliver(msg)
@@ -266,6 +275,10 @@ class Node:
 
     def reply(self, caller: From, value: Any) -> None:
         """Answer a call whose handler returned `NoReply`."""
+        current = self._current
+        if current is not None and current._held is not None:
+            current._held.append((self.reply, (caller, value)))
+            return
         caller.owner._on_reply(caller, value)
 
     def _start_call(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
@@ -287,6 +300,9 @@ class Node:
             # Armed lazily (see _arm_call_timeouts): most calls are answered first.
             ref.deadline = self.now() + timeout
             self._call_waits.append(ref)
+        if caller._held is not None:
+            caller._held.append((target._deliver, ((CALL, request, ref),)))
+            return ref
         target._deliver((CALL, request, ref))
         return ref
 
@@ -314,6 +330,38 @@ class Node:
         else:
             self._doom(proc, MailboxOverflow(
                 f"{proc.pid!r} exceeded its mailbox limit of {proc._limit} messages"))
+
+    def hold_output(self, proc: Process) -> None:
+        """Hold what `proc` sends (send, cast, call requests, replies) from now on, in order,
+        until `release_output(proc)`. The storage layer uses this so a process's reply is
+        not seen before the write it acknowledges has committed. Timers and exit signals
+        are not held."""
+        if proc._held is None:
+            proc._held = []
+
+    def release_output(self, proc: Process) -> None:
+        """Deliver everything held for `proc`, in the order it was sent, and stop holding."""
+        held, proc._held = proc._held, None
+        if not held:
+            return
+        previous, self._current = self._current, None
+        try:
+            for deliver, args in held:
+                deliver(*args)
+        finally:
+            self._current = previous
+
+    def add_pass_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` after every scheduler pass (a batch of process turns, or a round of
+        timers): the point where the storage layer group-commits."""
+        self._pass_hooks.append(hook)
+
+    def remove_pass_hook(self, hook: Callable[[], None]) -> None:
+        self._pass_hooks.remove(hook)
+
+    def _end_pass(self) -> None:
+        for hook in self._pass_hooks:
+            hook()
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -561,6 +609,8 @@ class Node:
         while timer is not None:
             timer.action(*timer.args)
             timer = pop(now)
+        if self._pass_hooks:
+            self._end_pass()
 
     def _run_callback(self, proc: Process, fn: Callable[..., Any], *args: Any) -> None:
         """Run kernel-triggered process code (an idle timeout, a worker's result) as a turn."""
@@ -613,12 +663,16 @@ class Node:
             self._current = None
             if exits:
                 self._drain_exits()
+        if self._pass_hooks:
+            self._end_pass()
         return turns
 
     def _exit_self(self, proc: Process, reason: Any, exc: BaseException | None) -> None:
         if exc is not None:
+            self._crash_report(proc, exc)
             reason = proc._on_crash(exc)
-            self._crash_report(proc, reason)
+            if reason is NONE:
+                return  # an async terminate is running; its end exits the process
         self._exits.appendleft((proc, reason))
         if self._current is None or self._current is proc:
             self._drain_exits()

@@ -88,7 +88,7 @@ class Process:
         "pid", "node", "_mbox", "_queued", "_alive", "_halt",
         "_coro", "_match", "_scan", "_resume", "_resume_exc", "_wait_ref", "_wait_target", "_timer",
         "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
-        "_dropped", "_parent", "_last",
+        "_dropped", "_parent", "_last", "_held",
     )
 
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
@@ -116,6 +116,7 @@ class Process:
         self._dropped = 0
         self._parent = parent
         self._last = NONE
+        self._held: list | None = None  # outgoing messages held until node.release_output
 
     # -- kernel internals -------------------------------------------------------------
 
