@@ -1,0 +1,342 @@
+"""GenServer callbacks and calls, on the deterministic driver."""
+import logging
+
+import pytest
+
+from actors import (CallExit, CallingSelf, CallTimeout, Down, Exit, GenServer, Node, NoProc,
+                    NoReply, StartError)
+
+
+class Counter(GenServer):
+    def init(self, n=0):
+        self.n = n
+        self.log = []
+
+    def handle_call(self, request, caller):
+        if request == "get":
+            return self.n
+        if request == "later":
+            self.pending = caller
+            return NoReply
+        if request == "stop":
+            self.stop("normal")
+            return "bye"
+        if request == "crash":
+            raise RuntimeError("asked to crash")
+        return ("unknown", request)
+
+    def handle_cast(self, delta):
+        self.n += delta
+
+    def handle_info(self, msg):
+        if msg == "answer":
+            self.reply(self.pending, "late answer")
+        else:
+            self.log.append(msg)
+
+
+def call(node, pid, request, timeout=5.0):
+    return node.run_until_complete(node.call(pid, request, timeout))
+
+
+def test_call_cast_info():
+    node = Node(seed=1)
+    pid = node.spawn(Counter, 10)
+    node.cast(pid, 5)
+    node.send(pid, "hello")
+    assert call(node, pid, "get") == 15
+    assert pid._proc.log == ["hello"]
+
+
+def test_noreply_then_reply_later():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    fut = node.call(pid, "later")
+    node.run_for(1)
+    assert not fut.done()
+    node.send(pid, "answer")
+    assert node.run_until_complete(fut) == "late answer"
+
+
+def test_stop_replies_then_exits_and_runs_terminate():
+    terminated = []
+
+    class Stopper(Counter):
+        def terminate(self, reason):
+            terminated.append(reason)
+
+    node = Node(seed=1)
+    pid = node.spawn(Stopper)
+    assert call(node, pid, "stop") == "bye"
+    node.run()
+    assert not node.is_alive(pid)
+    assert terminated == ["normal"]
+
+
+def test_init_failure_raises_start_error_and_leaves_nothing(caplog):
+    class Bad(GenServer):
+        def init(self):
+            raise ValueError("no config")
+
+    node = Node(seed=1)
+    with pytest.raises(StartError) as info:
+        node.spawn(Bad, name="bad")
+    assert isinstance(info.value.reason, ValueError)
+    assert node.processes() == []
+    assert node.whereis("bad") is None
+    node.spawn(Counter, name="bad")  # the name is free again
+
+
+def test_init_arguments_are_checked():
+    node = Node(seed=1)
+    with pytest.raises(StartError) as info:
+        node.spawn(GenServer, "unexpected")
+    assert "takes no arguments" in str(info.value.reason)
+
+
+def test_continue_runs_after_spawn_returns_and_before_messages():
+    order = []
+
+    class Slow(GenServer):
+        def init(self):
+            order.append("init")
+            self.continue_with("warm up")
+
+        def handle_continue(self, arg):
+            order.append(("continue", arg))
+
+        def handle_cast(self, msg):
+            order.append(("cast", msg))
+
+    node = Node(seed=1)
+    pid = node.spawn(Slow)
+    order.append("spawned")
+    node.cast(pid, 1)
+    node.run()
+    assert order == ["init", "spawned", ("continue", "warm up"), ("cast", 1)]
+
+
+def test_idle_timeout_fires_only_after_quiet_period():
+    class Idle(GenServer):
+        idle_timeout = 10.0
+
+        def init(self):
+            self.idled_at = []
+            self.continue_with(None)
+
+        def handle_continue(self, _):
+            pass
+
+        def handle_cast(self, msg):
+            pass
+
+        def handle_idle(self):
+            self.idled_at.append(self.now())
+            self.stop("normal")
+
+    node = Node(seed=1)
+    pid = node.spawn(Idle)
+    server = pid._proc
+    node.run_for(6)
+    node.cast(pid, "poke")  # resets the idle timer
+    node.run_for(6)
+    assert node.is_alive(pid)
+    node.run_for(10)
+    assert server.idled_at == [16.0]
+    assert not node.is_alive(pid)
+
+
+def test_crash_runs_terminate_logs_report_and_keeps_node(caplog):
+    seen = []
+
+    class Fragile(Counter):
+        def terminate(self, reason):
+            seen.append(reason)
+
+    node = Node(seed=1)
+    pid = node.spawn(Fragile, name="fragile")
+    other = node.spawn(Counter, 7)
+    with caplog.at_level(logging.ERROR, logger="actors"):
+        with pytest.raises(CallExit) as info:
+            call(node, pid, "crash")
+    assert isinstance(info.value.reason, RuntimeError)
+    assert isinstance(seen[0], RuntimeError)
+    report = [r for r in caplog.records if "crash report" in r.getMessage()][0]
+    assert report.pid == pid and report.registered_name == "fragile"
+    assert report.last_message[1] == "crash"
+    assert report.exc_info[0] is RuntimeError
+    assert call(node, other, "get") == 7
+
+
+def test_terminate_not_called_when_killed():
+    seen = []
+
+    class Watched(Counter):
+        def terminate(self, reason):
+            seen.append(reason)
+
+    node = Node(seed=1)
+    pid = node.spawn(Watched, trap_exit=True)
+    node.exit(pid, "kill")
+    node.run()
+    assert not node.is_alive(pid) and seen == []
+
+
+def test_trapping_server_terminates_on_parent_exit_but_not_others():
+    seen = []
+
+    class Child(Counter):
+        def init(self):
+            super().init()
+            self.trap_exit = True
+
+        def terminate(self, reason):
+            seen.append(reason)
+
+    result = {}
+
+    async def parent(proc):
+        child = proc.spawn_link(Child)
+        result["child"] = child
+        await proc.receive(lambda m: m == "go")
+        raise ValueError("parent fails")
+
+    node = Node(seed=1)
+    ppid = node.spawn(parent)
+    node.run()
+    child = result["child"]
+    node.exit(child, "stranger")  # not from the parent: an ordinary message
+    node.run()
+    assert node.is_alive(child) and child._proc.log == [Exit(None, "stranger")]
+    node.send(ppid, "go")
+    logging.disable(logging.ERROR)
+    try:
+        node.run()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert not node.is_alive(child)
+    assert isinstance(seen[0], ValueError)
+
+
+def test_async_handlers_suspend_only_their_server():
+    class Proxy(GenServer):
+        def init(self, backend):
+            self.backend = backend
+            self.handled = []
+
+        async def handle_call(self, request, caller):
+            value = await self.call(self.backend, "get")
+            await self.sleep(1.0)
+            return value + request
+
+        def handle_cast(self, msg):
+            self.handled.append((msg, self.now()))
+
+    node = Node(seed=1)
+    backend = node.spawn(Counter, 100)
+    proxy = node.spawn(Proxy, backend)
+    fut = node.call(proxy, 1)
+    node.cast(proxy, "queued")
+    assert node.run_until_complete(fut) == 101
+    node.run()
+    # The cast waited for the suspended call to finish, as in OTP.
+    assert proxy._proc.handled == [("queued", 1.0)]
+
+
+def test_async_terminate_can_wait():
+    events = []
+
+    class Graceful(GenServer):
+        async def terminate(self, reason):
+            await self.sleep(2.0)
+            events.append(("terminated", reason, self.now()))
+
+        def handle_call(self, request, caller):
+            self.stop("shutdown")
+            return "ok"
+
+    node = Node(seed=1)
+    pid = node.spawn(Graceful)
+    ref_holder = {}
+
+    async def watcher(proc):
+        ref_holder["ref"] = proc.monitor(pid)
+        events.append(await proc.receive())
+
+    node.spawn(watcher)
+    node.run()
+    assert call(node, pid, "x") == "ok"
+    node.run()
+    assert events == [("terminated", "shutdown", 2.0), Down(ref_holder["ref"], pid, "shutdown")]
+
+
+def test_call_errors():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    results = {}
+
+    async def client(proc):
+        for name, dest, req, timeout in [("timeout", pid, "later", 1.0), ("unknown", "nobody", "x", 1.0)]:
+            try:
+                await proc.call(dest, req, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+                results[name] = exc
+        try:
+            await proc.call(proc.pid, "me")
+        except CallingSelf as exc:
+            results["self"] = exc
+        # The late reply to the timed-out call must never arrive as a stray message.
+        proc.send(pid, "answer")
+        await proc.sleep(1.0)
+        results["stray"] = list(proc._mbox or [])
+
+    node.spawn(client)
+    node.run()
+    assert isinstance(results["timeout"], CallTimeout) and results["timeout"].timeout == 1.0
+    assert "later" in str(results["timeout"])
+    assert isinstance(results["unknown"], NoProc)
+    assert isinstance(results["self"], CallingSelf)
+    assert results["stray"] == []
+
+
+def test_server_exit_mid_call_raises_with_its_reason():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    fut = node.call(pid, "later")
+    node.run_for(1)
+    node.exit(pid, "shutdown")
+    with pytest.raises(CallExit) as info:
+        node.run_until_complete(fut)
+    assert info.value.reason == "shutdown"
+
+
+def test_call_to_dead_pid_is_noproc():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    node.exit(pid, "kill")
+    with pytest.raises(NoProc):
+        call(node, pid, "get")
+
+
+def test_killed_caller_leaves_no_monitor_on_the_server():
+    node = Node(seed=1)
+    server = node.spawn(Counter)
+
+    async def caller(proc):
+        await proc.call(server, "later")
+
+    cpid = node.spawn(caller)
+    node.run_for(1)
+    assert node.process_info(server)["monitored_by"] == [cpid]
+    node.exit(cpid, "kill")
+    assert node.process_info(server)["monitored_by"] == []
+
+
+def test_unexpected_info_is_logged_and_dropped(caplog):
+    node = Node(seed=1)
+    pid = node.spawn(GenServer)
+    with caplog.at_level(logging.WARNING, logger="actors"):
+        node.send(pid, "surprise")
+        node.run()
+    assert node.is_alive(pid)
+    assert any(getattr(r, "unexpected_message", None) == "surprise" for r in caplog.records)

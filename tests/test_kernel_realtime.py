@@ -1,0 +1,156 @@
+"""The real-time driver in asyncio, callers on other threads, the pykka bridge, the codec."""
+import asyncio
+import logging
+import threading
+
+import pykka
+import pytest
+
+from actors import (CallExit, CallTimeout, Exit, GenServer, Node, NoReply, Pid, Ref,
+                    ThreadWorker, packb, unpackb)
+
+
+class Counter(GenServer):
+    def init(self, n=0):
+        self.n = n
+
+    def handle_call(self, request, caller):
+        return NoReply if request == "never" else self.n
+
+    def handle_cast(self, delta):
+        self.n += delta
+
+    def handle_info(self, msg):
+        self.n += 100
+
+
+class Square(ThreadWorker):
+    sim_seconds = 0.25
+
+    def on_receive(self, x):
+        if x < 0:
+            raise ValueError("negative input")
+        return x * x, threading.current_thread().name
+
+
+def test_realtime_calls_timers_and_timeouts():
+    async def main():
+        async with Node("rt") as node:
+            pid = node.spawn(Counter, 1)
+            node.cast(pid, 2)
+            assert await node.call(pid, "get") == 3
+            node.send_after(0.02, pid, "tick")
+            await asyncio.sleep(0.1)
+            assert await node.call(pid, "get") == 103
+            with pytest.raises(CallTimeout):
+                await node.call(pid, "never", timeout=0.02)
+        return node
+
+    node = asyncio.run(main())
+    assert len(node) == 0  # leaving the block stopped every process
+
+
+def test_calls_from_other_threads():
+    async def main():
+        async with Node() as node:
+            pid = node.spawn(Counter, 5)
+
+            def worker():
+                node.cast_from_thread(pid, 1)
+                return node.call_from_thread(pid, "get")
+
+            assert await asyncio.to_thread(worker) == 6
+            with pytest.raises(RuntimeError, match="deadlock"):
+                node.call_from_thread(pid, "get")
+            with pytest.raises(CallTimeout):
+                await asyncio.to_thread(node.call_from_thread, pid, "never", 0.05)
+
+    asyncio.run(main())
+
+
+def test_deterministic_node_refuses_thread_entry_points():
+    node = Node(seed=1)
+    with pytest.raises(RuntimeError, match="real-time"):
+        node.call_from_thread(None, "x")
+
+
+def test_stop_shuts_trapping_processes_down_and_kills_stragglers():
+    async def main():
+        async with Node() as node:
+            stubborn_seen = []
+
+            async def stubborn(proc):
+                proc.trap_exit = True
+                while True:
+                    stubborn_seen.append(await proc.receive())
+
+            node.spawn(stubborn)
+            node.spawn(Counter)
+            await asyncio.sleep(0)
+            await node.stop(timeout=0.05)
+            return node, stubborn_seen
+
+    node, seen = asyncio.run(main())
+    assert len(node) == 0 and seen == [Exit(None, "shutdown")]
+
+
+def test_thread_worker_runs_on_its_own_thread_and_its_failure_is_an_exit_signal(caplog):
+    async def main():
+        async with Node() as node:
+            out = []
+
+            async def user(proc):
+                worker = proc.spawn_link(Square)
+                out.append(await proc.call(worker, 7))
+                out.append(worker._proc.ref)
+                proc.trap_exit = True
+                try:
+                    await proc.call(worker, -1)
+                except CallExit as exc:
+                    out.append(exc.reason)
+                out.append(await proc.receive())
+
+            node.spawn(user)
+            for _ in range(200):
+                if len(out) == 4:
+                    break
+                await asyncio.sleep(0.01)
+            return out
+
+    with caplog.at_level(logging.CRITICAL, logger="actors"):
+        (value, thread), ref, reason, exit_msg = asyncio.run(main())
+    assert value == 49 and thread != threading.current_thread().name
+    assert isinstance(reason, ValueError) and exit_msg.reason is reason
+    ref.actor_stopped.wait(2)
+    assert not ref.is_alive()  # the pykka actor stops with its process
+
+
+def test_thread_worker_under_the_simulator_runs_at_virtual_time_without_threads():
+    node = Node(seed=1)
+    out = []
+
+    async def user(proc):
+        worker = proc.spawn_link(Square)
+        out.append(await proc.call(worker, 3))
+        out.append(proc.now())
+
+    threads_before = threading.active_count()
+    node.spawn(user)
+    node.run()
+    assert out == [(9, threading.current_thread().name), 0.25]
+    assert threading.active_count() == threads_before
+
+
+def test_codec_round_trips_pids_and_refs_and_names_bad_values():
+    node = Node("n1", seed=1)
+    pid = node.spawn(Counter)
+    ref = node.make_ref()
+    data = packb({"owner": pid, "ref": ref, "items": [1, b"x", "y", None]})
+    back = unpackb(data, node=node)
+    assert back["owner"] is pid  # the live pid object itself
+    assert back["ref"] == ref and back["items"] == [1, b"x", "y", None]
+    foreign = unpackb(packb(Pid("other", 9)))
+    assert foreign == Pid("other", 9) and foreign._proc is None
+    assert unpackb(packb(Ref("n1", 3))) == Ref("n1", 3)
+    with pytest.raises(TypeError, match="set"):
+        packb({"bad": {1, 2}})
