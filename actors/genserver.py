@@ -136,10 +136,11 @@ class GenServer(Process):
                     if type(r) is CoroutineType:
                         self._run_async(r, m[2])
                     elif r is not NoReply:
-                        if self._held is None:
-                            m[2].owner._on_reply(m[2], r)
+                        caller = m[2]
+                        if self._held is None and caller.owner.node is self.node:
+                            caller.owner._on_reply(caller, r)
                         else:
-                            self.node.reply(m[2], r)
+                            self.node.reply(caller, r)
                 elif tag is INFO:
                     info = m[1]
                     if type(info) is Exit and self._trap and info.pid == self._parent and info.pid is not None:

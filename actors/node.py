@@ -114,6 +114,9 @@ class Node:
         self._exits: deque = deque()
         self._call_waits: list[From] = []  # call timeouts not yet on the timer heap
         self._pass_hooks: list[Callable[[], None]] = []
+        self.transport: Callable[[Node, Node, Any, Callable[..., Any], tuple], None] | None = None
+        """How deliveries to processes of other nodes travel: None delivers them at once;
+        a simulated network installs a function that calls `dest.arrive(...)` later."""
         self._draining = False
         self._current: Process | None = None
         self._stopping: Future | None = None
@@ -242,7 +245,10 @@ class Node:
             return
         proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=True)
         if proc is not None and proc._alive:
-            proc._post(msg)
+            if proc.node is self:
+                proc._post(msg)
+            else:
+                self._cross(proc, proc._post, (msg,))
 
     def cast(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
@@ -252,7 +258,10 @@ class Node:
             return
         proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
         if proc is not None and proc._alive:
-            proc._deliver(msg)
+            if proc.node is self:
+                proc._deliver(msg)
+            else:
+                self._cross(proc, proc._deliver, (msg,))
 
     def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Future:
         """Call a GenServer from outside any process: returns a `Future` to `await` (real
@@ -270,7 +279,7 @@ class Node:
         waiter.target = target
         if timeout is not None:
             waiter.timer = self._add_timer(timeout, waiter._on_timeout, (ref, timeout))
-        target._deliver((CALL, request, ref))
+        self._deliver_to(target, (CALL, request, ref))
         return waiter.future
 
     def reply(self, caller: From, value: Any) -> None:
@@ -279,7 +288,11 @@ class Node:
         if current is not None and current._held is not None:
             current._held.append((self.reply, (caller, value)))
             return
-        caller.owner._on_reply(caller, value)
+        owner = caller.owner
+        if owner.node is self:
+            owner._on_reply(caller, value)
+        else:
+            self._cross(owner, owner._on_reply, (caller, value))
 
     def _start_call(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
         target = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
@@ -301,10 +314,31 @@ class Node:
             ref.deadline = self.now() + timeout
             self._call_waits.append(ref)
         if caller._held is not None:
-            caller._held.append((target._deliver, ((CALL, request, ref),)))
+            caller._held.append((self._deliver_to, (target, (CALL, request, ref))))
             return ref
-        target._deliver((CALL, request, ref))
+        self._deliver_to(target, (CALL, request, ref))
         return ref
+
+    def _deliver_to(self, proc: Process, msg: Any) -> None:
+        if proc.node is self:
+            proc._deliver(msg)
+        else:
+            self._cross(proc, proc._deliver, (msg,))
+
+    def _cross(self, receiver: Any, deliver: Callable[..., Any], args: tuple) -> None:
+        """A delivery to a process (or caller) of another node, through the transport."""
+        if self.transport is None:
+            receiver.node.arrive(receiver, deliver, args)
+        else:
+            self.transport(self, receiver.node, receiver, deliver, args)
+
+    def arrive(self, receiver: Any, deliver: Callable[..., Any], args: tuple) -> None:
+        """Complete a delivery from another node (called by the transport): dropped if the
+        receiving process has exited meanwhile."""
+        if getattr(receiver, "_alive", True):
+            deliver(*args)
+        if self._current is None:
+            self._drain_exits()
 
     def _arm_call_timeouts(self) -> None:
         """Put the timeouts of calls still unanswered on the timer heap, at their original
@@ -442,10 +476,18 @@ class Node:
                 target._post(Exit(sender_pid, reason))
                 return
             raise ExitNow(reason)
-        if reason == KILL:
+        if target.node is not self:
+            self._cross(target, target.node._signal_from_outside, (sender_pid, target, reason))
+        elif reason == KILL:
             self._doom(target, KILLED)
         else:
             self._signal(sender_pid, target, reason)
+
+    def _signal_from_outside(self, sender: Pid | None, target: Process, reason: Any) -> None:
+        if reason == KILL:
+            self._doom(target, KILLED)
+        else:
+            self._signal(sender, target, reason)
 
     def _signal(self, sender: Pid | None, target: Process, reason: Any) -> None:
         if not target._alive:
@@ -554,10 +596,16 @@ class Node:
         if proc._links:
             for peer in proc._links:
                 del peer._links[proc]
-                self._signal(pid, peer, reason)
+                if peer.node is self:
+                    self._signal(pid, peer, reason)
+                else:
+                    self._cross(peer, peer.node._signal, (pid, peer, reason))
         if proc._watchers:
             for ref, watcher in list(proc._watchers.items()):
-                watcher._on_down(ref, pid, reason)
+                if watcher.node is self:
+                    watcher._on_down(ref, pid, reason)
+                else:
+                    self._cross(watcher, watcher._on_down, (ref, pid, reason))
         proc._mbox = proc._links = proc._watchers = proc._watching = None
         if self._stopping is not None and not self._procs and not self._stopping.done():
             self._stopping.set_result(None)
@@ -588,7 +636,10 @@ class Node:
         del self._timer_refs[ref]
         proc = self._lookup(dest)
         if proc is not None:
-            proc._post(msg)
+            if proc.node is self:
+                proc._post(msg)
+            else:
+                self._cross(proc, proc._post, (msg,))
 
     def _add_timer(self, delay: float, action: Callable[..., Any], args: tuple, ref: Any = None) -> Any:
         timer = self._timers.add(self.now() + max(0.0, delay), action, args, ref)
@@ -758,6 +809,29 @@ class Node:
         if until is not None and self._vtime < until and not self._runq and not done():
             self._vtime = until
         return turns
+
+    # The same driver, one step at a time, for a simulation that runs several nodes on one
+    # clock: it picks the node to step and moves each node's clock itself.
+
+    def runnable(self) -> bool:
+        """True when some process is ready to run."""
+        return bool(self._runq)
+
+    def next_deadline(self) -> float | None:
+        """The node time at which its next timer fires, or None."""
+        return self._next_deadline()
+
+    def step(self, max_turns: int = 1024) -> int:
+        """Give up to `max_turns` turns to ready processes; returns the turns taken."""
+        self._require_virtual("step")
+        return self._run_ready(max_turns)
+
+    def advance(self, now: float) -> None:
+        """Move the virtual clock to `now` (never backwards) and fire the timers now due."""
+        self._require_virtual("advance")
+        assert now >= self._vtime, f"virtual time cannot go back ({now} < {self._vtime})"
+        self._vtime = now
+        self._fire_due(now)
 
     def _require_virtual(self, what: str) -> None:
         if not self._virtual:

@@ -1,0 +1,84 @@
+"""Several nodes in one interpreter: deliveries between them go through the transport."""
+from actors import Down, Exit, GenServer, Node
+
+
+class Echo(GenServer):
+    def handle_call(self, request, caller):
+        return ("echo", request)
+
+
+class QueueTransport:
+    """Holds every cross-node delivery until `flush`; `drop` loses them instead."""
+
+    def __init__(self):
+        self.queue = []
+        self.drop = False
+
+    def __call__(self, src, dst, receiver, deliver, args):
+        if not self.drop:
+            self.queue.append((dst, receiver, deliver, args))
+
+    def flush(self):
+        while self.queue:
+            dst, receiver, deliver, args = self.queue.pop(0)
+            dst.arrive(receiver, deliver, args)
+
+
+def two_nodes():
+    a, b = Node("a", seed=1), Node("b", seed=2)
+    net = QueueTransport()
+    a.transport = b.transport = net
+    return a, b, net
+
+
+def run_all(net, *nodes):
+    """Run what is ready on every node, without moving their clocks, until quiet."""
+    for _ in range(100):
+        for node in nodes:
+            node.run(until=node.now())
+        if not net.queue:
+            return
+        net.flush()
+
+
+def test_calls_across_nodes_travel_both_ways_through_the_transport():
+    a, b, net = two_nodes()
+    server = b.spawn(Echo)
+    out = []
+
+    async def client(proc):
+        out.append(await proc.call(server, "hi"))
+
+    a.spawn(client)
+    a.run(until=0)
+    b.run(until=0)
+    assert out == [] and len(net.queue) == 1  # the request is in flight
+    run_all(net, a, b)
+    assert out == [("echo", "hi")]
+
+
+def test_exits_and_downs_cross_nodes_and_dropped_messages_are_lost():
+    a, b, net = two_nodes()
+    seen = []
+
+    async def watcher(proc):
+        proc.trap_exit = True
+        while True:
+            seen.append(await proc.receive())
+
+    async def remote(proc):
+        await proc.receive(lambda m: m == "die")
+        raise RuntimeError("remote failure")
+
+    w = a.spawn(watcher)
+    r = b.spawn(remote)
+    w._proc.link(r)
+    ref = w._proc.monitor(r)
+    net.drop = True
+    a.send(r, "lost")
+    net.drop = False
+    a.send(r, "die")
+    run_all(net, a, b)
+    assert [type(m) for m in seen] == [Exit, Down]
+    assert seen[1] == Down(ref, r, seen[0].reason)
+    assert isinstance(seen[0].reason, RuntimeError)
