@@ -23,7 +23,7 @@ from .future import Future
 from .genserver import GenServer, NoReply
 from .ids import Pid, Ref
 from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, is_normal_exit
-from .node import Node, SystemLimit
+from .node import Node, SystemLimit, seed_for
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Registry, Via
 
@@ -32,5 +32,5 @@ __all__ = [
     "CoroutineProcess", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
     "MailboxOverflow", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
     "ReceiveTimeout", "Ref", "Registry", "SHUTDOWN", "StartError", "SystemLimit",
-    "ThreadWorker", "Via", "is_normal_exit", "packb", "unpackb",
+    "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
 ]

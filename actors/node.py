@@ -48,6 +48,13 @@ _OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 _OVERFLOW = ("crash", "drop")
 
 
+def seed_for(seed: int, stream: str) -> int:
+    """A 64-bit seed for one named random stream, the same in every interpreter (never
+    `hash()`, which varies with PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
 class SystemLimit(Exception):
     """A node limit (processes, timers) was reached."""
 
@@ -99,7 +106,8 @@ class Node:
     """
 
     def __init__(self, name: str = "nonode@nohost", *, seed: int | None = None, batch: int = 64,
-                 max_processes: int = 10_000_000, max_timers: int = 10_000_000) -> None:
+                 max_processes: int = 10_000_000, max_timers: int = 10_000_000,
+                 rng: Callable[[], float] | None = None) -> None:
         assert batch >= 1, "batch must be at least one message per turn"
         self.name = name
         self.seed = seed
@@ -114,6 +122,8 @@ class Node:
         self._exits: deque = deque()
         self._call_waits: list[From] = []  # call timeouts not yet on the timer heap
         self._pass_hooks: list[Callable[[], None]] = []
+        self.tracer: Callable[[str, Any, Any], None] | None = None
+        """Called as tracer(event, pid, detail) for "spawn", "run" (a turn) and "exit"."""
         self.transport: Callable[[Node, Node, Any, Callable[..., Any], tuple], None] | None = None
         """How deliveries to processes of other nodes travel: None delivers them at once;
         a simulated network installs a function that calls `dest.arrive(...)` later."""
@@ -131,9 +141,9 @@ class Node:
             self._virtual = False
             self._idle = True  # nothing scheduled on the loop: the next enqueue schedules a tick
         else:
-            digest = hashlib.blake2b(f"{seed}/scheduler".encode(), digest_size=8).digest()
+            # `rng` lets a simulator record, replay or mutate the scheduling decisions.
             # Only Random.random() is guaranteed to repeat across Python versions.
-            self._rand = random.Random(int.from_bytes(digest, "big")).random
+            self._rand = rng or random.Random(seed_for(seed, "scheduler")).random
             self._runq = []
             self._pop = self._seeded_pop
             self._virtual = True
@@ -186,6 +196,8 @@ class Node:
                     limit or sys.maxsize, overflow)
         proc._trap = bool(options.get("trap_exit", False))
         self._procs[self._serial] = proc
+        if self.tracer is not None:
+            self.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
         name = options.get("name")
         if name is not None:
             try:
@@ -575,6 +587,8 @@ class Node:
             return  # already gone
         proc._alive = False
         del self._procs[pid.serial]
+        if self.tracer is not None:
+            self.tracer("exit", pid, reason)
         pid._proc = None
         if proc._names:
             for table, key in proc._names:
@@ -704,6 +718,8 @@ class Node:
             if not proc._alive:
                 continue  # doomed while queued; its exit is already pending
             turns += 1
+            if self.tracer is not None:
+                self.tracer("run", proc.pid, None)
             self._current = proc
             try:
                 proc._run()

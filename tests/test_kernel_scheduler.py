@@ -140,3 +140,34 @@ def test_hold_output_until_release_and_pass_hooks():
     node.run()
     assert sink._proc.seen == [("wrote", 1)]
     assert passes  # hooks ran after scheduler passes
+
+
+def test_tracer_sees_spawns_turns_and_exits():
+    node = Node(seed=1)
+    events = []
+    node.tracer = lambda event, pid, detail: events.append((event, pid.serial, detail))
+
+    async def short(proc):
+        return
+
+    node.spawn(short)
+    node.run()
+    assert events == [("spawn", 1, "test_tracer_sees_spawns_turns_and_exits.<locals>.short"),
+                      ("run", 1, None), ("exit", 1, "normal")]
+
+
+def test_injected_rng_decides_the_schedule():
+    def order(rng):
+        node = Node(seed=0, rng=rng)
+        log = []
+
+        async def worker(proc, name):
+            log.append(name)
+
+        for name in "abcd":
+            node.spawn(worker, name)
+        node.run()
+        return "".join(log)
+
+    assert order(lambda: 0.0) == "adcb"  # the first runnable; the last takes its place
+    assert order(lambda: 0.999) == "dcba"  # always the last runnable: newest first
