@@ -107,7 +107,7 @@ class Node:
 
     def __init__(self, name: str = "nonode@nohost", *, seed: int | None = None, batch: int = 64,
                  max_processes: int = 10_000_000, max_timers: int = 10_000_000,
-                 rng: Callable[[], float] | None = None) -> None:
+                 rng: Callable[[], float] | None = None, creation: int = 0) -> None:
         assert batch >= 1, "batch must be at least one message per turn"
         self.name = name
         self.seed = seed
@@ -115,8 +115,11 @@ class Node:
         self.max_processes = max_processes
         self._procs: dict[int, Process] = {}
         self._names: dict[Any, Process] = {}
-        self._serial = 0
-        self._refs = 0
+        # A restarted node (a new `creation`) never reuses its previous incarnation's pids.
+        assert 0 <= creation < 2**20, "creation must fit in 20 bits"
+        self.creation = creation
+        self._serial = creation << 40
+        self._refs = creation << 40
         self._timers = TimerHeap(max_timers)
         self._timer_refs: dict[Ref, Any] = {}
         self._exits: deque = deque()

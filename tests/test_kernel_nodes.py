@@ -82,3 +82,11 @@ def test_exits_and_downs_cross_nodes_and_dropped_messages_are_lost():
     assert [type(m) for m in seen] == [Exit, Down]
     assert seen[1] == Down(ref, r, seen[0].reason)
     assert isinstance(seen[0].reason, RuntimeError)
+
+
+def test_a_restarted_node_never_reuses_old_pids():
+    old = Node("db", seed=1)
+    stale = old.spawn(Echo)
+    new = Node("db", seed=1, creation=1)
+    fresh = new.spawn(Echo)
+    assert fresh != stale and new.make_ref() != old.make_ref()
