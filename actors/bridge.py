@@ -95,9 +95,8 @@ class ThreadWorkerProcess(GenServer):
     def _submit(self, request: Any, caller: From | None) -> None:
         node = self.node
         if self.ref is not None:
-            future = self.ref.ask(request, block=False)
-            future.on_done(lambda f: node._loop.call_soon_threadsafe(
-                node._run_callback, self, self._done, caller, f))
+            self.ref.ask(request, block=False).on_done(
+                lambda future: self._post_result(caller, future))
             return
         future = _NotifyingFuture()
         try:
@@ -105,6 +104,13 @@ class ThreadWorkerProcess(GenServer):
         except Exception:  # noqa: BLE001 - delivered below, at its virtual time
             future.set_exception()
         node._add_timer(self.worker_class.sim_seconds, node._run_callback, (self, self._done, caller, future))
+
+    def _post_result(self, caller: From | None, future: _NotifyingFuture) -> None:
+        """On the worker's thread: hand the result to the node's thread."""
+        try:
+            self.node._loop.call_soon_threadsafe(self.node._run_callback, self, self._done, caller, future)
+        except RuntimeError:
+            pass  # the node's loop has closed: nobody is left to receive the result
 
     def _done(self, caller: From | None, future: _NotifyingFuture) -> None:
         value = future.get(timeout=0)  # re-raises the worker's exception: this process crashes
