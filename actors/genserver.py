@@ -26,8 +26,10 @@ Callbacks (each may be `async def` and then `await self.call(...)`, `self.receiv
 - `handle_continue(arg)`: runs before the next message after `self.continue_with(arg)`.
 - `handle_idle()`: runs when `idle_timeout` seconds pass with no message (OTP's `timeout`).
 - `terminate(reason)`: runs when the server stops itself (`self.stop`), when a callback
-  raises, and when it traps exits and its parent (the spawner, e.g. a supervisor) sends
-  an exit signal. Not when it is killed outright, as in OTP.
+  raises, and when it traps exits and its parent sends an exit signal: the parent is the
+  process that spawned it (e.g. its supervisor), or, for a server spawned from outside any
+  process, the outside (`node.exit`, `node.stop`). Not when it is killed outright, as in
+  OTP. It may be `async def`; the server exits when it completes.
 
 Do not override `__init__`: the kernel builds the object; put setup in `init`.
 """
@@ -143,7 +145,7 @@ class GenServer(Process):
                             self.node.reply(caller, r)
                 elif tag is INFO:
                     info = m[1]
-                    if type(info) is Exit and self._trap and info.pid == self._parent and info.pid is not None:
+                    if type(info) is Exit and self._trap and info.pid == self._parent:
                         self._exit_with(info.reason)
                     r = self.handle_info(info)
                     if r is not None and type(r) is CoroutineType:

@@ -133,6 +133,7 @@ class Node:
         self._draining = False
         self._current: Process | None = None
         self._stopping: Future | None = None
+        self._stop_timer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._tick_handle: Any = None
@@ -625,6 +626,8 @@ class Node:
                     self._cross(watcher, watcher._on_down, (ref, pid, reason))
         proc._mbox = proc._links = proc._watchers = proc._watching = None
         if self._stopping is not None and not self._procs and not self._stopping.done():
+            if self._stop_timer is not None:
+                self._timers.cancel(self._stop_timer)
             self._stopping.set_result(None)
 
     # -- timers --------------------------------------------------------------------------------
@@ -884,13 +887,15 @@ class Node:
 
     def _tick(self) -> None:
         self._tick_handle = None
-        self._fire_due(self._loop.time())
-        self._run_ready(4096)  # then yield to the loop so sockets and tasks get their turn
-        if self._runq:
-            self._tick_handle = self._loop.call_soon(self._tick)
-        else:
-            self._idle = True
-            self._arm_timer_wakeup()
+        try:
+            self._fire_due(self._loop.time())
+            self._run_ready(4096)  # then yield to the loop so sockets and tasks get their turn
+        finally:  # even a kernel bug must not leave the node never ticking again
+            if self._runq:
+                self._tick_handle = self._loop.call_soon(self._tick)
+            else:
+                self._idle = True
+                self._arm_timer_wakeup()
 
     def _arm_timer_wakeup(self) -> None:
         deadline = self._next_deadline()
@@ -918,7 +923,7 @@ class Node:
             for proc in reversed(list(self._procs.values())):
                 self._send_exit(None, proc.pid, SHUTDOWN)
             if self._procs:
-                self._add_timer(timeout, self._kill_all, ())
+                self._stop_timer = self._add_timer(timeout, self._kill_all, ())
             elif not self._stopping.done():
                 self._stopping.set_result(None)
         return self._stopping
