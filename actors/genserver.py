@@ -146,10 +146,11 @@ class GenServer(Process):
                 elif tag is INFO:
                     info = m[1]
                     if type(info) is Exit and self._trap and info.pid == self._parent:
-                        self._exit_with(info.reason)
-                    r = self.handle_info(info)
-                    if r is not None and type(r) is CoroutineType:
-                        self._run_async(r, None)
+                        self._exit_with(info.reason)  # raises, or runs an async terminate
+                    else:
+                        r = self.handle_info(info)
+                        if r is not None and type(r) is CoroutineType:
+                            self._run_async(r, None)
                 else:
                     r = self.handle_cast(m)
                     if r is not None and type(r) is CoroutineType:

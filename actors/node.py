@@ -134,6 +134,7 @@ class Node:
         self._current: Process | None = None
         self._stopping: Future | None = None
         self._stop_timer: Any = None
+        self._stop_roots: dict[int, Process] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._tick_handle: Any = None
@@ -199,6 +200,8 @@ class Node:
         proc._setup(self, pid, parent.pid if parent is not None else None,
                     limit or sys.maxsize, overflow)
         proc._trap = bool(options.get("trap_exit", False))
+        if not isinstance(proc, GenServer):
+            proc._coro = target(proc, *args)  # bad arguments fail here, before anything is registered
         self._procs[self._serial] = proc
         if self.tracer is not None:
             self.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
@@ -214,7 +217,6 @@ class Node:
         if isinstance(proc, GenServer):
             self._start_server(proc, target, args, parent)
         else:
-            proc._coro = target(proc, *args)
             proc._resume = None
             proc._queued = True
             self._enqueue(proc)
@@ -625,6 +627,11 @@ class Node:
                 else:
                     self._cross(watcher, watcher._on_down, (ref, pid, reason))
         proc._mbox = proc._links = proc._watchers = proc._watching = None
+        if self._stopping is not None and self._stop_roots:
+            self._stop_roots.pop(pid.serial, None)
+            if not self._stop_roots:
+                for orphan in reversed(list(self._procs.values())):
+                    self._signal(None, orphan, SHUTDOWN)
         if self._stopping is not None and not self._procs and not self._stopping.done():
             if self._stop_timer is not None:
                 self._timers.cancel(self._stop_timer)
@@ -751,6 +758,8 @@ class Node:
             self._drain_exits()
 
     def _crash_report(self, proc: Process, reason: Any) -> None:
+        if not log.isEnabledFor(logging.ERROR):
+            return
         names = [key for _, key in proc._names] if proc._names else []
         last = None if proc._last is NONE else proc._last
         log.error("crash report: process %r%s crashed with %s; last message %s",
@@ -772,6 +781,11 @@ class Node:
     def processes(self) -> list[Pid]:
         """Live pids in spawn order."""
         return [proc.pid for proc in self._procs.values()]
+
+    def get_process(self, pid: Pid) -> Process | None:
+        """The live process object behind pid, or None (Erlang's `sys:get_state`): for
+        introspection and tests. Never call its callbacks from outside its own turn."""
+        return self._lookup(pid)
 
     def process_info(self, pid: Pid) -> dict[str, Any] | None:
         """What the node knows of a live process, or None if it is gone."""
@@ -811,17 +825,18 @@ class Node:
     def run_until_complete(self, fut: Future, max_turns: int | None = 10_000_000) -> Any:
         """Drive the node until `fut` (e.g. from `node.call`) is done; return its result."""
         self._require_virtual("run_until_complete")
-        self._drive(fut.done, None, max_turns)
+        self._drive(fut.done, None, max_turns, chunk=1)
         if not fut.done():
             raise RuntimeError(f"node went idle before the future completed (virtual time {self._vtime})")
         return fut.result()
 
-    def _drive(self, done: Callable[[], bool], until: float | None, max_turns: int | None) -> int:
+    def _drive(self, done: Callable[[], bool], until: float | None, max_turns: int | None,
+               chunk: int = 1024) -> int:
         budget = max_turns if max_turns is not None else sys.maxsize
         turns = 0
         while not done() and turns < budget:
             if self._runq:
-                turns += self._run_ready(min(1024, budget - turns))
+                turns += self._run_ready(min(chunk, budget - turns))
                 continue
             deadline = self._next_deadline()
             if deadline is None or (until is not None and deadline > until):
@@ -920,7 +935,11 @@ class Node:
         after `timeout` seconds are killed. Returns a future done when none is left."""
         if self._stopping is None:
             self._stopping = Future()
-            for proc in reversed(list(self._procs.values())):
+            # Only roots (no live parent) are signalled: a supervisor stops its own children
+            # in order. Whatever outlives every root gets "shutdown" next, then "kill".
+            self._stop_roots = {serial: proc for serial, proc in self._procs.items()
+                                if proc._parent is None or self._lookup(proc._parent) is None}
+            for proc in reversed(list(self._stop_roots.values())):
                 self._send_exit(None, proc.pid, SHUTDOWN)
             if self._procs:
                 self._stop_timer = self._add_timer(timeout, self._kill_all, ())

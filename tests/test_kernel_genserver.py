@@ -340,3 +340,52 @@ def test_unexpected_info_is_logged_and_dropped(caplog):
         node.run()
     assert node.is_alive(pid)
     assert any(getattr(r, "unexpected_message", None) == "surprise" for r in caplog.records)
+
+
+def test_parent_exit_with_async_terminate_never_reaches_handle_info():
+    class Slow(GenServer):
+        def init(self):
+            self.trap_exit = True
+            self.infos = []
+
+        async def handle_info(self, msg):
+            self.infos.append(msg)
+            await self.sleep(5)
+
+        async def terminate(self, reason):
+            await self.sleep(1)
+
+    node = Node(seed=1)
+    pid = node.spawn(Slow)
+    server = node.get_process(pid)
+    node.exit(pid, "shutdown")  # from outside: the parent of a top-level server
+    node.run()
+    assert not node.is_alive(pid) and server.infos == []
+
+
+def test_spawn_with_bad_arguments_leaves_no_process():
+    async def needs_one(proc, a):
+        return
+
+    node = Node(seed=1)
+    with pytest.raises(TypeError):
+        node.spawn(needs_one, name="x")
+    assert len(node) == 0 and node.whereis("x") is None
+
+
+def test_run_until_complete_stops_on_the_completing_turn():
+    node = Node(seed=1)
+    pid = node.spawn(Counter, 3)
+    turns = []
+    node.tracer = lambda event, p, detail: turns.append(event) if event == "run" else None
+
+    async def ping(proc, peer):
+        while True:
+            proc.send(peer, "ball")
+            await proc.receive()
+
+    a = node.spawn(ping, pid)  # a busy pair that would run forever
+    node.spawn(ping, a)
+    assert node.run_until_complete(node.call(pid, "get")) == 3
+    assert len(turns) < 10
+    node.run_until_complete(node.stop())

@@ -154,3 +154,28 @@ def test_codec_round_trips_pids_and_refs_and_names_bad_values():
     assert unpackb(packb(Ref("n1", 3))) == Ref("n1", 3)
     with pytest.raises(TypeError, match="set"):
         packb({"bad": {1, 2}})
+
+
+def test_stop_signals_roots_and_lets_parents_stop_their_children():
+    async def main():
+        async with Node() as node:
+            seen = []
+
+            async def child(proc):
+                proc.trap_exit = True
+                seen.append(await proc.receive())
+
+            async def root(proc):
+                proc.trap_exit = True
+                kid = proc.spawn_link(child)
+                msg = await proc.receive()
+                seen.append(msg)
+                proc.exit(kid, "shutdown")
+                await proc.sleep(0.01)
+
+            rpid = node.spawn(root)
+            await asyncio.sleep(0.01)
+        return seen, rpid
+
+    seen, rpid = asyncio.run(main())
+    assert seen == [Exit(None, "shutdown"), Exit(rpid, "shutdown")]  # the child heard its parent
