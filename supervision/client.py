@@ -1,0 +1,87 @@
+"""The run-time API of `Supervisor` and `DynamicSupervisor`, from a process or from outside.
+
+    pid = await start_child(self, sup, spec)                       # in a process (self/proc)
+    pid = await start_child(node, sup, spec)                       # asyncio code, real-time node
+    pid = node.run_until_complete(start_child(node, sup, spec))    # deterministic driver
+
+`caller` is the calling process, or the `Node` when the caller is outside any process.
+From a process each function returns a coroutine to `await`; from outside, a kernel
+`Future`. Failures raise the OTP error results as exceptions: `AlreadyStarted`,
+`AlreadyPresent`, `ChildRunning`, `ChildRestarting`, `ChildNotFound`, `MaxChildren`,
+`StartChildError` (all `ChildError`s), `BadCombination`, and `ValueError`/`TypeError` for
+a request the supervisor cannot take. `timeout` defaults to None (wait as long as the
+supervisor takes, OTP's `infinity`: terminating a child may wait out its shutdown time).
+"""
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from actors import Future, Node, Process
+
+
+@types.coroutine
+def _from_process(proc: Process, sup: Any, request: tuple, timeout: float | None) -> Any:
+    # A generator rather than an async def: one frame less on every call from a process.
+    value = yield from proc.call(sup, request, timeout)
+    if isinstance(value, Exception):  # a supervisor answers a failure with the exception
+        raise value
+    return value
+
+
+def _from_outside(node: Node, sup: Any, request: tuple, timeout: float | None) -> Future:
+    answer = Future()
+
+    def done(call: Future) -> None:
+        exc = call.exception()
+        value = None if exc is not None else call.result()
+        if exc is None and isinstance(value, Exception):
+            exc = value
+        if exc is not None:
+            answer.set_exception(exc)
+        else:
+            answer.set_result(value)
+
+    node.call(sup, request, timeout).add_done_callback(done)
+    return answer
+
+
+def request(caller: Node | Process, sup: Any, message: tuple, timeout: float | None = None) -> Any:
+    """Send a supervisor request; the public functions below build `message`."""
+    if isinstance(caller, Process):
+        return _from_process(caller, sup, message, timeout)
+    if isinstance(caller, Node):
+        return _from_outside(caller, sup, message, timeout)
+    raise TypeError(f"caller must be the calling process or a Node (from outside), not {caller!r:.200}")
+
+
+def start_child(caller: Node | Process, sup: Any, spec: Any, *args: Any, timeout: float | None = None) -> Any:
+    """Start a child from `spec`: its pid, or None if its init raised `Ignore`. For a
+    DynamicSupervisor, `args` follow the spec's own arguments."""
+    return request(caller, sup, ("start_child", spec, args), timeout)
+
+
+def terminate_child(caller: Node | Process, sup: Any, child: Any, timeout: float | None = None) -> Any:
+    """Stop a child: by id (Supervisor; its spec is kept unless temporary) or by pid
+    (DynamicSupervisor; it is forgotten)."""
+    return request(caller, sup, ("terminate_child", child), timeout)
+
+
+def restart_child(caller: Node | Process, sup: Any, child_id: Any, timeout: float | None = None) -> Any:
+    """Start a stopped child of a Supervisor again: its pid (None on `Ignore`)."""
+    return request(caller, sup, ("restart_child", child_id), timeout)
+
+
+def delete_child(caller: Node | Process, sup: Any, child_id: Any, timeout: float | None = None) -> Any:
+    """Forget the spec of a stopped child of a Supervisor."""
+    return request(caller, sup, ("delete_child", child_id), timeout)
+
+
+def which_children(caller: Node | Process, sup: Any, timeout: float | None = None) -> Any:
+    """A list of `ChildInfo(id, pid, type, restarting)`, newest first (OTP's order)."""
+    return request(caller, sup, ("which_children",), timeout)
+
+
+def count_children(caller: Node | Process, sup: Any, timeout: float | None = None) -> Any:
+    """`{"specs", "active", "supervisors", "workers"}` counts."""
+    return request(caller, sup, ("count_children",), timeout)
