@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from .errors import (AlreadyRegistered, CallExit, CallingSelf, CallTimeout, MailboxOverflow,
                      NoProc, StartError)
