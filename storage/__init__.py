@@ -1,1 +1,26 @@
-"""LMDB persistence: store, snapshots, journal, group commit, activated entities."""
+"""LMDB persistence: store, snapshots, journal, group commit, activated entities.
+
+    from storage import Entities, PersistentServer, Store, entity_call, entity_cast
+
+    store = Store(path, node)                         # one per node; mode="sync" by default
+    pid = node.spawn(Counter, store, ("counter", 1))  # a PersistentServer: state survives
+    timelines = node.spawn(Entities, store, Timeline, 60.0)  # idle entities stop after 60 s
+    entity_cast(node, timelines, ("timeline", 42), post)    # starts the entity on demand
+
+`storage.store` documents the layout, the group commit, what each durability mode
+promises and the fault hooks; `storage.persistent` the two ways to persist;
+`storage.entities` the activated entities.
+"""
+from .entities import Entities, entities_info, entity_call, entity_cast
+from .errors import (ActivationError, CorruptedValue, ForeignStore, FormatVersionError,
+                     LimitExceeded, StaleWrite, StoreClosed, StoreFull, StorageError,
+                     StorageIOError, UnencodableValue)
+from .persistent import EventSourcedServer, PersistentServer
+from .store import MODES, Store
+
+__all__ = [
+    "ActivationError", "CorruptedValue", "Entities", "EventSourcedServer", "ForeignStore",
+    "FormatVersionError", "LimitExceeded", "MODES", "PersistentServer", "StaleWrite", "Store",
+    "StoreClosed", "StoreFull", "StorageError", "StorageIOError", "UnencodableValue",
+    "entities_info", "entity_call", "entity_cast",
+]

@@ -1,0 +1,205 @@
+"""Persistent servers: GenServers whose state survives crashes, restarts and `kill -9`.
+
+Snapshot style: the whole `self.state` is saved at the end of every turn that changed it
+(compared by its msgpack encoding), and loaded again when the server (re)starts.
+
+    class Counter(PersistentServer):
+        def initial_state(self, start=0):      # used when nothing is stored yet
+            return {"n": start}
+
+        def handle_cast(self, delta):
+            self.state["n"] += delta
+
+        def handle_call(self, request, caller):
+            return self.state["n"]             # sent once the change above is stored
+
+    pid = node.spawn(Counter, store, ("counter", 1), 10)    # init(store, key, *args)
+
+Event-sourced style: `persist(event)` appends to the key's journal and `apply(event)`
+folds it into `self.state` (at once, and again on recovery: keep it pure). Every
+`snapshot_every` events the state is saved and the events it covers are deleted;
+recovery is the latest snapshot plus a replay of the events after it.
+
+    class Account(EventSourcedServer):
+        def initial_state(self):
+            return {"balance": 0}
+
+        def apply(self, event):
+            self.state["balance"] += event["amount"]
+
+        def handle_call(self, amount, caller):
+            self.persist({"amount": amount})
+            return self.state["balance"]
+
+Both keep `revision` (one per save, or per event) and refuse, with `StaleWrite`, a save
+based on an older revision than the stored one (a stale incarnation). Replies and sent
+messages leave only once the turn's writes have committed (see `storage.store`). A
+storage fault crashes the server with the fault as its exit reason; its supervisor
+restarts it from what was stored.
+
+The unit of saving is the turn (up to `node.batch` messages handled in a row): if a
+callback raises, the changes and the outputs of its whole turn are dropped with the
+process (none of them had been acknowledged). A deliberate stop (`self.stop`, a shutdown
+from the parent) saves the state it stops with, and commits before the exit signal goes
+out. `handle_idle` is a turn like the others. An `async` callback's changes are saved
+at the end of every scheduler pass in which it is suspended, before what it sent leaves.
+
+State must be msgpack-encodable (dicts, lists, str, bytes, numbers, bool, None, Pid,
+Ref). A server that needs more set-up overrides `init` and calls
+`super().init(store, key, *args)` first.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from actors import GenServer, packb
+from actors.process import ExitNow
+
+from .errors import LimitExceeded, UnencodableValue
+from .store import SNAPSHOT, STATE, KeyRef, Store, decode_payload
+
+_WAKE = ("$storage_fault",)
+
+
+class PersistentServer(GenServer):
+    """A GenServer whose `state` is saved after each turn that changed it; see the module
+    docstring."""
+
+    kind = STATE
+    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault")
+
+    def init(self, store: Store, key: Any, *args: Any) -> None:
+        """Load the stored state of `key`, or start from `initial_state(*args)`."""
+        self.store = store
+        self._ref = KeyRef(key)
+        self._fault = None
+        if store.holds:
+            self.node.hold_output(self)
+        rev, snap_rev, snap, events = store.load(self, self._ref, self.kind)
+        self.state = self.initial_state(*args) if snap is None else self._decode("state", snap)
+        self.revision = rev
+        self._recovered(snap, snap_rev, events)
+
+    def initial_state(self, *args: Any) -> Any:
+        """The state of a key with nothing stored, from the spawn arguments after the key."""
+        if args:
+            raise TypeError(f"{type(self).__name__}.initial_state takes no arguments, got {args!r}")
+        return None
+
+    @property
+    def key(self) -> Any:
+        return self._ref.key
+
+    # -- kernel side ---------------------------------------------------------------------
+
+    def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
+        self._saved = self._encode("state", self.state) if snap is None else snap
+
+    def _flush(self) -> None:
+        """Hand the state to the store if it changed since the last save."""
+        data = self._encode("state", self.state)
+        if data != self._saved:
+            self.store.write(self, self._ref, STATE, self.revision, self.revision + 1, data, [])
+            self.revision += 1
+            self._saved = data
+
+    def _serve(self) -> None:
+        self._turn(GenServer._serve)
+
+    def _idle_callback(self) -> None:
+        self._turn(GenServer._idle_callback)
+
+    def _turn(self, body: Any) -> None:
+        # A turn's writes go to the batch when it ends; a deliberate stop (ExitNow) saves
+        # the state it stops with, a crash saves nothing of the turn.
+        if self._fault is not None:
+            raise self._fault
+        try:
+            body(self)
+        except ExitNow:
+            self._stopping()
+            raise
+        self._flush()
+        self.store.end_turn(self, self._coro is not None)
+
+    def _stopping(self) -> None:
+        self._flush()
+        self.store.end_turn(self, False)
+        # Exit signals are not held: commit now, so that a reply sent before the stop
+        # reaches its caller before the exit does.
+        self.store.commit_before_exit(self)
+
+    def _fail(self, exc: Exception) -> None:
+        """Crash with `exc` on the next turn (a timer wakes it: timers are never held)."""
+        self._fault = exc
+        self.node.send_after(0, self.pid, _WAKE)
+
+    def _encode(self, what: str, value: Any) -> bytes:
+        try:
+            data = packb(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnencodableValue(f"{what} of {self._ref!r:.200} cannot be stored: {exc}") from None
+        return self.store.check_size(self._ref, what, data)
+
+    def _decode(self, what: str, data: bytes) -> Any:
+        db = "journal" if what == "event" else "snapshots"
+        return decode_payload(what, data, self.node, self.store.path, db, self._ref)
+
+
+class EventSourcedServer(PersistentServer):
+    """A persistent server whose state changes only through `persist(event)`; see the
+    module docstring."""
+
+    kind = SNAPSHOT
+    snapshot_every: int = 100
+    """Save a snapshot (and delete the events it covers) every this many events."""
+
+    __slots__ = ("_pending", "_snap_rev", "_snap_due", "_replaying")
+
+    def apply(self, event: Any) -> None:
+        """Fold `event` into `self.state`. Pure: it runs again on every recovery."""
+        raise NotImplementedError(f"{type(self).__name__} has no apply for {event!r:.200}")
+
+    def persist(self, event: Any) -> None:
+        """Append `event` to the journal and apply it. Stored at the end of the turn;
+        what the server sends after this leaves only once it is."""
+        if self._replaying:
+            raise RuntimeError(f"{type(self).__name__}.apply called persist: apply must be pure")
+        if len(self._pending) >= self.store.max_batch_writes:
+            raise LimitExceeded(f"{self._ref!r:.100} persisted more than max_batch_writes="
+                                f"{self.store.max_batch_writes} events in one turn")
+        data = self._encode("event", event)
+        self.apply(event)
+        self._pending.append(data)
+        self.revision += 1
+
+    def save_snapshot(self) -> None:
+        """Snapshot the state at the end of this turn, deleting the events it covers."""
+        self._snap_due = True
+
+    def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
+        if type(self.snapshot_every) is not int or self.snapshot_every < 1:
+            raise ValueError(f"{type(self).__name__}.snapshot_every must be a positive int, "
+                             f"got {self.snapshot_every!r}")
+        self._pending: list[bytes] = []
+        self._snap_rev = snap_rev
+        self._snap_due = False
+        self._replaying = True
+        try:
+            for data in events:
+                self.apply(self._decode("event", data))
+        finally:
+            self._replaying = False
+
+    def _flush(self) -> None:
+        snap = None
+        if self._snap_due or self.revision - self._snap_rev >= self.snapshot_every:
+            self._snap_due = False
+            if self.revision > self._snap_rev:
+                snap = self._encode("state", self.state)
+        if self._pending or snap is not None:
+            events, self._pending = self._pending, []
+            self.store.write(self, self._ref, SNAPSHOT, self.revision - len(events), self.revision,
+                             snap, events)
+            if snap is not None:
+                self._snap_rev = self.revision

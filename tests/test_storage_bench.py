@@ -1,0 +1,33 @@
+"""bench/storage.py runs end to end and prints every line it promises (tiny sizes; only the
+shape of the output is checked, never a timing)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "storage.py"
+
+
+def run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH), "--tiny", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_json_lines_cover_every_workload():
+    lines = [json.loads(line) for line in run("--json").splitlines()]
+    assert [d["workload"] for d in lines] == ["persist_tell", "persist_sync_1", "recover", "activate"]
+    for d in lines:
+        assert d["system"] == "letitcrash" and d["unit"] and d["n"] > 0, d
+        assert isinstance(d["value"], (int, float)) and d["value"] > 0, d
+    assert {d["workload"] for d in lines if "goal" in d} == {"persist_tell", "recover", "activate"}
+    tell = lines[0]
+    assert tell["writes"] > 0 and tell["commits"] >= 1
+
+
+def test_table_and_only():
+    out = run("--only", "persist_sync_1")
+    assert "persist_sync_1" in out and "upd/s" in out and "recover" not in out
