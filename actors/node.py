@@ -300,6 +300,14 @@ class Node:
         self._deliver_to(target, (CALL, request, ref))
         return waiter.future
 
+    def forward(self, dest: Any, request: Any, caller: From) -> None:
+        """Hand a call on to another server, which then replies to the original caller
+        directly (a router's `handle_call` forwards and returns `NoReply`). The caller
+        keeps watching only the process it called."""
+        target = self._lookup(dest)
+        if target is not None:
+            self._deliver_to(target, (CALL, request, caller))
+
     def reply(self, caller: From, value: Any) -> None:
         """Answer a call whose handler returned `NoReply`."""
         current = self._current

@@ -389,3 +389,18 @@ def test_run_until_complete_stops_on_the_completing_turn():
     assert node.run_until_complete(node.call(pid, "get")) == 3
     assert len(turns) < 10
     node.run_until_complete(node.stop())
+
+
+def test_forward_lets_another_server_reply_to_the_caller():
+    class Router(GenServer):
+        def init(self, backend):
+            self.backend = backend
+
+        def handle_call(self, request, caller):
+            self.node.forward(self.backend, request, caller)
+            return NoReply
+
+    node = Node(seed=1)
+    backend = node.spawn(Counter, 9)
+    router = node.spawn(Router, backend)
+    assert call(node, router, "get") == 9
