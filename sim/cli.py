@@ -1,0 +1,345 @@
+"""The `letitcrash` command line.
+
+    letitcrash sim SCENARIO.toml [--seed N | --seeds A..B] [--trace FILE] [--faults SPEC]
+                                 [--system-option [SYSTEM.]KEY=VALUE ...] [--jobs N] [--json]
+    letitcrash replay TRACE [--json]
+    letitcrash shrink SCENARIO.toml --seed N [-o OUT.toml] [--budget RUNS]
+
+Exit status: 0 every check held (replay: no divergence; shrink: a shrunk scenario was
+written), 1 a check failed (replay: it diverged; shrink: the seed does not fail), 2 bad
+input (a bad scenario, trace or argument).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .core import Simulation
+from .faults import KINDS
+from .runner import Result, run
+from .scenario import Scenario, load, parse
+from .schema import ScenarioError
+from .replay import replay
+from .shrink import shrink, write
+from .trace import TraceError
+
+OK, FAILED, BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    """A command-line argument that cannot be used; the message says why."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (BadInput, ScenarioError, TraceError) as exc:
+        print(f"letitcrash: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="letitcrash", description="Deterministic simulation of "
+                                     "letitcrash systems under faults.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("sim", help="run a scenario", description="Run a scenario with one seed "
+                         "or a range of seeds and report.")
+    sim.add_argument("scenario", help="scenario file (TOML)")
+    seeds = sim.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_seed, help="the seed (default: the scenario's run.seed)")
+    seeds.add_argument("--seeds", type=_seed_range, metavar="A..B", help="every seed from A to B")
+    sim.add_argument("--trace", metavar="FILE", help="record the trace (msgpack); with --seeds, "
+                     "FILE must contain {seed}")
+    _scenario_options(sim)
+    sim.add_argument("--jobs", type=_count, default=1, help="with --seeds: runs in parallel")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.set_defaults(func=cmd_sim)
+
+    rep = sub.add_parser("replay", help="re-run a recorded trace and report the first divergence")
+    rep.add_argument("trace", help="a trace recorded with `sim --trace`")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_replay)
+
+    shr = sub.add_parser("shrink", help="reduce a failing seed to a smaller failing scenario")
+    shr.add_argument("scenario")
+    shr.add_argument("--seed", type=_seed, required=True)
+    shr.add_argument("-o", "--output", metavar="OUT.toml", help="where to write the shrunk scenario")
+    shr.add_argument("--budget", type=_count, default=120, help="at most this many runs (default 120)")
+    _scenario_options(shr)
+    shr.set_defaults(func=cmd_shrink)
+    return parser
+
+
+def _scenario_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--faults", metavar="SPEC", help="off | chaos | swarm, and/or a comma list of "
+                        "fault kinds to keep, each optionally =RATE (e.g. swarm,kill_node,drop=0.05)")
+    parser.add_argument("--system-option", action="append", default=[], metavar="[SYSTEM.]KEY=VALUE",
+                        help="override a system option, or a workload one as workload.KEY (VALUE in "
+                        "TOML syntax; bare words are strings)")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 1000000, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**63), got {value}")
+    return value
+
+
+def _seed_range(text: str) -> range:
+    a, sep, b = text.partition("..")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected A..B (e.g. 1..100), got {text!r}")
+    lo, hi = _seed(a), _seed(b)
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"empty seed range {text!r}")
+    return range(lo, hi + 1)
+
+
+# -- scenario overrides --------------------------------------------------------------------
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The scenario file with --system-option and --faults applied."""
+    scenario = load(args.scenario, _system_overrides(args.scenario, args.system_option))
+    return apply_faults(scenario, args.faults) if args.faults else scenario
+
+
+def _system_overrides(path: str, options: list[str]) -> list[tuple[str, Any]]:
+    """--system-option [SYSTEM.]KEY=VALUE as (key path, value) overrides; SYSTEM may be
+    left out when the scenario runs one system (KEY may be workload.KEY)."""
+    if not options:
+        return []
+    try:
+        systems = list(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("systems", {}))
+    except (OSError, tomllib.TOMLDecodeError):
+        systems = []  # load() reports the file's own problem
+    out = []
+    for option in options:
+        key, sep, text = option.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--system-option {option!r}: expected [SYSTEM.]KEY=VALUE")
+        if key.split(".")[0] not in systems:
+            if len(systems) != 1:
+                raise BadInput(f"--system-option {option!r}: say which system "
+                               f"({', '.join(systems)}) as SYSTEM.KEY=VALUE")
+            key = f"{systems[0]}.{key}"
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: a string
+        out.append((f"systems.{key}", value))
+    return out
+
+
+def apply_faults(scenario: Scenario, spec: str) -> Scenario:
+    """Apply a --faults SPEC: a mode and/or the kinds to keep, each optionally =RATE.
+    Naming kinds without a mode turns a scenario whose mode is "off" to "chaos"."""
+    raw = scenario.raw()
+    faults = raw["faults"]
+    mode: str | None = None
+    kinds: dict[str, float | None] = {}
+    for token in (t.strip() for t in spec.split(",")):
+        name, sep, rate = token.partition("=")
+        if name in ("off", "none", "chaos", "swarm") and not sep:
+            mode = "off" if name == "none" else name
+        elif name in KINDS:
+            kinds[name] = _rate(token, name, rate) if sep else None
+        else:
+            raise BadInput(f"--faults {spec!r}: unknown item {token!r}; expected off, chaos, swarm "
+                           f"or a fault kind ({', '.join(KINDS)}), optionally KIND=RATE")
+    if kinds:
+        for kind in KINDS:
+            if kind not in kinds:
+                faults.pop(kind, None)
+                continue
+            faults.setdefault(kind, {})
+            if kinds[kind] is not None:
+                faults[kind]["rate"] = kinds[kind]
+    faults["mode"] = mode or ("chaos" if kinds and faults["mode"] == "off" else faults["mode"])
+    return scenario.rebuild(raw)
+
+
+def _rate(token: str, kind: str, text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise BadInput(f"--faults: {token!r}: expected {kind}=RATE with a number") from None
+    top = 1000.0 if KINDS[kind].family == "discrete" else 1.0
+    unit = "per virtual second" if top > 1 else "probability per message or commit"
+    if not 0.0 <= rate <= top:
+        raise BadInput(f"--faults: {token!r}: the rate must be in [0, {top:g}] ({unit})")
+    return rate
+
+
+def _override_args(args: argparse.Namespace) -> str:
+    parts = ["--faults", args.faults] if args.faults else []
+    for option in args.system_option:
+        parts += ["--system-option", option]
+    return " " + shlex.join(parts) if parts else ""
+
+
+def commands(args: argparse.Namespace, result: Result) -> tuple[str, str]:
+    """The commands that reproduce and shrink this run, with the same overrides."""
+    extra = _override_args(args)
+    return report.reproduce_command(result, extra), report.shrink_command(result, extra)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    if args.seeds is not None:
+        if args.trace and "{seed}" not in args.trace:
+            raise BadInput("--trace with --seeds needs {seed} in the file name (e.g. run-{seed}.trace)")
+        return _many(args, scenario)
+    seed = scenario.seed if args.seed is None else args.seed
+    progress = _Progress() if sys.stderr.isatty() else None
+    result = _run_one(scenario, seed, args.trace, progress)
+    if progress is not None:
+        progress.clear()
+    if args.json:
+        print(json.dumps(report.as_json(result, *commands(args, result)), indent=2))
+    else:
+        print(report.text(result, *commands(args, result)))
+    return OK if result.passed else FAILED
+
+
+def _run_one(scenario: Scenario, seed: int, trace: str | None, progress: Any = None) -> Result:
+    if trace is None:
+        return run(scenario, seed, progress=progress)
+    with open(trace.format(seed=seed), "wb") as out:
+        return run(scenario, seed, out=out, progress=progress)
+
+
+def _worker(path: str, toml: str, seed: int, trace: str | None) -> Result:
+    return _run_one(parse(toml, path), seed, trace)
+
+
+def _many(args: argparse.Namespace, scenario: Scenario) -> int:
+    results: list[Result] = []
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(_worker, scenario.path, scenario.to_toml(), seed, args.trace)
+                       for seed in args.seeds]
+            for future in futures:
+                results.append(future.result())
+                _seed_done(args, results[-1])
+    else:
+        for seed in args.seeds:
+            results.append(_run_one(scenario, seed, args.trace))
+            _seed_done(args, results[-1])
+    if args.json:
+        print(json.dumps([report.as_json(r, *commands(args, r)) for r in results], indent=2))
+    else:
+        print(report.summary(results))
+        for r in results:
+            if not r.passed:
+                reproduce, shrink = commands(args, r)
+                print(f"\nseed {r.seed}: {r.failure.check}: {r.failure.message.splitlines()[0]}\n"
+                      f"  reproduce: {reproduce}\n  shrink:    {shrink}")
+    return OK if all(r.passed for r in results) else FAILED
+
+
+def _seed_done(args: argparse.Namespace, result: Result) -> None:
+    if sys.stderr.isatty() and not args.json:
+        verdict = "ok" if result.passed else f"FAIL {result.failure.check}"
+        print(f"seed {result.seed}: {verdict} ({result.events:,} events, {result.wall:.1f} s)",
+              file=sys.stderr)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    done = replay(args.trace)
+    d = done.divergence
+    if args.json:
+        out = {"trace": done.path, "seed": done.seed, "diverged": d is not None, "notes": done.notes}
+        if d is not None:
+            out.update(index=d.index, time=d.time, node=d.node, expected=repr(d.expected), got=repr(d.got),
+                       checkpoint={"records": d.checkpoint[0], "time": d.checkpoint[1]})
+        else:
+            out.update(events=done.result.events, hash=done.result.trace_hash,
+                       recorded_hash=done.recorded_hash, passed=done.result.passed)
+        print(json.dumps(out, indent=2))
+    elif d is not None:
+        print(f"replay {done.path} (seed {done.seed}): DIVERGED at {d}")
+    else:
+        result = done.result
+        verdict = "passed" if result.passed else f"failed {result.failure.check} again"
+        print(f"replay {done.path} (seed {done.seed}): identical, {result.events:,} events, "
+              f"hash {result.trace_hash}; the run {verdict}")
+    for note in done.notes:
+        print(f"  note: {note}")
+    return OK if d is None else FAILED
+
+
+def cmd_shrink(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    output = args.output or f"{Path(args.scenario).stem}.seed{args.seed}.shrunk.toml"
+    shrunk = shrink(scenario, args.seed, args.budget, log=lambda line: print(line, file=sys.stderr))
+    if shrunk is None:
+        print(f"seed {args.seed} passes {args.scenario}: nothing to shrink")
+        return FAILED
+    write(shrunk, output, f"{args.scenario} --seed {args.seed}{_override_args(args)}")
+    print(f"shrunk in {shrunk.runs} runs: still fails {shrunk.failure.check} at "
+          f"t={shrunk.failure.time:.6f} s")
+    for key in shrunk.before:
+        if shrunk.before[key] != shrunk.after.get(key):
+            print(f"  {key:<24} {shrunk.before[key]:g} -> {shrunk.after.get(key):g}")
+    print(f"wrote {output}\n  run it: letitcrash sim {shlex.quote(output)}")
+    return OK
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a TTY), redrawn at most 5 times a second."""
+
+    def __init__(self) -> None:
+        self.shown = 0.0
+        self.started = time.monotonic()  # wall clock: display only
+
+    def __call__(self, sim: Simulation, phase: str, total: float) -> None:
+        now = time.monotonic()  # wall clock: display only
+        if now - self.shown < 0.2:
+            return
+        self.shown = now
+        done = min(1.0, sim.now / total) if total > 0 else 1.0
+        bar = "#" * int(done * 24)
+        line = (f"\r[{bar:<24}] t={sim.now:6.1f}/{total:.0f} s {phase:<8} "
+                f"events {sim.trace.events:>10,}  faults {sum(sim.injected.values()):>5}  "
+                f"restarts {sum(sim.restarts.values()):>5}  {now - self.started:5.1f} s")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r" + " " * 110 + "\r")
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The simulated network between nodes: latency, per-pair order, message faults, partitions.
+
+Every delivery from one node to another (a send, a cast, a call request, a reply, an exit
+signal, a Down) comes through `transport` and is scheduled to arrive after the link's
+latency. Deliveries on one (src, dst) link arrive in the order they were sent, as between
+two Erlang nodes, unless a fault says otherwise.
+
+Faults touch messages (sends, casts, call requests, replies): `drop`, `duplicate`,
+`delay` (late, holding back the later ones: order kept) and `reorder` (late, letting the
+later ones overtake). Signals (exits, Downs) are never dropped or doubled: Erlang only
+loses them with the connection, and then says so. A partition cuts links: messages sent
+across are lost, signals wait and cross when it heals (KERNEL-HOOK: Erlang would turn a
+lost connection into `noconnection` exits and Downs; the kernel gives no list of a node's
+remote links and monitors to do that with).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from actors import Node
+
+    from .core import Simulation
+
+from .faults import MESSAGE_FAULTS, Draw, EventFaults
+
+# What a delivery is, by the kernel method that completes it.
+_KINDS = {"_post": "msg", "_deliver": "msg", "_on_reply": "reply",
+          "_signal": "exit", "_signal_from_outside": "exit", "_on_down": "down"}
+
+
+class Link:
+    """One direction between two nodes."""
+
+    __slots__ = ("lo", "hi", "last", "cut", "held", "count", "faults")
+
+    def __init__(self, src: str, dst: str, lo: float, hi: float) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.last = 0.0  # the latest arrival scheduled so far: later sends arrive after it
+        self.cut = False
+        self.held: list[tuple] = []  # signals waiting for a cut link to heal
+        self.count = 0  # messages sent so far (what a scripted fault's `nth` counts)
+        self.faults = EventFaults(src=src, dst=dst)
+
+
+class Network:
+    """Latency and faults between the nodes of one simulation."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.latency = (0.001, 0.005)
+        self._latencies: dict[tuple[str, str], tuple[float, float]] = {}
+        self._links: dict[tuple[str, str], Link] = {}
+        self._rand = sim.stream("network").random  # latencies only: faults draw on their own
+        # Each fault kind draws from its own stream, on every message, so turning one
+        # kind off (or scripting it) leaves the others' decisions as they were.
+        self._streams = {kind: sim.stream(f"network/{kind}").random for kind in MESSAGE_FAULTS}
+        self._draws: list[Draw] = []
+        self.log: list[dict[str, Any]] | None = None  # where injected faults are logged
+        self.sent = 0
+        self.partitioned = False
+        self.arrive = self._arrive  # one bound method: the driver tells arrivals apart by it
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_latency(self, lo: float, hi: float, between: tuple[str, str] | None = None) -> None:
+        """One-way latency, uniform in [lo, hi] seconds: the default, or for the link
+        between two nodes (both directions)."""
+        assert 0 < lo <= hi, f"latency needs 0 < lo <= hi, got [{lo}, {hi}]"
+        if between is None:
+            self.latency = (lo, hi)
+        else:
+            a, b = between
+            self._latencies[(a, b)] = self._latencies[(b, a)] = (lo, hi)
+        for (a, b), link in self._links.items():
+            link.lo, link.hi = self._latencies.get((a, b), self.latency)
+
+    def set_rates(self, rates: dict[str, float], extra: dict[str, float] | None = None) -> None:
+        """Per-message fault probabilities (drop, duplicate, delay, reorder; missing: 0) and
+        the most extra seconds a delay or a reorder adds."""
+        extra = extra or {}
+        self._draws = []
+        for kind in MESSAGE_FAULTS:  # precedence when several hit one message
+            p = rates.get(kind, 0.0)
+            assert 0.0 <= p <= 1.0, f"{kind} rate must be a probability, got {p}"
+            if p > 0:
+                self._draws.append((kind, p, extra.get(kind, 0.0), self._streams[kind]))
+
+    def script(self, entry: dict[str, Any]) -> None:
+        """A scripted message fault (entries come in time order): the first message sent
+        on src -> dst at or after `at`, and no earlier than the link's `nth`, gets it."""
+        self._link(entry["src"], entry["dst"]).faults.script.append(entry)
+
+    def _link(self, src: str, dst: str) -> Link:
+        link = self._links.get((src, dst))
+        if link is None:
+            link = self._links[(src, dst)] = Link(src, dst, *self._latencies.get((src, dst), self.latency))
+        return link
+
+    # -- deliveries ------------------------------------------------------------------------
+
+    def transport(self, src: Node, dst: Node, receiver: Any, deliver: Callable[..., Any],
+                  args: tuple) -> None:
+        """The kernel's transport hook: schedule the delivery's arrival."""
+        sim = self.sim
+        record = sim.trace.append
+        src_name, dst_name = src.name, dst.name
+        link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
+        kind = _KINDS[deliver.__name__]
+        pid = getattr(receiver, "pid", None)
+        serial = pid.serial if pid is not None else 0
+        self.sent += 1
+        if link.cut:
+            if kind == "exit" or kind == "down":
+                link.held.append((dst, receiver, deliver, args, kind, serial))
+                record(("send", src_name, dst_name, serial, kind, "held"))
+            else:
+                record(("send", src_name, dst_name, serial, kind, "cut"))
+            return
+        depart = sim.departure(src_name) if sim.stalls else sim.now
+        arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
+        fault = ""
+        if kind == "msg" or kind == "reply":
+            link.count += 1
+            if link.faults.script or self._draws:
+                fault, extra = link.faults.roll(link.count, sim.now, self._draws, self.log)
+                if fault:
+                    sim.injected[fault] = sim.injected.get(fault, 0) + 1
+                if fault == "drop":
+                    record(("send", src_name, dst_name, serial, kind, fault))
+                    return
+                if fault == "duplicate":
+                    sim.call_at(max(arrival, link.last) + extra, self.arrive, dst, receiver, deliver,
+                                args, kind, serial)
+                else:
+                    arrival += extra
+        if fault != "reorder":
+            if arrival < link.last:
+                arrival = link.last
+            link.last = arrival
+        assert arrival > sim.now, f"{src_name} -> {dst_name}: a delivery must take time ({arrival})"
+        record(("send", src_name, dst_name, serial, kind, fault, arrival))
+        sim.call_at(arrival, self.arrive, dst, receiver, deliver, args, kind, serial)
+
+    def _arrive(self, dst: Node, receiver: Any, deliver: Callable[..., Any], args: tuple,
+                kind: str, serial: int) -> None:
+        if self.sim.node(dst.name) is not dst:
+            self.sim.trace.append(("arr", dst.name, serial, kind, "node down"))
+            return
+        self.sim.trace.append(("arr", dst.name, serial, kind))
+        dst.arrive(receiver, deliver, args)  # the node's clock catches up before it next runs
+
+    # -- partitions ---------------------------------------------------------------------------
+
+    def partition(self, groups: list[list[str]], oneway: bool = False) -> None:
+        """Cut every link between nodes of different groups (with `oneway`, only the links
+        from an earlier group to a later one)."""
+        for i, group in enumerate(groups):
+            for j, other in enumerate(groups):
+                if i == j or (oneway and j < i):
+                    continue
+                for a in group:
+                    for b in other:
+                        self._link(a, b).cut = True
+        self.partitioned = True
+
+    def heal(self) -> None:
+        """Reconnect every link; held signals cross now, in the order they were sent."""
+        self.partitioned = False
+        sim = self.sim
+        for (src, dst), link in self._links.items():
+            if not link.cut:
+                continue
+            link.cut = False
+            held, link.held = link.held, []
+            for dst_node, receiver, deliver, args, kind, serial in held:
+                arrival = max(sim.now + link.lo + (link.hi - link.lo) * self._rand(), link.last)
+                link.last = arrival
+                sim.trace.event("send", src, dst, serial, kind, "released", arrival)
+                sim.call_at(arrival, self.arrive, dst_node, receiver, deliver, args, kind, serial)
+
+    def node_down(self, name: str) -> None:
+        """A node died: signals held for it have nobody left to reach."""
+        for (_, dst), link in self._links.items():
+            if dst == name:
+                link.held.clear()

@@ -1,0 +1,263 @@
+"""Run a scenario with one seed: build the world, go through the phases, check, report.
+
+    result = run(load("scenarios/counter.toml"), seed=7)
+    print(result.passed, result.trace_hash)
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from .core import Failure, Samples, Simulation
+from .faults import KINDS, Injector, plan as fault_plan
+from .scenario import Scenario
+from .system import System
+from .trace import Divergence, Trace, TraceReader
+
+Progress = Callable[["Simulation", str, float], None]
+
+
+@dataclass
+class Result:
+    """What one run did; `report.text(result)` and `report.as_json(result)` show it."""
+
+    scenario: str
+    name: str
+    seed: int
+    failure: Failure | None
+    events: int
+    deliveries: int  # between nodes, through the network
+    wall: float  # seconds of wall-clock time (for the report only)
+    simulated: float
+    faults: dict[str, int]
+    plan: dict[str, dict[str, Any]]
+    restarts: dict[str, int]
+    crashes: int
+    checks: dict[str, dict[str, Any]]
+    latency: dict[str, dict[str, float]]
+    stats: dict[str, dict[str, int]]
+    buggify: dict[str, int]
+    trace_hash: str
+    fault_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout the simulator runs from, if it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run(scenario: Scenario, seed: int | None = None, *, out: BinaryIO | None = None,
+        expect: TraceReader | None = None, progress: Progress | None = None) -> Result:
+    """Run `scenario` with `seed` (default: the scenario's). `out` records the trace;
+    `expect` replays against a recorded one (raising `trace.Divergence`)."""
+    seed = scenario.seed if seed is None else seed
+    trace = Trace(scenario.data["run"]["checkpoint"], out=out, expect=expect)
+    trace.write_header({"seed": seed, "python": platform.python_version(), "git": git_commit(),
+                        "path": scenario.path, "scenario": scenario.to_toml()})
+    sim = Simulation(seed, trace=trace, resolution=scenario.data["run"]["resolution"])
+    sim.buggify_on = scenario.data["run"]["buggify"]
+    data_dir = Path(tempfile.mkdtemp(prefix="letitcrash-sim-"))
+    systems: dict[str, System] = {}
+    tap = _LogTap(sim)
+    started = time.perf_counter()  # wall clock: for the report only
+    try:
+        tap.attach()
+        injector = _build(sim, scenario, systems, data_dir)
+        checks = _Checks(sim, systems, scenario.checks())
+        try:
+            _phases(sim, scenario, list(systems.values()), injector, checks, progress)
+        except Divergence:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken assertion or a livelock is this run's failure
+            sim.fail("error", _error(exc))
+        failure = sim.failure
+        trace.finish({"faults": injector.log,
+                      "failure": None if failure is None else {"check": failure.check, "time": failure.time}})
+    finally:
+        sim.close()
+        tap.detach()
+        for system in systems.values():
+            system.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    wall = time.perf_counter() - started  # wall clock: for the report only
+    return Result(
+        scenario=scenario.path, name=scenario.name, seed=seed, failure=failure, events=trace.events,
+        deliveries=sim.network.sent, wall=wall, simulated=sim.now, faults=dict(sim.injected),
+        plan=injector.kinds, restarts=dict(sim.restarts), crashes=tap.crashes, checks=checks.summary(),
+        latency=_percentiles(sim.latencies), stats={n: s.stats() for n, s in systems.items()},
+        buggify=dict(sim.fired), trace_hash=trace.digest(), fault_log=injector.log)
+
+
+def _build(sim: Simulation, scenario: Scenario, systems: dict[str, System], data_dir: Path) -> Injector:
+    """Set the world up: the network, the systems (into `systems`), the fault injector."""
+    net = scenario.data["network"]
+    sim.network.set_latency(*net["latency"])
+    for link in net["link"]:
+        sim.network.set_latency(*link["latency"], between=tuple(link["between"]))
+    for name, cls in scenario.system_classes.items():
+        options = dict(scenario.data["systems"][name])
+        workload = options.pop("workload")
+        system = systems[name] = cls(sim, options, workload, data_dir / _dir_name(name))
+        system.data_dir.mkdir()
+        system.setup()
+    nodes = set(sim.node_names())
+    for path, node in scenario.node_refs:
+        if node not in nodes:
+            raise scenario.source.error(path, f"unknown node {node!r}; the systems have: "
+                                        f"{', '.join(sim.node_names())}")
+    faults = scenario.data["faults"]
+    plan = fault_plan(faults["mode"], {k: v for k, v in faults.items() if k in KINDS},
+                           sim.stream("swarm"))
+    storages = {n: s for system in systems.values() for n, s in system.storages().items()}
+    injector = Injector(sim, plan, faults["tick"], storages)
+    injector.script(faults["script"])
+    return injector
+
+
+class _LogTap(logging.Handler):
+    """Takes the kernel's, the supervisors' and the stores' log records during a run: a
+    chaos run crashes thousands of processes, and their reports belong in the summary
+    (crashes, restarts by supervisor), not on stderr."""
+
+    LOGGERS = ("actors", "supervision", "storage")
+
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(logging.INFO)
+        self.sim = sim
+        self.crashes = 0
+        self._saved: list[tuple[logging.Logger, int, bool]] = []
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.level, logger.propagate))
+            logger.addHandler(self)
+            logger.propagate = False
+            logger.setLevel(logging.INFO)
+
+    def detach(self) -> None:
+        for logger, level, propagate in self._saved:
+            logger.removeHandler(self)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self._saved.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Never raise: the emitting process (a supervisor) would crash and change the run.
+        try:
+            if record.name == "actors" and record.levelno >= logging.ERROR:
+                self.crashes += 1
+            elif getattr(record, "report", None) == "child_restarted":
+                self.sim.count_restart(self._who(record.supervisor))
+        except Exception:  # noqa: BLE001 - reported by logging, as any handler's failure
+            self.handleError(record)
+
+    def _who(self, pid: Any) -> str:
+        node = self.sim.node(pid.node_name)
+        info = node.process_info(pid) if node is not None else None
+        if info is None:
+            return f"{pid!r}"
+        return f"{info['registered_name'] or info['kind']}@{pid.node_name}"
+
+
+def _dir_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _phases(sim: Simulation, scenario: Scenario, systems: list[System], injector: Injector,
+            checks: _Checks, progress: Progress | None) -> None:
+    every = scenario.data["checks"]["every"]
+    tick = 1  # always-checks run at tick * every, a grid whatever the phase lengths
+    end = 0.0
+    for phase in scenario.phases:
+        sim.trace.event("phase", phase.name)
+        if phase.heal:
+            injector.heal()
+        if phase.faults:
+            injector.start()
+        else:
+            injector.stop()
+        for system in systems:
+            system.set_workload(phase.workload)
+        end += phase.duration
+        while sim.failure is None and sim.now < end:
+            sim.run(min(end, tick * every))
+            if sim.now >= tick * every:
+                tick += 1
+                checks.run("always")
+            if progress is not None:
+                progress(sim, phase.name, scenario.duration)
+        if sim.failure is None and checks.last != sim.now:
+            checks.run("always")  # the phase ended off the grid
+        if phase.check and sim.failure is None:
+            checks.run("eventually")
+        if sim.failure is not None:
+            return
+
+
+class _Checks:
+    def __init__(self, sim: Simulation, systems: dict[str, System], checks: dict[str, str]) -> None:
+        self.sim = sim
+        self.checks = [(name, when, getattr(systems[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]))
+                       for name, when in checks.items()]
+        self.runs = dict.fromkeys(checks, 0)
+        self.failed: str | None = None
+        self.last = -1.0  # when the always-checks last ran
+
+    def run(self, when: str) -> None:
+        if when == "always":
+            self.last = self.sim.now
+        for name, kind, fn in self.checks:
+            if kind != when:
+                continue
+            self.runs[name] += 1
+            self.sim.trace.event("check", name)
+            message = fn()
+            if message is not None:
+                self.failed = name
+                self.sim.fail(name, message)
+                return
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {name: {"when": when, "runs": self.runs[name],
+                       "ok": self.failed != name and (self.runs[name] > 0 or None)}
+                for name, when, _ in self.checks}
+
+
+def _error(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _percentiles(latencies: dict[str, Samples]) -> dict[str, dict[str, float]]:
+    out = {}
+    for op in sorted(latencies):
+        samples = latencies[op]
+        if samples.values:
+            a = np.asarray(samples.values)
+            p50, p90, p99 = np.percentile(a, [50, 90, 99])
+            out[op] = {"n": samples.seen, "p50": float(p50), "p90": float(p90), "p99": float(p99),
+                       "max": samples.max}
+    return out

@@ -1,0 +1,37 @@
+"""bench/sim.py runs end to end and prints every figure it promises. No timing
+assertions: the hidden `--tiny` flag runs one short seed; only the output's shape is checked."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "sim.py"
+WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "speedup", "seeds_per_min",
+             "events_per_s_recorded", "trace_cost"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH), "--tiny", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_json_lines_name_every_workload_with_a_value_and_a_unit():
+    out = run("--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["workload"] for d in lines] == WORKLOADS
+    for d in lines:
+        assert d["system"] == "letitcrash" and d["unit"] and d["n"] == 1
+        assert d["value"] >= 0 and (d["value"] > 0 or d["workload"] == "trace_cost")
+    goals = {d["workload"]: d for d in lines if "goal" in d}
+    assert set(goals) == {"events_per_s", "trace_cost"} and all(type(d["met"]) is bool for d in goals.values())
+
+
+def test_the_table_has_a_row_per_workload():
+    out = run()
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = out.stdout.splitlines()
+    assert rows[0].split()[:3] == ["workload", "value", "unit"]
+    assert [row.split()[0] for row in rows[1:]] == WORKLOADS

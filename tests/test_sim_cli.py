@@ -1,0 +1,93 @@
+"""The `letitcrash` command line, end to end in subprocesses: reports, exit status,
+reproducing a failure from its printed command, shrinking, replaying, bad input."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_the_quick_start_job_passes_with_a_readable_report():
+    out = cli("sim", "scenarios/counter.toml")
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    text = out.stdout
+    assert text.startswith("letitcrash sim · counter (scenarios/counter.toml) · seed 1\nPASS  all 5 checks held")
+    for label in ("events", "time", "network", "faults", "restarts", "requests", "latency", "checks", "trace"):
+        assert f"\n  {label} " in text, label
+    assert "events/s" in text and "simulated in" in text and "p99" in text and "blake2b" in text
+    assert out.stderr == ""  # crash reports are counted, not printed
+
+
+def test_a_failure_prints_the_command_that_reproduces_it_exactly():
+    out = cli("sim", "scenarios/counter_broken.toml", "--json")
+    assert out.returncode == 1
+    first = json.loads(out.stdout)
+    assert first["passed"] is False and first["failure"]["check"] == "counter.no_lost_ack"
+    assert first["failure"]["last_events"] and first["shrink"].startswith("letitcrash shrink ")
+    command = shlex.split(first["reproduce"])
+    assert command[:2] == ["letitcrash", "sim"]
+    again = cli(*command[1:], "--json")
+    assert again.returncode == 1
+    second = json.loads(again.stdout)
+    assert second["trace_hash"] == first["trace_hash"] and second["failure"] == first["failure"]
+    text = cli(*command[1:]).stdout
+    assert "FAIL  counter.no_lost_ack" in text and f"reproduce   {first['reproduce']}" in text
+
+
+def test_many_seeds_with_overrides_report_one_line_each():
+    out = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..3", "--system-option", "bug=none",
+              "--faults", "kill_process,drop=0.01")
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert [line.split()[:3] for line in lines[:3]] == [["seed", str(s), "ok"] for s in (1, 2, 3)]
+    assert lines[3].startswith("3 seeds: 3 passed, 0 failed")
+
+
+def test_shrink_writes_a_smaller_scenario_that_fails_the_same_way(tmp_path):
+    shrunk = tmp_path / "shrunk.toml"
+    out = cli("shrink", "scenarios/counter_broken.toml", "--seed", "1", "-o", str(shrunk), "--budget", "40")
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert f"wrote {shrunk}" in out.stdout and "faults" in out.stdout
+    assert shrunk.read_text().startswith("# Shrunk by `letitcrash shrink scenarios/counter_broken.toml --seed 1` in ")
+    rerun = cli("sim", str(shrunk))
+    assert rerun.returncode == 1 and "FAIL  counter.no_lost_ack" in rerun.stdout
+
+
+def test_replay_reports_identical_runs_and_a_divergence_with_exit_status(tmp_path):
+    trace = tmp_path / "run.trace"
+    assert cli("sim", "scenarios/counter_broken.toml", "--trace", str(trace)).returncode == 1
+    out = cli("replay", str(trace))
+    assert out.returncode == 0 and "identical" in out.stdout and "failed counter.no_lost_ack again" in out.stdout
+    data = bytearray(trace.read_bytes())
+    data[len(data) // 2:] = b""
+    trace.write_bytes(bytes(data))
+    out = cli("replay", str(trace), "--json")
+    assert out.returncode == 1 and json.loads(out.stdout)["diverged"] is True
+
+
+def test_bad_input_exits_2_with_a_message_naming_what_is_wrong(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[systems.counter]\nservers = 2\nclient = 4\n")
+    cases = [
+        (("sim", str(bad)), f"{bad}:3: systems.counter.client: unknown key"),
+        (("sim", "nope.toml"), "nope.toml: cannot read the scenario"),
+        (("sim", "scenarios/counter.toml", "--faults", "meteor"), "unknown item 'meteor'"),
+        (("sim", "scenarios/counter.toml", "--faults", "drop=2"), "the rate must be in [0, 1]"),
+        (("sim", "scenarios/counter.toml", "--system-option", "servers=lots"),
+         "systems.counter.servers: expected an integer in [1, 64], got \"lots\""),
+        (("sim", "scenarios/counter.toml", "--seeds", "5..1"), "empty seed range"),
+        (("replay", str(bad)), "not a letitcrash trace"),
+    ]
+    for args, message in cases:
+        out = cli(*args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert message in out.stderr, (args, out.stderr)

@@ -1,0 +1,181 @@
+"""The simulation core through its API: clock and skew, the network model, node crashes,
+buggify, limits. Small worlds built by hand; the counter scenario is tested elsewhere."""
+from __future__ import annotations
+
+import pytest
+
+from actors import Down, GenServer
+from sim.core import Simulation, SimulationError, buggify
+
+
+class Sink(GenServer):
+    """Keeps what it receives."""
+
+    def init(self, box: list) -> None:
+        self.box = box
+
+    def handle_info(self, msg):
+        self.box.append(msg)
+
+    def handle_cast(self, msg):
+        self.box.append(msg)
+
+
+def world(seed: int = 1, n: int = 50):
+    """A sender node that sends n numbered messages to a sink on another node at t=0."""
+    sim = Simulation(seed)
+    box: list = []
+    sink = {}
+    sim.add_node("b", lambda node: sink.setdefault("pid", node.spawn(Sink, box)))
+
+    async def sender(proc):
+        for i in range(n):
+            proc.send(sink["pid"], i)
+
+    sim.add_node("a", lambda node: node.spawn(sender))
+    return sim, box
+
+
+def test_messages_between_two_nodes_arrive_in_order_after_the_link_latency():
+    sim, box = world()
+    sim.network.set_latency(0.01, 0.02)
+    sim.run(0.0099)
+    assert box == []
+    sim.run(1.0)
+    assert box == list(range(50))
+
+
+def test_reorder_lets_later_messages_overtake_and_drop_loses_them():
+    sim, box = world(n=200)
+    sim.network.set_rates({"reorder": 1.0}, {"reorder": 0.05})
+    sim.run(1.0)
+    assert sorted(box) == list(range(200)) and box != list(range(200))
+    assert sim.injected["reorder"] == 200
+
+    sim, box = world(n=200)
+    sim.network.set_rates({"drop": 0.5})
+    sim.run(1.0)
+    assert 0 < len(box) < 200 and box == sorted(box)
+    assert sim.injected["drop"] == 200 - len(box)
+
+
+def test_duplicates_arrive_twice_and_delay_keeps_the_order():
+    sim, box = world(n=20)
+    sim.network.set_rates({"duplicate": 1.0}, {"duplicate": 0.01})
+    sim.run(1.0)
+    assert sorted(box) == sorted(list(range(20)) * 2)
+
+    sim, box = world(n=100)
+    sim.network.set_rates({"delay": 0.3}, {"delay": 0.2})
+    sim.run(1.0)
+    assert box == list(range(100)) and sim.injected["delay"] > 0
+
+
+def test_a_partition_loses_messages_and_holds_signals_until_it_heals():
+    sim = Simulation(3)
+    seen: list = []
+    remote = {}
+
+    async def victim(proc):
+        await proc.receive()
+
+    async def watcher(proc):
+        proc.monitor(remote["pid"])
+        while True:
+            seen.append(await proc.receive())
+
+    sim.add_node("b", lambda node: remote.setdefault("pid", node.spawn(victim)))
+    sim.add_node("a", lambda node: node.spawn(watcher))
+    sim.run(0.5)
+    sim.network.partition([["a"], ["b"]])
+    sim.node("a").send(remote["pid"], "lost")  # from outside, across the cut: dropped
+    sim.node("b").exit(remote["pid"], "boom")
+    sim.run(2.0)
+    assert seen == []  # the Down waits on the cut link
+    sim.network.heal()
+    sim.run(3.0)
+    assert [type(m) for m in seen] == [Down] and seen[0].reason == "boom"
+
+
+def test_a_skewed_clock_runs_ahead_and_never_goes_back():
+    sim = Simulation(1)
+    fired: list = []
+
+    async def ticker(proc):
+        while True:
+            await proc.sleep(1.0)
+            fired.append((round(sim.now, 9), round(proc.now(), 9)))
+
+    sim.add_node("n", lambda node: node.spawn(ticker))
+    sim.run(1.5)
+    sim.set_skew("n", 0.25)  # the clock jumps forward: node time = global + 0.25
+    sim.run(2.9)
+    sim.set_skew("n", 0.0)  # the clock stands still until global time catches up
+    sim.run(4.1)
+    assert fired == [(1.0, 1.0), (1.75, 2.0), (2.75, 3.0), (4.0, 4.0)]
+
+
+def test_a_crashed_node_restarts_with_a_new_creation_and_drops_old_deliveries():
+    sim = Simulation(1)
+    boots: list = []
+    box: list = []
+    sim.add_node("db", lambda node: boots.append(node.spawn(Sink, box)))
+    sim.add_node("c", lambda node: None)
+    old = boots[0]
+    sim.node("c").send(old, "in flight")  # arrives after the crash: dropped
+    sim.crash_node("db")
+    assert sim.node("db") is None and not sim.network.partitioned
+    sim.run(1.0)
+    new = sim.restart_node("db")
+    assert new.creation == 1 and len(boots) == 2 and boots[1] != old
+    sim.node("c").send(boots[1], "hello")
+    sim.run(2.0)
+    assert box == ["hello"]
+
+
+def test_buggify_sites_are_drawn_per_seed_and_site_and_off_unless_enabled():
+    def fires(seed: int, on: bool = True) -> list[bool]:
+        sim = Simulation(seed)
+        sim.buggify_on = on
+        with sim.active():
+            return [buggify(f"site{i}") for i in range(40) for _ in range(4)]
+
+    assert fires(5) == fires(5)
+    assert any(fires(5)) and fires(5) != fires(6)
+    assert not any(fires(5, on=False))
+    assert buggify("outside a simulation") is False
+
+
+def test_same_seed_same_trace_and_another_seed_another():
+    def digest(seed: int) -> str:
+        sim, _ = world(seed, n=100)
+        sim.network.set_rates({"reorder": 0.3, "drop": 0.1}, {"reorder": 0.05})
+        sim.run(1.0)
+        return sim.trace.digest()
+
+    assert digest(1) == digest(1)
+    assert digest(1) != digest(2)
+
+
+def test_a_livelock_at_one_instant_is_stopped():
+    sim = Simulation(1, instant_limit=10_000)
+
+    async def ping(proc, peer=None):
+        if peer is not None:
+            proc.send(peer, proc.pid)
+        while True:
+            peer = await proc.receive()
+            proc.send(peer, proc.pid)
+
+    sim.add_node("n", lambda node: node.spawn(ping, node.spawn(ping)))
+    with pytest.raises(SimulationError, match="livelock"):
+        sim.run(1.0)
+
+
+def test_latency_samples_stay_bounded_and_spread_over_the_whole_series():
+    sim = Simulation(1, max_samples=64)
+    for i in range(10_000):
+        sim.record_latency("op", i / 1000)
+    samples = sim.latencies["op"]
+    assert len(samples.values) < 64 and samples.seen == 10_000 and samples.max == 9.999
+    assert samples.values[0] < 0.5 and samples.values[-1] > 9.0  # early and late both kept

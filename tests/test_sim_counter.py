@@ -1,0 +1,115 @@
+"""The counter system under the simulator: the correct service survives every fault kind,
+each deliberate bug is caught by a check, and a failing seed shrinks to a smaller
+scenario that still fails.
+
+CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N of the main scenario
+(and of swarm mode) instead.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from sim.faults import KINDS
+from sim.runner import run
+from sim.scenario import load
+from sim.shrink import shrink, size
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
+
+
+def counter(*overrides: tuple[str, object], name: str = "counter.toml"):
+    return load(SCENARIOS / name, list(overrides))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_correct_counter_service_passes_every_check(seed):
+    result = run(counter(), seed)
+    assert result.passed, f"seed {seed}: {result.failure}"
+    assert all(c["ok"] for c in result.checks.values())
+    assert result.stats["counter"]["acked"] == result.stats["counter"]["increments"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_swarm_mode_draws_another_fault_mix_per_seed_and_the_service_survives_it(seed):
+    result = run(counter(("faults.mode", "swarm")), seed)
+    other = run(counter(("faults.mode", "swarm")), seed + 1000)
+    assert result.passed and other.passed
+    assert result.plan != other.plan
+    assert set(result.plan) <= set(KINDS)
+
+
+def test_every_fault_kind_is_injected_and_survived():
+    script = [
+        {"at": 1.0, "kind": "kill_process", "node": "counter1", "name": "shard-0"},
+        {"at": 1.5, "kind": "kill_tree", "node": "counter2", "name": "group-1"},
+        {"at": 2.0, "kind": "kill_node", "node": "counter1", "down": 0.5},
+        {"at": 3.0, "kind": "power_loss", "node": "counter2", "down": 0.5},
+        {"at": 4.0, "kind": "partition", "groups": [["clients"], ["counter1", "counter2"]], "duration": 1.0},
+        {"at": 5.5, "kind": "clock_skew", "node": "counter1", "skew": 0.8, "duration": 1.0},
+        {"at": 6.0, "kind": "disk_full", "node": "counter2", "duration": 0.3},
+        {"at": 6.5, "kind": "commit_fail", "node": "counter1"},
+        {"at": 6.6, "kind": "commit_delay", "node": "counter2", "delay": 0.05},
+        {"at": 7.0, "kind": "drop", "src": "clients", "dst": "counter1"},
+        {"at": 7.0, "kind": "duplicate", "src": "clients", "dst": "counter2"},
+        {"at": 7.0, "kind": "delay", "src": "counter1", "dst": "clients", "delay": 0.2},
+        {"at": 7.0, "kind": "reorder", "src": "counter2", "dst": "clients", "delay": 0.02},
+    ]
+    assert sorted(e["kind"] for e in script) == sorted(KINDS)
+    scenario = counter(("faults", {"mode": "off", "script": script}),
+                       ("phases", [{"name": "chaos", "duration": 8.0, "faults": True},
+                                   {"name": "heal", "duration": 1.0, "heal": True},
+                                   {"name": "quiesce", "duration": 5.0, "workload": False}]))
+    out = io.BytesIO()
+    result = run(scenario, 1, out=out)
+    assert result.passed, result.failure
+    assert set(result.faults) == set(KINDS) and all(n == 1 for n in result.faults.values())
+    logged = {e["kind"]: e["at"] for e in result.fault_log}
+    assert all(logged[e["kind"]] >= e["at"] for e in script)  # a commit or message fault: the next one
+    records = [r for r in msgpack.Unpacker(io.BytesIO(out.getvalue()), raw=False) if type(r) is list]
+    seen = Counter(r[0] for r in records)
+    sends = Counter(r[5] for r in records if r[0] == "send")
+    assert seen["restart"] == 2  # counter1 after kill_node, counter2 after power_loss
+    assert sends["cut"] > 0 and sends["drop"] == 1 and sends["duplicate"] == 1 and sends["reorder"] == 1
+    assert sum(result.restarts.values()) >= 2 and result.crashes >= 2  # the supervisors restarted
+    assert result.stats["counter"]["retries"] > 0  # clients saw the faults, and got through
+
+
+@pytest.mark.parametrize("bug, faults, check", [
+    ("ack_before_persist", [{"at": 2.0, "kind": "commit_fail", "node": "counter1"}], "counter.no_lost_ack"),
+    ("unsynced_ack", [{"at": 2.0, "kind": "power_loss", "node": "counter1", "down": 0.5}], "counter.no_lost_ack"),
+    ("no_dedupe", [{"at": 2.0, "kind": "delay", "src": "counter1", "dst": "clients", "delay": 1.0}],
+     "counter.no_phantom"),
+])
+def test_each_deliberate_bug_is_caught_by_a_check_and_the_correct_service_is_not(bug, faults, check):
+    overrides = [("faults", {"mode": "off", "script": faults})]
+    broken = run(counter(("systems.counter.bug", bug), *overrides), 1)
+    assert not broken.passed and broken.failure.check == check, broken.failure
+    assert broken.failure.last_events and f"seed 1" not in broken.failure.message
+    assert run(counter(*overrides), 1).passed
+
+
+def test_a_failing_seed_shrinks_to_a_smaller_scenario_that_still_fails():
+    scenario = counter(name="counter_broken.toml")
+    failing = run(scenario, 1)
+    assert not failing.passed
+    shrunk = shrink(scenario, 1, budget=60)
+    assert shrunk is not None and shrunk.failure.check == failing.failure.check
+    again = run(shrunk.scenario, 1)
+    assert again.failure is not None and again.failure.check == failing.failure.check
+    before, after = size(scenario), size(shrunk.scenario)
+    assert after["faults"] < before["faults"] and after["duration"] <= before["duration"]
+    assert all(after[k] <= before[k] for k in before)
+    assert shrunk.scenario.data["faults"]["mode"] == "off"  # every fault left is scripted
+
+
+def test_a_passing_seed_has_nothing_to_shrink():
+    calm = counter(("faults.mode", "off"), ("phases", [
+        {"name": "calm", "duration": 1.0}, {"name": "quiesce", "duration": 2.0, "workload": False}]))
+    assert shrink(calm, 1) is None
