@@ -263,13 +263,11 @@ class Node:
             return
         proc = dest._proc if type(dest) is Pid else self._by_name(dest, strict=True)
         if proc is not None and proc._alive:
-            if proc.node is self:
-                proc._post(msg)
-            else:
-                self._cross(proc, proc._post, (msg,))
+            self._post_to(proc, msg)
 
     def cast(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
+        # Inlined rather than sharing send's helpers: this is the hottest path there is.
         current = self._current
         if current is not None and current._held is not None:
             current._held.append((self.cast, (dest, msg)))
@@ -344,6 +342,12 @@ class Node:
             return ref
         self._deliver_to(target, (CALL, request, ref))
         return ref
+
+    def _post_to(self, proc: Process, msg: Any) -> None:
+        if proc.node is self:
+            proc._post(msg)
+        else:
+            self._cross(proc, proc._post, (msg,))
 
     def _deliver_to(self, proc: Process, msg: Any) -> None:
         if proc.node is self:
@@ -671,10 +675,7 @@ class Node:
         del self._timer_refs[ref]
         proc = self._lookup(dest)
         if proc is not None:
-            if proc.node is self:
-                proc._post(msg)
-            else:
-                self._cross(proc, proc._post, (msg,))
+            self._post_to(proc, msg)
 
     def _add_timer(self, delay: float, action: Callable[..., Any], args: tuple, ref: Any = None) -> Any:
         timer = self._timers.add(self.now() + max(0.0, delay), action, args, ref)
