@@ -302,6 +302,10 @@ class Node:
         """Hand a call on to another server, which then replies to the original caller
         directly (a router's `handle_call` forwards and returns `NoReply`). The caller
         keeps watching only the process it called."""
+        current = self._current
+        if current is not None and current._held is not None:
+            current._held.append((self.forward, (dest, request, caller)))
+            return
         target = self._lookup(dest)
         if target is not None:
             self._deliver_to(target, (CALL, request, caller))

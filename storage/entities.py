@@ -34,7 +34,6 @@ import math
 from typing import Any
 
 from actors import Down, Exit, GenServer, NoReply, Node, Pid, Process
-from actors.process import CALL
 from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, start_child, terminate_child
 from supervision.client import request as _request
 
@@ -153,9 +152,7 @@ class Entities(GenServer):
         if caller is None:
             self.cast(pid, payload)
         else:
-            # gen_server's forwarding: a call message carrying the original caller, so the
-            # entity's reply goes straight to it. KERNEL-HOOK: node.forward(dest, req, caller).
-            self.cast(pid, (CALL, payload, caller))
+            self.node.forward(pid, payload, caller)  # the entity replies to the caller itself
 
     def _refuse(self, key: Any, payload: Any, caller: Any, error: Exception) -> None:
         if caller is not None:
