@@ -1,0 +1,124 @@
+"""Geography for ride matching: geohash cells (precision 6), neighbours, covering cells,
+vectorised haversine distances and headings.
+
+A precision-6 geohash cell is 1/2**15 of the globe each way: 0.0055 deg of latitude
+(611 m) by 0.011 deg of longitude (966 m at 38 deg N). Cells are named with `geohash2`;
+their grid indices are computed here so covering a radius needs no string arithmetic.
+
+    >>> cell_of(37.7749, -122.4194)
+    '9q8yyk'
+    >>> len(cells_within(37.7749, -122.4194, 1.0))    # the cell, its neighbours and more
+    25
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import geohash2
+import numpy as np
+
+PRECISION = 6
+EARTH_RADIUS_KM = 6371.0088
+CELL_LAT = 180.0 / 2 ** 15  # degrees of latitude per precision-6 cell
+CELL_LON = 360.0 / 2 ** 15
+KM_PER_DEG_LAT = math.pi * EARTH_RADIUS_KM / 180.0
+MAX_COVER_CELLS = 4096  # limit on one covering: a radius of ~15 km at mid latitudes
+
+
+def check_point(lat: float, lon: float, what: str = "location") -> tuple[float, float]:
+    """The point as floats, or ValueError naming what is wrong with it."""
+    for name, value, bound in (("latitude", lat, 90.0), ("longitude", lon, 180.0)):
+        if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > bound:
+            raise ValueError(f"{what}: {name} must be a finite number in [-{bound:g}, {bound:g}], got {value!r}")
+    return float(lat), float(lon)
+
+
+def cell_of(lat: float, lon: float) -> str:
+    """The precision-6 geohash of a point."""
+    return geohash2.encode(lat, lon, PRECISION)
+
+
+def _index(lat: float, lon: float) -> tuple[int, int]:
+    return (min(2 ** 15 - 1, int((lat + 90.0) / CELL_LAT)),
+            int((lon + 180.0) / CELL_LON) % 2 ** 15)
+
+
+def _name(i_lat: int, i_lon: int) -> str:
+    return geohash2.encode(-90.0 + (i_lat + 0.5) * CELL_LAT, -180.0 + ((i_lon % 2 ** 15) + 0.5) * CELL_LON,
+                           PRECISION)
+
+
+def neighbours(cell: str) -> list[str]:
+    """The 8 cells around `cell` (fewer at a pole), north-west first, row by row."""
+    lat, lon, _, _ = geohash2.decode_exactly(cell)
+    i_lat, i_lon = _index(lat, lon)
+    return [_name(i_lat + dy, i_lon + dx) for dy in (1, 0, -1) for dx in (-1, 0, 1)
+            if (dy or dx) and 0 <= i_lat + dy < 2 ** 15]
+
+
+def cells_within(lat: float, lon: float, radius_km: float) -> list[str]:
+    """Every cell that may hold a point within `radius_km` of (lat, lon): the grid over the
+    circle's bounding box, always at least the point's cell and its neighbours. Ordered by
+    distance of the cell from the point's cell (rings), so the nearest are asked first."""
+    assert radius_km > 0, radius_km
+    return list(_cover(*_index(lat, lon), radius_km))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _cover(i_lat: int, i_lon: int, radius_km: float) -> tuple[str, ...]:
+    """The covering of `cells_within` for the cell at grid index (i_lat, i_lon); cached,
+    as ride requests keep asking for the same few radii around the same cells."""
+    lat = -90.0 + (i_lat + 0.5) * CELL_LAT
+    rows = max(1, math.ceil(radius_km / (CELL_LAT * KM_PER_DEG_LAT)))
+    coslat = max(0.01, math.cos(math.radians(lat)))
+    cols = max(1, math.ceil(radius_km / (CELL_LON * KM_PER_DEG_LAT * coslat)))
+    if (2 * rows + 1) * (2 * cols + 1) > MAX_COVER_CELLS:
+        raise ValueError(f"a radius of {radius_km} km covers more than {MAX_COVER_CELLS} cells")
+    offsets = sorted(((dy, dx) for dy in range(-rows, rows + 1) for dx in range(-cols, cols + 1)),
+                     key=lambda o: (max(abs(o[0]), abs(o[1])), o))
+    return tuple(_name(i_lat + dy, i_lon + dx) for dy, dx in offsets if 0 <= i_lat + dy < 2 ** 15)
+
+
+def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """Great-circle distances in km from one point to arrays of points (vectorised)."""
+    p1, l1 = math.radians(lat), math.radians(lon)
+    p2, l2 = np.radians(lats), np.radians(lons)
+    a = np.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin((l2 - l1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance between two points in km."""
+    return float(haversine_km(lat1, lon1, np.array([lat2]), np.array([lon2]))[0])
+
+
+def bearings_deg(lats: np.ndarray, lons: np.ndarray, lat: float, lon: float) -> np.ndarray:
+    """Initial bearing (degrees clockwise from north) from each point toward (lat, lon)."""
+    p1, p2 = np.radians(lats), math.radians(lat)
+    dl = math.radians(lon) - np.radians(lons)
+    y = np.sin(dl) * math.cos(p2)
+    x = np.cos(p1) * math.sin(p2) - np.sin(p1) * math.cos(p2) * np.cos(dl)
+    return np.degrees(np.arctan2(y, x)) % 360.0
+
+
+def heading_toward(headings: np.ndarray, lats: np.ndarray, lons: np.ndarray, lat: float, lon: float,
+                   tolerance_deg: float = 45.0) -> np.ndarray:
+    """True where a driver's heading points within `tolerance_deg` of the bearing to (lat, lon)."""
+    diff = np.abs((headings - bearings_deg(lats, lons, lat, lon) + 180.0) % 360.0 - 180.0)
+    return diff <= tolerance_deg
+
+
+def step_toward(lat: float, lon: float, to_lat: float, to_lon: float, km: float) -> tuple[float, float]:
+    """The point `km` along the straight line (in degrees) from one point to another,
+    stopping at the target: how simulated drivers move."""
+    total = distance_km(lat, lon, to_lat, to_lon)
+    if total <= km or total == 0.0:
+        return to_lat, to_lon
+    f = km / total
+    return lat + (to_lat - lat) * f, lon + (to_lon - lon) * f
+
+
+def heading_of(lat: float, lon: float, to_lat: float, to_lon: float) -> float:
+    """Bearing in degrees from one point toward another."""
+    return float(bearings_deg(np.array([lat]), np.array([lon]), to_lat, to_lon)[0])

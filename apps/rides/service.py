@@ -1,0 +1,281 @@
+"""The ride service: its supervision tree, the city gateway and the public API.
+
+    store = Store(path, node)
+    rides = RideService(node, store, MatchConfig(match_limit=60.0))
+    rides.start()                                             # the supervision tree
+    rides.driver_update(node, "d1", 37.77, -122.42, heading=90.0)
+    ride = node.run_until_complete(rides.request_ride(node, "r1", "alice", (37.77, -122.42), (37.8, -122.4)))
+    node.run_until_complete(rides.accept(node, "d1", "r1"))  # once the driver has the offer
+
+Every method takes the caller first: a process (`self`/`proc`; calls return a coroutine
+to await) or the `Node` from outside (calls return a kernel `Future`); casts return None.
+A bad argument raises ValueError naming it; a refused request raises the server's error
+(`RideError`, `OfferError`, `ValueError`, `LimitExceeded`).
+
+Tree (rest_for_one, so the gateway restarts whenever something it depends on did):
+
+    rides_sup
+    ├─ rides.cells     Entities of Cell   (key ("cell", geohash))
+    ├─ rides.drivers   Entities of Driver (key ("driver", id))
+    ├─ rides.rides     DynamicSupervisor of Ride (transient; registry key ("ride", id))
+    └─ rides.city      RideCity: validates and records requests, starts their rides, and
+                       restarts every open ride when it (or the node) restarts
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from actors import Node, NoProc, NoReply, Pid, Process, Registry
+from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call, entity_cast
+from supervision import (Application, Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor,
+                         start_child)
+from supervision.client import request
+
+from . import geo
+from .cell import Cell
+from .driver import Driver, check_heading
+from .matcher import TERMINAL, MatchConfig, Ride, RideError
+
+MAX_OPEN = 100_000  # rides not yet finished, per city
+MAX_ID_LEN = 128
+ENTITY_IDLE = 300.0  # seconds an unused driver or cell process lives on
+_STARTED = "$started"
+RESTART_BACKOFF = Backoff(min_delay=0.05, max_delay=2.0)
+
+
+class CityContext:
+    """What the city's processes share on one node: the registry of cells and rides and
+    the registered names of the routers."""
+
+    drivers = "rides.drivers"
+    cells = "rides.cells"
+    rides = "rides.rides"
+    gateway = "rides.city"
+
+    def __init__(self, node: Node) -> None:
+        self.registry = Registry(node, "rides")
+
+
+def bind(server: type, city: CityContext) -> type:
+    """`server` with the city attached (Entities start entities as `init(store, key)`)."""
+    return type(server.__name__, (server,), {"city": city, "__slots__": ()})
+
+
+def check_id(value: Any, what: str) -> Any:
+    if type(value) is int and value >= 0 or type(value) is str and 0 < len(value) <= MAX_ID_LEN:
+        return value
+    raise ValueError(f"{what} must be a non-negative int or a non-empty str of at most "
+                     f"{MAX_ID_LEN} characters, got {value!r:.100}")
+
+
+class RideCity(EventSourcedServer):
+    """The gateway: `init(store, key, config, city)`. State: the open rides' requests."""
+
+    snapshot_every = 1000
+
+    def init(self, store: Store, key: Any, config: MatchConfig, city: CityContext) -> None:
+        super().init(store, key)
+        self.config = config
+        self.city = city
+        # Backoff: a ride that crashes on every start (a full disk) must not spin the node.
+        self.ride_spec = ChildSpec("ride", Ride, args=(store,), restart="transient", backoff=RESTART_BACKOFF)
+        self.continue_with("boot")
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"open": {}}
+
+    def apply(self, event: list) -> None:
+        if event[0] == "open":
+            self.state["open"][event[1]] = event[2]
+        else:
+            self.state["open"].pop(event[1], None)
+
+    def handle_continue(self, arg: str) -> None:
+        assert arg == "boot"
+        for ride_id, req in list(self.state["open"].items()):
+            self._launch(ride_id, req, None)
+
+    def _launch(self, ride_id: Any, req: dict, caller: Any) -> None:
+        """Start the ride's process without waiting for it (requests must not queue behind
+        each other's starts); `caller` is answered once it runs."""
+        if self.city.registry.lookup(("ride", ride_id)) is not None:
+            if caller is not None:
+                self.reply(caller, ride_id)
+            return
+        me, node = self.pid, self.node
+        start_child(node, self.city.rides, self.ride_spec, ("ride", ride_id), req, self.config, self.city
+                    ).add_done_callback(lambda fut: node.send(me, (_STARTED, ride_id, caller, fut)))
+
+    def handle_info(self, msg: Any) -> None:
+        if type(msg) is tuple and msg[0] == _STARTED:
+            _, ride_id, caller, fut = msg
+            if caller is not None:  # held until the request's event has committed
+                running = fut.exception() is None or self.city.registry.lookup(("ride", ride_id)) is not None
+                self.reply(caller, ride_id if running else fut.exception())
+        else:
+            super().handle_info(msg)
+
+    def handle_cast(self, msg: tuple) -> None:
+        if msg[0] == "closed" and msg[1] in self.state["open"]:
+            self.persist(["close", msg[1]])
+
+    def handle_call(self, req: tuple, caller: Any) -> Any:
+        tag = req[0]
+        if tag == "request":
+            return self._request(caller, *req[1:])
+        if tag == "ride":
+            return self._to_ride(req[1], req[2], caller)
+        if tag == "open":
+            return sorted(self.state["open"], key=str)
+        return ValueError(f"rides.city: unknown request {req!r:.200}")
+
+    def _request(self, caller: Any, ride_id: Any, rider: Any, pickup: tuple, dropoff: tuple) -> Any:
+        if ride_id in self.state["open"]:
+            return ride_id  # a retried request: one ride per id
+        stored = self.store.read(("ride", ride_id))
+        if stored is not None and stored[1]["status"] in TERMINAL:
+            return ride_id
+        if len(self.state["open"]) >= MAX_OPEN:
+            return LimitExceeded(f"rides.city has {MAX_OPEN} open rides; ride {ride_id!r} refused")
+        if stored is not None:  # its ride ran, but the event that opened it was lost: reopen
+            st = stored[1]
+            req = {"rider": st["rider"], "pickup": st["pickup"], "dropoff": st["dropoff"],
+                   "at": st["requested_at"], "deadline": st["deadline"]}
+        else:
+            now = self.now()
+            req = {"rider": rider, "pickup": list(pickup), "dropoff": list(dropoff), "at": now,
+                   "deadline": now + self.config.match_limit}
+        self.persist(["open", ride_id, req])
+        self._launch(ride_id, req, caller)
+        return NoReply
+
+    def _to_ride(self, ride_id: Any, request_: tuple, caller: Any) -> Any:
+        pid = self.city.registry.lookup(("ride", ride_id))
+        if pid is not None:
+            self.node.forward(pid, request_, caller)  # the ride answers the caller itself
+            return NoReply
+        stored = self.store.read(("ride", ride_id))
+        if stored is None:
+            if ride_id in self.state["open"]:
+                return RideError(f"ride {ride_id!r} is restarting; retry")
+            return RideError(f"no ride {ride_id!r}")
+        state = stored[1]
+        done = {"pickup": "in_progress", "dropoff": "completed", "cancel": "cancelled"}
+        if request_[0] == "status" or state["status"] == done.get(request_[0]):
+            return state
+        if state["status"] in TERMINAL:
+            return RideError(f"ride {ride_id!r} is {state['status']}")
+        return RideError(f"ride {ride_id!r} is restarting; retry")
+
+
+def ride_tree(store: Store, config: MatchConfig, city: CityContext) -> list[ChildSpec]:
+    """The children of the ride service's top supervisor (see the module docstring)."""
+    return [
+        ChildSpec("cells", Entities, args=(store, bind(Cell, city), ENTITY_IDLE), options={"name": city.cells}),
+        ChildSpec("drivers", Entities, args=(store, bind(Driver, city), ENTITY_IDLE),
+                  options={"name": city.drivers}),
+        ChildSpec("rides", DynamicSupervisor, args=(DynamicFlags(max_restarts=100, max_seconds=5.0,
+                                                                 max_children=MAX_OPEN),),
+                  options={"name": city.rides}),
+        ChildSpec("city", RideCity, args=(store, ("rides", "city"), config, city), options={"name": city.gateway}),
+    ]
+
+
+class RideService:
+    """The API; see the module docstring."""
+
+    def __init__(self, node: Node, store: Store, config: MatchConfig | None = None, *,
+                 max_restarts: int = 100) -> None:
+        self.node = node
+        self.store = store
+        self.config = config or MatchConfig()
+        self.city = CityContext(node)
+        self.app = Application(Supervisor, ride_tree(store, self.config, self.city),
+                               Flags("rest_for_one", max_restarts, 5.0), name="rides_sup")
+
+    def start(self) -> Pid:
+        """Start the supervision tree; returns the top supervisor's pid."""
+        return self.app.start(self.node)
+
+    def _pid(self, name: str) -> Pid:
+        # KERNEL-HOOK: no {Name, Node} addressing; callers on other nodes get the pid here.
+        pid = self.node.whereis(name)
+        if pid is None:
+            raise NoProc(name)
+        return pid
+
+    # -- drivers -------------------------------------------------------------------------
+
+    def driver_update(self, caller: Node | Process, driver: Any, lat: float, lon: float,
+                      heading: float = 0.0, phone: Pid | None = None) -> None:
+        """A driver's location (every ~4 s); `phone` gets its offers as messages
+        `("driver", id, "offer", ride, info, expires)` and `("driver", id, "withdrawn", ride)`."""
+        check_id(driver, "driver id")
+        lat, lon = geo.check_point(lat, lon, f"driver {driver!r}")
+        entity_cast(caller, self._pid(self.city.drivers), ("driver", driver),
+                    ("update", lat, lon, check_heading(heading), phone))
+
+    def driver_offline(self, caller: Node | Process, driver: Any) -> None:
+        entity_cast(caller, self._pid(self.city.drivers), ("driver", check_id(driver, "driver id")), ("offline",))
+
+    def driver(self, caller: Node | Process, driver: Any) -> Any:
+        """The driver's state (status, trip, claim, cell, position, rating, acceptance)."""
+        return self._driver_call(caller, driver, ("state",))
+
+    def offers(self, caller: Node | Process, driver: Any) -> Any:
+        """The rides offered to the driver and still live."""
+        return self._driver_call(caller, driver, ("offers",))
+
+    def accept(self, caller: Node | Process, driver: Any, ride: Any) -> Any:
+        """Accept an offer: "accepted" when this driver won the ride (else `OfferError`)."""
+        return self._driver_call(caller, driver, ("accept", check_id(ride, "ride id")))
+
+    def decline(self, caller: Node | Process, driver: Any, ride: Any) -> Any:
+        return self._driver_call(caller, driver, ("decline", check_id(ride, "ride id")))
+
+    def _driver_call(self, caller: Node | Process, driver: Any, req: tuple) -> Any:
+        return entity_call(caller, self._pid(self.city.drivers), ("driver", check_id(driver, "driver id")), req)
+
+    # -- rides -----------------------------------------------------------------------------
+
+    def request_ride(self, caller: Node | Process, ride: Any, rider: Any, pickup: tuple, dropoff: tuple,
+                     timeout: float | None = 5.0) -> Any:
+        """Request ride `ride` (the client's id: retrying is safe); resolves to the id."""
+        check_id(ride, "ride id")
+        check_id(rider, "rider id")
+        pickup = geo.check_point(*_pair(pickup, "pickup"), "pickup")
+        dropoff = geo.check_point(*_pair(dropoff, "dropoff"), "dropoff")
+        return request(caller, self._pid(self.city.gateway), ("request", ride, rider, pickup, dropoff), timeout)
+
+    def status(self, caller: Node | Process, ride: Any) -> Any:
+        """The ride's state (a dict; see `matcher.Ride.initial_state`)."""
+        return self._ride_call(caller, ride, ("status",))
+
+    def pickup(self, caller: Node | Process, ride: Any, driver: Any) -> Any:
+        """The driver picked the rider up: the trip is in progress."""
+        return self._ride_call(caller, ride, ("pickup", check_id(driver, "driver id")))
+
+    def dropoff(self, caller: Node | Process, ride: Any, driver: Any) -> Any:
+        """The trip is completed; the answer holds the fare."""
+        return self._ride_call(caller, ride, ("dropoff", check_id(driver, "driver id")))
+
+    def cancel(self, caller: Node | Process, ride: Any, who: Any, reason: str) -> Any:
+        """The rider or the driver cancels before pickup."""
+        return self._ride_call(caller, ride, ("cancel", who, reason))
+
+    def _ride_call(self, caller: Node | Process, ride: Any, req: tuple) -> Any:
+        return request(caller, self._pid(self.city.gateway), ("ride", check_id(ride, "ride id"), req), 5.0)
+
+    def open_rides(self, caller: Node | Process) -> Any:
+        return request(caller, self._pid(self.city.gateway), ("open",), 5.0)
+
+    def cell(self, caller: Node | Process, lat: float, lon: float) -> Any:
+        """The surge, ratio, supply and demand of the cell holding the point."""
+        lat, lon = geo.check_point(lat, lon)
+        return entity_call(caller, self._pid(self.city.cells), ("cell", geo.cell_of(lat, lon)), ("surge",))
+
+
+def _pair(point: Any, what: str) -> tuple:
+    if not isinstance(point, (tuple, list)) or len(point) != 2:
+        raise ValueError(f"{what} must be a (latitude, longitude) pair, got {point!r:.100}")
+    return tuple(point)

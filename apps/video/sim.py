@@ -1,0 +1,274 @@
+"""The video service as a simulated system (scenarios name it `"apps.video.sim:VideoSystem"`).
+
+Node "media" runs the video service on a real LMDB store; node "clients" (spared by random
+faults) runs uploaders and viewers. An uploader makes synthetic sources (seeded sizes and
+lengths; some repeat an earlier upload's content), opens an upload, sends every chunk
+until it is acknowledged, then waits for the job to end. A viewer plays ready videos from
+a region with a device and a bandwidth trace, and asks for recommendations. Buggify
+points make transcoder workers fail (retried; a task failing `max_attempts` times fails
+its job with the reason).
+
+Checks:
+- always: no acknowledged chunk is lost (the job's stored state and the chunk's blob
+  hold it); a finished rendition is never redone (its stored checkpoint never changes);
+- eventually: every upload whose chunks were all acknowledged ended `ready` with exactly
+  its ladder and 5 thumbnails, or `failed` with a reason (a duplicate, or a rendition that
+  kept failing).
+Cache hit ratios and the bitrates chosen are reported in the stats.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from actors import CallExit, CallTimeout, Node, NoProc
+from sim.disk import Disk
+from sim.schema import Field
+from sim.system import System, check
+from storage import Store
+
+from .abr import DEVICE_MAX_HEIGHT
+from .ladder import LADDER, ladder_for
+from .service import VideoService
+from .transcode import synthetic_source
+from .upload import UploadError, VideoConfig
+
+HEIGHTS = (360, 480, 720, 1080)
+DEVICES = tuple(DEVICE_MAX_HEIGHT)
+REGIONS = ("eu", "us", "asia")
+_RETRY = (CallTimeout, CallExit, NoProc)
+
+
+class VideoSystem(System):
+    """See the module docstring."""
+
+    name = "video"
+    options = {
+        "scale": Field.float(0.02, 0.001, 1.0, "rendition size knob (see apps/video/transcode.py)"),
+        "segment_seconds": Field.seconds(1.0, 0.1, 60.0, "segment length"),
+        "cache_kb": Field.int(256, 1, 1_000_000, "edge cache capacity per region, KiB"),
+        "top_restarts": Field.int(50, 0, 1_000_000, "the top supervisor's max_restarts (in 5 s)"),
+    }
+    workload_options = {
+        "uploaders": Field.int(3, 1, 1000, "uploader processes"),
+        "viewers": Field.int(6, 1, 10_000, "viewer processes"),
+        "uploads": Field.int(3, 1, 1000, "videos per uploader"),
+        "duplicates": Field.float(0.2, 0.0, 1.0, "probability an upload repeats earlier content"),
+        "chunk_kb": Field.int(8, 1, 1024, "chunk size, KiB"),
+        "timeout": Field.seconds(2.0, 0.01, 60.0, "a client's call timeout"),
+    }
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.video_config = VideoConfig(scale=cfg["scale"], segment_seconds=cfg["segment_seconds"])
+        self.disk = Disk(self.sim, "media")
+        self.service: VideoService | None = None
+        self.acked: dict[tuple, int] = {}  # (video, n) -> crc
+        self.uploads: dict[str, dict] = {}  # video -> {"height", "complete", "seed"}
+        self.ready: list[str] = []
+        self.checkpoints: dict[tuple, Any] = {}  # (video, rendition) -> first stored checkpoint
+        self.bitrates: dict[str, int] = {r.name: 0 for r in LADDER}
+        self.counts = dict.fromkeys(("uploads", "chunks_acked", "ready", "failed", "duplicates", "plays",
+                                     "rebuffers", "recommendations", "retries", "heart_reboots"), 0)
+        self.sim.add_node("media", self._start_media, on_crash=self.disk.crash)
+        self.sim.add_node("clients", self._start_clients, targets=False)
+        self.cache_seen: dict[tuple, tuple[int, int]] = {}  # (region, edge pid) -> (hits, misses)
+        self.sim.call_after(0.5, self._heartbeat)
+        self.sim.call_after(1.0, self._sample_caches)
+
+    def _start_media(self, node: Node) -> None:
+        store = self.disk.attach(Store(self.data_dir / "media", node, simulated=True))
+        self.service = VideoService(node, store, self.video_config, regions=REGIONS, seed=self.sim.seed,
+                                    cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0,
+                                    max_restarts=self.config["top_restarts"])
+        self.service.start()
+
+    def _heartbeat(self) -> None:
+        if self.sim.node("media") is not None and self.service.app.supervisor is None:
+            self.counts["heart_reboots"] += 1
+            self.sim.count_restart("heart@media")
+            self.sim.crash_node("media")
+            self.sim.call_after(1.0, self._reboot)
+        self.sim.call_after(0.5, self._heartbeat)
+
+    def _reboot(self) -> None:
+        if self.sim.node("media") is None:
+            self.sim.restart_node("media")
+
+    def storages(self) -> dict[str, Disk]:
+        return {"media": self.disk}
+
+    def close(self) -> None:
+        self.disk.close()
+
+    def _svc(self) -> VideoService:
+        if self.sim.node("media") is None:
+            raise NoProc("media")
+        return self.service
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _start_clients(self, node: Node) -> None:
+        self.clients = [node.spawn(self._uploader, i) for i in range(self.load["uploaders"])]
+        self.clients += [node.spawn(self._viewer, i) for i in range(self.load["viewers"])]
+
+    def set_workload(self, on: bool) -> None:
+        super().set_workload(on)
+        node = self.sim.node("clients")
+        if on and node is not None:
+            for pid in self.clients:
+                node.send(pid, "go")
+
+    async def _retry(self, proc: Any, rng: Any, call: Any, *args: Any) -> Any:
+        """Call until answered (timeouts, crashes and a down node are retried)."""
+        while True:
+            try:
+                return await call(proc, *args)
+            except _RETRY:
+                self.counts["retries"] += 1
+                await proc.sleep(rng.uniform(0.1, 0.6))
+
+    async def _uploader(self, proc: Any, i: int) -> None:
+        rng = self.sim.stream(f"workload/uploader-{i}")
+        for k in range(self.load["uploads"]):
+            while not self.workload_on:
+                await proc.receive(lambda m: m == "go")
+            await proc.sleep(rng.uniform(0.0, 2.0))
+            video = f"v{i}-{k}"
+            earlier = [v for v in self.uploads if v.startswith(f"v{i}-")]
+            if earlier and rng.random() < self.load["duplicates"]:
+                seed, height = self.uploads[earlier[0]]["seed"], self.uploads[earlier[0]]["height"]
+                self.counts["duplicates"] += 1
+            else:
+                seed, height = self.sim.seed * 1000 + i * 100 + k, HEIGHTS[rng.below(len(HEIGHTS))]
+            source = synthetic_source(seed, height * 16 // 9, height, rng.uniform(2.0, 4.0), self.config["scale"])
+            size = self.load["chunk_kb"] << 10
+            chunks = [source[j:j + size] for j in range(0, len(source), size)]
+            self.uploads[video] = {"seed": seed, "height": height, "complete": False, "chunks": len(chunks)}
+            self.counts["uploads"] += 1
+            await self._retry(proc, rng, self._svc_call("start_upload"), video, f"user{i}", f"title {video}",
+                              ["g%d" % (seed % 3), "g%d" % (seed % 5 + 3)], len(chunks))
+            for n, data in enumerate(chunks):
+                try:
+                    await self._retry(proc, rng, self._svc_call("upload_chunk"), video, n, data)
+                except UploadError:
+                    break  # the video ended (e.g. its job failed); nothing more to send
+                self.acked[(video, n)] = zlib.crc32(data)
+                self.counts["chunks_acked"] += 1
+            else:
+                self.uploads[video]["complete"] = True
+            while True:
+                await proc.sleep(1.0)
+                try:
+                    st = await self._svc().status(proc, video)
+                except (UploadError, *_RETRY):
+                    continue
+                if st["status"] in ("ready", "failed"):
+                    self.counts[st["status"]] += 1
+                    if st["status"] == "ready":
+                        self.ready.append(video)
+                    break
+
+    def _svc_call(self, method: str) -> Any:
+        return lambda proc, *args: getattr(self._svc(), method)(proc, *args)
+
+    async def _viewer(self, proc: Any, i: int) -> None:
+        rng = self.sim.stream(f"workload/viewer-{i}")
+        while True:
+            if not self.workload_on:
+                await proc.receive(lambda m: m == "go")
+                continue
+            await proc.sleep(rng.uniform(0.5, 3.0))
+            if not self.ready or not self.workload_on:
+                continue
+            video = self.ready[rng.below(len(self.ready))]
+            trace = [rng.uniform(200.0, 12000.0) for _ in range(4)]
+            try:
+                report = await self._svc().play(proc, f"viewer{i}", video, DEVICES[rng.below(len(DEVICES))],
+                                                REGIONS[rng.below(len(REGIONS))], trace)
+                self.counts["plays"] += 1
+                self.counts["rebuffers"] += report["rebuffers"]
+                for name in report["renditions"]:
+                    self.bitrates[name] += 1
+                if rng.random() < 0.3:
+                    await self._svc().recommend(proc, f"viewer{i}", 5)
+                    self.counts["recommendations"] += 1
+            except Exception:  # noqa: BLE001 - a failed playback is retried by the next one
+                self.counts["retries"] += 1
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def _job(self, video: str) -> dict | None:
+        store = self.disk.store
+        found = store.read(("video", video)) if store is not None and not store.closed else None
+        return None if found is None else found[1]
+
+    @check("always")
+    def no_acked_chunk_lost(self) -> str | None:
+        """Every acknowledged chunk is in its job's stored state and in its blob."""
+        store = self.disk.store
+        if store is None or store.closed:
+            return None
+        jobs: dict[str, dict | None] = {}
+        for (video, n), crc in self.acked.items():
+            job = jobs[video] if video in jobs else jobs.setdefault(video, self._job(video))
+            blob = store.read(("chunk", video, n))
+            if job is None or job["chunks"].get(str(n)) != crc or blob is None or blob[1]["crc"] != crc:
+                return f"video {video}: chunk {n} (crc {crc}) was acknowledged but is not stored"
+        return None
+
+    @check("always")
+    def renditions_never_redone(self) -> str | None:
+        """A rendition's stored checkpoint, once there, never changes."""
+        store = self.disk.store
+        if store is None or store.closed:
+            return None
+        for video in self.uploads:
+            job = self._job(video)
+            for name, done in (job or {}).get("done", {}).items():
+                first = self.checkpoints.setdefault((video, name), done)
+                if first != done:
+                    return f"video {video}: rendition {name} was redone (checkpoint at {first['at']}, then {done['at']})"
+        return None
+
+    @check("eventually")
+    def uploads_end_ready_or_failed(self) -> str | None:
+        """A fully acknowledged upload is ready with exactly its ladder, or failed with a reason."""
+        if self.sim.node("media") is None:
+            return "the media node is down after heal"
+        for video, up in self.uploads.items():
+            if not up["complete"]:
+                continue
+            job = self._job(video)
+            if job is None or job["status"] not in ("ready", "failed"):
+                return f"video {video} is {job['status'] if job else 'not stored'} after quiesce"
+            if job["status"] == "failed":
+                if not job["reason"]:
+                    return f"video {video} failed without a reason"
+                continue
+            want = [r.name for r in ladder_for(up["height"])]
+            if job["ladder"] != want or sorted(job["done"]) != sorted(want) or job["thumbs"] != 5:
+                return f"video {video}: renditions {sorted(job['done'])}, thumbs {job['thumbs']}; its ladder is {want}"
+        return None
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self.counts)
+        out.update({f"bitrate_{name}": n for name, n in self.bitrates.items() if n})
+        for region in REGIONS:
+            hits = sum(h for (r, _), (h, _) in self.cache_seen.items() if r == region)
+            asked = hits + sum(m for (r, _), (_, m) in self.cache_seen.items() if r == region)
+            out[f"cache_{region}_hits"], out[f"cache_{region}_asked"] = hits, asked
+            if asked:
+                out[f"cache_{region}_hit_permille"] = round(1000 * hits / asked)
+        return out
+
+    def _sample_caches(self) -> None:
+        """Keep each edge cache incarnation's latest counters (a restarted cache starts at 0)."""
+        node = self.sim.node("media")
+        if node is not None:
+            for region in REGIONS:
+                pid = node.whereis(self.service.ctx.edge(region))
+                edge = node.get_process(pid) if pid is not None else None
+                if edge is not None:
+                    self.cache_seen[(region, (pid.node_name, pid.serial))] = (edge.lru.hits, edge.lru.misses)
+        self.sim.call_after(1.0, self._sample_caches)

@@ -1,0 +1,315 @@
+"""Ride matching: geography, pricing, ranking, and the processes on the deterministic driver."""
+import logging
+
+import numpy as np
+import pytest
+
+from actors import Node
+from apps.rides import MatchConfig, OfferError, RideError, RideService, rank
+from apps.rides import geo, pricing
+from storage import Store
+
+SF = (37.7749, -122.4194)
+
+
+# -- geography -----------------------------------------------------------------------------
+
+def test_cell_and_neighbours_are_adjacent_cells():
+    cell = geo.cell_of(*SF)
+    assert cell == "9q8yyk"
+    around = geo.neighbours(cell)
+    assert len(around) == 8 and len(set(around)) == 8 and cell not in around
+    for other in around:  # adjacency is symmetric
+        assert cell in geo.neighbours(other)
+
+
+def test_cells_within_start_with_the_cell_and_its_neighbours_and_grow_with_the_radius():
+    small = geo.cells_within(*SF, 0.3)
+    assert small[0] == geo.cell_of(*SF) and set(small) == {geo.cell_of(*SF), *geo.neighbours(geo.cell_of(*SF))}
+    wider = geo.cells_within(*SF, 2.5)
+    assert set(small) < set(wider) and len(wider) == len(set(wider))
+    # every point within the radius falls in a covering cell
+    rng = np.random.default_rng(3)
+    for bearing, km in zip(rng.uniform(0, 2 * np.pi, 200), rng.uniform(0, 2.5, 200)):
+        lat = SF[0] + km * np.cos(bearing) / geo.KM_PER_DEG_LAT
+        lon = SF[1] + km * np.sin(bearing) / (geo.KM_PER_DEG_LAT * np.cos(np.radians(SF[0])))
+        if geo.distance_km(*SF, lat, lon) <= 2.5:
+            assert geo.cell_of(lat, lon) in wider
+
+
+def test_haversine_is_vectorised_and_matches_known_distances():
+    la = (34.0522, -118.2437)
+    d = geo.haversine_km(*SF, np.array([SF[0], la[0]]), np.array([SF[1], la[1]]))
+    assert d[0] == 0.0 and 555 < d[1] < 562  # San Francisco to Los Angeles
+    assert abs(geo.distance_km(0, 0, 1, 0) - 111.195) < 0.01
+
+
+def test_heading_toward_the_pickup():
+    lats, lons = np.array([37.78, 37.78]), np.array([SF[1], SF[1]])  # north of the pickup
+    toward = geo.heading_toward(np.array([180.0, 0.0]), lats, lons, *SF)
+    assert toward.tolist() == [True, False]
+
+
+def test_bad_points_are_named():
+    with pytest.raises(ValueError, match="pickup: latitude"):
+        geo.check_point(91.0, 0.0, "pickup")
+    with pytest.raises(ValueError, match="longitude"):
+        geo.check_point(0.0, float("nan"))
+
+
+# -- pricing ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio,surge", [(0.0, 1.0), (0.49, 1.0), (0.5, 1.2), (0.99, 1.2), (1.0, 1.5),
+                                         (1.99, 1.5), (2.0, 2.0), (2.99, 2.0), (3.0, 2.5), (50.0, 2.5)])
+def test_surge_table(ratio, surge):
+    assert pricing.surge_for(ratio) == surge
+
+
+def test_demand_supply_ratio_counts_at_least_one_driver():
+    assert pricing.demand_supply_ratio(3, 0) == 3.0
+    assert pricing.demand_supply_ratio(3, 6) == 0.5
+
+
+@pytest.mark.parametrize("hour,mult", [(0, 1.2), (5, 1.2), (6, 1.0), (7, 1.3), (9, 1.3), (10, 1.0),
+                                       (17, 1.3), (19, 1.3), (20, 1.0), (23, 1.0)])
+def test_time_of_day_multiplier(hour, mult):
+    assert pricing.time_multiplier(hour) == mult
+
+
+def test_fare_formula_and_clock_hours():
+    assert pricing.fare(10.0, 20.0, 1.5, 1.3) == round((2.5 + 12.0 + 5.0) * 1.5 * 1.3, 2)
+    assert pricing.hour_at(0, 8.0) == 8 and pricing.hour_at(3600 * 17, 8.0) == 1
+    with pytest.raises(AssertionError):
+        pricing.fare(1.0, 1.0, 1.7, 1.0)  # not a surge level
+
+
+# -- ranking ----------------------------------------------------------------------------------
+
+def test_rank_follows_the_score():
+    rows = [("far", 4.0, 4.9, 0.9, False),       # 100 - 8 + 49 + 4.5 = 145.5
+            ("near", 0.5, 4.5, 0.8, False),      # 100 - 1 + 45 + 4 = 148
+            ("toward", 2.0, 4.5, 0.8, True),     # 100 - 4 + 45 + 4 + 15 = 160
+            ("rated", 0.5, 5.0, 0.1, False)]     # 100 - 1 + 50 + 0.5 = 149.5
+    assert rank(rows) == ["toward", "rated", "near", "far"]
+    assert rank([("b", 1.0, 4.0, 0.5, False), ("a", 1.0, 4.0, 0.5, False)]) == ["a", "b"]
+    assert rank([]) == []
+
+
+def test_match_config_limits():
+    with pytest.raises(ValueError, match="batch"):
+        MatchConfig(batch=0)
+    with pytest.raises(ValueError, match="radii_km"):
+        MatchConfig(radii_km=(5.0, 1.0))
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def make_city(path, match_limit=30.0, seed=5, creation=0, clock=0.0):
+    logging.getLogger("actors").setLevel(logging.CRITICAL)
+    node = Node(seed=seed, creation=creation)
+    node.advance(clock)
+    store = Store(path, node)
+    rides = RideService(node, store, MatchConfig(match_limit=match_limit))
+    rides.start()
+    return node, rides, store
+
+
+@pytest.fixture
+def city(tmp_path):
+    node, rides, store = make_city(tmp_path / "rides")
+    yield node, rides, store
+    store.close()
+
+
+def call(node, fut):
+    return node.run_until_complete(fut)
+
+
+def place(node, rides, drivers, heading=0.0):
+    """Drivers north of SF, 100 m apart; each reports once."""
+    for i, name in enumerate(drivers):
+        rides.driver_update(node, name, SF[0] + 0.0009 * (i + 1), SF[1], heading=heading)
+    node.run_for(0.5)
+
+
+def request(node, rides, ride="r1", pickup=SF, dropoff=(37.80, -122.41)):
+    return call(node, rides.request_ride(node, ride, "alice", pickup, dropoff))
+
+
+def offered(node, rides, drivers):
+    return [d for d in drivers if call(node, rides.offers(node, d))]
+
+
+def test_a_whole_trip_and_its_fare(city):
+    node, rides, _ = city
+    place(node, rides, ["d1", "d2"])
+    assert request(node, rides) == "r1"
+    node.run_for(1.0)
+    assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
+    node.run_for(0.5)
+    assert call(node, rides.status(node, "r1"))["status"] == "accepted"
+    rides.driver_update(node, "d1", SF[0] + 0.0005, SF[1], heading=180.0)
+    node.run_for(0.5)
+    st = call(node, rides.status(node, "r1"))
+    assert st["status"] == "arriving" and 0 < st["eta_min"] < 0.2
+    assert call(node, rides.driver(node, "d1"))["status"] == "busy"
+    assert call(node, rides.pickup(node, "r1", "d1"))["status"] == "in_progress"
+    node.run_for(600.0)
+    done = call(node, rides.dropoff(node, "r1", "d1"))
+    km = geo.distance_km(*SF, 37.80, -122.41)
+    assert done["status"] == "completed" and abs(done["minutes"] - 10.0) < 1e-9
+    assert done["fare"] == pricing.fare(km, 10.0, done["surge"], done["time_mult"])
+    assert done["time_mult"] == 1.3  # the city's clock starts at 8 h: a peak hour
+    node.run_for(1.0)
+    assert call(node, rides.status(node, "r1"))["fare"] == done["fare"]  # from the store now
+    assert call(node, rides.driver(node, "d1"))["trip"] is None
+    assert call(node, rides.open_rides(node)) == []
+
+
+def test_first_acceptance_wins_and_the_other_offers_are_withdrawn(city):
+    node, rides, _ = city
+    drivers = ["d1", "d2", "d3"]
+    place(node, rides, drivers)
+    request(node, rides)
+    node.run_for(1.0)
+    assert offered(node, rides, drivers) == drivers  # the best 3
+    assert call(node, rides.accept(node, "d2", "r1")) == "accepted"
+    with pytest.raises(OfferError):
+        call(node, rides.accept(node, "d1", "r1"))
+    node.run_for(0.5)
+    assert offered(node, rides, drivers) == []
+    assert call(node, rides.status(node, "r1"))["driver"] == "d2"
+    assert call(node, rides.driver(node, "d1"))["status"] == "online"
+
+
+def test_batches_of_three_then_a_wider_radius_then_cancelled_with_a_reason(city):
+    node, rides, _ = city
+    near = [f"n{i}" for i in range(5)]
+    place(node, rides, near)
+    rides.driver_update(node, "far", SF[0] + 0.02, SF[1])  # 2.2 km away: the second radius
+    node.run_for(0.5)
+    request(node, rides)
+    node.run_for(1.0)
+    assert offered(node, rides, near + ["far"]) == near[:3]
+    node.run_for(5.0)
+    assert offered(node, rides, near + ["far"]) == near[3:]
+    node.run_for(5.0)
+    assert offered(node, rides, near + ["far"]) == ["far"]
+    node.run_for(30.0)
+    st = call(node, rides.status(node, "r1"))
+    assert st["status"] == "cancelled" and st["reason"] == "no driver accepted within 30 s"
+    assert st["decided_at"] - st["requested_at"] == pytest.approx(30.0)
+    with pytest.raises(OfferError):
+        call(node, rides.accept(node, "far", "r1"))
+
+
+def test_no_driver_nearby_cancels_with_that_reason(city):
+    node, rides, _ = city
+    request(node, rides)
+    node.run_for(40.0)
+    st = call(node, rides.status(node, "r1"))
+    assert st["status"] == "cancelled" and st["reason"] == "no available driver within 5 km"
+
+
+def test_a_silent_driver_goes_offline_and_leaves_its_cell(city):
+    node, rides, _ = city
+    place(node, rides, ["d1"])
+    cell = geo.cell_of(SF[0] + 0.0009, SF[1])
+    assert call(node, rides.driver(node, "d1"))["cell"] == cell
+    node.run_for(29.0)
+    assert call(node, rides.driver(node, "d1"))["status"] == "online"
+    node.run_for(2.0)
+    assert call(node, rides.driver(node, "d1"))["status"] == "offline"
+    assert node.get_process(rides.city.registry.lookup(("cell", cell))).ids == []
+    assert node.whereis("rides.drivers") is not None
+
+
+def test_membership_follows_the_driver_and_surge_follows_demand(tmp_path):
+    node, rides, store = make_city(tmp_path, match_limit=120.0)
+    place(node, rides, ["d1"])
+    rides.driver_update(node, "d1", 37.79, -122.40)
+    node.run_for(0.5)
+    old = node.get_process(rides.city.registry.lookup(("cell", geo.cell_of(SF[0] + 0.0009, SF[1]))))
+    new = node.get_process(rides.city.registry.lookup(("cell", geo.cell_of(37.79, -122.40))))
+    assert old.ids == [] and new.ids == ["d1"]
+    far = (37.70, -122.45)  # a cell without drivers: three requests, no supply
+    for i in range(3):
+        request(node, rides, f"r{i}", pickup=far)
+    node.run_for(31.0)
+    assert call(node, rides.cell(node, *far)) == {"surge": 2.5, "ratio": 3.0, "supply": 0, "demand": 3}
+    store.close()
+
+
+def test_bad_input_is_named_and_loses_nothing(city):
+    node, rides, store = city
+    place(node, rides, ["d1"])
+    request(node, rides)
+    with pytest.raises(ValueError, match="pickup"):
+        request(node, rides, "r2", pickup=(37.7, 200.0))
+    with pytest.raises(ValueError, match="ride id"):
+        request(node, rides, "")
+    assert request(node, rides) == "r1"  # a retry is the same ride
+    node.run_for(1.0)
+    with pytest.raises(RideError, match="not its driver"):
+        call(node, rides.pickup(node, "r1", "d9"))
+    with pytest.raises(RideError, match="needs a reason"):
+        call(node, rides.cancel(node, "r1", "alice", ""))
+    assert call(node, rides.status(node, "r1"))["status"] == "requested"
+    assert call(node, rides.open_rides(node)) == ["r1"]
+    assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
+
+
+def test_a_ride_killed_mid_match_resumes_without_double_assigning(city):
+    node, rides, _ = city
+    drivers = ["d1", "d2", "d3"]
+    place(node, rides, drivers)
+    request(node, rides)
+    node.run_for(1.0)
+    first = rides.city.registry.lookup(("ride", "r1"))
+    node.exit(first, "kill")
+    node.run_for(0.1)
+    second = rides.city.registry.lookup(("ride", "r1"))
+    assert second is not None and second != first
+    assert offered(node, rides, drivers) == drivers  # the live offers survived
+    assert call(node, rides.accept(node, "d3", "r1")) == "accepted"
+    node.exit(second, "kill")
+    node.run_for(0.1)
+    with pytest.raises(OfferError):
+        call(node, rides.accept(node, "d1", "r1"))
+    st = call(node, rides.status(node, "r1"))
+    assert st["driver"] == "d3" and st["status"] in ("matched", "accepted")
+    node.run_for(3.0)
+    assert call(node, rides.status(node, "r1"))["status"] == "accepted"
+
+
+def test_a_killed_driver_keeps_its_trip(city):
+    node, rides, _ = city
+    place(node, rides, ["d1"])
+    request(node, rides)
+    node.run_for(1.0)
+    assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
+    node.exit(node.get_process(node.whereis("rides.drivers"))._active[("driver", "d1")][0], "kill")
+    node.run_for(0.1)
+    st = call(node, rides.driver(node, "d1"))
+    assert st["trip"] == "r1" and st["status"] == "busy"
+
+
+def test_a_node_restart_resumes_open_rides_from_the_store(tmp_path):
+    node, rides, store = make_city(tmp_path, seed=2)
+    place(node, rides, ["d1"])
+    request(node, rides, "done")
+    node.run_for(1.0)
+    call(node, rides.accept(node, "d1", "done"))
+    request(node, rides, "open", pickup=(37.70, -122.45))
+    node.run_for(1.0)
+    store.crash()  # the node dies: nothing more is written
+    # the clock goes on across the reboot, as the simulator's does
+    node, rides, store = make_city(tmp_path, seed=2, creation=1, clock=node.now() + 1.0)
+    node.run_for(0.1)
+    assert call(node, rides.open_rides(node)) == ["done", "open"]
+    assert call(node, rides.status(node, "done"))["driver"] == "d1"
+    assert call(node, rides.status(node, "open"))["status"] == "requested"
+    node.run_for(29.0)
+    assert call(node, rides.status(node, "open"))["status"] == "cancelled"
+    assert call(node, rides.open_rides(node)) == ["done"]
+    store.close()
