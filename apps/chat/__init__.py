@@ -1,0 +1,14 @@
+"""WhatsApp-style chat: a session process per connected device, users on chat shards by
+consistent hashing, a pending store in LMDB, receipts, presence, heartbeats, rooms.
+
+Modules: `service` (ChatService, the API and the supervision tree), `session`, `shard`,
+`store` (the shard's stored state as pure transitions), `receipts`, `router`, `rooms`,
+`protocol` (frames and input checks), `config`, `errors`, `sim` (the simulated system).
+"""
+from .config import ChatConfig
+from .errors import BadRequest, ChatError, Overloaded, RateLimited, Unavailable
+from .receipts import DELIVERED, READ, SENT
+from .service import ChatService
+
+__all__ = ["BadRequest", "ChatConfig", "ChatError", "ChatService", "DELIVERED", "Overloaded",
+           "READ", "RateLimited", "SENT", "Unavailable"]

@@ -1,0 +1,78 @@
+"""Chat limits and timings, checked once when the config is built.
+
+Numbers follow the WhatsApp design notes: a session with no heartbeat for 30 s is closed,
+checked every 10 s; a push notification is titled "Message from X" with the body cut to
+50 characters; messages are kept on the server only until delivered, then for a
+retention period (the notes give 24-48 hours of temporary storage).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _positive(name: str, value: object, integer: bool = False) -> None:
+    if integer:
+        ok = type(value) is int and value > 0
+    else:
+        ok = type(value) in (int, float) and value > 0 and math.isfinite(value)
+    if not ok:
+        kind = "a positive int" if integer else "a positive number of seconds"
+        raise ValueError(f"ChatConfig.{name} must be {kind}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """Everything a chat deployment agrees on. `shards` and `nodes` must be the same on
+    every node: they decide where each user lives."""
+
+    shards: int = 16
+    """Chat shards; users are placed on them by consistent hashing (at most 1024: the
+    shard index is the Snowflake machine id of the message ids it assigns)."""
+    nodes: tuple[str, ...] = ()
+    """Node names hosting the shards, shard i on nodes[i % len(nodes)]; empty: the node
+    the service starts on hosts them all."""
+    heartbeat_timeout: float = 30.0
+    heartbeat_check: float = 10.0
+    retention: float = 24 * 3600.0
+    """Seconds a delivered message's record (its receipts and duplicate detection) is kept."""
+    max_payload: int = 64 * 1024
+    max_id_len: int = 64
+    """Longest user id, device name, client message id or room name (characters)."""
+    max_pending: int = 10_000
+    """Undelivered items one user may have waiting; a send beyond it is refused."""
+    window: int = 256
+    """Items pushed to a session and not yet confirmed, at most."""
+    resend_after: float = 2.0
+    """Unconfirmed items (and unacknowledged receipts to other shards) go again after this."""
+    max_contacts: int = 5_000
+    max_push_records: int = 1_000
+    """Push notification records a shard keeps (the newest)."""
+    push_body: int = 50
+    room_max_chars: int = 200
+    room_rate: float = 1.0
+    """Messages per second one user may say in one room (a token bucket)..."""
+    room_burst: int = 5
+    """...with this many in a burst."""
+    room_max_members: int = 100_000
+    call_timeout: float = 5.0
+    snapshot_every: int = 2_000
+    """Shard events between snapshots (a snapshot holds the whole shard)."""
+
+    def __post_init__(self) -> None:
+        if type(self.shards) is not int or not 1 <= self.shards <= 1024:
+            raise ValueError(f"ChatConfig.shards must be an int in 1..1024, got {self.shards!r}")
+        if not isinstance(self.nodes, tuple) or not all(type(n) is str and n for n in self.nodes):
+            raise ValueError(f"ChatConfig.nodes must be a tuple of node names, got {self.nodes!r}")
+        if len(set(self.nodes)) != len(self.nodes):
+            raise ValueError(f"ChatConfig.nodes has duplicates: {self.nodes!r}")
+        for name in ("heartbeat_timeout", "heartbeat_check", "retention", "resend_after",
+                     "room_rate", "call_timeout"):
+            _positive(name, getattr(self, name))
+        for name in ("max_payload", "max_id_len", "max_pending", "window", "max_contacts",
+                     "max_push_records", "push_body", "room_max_chars", "room_burst",
+                     "room_max_members", "snapshot_every"):
+            _positive(name, getattr(self, name), integer=True)
+        if self.heartbeat_check > self.heartbeat_timeout:
+            raise ValueError(f"ChatConfig.heartbeat_check ({self.heartbeat_check}) must not exceed "
+                             f"heartbeat_timeout ({self.heartbeat_timeout})")

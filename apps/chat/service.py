@@ -1,0 +1,162 @@
+"""ChatService: WhatsApp-style chat as one supervision tree per node, and its client API.
+
+    service = ChatService(node, store)               # ChatConfig() by default: one node
+    service.start()                                  # the tree below, as an Application
+    alice = node.run_until_complete(service.connect(node, "alice", "phone", outlet))
+    msg_id = node.run_until_complete(service.send(node, alice, "bob", "c1", b"hi", "hi"))
+
+    chat (one_for_one)
+    ├─ shards (one_for_one)      the chat shards this node hosts, `chat.shard.<i>`
+    ├─ sessions (dynamic)        one per connected device (`chat.sessions`)
+    ├─ heartbeats                closes the sessions whose heartbeats stopped
+    └─ rooms (dynamic)           live-chat rooms placed on this node (`chat.rooms`)
+
+Every API function takes `caller`: the calling process (then it returns a coroutine to
+await) or the `Node` (from outside: a `Future`). Errors are raised: `BadRequest` (wrong
+input; nothing stored), `Unavailable` (retry, with the same client id), `Overloaded`,
+`RateLimited`, and the kernel's `CallTimeout`/`NoProc` when a session is gone.
+
+The device side: `outlet` is the pid that gets the session's frames (see
+`apps.chat.protocol`); the device confirms the items it took (`confirm(upto)`),
+heartbeats at least every 30 s, and sends its messages in order, retrying an
+unacknowledged one with the same client id before sending the next.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from actors import Future, Node, Pid, Process
+from storage import Store
+from supervision import (Application, ChildSpec, DynamicFlags, DynamicSupervisor, Flags,
+                         Supervisor, start_child)
+from supervision.client import request
+
+from .config import ChatConfig
+from .errors import Unavailable
+from .heartbeat import Heartbeats
+from .protocol import check_name
+from .rooms import ROOMS_SUP
+from .router import Resolve, Router
+from .session import Hub, Session
+from .shard import Shard
+
+SESSIONS_SUP = "chat.sessions"
+SESSION_SPEC = ChildSpec("session", Session, restart="temporary", shutdown="brutal_kill")
+
+
+class ChatService:
+    """The chat application on one node; see the module docstring."""
+
+    def __init__(self, node: Node, store: Store, config: ChatConfig | None = None, *,
+                 resolve: Resolve | None = None, max_sessions: int = 2_000_000) -> None:
+        self.node = node
+        self.store = store
+        self.config = config or ChatConfig()
+        self.router = Router(node, self.config, resolve)
+        self.max_sessions = max_sessions
+        self.app: Application | None = None
+        self.hub = Hub(self.router, {})
+
+    # -- the tree --------------------------------------------------------------------------
+
+    def start(self) -> Pid:
+        """Start this node's tree; returns its top supervisor."""
+        router = self.router
+        shards = [ChildSpec(f"shard-{i}", Shard, args=(self.store, i, router),
+                            options={"name": router.name_of(i)}) for i in router.hosted_here()]
+        children = [
+            ChildSpec("shards", Supervisor, args=(shards, Flags("one_for_one", 10, 5.0))),
+            ChildSpec("sessions", DynamicSupervisor,
+                      args=(DynamicFlags(max_children=self.max_sessions),),
+                      options={"name": SESSIONS_SUP}),
+            ChildSpec("heartbeats", Heartbeats, args=(self.hub.beats, self.config.heartbeat_timeout,
+                                                      self.config.heartbeat_check)),
+            ChildSpec("rooms", DynamicSupervisor, args=(DynamicFlags(max_children=1_000_000),),
+                      options={"name": ROOMS_SUP}),
+        ]
+        self.app = Application(Supervisor, children, Flags("one_for_one", 10, 5.0), name="chat")
+        return self.app.start(self.node)
+
+    def stop(self) -> Future:
+        """Stop the tree; the Future resolves when it is down."""
+        assert self.app is not None, "the chat service was never started"
+        return self.app.stop()
+
+    # -- the client API ------------------------------------------------------------------------
+
+    def connect(self, caller: Node | Process, user: str, device: str, outlet: Pid) -> Any:
+        """Start a session for `user` on `device` on this node: its pid. Its frames go to
+        `outlet`. An older session of the same user is closed ("replaced")."""
+        check_name("user", user, self.config)
+        check_name("device", device, self.config)
+        return start_child(caller, self._local(SESSIONS_SUP), SESSION_SPEC, self.hub, user,
+                           device, outlet, timeout=self.config.call_timeout)
+
+    def send(self, caller: Node | Process, session: Pid, to: str, client_id: str | int,
+             payload: bytes, preview: str = "") -> Any:
+        """Send `payload` to `to`: the message id, once it is stored. `preview` is the text
+        of the recipient's push notification if it is offline (the payload is opaque)."""
+        return self._ask(caller, session, ("send", to, client_id, payload, preview))
+
+    def confirm(self, caller: Node | Process, session: Pid, upto: int) -> Any:
+        """The device took every item up to seq `upto`: they leave the pending store."""
+        return self._ask(caller, session, ("confirm", upto))
+
+    def read(self, caller: Node | Process, session: Pid, msg_ids: list[int]) -> Any:
+        """The user read these messages: their senders get `read` receipts."""
+        return self._ask(caller, session, ("read", msg_ids))
+
+    def heartbeat(self, caller: Node | Process, session: Pid) -> Any:
+        return self._ask(caller, session, ("heartbeat",))
+
+    def set_presence(self, caller: Node | Process, session: Pid, status: str) -> Any:
+        """"online" or "away" (offline is the session ending)."""
+        return self._ask(caller, session, ("presence", status))
+
+    def disconnect(self, caller: Node | Process, session: Pid) -> Any:
+        return self._ask(caller, session, ("disconnect",))
+
+    def join(self, caller: Node | Process, session: Pid, room: str) -> Any:
+        return self._ask(caller, session, ("join", room))
+
+    def leave(self, caller: Node | Process, session: Pid, room: str) -> Any:
+        return self._ask(caller, session, ("leave", room))
+
+    def say(self, caller: Node | Process, session: Pid, room: str, text: str) -> Any:
+        """Broadcast `text` to the room: the number of members it went to."""
+        return self._ask(caller, session, ("say", room, text))
+
+    def presence(self, caller: Node | Process, user: str) -> Any:
+        """`(status, last_seen)` of `user`: status online, away or offline; last_seen the
+        node time its last session ended (None if never)."""
+        return self._shard_ask(caller, user, ("presence_of", user))
+
+    def set_contacts(self, caller: Node | Process, user: str, contacts: list[str]) -> Any:
+        """The users who see `user`'s presence changes."""
+        return self._shard_ask(caller, user, ("contacts", user, contacts))
+
+    def pushes(self, caller: Node | Process, user: str) -> Any:
+        """The push notification records kept for `user` (newest last)."""
+        return self._shard_ask(caller, user, ("pushes", user))
+
+    def pending(self, caller: Node | Process, user: str) -> Any:
+        """`user`'s undelivered items (for tools and tests)."""
+        return self._shard_ask(caller, user, ("pending", user))
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _ask(self, caller: Node | Process, dest: Any, message: tuple) -> Any:
+        return request(caller, dest, message, self.config.call_timeout)
+
+    def _shard_ask(self, caller: Node | Process, user: str, message: tuple) -> Any:
+        check_name("user", user, self.config)
+        shard = self.router.locate(user)
+        if shard is None:
+            raise Unavailable(f"the chat shard of {user!r} is not running")
+        return self._ask(caller, shard, message)
+
+    def _local(self, name: str) -> Pid:
+        pid = self.node.whereis(name)
+        if pid is None:
+            raise Unavailable(f"{name} is not running on {self.node.name} (not started, or restarting)")
+        return pid

@@ -1,0 +1,176 @@
+"""A session: the process of one connected device (in a TCP server, the connection).
+
+Started by `ChatService.connect` under the node's session DynamicSupervisor (temporary:
+a broken connection is not restarted; the device connects again). It attaches to its
+user's home shard, which links to it and pushes the user's items to it; it forwards
+them, presence and room messages to the device's `outlet`, and the device's requests to
+the shards.
+
+A device's requests go one at a time, in order, so a sender's messages are stored in the
+order it sent them; `send` answers once the message is stored (the `sent` receipt).
+Heartbeats go into the node's heartbeat table (see `apps.chat.heartbeat`); the checker
+closes the session when they stop. The session traps exits: when its home shard goes
+down it attaches to the next incarnation, whose pushes start over from the first
+unconfirmed item (the device drops what it already took).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from actors import CallExit, CallTimeout, Exit, GenServer, NoProc, Pid
+
+from .errors import BadRequest, Unavailable
+from .protocol import PRESENCE, check_ids, check_message, check_name, check_seq
+from .rooms import join_room, room_request
+from .router import Router
+
+ATTACH = ("$chat.attach",)
+RETRYABLE = (CallTimeout, CallExit, NoProc)
+
+
+class Hub:
+    """What every session of a node shares: the router and the heartbeat table."""
+
+    __slots__ = ("router", "beats")
+
+    def __init__(self, router: Router, beats: dict[Pid, float]) -> None:
+        self.router = router
+        self.beats = beats
+
+
+class Session(GenServer):
+    """See the module docstring. Spawned as `(hub, user, device, outlet)`."""
+
+    __slots__ = ("hub", "user", "device", "outlet", "home", "attached")
+
+    def init(self, hub: Hub, user: str, device: str, outlet: Pid) -> None:
+        self.trap_exit = True
+        self.hub = hub
+        self.user = user
+        self.device = device
+        self.outlet = outlet
+        self.home: Pid | None = None
+        self.attached = False  # once attached, attaching again must not displace a newer session
+        hub.beats[self.pid] = self.now()
+        self.continue_with(ATTACH)
+
+    def handle_continue(self, arg: Any) -> Any:
+        return self._attach()
+
+    def terminate(self, reason: Any) -> None:
+        self.hub.beats.pop(self.pid, None)
+
+    # -- attaching to the home shard -------------------------------------------------------------
+
+    async def _attach(self) -> None:
+        router = self.hub.router
+        shard = router.locate(self.user)
+        try:
+            if shard is None:
+                raise NoProc(router.name_of(router.home(self.user)))
+            info = await self.call(shard, ("attach", self.user, self.pid, self.device, self.attached),
+                                   router.config.call_timeout)
+        except RETRYABLE:
+            self.send_after(router.config.resend_after, self.pid, ATTACH)
+            return
+        if info == "replaced":  # the device connected again meanwhile: this one is stale
+            self._close("replaced")
+            return
+        if isinstance(info, Exception):
+            raise info  # the ring disagrees with itself: nothing a retry can fix
+        self.home = shard  # it linked to us: its exit reaches us as an Exit
+        self.attached = True
+
+    def handle_info(self, msg: Any) -> Any:
+        if type(msg) is Exit:
+            if msg.pid == self.home:
+                self.home = None
+                self.send_after(self.hub.router.config.resend_after, self.pid, ATTACH)
+            return None  # anyone else's exit (a replaced shard link) is not ours to act on
+        if msg == ATTACH:
+            return self._attach() if self.home is None else None
+        return super().handle_info(msg)
+
+    def _close(self, reason: str) -> None:
+        self.send(self.outlet, ("closed", reason))
+        self.stop("normal")
+
+    # -- the device's requests ------------------------------------------------------------------------
+
+    def handle_call(self, request: Any, caller: Any) -> Any:
+        config = self.hub.router.config
+        try:
+            kind = request[0] if type(request) is tuple and request else request
+            if kind == "send":
+                _, to, cid, payload, preview = request
+                check_message(to, cid, payload, preview, config)
+                return self._send(to, cid, payload, preview)
+            if kind == "heartbeat":
+                now = self.hub.beats[self.pid] = self.now()
+                return now
+            if kind == "confirm":
+                self._home_cast(("confirm", self.user, check_seq(request[1])))
+            elif kind == "read":
+                return self._home_call(("read", self.user, check_ids(request[1])))
+            elif kind == "presence":
+                if request[1] not in PRESENCE[:2]:
+                    raise BadRequest(f"presence must be 'online' or 'away', got {request[1]!r:.40}")
+                self._home_cast(("presence", self.user, request[1], self.pid))
+            elif kind == "disconnect":
+                self.stop("normal")
+            elif kind in ("join", "leave", "say"):
+                check_name("room", request[1], config)
+                return self._room(request)
+            else:
+                raise BadRequest(f"a chat session does not understand {request!r:.80}")
+        except (BadRequest, Unavailable) as exc:
+            return exc
+        except (TypeError, ValueError) as exc:
+            return BadRequest(f"bad chat request {request!r:.80}: {exc}")
+        return "ok"
+
+    async def _send(self, to: str, cid: Any, payload: bytes, preview: str) -> Any:
+        router = self.hub.router
+        shard = router.locate(to)
+        if shard is None:
+            return Unavailable(f"the chat shard of {to!r} is not running")
+        try:
+            return await self.call(shard, ("store", self.user, to, cid, payload, preview),
+                                   router.config.call_timeout)
+        except RETRYABLE as exc:
+            return Unavailable(f"the chat shard of {to!r} did not answer: {exc}")
+
+    async def _home_call(self, msg: tuple) -> Any:
+        if self.home is None:
+            return Unavailable(f"the session of {self.user!r} is attaching to its shard; retry")
+        try:
+            return await self.call(self.home, msg, self.hub.router.config.call_timeout)
+        except RETRYABLE as exc:
+            return Unavailable(f"the chat shard of {self.user!r} did not answer: {exc}")
+
+    def _home_cast(self, msg: tuple) -> None:
+        # Not attached (its shard is restarting): dropped; unconfirmed items come again.
+        if self.home is not None:
+            self.cast(self.home, msg)
+
+    async def _room(self, request: tuple) -> Any:
+        router = self.hub.router
+        try:
+            if request[0] == "join":
+                return await join_room(self, router, request[1], self.user)
+            return await room_request(self, router, request[1], (request[0], self.user, *request[2:]))
+        except RETRYABLE as exc:
+            return Unavailable(f"room {request[1]!r} did not answer: {exc}")
+
+    # -- what the shards, rooms and the heartbeat checker send ---------------------------------------------
+
+    def handle_cast(self, msg: Any) -> None:
+        kind = msg[0]
+        if kind == "deliver":
+            self.send(self.outlet, ("items", msg[1], msg[2]))
+        elif kind == "presence" or kind == "room":
+            self.send(self.outlet, msg)
+        elif kind == "close":
+            self._close(msg[1])
+        else:
+            GenServer.handle_info(self, msg)  # logged and dropped, as OTP does

@@ -1,0 +1,324 @@
+"""A chat shard: the home of the users the ring places on it, as an event-sourced server.
+
+It stores every message sent to its users (its pending store), pushes their items to
+their sessions and takes their confirmations; it keeps their presence and contacts, and
+forwards receipts to the shards of the senders. Every change is an event in LMDB
+(`apps.chat.store` has the events and their pure transitions): a reply or a push leaves
+only once the event is committed, so `sent` means stored and a pushed item is never one
+a crash can lose.
+
+Requests (calls answer a value, or an error object the client API raises):
+- `("store", sender, to, cid, payload, preview)` -> message id. A repeat of (sender, cid)
+  answers the first id and stores nothing. Refused with `Overloaded` at `max_pending`.
+- `("attach", user, session, device, again)` -> `{"acked", "seq"}`: `session` now
+  receives the user's items (up to `window` unconfirmed); an older session of the user
+  is closed ("replaced"). A session attaching `again` (its shard went down) is answered
+  "replaced" if another session of the user is attached: that one is newer. The shard
+  links to the session (both trap exits): the session's end means offline, with a last
+  seen time; the shard's end makes the session attach again. One link costs less than
+  a monitor each way, and a node holds a million sessions.
+- `("read", user, ids)` -> "ok" once the read receipts are stored.
+- `("presence_of", user)` -> `(status, last_seen)`; `("contacts", user, list)`;
+  `("pushes", user)` -> push notification records; `("pending", user)` -> items.
+Casts: `("confirm", user, upto)` (a lost one heals itself: the items come again and are
+confirmed again), `("presence", user, status, session)`; between shards `("receipts",
+from_shard, [[sender, msg_id, status]])`, `("acked", [[msg_id, status]])`,
+`("peer_presence", contact, user, status, last_seen)`.
+
+Every `resend_after` seconds a tick resends what is stalled: items a session has not
+confirmed since the last tick (go-back-N from the first unconfirmed one), receipts no
+shard has acknowledged; and forgets records older than `retention`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors import Exit, Pid
+from storage import EventSourcedServer, Store
+
+from apps.timeline.snowflake import Snowflake
+
+from . import store as book
+from .config import ChatConfig
+from .errors import BadRequest, ChatError, Overloaded
+from .protocol import PRESENCE, check_contacts, check_message, check_name, push_record
+from .router import Router
+
+log = logging.getLogger("apps.chat")
+TICK = ("$chat.tick",)
+
+
+class Shard(EventSourcedServer):
+    """One chat shard; see the module docstring. Spawned as `(store, index, router)`."""
+
+    def init(self, store: Store, index: int, router: Router) -> None:
+        config = router.config
+        assert 0 <= index < config.shards, (index, config.shards)
+        self.index = index
+        self.router = router
+        self.config: ChatConfig = config
+        self.snapshot_every = config.snapshot_every
+        self.book = book.ShardBook(config.retention, config.max_push_records,
+                                   lambda user: router.home(user) == index)
+        self._effects: book.Effects | None = None
+        self.trap_exit = True  # sessions are linked: their exits come as messages
+        super().init(store, ("chat.shard", index))
+        if (self.state["shard"], self.state["shards"]) != (index, config.shards):
+            raise ValueError(f"stored chat shard {self.state['shard']} of {self.state['shards']} "
+                             f"cannot be shard {index} of {config.shards}: the ring changed")
+        self.gen = Snowflake(index, self.state["gen"])
+        self.sessions: dict[str, Pid] = {}  # user -> its attached session (linked)
+        self.users: dict[Pid, str] = {}
+        self.pushed: dict[str, int] = {}  # user -> highest seq pushed to its session
+        self.stalled: dict[str, int] = {}  # user -> acked at the last tick, while unconfirmed
+        self.status: dict[str, str] = {}  # online or away; absent: offline
+        self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
+        self.send_after(config.resend_after, self.pid, TICK)
+
+    def initial_state(self) -> dict[str, Any]:
+        return book.empty(self.index, self.config.shards)
+
+    def apply(self, event: list) -> None:
+        self._effects = self.book.apply(self.state, event)
+
+    def _persist(self, event: list) -> book.Effects:
+        self.persist(event)
+        effects, self._effects = self._effects, None
+        return effects
+
+    # -- requests --------------------------------------------------------------------------
+
+    def handle_call(self, request: Any, caller: Any) -> Any:
+        try:
+            kind = request[0]
+            if kind == "store":
+                return self._store(*request[1:])
+            if kind == "attach":
+                return self._attach(*request[1:])
+            if kind == "presence_of":
+                user = self._local_user(request[1])
+                return (self.status.get(user, "offline"), self.state["seen"].get(user))
+            if kind == "contacts":
+                return self._set_contacts(request[1], request[2])
+            if kind == "pushes":
+                user = self._local_user(request[1])
+                return [{"title": p[1], "body": p[2], "msg_id": p[3], "at": p[4]}
+                        for p in self.state["pushes"] if p[0] == user]
+            if kind == "read":
+                self._read(self._local_user(request[1]), request[2])
+                return "ok"
+            if kind == "pending":
+                return [list(item) for item in book.pending(self.state, self._local_user(request[1]))]
+        except ChatError as exc:
+            return exc
+        except (TypeError, ValueError, IndexError) as exc:
+            return BadRequest(f"chat shard {self.index} cannot take {request!r:.120}: {exc}")
+        return BadRequest(f"chat shard {self.index} does not understand {request!r:.120}")
+
+    def handle_cast(self, msg: Any) -> None:
+        kind = msg[0]
+        if kind == "confirm":
+            self._confirm(msg[1], msg[2])
+        elif kind == "presence":
+            _, user, status, session = msg
+            if self.sessions.get(user) == session and status in PRESENCE[:2]:
+                self.status[user] = status
+                self._broadcast(user, status)
+        elif kind == "receipts":
+            self._receipts(msg[1], msg[2])
+        elif kind == "acked":
+            outbox = self.state["outbox"]
+            done = [pair for pair in msg[1] if pair[0] in outbox and outbox[pair[0]][1] <= pair[1]]
+            for msg_id, _ in done:
+                self.outbox_sent.pop(msg_id, None)
+            if done:
+                self._persist([book.E_ACKED, done])
+        elif kind == "peer_presence":
+            self._tell_contact(*msg[1:])
+        else:
+            log.warning("chat shard %d dropped an unknown cast %.120r", self.index, msg)
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == TICK:
+            self._tick()
+        elif type(msg) is Exit:
+            self._session_down(msg.pid)
+        else:
+            super().handle_info(msg)
+
+    # -- storing and delivering --------------------------------------------------------------
+
+    def _local_user(self, user: Any) -> str:
+        check_name("user", user, self.config)
+        if self.router.home(user) != self.index:
+            raise BadRequest(f"user {user!r} lives on chat shard {self.router.home(user)}, not "
+                             f"{self.index} (a client with another ring configuration?)")
+        return user
+
+    def _store(self, sender: str, to: str, cid: Any, payload: bytes, preview: str) -> int:
+        check_name("sender", sender, self.config)
+        check_message(to, cid, payload, preview, self.config)
+        self._local_user(to)
+        dup = self.state["dedup"].get(sender, {}).get(cid)
+        if dup is not None:
+            return dup  # a client retry: stored once, acknowledged again
+        box = self.state["inbox"].get(to)
+        if box is not None and len(box[2]) >= self.config.max_pending:
+            raise Overloaded(f"{to!r} has {len(box[2])} undelivered items (max_pending); retry later")
+        msg_id = self.gen.next(self.now())
+        push = None if to in self.sessions else push_record(sender, preview, self.config)
+        self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, self.now(), push]))
+        return msg_id
+
+    def _attach(self, user: str, session: Pid, device: str, again: bool) -> Any:
+        self._local_user(user)
+        check_name("device", device, self.config)
+        old = self.sessions.get(user)
+        if again and old is not None and old != session:
+            return "replaced"
+        if old is not None and old != session:
+            self.unlink(old)
+            del self.users[old]
+            self.cast(old, ("close", "replaced"))
+            old = None
+        if old is None:
+            self.link(session)  # a session already gone: its Exit(noproc) comes as a message
+            self.sessions[user] = session
+            self.users[session] = user
+        box = self.state["inbox"].get(user)
+        acked, seq = (box[1], box[0]) if box is not None else (0, 0)
+        self.pushed[user] = acked  # a (re)attached session gets everything unconfirmed
+        self.stalled.pop(user, None)
+        if self.status.get(user) != "online":
+            self.status[user] = "online"
+            self._broadcast(user, "online")
+        self._push(user)
+        return {"acked": acked, "seq": seq}
+
+    def _push(self, user: str) -> None:
+        """Send the user's session the items after those already pushed, within the window."""
+        session = self.sessions.get(user)
+        box = self.state["inbox"].get(user)
+        if session is None or box is None or not box[2]:
+            return
+        seq, acked, items = box
+        start = max(self.pushed.get(user, acked), acked) + 1
+        end = min(seq, acked + self.config.window)
+        if start > end:
+            return
+        first = items[0][0]
+        self.cast(session, ("deliver", items[start - first:end - first + 1], acked))
+        self.pushed[user] = end
+
+    def _confirm(self, user: str, upto: int) -> None:
+        box = self.state["inbox"].get(user)
+        if box is None or upto <= box[1]:
+            return  # nothing new: a repeat
+        if upto > box[0]:
+            log.warning("chat shard %d: %r confirmed item %d, but only %d exist; ignored",
+                        self.index, user, upto, box[0])
+            return
+        self._act(self._persist([book.E_CONFIRM, user, upto, self.now()]))
+        self.stalled.pop(user, None)
+        self._push(user)
+
+    def _read(self, user: str, ids: list[int]) -> None:
+        records = self.state["records"]
+        news = []
+        for msg_id in ids:
+            record = records.get(msg_id)
+            if record is None or record[3] == book.READ:
+                continue  # forgotten after retention, or already read
+            if record[2] != user:
+                log.warning("chat shard %d: %r read message %d, which was sent to %r; ignored",
+                            self.index, user, msg_id, record[2])
+                continue
+            news.append(msg_id)
+        if news:
+            self._act(self._persist([book.E_READ, user, news, self.now()]))
+
+    def _receipts(self, from_shard: int, receipts: list[list]) -> None:
+        rstat = self.state["rstat"]
+        news = [r for r in receipts if self.router.home(r[0]) == self.index
+                and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
+        if news:
+            self._act(self._persist([book.E_RECEIPTS, news, self.now()]))
+        peer = self.router.shard(from_shard)
+        if peer is not None:  # sent once the receipts are stored; else the peer resends
+            self.cast(peer, ("acked", [[msg_id, status] for _, msg_id, status in receipts]))
+
+    def _act(self, effects: book.Effects) -> None:
+        for user in effects.users:
+            self._push(user)
+        if effects.receipts:
+            self._forward(effects.receipts)
+
+    def _forward(self, receipts: list[list]) -> None:
+        """Send receipts to the shards of their senders, one cast per shard."""
+        now = self.now()
+        by_shard: dict[int, list[list]] = {}
+        for receipt in receipts:
+            by_shard.setdefault(self.router.home(receipt[0]), []).append(receipt)
+            self.outbox_sent[receipt[1]] = now
+        for shard, batch in by_shard.items():
+            pid = self.router.shard(shard)
+            if pid is not None:
+                self.cast(pid, ("receipts", self.index, batch))
+
+    # -- presence --------------------------------------------------------------------------------
+
+    def _set_contacts(self, user: str, contacts: Any) -> str:
+        self._local_user(user)
+        self._persist([book.E_CONTACTS, user, check_contacts(user, contacts, self.config)])
+        return "ok"
+
+    def _broadcast(self, user: str, status: str) -> None:
+        seen = self.state["seen"].get(user)
+        for contact in self.state["contacts"].get(user, ()):
+            home = self.router.home(contact)
+            if home == self.index:
+                self._tell_contact(contact, user, status, seen)
+            else:
+                pid = self.router.shard(home)
+                if pid is not None:  # presence is news, not a record: lost if the shard is away
+                    self.cast(pid, ("peer_presence", contact, user, status, seen))
+
+    def _tell_contact(self, contact: str, user: str, status: str, seen: float | None) -> None:
+        session = self.sessions.get(contact)
+        if session is not None:
+            self.cast(session, ("presence", user, status, seen))
+
+    def _session_down(self, pid: Pid) -> None:
+        user = self.users.pop(pid, None)
+        if user is None:
+            return  # a replaced session, or a stranger's exit
+        del self.sessions[user]
+        self.pushed.pop(user, None)
+        self.stalled.pop(user, None)
+        self.status.pop(user, None)
+        self._persist([book.E_SEEN, user, self.now()])
+        self._broadcast(user, "offline")
+
+    # -- the tick ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        inbox = self.state["inbox"]
+        for user in list(self.pushed):
+            acked = inbox[user][1] if user in inbox else 0
+            if self.pushed[user] <= acked:
+                self.stalled.pop(user, None)
+            elif self.stalled.get(user) == acked:  # no progress for a whole tick: go back
+                self.pushed[user] = acked
+                self._push(user)
+            else:
+                self.stalled[user] = acked
+        horizon = self.now() - self.config.resend_after
+        due = [[entry[0], msg_id, entry[1]] for msg_id, entry in self.state["outbox"].items()
+               if self.outbox_sent.get(msg_id, horizon) <= horizon]
+        if due:
+            self._forward(due)
+        expiry = self.state["expiry"]
+        if expiry and expiry[0][0] <= self.now() - self.config.retention:
+            self._persist([book.E_EXPIRE, self.now()])
+        self.send_after(self.config.resend_after, self.pid, TICK)

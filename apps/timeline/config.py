@@ -1,0 +1,53 @@
+"""Timeline limits and numbers, from the Twitter design notes: tweets of at most 280
+characters; home timelines of the newest 800 tweet ids; pages of 50; authors with fewer
+than 10,000 followers fan out on write, the others on read."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineConfig:
+    """What a timeline deployment agrees on; `nodes` must be the same on every node."""
+
+    nodes: tuple[str, ...] = ()
+    """Node names; users are placed on them by consistent hashing. Empty: one node. The
+    index of a node here is its Snowflake machine id."""
+    threshold: int = 10_000
+    """Authors with more followers than this fan out on read (their tweets are merged
+    into timelines when read) instead of on write."""
+    capacity: int = 800
+    page: int = 50
+    max_text: int = 280
+    max_following: int = 5_000
+    fanout_batch: int = 256
+    """Timeline inserts the fan-out sends per turn, shared round-robin by its jobs."""
+    retry_after: float = 2.0
+    """Fan-out inserts not acknowledged after this are sent again."""
+    idle_timeout: float = 60.0
+    """Seconds after which an unused timeline or author process is passivated."""
+    max_active: int = 100_000
+    lease: float = 1.0
+    """Seconds of Snowflake ids reserved per stored lease (one write per second of ids)."""
+    call_timeout: float = 5.0
+    max_jobs: int = 100_000
+    """Fan-out jobs a node queues at most; beyond, posts wait (backpressure)."""
+    max_done_jobs: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nodes, tuple) or not all(type(n) is str and n for n in self.nodes):
+            raise ValueError(f"TimelineConfig.nodes must be a tuple of node names, got {self.nodes!r}")
+        if len(set(self.nodes)) != len(self.nodes) or len(self.nodes) > 1024:
+            raise ValueError(f"TimelineConfig.nodes must be at most 1024 distinct names, got {self.nodes!r}")
+        for name in ("threshold", "capacity", "page", "max_text", "max_following", "fanout_batch",
+                     "max_active", "max_jobs", "max_done_jobs"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"TimelineConfig.{name} must be a positive int, got {value!r}")
+        for name in ("retry_after", "idle_timeout", "lease", "call_timeout"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0 < value < math.inf:
+                raise ValueError(f"TimelineConfig.{name} must be positive seconds, got {value!r}")
+        if self.page > self.capacity:
+            raise ValueError(f"TimelineConfig.page ({self.page}) exceeds capacity ({self.capacity})")

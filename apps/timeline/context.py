@@ -1,0 +1,69 @@
+"""Where timeline processes live: users on nodes by consistent hashing, and the
+registered names of each node's timeline processes.
+
+HOOK-NEEDED: the kernel has no {Name, Node} addressing across nodes, so a multi-node
+deployment passes `resolve(node name, registered name) -> pid | None` (the simulator
+looks names up on the named node); the default only knows the local node.
+HOOK-NEEDED: `storage.Entities` starts an entity as `init(store, key)` only, so the
+entity classes get this context as a class attribute of a per-service subclass (`bind`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from actors import Node, Pid
+
+from apps.chat.router import HashRing
+
+from .config import TimelineConfig
+from .errors import BadRequest
+
+IDS, FANOUT, LIVE, AUTHORS, TIMELINES = ("timeline.ids", "timeline.fanout", "timeline.live",
+                                         "timeline.authors", "timeline.timelines")
+
+
+class Context:
+    """One node's view of a timeline deployment."""
+
+    def __init__(self, node: Node, config: TimelineConfig,
+                 resolve: Callable[[str, str], Pid | None] | None = None) -> None:
+        self.node = node
+        self.config = config
+        self.nodes = config.nodes or (node.name,)
+        if node.name not in self.nodes:
+            raise ValueError(f"node {node.name!r} is not in TimelineConfig.nodes {self.nodes!r}")
+        self.machine = self.nodes.index(node.name)  # the Snowflake machine id of this node
+        self.ring = HashRing(len(self.nodes))
+        self._resolve = resolve or self._local
+
+    def _local(self, node_name: str, name: str) -> Pid | None:
+        return self.node.whereis(name) if node_name == self.node.name else None
+
+    def home(self, user: int) -> str:
+        """The node hosting `user`'s timeline and author processes."""
+        return self.nodes[self.ring.owner(user)]
+
+    def timelines(self, user: int) -> Pid | None:
+        return self._resolve(self.home(user), TIMELINES)
+
+    def authors(self, user: int) -> Pid | None:
+        return self._resolve(self.home(user), AUTHORS)
+
+    def local(self, name: str) -> Pid | None:
+        return self.node.whereis(name)
+
+    def lives(self) -> list[Pid]:
+        """The real-time push process of every node that is up."""
+        return [pid for pid in (self._resolve(n, LIVE) for n in self.nodes) if pid is not None]
+
+
+def bind(cls: type, context: Context) -> type:
+    """A subclass of entity class `cls` that knows `context` (see the HOOK-NEEDED above)."""
+    return type(cls.__name__, (cls,), {"ctx": context, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+def check_user(what: str, value: Any) -> int:
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise BadRequest(f"{what} must be a user id (an int in [0, 2**63)), got {value!r:.60}")
+    return value
