@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from actors import CallTimeout, GenServer, Node
-from apps.timeline import BadRequest, Page, Snowflake, TimelineConfig, TimelineService
+from apps.timeline import BadRequest, Page, Snowflake, TimelineConfig, TimelineService, Unavailable
+from apps.timeline.author import Author
 from apps.timeline import home
 from apps.timeline.snowflake import MAX_SEQ, make_id, split_id
 from storage import Store, StorageIOError, entities_info, entity_call
@@ -210,6 +211,20 @@ def test_an_unfollow_before_the_pull_me_mark_arrives_keeps_the_pulled_tweets(tmp
     assert world.timeline(10) == [pulled] and world.timeline(11) == [pulled]
     state = world.node.get_process(_entity(world, "timelines", 10)).state
     assert state["pulls"] == {} and state["ids"] == [pulled]
+
+
+def test_a_merged_read_fails_cleanly_when_a_celebrity_does_not_answer(tmp_path, monkeypatch):
+    world = World(str(tmp_path / "t"), threshold=1, call_timeout=1.0)
+    world.follow(10, 1)
+    world.follow(11, 1)
+    pulled = world.post(1, "pulled")
+    world.settle()
+    assert world.timeline(10) == [pulled]
+    monkeypatch.setattr(Author, "handle_cast", lambda self, msg: None)  # it never answers
+    with pytest.raises(Unavailable, match="did not answer timeline 10 in 0.5 s"):
+        world.run(world.svc.read_page(world.node, 10))
+    monkeypatch.undo()
+    assert world.timeline(10) == [pulled]  # the timeline itself was not disturbed
 
 
 def _entity(world, kind, user):

@@ -14,14 +14,15 @@ that stopped in between hands it over again, first thing, when it next starts. S
 follow or unfollow takes effect exactly for the tweets after it.
 
 Other requests: `("follow", user)` -> (since, pulls), `("unfollow", user)` -> (since,
-until) or None, `("pulled", after)` -> this author's pulled ids newer than `after`,
-`("pulled_range", since, until)`, `("tweets", ids)` -> {id: text}.
+until) or None, `("pulled_range", since, until)` -> its pulled ids in that range,
+`("tweets", ids)` -> {id: text}; and the cast `("pulled_to", after, pid, ref)`, answered
+with the message `("$pulled", ref, author, ids newer than after)`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, NoProc
+from actors import CallExit, CallTimeout, GenServer, NoProc
 from storage import EventSourcedServer, Store
 
 from .context import FANOUT, IDS, Context, check_user
@@ -31,6 +32,7 @@ RETRYABLE = (CallTimeout, CallExit, NoProc)
 MAX_CIDS = 64  # client post ids remembered per author: retries come within seconds
 MAX_GONE = 1_000  # recent unfollows remembered, so a retried unfollow answers the same
 HAND_OVER_TRIES = 3
+PULLED = "$pulled"  # the answer to a timeline's "pulled_to"
 E_TWEET, E_FANNED, E_FOLLOW, E_UNFOLLOW, E_PULLING = "t", "j", "f", "u", "m"
 
 
@@ -117,8 +119,6 @@ class Author(EventSourcedServer):
                 return self._follow(check_user("follower", request[1]))
             if kind == "unfollow":
                 return self._unfollow(check_user("follower", request[1]))
-            if kind == "pulled":
-                return pulled_after(self.state, request[1])
             if kind == "pulled_range":
                 return pulled_after(self.state, request[1], request[2])
             if kind == "tweets":
@@ -195,6 +195,15 @@ class Author(EventSourcedServer):
             return await self.call(fanout, job, self.ctx.config.call_timeout) == "ok"
         except RETRYABLE:
             return False  # down, restarting, or its queue is full (it answered an error)
+
+    def handle_cast(self, msg: Any) -> None:
+        """`("pulled_to", after, reply_to, ref)`: a timeline's read wants this author's
+        pulled ids newer than `after`, as a message (it does not wait in a call)."""
+        if type(msg) is tuple and len(msg) == 4 and msg[0] == "pulled_to":
+            _, after, reply_to, ref = msg
+            self.send(reply_to, (PULLED, ref, self.user, pulled_after(self.state, after)))
+        else:
+            GenServer.handle_info(self, msg)  # logged and dropped
 
     def _follow(self, user: int) -> list:
         if user == self.user:

@@ -45,6 +45,7 @@ class TimelineSystem(System):
         "threshold": Field.int(6, 1, 10_000_000, "followers above which an author fans out on read"),
         "celebrity": Field.bool(False, "every user follows user 0 first"),
         "capacity": Field.int(800, 1, 800, "tweet ids a timeline keeps"),
+        "page": Field.int(50, 1, 800, "tweet ids per page (at most the capacity)"),
         "idle_timeout": Field.seconds(3.0, 0.1, 3600.0, "idle timelines and authors are passivated after this"),
         "retry_after": Field.seconds(1.0, 0.05, 60.0, "unacknowledged fan-out inserts go again after this"),
         "fanout_batch": Field.int(16, 1, 100_000, "inserts per fan-out turn"),
@@ -68,7 +69,7 @@ class TimelineSystem(System):
             nodes=tuple(self.servers), threshold=opts["threshold"], capacity=opts["capacity"],
             idle_timeout=opts["idle_timeout"], retry_after=opts["retry_after"],
             fanout_batch=opts["fanout_batch"], call_timeout=self.load["timeout"] / 2,
-            page=min(50, opts["capacity"]))
+            page=min(opts["page"], opts["capacity"]))
         self.disks = {name: Disk(self.sim, name) for name in self.servers}
         self.services: dict[str, TimelineService] = {}
         users = self.load["users"]

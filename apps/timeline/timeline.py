@@ -4,8 +4,11 @@ in LMDB, started on demand and passivated when idle (`storage.Entities`).
 It takes fan-out inserts (`("ins", job, kind, author, reply_to)`, a cast: the
 acknowledgement to `reply_to` leaves once the insert is stored), and answers:
 - `("page", cursor)` -> `[ids, next_cursor]`: 50 ids older than `cursor`, newest first,
-  with the pulled tweets of followed celebrities merged in (fetched from their author
-  processes; what was fetched once is kept while the process lives);
+  with the pulled tweets of followed celebrities merged in. Those are asked of their
+  authors all at once, and only what is newer than what this process already fetched;
+  the page is answered when the last author has (OTP's noreply: the timeline goes on
+  taking inserts and other reads meanwhile), or `Unavailable` after half `call_timeout`
+  (so that the answer reaches a caller with the whole timeout);
 - `("follow", author)` -> since: asks the author to add this user, stores the follow;
 - `("unfollow", author)` -> until (or None): asks the author to drop this user, keeps the
   author's pulled tweets this user could see, drops the follow;
@@ -17,14 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, NoProc, Pid
-from storage import ActivationError, EventSourcedServer, Store, entity_call
+from actors import CallExit, CallTimeout, NoProc, NoReply, Pid
+from storage import ActivationError, EventSourcedServer, Store, entity_call, entity_cast
 
 from . import home
+from .author import PULLED
 from .context import LIVE, Context, check_user
 from .errors import BadRequest, Unavailable
 
 RETRYABLE = (CallTimeout, CallExit, NoProc, ActivationError)
+LATE = "$read_late"
 
 
 class Timeline(EventSourcedServer):
@@ -37,6 +42,7 @@ class Timeline(EventSourcedServer):
         super().init(store, key)
         self.user = key[1]
         self.pulled_cache: dict[int, list[int]] = {}  # author -> its pulled ids, newest first
+        self.reads: dict[Any, list] = {}  # ref -> [caller, cursor, answers awaited, timer]
 
     def initial_state(self) -> dict[str, Any]:
         return home.empty()
@@ -72,7 +78,7 @@ class Timeline(EventSourcedServer):
                     raise BadRequest(f"a page cursor is a tweet id (an int >= 0) or None, got {cursor!r:.60}")
                 if not home.pulled_authors(self.state):
                     return self._page([self.state["ids"]], cursor)
-                return self._merged_page(cursor)
+                return self._merged_page(cursor, caller)
             if kind == "follow":
                 return self._follow(self._followee(request[1]))
             if kind == "unfollow":
@@ -92,19 +98,49 @@ class Timeline(EventSourcedServer):
         ids, nxt = home.page(lists, cursor, config.page, config.capacity)
         return [ids, nxt]
 
-    async def _merged_page(self, cursor: int | None) -> Any:
+    def _merged_page(self, cursor: int | None, caller: Any) -> Any:
+        authors = home.pulled_authors(self.state)
+        ref = self.node.make_ref()
+        for author, since in authors:
+            router = self.ctx.authors(author)
+            if router is None:
+                return Unavailable(f"the author processes of {author} are not running")
+            cached = self.pulled_cache.get(author)
+            entity_cast(self, router, ("author", author),
+                        ("pulled_to", cached[0] if cached else since, self.pid, ref))
+        timer = self.send_after(self.ctx.config.call_timeout / 2, self.pid, (LATE, ref))
+        self.reads[ref] = [caller, cursor, len(authors), timer]
+        return NoReply
+
+    def handle_info(self, msg: Any) -> None:
+        kind = msg[0] if type(msg) is tuple and msg else None
+        if kind == PULLED:
+            _, ref, author, fresh = msg
+            cached = self.pulled_cache.get(author, [])
+            newer = home.since_filter(fresh, cached[0]) if cached else fresh  # reads overlap
+            if newer:
+                self.pulled_cache[author] = (newer + cached)[:self.ctx.config.capacity]
+            read = self.reads.get(ref)
+            if read is not None:
+                read[2] -= 1
+                if not read[2]:
+                    del self.reads[ref]
+                    self.cancel_timer(read[3])
+                    self.reply(read[0], self._page(self._lists(), read[1]))
+        elif kind == LATE:
+            read = self.reads.pop(msg[1], None)
+            if read is not None:
+                self.reply(read[0], Unavailable(f"an author did not answer timeline {self.user} in "
+                                                f"{self.ctx.config.call_timeout / 2} s"))
+        else:
+            super().handle_info(msg)
+
+    def _lists(self) -> list[list[int]]:
+        """The pushed ids and, for each followed celebrity, its pulled ids after `since`."""
         lists = [self.state["ids"]]
         for author, since in home.pulled_authors(self.state):
-            cached = self.pulled_cache.get(author, [])
-            try:
-                fresh = await self._ask_author(author, ("pulled", cached[0] if cached else since))
-            except RETRYABLE as exc:
-                return Unavailable(f"author {author} did not answer for timeline {self.user}: {exc}")
-            if fresh:
-                cached = (fresh + cached)[:self.ctx.config.capacity]
-                self.pulled_cache[author] = cached
-            lists.append(home.since_filter(cached, since))
-        return self._page(lists, cursor)
+            lists.append(home.since_filter(self.pulled_cache.get(author, []), since))
+        return lists
 
     def _followee(self, author: Any) -> int:
         check_user("author", author)
