@@ -402,8 +402,10 @@ class Node:
     def hold_output(self, proc: Process) -> None:
         """Hold what `proc` sends (send, cast, call requests, replies) from now on, in order,
         until `release_output(proc)`. The storage layer uses this so a process's reply is
-        not seen before the write it acknowledges has committed. Timers and exit signals
-        are not held."""
+        not seen before the write it acknowledges has committed. Timers are not held. If
+        `proc` exits with output held, its exit signals and Downs wait behind that output
+        (a message sent before a death arrives before the death, as in Erlang): whoever
+        holds must then `release_output` or `discard_output`, or its links never hear."""
         if proc._held is None:
             proc._held = []
 
@@ -418,6 +420,23 @@ class Node:
                 deliver(*args)
         finally:
             self._current = previous
+
+    def held_count(self, proc: Process) -> int:
+        """How many outputs of `proc` are held (a mark for `discard_output`)."""
+        return len(proc._held) if proc._held is not None else 0
+
+    def discard_output(self, proc: Process, keep: int = 0) -> None:
+        """Drop what is held for `proc` after its first `keep` outputs (a failed or crashed
+        turn's messages must not be seen). A held exit notification is never dropped:
+        if `proc` has exited, its links and monitors hear at once when nothing is kept."""
+        held = proc._held
+        if not held or len(held) <= keep:
+            return
+        notify = [item for item in held[keep:] if item[0] == self._notify_exit]
+        del held[keep:]
+        held.extend(notify)
+        if not keep and notify:
+            self.release_output(proc)
 
     def add_pass_hook(self, hook: Callable[[], None]) -> None:
         """Call `hook()` after every scheduler pass (a batch of process turns, or a round of
@@ -552,6 +571,9 @@ class Node:
 
     def _unlink(self, proc: Process, dest: Any) -> None:
         target = dest._proc if type(dest) is Pid else self._by_name(dest, strict=False)
+        if target is None and type(dest) is Pid and proc._links:
+            # dead, its exit held behind its output: unlinking still cancels that signal
+            target = next((peer for peer in proc._links if peer.pid == dest), None)
         if target is not None and proc._links is not None and target in proc._links:
             del proc._links[target]
             del target._links[proc]
@@ -629,6 +651,24 @@ class Node:
             for ref, target in proc._watching.items():
                 if target._watchers is not None:
                     target._watchers.pop(ref, None)
+        proc._mbox = proc._watching = None
+        if proc._held:
+            proc._held.append((self._notify_exit, (proc, reason)))  # after what it sent
+        else:
+            self._notify_exit(proc, reason)
+        if self._stopping is not None and self._stop_roots:
+            self._stop_roots.pop(pid.serial, None)
+            if not self._stop_roots:
+                for orphan in reversed(list(self._procs.values())):
+                    self._signal(None, orphan, SHUTDOWN)
+        if self._stopping is not None and not self._procs and not self._stopping.done():
+            if self._stop_timer is not None:
+                self._timers.cancel(self._stop_timer)
+            self._stopping.set_result(None)
+
+    def _notify_exit(self, proc: Process, reason: Any) -> None:
+        """Send a dead process's exit to its links and its Downs to its monitors."""
+        pid = proc.pid
         if proc._links:
             for peer in proc._links:
                 del peer._links[proc]
@@ -642,16 +682,7 @@ class Node:
                     watcher._on_down(ref, pid, reason)
                 else:
                     self._cross(watcher, watcher._on_down, (ref, pid, reason))
-        proc._mbox = proc._links = proc._watchers = proc._watching = None
-        if self._stopping is not None and self._stop_roots:
-            self._stop_roots.pop(pid.serial, None)
-            if not self._stop_roots:
-                for orphan in reversed(list(self._procs.values())):
-                    self._signal(None, orphan, SHUTDOWN)
-        if self._stopping is not None and not self._procs and not self._stopping.done():
-            if self._stop_timer is not None:
-                self._timers.cancel(self._stop_timer)
-            self._stopping.set_result(None)
+        proc._links = proc._watchers = None
 
     # -- timers --------------------------------------------------------------------------------
 

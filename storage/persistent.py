@@ -103,8 +103,8 @@ class PersistentServer(GenServer):
             self.revision += 1
             self._saved = data
 
-    def _serve(self) -> None:
-        self._turn(GenServer._serve)
+    def _run(self) -> None:
+        self._turn(GenServer._run)  # a turn: an async callback's step, then queued messages
 
     def _idle_callback(self) -> None:
         self._turn(GenServer._idle_callback)
@@ -114,12 +114,19 @@ class PersistentServer(GenServer):
         # the state it stops with, a crash saves nothing of the turn.
         if self._fault is not None:
             raise self._fault
+        mark = self.node.held_count(self)
         try:
-            body(self)
+            try:
+                body(self)
+            except ExitNow:
+                self._stopping()
+                raise
+            self._flush()
         except ExitNow:
-            self._stopping()
             raise
-        self._flush()
+        except BaseException:
+            self.node.discard_output(self, keep=mark)  # a crashed turn's sends are never seen
+            raise
         self.store.end_turn(self, self._coro is not None)
 
     def _stopping(self) -> None:

@@ -594,8 +594,10 @@ class Store:
 
     def _fail(self, proc: Process, exc: StorageError) -> None:
         """Crash a process whose writes (or reads) were not stored: it raises `exc` on its
-        next turn. Its held outputs are never released."""
+        next turn. Its held outputs are dropped, never seen (its exit, if it has exited,
+        goes out now)."""
         self._suspended.pop(proc, None)
+        self.node.discard_output(proc)
         if proc._fault is not None:
             return  # the first fault is the reason
         if proc._alive:

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from actors import GenServer, MailboxOverflow, Node, SystemLimit
+from actors import CallExit, GenServer, MailboxOverflow, Node, SystemLimit
 
 
 class Sink(GenServer):
@@ -140,6 +140,96 @@ def test_hold_output_until_release_and_pass_hooks():
     node.run()
     assert sink._proc.seen == [("wrote", 1)]
     assert passes  # hooks ran after scheduler passes
+
+
+class HeldWriter(GenServer):
+    """Holds its output once told to, like a persistent server waiting for a commit."""
+
+    def handle_cast(self, msg):
+        self.node.hold_output(self)
+
+    def handle_call(self, request, caller):
+        return ("ack", request)
+
+
+def _held_writer_with_watchers(node):
+    writer = node.spawn(HeldWriter)
+    seen = []
+
+    async def linked(proc):
+        proc.trap_exit = True
+        proc.link(writer)
+        seen.append(await proc.receive())
+
+    async def watcher(proc):
+        proc.monitor(writer)
+        seen.append(await proc.receive())
+
+    node.spawn(linked)
+    node.spawn(watcher)
+    node.cast(writer, "hold")
+    node.run()
+    return writer, seen
+
+
+def test_an_exit_waits_behind_the_output_its_process_held():
+    node = Node(seed=1)
+    writer, seen = _held_writer_with_watchers(node)
+    proc = writer._proc
+    fut = node.call(writer, 1)
+    node.run_for(0.5)  # less than the call's timeout
+    node.exit(writer, "kill")  # killed after replying, before the reply was released
+    node.run_for(0.5)
+    assert not node.is_alive(writer) and seen == [] and not fut.done()
+    node.release_output(proc)
+    node.run()
+    assert fut.result() == ("ack", 1)  # the reply came first: the caller saw no CallExit
+    assert sorted(type(msg).__name__ for msg in seen) == ["Down", "Exit"]
+    assert all(msg.reason == "killed" for msg in seen)
+
+
+def test_discarded_output_is_never_seen_but_the_exit_still_goes_out():
+    node = Node(seed=1)
+    writer, seen = _held_writer_with_watchers(node)
+    proc = writer._proc
+    fut = node.call(writer, 1)
+    node.run_for(0.5)  # less than the call's timeout
+    node.exit(writer, "kill")
+    node.run_for(0.5)
+    assert seen == []
+    node.discard_output(proc)
+    node.run()
+    assert sorted(type(msg).__name__ for msg in seen) == ["Down", "Exit"]
+    with pytest.raises(CallExit):
+        fut.result()  # its reply was dropped; the caller learns of the death instead
+
+
+def test_unlinking_a_dead_process_whose_exit_is_held_cancels_the_signal():
+    node = Node(seed=1)
+    writer = node.spawn(HeldWriter)
+    proc = writer._proc
+    node.cast(writer, "hold")
+    survived = []
+
+    async def linked(proc_):
+        proc_.link(writer)
+        await proc_.receive()  # the go-ahead, after the writer died with output held
+        proc_.unlink(writer)
+        await proc_.receive()
+        survived.append(True)
+
+    me = node.spawn(linked)
+    node.run()
+    node.call(writer, 1)
+    node.run()
+    node.exit(writer, "kill")
+    node.run()
+    node.send(me, "go")
+    node.run()
+    node.release_output(proc)
+    node.send(me, "still here")
+    node.run()
+    assert survived == [True]
 
 
 def test_tracer_sees_spawns_turns_and_exits():
