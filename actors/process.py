@@ -91,6 +91,23 @@ class Process:
         "_dropped", "_parent", "_last", "_held",
     )
 
+    _hooks: frozenset[str] = frozenset({"_run"})
+    """The private methods a subclass in another package may override: the kernel's
+    extension points. Any other private name of a base class in another package is
+    reserved, so that a subclass cannot replace kernel or storage internals by accident."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        package = cls.__module__.partition(".")[0]
+        for name in vars(cls):
+            if name[:1] != "_" or name[:2] == "__" or name == "_hooks":
+                continue
+            base = next((b for b in cls.__mro__[1:] if name in vars(b)), None)
+            if (base is not None and base.__module__.partition(".")[0] != package
+                    and name not in base._hooks):
+                raise TypeError(f"{cls.__qualname__}.{name} would replace {base.__qualname__}."
+                                f"{name}, which {base.__module__} reserves; use another name")
+
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
         self.pid = pid
         self.node = node

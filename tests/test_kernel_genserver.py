@@ -404,3 +404,17 @@ def test_forward_lets_another_server_reply_to_the_caller():
     backend = node.spawn(Counter, 9)
     router = node.spawn(Router, backend)
     assert call(node, router, "get") == 9
+
+
+def test_a_subclass_in_another_package_cannot_replace_kernel_internals():
+    with pytest.raises(TypeError, match=r"Mine._deliver would replace Process._deliver, which "
+                                        r"actors.process reserves"):
+        class Mine(GenServer):
+            def _deliver(self, msg):  # an app's helper that happens to share a kernel name
+                pass
+
+    class Turns(GenServer):
+        def _run(self):  # an extension point: allowed, as storage's PersistentServer does
+            GenServer._run(self)
+
+    assert Turns._hooks == GenServer._hooks
