@@ -22,15 +22,16 @@ from .errors import (ActorError, AlreadyRegistered, CallExit, CallingSelf, CallT
 from .future import Future
 from .genserver import GenServer, NoReply
 from .ids import Pid, Ref
-from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit, is_normal_exit
+from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit,
+                       is_normal_exit)
 from .node import Node, SystemLimit, seed_for
 from .process import Call, CoroutineProcess, From, Process
-from .registry import Registry, Via
+from .registry import Registry, RemoteName, Via
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
     "CoroutineProcess", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
-    "MailboxOverflow", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
-    "ReceiveTimeout", "Ref", "Registry", "SHUTDOWN", "StartError", "SystemLimit",
+    "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
+    "ReceiveTimeout", "Ref", "Registry", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
     "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
 ]

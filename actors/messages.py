@@ -1,7 +1,8 @@
 """Messages the kernel itself delivers, and the rules on exit reasons.
 
 Exit reasons follow Erlang: `"normal"`, `"shutdown"`, `("shutdown", term)`, `"kill"` (which
-a target receives as `"killed"`), `"noproc"`, and a crash, whose reason is the exception
+a target receives as `"killed"`), `"noproc"`, `"noconnection"` (the other process's node
+was disconnected), and a crash, whose reason is the exception
 object that ended the process (its `__traceback__` is kept).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ SHUTDOWN = "shutdown"
 KILL = "kill"
 KILLED = "killed"
 NOPROC = "noproc"
+NOCONNECTION = "noconnection"
 
 
 class Exit(NamedTuple):

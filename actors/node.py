@@ -35,9 +35,9 @@ from .errors import (AlreadyRegistered, CallExit, CallingSelf, CallTimeout, Mail
 from .future import Future
 from .genserver import GenServer
 from .ids import Pid, Ref
-from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit
+from .messages import KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit
 from .process import CALL, NONE, CoroutineProcess, ExitNow, From, Process
-from .registry import Via, check_key
+from .registry import RemoteName, Via, check_key
 from .timers import TimerHeap
 
 log = logging.getLogger("actors")
@@ -115,6 +115,7 @@ class Node:
         self.max_processes = max_processes
         self._procs: dict[int, Process] = {}
         self._names: dict[Any, Process] = {}
+        self._peers: dict[str, Node] = {}  # connected nodes by name, for RemoteName
         # A restarted node (a new `creation`) never reuses its previous incarnation's pids.
         assert 0 <= creation < 2**20, "creation must fit in 20 bits"
         self.creation = creation
@@ -466,6 +467,8 @@ class Node:
         return proc.pid if proc is not None else None
 
     def _register(self, name: Any, proc: Process) -> None:
+        if type(name) is RemoteName:
+            raise ValueError(f"{name!r}: a name is registered on its own node, without a node part")
         if type(name) is Via:
             name.registry.node._bind_name(name.registry._table, name.key, proc, name.registry.limit)
             return
@@ -493,6 +496,10 @@ class Node:
     def _by_name(self, dest: Any, strict: bool) -> Process | None:
         if type(dest) is Via:
             proc = dest.registry._table.get(dest.key)
+        elif type(dest) is RemoteName:
+            node = self if dest.node == self.name else self._peers.get(dest.node)
+            # Erlang's send to {Name, Node} never fails, whatever is (not) there.
+            return node._names.get(dest.name) if node is not None else None
         else:
             proc = self._names.get(dest)
         if proc is None and strict:
@@ -509,6 +516,50 @@ class Node:
         if proc is None:
             raise NoProc(pid)
         return proc
+
+    # -- other nodes ---------------------------------------------------------------------------
+
+    def connect(self, other: Node) -> None:
+        """Connect two nodes (Erlang's `net_kernel:connect_node`): each can then address
+        the other's names with `RemoteName`. A node of the same name (a restarted one)
+        takes the old one's place. Deliveries between nodes go through `transport`."""
+        assert other is not self, "a node is always connected to itself"
+        self._peers[other.name] = other
+        other._peers[self.name] = self
+
+    def disconnect(self, name: str) -> None:
+        """Lose the connection to node `name` (a crash, a partition detected, or on
+        purpose): as in Erlang, every link between the two nodes breaks with an exit
+        signal `noconnection` at both ends, every monitor across it fires a `Down` with
+        reason `noconnection`, and calls waiting across it fail with that reason."""
+        peer = self._peers.pop(name, None)
+        if peer is not None and peer._peers.get(self.name) is self:
+            del peer._peers[self.name]
+        for proc in list(self._procs.values()):
+            links, watching, watchers = proc._links, proc._watching, proc._watchers
+            if links:
+                for other in [p for p in links if p.node.name == name]:
+                    del links[other]
+                    del other._links[proc]
+                    self._signal(other.pid, proc, NOCONNECTION)
+                    other.node._signal(proc.pid, other, NOCONNECTION)
+            if watching:
+                for ref in [r for r, t in watching.items() if t.node.name == name]:
+                    target = watching.pop(ref)
+                    if target._watchers is not None:
+                        target._watchers.pop(ref, None)
+                    proc._post(Down(ref, target.pid, NOCONNECTION))
+            if proc._wait_target is not None and proc._wait_target.node.name == name:
+                proc._on_down(proc._wait_ref, proc._wait_target.pid, NOCONNECTION)
+            if watchers:
+                for ref in [r for r, w in watchers.items() if w.node.name == name]:
+                    watchers.pop(ref)._on_down(ref, proc.pid, NOCONNECTION)
+        if self._current is None:
+            self._drain_exits()
+
+    def nodes(self) -> list[str]:
+        """The names of the connected nodes, sorted."""
+        return sorted(self._peers)
 
     # -- links, monitors, exit signals -----------------------------------------------------------
 

@@ -5,13 +5,24 @@
     node.cast(users.via(("user", "alice")), "ping")    # a via works wherever a pid does
 
 An entry disappears when its process exits. Plain names live on the node
-(`node.register(name, pid)`, `node.whereis(name)`).
+(`node.register(name, pid)`, `node.whereis(name)`); `RemoteName(name, node)` (Erlang's
+`{Name, Node}`) addresses a name on a connected node.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .ids import Pid
+
+
+class RemoteName(NamedTuple):
+    """A registered name on another node (Erlang's `{Name, Node}`), usable wherever a pid
+    is: `node.send(RemoteName("shard-1", "server1"), msg)`. It is looked up on the named
+    node when sent (the nodes must be `connect`ed); a name nobody holds, or an unconnected
+    node, is a send that goes nowhere and a call or monitor that gets `noproc`."""
+
+    name: Any
+    node: str
 
 
 class Registry:

@@ -1,5 +1,7 @@
 """Several nodes in one interpreter: deliveries between them go through the transport."""
-from actors import Down, Exit, GenServer, Node
+import pytest
+
+from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName
 
 
 class Echo(GenServer):
@@ -90,3 +92,59 @@ def test_a_restarted_node_never_reuses_old_pids():
     new = Node("db", seed=1, creation=1)
     fresh = new.spawn(Echo)
     assert fresh != stale and new.make_ref() != old.make_ref()
+
+
+def test_a_remote_name_reaches_the_process_registered_on_the_connected_node():
+    a, b, net = two_nodes()
+    a.connect(b)
+    b.register("echo", b.spawn(Echo))
+    out = []
+
+    async def client(proc):
+        out.append(await proc.call(RemoteName("echo", "b"), "hi"))
+        out.append(await proc.call(RemoteName("nobody", "b"), "hi", 1.0))
+
+    a.spawn(client)
+    run_all(net, a, b)
+    a.run()
+    assert out[0] == ("echo", "hi") and a.nodes() == ["b"] and b.nodes() == ["a"]
+    assert len(out) == 1  # the second call raised NoProc, which ended the client
+    a.send(RemoteName("echo", "c"), "to a node never connected: goes nowhere")
+    with pytest.raises(ValueError, match="registered on its own node"):
+        b.register(RemoteName("x", "b"), b.spawn(Echo))
+
+
+def test_disconnecting_breaks_links_monitors_and_calls_with_noconnection():
+    a, b, net = two_nodes()
+    a.connect(b)
+    server = b.spawn(Echo)
+    seen = {"a": [], "b": []}
+
+    async def watcher(proc, side, peer_pid):
+        proc.trap_exit = True
+        if peer_pid is not None:
+            proc.link(peer_pid)
+        proc.monitor(server)
+        seen[side].append(await proc.receive())
+        seen[side].append(await proc.receive())
+
+    async def caller(proc):
+        try:
+            await proc.call(server, "slow", 60.0)
+        except CallExit as exc:
+            seen["a"].append(("call", exc.reason))
+
+    b_side = b.spawn(watcher, "b", None)
+    a.spawn(watcher, "a", b_side)
+    net.drop = True  # the call's request never arrives: it waits across the link
+    a.spawn(caller)
+    run_all(net, a, b)
+    net.drop = False
+    a.disconnect("b")
+    run_all(net, a, b)
+    assert a.nodes() == [] and b.nodes() == []
+    got = {(type(m).__name__, m[-1]): m for m in seen["a"]}
+    assert set(got) == {("Exit", NOCONNECTION), ("Down", NOCONNECTION), ("tuple", NOCONNECTION)}
+    assert got["Exit", NOCONNECTION].pid == b_side and got["Down", NOCONNECTION].pid == server
+    assert [type(m).__name__ for m in seen["b"]] == ["Exit"]  # its monitor is on its own node
+    assert seen["b"][0].reason == NOCONNECTION
