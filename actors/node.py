@@ -141,6 +141,8 @@ class Node:
         self._tick_handle: Any = None
         self._timer_handle: Any = None
         self._timer_at: float | None = None
+        self._runner: threading.Thread | None = None  # start_thread's
+        self._quit: asyncio.Event | None = None
         if seed is None:
             self._runq: Any = deque()
             self._pop = self._runq.popleft
@@ -1048,26 +1050,103 @@ class Node:
 
     # -- callers on other threads ---------------------------------------------------------------------
 
-    def call_from_thread(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
-        """Blocking `call` for code on another thread (a WSGI worker, a pykka actor)."""
+    def start_thread(self, name: str = "letitcrash-node") -> Node:
+        """Run this real-time node on a thread of its own, with its own asyncio loop, for
+        programs that are not asyncio (a WSGI server, a script): returns once the node
+        runs; other threads then use the `*_from_thread` calls. `stop_thread()` ends it.
+
+            node = Node().start_thread()
+            pid = node.run_from_thread(node.spawn, Counter)
+            node.call_from_thread(pid, "get")
+            node.stop_thread()
+        """
+        if self._virtual:
+            raise RuntimeError("a deterministic node (seed given) is driven by node.run(), not a thread")
+        if self._loop is not None:
+            raise RuntimeError(f"{self!r} already runs on a loop")
+        ready = threading.Event()
+
+        async def main() -> None:
+            async with self:
+                self._quit = asyncio.Event()
+                ready.set()
+                await self._quit.wait()
+
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            finally:
+                ready.set()  # also when it failed to start: start_thread must not wait forever
+
+        self._runner = threading.Thread(target=run, name=name, daemon=True)
+        self._runner.start()
+        ready.wait()
+        if self._loop is None or self._loop.is_closed():
+            raise RuntimeError(f"{self!r} failed to start on its thread (see the log)")
+        return self
+
+    def stop_thread(self, timeout: float | None = 30.0) -> None:
+        """Stop every process (as `node.stop()`), end the node's loop and join its thread.
+        Close the node's `Store` after this."""
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError(f"{self!r} was not started with start_thread()")
+        if runner.is_alive() and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._quit.set)
+        runner.join(timeout)
+        if runner.is_alive():
+            raise TimeoutError(f"{self!r} did not stop within {timeout} s")
+
+    def run_from_thread(self, fn: Callable[..., Any], *args: Any, timeout: float | None = 30.0) -> Any:
+        """Run `fn(*args)` on the node's thread and return its result; a kernel `Future`
+        it returns (from `node.call`, `start_child`, `entity_call`, ...) is awaited first.
+        For code on another thread; blocks it until then (or raises `TimeoutError`)."""
         import pykka
 
-        self._check_foreign_thread("call_from_thread")
+        self._check_foreign_thread("run_from_thread")
         done = pykka.ThreadingFuture()
 
+        def finish(fut: Future) -> None:
+            if fut._exc is None:
+                done.set(fut._value)
+            else:
+                done.set_exception((type(fut._exc), fut._exc, fut._exc.__traceback__))
+
         def start() -> None:
-            fut = self.call(dest, request, timeout)
-            fut.add_done_callback(lambda f: done.set(f._value) if f._exc is None
-                                  else done.set_exception((type(f._exc), f._exc, f._exc.__traceback__)))
+            try:
+                value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                done.set_exception((type(exc), exc, exc.__traceback__))
+                return
+            if isinstance(value, Future):
+                value.add_done_callback(finish)
+            else:
+                done.set(value)
 
         self._loop.call_soon_threadsafe(start)
+        try:
+            return done.get(timeout=timeout)
+        except pykka.Timeout:
+            raise TimeoutError(f"{getattr(fn, '__name__', fn)!r} did not finish on {self!r} "
+                               f"within {timeout} s") from None
+
+    def call_from_thread(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
+        """Blocking `call` for code on another thread (a WSGI worker, a pykka actor)."""
         # The node enforces `timeout`; the margin only guards against a loop that stopped.
-        return done.get(timeout=None if timeout is None else timeout + 5.0)
+        return self.run_from_thread(self.call, dest, request, timeout,
+                                    timeout=None if timeout is None else timeout + 5.0)
 
     def send_from_thread(self, dest: Any, msg: Any) -> None:
-        """`send` for code on another thread."""
+        """`send` for code on another thread. A name nobody holds cannot raise in the
+        sender here (the send runs later, on the node's thread): it is logged and dropped."""
         self._check_foreign_thread("send_from_thread")
-        self._loop.call_soon_threadsafe(self.send, dest, msg)
+        self._loop.call_soon_threadsafe(self._send_or_log, dest, msg)
+
+    def _send_or_log(self, dest: Any, msg: Any) -> None:
+        try:
+            self.send(dest, msg)
+        except NoProc:
+            log.warning("send_from_thread to %r: no such process; message dropped", dest)
 
     def cast_from_thread(self, dest: Any, msg: Any) -> None:
         """`cast` for code on another thread."""
@@ -1077,6 +1156,8 @@ class Node:
     def _check_foreign_thread(self, what: str) -> None:
         if self._loop is None:
             raise RuntimeError(f"{what} needs a real-time node attached to a running loop")
+        if self._loop.is_closed():
+            raise RuntimeError(f"{what}: {self!r} has stopped (its loop is closed)")
         if threading.get_ident() == self._thread:
             raise RuntimeError(f"{what} called on the node's own thread would deadlock; "
                                "use node.call / node.send there")

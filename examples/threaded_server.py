@@ -6,17 +6,16 @@
     curl localhost:8081/stats                           # {"GET": 1, "PUT": 1, ...}
     curl -X DELETE localhost:8081/stats                 # 202: reset
 
-The node runs on a thread of its own, inside its own asyncio loop (`NodeThread`); the
-program around it knows nothing of asyncio. WSGI worker threads (stdlib `wsgiref` with
+The node runs on a thread of its own, inside its own asyncio loop (`node.start_thread()`);
+the program around it knows nothing of asyncio. WSGI worker threads (stdlib `wsgiref` with
 `ThreadingMixIn`, one thread per request) use the node's thread-safe entry points:
 `node.call_from_thread` blocks the worker until the reply comes; `cast_from_thread`
 (to `handle_cast`) and `send_from_thread` (a plain message, to `handle_info`) return at
 once. SIGTERM or Ctrl-C: stop accepting, finish the requests in flight, stop the node,
-close the store (on the node's thread), exit 0.
+close the store, exit 0.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import signal
@@ -73,50 +72,23 @@ class Stats(GenServer):
         return dict(self.hits)
 
 
-class NodeThread(threading.Thread):
-    """A real-time node with its processes on a thread of its own: `start_node()` returns
-    the node once the supervision tree is up; `stop_node()` stops every process, closes
-    the store and joins the thread."""
+def start_node(data: str) -> tuple[Node, Store]:
+    """A real-time node on a thread of its own, with the store and the supervision tree
+    made on that thread (`run_from_thread`), as everything touching the node must be."""
+    node = Node().start_thread()
 
-    def __init__(self, data: str) -> None:
-        super().__init__(name="letitcrash-node")
-        self.data = data
-        self.node: Node | None = None
-        self._ready = threading.Event()
+    def boot() -> Store:
+        store = Store(data, node)
+        node.spawn(Supervisor, [
+            ChildSpec("kv", KeyValue, args=(store, "kv"), options={"name": "kv"}),
+            ChildSpec("stats", Stats, options={"name": "stats"})])
+        return store
 
-    def run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._quit = asyncio.Event()
-        try:
-            async with Node() as node:
-                store = Store(self.data, node)
-                try:
-                    node.spawn(Supervisor, [
-                        ChildSpec("kv", KeyValue, args=(store, "kv"), options={"name": "kv"}),
-                        ChildSpec("stats", Stats, options={"name": "stats"})])
-                    self.node = node
-                    self._ready.set()
-                    await self._quit.wait()
-                finally:
-                    await node.stop()  # the supervisor stops its children; their writes commit
-                    store.close()
-        finally:
-            self._ready.set()  # also when the start failed: start_node() must not wait forever
-
-    def start_node(self) -> Node:
-        self.start()
-        self._ready.wait()
-        if self.node is None:
-            raise RuntimeError("the node failed to start (its traceback is above)")
-        return self.node
-
-    def stop_node(self) -> None:
-        if self.is_alive():
-            self._loop.call_soon_threadsafe(self._quit.set)
-        self.join()
+    try:
+        return node, node.run_from_thread(boot)
+    except BaseException:
+        node.stop_thread()
+        raise
 
 
 def make_app(node: Node) -> Callable:
@@ -182,8 +154,7 @@ def main(data: str, host: str, port: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    node_thread = NodeThread(data)
-    node = node_thread.start_node()
+    node, store = start_node(data)
     try:
         with make_server(host, port, make_app(node), ThreadingWSGIServer, QuietHandler) as server:
             serving = threading.Thread(target=server.serve_forever, name="wsgi-accept")
@@ -195,7 +166,8 @@ def main(data: str, host: str, port: int) -> None:
                 server.shutdown()  # no new requests; leaving the block waits for those in flight
                 serving.join()
     finally:
-        node_thread.stop_node()  # only then: the worker threads no longer call the node
+        node.stop_thread()  # only then: the worker threads no longer call the node
+        store.close()  # after the processes: their last writes have committed
     print("stopped cleanly", flush=True)
 
 

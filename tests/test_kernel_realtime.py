@@ -179,3 +179,31 @@ def test_stop_signals_roots_and_lets_parents_stop_their_children():
 
     seen, rpid = asyncio.run(main())
     assert seen == [Exit(None, "shutdown"), Exit(rpid, "shutdown")]  # the child heard its parent
+
+
+def test_a_node_on_its_own_thread_serves_other_threads_until_stopped(caplog):
+    node = Node("threaded").start_thread()
+    pid = node.run_from_thread(node.spawn, Counter, 5)
+    results = []
+
+    def worker():
+        node.cast_from_thread(pid, 1)
+        results.append(node.call_from_thread(pid, "get"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results)[-1] == 13 and len(results) == 8
+    assert node.run_from_thread(node.call, pid, "get") == 13  # a returned Future is awaited
+    with pytest.raises(ZeroDivisionError):
+        node.run_from_thread(lambda: 1 / 0)  # raised in the caller's thread
+    with caplog.at_level(logging.WARNING, logger="actors"):
+        node.send_from_thread("nobody", "hello")
+        node.call_from_thread(pid, "get")  # the send ran before this call
+    assert "send_from_thread to 'nobody': no such process" in caplog.text
+    node.stop_thread()
+    assert not node.is_alive(pid)
+    with pytest.raises(RuntimeError, match="has stopped"):
+        node.call_from_thread(pid, "get")
