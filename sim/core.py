@@ -194,9 +194,18 @@ class Simulation:
         node.advance(max(0.0, self.now + spec.skew))
         spec.node = node
         self._refresh()
+        for other in self._specs.values():
+            if other is not spec:
+                self.reconnect(spec.name, other.name)
         with self.active():
             spec.start(node)
         return node
+
+    def reconnect(self, a: str, b: str) -> None:
+        """Connect nodes `a` and `b` if both are up and no partition cuts them."""
+        node_a, node_b = self._specs[a].node, self._specs[b].node
+        if node_a is not None and node_b is not None and self.network.connected(a, b):
+            node_a.connect(node_b)
 
     def node(self, name: str) -> Node | None:
         """The live incarnation of node `name`, or None while it is down."""
@@ -212,6 +221,8 @@ class Simulation:
         spec = self._specs[name]
         node = spec.node
         assert node is not None, f"node {name} is already down"
+        for peer in node.nodes():  # the others see noconnection, as when a BEAM dies
+            node.disconnect(peer)
         for pid in node.processes():
             node.exit(pid, "kill")
         spec.node = None

@@ -8,10 +8,11 @@ two Erlang nodes, unless a fault says otherwise.
 Faults touch messages (sends, casts, call requests, replies): `drop`, `duplicate`,
 `delay` (late, holding back the later ones: order kept) and `reorder` (late, letting the
 later ones overtake). Signals (exits, Downs) are never dropped or doubled: Erlang only
-loses them with the connection, and then says so. A partition cuts links: messages sent
-across are lost, signals wait and cross when it heals (KERNEL-HOOK: Erlang would turn a
-lost connection into `noconnection` exits and Downs; the kernel gives no list of a node's
-remote links and monitors to do that with).
+loses them with the connection, and then says so. A partition cuts links and
+disconnects the nodes on either side (`Node.disconnect`): links and monitors across it
+break with `noconnection`, calls waiting across it fail with it, and what was in flight
+or is sent across while cut is lost. The heal reconnects them. (Erlang notices a silent
+partition after `net_ticktime`; the simulation notices at once.)
 """
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ _KINDS = {"_post": "msg", "_deliver": "msg", "_on_reply": "reply",
 class Link:
     """One direction between two nodes."""
 
-    __slots__ = ("lo", "hi", "last", "cut", "held", "count", "faults")
+    __slots__ = ("lo", "hi", "last", "cut", "epoch", "count", "faults")
 
     def __init__(self, src: str, dst: str, lo: float, hi: float) -> None:
         self.lo = lo
         self.hi = hi
         self.last = 0.0  # the latest arrival scheduled so far: later sends arrive after it
         self.cut = False
-        self.held: list[tuple] = []  # signals waiting for a cut link to heal
+        self.epoch = 0  # connections so far: a delivery of an earlier one is lost on arrival
         self.count = 0  # messages sent so far (what a scripted fault's `nth` counts)
         self.faults = EventFaults(src=src, dst=dst)
 
@@ -112,11 +113,7 @@ class Network:
         serial = pid.serial if pid is not None else 0
         self.sent += 1
         if link.cut:
-            if kind == "exit" or kind == "down":
-                link.held.append((dst, receiver, deliver, args, kind, serial))
-                record(("send", src_name, dst_name, serial, kind, "held"))
-            else:
-                record(("send", src_name, dst_name, serial, kind, "cut"))
+            record(("send", src_name, dst_name, serial, kind, "cut"))
             return
         depart = sim.departure(src_name) if sim.stalls else sim.now
         arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
@@ -132,7 +129,7 @@ class Network:
                     return
                 if fault == "duplicate":
                     sim.call_at(max(arrival, link.last) + extra, self.arrive, dst, receiver, deliver,
-                                args, kind, serial)
+                                args, kind, serial, link, link.epoch)
                 else:
                     arrival += extra
         if fault != "reorder":
@@ -141,12 +138,15 @@ class Network:
             link.last = arrival
         assert arrival > sim.now, f"{src_name} -> {dst_name}: a delivery must take time ({arrival})"
         record(("send", src_name, dst_name, serial, kind, fault, arrival))
-        sim.call_at(arrival, self.arrive, dst, receiver, deliver, args, kind, serial)
+        sim.call_at(arrival, self.arrive, dst, receiver, deliver, args, kind, serial, link, link.epoch)
 
     def _arrive(self, dst: Node, receiver: Any, deliver: Callable[..., Any], args: tuple,
-                kind: str, serial: int) -> None:
+                kind: str, serial: int, link: Link, epoch: int) -> None:
         if self.sim.node(dst.name) is not dst:
             self.sim.trace.append(("arr", dst.name, serial, kind, "node down"))
+            return
+        if link.epoch != epoch:
+            self.sim.trace.append(("arr", dst.name, serial, kind, "connection lost"))
             return
         self.sim.trace.append(("arr", dst.name, serial, kind))
         dst.arrive(receiver, deliver, args)  # the node's clock catches up before it next runs
@@ -155,33 +155,44 @@ class Network:
 
     def partition(self, groups: list[list[str]], oneway: bool = False) -> None:
         """Cut every link between nodes of different groups (with `oneway`, only the links
-        from an earlier group to a later one)."""
+        from an earlier group to a later one) and disconnect those nodes: a one-way cut
+        ends the connection too, as unanswered ticks end an Erlang one."""
         for i, group in enumerate(groups):
             for j, other in enumerate(groups):
                 if i == j or (oneway and j < i):
                     continue
                 for a in group:
                     for b in other:
-                        self._link(a, b).cut = True
+                        self._cut(a, b)
         self.partitioned = True
 
+    def _cut(self, a: str, b: str) -> None:
+        link = self._link(a, b)
+        if link.cut:
+            return
+        link.cut = True
+        link.epoch += 1
+        back = self._link(b, a)
+        back.epoch += 1  # the connection is one for both directions
+        node = self.sim.node(a)
+        if node is not None:
+            node.disconnect(b)
+
     def heal(self) -> None:
-        """Reconnect every link; held signals cross now, in the order they were sent."""
+        """Reconnect every cut link, and the nodes on both ends that are up."""
         self.partitioned = False
-        sim = self.sim
-        for (src, dst), link in self._links.items():
-            if not link.cut:
-                continue
-            link.cut = False
-            held, link.held = link.held, []
-            for dst_node, receiver, deliver, args, kind, serial in held:
-                arrival = max(sim.now + link.lo + (link.hi - link.lo) * self._rand(), link.last)
-                link.last = arrival
-                sim.trace.event("send", src, dst, serial, kind, "released", arrival)
-                sim.call_at(arrival, self.arrive, dst_node, receiver, deliver, args, kind, serial)
+        cut = [(src, dst) for (src, dst), link in self._links.items() if link.cut]
+        for src, dst in cut:
+            self._links[(src, dst)].cut = False
+        for src, dst in cut:
+            self.sim.reconnect(src, dst)
+
+    def connected(self, a: str, b: str) -> bool:
+        """False while a partition cuts either direction between `a` and `b`."""
+        return not (self._link(a, b).cut or self._link(b, a).cut)
 
     def node_down(self, name: str) -> None:
-        """A node died: signals held for it have nobody left to reach."""
-        for (_, dst), link in self._links.items():
-            if dst == name:
-                link.held.clear()
+        """A node died: what was in flight to it or from it is lost with the connections."""
+        for (src, dst), link in self._links.items():
+            if name in (src, dst):
+                link.epoch += 1

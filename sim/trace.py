@@ -7,8 +7,9 @@ node). Everything else is a list whose first item names the event:
 
     ["spawn", serial, qualname]            ["exit", serial, reason]
     ["send", src, dst, serial, kind, fault, arrival]   (fault: "", a message fault,
-                                            "cut"/"held" on a partition, "released")
-    ["arr", dst, serial, kind]             ["commit", node, n]      ["lost", node, commits]
+                                            "cut" across a partition)
+    ["arr", dst, serial, kind]             (or with "node down", "connection lost")
+    ["commit", node, n]                    ["lost", node, commits]
     ["fault", kind, target, ...]           ["restart", node, creation]
     ["heal", "partition"]                  ["phase", name]          ["check", name]
     ["bug", site, enabled]  ["bug", site]  (a buggify site drawn on or off; a site firing)

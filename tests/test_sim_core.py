@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import Down, GenServer
+from actors import NOCONNECTION, Down, GenServer
 from sim.core import Simulation, SimulationError, buggify
 
 
@@ -71,7 +71,7 @@ def test_duplicates_arrive_twice_and_delay_keeps_the_order():
     assert box == list(range(100)) and sim.injected["delay"] > 0
 
 
-def test_a_partition_loses_messages_and_holds_signals_until_it_heals():
+def test_a_partition_disconnects_the_nodes_with_noconnection_and_the_heal_reconnects():
     sim = Simulation(3)
     seen: list = []
     remote = {}
@@ -87,14 +87,37 @@ def test_a_partition_loses_messages_and_holds_signals_until_it_heals():
     sim.add_node("b", lambda node: remote.setdefault("pid", node.spawn(victim)))
     sim.add_node("a", lambda node: node.spawn(watcher))
     sim.run(0.5)
+    assert sim.node("a").nodes() == ["b"]
     sim.network.partition([["a"], ["b"]])
     sim.node("a").send(remote["pid"], "lost")  # from outside, across the cut: dropped
-    sim.node("b").exit(remote["pid"], "boom")
+    sim.node("b").exit(remote["pid"], "boom")  # its exit cannot cross either
     sim.run(2.0)
-    assert seen == []  # the Down waits on the cut link
+    assert [type(m) for m in seen] == [Down] and seen[0].reason == NOCONNECTION
+    assert sim.node("a").nodes() == [] and sim.node("b").nodes() == []
     sim.network.heal()
     sim.run(3.0)
-    assert [type(m) for m in seen] == [Down] and seen[0].reason == "boom"
+    assert len(seen) == 1 and sim.node("a").nodes() == ["b"]  # nothing from before the cut
+
+
+def test_a_crashed_node_is_seen_as_noconnection_and_in_flight_deliveries_are_lost():
+    sim = Simulation(2)
+    seen: list = []
+    remote = {}
+
+    async def watcher(proc):
+        proc.trap_exit = True
+        proc.link(remote["pid"])
+        proc.monitor(remote["pid"])
+        while True:
+            seen.append(await proc.receive())
+
+    sim.add_node("db", lambda node: remote.setdefault("pid", node.spawn(Sink, [])))
+    sim.add_node("app", lambda node: node.spawn(watcher))
+    sim.run(0.5)
+    sim.crash_node("db")
+    sim.run(1.0)
+    assert sorted(type(m).__name__ for m in seen) == ["Down", "Exit"]
+    assert all(m.reason == NOCONNECTION for m in seen)  # not "killed": the node just vanished
 
 
 def test_a_skewed_clock_runs_ahead_and_never_goes_back():

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, Node, NoProc, Pid
+from actors import CallExit, CallTimeout, Node, NoProc, RemoteName
 from storage import PersistentServer, Store
 from supervision import Application, ChildSpec, Flags, Supervisor
 
@@ -144,12 +144,6 @@ class CounterSystem(System):
         for c in range(self.load["clients"]):
             node.spawn(self._client, c)
 
-    def _locate(self, counter: int) -> Pid | None:
-        # KERNEL-HOOK: no {Name, Node} addressing across nodes; look the name up on the
-        # server's current incarnation (only the request itself travels).
-        node = self.sim.node(self.server_of(counter))
-        return node.whereis(f"shard-{counter}") if node is not None else None
-
     async def _client(self, proc: Any, client: int) -> None:
         rng = self.sim.stream(f"workload/client-{client}")
         load = self.load
@@ -170,12 +164,10 @@ class CounterSystem(System):
                 self.counts["increments"] += 1
                 self.pending[client] = (counter, seq)
             started = proc.now()
+            shard = RemoteName(f"shard-{counter}", self.server_of(counter))
             while True:
-                pid = self._locate(counter)
                 try:
-                    if pid is None:
-                        raise NoProc(f"shard-{counter}")
-                    value = await proc.call(pid, request, load["timeout"])
+                    value = await proc.call(shard, request, load["timeout"])
                     break
                 except _RETRYABLE:
                     self.counts["retries"] += 1
