@@ -1,0 +1,162 @@
+"""The `letitcrash` command: `serve` and `chat` (the chat server and its terminal client),
+`token`, and the simulator's `sim`, `replay` and `shrink` (handed to `sim.cli`, which
+stays importable without `apps`).
+
+    letitcrash serve --data data                 # then, in two other terminals:
+    letitcrash chat --user alice                 # @bob hi
+    letitcrash chat --user bob
+
+Exit status: 0 done, 1 the server or client failed, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from sim.cli import main as sim_main
+
+SIM_COMMANDS = ("sim", "replay", "shrink")
+OK, FAILED, BAD_INPUT = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SIM_COMMANDS:
+        return sim_main(argv)
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="letitcrash", description="letitcrash: the chat server, its "
+                                     "terminal client, and the deterministic simulator.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    for name in SIM_COMMANDS:
+        sub.add_parser(name, help=f"the simulator's {name} (letitcrash {name} --help)")
+
+    serve = sub.add_parser("serve", help="run the chat server", description="Run one node with the "
+                           "chat and timeline applications behind a TCP server, until SIGTERM or Ctrl-C.")
+    serve.add_argument("--data", required=True, help="the data directory (LMDB store, default secret)")
+    _address(serve)
+    serve.add_argument("--secret-file", help="the server secret (default: DATA/secret, made if missing)")
+    serve.add_argument("--durability", choices=("sync", "process"), default="sync",
+                       help="what an acknowledged message survives: sync = power loss (fsync per "
+                       "commit), process = kill -9 of the server")
+    serve.add_argument("--idle-timeout", type=float, default=60.0, help="close connections silent this long (s)")
+    serve.add_argument("--auth-timeout", type=float, default=10.0, help="... or not authenticated this long (s)")
+    serve.add_argument("--rate", type=float, default=2000.0, help="requests per second per connection")
+    serve.add_argument("--burst", type=int, default=4000, help="requests in a burst per connection")
+    serve.add_argument("--max-frame", type=int, default=1 << 20, help="largest request frame (bytes)")
+    serve.add_argument("--max-outgoing", type=int, default=4 << 20,
+                       help="unsent bytes after which a slow reader is disconnected")
+    serve.add_argument("--max-connections", type=int, default=100_000,
+                       help="connections served at once; more are refused")
+    serve.set_defaults(func=_serve)
+
+    chat = sub.add_parser("chat", help="the interactive terminal client", description="Chat through a "
+                          "running server. Type '@bob hi' to send, /help for the rest.")
+    chat.add_argument("--user", required=True)
+    chat.add_argument("--device", default="terminal")
+    _address(chat)
+    _secret(chat)
+    chat.set_defaults(func=_chat)
+
+    token = sub.add_parser("token", help="print a user's token (hex), for LETITCRASH_TOKEN")
+    token.add_argument("--user", required=True)
+    _secret(token)
+    token.set_defaults(func=_token)
+    return parser
+
+
+def _address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7400)
+
+
+def _secret(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret-file", default=os.path.join("data", "secret"),
+                        help="derive the token from the server secret (default: data/secret); "
+                        "or set LETITCRASH_TOKEN to the token in hex")
+
+
+def _user_token(args: argparse.Namespace, env: bool = True) -> bytes:
+    from apps.server.auth import load_secret, token_for
+
+    hex_token = os.environ.get("LETITCRASH_TOKEN") if env else None
+    if hex_token:
+        try:
+            return bytes.fromhex(hex_token)
+        except ValueError:
+            raise ValueError("LETITCRASH_TOKEN must be the token in hex (see letitcrash token)") from None
+    return token_for(load_secret(args.secret_file), args.user)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from apps.server.auth import SecretError
+    from apps.server.connection import Limits
+    from apps.server.server import serve
+    from storage import StorageError
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("supervision").setLevel(logging.WARNING)  # not a line per connection
+    try:
+        limits = Limits(max_frame=args.max_frame, max_outgoing=args.max_outgoing, rate=args.rate,
+                        burst=args.burst, idle_timeout=args.idle_timeout, auth_timeout=args.auth_timeout)
+    except ValueError as exc:
+        return _fail(str(exc).replace("Limits.", "--").replace("_", "-"), BAD_INPUT)
+    if args.max_connections < 1:
+        return _fail(f"--max-connections must be a positive int, got {args.max_connections}", BAD_INPUT)
+
+    def ready(host: str, port: int) -> None:
+        print(f"letitcrash: serving on {host}:{port}", flush=True)
+
+    try:
+        asyncio.run(serve(args.data, args.host, args.port, args.secret_file, limits, ready, args.durability,
+                          args.max_connections))
+    except (SecretError, StorageError) as exc:
+        return _fail(str(exc), BAD_INPUT)
+    except OSError as exc:
+        return _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", FAILED)
+    return OK
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from apps.server.auth import SecretError
+    from apps.server.client import ServerError
+    from apps.server.terminal import run
+
+    try:
+        token = _user_token(args)
+        return asyncio.run(run(args.host, args.port, args.user, args.device, token))
+    except (SecretError, ValueError) as exc:
+        return _fail(str(exc), BAD_INPUT)
+    except ServerError as exc:
+        return _fail(f"the server refused: {exc}", FAILED)
+    except OSError as exc:
+        return _fail(f"cannot reach {args.host}:{args.port}: {exc.strerror or exc}", FAILED)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from apps.server.auth import SecretError
+
+    try:
+        print(_user_token(args, env=False).hex())
+    except SecretError as exc:
+        return _fail(str(exc), BAD_INPUT)
+    return OK
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"letitcrash: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

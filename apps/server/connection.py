@@ -1,0 +1,382 @@
+"""The connection process: one per accepted TCP connection, like an Erlang process owning a
+socket in `{active, N}` mode.
+
+Its `Port` (the asyncio protocol of the socket) cuts the byte stream into frames and
+sends each to the process as a message; after `max_queued` frames not yet handled it
+pauses reading, so a client cannot grow the mailbox (TCP pushes back on it instead).
+The process checks a frame (`apps.server.protocol`), acts on it and writes the answer;
+requests are handled one at a time, in order, as the chat session requires.
+
+The first frame must authenticate (`apps.server.auth`): the process then starts the
+user's chat session with itself as the session's `outlet` (so the session's frames
+become pushes on the socket) and subscribes itself to the user's timeline pushes. Every
+later request acts as that user only: no request has a field naming another actor.
+
+Limits, each answered with an error frame (see `protocol.FATAL` for those that close):
+frames over `max_frame` (the connection closes: its stream cannot be trusted further),
+a token bucket of `rate` requests per second with bursts of `burst` (a refused request
+is not executed; `max_refused` refusals in a row close the connection), nothing heard
+for `idle_timeout` seconds (`auth_timeout` before authenticating), and an outgoing
+buffer over `max_outgoing` bytes when a frame is to be written: that slow reader is cut
+off at once (no frame could reach it). Nothing stored is lost by any of these: undelivered messages stay pending
+and come again when the user reconnects.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from actors import CallExit, CallTimeout, Down, GenServer, NoProc, Pid
+from apps.chat import BadRequest as ChatBadRequest
+from apps.chat import ChatService, Overloaded, RateLimited
+from apps.chat import Unavailable as ChatUnavailable
+from apps.chat.protocol import check_name
+from apps.timeline import BadRequest as TimelineBadRequest
+from apps.timeline import TimelineService
+from apps.timeline import Unavailable as TimelineUnavailable
+
+from . import auth
+from . import protocol as P
+
+log = logging.getLogger("apps.server")
+
+FRAME, LOST, TICK = "$frame", "$lost", ("$tick",)
+CLOSE_GRACE = 5.0  # seconds a closing connection has to take its last frames
+UNAVAILABLE = (ChatUnavailable, TimelineUnavailable, CallTimeout, CallExit, NoProc)
+ERROR_CODES = ((ChatBadRequest, P.BAD_REQUEST), (TimelineBadRequest, P.BAD_REQUEST),
+               (UNAVAILABLE, P.UNAVAILABLE), (Overloaded, P.OVERLOADED), (RateLimited, P.RATE_LIMITED))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits (see the module docstring)."""
+
+    max_frame: int = P.MAX_FRAME
+    max_outgoing: int = 4 << 20
+    rate: float = 2_000.0
+    burst: int = 4_000
+    max_refused: int = 100
+    max_queued: int = 64
+    idle_timeout: float = 60.0
+    auth_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame", "max_outgoing", "burst", "max_refused", "max_queued"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
+        for name in ("rate", "idle_timeout", "auth_timeout"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0 < value < float("inf"):
+                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every connection of a server shares."""
+
+    chat: ChatService
+    timeline: TimelineService
+    secret: bytes
+    limits: Limits
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"<server Context {self.limits}>"
+
+
+def timeline_user(user: str) -> int:
+    """The timeline's user id of a chat user name: 63 bits of blake2b of the name, the same
+    in every process and interpreter (a collision needs about 3 billion users)."""
+    return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "big") >> 1
+
+
+class Port(asyncio.Protocol):
+    """The socket side of a connection process (see the module docstring)."""
+
+    def __init__(self, conn: Connection, transport: asyncio.Transport) -> None:
+        self.node = conn.node
+        self.pid = conn.pid
+        self.transport = transport
+        self.reader = P.FrameReader(conn.ctx.limits.max_frame)
+        self.max_queued = conn.ctx.limits.max_queued
+        self.queued = 0
+        self.paused = False
+        self.broken = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            frames = self.reader.feed(data)
+        except P.ProtocolError as exc:
+            self.broken = True
+            self.transport.pause_reading()
+            self.node.send(self.pid, (FRAME, exc))
+            return
+        for body in frames:
+            self.node.send(self.pid, (FRAME, body))
+        self.queued += len(frames)
+        if self.queued >= self.max_queued and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def taken(self) -> None:
+        """The connection handled one frame."""
+        self.queued -= 1
+        assert self.queued >= 0, "more frames handled than received"
+        if self.paused and self.queued <= self.max_queued // 2 and not self.broken:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.send(self.pid, (LOST,))
+
+
+class Connection(GenServer):
+    """See the module docstring. Spawned as `(ctx, transport)`."""
+
+    def init(self, ctx: Context, transport: asyncio.Transport) -> None:
+        self.trap_exit = True  # a supervisor's shutdown runs terminate: the client is told
+        self.ctx = ctx
+        self.transport = transport
+        self.out: list[bytes] = []  # frames of this tick, not yet handed to the transport
+        self.out_bytes = 0
+        self.port = Port(self, transport)
+        transport.set_protocol(self.port)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.user: str | None = None
+        self.tuser = 0
+        self.session: Pid | None = None
+        self.nonce = auth.new_nonce()
+        limits = ctx.limits
+        self.tokens = float(limits.burst)
+        self.refill_at = self.heard = self.now()
+        self.refused = 0
+        self.active = False  # a request since the last tick: the chat session gets a heartbeat
+        self.every = min(limits.idle_timeout, limits.auth_timeout, ctx.chat.config.heartbeat_timeout) / 3
+        self.send_after(self.every, self.pid, TICK)
+        if transport.is_closing():  # lost while this process was starting
+            self.send(self.pid, (LOST,))
+            return
+        self.write({"t": "hello", "nonce": self.nonce, "max_frame": limits.max_frame,
+                    "idle_timeout": limits.idle_timeout})
+        transport.resume_reading()
+
+    # -- the socket --------------------------------------------------------------------------
+
+    def write(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; the frames of one scheduler tick leave in one socket write (a
+        send on loopback costs tens of microseconds, more than encoding a frame)."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        unsent = transport.get_write_buffer_size() + self.out_bytes
+        if unsent > self.ctx.limits.max_outgoing:
+            # Checked before writing, so one frame larger than the limit (a window of big
+            # messages) still goes; the buffer stays under the limit plus one frame.
+            log.info("connection %s (%s): a slow reader, %d bytes unsent; disconnected", self.peer,
+                     self.user, unsent)
+            self.out.clear()
+            transport.abort()
+            self.stop("normal")
+            return
+        data = P.encode(frame)
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self._flush_out)  # after this tick
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def _flush_out(self) -> None:
+        out, self.out, self.out_bytes = self.out, [], 0
+        if out and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def error(self, code: str, message: str, req_id: int | None = None) -> None:
+        self.write({"t": "error", "id": req_id, "code": code, "message": message})
+        if code in P.FATAL:
+            self.close()
+
+    def close(self) -> None:
+        self._close_transport()
+        self.stop("normal")
+
+    def _close_transport(self) -> None:
+        self._flush_out()
+        self.transport.close()  # after what is buffered, but a peer that never reads gets
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self.transport.abort)  # cut off
+
+    def terminate(self, reason: Any) -> None:
+        if reason != "normal":
+            self.write({"t": "closed", "reason": "server shutting down" if reason == "shutdown" else "error"})
+            self._close_transport()
+        if self.session is not None:
+            self.cast(self.session, ("close", "disconnected"))
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def handle_info(self, msg: Any) -> Any:
+        tag = msg[0] if type(msg) is tuple and msg else None
+        if tag == FRAME:
+            return self._frame(msg[1])
+        if tag == "items":
+            self.write({"t": "items", "items": msg[1], "acked": msg[2]})
+        elif tag == "tweet":
+            self.write({"t": "tweet", "tweet_id": msg[2]})
+        elif tag == "presence":
+            self.write({"t": "presence", "user": msg[1], "status": msg[2], "last_seen": msg[3]})
+        elif tag == "closed":  # the chat session ended (replaced, heartbeat timeout)
+            self.write({"t": "closed", "reason": msg[1]})
+            self.session = None
+            self.close()
+        elif tag == LOST:
+            self.stop("normal")
+        elif msg == TICK:
+            return self._tick()
+        elif type(msg) is Down and msg.pid == self.session:
+            self.session = None
+            self.write({"t": "closed", "reason": "session ended"})
+            self.close()
+        else:
+            return super().handle_info(msg)
+        return None
+
+    async def _tick(self) -> None:
+        limits = self.ctx.limits
+        silent = self.now() - self.heard
+        if silent >= (limits.idle_timeout if self.user is not None else limits.auth_timeout):
+            self.error(P.IDLE, f"nothing heard for {silent:.0f} s; closing")
+            return
+        self.send_after(self.every, self.pid, TICK)
+        if self.active and self.session is not None:
+            self.active = False
+            try:
+                await self.ctx.chat.heartbeat(self, self.session)
+            except UNAVAILABLE:
+                pass  # the session is going: its Down or "closed" frame follows
+
+    def _frame(self, body: bytes | P.ProtocolError) -> Any:
+        if isinstance(body, P.ProtocolError):  # the port found the stream unusable
+            self.error(body.code, str(body))
+            return None
+        self.heard = self.now()
+        self.active = True
+        try:
+            kind, req_id, fields = P.decode(body)
+        except P.ProtocolError as exc:
+            self.port.taken()
+            self.error(exc.code, str(exc), exc.req_id)
+            return None
+        if not self._admit():
+            self.port.taken()
+            if self.refused >= self.ctx.limits.max_refused:
+                self.error(P.TOO_FAST, f"{self.refused} requests refused in a row; closing", req_id)
+            else:
+                self.error(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later", req_id)
+            return None
+        return self._request(kind, req_id, fields)
+
+    def _admit(self) -> bool:
+        """Take a token from the bucket."""
+        limits = self.ctx.limits
+        now = self.now()
+        self.tokens = min(float(limits.burst), self.tokens + (now - self.refill_at) * limits.rate)
+        self.refill_at = now
+        if self.tokens < 1.0:
+            self.refused += 1
+            return False
+        self.tokens -= 1.0
+        self.refused = 0
+        return True
+
+    async def _request(self, kind: str, req_id: int, fields: dict[str, Any]) -> None:
+        try:
+            if kind == "auth":
+                await self._auth(req_id, **fields)
+            elif self.user is None:
+                self.error(P.UNAUTHENTICATED, f"{kind}: authenticate first (send auth)", req_id)
+            else:
+                result = await getattr(self, "_do_" + kind)(**fields)
+                if kind != "confirm":  # sent for every items frame: its ok would be pure cost
+                    self.write({"t": "ok", "id": req_id, **result})
+                if kind == "bye":
+                    self.close()
+        except Exception as exc:  # noqa: BLE001 - every failure of a request becomes its answer
+            code = next((code for types, code in ERROR_CODES if isinstance(exc, types)), None)
+            if code is None:
+                log.exception("connection %s (%s): %s request failed", self.peer, self.user, kind)
+                code = P.INTERNAL
+            self.error(code, f"{kind}: {exc}", req_id)
+        finally:
+            self.port.taken()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def _auth(self, req_id: int, user: str, device: str, proof: bytes) -> None:
+        if self.user is not None:
+            self.error(P.BAD_REQUEST, f"auth: this connection is already authenticated as {self.user!r}", req_id)
+            return
+        ctx = self.ctx
+        if not auth.check(ctx.secret, user, self.nonce, proof):
+            log.warning("connection %s: authentication as %r failed", self.peer, user[:64])
+            self.error(P.AUTH_FAILED, "auth: the proof does not match this user's token", req_id)
+            return
+        check_name("user", user, ctx.chat.config)
+        check_name("device", device, ctx.chat.config)
+        await ctx.timeline.subscribe(self, timeline_user(user), self.pid)  # idempotent: first
+        self.session = await ctx.chat.connect(self, user, device, self.pid)
+        self.monitor(self.session)
+        self.user, self.tuser = user, timeline_user(user)
+        self.write({"t": "ok", "id": req_id, "user": user})
+
+    async def _do_ping(self) -> dict:
+        return {}
+
+    async def _do_send(self, to: str, cid: str | int, body: bytes, preview: str = "") -> dict:
+        return {"msg_id": await self.ctx.chat.send(self, self.session, to, cid, body, preview)}
+
+    async def _do_confirm(self, upto: int) -> dict:
+        await self.ctx.chat.confirm(self, self.session, upto)
+        return {}
+
+    async def _do_read(self, ids: list[int]) -> dict:
+        await self.ctx.chat.read(self, self.session, ids)
+        return {}
+
+    async def _do_presence(self, status: str) -> dict:
+        await self.ctx.chat.set_presence(self, self.session, status)
+        return {}
+
+    async def _do_presence_of(self, user: str) -> dict:
+        status, last_seen = await self.ctx.chat.presence(self, user)
+        return {"status": status, "last_seen": last_seen}
+
+    async def _do_contacts(self, users: list[str]) -> dict:
+        await self.ctx.chat.set_contacts(self, self.user, users)
+        return {}
+
+    async def _do_post(self, text: str, cid: str | int | None = None) -> dict:
+        return {"tweet_id": await self.ctx.timeline.post(self, self.tuser, text, cid)}
+
+    async def _do_follow(self, user: str) -> dict:
+        return {"since": await self.ctx.timeline.follow(self, self.tuser, timeline_user(user))}
+
+    async def _do_unfollow(self, user: str) -> dict:
+        return {"until": await self.ctx.timeline.unfollow(self, self.tuser, timeline_user(user))}
+
+    async def _do_timeline(self, cursor: int | None = None) -> dict:
+        page = await self.ctx.timeline.read_page(self, self.tuser, cursor)
+        return {"ids": page.ids, "cursor": page.cursor}
+
+    async def _do_tweets(self, user: str, ids: list[int]) -> dict:
+        texts = await self.ctx.timeline.tweets(self, timeline_user(user), ids)
+        return {"tweets": sorted(texts.items())}
+
+    async def _do_bye(self) -> dict:
+        return {}

@@ -1,0 +1,127 @@
+"""What the chat server tests share: the server as a real subprocess (`letitcrash serve`),
+and a raw blocking socket for saying exactly the bytes a bad client would.
+
+The clients under test (`apps.server.client`) run in the test process: every test talks
+to the server across a real loopback socket and a process boundary.
+"""
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from apps.server import Client
+from apps.server import protocol as P
+from apps.server.auth import prove, token_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = bytes(range(1, 33))
+START_TIMEOUT = 30.0  # a safety bound on a loaded machine, not a measurement
+
+
+class ServerProcess:
+    """`python -m apps.cli serve --data DIR --port 0 FLAGS...` with a known secret."""
+
+    def __init__(self, data: Path, *flags: str) -> None:
+        self.data = data
+        self.flags = flags
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        data.mkdir(parents=True, exist_ok=True)
+        secret = data / "secret"
+        if not secret.exists():
+            secret.write_bytes(SECRET)
+            secret.chmod(0o600)
+
+    def start(self) -> ServerProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = open(self.data / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", "serve", "--data", str(self.data), "--port", "0", *self.flags],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""
+        assert line.startswith("letitcrash: serving on "), f"server did not start: {line!r}\n{self.log()}"
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=START_TIMEOUT)
+
+    def terminate(self) -> int:
+        """SIGTERM, and the exit status once it has stopped in order."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=START_TIMEOUT)
+
+    def log(self) -> str:
+        return (self.data / "server.log").read_text(errors="replace")
+
+    async def client(self, user: str, **options: Any) -> Client:
+        return await Client.connect("127.0.0.1", self.port, user, token_for(SECRET, user), **options)
+
+    def raw(self, **options: Any) -> RawConnection:
+        return RawConnection(self.port, **options)
+
+
+class RawConnection:
+    """A blocking socket speaking frames by hand (or not speaking them properly)."""
+
+    def __init__(self, port: int, rcvbuf: int | None = None, timeout: float = 15.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.hello = self.recv()
+        assert self.hello["t"] == "hello", self.hello
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_body(self, body: bytes) -> None:
+        self.sock.sendall(len(body).to_bytes(P.HEADER, "big") + body)
+
+    def send(self, **frame: Any) -> None:
+        self.send_body(msgpack.packb({"v": P.VERSION, **frame}))
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            data += chunk
+        return data
+
+    def recv(self) -> dict[str, Any]:
+        size = int.from_bytes(self._exactly(P.HEADER), "big")
+        return msgpack.unpackb(self._exactly(size), raw=False)
+
+    def auth(self, user: str, token: bytes | None = None, req_id: int = 1) -> dict[str, Any]:
+        token = token_for(SECRET, user) if token is None else token
+        self.send(t="auth", id=req_id, user=user, device="raw", proof=prove(token, self.hello["nonce"]))
+        return self.recv()
+
+    def closed(self) -> bool:
+        """True once the server has closed the connection (reads to EOF)."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,292 @@
+"""The chat server end to end: `letitcrash serve` in a subprocess, real clients over loopback
+(the asyncio client library in this process, the terminal client in subprocesses).
+Timeouts are safety bounds for a loaded machine, never measurements."""
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+from server_harness import ROOT, ServerProcess
+
+from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
+
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("chat"), "--idle-timeout", "3").start()
+    yield srv
+    assert srv.terminate() == 0, srv.log()
+    assert "Traceback" not in srv.log()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def take(client, kind, n=1):
+    """The next `n` events of type `kind`, skipping others (presence, tweets...)."""
+    got = []
+    while len(got) < n:
+        event = await client.next_event(WAIT)
+        if isinstance(event, kind):
+            got.append(event)
+    return got
+
+
+def test_two_users_chat_with_receipts(server):
+    async def main():
+        alice, bob = await server.client("alice1"), await server.client("bob1")
+        msg_id = await alice.send("bob1", b"hi bob", preview="hi")
+        (msg,) = await take(bob, Message)
+        assert (msg.sender, msg.body, msg.msg_id) == ("alice1", b"hi bob", msg_id)
+        reply_id = await bob.send("alice1", b"hi alice")
+        await bob.read([msg_id])
+        got = await take(alice, (Message, Receipt), 3)
+        assert Message(got[0].seq, reply_id, "bob1", b"hi alice") in got
+        receipts = [(e.msg_id, e.status) for e in got if isinstance(e, Receipt)]
+        assert receipts == [(msg_id, "delivered"), (msg_id, "read")]  # in order, each once
+        await alice.close()
+        await bob.close()
+    run(main())
+
+
+def test_offline_delivery_after_reconnect(server):
+    async def main():
+        alice = await server.client("alice2")
+        ids = [await alice.send("bob2", f"m{i}".encode()) for i in range(5)]  # bob2 never connected
+        await alice.close()
+        bob = await server.client("bob2")
+        got = await take(bob, Message, 5)
+        assert [m.msg_id for m in got] == ids and [m.body for m in got] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+        assert [m.seq for m in got] == [1, 2, 3, 4, 5]
+        await bob.read(ids[:2])
+        await bob.close()
+        bob = await server.client("bob2", last_seq=got[-1].seq)  # nothing comes twice
+        alice = await server.client("alice2")  # the receipts waited for her
+        receipts = await take(alice, Receipt, 7)
+        assert sorted((r.msg_id, r.status) for r in receipts) == sorted(
+            [(i, "delivered") for i in ids] + [(i, "read") for i in ids[:2]])
+        await alice.send("bob2", b"after")
+        (last,) = await take(bob, Message)
+        assert (last.body, last.seq) == (b"after", 6)
+        await alice.close()
+        await bob.close()
+    run(main())
+
+
+def test_presence_reaches_contacts(server):
+    async def main():
+        bob = await server.client("bob3")
+        alice = await server.client("alice3")
+        await alice.set_contacts(["bob3"])
+        await alice.set_presence("away")
+        (seen,) = await take(bob, Presence)
+        assert (seen.user, seen.status) == ("alice3", "away")
+        assert await bob.presence_of("alice3") == ("away", None)
+        await alice.close()
+        (gone,) = await take(bob, Presence)
+        assert (gone.user, gone.status) == ("alice3", "offline") and gone.last_seen is not None
+        await bob.close()
+    run(main())
+
+
+def test_timeline_post_seen_by_follower(server):
+    async def main():
+        author, reader = await server.client("author4"), await server.client("reader4")
+        await reader.follow("author4")
+        tweet_id = await author.post("hello, timeline")
+        (pushed,) = await take(reader, Tweet)
+        assert pushed.tweet_id == tweet_id
+        ids, cursor = await reader.timeline()
+        assert ids == [tweet_id] and cursor is None
+        assert await reader.tweets("author4", ids) == {tweet_id: "hello, timeline"}
+        assert await author.post("hello, timeline", cid="same") == await author.post("x", cid="same")
+        await author.close()
+        await reader.close()
+    run(main())
+
+
+def test_a_closed_connection_fails_its_requests_cleanly(server):
+    async def main():
+        alice = await server.client("alice5")
+        await alice.close()
+        with pytest.raises(ConnectionClosed):
+            await alice.send("bob5", b"late")
+    run(main())
+
+
+def test_a_second_login_replaces_the_first(server):
+    async def main():
+        phone = await server.client("alice7", device="phone")
+        laptop = await server.client("alice7", device="laptop")
+        (closed,) = await take(phone, Closed)
+        assert closed.reason == "replaced"
+        bob = await server.client("bob7")
+        await bob.send("alice7", b"to the laptop")
+        (msg,) = await take(laptop, Message)
+        assert msg.body == b"to the laptop"
+        await laptop.close()
+        await bob.close()
+    run(main())
+
+
+# -- the terminal client, as a person would use it ---------------------------------------------------
+
+class Terminal:
+    """`letitcrash chat` in a subprocess, its output read line by line without buffering
+    (a buffered reader could hold a line that select() then never reports)."""
+
+    def __init__(self, server: ServerProcess, user: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", "chat", "--user", user, "--port", str(server.port),
+             "--secret-file", str(server.data / "secret")],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.seen: list[str] = []
+        self.pending = b""
+
+    def type(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _line(self, wait: float) -> str | None:
+        """The next output line, or None if none came within `wait` seconds."""
+        if b"\n" not in self.pending:
+            fd = self.proc.stdout.fileno()
+            if select.select([fd], [], [], wait)[0]:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"the client ended; saw {self.seen} {self.proc.stderr.read()!r}"
+                self.pending += chunk
+            if b"\n" not in self.pending:
+                return None
+        line, self.pending = self.pending.split(b"\n", 1)
+        self.seen.append(line.decode())
+        return self.seen[-1]
+
+    def expect(self, text: str) -> str:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            line = self._line(0.2)
+            if line is not None and text in line:
+                return line
+        raise AssertionError(f"{text!r} never came; saw {self.seen}")
+
+    def quit(self) -> int:
+        self.type("/quit")
+        return self.proc.wait(timeout=WAIT)
+
+
+def test_two_people_chat_from_two_terminals(server):
+    alice, bob = Terminal(server, "alice6"), Terminal(server, "bob6")
+    try:
+        alice.expect("* connected as alice6")
+        bob.expect("* connected as bob6")
+        alice.type("@bob6 hello from alice")
+        assert alice.expect("[sent]").strip() == "[sent] bob6: hello from alice"
+        assert bob.expect("alice6:").strip() == "alice6: hello from alice"
+        alice.expect("[read] bob6: hello from alice")  # bob's terminal showed it: read
+        bob.type("/follow alice6")
+        bob.expect("* following alice6")
+        alice.type("/post tweeting now")
+        assert bob.expect("# alice6").strip() == "# alice6: tweeting now"
+        alice.type("/nonsense")
+        alice.expect("@USER TEXT")
+        assert alice.quit() == 0 and bob.quit() == 0
+    finally:
+        for term in (alice, bob):
+            if term.proc.poll() is None:
+                term.proc.kill()
+
+
+def test_chat_refuses_a_wrong_secret(server, tmp_path):
+    wrong = tmp_path / "secret"
+    wrong.write_bytes(b"w" * 32)
+    wrong.chmod(0o600)
+    done = subprocess.run([sys.executable, "-m", "apps.cli", "chat", "--user", "alice", "--port",
+                           str(server.port), "--secret-file", str(wrong)],
+                          cwd=ROOT, capture_output=True, text=True, input="", timeout=WAIT * 2)
+    assert done.returncode == 1
+    assert "auth_failed" in done.stderr and "w" * 32 not in done.stderr + done.stdout
+
+
+# -- stopping and crashing -----------------------------------------------------------------------------
+
+def test_sigterm_stops_in_order_and_keeps_everything(tmp_path):
+    srv = ServerProcess(tmp_path).start()
+
+    async def before():
+        alice = await srv.client("alice")
+        bob = await srv.client("bob")
+        msg_id = await alice.send("carol", b"kept")
+        srv.proc.send_signal(15)
+        closed = await take(bob, Closed)
+        return msg_id, closed[0].reason
+
+    msg_id, reason = run(before())
+    assert reason == "server shutting down"
+    assert srv.proc.wait(timeout=WAIT * 2) == 0
+    log = srv.log()
+    assert "stopping: connections, chat, timeline, then the store" in log and "server stopped" in log
+    assert "Traceback" not in log
+
+    srv.start()
+
+    async def after():
+        carol = await srv.client("carol")
+        (msg,) = await take(carol, Message)
+        assert (msg.msg_id, msg.body) == (msg_id, b"kept")
+        await carol.close()
+
+    run(after())
+    assert srv.terminate() == 0
+
+
+def test_sigkill_during_a_burst_loses_no_acknowledged_message(tmp_path):
+    """Four senders send in a burst; the server is SIGKILLed midway and restarted; each
+    sender resends its unacknowledged message with the same cid and goes on. The receiver
+    must get every message exactly once: the acknowledged ones above all."""
+    srv = ServerProcess(tmp_path).start()
+    per_sender, kill_after = 60, 80
+    acked: dict[str, int] = {}
+    killed = asyncio.Event()
+    reconnects = []
+
+    async def sender(name: str, restarted: asyncio.Event) -> None:
+        client = await srv.client(name)
+        i = 0
+        while i < per_sender:
+            cid = f"{name}.{i}"
+            try:
+                acked[cid] = await client.send("sink", cid.encode(), cid=cid)
+                i += 1
+                if len(acked) >= kill_after and not killed.is_set():
+                    killed.set()
+                    srv.kill()
+                    srv.start()
+                    restarted.set()
+            except ConnectionClosed:
+                await restarted.wait()
+                client = await srv.client(name)  # then the same cid again
+                reconnects.append(name)
+        await client.close()
+
+    async def main():
+        restarted = asyncio.Event()
+        await asyncio.gather(*(sender(f"s{k}", restarted) for k in range(4)))
+        sink = await srv.client("sink")
+        got = await take(sink, Message, 4 * per_sender)
+        await sink.close()
+        return got
+
+    got = run(main())
+    assert killed.is_set() and reconnects  # the crash path ran
+    bodies = [m.body.decode() for m in got]
+    assert len(bodies) == len(set(bodies)) == 4 * per_sender  # exactly once
+    assert {m.body.decode(): m.msg_id for m in got} == acked  # each with its acknowledged id
+    assert srv.terminate() == 0
