@@ -412,9 +412,11 @@ class Node:
         if proc._held is None:
             proc._held = []
 
-    def release_output(self, proc: Process) -> None:
-        """Deliver everything held for `proc`, in the order it was sent, and stop holding."""
-        held, proc._held = proc._held, None
+    def release_output(self, proc: Process, keep_holding: bool = False) -> None:
+        """Deliver everything held for `proc`, in the order it was sent, and stop holding
+        (or, with `keep_holding`, hold what it sends next)."""
+        held = proc._held
+        proc._held = [] if keep_holding and proc._alive else None
         if not held:
             return
         previous, self._current = self._current, None

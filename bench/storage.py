@@ -18,16 +18,19 @@ temporary directory, through the public API only. Workloads (value and unit per 
   update before sending the next (each one an fdatasync).
 - recover: seconds to bring back 100k entities' states after a restart: a fresh node
   and store on a store holding 100k entities (written untimed); a process asks every
-  entity for its count through `Entities` (each activated from LMDB under its
-  DynamicSupervisor) and the clock stops when all 100k answers are in.
+  entity for its count through `Entities` (each spawned by it, its state read from
+  LMDB) and the clock stops when all 100k answers are in.
 - activate: µs per activation of a stored, inactive entity, one at a time: a process
-  calls n stored entities in turn (router, supervisor start, state load, reply).
+  calls n stored entities in turn (router, spawn, state load, reply).
 Each workload runs in its own subprocess and reports the median of its repetitions.
+`recover` and `activate` also give `gc_s`: the seconds of the timed run that Python's
+cyclic garbage collector took (default thresholds; `storage.entities` on tuning them).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import shutil
@@ -51,6 +54,14 @@ TINY = {"persist_tell": 2_000, "persist_sync_1": 20, "recover": 200, "activate":
 REPS = {"full": 3, "quick": 3, "tiny": 1}  # recover: 1 in --quick (100k each time)
 PROCS = 10_000
 YIELD_EVERY = 10_000
+_gc_seconds = [0.0, 0.0]  # total, start of the collection under way
+
+
+def _gc_clock(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_seconds[1] = time.perf_counter()
+    else:
+        _gc_seconds[0] += time.perf_counter() - _gc_seconds[1]
 
 
 def counter_class() -> type:
@@ -159,16 +170,16 @@ async def recover(path: str, n: int) -> dict[str, Any]:
                 total += await proc.receive()
             done.set_result(total)
 
-        t = time.perf_counter()
+        t, gc0 = time.perf_counter(), _gc_seconds[0]
         store = Store(path, node)
         ents = node.spawn(Entities, store, counter_class(), 3600.0, n)
         node.spawn(reader, ents)
         total = await done
-        dt = time.perf_counter() - t
+        dt, gc_s = time.perf_counter() - t, _gc_seconds[0] - gc0
         assert total == n * (n - 1) // 2, total
         await stopped(node, ents)
         store.close()
-    return {"value": dt}
+    return {"value": dt, "gc_s": round(gc_s, 3)}
 
 
 async def activate(path: str, n: int) -> dict[str, Any]:
@@ -182,16 +193,16 @@ async def activate(path: str, n: int) -> dict[str, Any]:
         done = Future()
 
         async def caller(proc: Any) -> None:
-            t = time.perf_counter()
+            t, gc0 = time.perf_counter(), _gc_seconds[0]
             for i in range(n):
                 assert await entity_call(proc, ents, ("entity", i), "get") == i
-            done.set_result(time.perf_counter() - t)
+            done.set_result((time.perf_counter() - t, _gc_seconds[0] - gc0))
 
         node.spawn(caller)
-        dt = await done
+        dt, gc_s = await done
         await stopped(node, ents)
         store.close()
-    return {"value": dt / n * 1e6}
+    return {"value": dt / n * 1e6, "gc_s": round(gc_s, 3)}
 
 
 RUNNERS = {"persist_tell": persist_tell, "persist_sync_1": persist_sync_1,
@@ -200,6 +211,7 @@ RUNNERS = {"persist_tell": persist_tell, "persist_sync_1": persist_sync_1,
 
 def worker(workload: str, n: int) -> None:
     logging.getLogger("actors").setLevel(logging.ERROR)
+    gc.callbacks.append(_gc_clock)
     path = tempfile.mkdtemp(prefix=f"lc-bench-{workload}-")
     try:
         print(json.dumps(asyncio.run(RUNNERS[workload](path + "/store", n))))
@@ -235,8 +247,8 @@ def table(lines: list[dict[str, Any]]) -> str:
             continue
         value = f"{d['value']:,.0f}" if d["value"] >= 100 else f"{d['value']:.2f}"
         goal = f"{d['goal']} {'ok' if d['met'] else 'MISSED'}" if "goal" in d else ""
-        notes = (f"{d['writes_per_s']:,} writes/s, {d['commits']} commits"
-                 if "writes_per_s" in d else "")
+        notes = (f"{d['writes_per_s']:,} writes/s, {d['commits']} commits" if "writes_per_s" in d
+                 else f"{d['gc_s']:.2f} s of the run in gc" if "gc_s" in d else "")
         rows.append((d["workload"], d["unit"], value, f"{d['n']:,}", goal, notes))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -1,9 +1,9 @@
 """Activated entities (Orleans-style virtual actors) on top of the store.
 
 A key such as `("timeline", 7)` is always addressable. Its process starts on the first
-message, under a DynamicSupervisor, with its state loaded from the store; it stops after
-`idle_timeout` seconds without messages, its state saved. Memory follows the active set:
-nothing is kept per stored key that is not active.
+message, with its state loaded from the store; it stops after `idle_timeout` seconds
+without messages, its state saved. Memory follows the active set: nothing is kept per
+stored key that is not active.
 
     timelines = node.spawn(Entities, store, Timeline, 60.0)          # or a ChildSpec
     entity_cast(node, timelines, ("timeline", 7), post)               # from anywhere
@@ -11,21 +11,39 @@ nothing is kept per stored key that is not active.
     n = node.run_until_complete(entity_call(node, timelines, key, "count"))  # outside
 
 `Timeline` is a `PersistentServer` (or `EventSourcedServer`) subclass; it is started as
-`init(store, key)`, as a temporary child that traps exits, so a stop lets it finish the
-messages it already has.
+`init(store, key)`, trapping exits, so a stop lets it finish the messages it already has.
 
 How it works. The `Entities` process routes every message: to the pid of an active key,
-or into a per-key queue while the entity starts (or while its previous incarnation
-stops), released in order once it is up. Calls are forwarded as gen_server forwards a
-call: the entity replies to the caller itself (once its writes have committed). As with
-OTP forwarding, the caller watches only the `Entities` process: if the entity crashes
-while handling a call, the caller gets `CallTimeout`. A crashed entity is simply
-inactive; the next message starts it again from its stored state. Every
-`idle_timeout / 4` seconds the entities unused for `idle_timeout` are stopped through the
-supervisor (OTP shutdown); at `max_active` the least recently used one is stopped to
+or, while the key's previous incarnation stops, into a per-key queue released in order
+to the next one. Calls are forwarded as gen_server forwards a call: the entity replies to
+the caller itself (once its writes have committed). As with OTP forwarding, the caller
+watches only the `Entities` process: if the entity crashes while handling a call, the
+caller gets `CallTimeout`. Every `idle_timeout / 4` seconds the entities unused for
+`idle_timeout` are stopped; at `max_active` the least recently used one is stopped to
 make room. An activation that fails (say, a corrupted stored value) makes every call
 waiting for it raise `ActivationError`; its casts are logged and dropped; the other keys
 carry on.
+
+Supervision. `Entities` is itself the supervisor of its entities, with OTP's semantics
+for `temporary` children: each is spawned linked (in the router's turn: activation
+costs no extra message), never restarted (a crashed entity is simply inactive, and the
+next message starts it again from its stored state; with no restarts there is no restart
+intensity to count), and a crash is reported as `child_terminated` on the "supervision"
+logger. Stopping one follows OTP's shutdown protocol, a "shutdown" exit signal, then
+"kill" if it is still alive 5 s later (a worker's default shutdown; a kill is reported as
+`shutdown_error`), with one deviation: an OTP supervisor waits in `terminate_child`
+until the child is down, while the router carries on routing (messages for that key
+wait for its next incarnation). When `Entities` terminates, it shuts every entity down
+in parallel and exits once all are gone (their states saved); if it is killed, the
+entities get the exit through their links and stop, saving their states.
+
+Many entities and Python's garbage collector. Each live entity is a handful of objects
+that CPython's cyclic collector walks again on every full collection, so activating
+100k entities at once (a recovery) spends about a quarter of its time there with the
+default thresholds (`bench/storage.py` reports it as `gc_s`). A node that holds that many
+can raise the first threshold at start-up, e.g. `gc.set_threshold(50_000, 20, 20)`, and
+call `gc.freeze()` once a recovery is done, so later collections skip what it loaded.
+This is the application's choice: the library never changes the collector.
 """
 from __future__ import annotations
 
@@ -33,8 +51,10 @@ import logging
 import math
 from typing import Any
 
-from actors import Down, Exit, GenServer, NoReply, Node, Pid, Process
-from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, start_child, terminate_child
+from actors import (KILL, SHUTDOWN, Exit, GenServer, NoReply, Node, Pid, Process, StartError,
+                    SystemLimit, is_normal_exit)
+from supervision import ChildSpec
+from supervision._base import report, shutdown_children
 from supervision.client import request as _request
 
 from .errors import ActivationError, LimitExceeded, UnencodableValue
@@ -43,7 +63,7 @@ from .persistent import PersistentServer
 log = logging.getLogger("storage")
 
 _CAST, _CALL, _INFO = "$entity_cast", "$entity_call", "$entity_info"
-_STARTED, _SWEEP = "$started", "$sweep"
+_SWEEP, _KILL = "$sweep", "$kill"
 
 
 def entity_cast(caller: Node | Process, entities: Any, key: Any, msg: Any) -> None:
@@ -65,11 +85,11 @@ def entities_info(caller: Node | Process, entities: Any) -> Any:
 
 
 class Entities(GenServer):
-    """The router of one kind of entity; see the module docstring.
+    """The router and supervisor of one kind of entity; see the module docstring.
 
     Spawn arguments: `store`, `server` (a PersistentServer subclass), `idle_timeout`
     (seconds, default 60), `max_active` (default 100k), `max_waiting` (messages queued
-    per key while it starts or stops, default 1000; more are refused)."""
+    per key while its previous incarnation stops, default 1000; more are refused)."""
 
     def init(self, store: Any, server: type, idle_timeout: float = 60.0,
              max_active: int = 100_000, max_waiting: int = 1_000) -> None:
@@ -84,15 +104,18 @@ class Entities(GenServer):
         self.max_active = max_active
         self.max_waiting = max_waiting
         self.trap_exit = True
-        # Stopping entities are still children until they are down: room for both.
-        self._sup = self.spawn_link(DynamicSupervisor, DynamicFlags(max_children=2 * max_active))
+        self._store = store
+        self._server = server
+        # How the entities are supervised: read by the shutdown protocol.
         self._spec = ChildSpec(server.__name__, server, args=(store,), restart="temporary",
                                options={"trap_exit": True})
-        self._active: dict[Any, list] = {}  # key -> [pid, last used]; least recently used first
+        self._active: dict[Any, Pid] = {}  # key -> pid
+        self._used: dict[Any, float] = {}  # key -> last used, of the active: least recent first
         self._keys: dict[Pid, Any] = {}  # pid -> key, for active and stopping entities
-        self._waiting: dict[Any, list] = {}  # key -> [(msg, caller)] while it starts or stops
-        self._stopping: dict[Any, Pid] = {}
+        self._waiting: dict[Any, list] = {}  # key -> [(msg, caller)] while it stops
+        self._stopping: dict[Any, tuple[Pid, float]] = {}  # key -> (pid, since), oldest first
         self._sweep_armed = False
+        self._kill_timer: Any = None
         self.activations = 0
         self.passivations = 0
 
@@ -106,47 +129,55 @@ class Entities(GenServer):
             self._route(request[1], request[2], caller)
             return NoReply
         if request[0] == _INFO:
-            return {"active": len(self._active), "stopping": len(self._stopping),
-                    "starting": len(self._waiting) - len(self._stopping),
+            # An activation completes within the router's turn: none is ever "starting".
+            return {"active": len(self._active), "stopping": len(self._stopping), "starting": 0,
                     "activations": self.activations, "passivations": self.passivations}
         raise ValueError(f"Entities got an unknown request {request!r:.200}")
 
     def handle_info(self, msg: Any) -> None:
-        if type(msg) is Down:
-            self._down(msg.pid)
-        elif type(msg) is tuple and msg[0] == _STARTED:
-            self._started(msg[1], msg[2])
+        if type(msg) is Exit:
+            self._exited(msg.pid, msg.reason)
         elif msg == _SWEEP:
             self._sweep()
-        elif type(msg) is Exit and msg.pid == self._sup:
-            self.stop(msg.reason)  # without its supervisor the router cannot start anything
+        elif msg == _KILL:
+            self._kill_stragglers()
         else:
             super().handle_info(msg)
+
+    async def terminate(self, reason: Any) -> None:
+        # As a supervisor's: every entity is shut down (states saved) before the exit.
+        children = [(pid, self._spec) for pid in self._keys]
+        self._active, self._used, self._keys, self._stopping = {}, {}, {}, {}
+        for pid, why in await shutdown_children(self, children):
+            report(logging.ERROR, "shutdown_error", self.pid, self._spec.id, pid, why)
 
     # -- routing ---------------------------------------------------------------------------
 
     def _route(self, key: Any, payload: Any, caller: Any) -> None:
         try:
-            entry = self._active.get(key)
+            pid = self._active.get(key)
         except TypeError:  # a bad key must not take the router (and every entity) down
             self._refuse(key, payload, caller,
                          UnencodableValue(f"entity key {key!r:.100} is not hashable"))
             return
-        if entry is not None:
-            del self._active[key]  # most recently used goes last
-            self._active[key] = entry
-            entry[1] = self.now()
-            self._forward(entry[0], payload, caller)
-            return
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            waiting = self._waiting[key] = []
-            self._activate(key)
-        if len(waiting) >= self.max_waiting:
-            self._refuse(key, payload, caller, LimitExceeded(
-                f"{len(waiting)} messages already wait for entity {key!r:.100} (max_waiting)"))
-            return
-        waiting.append((payload, caller))
+        if pid is not None:
+            used = self._used
+            del used[key]  # most recently used goes last
+            used[key] = self.node.now()
+        else:
+            waiting = self._waiting.get(key)
+            if waiting is not None:  # its previous incarnation is stopping
+                if len(waiting) >= self.max_waiting:
+                    self._refuse(key, payload, caller, LimitExceeded(
+                        f"{len(waiting)} messages already wait for entity {key!r:.100} (max_waiting)"))
+                else:
+                    waiting.append((payload, caller))
+                return
+            pid = self._activate(key)
+            if type(pid) is not Pid:
+                self._refuse(key, payload, caller, pid)
+                return
+        self._forward(pid, payload, caller)
 
     def _forward(self, pid: Pid, payload: Any, caller: Any) -> None:
         if caller is None:
@@ -162,51 +193,73 @@ class Entities(GenServer):
 
     # -- activation and passivation ---------------------------------------------------------
 
-    def _activate(self, key: Any) -> None:
-        starting = len(self._waiting) - len(self._stopping)
-        if len(self._active) + starting > self.max_active and self._active:
-            self._passivate(next(iter(self._active)))  # the least recently used
-        me, node = self.pid, self.node
-
-        def started(fut: Any) -> None:
-            node.send(me, (_STARTED, key, fut.exception() or fut.result()))
-
-        start_child(node, self._sup, self._spec, key).add_done_callback(started)
-
-    def _started(self, key: Any, result: Any) -> None:
-        waiting = self._waiting.pop(key)
-        if type(result) is not Pid:
-            error = ActivationError(key, getattr(result, "reason", result))
-            for payload, caller in waiting:
-                self._refuse(key, payload, caller, error)
-            return
+    def _activate(self, key: Any) -> Pid | ActivationError:
+        """Start entity `key`, linked, from its stored state: its pid, or why it cannot."""
+        if len(self._active) >= self.max_active:
+            self._passivate(next(iter(self._used)))  # the least recently used
+        if len(self._active) + len(self._stopping) >= 2 * self.max_active:  # room for both
+            return ActivationError(key, LimitExceeded(
+                f"{len(self._stopping)} entities are still stopping (2 * max_active in all)"))
+        try:
+            pid = self.spawn_link(self._server, self._store, key, trap_exit=True)
+        except StartError as exc:
+            return ActivationError(key, exc.reason)
+        except SystemLimit as exc:  # this key fails, the others carry on
+            return ActivationError(key, exc)
         self.activations += 1
-        self._active[key] = [result, self.now()]
-        self._keys[result] = key
-        self.monitor(result)
-        for payload, caller in waiting:
-            self._forward(result, payload, caller)
+        self._active[key] = pid
+        self._used[key] = self.node.now()
+        self._keys[pid] = key
         self._arm_sweep()
+        return pid
 
     def _passivate(self, key: Any) -> None:
-        pid = self._active.pop(key)[0]
-        self._stopping[key] = pid
+        """Stop an active entity, OTP's shutdown protocol: "shutdown", later "kill"."""
+        pid = self._active.pop(key)
+        del self._used[key]
+        self._stopping[key] = (pid, self.now())
         self._waiting[key] = []  # messages meanwhile wait for the next incarnation
         self.passivations += 1
-        terminate_child(self.node, self._sup, pid)
+        self.exit(pid, SHUTDOWN)
+        if self._kill_timer is None:
+            self._kill_timer = self.send_after(self._spec.shutdown, self.pid, _KILL)
 
-    def _down(self, pid: Pid) -> None:
+    def _exited(self, pid: Pid, reason: Any) -> None:
         key = self._keys.pop(pid, None)
         if key is None:
-            return
-        if self._stopping.get(key) == pid:
+            return  # not an entity: ignored, as a supervisor ignores strangers
+        stopping = self._stopping.get(key)
+        if stopping is not None and stopping[0] == pid:
             del self._stopping[key]
-            if self._waiting[key]:
-                self._activate(key)
-            else:
-                del self._waiting[key]
-        else:  # crashed or stopped by itself: the next message starts it again
-            del self._active[key]
+            if not is_normal_exit(reason):  # e.g. killed after the shutdown time
+                report(logging.ERROR, "shutdown_error", self.pid, self._spec.id, pid, reason)
+            if not self._stopping and self._kill_timer is not None:
+                self.cancel_timer(self._kill_timer)
+                self._kill_timer = None
+            waiting = self._waiting.pop(key)
+            if waiting:  # the next incarnation takes what came meanwhile, in order
+                started = self._activate(key)
+                for payload, caller in waiting:
+                    if type(started) is Pid:
+                        self._forward(started, payload, caller)
+                    else:
+                        self._refuse(key, payload, caller, started)
+            return
+        # Crashed or stopped by itself: the next message starts it again.
+        del self._active[key], self._used[key]
+        if not is_normal_exit(reason):
+            report(logging.ERROR, "child_terminated", self.pid, self._spec.id, pid, reason)
+
+    def _kill_stragglers(self) -> None:
+        """Kill the entities that have not stopped within the shutdown time."""
+        self._kill_timer = None
+        shutdown = self._spec.shutdown
+        oldest = self.now() - shutdown
+        for pid, since in self._stopping.values():
+            if since > oldest:
+                self._kill_timer = self.send_after(since - oldest, self.pid, _KILL)
+                break
+            self.exit(pid, KILL)
 
     def _arm_sweep(self) -> None:
         # Armed only while entities are active, so an idle node has no timer left.
@@ -218,7 +271,7 @@ class Entities(GenServer):
         self._sweep_armed = False
         oldest = self.now() - self._idle_after
         idle = []
-        for key, (_, used) in self._active.items():
+        for key, used in self._used.items():
             if used > oldest:
                 break
             idle.append(key)

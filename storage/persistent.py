@@ -131,10 +131,7 @@ class PersistentServer(GenServer):
 
     def _stopping(self) -> None:
         self._flush()
-        self.store.end_turn(self, False)
-        # Exit signals are not held: commit now, so that a reply sent before the stop
-        # reaches its caller before the exit does.
-        self.store.commit_before_exit(self)
+        self.store.end_turn(self, False)  # its exit then waits behind its held output
 
     def _fail(self, exc: Exception) -> None:
         """Crash with `exc` on the next turn (a timer wakes it: timers are never held)."""
@@ -146,7 +143,11 @@ class PersistentServer(GenServer):
             data = packb(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnencodableValue(f"{what} of {self._ref!r:.200} cannot be stored: {exc}") from None
-        return self.store.check_size(self._ref, what, data)
+        limit = self.store.max_value_bytes
+        if len(data) > limit:
+            raise LimitExceeded(f"{what} of {self._ref!r:.100} is {len(data)} bytes encoded; "
+                                f"max_value_bytes is {limit}")
+        return data
 
     def _decode(self, what: str, data: bytes) -> Any:
         db = "journal" if what == "event" else "snapshots"

@@ -94,6 +94,7 @@ _PREFIX = {kind: MAGIC + bytes((FORMAT, kind)) for kind in KIND_NAMES}
 _DBS = (b"meta", b"snapshots", b"journal")
 _MARKER_PAYLOAD = packb({"format": "letitcrash-store"})
 MAX_KEY_BYTES = 1024
+_blake2b = hashlib.blake2b
 
 
 def encode_value(kind: int, rev: int, *payload: bytes) -> bytes:
@@ -145,9 +146,10 @@ def decode_payload(what: str, data: bytes, node: Node | None, *loc: Any) -> Any:
 
 
 class KeyRef:
-    """A user key, its msgpack encoding `kb` and its fixed-width id (blake2b-128 of kb)."""
+    """A user key, its fixed-width id `kid` (blake2b-128 of its msgpack encoding) and the
+    `prefix` its stored states start with."""
 
-    __slots__ = ("key", "kb", "kid", "prefix")
+    __slots__ = ("key", "kid", "prefix")
 
     def __init__(self, key: Any) -> None:
         try:
@@ -158,8 +160,7 @@ class KeyRef:
             raise LimitExceeded(f"key {key!r:.100} is {len(kb)} bytes encoded; "
                                 f"the limit is {MAX_KEY_BYTES}")
         self.key = key
-        self.kb = kb
-        self.kid = hashlib.blake2b(kb, digest_size=16).digest()
+        self.kid = _blake2b(kb, digest_size=16).digest()
         self.prefix = b"\x92" + kb  # a stored state is the msgpack pair [key, state]
 
     def __repr__(self) -> str:
@@ -240,9 +241,12 @@ class Store:
         self.crashed = False
         self.closed = False
         self.env = self._open(map_size, sync=mode == "sync" and not simulated)
-        # The deterministic driver commits inline; real time overlaps commits with work.
+        # Real time in sync mode overlaps the fsync of a commit with the next passes' work.
+        # Without fsync a commit takes microseconds: a thread hop (and a GIL hand-off, up
+        # to the 5 ms switch interval) would cost more than it saves. The deterministic
+        # driver always commits inline.
         self._writer = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmdb-writer")
-                        if node.seed is None else None)
+                        if node.seed is None and mode == "sync" and not simulated else None)
         self._loop: asyncio.AbstractEventLoop | None = None
         node.add_pass_hook(self._end_pass)
 
@@ -254,7 +258,7 @@ class Store:
                             metasync=sync, max_spare_txns=0)
         except lmdb.InvalidError as exc:
             raise ForeignStore(f"{self.path} is not a letitcrash store: {exc}") from None
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:  # py-lmdb raises FileNotFoundError for a missing parent
             raise StorageIOError(f"cannot open the store at {self.path}: {exc}") from None
         try:
             self._check_format(env)
@@ -312,8 +316,7 @@ class Store:
         kid = ref.kid
         inflight = self._inflight
         if kid not in self._batch.entries and (inflight is None or kid not in inflight.entries):
-            rev, snap_rev, snap, events = self._load_committed(ref, kind)  # the common case
-            return rev, snap_rev, snap, [payload for _, payload in events]
+            return self._load_committed(ref, kind)  # the common case
         pending = [b.entries[kid] for b in (inflight, self._batch) if b is not None and kid in b.entries]
         for entry in pending:
             if entry.kind != kind:
@@ -330,7 +333,7 @@ class Store:
         if start is not None:
             entry = pending[start]
             rev, snap_rev, snap = entry.snap_rev, entry.snap_rev, entry.snap
-            events: list[tuple[int, bytes]] = []
+            events: list[bytes] = []
             pending = pending[start:]
         else:
             rev, snap_rev, snap, events = self._load_committed(ref, kind)
@@ -340,21 +343,20 @@ class Store:
             if entry.base > rev:
                 raise CorruptedValue(where(self.path, "journal", ref), f"pending writes start after "
                                      f"revision {entry.base}, the store ends at {rev}")
-            events += [(seq, self._event_payload(ref, seq, value))
-                       for seq, value in entry.events if seq > rev]
+            events += [self._event_payload(ref, seq, value) for seq, value in entry.events if seq > rev]
             rev = entry.rev
         assert len(events) == rev - snap_rev, (ref, rev, snap_rev, len(events))
-        return rev, snap_rev, snap, [payload for _, payload in events]
+        return rev, snap_rev, snap, events
 
-    def _load_committed(self, ref: KeyRef, kind: int
-                        ) -> tuple[int, int, bytes | None, list[tuple[int, bytes]]]:
+    def _load_committed(self, ref: KeyRef, kind: int) -> tuple[int, int, bytes | None, list[bytes]]:
         txn = self._read_txn()
         snap_rev, snap = 0, None
         raw = txn.get(ref.kid, db=self.snapshots)
         if raw is not None:
-            snap_rev, snap = self._state_payload(ref, raw, kind)
+            snap_rev = self._checked_rev(ref, raw, kind)
+            snap = raw[HEADER.size + len(ref.prefix):]
         rev = snap_rev
-        events = []
+        events: list[bytes] = []
         if kind == SNAPSHOT:
             with txn.cursor(db=self.journal) as cur:
                 if cur.set_range(ref.kid + SEQ.pack(snap_rev + 1)):
@@ -365,15 +367,21 @@ class Store:
                         if seq != rev + 1:
                             raise CorruptedValue(where(self.path, "journal", ref, seq),
                                                  f"expected seq {rev + 1} next")
-                        events.append((seq, self._event_payload(ref, seq, value)))
+                        events.append(self._event_payload(ref, seq, value))
                         rev = seq
         return rev, snap_rev, snap, events
 
-    def _state_payload(self, ref: KeyRef, raw: bytes, kind: int) -> tuple[int, bytes]:
-        rev, payload = decode_value(raw, kind, self.path, "snapshots", ref)
+    def _checked_rev(self, ref: KeyRef, raw: bytes, kind: int) -> int:
+        """The revision of `raw`, the stored snapshot of `ref`, once its header, key and
+        checksum are checked; else the error that names what is wrong."""
+        # The checks of decode_value, without copying the payload: this runs per load and write.
+        if raw.startswith(_PREFIX[kind]) and raw.startswith(ref.prefix, HEADER.size) \
+                and zlib.crc32(raw[8:]) == _CRC.unpack_from(raw, 4)[0]:
+            return SEQ.unpack_from(raw, 8)[0]
+        _, payload = decode_value(raw, kind, self.path, "snapshots", ref)
         if not payload.startswith(ref.prefix):
             raise CorruptedValue(where(self.path, "snapshots", ref), "the value belongs to another key")
-        return rev, payload[len(ref.prefix):]
+        raise AssertionError(f"{ref!r}: a value failed the fast checks only")
 
     def _event_payload(self, ref: KeyRef, seq: int, value: bytes) -> bytes:
         found, payload = decode_value(value, EVENT, self.path, "journal", ref, seq)
@@ -442,12 +450,6 @@ class Store:
         if batch.writes >= self.max_batch_writes or batch.bytes >= self.max_batch_bytes:
             self._settle()
 
-    def check_size(self, ref: KeyRef, what: str, data: bytes) -> bytes:
-        if len(data) > self.max_value_bytes:
-            raise LimitExceeded(f"{what} of {ref!r:.100} is {len(data)} bytes encoded; "
-                                f"max_value_bytes is {self.max_value_bytes}")
-        return data
-
     def _waits(self, proc: Process) -> bool:
         return proc in self._batch.held or (self._inflight is not None and proc in self._inflight.held)
 
@@ -460,13 +462,7 @@ class Store:
             self._suspended[proc] = None
             self._batch.held[proc] = None
         elif not self._waits(proc):
-            self.node.release_output(proc)
-            self.node.hold_output(proc)
-
-    def commit_before_exit(self, proc: Process) -> None:
-        """Commit at once if a stopping process's outputs wait for a batch."""
-        if self.holds and self._waits(proc):
-            self._settle()
+            self.node.release_output(proc, keep_holding=True)
 
     def _end_pass(self) -> None:
         for proc in list(self._suspended):
@@ -588,9 +584,7 @@ class Store:
         node, later = self.node, self._batch.held
         for proc in batch.held:
             if proc._fault is None and proc not in later:  # else it waits for the open batch
-                node.release_output(proc)
-                if proc._alive:
-                    node.hold_output(proc)
+                node.release_output(proc, keep_holding=True)
 
     def _fail(self, proc: Process, exc: StorageError) -> None:
         """Crash a process whose writes (or reads) were not stored: it raises `exc` on its
@@ -629,17 +623,11 @@ class Store:
         old = txn.get(kid, db=self.snapshots)
         stored = 0
         if old is not None:
-            # The checks of _state_payload, without copying the payload: this runs per write.
-            if old[:4] == _PREFIX[entry.kind] and old.startswith(entry.ref.prefix, HEADER.size) \
-                    and zlib.crc32(old[8:]) == _CRC.unpack_from(old, 4)[0]:
-                stored = SEQ.unpack_from(old, 8)[0]
-            else:
-                try:
-                    self._state_payload(entry.ref, old, entry.kind)
-                except StorageError as exc:
-                    refused.append((entry, exc))
-                    return
-                raise AssertionError(f"{entry.ref!r}: a value failed the fast checks only")
+            try:
+                stored = self._checked_rev(entry.ref, old, entry.kind)
+            except StorageError as exc:
+                refused.append((entry, exc))
+                return
         if entry.kind == STATE:
             stale = stored != entry.base
         else:  # events after the stored snapshot stay in the journal until the next one

@@ -598,3 +598,9 @@ def test_power_loss_drops_exactly_the_unsynced_commits(path, mode, keep, expecte
     assert call(node, node.spawn(Counter, store, "k"), "get") == expected
     items = call(node, node.spawn(Ledger, store, "l"), "get")
     assert sum(items) == expected
+
+
+def test_a_store_whose_parent_folder_is_missing_is_a_clear_error(tmp_path):
+    node = Node(seed=1)
+    with pytest.raises(StorageIOError, match="cannot open the store at .*/missing/store"):
+        Store(str(tmp_path / "missing" / "store"), node)

@@ -26,6 +26,7 @@ def test_json_lines_cover_every_workload():
     assert {d["workload"] for d in lines if "goal" in d} == {"persist_tell", "recover", "activate"}
     tell = lines[0]
     assert tell["writes"] > 0 and tell["commits"] >= 1
+    assert all(d["gc_s"] >= 0 for d in lines[2:]), lines  # recover and activate time the gc
 
 
 def test_table_and_only():

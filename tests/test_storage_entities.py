@@ -78,13 +78,57 @@ def test_messages_sent_while_an_entity_stops_reach_its_next_incarnation(path):
     assert info(node, ents)["passivations"] >= 1
 
 
-def test_a_crashed_entity_comes_back_with_its_last_saved_state(path):
+def test_a_crashed_entity_comes_back_with_its_last_saved_state(path, caplog):
     node, store, ents = boot(path)
     assert call(node, ents, "k", ("add", 3)) == 3
     with pytest.raises(CallTimeout):  # a forwarded call: the caller watches the router only
         node.run_until_complete(entity_call(node, ents, "k", ("add_then_crash", 1), timeout=1.0))
     assert call(node, ents, "k", "get") == 3
     assert info(node, ents)["activations"] == 2
+    [crash] = [r for r in caplog.records if getattr(r, "report", None) == "child_terminated"]
+    assert crash.supervisor == ents and isinstance(crash.reason, RuntimeError)
+
+
+class Stubborn(Counter):
+    async def terminate(self, reason):
+        await self.sleep(3600)  # never stops by itself
+
+
+def test_stopping_the_router_stops_every_entity_first_with_its_state_saved(path):
+    node, store, ents = boot(path)
+    base = len(node)
+    for user in range(5):
+        entity_cast(node, ents, ("t", user), user + 1)
+    node.run_for(0.0)
+    assert len(node) == base + 5
+    seen = []
+
+    async def watcher(proc):
+        proc.monitor(ents)
+        down = await proc.receive()
+        seen.append((down.reason, len(node)))
+
+    node.spawn(watcher)
+    node.exit(ents, "shutdown")
+    node.run()
+    assert seen == [("shutdown", base)]  # the router went down last: only the watcher is left
+    store.close()
+    node, store, ents = boot(path, seed=2)
+    assert [call(node, ents, ("t", user), "get") for user in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_an_entity_that_does_not_stop_is_killed_after_the_shutdown_time(path, caplog):
+    node = Node(seed=1)
+    store = Store(path, node, mode="process")
+    ents = node.spawn(Entities, store, Stubborn, 10.0, 1)  # one active at a time
+    assert call(node, ents, "a", ("add", 1)) == 1
+    assert call(node, ents, "b", ("add", 2)) == 2  # "a" is told to stop, and does not
+    started = node.now()
+    waited = entity_call(node, ents, "a", "get", timeout=10.0)
+    assert node.run_until_complete(waited) == 1  # once "a" was killed; its state was kept
+    assert node.now() - started >= 5.0  # a worker's shutdown time, as in OTP
+    [report] = [r for r in caplog.records if getattr(r, "report", None) == "shutdown_error"]
+    assert report.supervisor == ents and report.reason == "killed"
 
 
 def test_entities_come_back_after_a_node_restart(path):
@@ -127,17 +171,19 @@ def test_bad_arguments_and_the_waiting_limit(path):
         node.spawn(Entities, store, dict)
     with pytest.raises(StartError, match="idle_timeout"):
         node.spawn(Entities, store, Counter, 0)
-    ents = node.spawn(Entities, store, Counter, 10.0, 100, 3)  # at most 3 wait per key
+    ents = node.spawn(Entities, store, Counter, 10.0, 1, 3)  # one active; 3 wait per key
+    assert call(node, ents, "k", ("add", 1)) == 1
+    entity_cast(node, ents, "other", 1)  # stops "k" to make room: "k"'s messages now wait
     futures = [entity_call(node, ents, "k", ("add", 1)) for _ in range(5)]
     node.run_until_complete(futures[0])
     node.run()
-    assert [f.result() for f in futures[:3]] == [1, 2, 3]
+    assert [f.result() for f in futures[:3]] == [2, 3, 4]
     for refused in futures[3:]:
         with pytest.raises(LimitExceeded, match="max_waiting"):
             refused.result()
-    assert call(node, ents, "k", "get") == 3
+    assert call(node, ents, "k", "get") == 4
     with pytest.raises(UnencodableValue, match="not hashable"):
         call(node, ents, ["a", "list"], "get")
     with pytest.raises(ActivationError, match="cannot be stored"):
         call(node, ents, ("k", object()), "get")
-    assert call(node, ents, "k", "get") == 3  # the router survived both
+    assert call(node, ents, "k", "get") == 4  # the router survived both
