@@ -16,47 +16,49 @@ the actors and the store's group commit, not the disk's flush latency).
   devices send no heartbeats (the timeout is an hour here), so only messages are measured.
 - chat_sessions: idle sessions one node holds: seconds to connect `idle` sessions (from
   outside the node, 2,000 at a time) and bytes per session (RSS growth of the process
-  over the connected sessions; bench/apps.py runs each workload in a fresh process, so everything a session costs: its process, its
-  supervisor entry, its link to its shard, its heartbeat-table entry, its ring entry).
+  over the connected sessions; bench/apps.py runs each workload in a fresh process), so
+  everything a session costs: its process, its supervisor entry, its link to its shard,
+  its heartbeat-table entry, its ring entry.
   The heartbeat timeout is an hour here: a million sessions take longer than 30 s to
   connect, and a heartbeat changes no memory.
+
+Garbage collection: sessions and the shards' state are long-lived objects, and every
+full collection of CPython's cyclic collector traverses them all (at 100k sessions one
+takes ~0.4 s; with the default thresholds, near 1M sessions one outlasts the 5 s call
+timeout and connecting 1M does not finish). As servers holding many long-lived objects
+do, the workloads run with rarer full collections (`apps_common.GC_THRESHOLDS`), and the
+connect loop freezes what it connected out of the collector's sight every FREEZE_EVERY
+sessions (`apps_common.freeze`). The lines say so ("gc_thresholds", "gc_freeze_every")
+and give the collector's share of the measured span ("gc_s", wall seconds).
 
 `WORKLOADS` maps each name to `(quick) -> [{"system", "workload", "value", "unit", ...}]`.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import json
-import logging
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps_common, after the apps package
+
+from apps_common import GC_THRESHOLDS, Clocks, cli, freeze, settle, workload  # noqa: E402
 
 SIZES = {"full": {"sessions": 100_000, "senders": 2_000, "messages": 200_000, "idle": 1_000_000},
          "quick": {"sessions": 10_000, "senders": 500, "messages": 20_000, "idle": 50_000}}
 GOALS = {"chat_msgs_per_s": (300_000.0, ">="), "chat_sessions": (2048.0, "<=")}
 SHARDS = 64
 HOUR = 3600.0
+FREEZE_EVERY = 20_000  # connected sessions between gc.freeze() calls (see the docstring)
 
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
-
-
-async def _settle(node: Any) -> None:
-    while node.runnable():
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
-    while node.runnable():
-        await asyncio.sleep(0)
 
 
 async def _service(node: Any, path: str, heartbeat_timeout: float = 30.0) -> Any:
@@ -70,12 +72,18 @@ async def _service(node: Any, path: str, heartbeat_timeout: float = 30.0) -> Any
 
 
 async def _connect_all(node: Any, service: Any, users: list[str], outlets: list, batch: int = 2_000) -> list:
+    """Connect every user, `batch` at a time, freezing the connected ones out of the
+    garbage collector every FREEZE_EVERY."""
+    assert FREEZE_EVERY % batch == 0, (FREEZE_EVERY, batch)
     sessions = []
     for i in range(0, len(users), batch):
         futures = [service.connect(node, u, "phone", outlets[j % len(outlets)])
                    for j, u in enumerate(users[i:i + batch], i)]
         sessions += [await f for f in futures]
-    await _settle(node)
+        if len(sessions) % FREEZE_EVERY == 0:
+            freeze()
+    await settle(node)
+    freeze()
     return sessions
 
 
@@ -121,17 +129,17 @@ async def _messages(size: dict) -> dict:
                 if finished[0] == senders:
                     done.set()
 
-            wall, cpu = time.perf_counter(), time.process_time()
-            for s in range(senders):
-                node.spawn(sender, s * (n // senders), s)
-            await asyncio.wait_for(done.wait(), 600)
-            while taken[0] < per_sender * senders and time.perf_counter() - wall < 600:
-                await asyncio.sleep(0.005)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            with Clocks() as clocks:
+                for s in range(senders):
+                    node.spawn(sender, s * (n // senders), s)
+                await asyncio.wait_for(done.wait(), 600)
+                while taken[0] < per_sender * senders and clocks.elapsed() < 600:
+                    await asyncio.sleep(0.005)
             await node.stop()
             store.close()
-    return {"value": taken[0] / wall, "unit": "msgs/s", "n": taken[0], "sessions": n,
-            "senders": senders, "shards": SHARDS, "commits": store.commits, "cpu_s": round(cpu, 3)}
+    return {"value": taken[0] / clocks.wall, "unit": "msgs/s", "n": taken[0], "sessions": n,
+            "senders": senders, "shards": SHARDS, "commits": store.commits, **clocks.details(),
+            "gc_freeze_every": FREEZE_EVERY}
 
 
 async def _idle_sessions(size: dict) -> dict:
@@ -149,49 +157,23 @@ async def _idle_sessions(size: dict) -> dict:
             sink = node.spawn(Sink)
             gc.collect()
             before = _rss_bytes()
-            wall = time.perf_counter()
-            sessions = await _connect_all(node, service, users, [sink])
-            wall = time.perf_counter() - wall
+            with Clocks() as clocks:
+                sessions = await _connect_all(node, service, users, [sink])
             gc.collect()
             per_session = (_rss_bytes() - before) / n
             live = sum(1 for s in sessions if node.is_alive(s))
             await node.stop(timeout=60.0)
             store.close()
-    return {"value": per_session, "unit": "B/session", "connect_s": round(wall, 2),
-            "connects_per_s": round(n / wall), "n": live, "shards": SHARDS}
-
-
-def _run(name: str, body: Callable[[dict], Any]) -> Callable[[bool], list[dict]]:
-    def workload(quick: bool) -> list[dict]:
-        for logger in ("actors", "supervision", "storage", "apps.chat"):
-            logging.getLogger(logger).setLevel(logging.CRITICAL)
-        out = asyncio.run(body(SIZES["quick" if quick else "full"]))
-        value = out.pop("value")
-        goal, sense = GOALS[name]
-        met = value >= goal if sense == ">=" else value <= goal
-        return [{"system": "letitcrash", "workload": name, "value": round(value, 1), "unit": out.pop("unit"),
-                 "goal": f"{sense} {goal:g}", "met": met, **out}]
-    return workload
+    return {"value": per_session, "unit": "B/session", "connect_s": round(clocks.wall, 2),
+            "connects_per_s": round(n / clocks.wall), "n": live, "shards": SHARDS, **clocks.details(),
+            "gc_freeze_every": FREEZE_EVERY}
 
 
 WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {
-    "chat_msgs_per_s": _run("chat_msgs_per_s", _messages),
-    "chat_sessions": _run("chat_sessions", _idle_sessions),
+    "chat_msgs_per_s": workload("chat_msgs_per_s", _messages, SIZES, GOALS["chat_msgs_per_s"], GC_THRESHOLDS),
+    "chat_sessions": workload("chat_sessions", _idle_sessions, SIZES, GOALS["chat_sessions"], GC_THRESHOLDS),
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", choices=sorted(WORKLOADS))
-    args = parser.parse_args(argv)
-    for name, workload in WORKLOADS.items():
-        if args.only is None or name == args.only:
-            for line in workload(args.quick):
-                print(json.dumps(line) if args.json else line, flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(__doc__, WORKLOADS))

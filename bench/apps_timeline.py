@@ -9,7 +9,10 @@ One node, the store in a temporary directory in mode "process" (LMDB without fsy
 follow graph: each user's follower count drawn from a power law (Pareto, alpha 1.2,
 numpy's seeded generator), capped at the user count; the followers picked at random;
 the fan-out threshold is a tenth of the users, so the head of the law is celebrities
-(fan-out on read) and the tail fans out on write. Every follow goes through the API.
+(fan-out on read) and the tail fans out on write. Every follow goes through the API;
+the graph, once built, is frozen out of the garbage collector's sight, and full
+collections are rarer (`apps_common.freeze`, `GC_THRESHOLDS`; why: bench/apps_chat.py);
+"gc_s" gives the collector's share.
 
 - timeline_posts_per_s: posts per wall second, from the first post until every fan-out
   job is done (each follower's timeline has stored the id), `posters` processes posting
@@ -22,10 +25,7 @@ the fan-out threshold is a tenth of the users, so the head of the law is celebri
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
 import random
 import sys
 import tempfile
@@ -36,22 +36,16 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps_common, after the apps package
+
+from apps_common import GC_THRESHOLDS, Clocks, cli, freeze, settle, workload  # noqa: E402
 
 # posts: a wide graph, one post per user on average; reads: a narrower one with many
 # posts per user, so that timelines run to several full pages.
-SIZES = {"full": {"posts": {"users": 20_000, "mean": 15, "posts": 20_000, "posters": 200},
-                  "reads": {"users": 5_000, "mean": 15, "posts": 100_000, "reads": 20_000}},
-         "quick": {"posts": {"users": 2_000, "mean": 10, "posts": 2_000, "posters": 100},
-                   "reads": {"users": 500, "mean": 10, "posts": 10_000, "reads": 3_000}}}
-GOALS = {"timeline_posts_per_s": (None, ">="), "timeline_read_p99": (500.0, "<=")}
-
-
-async def _settle(node: Any) -> None:
-    while node.runnable():
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
-    while node.runnable():
-        await asyncio.sleep(0)
+SIZES = {"posts": {"full": {"users": 20_000, "mean": 15, "posts": 20_000, "posters": 200},
+                   "quick": {"users": 2_000, "mean": 10, "posts": 2_000, "posters": 100}},
+         "reads": {"full": {"users": 5_000, "mean": 15, "posts": 100_000, "reads": 20_000},
+                   "quick": {"users": 500, "mean": 10, "posts": 10_000, "reads": 3_000}}}
 
 
 def _graph(users: int, mean: float, seed: int) -> list[tuple[int, int]]:
@@ -81,7 +75,8 @@ async def _world(node: Any, path: str, size: dict) -> tuple[Any, Any, list[tuple
     for i in range(0, len(edges), 5_000):
         for f in [service.follow(node, u, a) for u, a in edges[i:i + 5_000]]:
             await f
-    await _settle(node)
+    await settle(node)
+    freeze()  # the follow graph is long-lived: out of the collector's sight, as in bench/apps_chat.py
     return service, store, edges, threshold
 
 
@@ -111,19 +106,18 @@ async def _posts(size: dict) -> dict:
                 if not left[0]:
                     done.set()
 
-            wall, cpu = time.perf_counter(), time.process_time()
-            for p in range(posters):
-                node.spawn(poster, authors[p::posters])
-            await asyncio.wait_for(done.wait(), 900)
-            while _jobs_left(node) and time.perf_counter() - wall < 900:
-                await asyncio.sleep(0.005)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            with Clocks() as clocks:
+                for p in range(posters):
+                    node.spawn(poster, authors[p::posters])
+                await asyncio.wait_for(done.wait(), 900)
+                while _jobs_left(node) and clocks.elapsed() < 900:
+                    await asyncio.sleep(0.005)
             await node.stop()
             store.close()
-    return {"value": n / wall, "unit": "posts/s", "n": n, "inserts_per_s": round(inserts / wall),
+    return {"value": n / clocks.wall, "unit": "posts/s", "n": n, "inserts_per_s": round(inserts / clocks.wall),
             "users": size["users"], "follows": len(edges), "threshold": threshold,
             "celebrities": int((followers > threshold).sum()), "max_followers": int(followers.max()),
-            "cpu_s": round(cpu, 3)}
+            **clocks.details()}
 
 
 async def _reads(size: dict) -> dict:
@@ -171,38 +165,11 @@ async def _reads(size: dict) -> dict:
             "celebrities": len(celebrities), "threshold": threshold}
 
 
-def _run(name: str, body: Callable[[dict], Any], sizes: str) -> Callable[[bool], list[dict]]:
-    def workload(quick: bool) -> list[dict]:
-        for logger in ("actors", "supervision", "storage"):
-            logging.getLogger(logger).setLevel(logging.CRITICAL)
-        out = asyncio.run(body(SIZES["quick" if quick else "full"][sizes]))
-        value = out.pop("value")
-        goal, sense = GOALS[name]
-        line = {"system": "letitcrash", "workload": name, "value": round(value, 1), "unit": out.pop("unit")}
-        if goal is not None:
-            line.update(goal=f"{sense} {goal:g}", met=value >= goal if sense == ">=" else value <= goal)
-        return [{**line, **out}]
-    return workload
-
-
 WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {
-    "timeline_posts_per_s": _run("timeline_posts_per_s", _posts, "posts"),
-    "timeline_read_p99": _run("timeline_read_p99", _reads, "reads"),
+    "timeline_posts_per_s": workload("timeline_posts_per_s", _posts, SIZES["posts"], None, GC_THRESHOLDS),
+    "timeline_read_p99": workload("timeline_read_p99", _reads, SIZES["reads"], (500.0, "<="), GC_THRESHOLDS),
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", choices=sorted(WORKLOADS))
-    args = parser.parse_args(argv)
-    for name, workload in WORKLOADS.items():
-        if args.only is None or name == args.only:
-            for line in workload(args.quick):
-                print(json.dumps(line) if args.json else line, flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(__doc__, WORKLOADS))

@@ -460,3 +460,28 @@ def test_calls_to_a_dead_session_fail_fast(world):
     world.node.run_for(0.01)
     with pytest.raises((NoProc, CallTimeout)):
         world.run(world.svc.heartbeat(world.node, alice))
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("window", 0, "ChatConfig.window must be a positive int, got 0"),
+    ("max_payload", 1.5, "ChatConfig.max_payload must be a positive int, got 1.5"),
+    ("retention", float("inf"), "ChatConfig.retention must be a positive number of seconds, got inf"),
+    ("heartbeat_timeout", "30", "ChatConfig.heartbeat_timeout must be a positive number of seconds"),
+    ("shards", 1025, "ChatConfig.shards must be an int in 1..1024"),
+    ("heartbeat_check", 60.0, r"heartbeat_check \(60.0\) must not exceed heartbeat_timeout"),
+])
+def test_a_bad_config_is_refused_naming_the_field(field, value, error):
+    with pytest.raises(ValueError, match=error):
+        ChatConfig(**{field: value})
+
+
+def test_a_bad_restart_limit_is_refused_before_anything_starts(tmp_path):
+    node = Node(seed=1)
+    store = Store(str(tmp_path), node)
+    with pytest.raises(ValueError, match="max_restarts must be an int >= 0, got -1"):
+        ChatService(node, store, max_restarts=-1)
+    service = ChatService(node, store, max_restarts=0)
+    assert not service.running
+    service.start()
+    assert service.running
+    store.close()

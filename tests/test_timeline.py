@@ -228,8 +228,11 @@ def test_a_merged_read_fails_cleanly_when_a_celebrity_does_not_answer(tmp_path, 
 
 
 def _entity(world, kind, user):
-    router = world.node.get_process(world.node.whereis(f"timeline.{kind}"))
-    return router._active[(kind[:-1], user)][0]
+    """The pid of the running entity `(kind[:-1], user)` (found among the node's processes)."""
+    key = (kind[:-1], user)
+    (pid,) = [pid for pid in world.node.processes()
+              if getattr(world.node.get_process(pid), "key", None) == key]
+    return pid
 
 
 def test_a_timeline_keeps_800_newest_first_in_16_pages_of_50(tmp_path):
@@ -398,3 +401,15 @@ def test_idle_timelines_are_passivated_and_come_back_from_the_store(tmp_path):
     assert world.run(entities_info(world.node, timelines))["active"] == 0
     assert world.timeline(55) == [tweet]
     assert isinstance(world.run(world.svc.read_page(world.node, 55)), Page)
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("capacity", 0, "TimelineConfig.capacity must be a positive int, got 0"),
+    ("threshold", True, "TimelineConfig.threshold must be a positive int, got True"),
+    ("lease", -1, "TimelineConfig.lease must be a positive number of seconds, got -1"),
+    ("nodes", ("a", "a"), "TimelineConfig.nodes must be at most 1024 distinct names"),
+    ("page", 801, r"TimelineConfig.page \(801\) exceeds capacity \(800\)"),
+])
+def test_a_bad_config_is_refused_naming_the_field(field, value, error):
+    with pytest.raises(ValueError, match=error):
+        TimelineConfig(**{field: value})

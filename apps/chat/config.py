@@ -7,18 +7,9 @@ retention period (the notes give 24-48 hours of temporary storage).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-
-def _positive(name: str, value: object, integer: bool = False) -> None:
-    if integer:
-        ok = type(value) is int and value > 0
-    else:
-        ok = type(value) in (int, float) and value > 0 and math.isfinite(value)
-    if not ok:
-        kind = "a positive int" if integer else "a positive number of seconds"
-        raise ValueError(f"ChatConfig.{name} must be {kind}, got {value!r}")
+from apps.common import check_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +57,11 @@ class ChatConfig:
             raise ValueError(f"ChatConfig.nodes must be a tuple of node names, got {self.nodes!r}")
         if len(set(self.nodes)) != len(self.nodes):
             raise ValueError(f"ChatConfig.nodes has duplicates: {self.nodes!r}")
-        for name in ("heartbeat_timeout", "heartbeat_check", "retention", "resend_after",
-                     "room_rate", "call_timeout"):
-            _positive(name, getattr(self, name))
-        for name in ("max_payload", "max_id_len", "max_pending", "window", "max_contacts",
-                     "max_push_records", "push_body", "room_max_chars", "room_burst",
-                     "room_max_members", "snapshot_every"):
-            _positive(name, getattr(self, name), integer=True)
+        check_limits(self, ints=("max_payload", "max_id_len", "max_pending", "window", "max_contacts",
+                                 "max_push_records", "push_body", "room_max_chars", "room_burst",
+                                 "room_max_members", "snapshot_every"),
+                     seconds=("heartbeat_timeout", "heartbeat_check", "retention", "resend_after",
+                              "room_rate", "call_timeout"))
         if self.heartbeat_check > self.heartbeat_timeout:
             raise ValueError(f"ChatConfig.heartbeat_check ({self.heartbeat_check}) must not exceed "
                              f"heartbeat_timeout ({self.heartbeat_timeout})")

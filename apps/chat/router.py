@@ -73,16 +73,14 @@ class Router:
         self.node = node
         self.config = config
         self.ring = HashRing(config.shards)
+        # home(user): the shard index of `user`; the ring's own method, as it is on every path
+        self.home: Callable[[Any], int] = self.ring.owner
         self.nodes = config.nodes or (node.name,)
         self.room_ring = HashRing(len(self.nodes))
         self._resolve = resolve or self._local
 
     def _local(self, node_name: str, name: str) -> Pid | None:
         return self.node.whereis(name) if node_name == self.node.name else None
-
-    def home(self, user: Any) -> int:
-        """The shard index of `user`."""
-        return self.ring.owner(user)
 
     def node_of(self, shard: int) -> str:
         return self.nodes[shard % len(self.nodes)]

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import Future, Node, Pid, Process
+from actors import Node, Pid, Process
 from storage import Store
-from supervision import (Application, ChildSpec, DynamicFlags, DynamicSupervisor, Flags,
-                         Supervisor, start_child)
+from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor, start_child
 from supervision.client import request
+
+from apps.common import TreeService
 
 from .config import ChatConfig
 from .errors import Unavailable
@@ -44,27 +45,28 @@ SESSIONS_SUP = "chat.sessions"
 SESSION_SPEC = ChildSpec("session", Session, restart="temporary", shutdown="brutal_kill")
 
 
-class ChatService:
-    """The chat application on one node; see the module docstring."""
+class ChatService(TreeService):
+    """The chat application on one node; see the module docstring. `max_restarts`: what
+    the top supervisor allows in 5 s before the node's chat gives up."""
+
+    name = "chat"
 
     def __init__(self, node: Node, store: Store, config: ChatConfig | None = None, *,
-                 resolve: Resolve | None = None, max_sessions: int = 2_000_000) -> None:
-        self.node = node
-        self.store = store
+                 resolve: Resolve | None = None, max_sessions: int = 2_000_000,
+                 max_restarts: int = 10) -> None:
+        super().__init__(node, store, max_restarts)
         self.config = config or ChatConfig()
         self.router = Router(node, self.config, resolve)
         self.max_sessions = max_sessions
-        self.app: Application | None = None
         self.hub = Hub(self.router, {})
 
     # -- the tree --------------------------------------------------------------------------
 
-    def start(self) -> Pid:
-        """Start this node's tree; returns its top supervisor."""
+    def children(self) -> list[ChildSpec]:
         router = self.router
         shards = [ChildSpec(f"shard-{i}", Shard, args=(self.store, i, router),
                             options={"name": router.name_of(i)}) for i in router.hosted_here()]
-        children = [
+        return [
             ChildSpec("shards", Supervisor, args=(shards, Flags("one_for_one", 10, 5.0))),
             ChildSpec("sessions", DynamicSupervisor,
                       args=(DynamicFlags(max_children=self.max_sessions),),
@@ -74,13 +76,6 @@ class ChatService:
             ChildSpec("rooms", DynamicSupervisor, args=(DynamicFlags(max_children=1_000_000),),
                       options={"name": ROOMS_SUP}),
         ]
-        self.app = Application(Supervisor, children, Flags("one_for_one", 10, 5.0), name="chat")
-        return self.app.start(self.node)
-
-    def stop(self) -> Future:
-        """Stop the tree; the Future resolves when it is down."""
-        assert self.app is not None, "the chat service was never started"
-        return self.app.stop()
 
     # -- the client API ------------------------------------------------------------------------
 

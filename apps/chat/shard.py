@@ -166,9 +166,10 @@ class Shard(EventSourcedServer):
         box = self.state["inbox"].get(to)
         if box is not None and len(box[2]) >= self.config.max_pending:
             raise Overloaded(f"{to!r} has {len(box[2])} undelivered items (max_pending); retry later")
-        msg_id = self.gen.next(self.now())
+        now = self.now()
+        msg_id = self.gen.next(now)
         push = None if to in self.sessions else push_record(sender, preview, self.config)
-        self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, self.now(), push]))
+        self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, now, push]))
         return msg_id
 
     def _attach(self, user: str, session: Pid, device: str, again: bool) -> Any:

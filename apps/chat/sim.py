@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 from actors import CallExit, CallTimeout, Node, NoProc, Pid, ReceiveTimeout
-from sim.disk import Disk
 from sim.schema import Field
 from sim.system import System, check
-from storage import StorageError, Store
 from supervision import ChildError
+
+from apps.common import ServerNodes, ServerSystem, stored_state
 
 from . import store as book
 from .config import ChatConfig
@@ -64,7 +64,7 @@ class _Phone:
         self.receipts: dict[int, int] = {}  # msg_id -> newest status seen
 
 
-class ChatSystem(System):
+class ChatSystem(ServerSystem, System):
     """See the module docstring."""
 
     options = {
@@ -98,8 +98,6 @@ class ChatSystem(System):
             retention=opts["retention"], window=opts["window"], resend_after=opts["resend_after"],
             call_timeout=self.load["timeout"] / 2, snapshot_every=200)
         self.ring = HashRing(self.chat.shards)
-        self.disks = {name: Disk(self.sim, name) for name in self.servers}
-        self.services: dict[str, ChatService] = {}
         users = [f"u{i}" for i in range(self.load["users"])]
         self.users = users
         n = len(users)
@@ -115,35 +113,10 @@ class ChatSystem(System):
         self.violations: list[str] = []
         self.counts = {"sent": 0, "acked": 0, "taken": 0, "receipts": 0, "reads": 0, "retries": 0,
                        "connects": 0, "closed": 0, "presence": 0}
-        for name in self.servers:
-            self.sim.add_node(name, self._start_server, on_crash=self.disks[name].crash)
-            self.sim.heart(name, lambda name=name: self._alive(name))
+        self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: ChatService(
+            node, store, self.chat, resolve=resolve, max_restarts=opts["top_restarts"]))
+        self.nodes.add()
         self.sim.add_node("phones", self._start_phones, targets=False)
-
-    # -- servers -----------------------------------------------------------------------------
-
-    def _resolve(self, node_name: str, name: str) -> Pid | None:
-        # HOOK-NEEDED: no {Name, Node} addressing across nodes: look the name up on the
-        # node's current incarnation (only the messages themselves travel).
-        node = self.sim.node(node_name)
-        return node.whereis(name) if node is not None else None
-
-    def _start_server(self, node: Node) -> None:
-        store = self.disks[node.name].attach(Store(self.data_dir / node.name, node, simulated=True))
-        service = ChatService(node, store, self.chat, resolve=self._resolve)
-        service.start()
-        self.services[node.name] = service
-
-    def _alive(self, name: str) -> bool:
-        service = self.services.get(name)
-        return service is not None and service.app is not None and service.app.supervisor is not None
-
-    def storages(self) -> dict[str, Disk]:
-        return self.disks
-
-    def close(self) -> None:
-        for disk in self.disks.values():
-            disk.close()
 
     # -- phones ----------------------------------------------------------------------------------
 
@@ -153,9 +126,9 @@ class ChatSystem(System):
 
     def _gateway(self, index: int) -> ChatService | None:
         for k in range(len(self.servers)):  # its own gateway, else the next one up
-            name = self.servers[(index + k) % len(self.servers)]
-            if self.sim.node(name) is not None and name in self.services:
-                return self.services[name]
+            service = self.nodes.up(self.servers[(index + k) % len(self.servers)])
+            if service is not None:
+                return service
         return None
 
     async def _phone(self, proc: Any, user: str, index: int) -> None:
@@ -236,7 +209,7 @@ class ChatSystem(System):
     async def _ask(self, proc: Any, phone: _Phone, index: int, what: str, *args: Any) -> Any:
         """One request to the phone's session; None if it failed (the session is then
         presumed gone: the phone connects again)."""
-        service = self._gateway(index) or next(iter(self.services.values()))
+        service = self._gateway(index) or next(iter(self.nodes.services.values()))
         try:
             return await getattr(service, what)(proc, phone.session, *args)
         except RETRYABLE:
@@ -250,7 +223,7 @@ class ChatSystem(System):
 
     async def _send(self, proc: Any, phone: _Phone, index: int, rng: Any) -> None:
         to, cid, payload, preview = phone.current
-        service = self._gateway(index) or next(iter(self.services.values()))
+        service = self._gateway(index) or next(iter(self.nodes.services.values()))
         try:
             msg_id = await service.send(proc, phone.session, to, cid, payload, preview)
         except RETRYABLE:
@@ -332,24 +305,13 @@ class ChatSystem(System):
         """The stored state of every shard whose node is up (snapshot plus journal)."""
         out = {}
         for index in range(self.chat.shards):
-            disk = self.disks[self.servers[index % len(self.servers)]]
-            store = disk.store
-            if store is None or store.closed or store.crashed:
-                continue
-            try:
-                found = store.read(("chat.shard", index))
-            except StorageError:
-                continue  # the store is failing right now: the next check looks again
-            state = book.empty(index, self.chat.shards)
-            events: list = []
-            if found is not None:
-                state = found[1] if found[1] is not None else state
-                events = found[2]
             shard_book = book.ShardBook(self.chat.retention, self.chat.max_push_records,
                                         lambda user, index=index: self.ring.owner(user) == index)
-            for event in events:
-                shard_book.apply(state, event)
-            out[index] = state
+            state = stored_state(self.nodes.store(self.servers[index % len(self.servers)]),
+                                 ("chat.shard", index), lambda: book.empty(index, self.chat.shards),
+                                 shard_book.apply)
+            if state is not None:  # else its node is down or its store failing: a later check looks
+                out[index] = state
         return out
 
     @check("always")

@@ -57,10 +57,11 @@ class ShardBook:
         self.retention = retention
         self.max_pushes = max_pushes
         self.is_local = is_local
+        self._handlers = {kind: getattr(self, "_" + name) for kind, name in _HANDLERS.items()}
 
     def apply(self, state: dict[str, Any], event: list) -> Effects:
         out = Effects()
-        getattr(self, "_" + _HANDLERS[event[0]])(state, event, out)
+        self._handlers[event[0]](state, event, out)
         return out
 
     # -- events ----------------------------------------------------------------------------
@@ -84,12 +85,13 @@ class ShardBook:
         assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
         items = box[2]
         done = upto - items[0][0] + 1 if items and items[0][0] <= upto else 0
+        records, expiry = state["records"], state["expiry"]
         for item in items[:done]:
             if item[1] == "m":
-                record = state["records"][item[2]]
+                record = records[item[2]]
                 if record[4] is None:
                     record[4] = t
-                    state["expiry"].append([t, "m", item[2]])
+                    expiry.append([t, "m", item[2]])
                 if advance(record[3], DELIVERED):
                     record[3] = DELIVERED
                     self._receipt(state, record[0], item[2], DELIVERED, t, out)

@@ -5,7 +5,8 @@ pages, real-time pushes.
 Modules: `service` (TimelineService, the API and the tree), `timeline` (the home timeline
 entity), `author` (the author entity: followers, tweets, posting), `fanout` (the durable
 batched fan-out), `ids` (the id server), `live` (pushes), `home` (timeline state and merge
-as pure functions), `snowflake`, `context` (placement), `config`, `errors`, `sim`.
+as pure functions), `snowflake`, `context` (placement, the entity base), `config`,
+`errors`, `sim`.
 """
 from .config import TimelineConfig
 from .errors import BadRequest, TimelineError, Unavailable

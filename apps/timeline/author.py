@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 from actors import CallExit, CallTimeout, GenServer, NoProc
-from storage import EventSourcedServer, Store
+from storage import Store
 
-from .context import FANOUT, IDS, Context, check_user
+from .context import FANOUT, IDS, UserEntity, check_user
 from .errors import BadRequest, Unavailable
 
 RETRYABLE = (CallTimeout, CallExit, NoProc)
@@ -85,15 +85,13 @@ def pulled_after(state: dict[str, Any], after: int, until: int | None = None) ->
     return out
 
 
-class Author(EventSourcedServer):
-    """See the module docstring. `ctx` is set by `context.bind`."""
+class Author(UserEntity):
+    """See the module docstring."""
 
-    ctx: Context
     snapshot_every = 1_000
 
     def init(self, store: Store, key: Any) -> None:
         super().init(store, key)
-        self.user = key[1]
         tweets = self.state["tweets"]
         if tweets and not tweets[0][3]:
             self.continue_with("resubmit")  # stopped while handing over a job: finish that first
@@ -110,27 +108,22 @@ class Author(EventSourcedServer):
         assert arg == "resubmit", arg
         return self._hand_over(self.state["tweets"][0])
 
-    def handle_call(self, request: Any, caller: Any) -> Any:
-        try:
-            kind = request[0]
-            if kind == "post":
-                return self._check_post(request[1], request[2])
-            if kind == "follow":
-                return self._follow(check_user("follower", request[1]))
-            if kind == "unfollow":
-                return self._unfollow(check_user("follower", request[1]))
-            if kind == "pulled_range":
-                return pulled_after(self.state, request[1], request[2])
-            if kind == "tweets":
-                wanted = set(request[1])  # membership only
-                return {t[0]: t[1] for t in self.state["tweets"] if t[0] in wanted}
-            if kind == "state":
-                return self.state
-        except BadRequest as exc:
-            return exc
-        except (TypeError, ValueError, IndexError) as exc:
-            return BadRequest(f"author {self.user} cannot take {request!r:.80}: {exc}")
-        return BadRequest(f"author {self.user} does not understand {request!r:.80}")
+    def answer(self, request: Any, caller: Any) -> Any:
+        kind = request[0]
+        if kind == "post":
+            return self._check_post(request[1], request[2])
+        if kind == "follow":
+            return self._follow(check_user("follower", request[1]))
+        if kind == "unfollow":
+            return self._unfollow(check_user("follower", request[1]))
+        if kind == "pulled_range":
+            return pulled_after(self.state, request[1], request[2])
+        if kind == "tweets":
+            wanted = set(request[1])  # membership only
+            return {t[0]: t[1] for t in self.state["tweets"] if t[0] in wanted}
+        if kind == "state":
+            return self.state
+        return super().answer(request, caller)
 
     def _check_post(self, text: Any, cid: Any) -> Any:
         max_text = self.ctx.config.max_text

@@ -3,8 +3,9 @@ characters; home timelines of the newest 800 tweet ids; pages of 50; authors wit
 than 10,000 followers fan out on write, the others on read."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from apps.common import check_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +41,8 @@ class TimelineConfig:
             raise ValueError(f"TimelineConfig.nodes must be a tuple of node names, got {self.nodes!r}")
         if len(set(self.nodes)) != len(self.nodes) or len(self.nodes) > 1024:
             raise ValueError(f"TimelineConfig.nodes must be at most 1024 distinct names, got {self.nodes!r}")
-        for name in ("threshold", "capacity", "page", "max_text", "max_following", "fanout_batch",
-                     "max_active", "max_jobs", "max_done_jobs"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"TimelineConfig.{name} must be a positive int, got {value!r}")
-        for name in ("retry_after", "idle_timeout", "lease", "call_timeout"):
-            value = getattr(self, name)
-            if type(value) not in (int, float) or not 0 < value < math.inf:
-                raise ValueError(f"TimelineConfig.{name} must be positive seconds, got {value!r}")
+        check_limits(self, ints=("threshold", "capacity", "page", "max_text", "max_following",
+                                 "fanout_batch", "max_active", "max_jobs", "max_done_jobs"),
+                     seconds=("retry_after", "idle_timeout", "lease", "call_timeout"))
         if self.page > self.capacity:
             raise ValueError(f"TimelineConfig.page ({self.page}) exceeds capacity ({self.capacity})")

@@ -1,5 +1,6 @@
 """Where timeline processes live: users on nodes by consistent hashing, and the
-registered names of each node's timeline processes.
+registered names of each node's timeline processes; `UserEntity`, the base of the
+author and timeline entities.
 
 HOOK-NEEDED: the kernel has no {Name, Node} addressing across nodes, so a multi-node
 deployment passes `resolve(node name, registered name) -> pid | None` (the simulator
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from actors import Node, Pid
+from storage import EventSourcedServer, Store
 
 from apps.chat.router import HashRing
 
@@ -55,6 +57,29 @@ class Context:
     def lives(self) -> list[Pid]:
         """The real-time push process of every node that is up."""
         return [pid for pid in (self._resolve(n, LIVE) for n in self.nodes) if pid is not None]
+
+
+class UserEntity(EventSourcedServer):
+    """The base of a user's entities, keyed `(kind, user)`: `ctx` is set by `bind`;
+    `answer(request, caller)` serves calls, and a malformed request is answered with a
+    `BadRequest` naming it."""
+
+    ctx: Context
+
+    def init(self, store: Store, key: Any) -> None:
+        super().init(store, key)
+        self.user = key[1]
+
+    def handle_call(self, request: Any, caller: Any) -> Any:
+        try:
+            return self.answer(request, caller)
+        except BadRequest as exc:
+            return exc
+        except (TypeError, ValueError, IndexError) as exc:
+            return BadRequest(f"{self.key[0]} {self.user} cannot take {request!r:.80}: {exc}")
+
+    def answer(self, request: Any, caller: Any) -> Any:
+        raise BadRequest(f"{self.key[0]} {self.user} does not understand {request!r:.80}")
 
 
 def bind(cls: type, context: Context) -> type:

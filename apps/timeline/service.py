@@ -23,7 +23,9 @@ from typing import Any, Callable, NamedTuple
 
 from actors import Future, Node, Pid, Process
 from storage import Entities, Store, entity_call
-from supervision import Application, ChildSpec, Flags, Supervisor
+from supervision import ChildSpec
+
+from apps.common import TreeService
 
 from .author import Author
 from .config import TimelineConfig
@@ -42,22 +44,22 @@ class Page(NamedTuple):
     cursor: int | None
 
 
-class TimelineService:
-    """The timeline application on one node; see the module docstring."""
+class TimelineService(TreeService):
+    """The timeline application on one node; see the module docstring. `max_restarts`:
+    what the top supervisor allows in 5 s before the node's timelines give up."""
+
+    name = "timeline"
 
     def __init__(self, node: Node, store: Store, config: TimelineConfig | None = None, *,
-                 resolve: Callable[[str, str], Pid | None] | None = None) -> None:
-        self.node = node
-        self.store = store
+                 resolve: Callable[[str, str], Pid | None] | None = None, max_restarts: int = 10) -> None:
+        super().__init__(node, store, max_restarts)
         self.config = config or TimelineConfig()
         self.ctx = Context(node, self.config, resolve)
-        self.app: Application | None = None
 
-    def start(self) -> Pid:
-        """Start this node's tree; returns its top supervisor."""
+    def children(self) -> list[ChildSpec]:
         ctx, config, store = self.ctx, self.config, self.store
         entities = dict(idle_timeout=config.idle_timeout, max_active=config.max_active)
-        children = [
+        return [
             ChildSpec("ids", IdServer, args=(store, ctx.machine, config.lease), options={"name": IDS}),
             ChildSpec("fanout", Fanout, args=(store, ctx), options={"name": FANOUT}),
             ChildSpec("live", Live, options={"name": LIVE}),
@@ -66,12 +68,6 @@ class TimelineService:
             ChildSpec("timelines", Entities, args=(store, bind(Timeline, ctx), *entities.values()),
                       options={"name": TIMELINES}),
         ]
-        self.app = Application(Supervisor, children, Flags("one_for_one", 10, 5.0), name="timeline")
-        return self.app.start(self.node)
-
-    def stop(self) -> Future:
-        assert self.app is not None, "the timeline service was never started"
-        return self.app.stop()
 
     # -- the client API -------------------------------------------------------------------------
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from actors import CallExit, CallTimeout, Node, NoProc, Pid
-from sim.disk import Disk
+from actors import CallExit, CallTimeout, Node, NoProc
 from sim.schema import Field
 from sim.system import System, check
-from storage import ActivationError, LimitExceeded, StorageError, Store
+from storage import ActivationError, LimitExceeded
+
+from apps.common import ServerNodes, ServerSystem, stored_state
 
 from . import author as author_state
 from . import home
@@ -37,7 +38,7 @@ from .service import TimelineService
 RETRYABLE = (CallTimeout, CallExit, NoProc, ActivationError, LimitExceeded, TimelineError)
 
 
-class TimelineSystem(System):
+class TimelineSystem(ServerSystem, System):
     """See the module docstring."""
 
     options = {
@@ -70,8 +71,6 @@ class TimelineSystem(System):
             idle_timeout=opts["idle_timeout"], retry_after=opts["retry_after"],
             fanout_batch=opts["fanout_batch"], call_timeout=self.load["timeout"] / 2,
             page=min(opts["page"], opts["capacity"]))
-        self.disks = {name: Disk(self.sim, name) for name in self.servers}
-        self.services: dict[str, TimelineService] = {}
         users = self.load["users"]
         self.tweets: dict[int, list[int]] = {u: [] for u in range(users)}  # acknowledged, per author
         self.cids: dict[tuple[int, int], int] = {}
@@ -80,35 +79,10 @@ class TimelineSystem(System):
         self.busy: dict[int, str] = {}  # user -> the request under way
         self.violations: list[str] = []
         self.counts = {"posts": 0, "follows": 0, "unfollows": 0, "reads": 0, "pages": 0, "retries": 0}
-        for name in self.servers:
-            self.sim.add_node(name, self._start_server, on_crash=self.disks[name].crash)
-            self.sim.heart(name, lambda name=name: self._alive(name))
+        self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: TimelineService(
+            node, store, self.tl, resolve=resolve, max_restarts=opts["top_restarts"]))
+        self.nodes.add()
         self.sim.add_node("clients", self._start_clients, targets=False)
-
-    # -- servers ------------------------------------------------------------------------------
-
-    def _resolve(self, node_name: str, name: str) -> Pid | None:
-        # HOOK-NEEDED: no {Name, Node} addressing across nodes: look the name up on the
-        # node's current incarnation (only the messages themselves travel).
-        node = self.sim.node(node_name)
-        return node.whereis(name) if node is not None else None
-
-    def _start_server(self, node: Node) -> None:
-        store = self.disks[node.name].attach(Store(self.data_dir / node.name, node, simulated=True))
-        service = TimelineService(node, store, self.tl, resolve=self._resolve)
-        service.start()
-        self.services[node.name] = service
-
-    def _alive(self, name: str) -> bool:
-        service = self.services.get(name)
-        return service is not None and service.app is not None and service.app.supervisor is not None
-
-    def storages(self) -> dict[str, Disk]:
-        return self.disks
-
-    def close(self) -> None:
-        for disk in self.disks.values():
-            disk.close()
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -151,7 +125,7 @@ class TimelineSystem(System):
                 await self._read(proc, rng, user)
 
     def _service(self) -> TimelineService:
-        return next(iter(self.services.values()))  # any: requests go to the user's home node
+        return next(iter(self.nodes.services.values()))  # any: requests go to the user's home node
 
     async def _until_acked(self, proc: Any, rng: Any, user: int, what: str,
                            request: Callable[[TimelineService], Any]) -> Any:
@@ -227,25 +201,10 @@ class TimelineSystem(System):
 
     # -- checks ------------------------------------------------------------------------------------
 
-    def _store_of(self, user: int) -> Store | None:
-        service = self._service()
-        store = self.disks[service.ctx.home(user)].store
-        return None if store is None or store.closed or store.crashed else store
-
     def _stored(self, kind: str, user: int, empty: Callable[[], dict], apply: Callable) -> dict | None:
-        store = self._store_of(user)
-        if store is None:
-            return None
-        try:
-            found = store.read((kind, user))
-        except StorageError:
-            return None  # the store is failing right now: the next check looks again
-        state = empty()
-        if found is not None:
-            state = found[1] if found[1] is not None else state
-            for event in found[2]:
-                apply(state, event, self.tl.capacity)
-        return state
+        """The stored state of `(kind, user)`; None while its node is down or its store failing."""
+        store = self.nodes.store(self._service().ctx.home(user))
+        return stored_state(store, (kind, user), empty, lambda state, event: apply(state, event, self.tl.capacity))
 
     def _author(self, user: int) -> dict | None:
         return self._stored("author", user, author_state.empty, author_state.apply)

@@ -21,26 +21,24 @@ from __future__ import annotations
 from typing import Any
 
 from actors import CallExit, CallTimeout, NoProc, NoReply, Pid
-from storage import ActivationError, EventSourcedServer, Store, entity_call, entity_cast
+from storage import ActivationError, Store, entity_call, entity_cast
 
 from . import home
 from .author import PULLED
-from .context import LIVE, Context, check_user
+from .context import LIVE, UserEntity, check_user
 from .errors import BadRequest, Unavailable
 
 RETRYABLE = (CallTimeout, CallExit, NoProc, ActivationError)
 LATE = "$read_late"
 
 
-class Timeline(EventSourcedServer):
-    """See the module docstring. `ctx` is set by `context.bind`."""
+class Timeline(UserEntity):
+    """See the module docstring."""
 
-    ctx: Context
     snapshot_every = 200
 
     def init(self, store: Store, key: Any) -> None:
         super().init(store, key)
-        self.user = key[1]
         self.pulled_cache: dict[int, list[int]] = {}  # author -> its pulled ids, newest first
         self.reads: dict[Any, list] = {}  # ref -> [caller, cursor, answers awaited, timer]
 
@@ -69,29 +67,24 @@ class Timeline(EventSourcedServer):
 
     # -- requests -------------------------------------------------------------------------------
 
-    def handle_call(self, request: Any, caller: Any) -> Any:
-        try:
-            kind = request[0]
-            if kind == "page":
-                cursor = request[1]
-                if cursor is not None and (type(cursor) is not int or cursor < 0):
-                    raise BadRequest(f"a page cursor is a tweet id (an int >= 0) or None, got {cursor!r:.60}")
-                if not home.pulled_authors(self.state):
-                    return self._page([self.state["ids"]], cursor)
-                return self._merged_page(cursor, caller)
-            if kind == "follow":
-                return self._follow(self._followee(request[1]))
-            if kind == "unfollow":
-                return self._unfollow(self._followee(request[1]))
-            if kind == "subscribe":
-                return self._subscribe(request[1])
-            if kind == "state":
-                return self.state
-        except BadRequest as exc:
-            return exc
-        except (TypeError, ValueError, IndexError) as exc:
-            return BadRequest(f"timeline {self.user} cannot take {request!r:.80}: {exc}")
-        return BadRequest(f"timeline {self.user} does not understand {request!r:.80}")
+    def answer(self, request: Any, caller: Any) -> Any:
+        kind = request[0]
+        if kind == "page":
+            cursor = request[1]
+            if cursor is not None and (type(cursor) is not int or cursor < 0):
+                raise BadRequest(f"a page cursor is a tweet id (an int >= 0) or None, got {cursor!r:.60}")
+            if not home.pulled_authors(self.state):
+                return self._page([self.state["ids"]], cursor)
+            return self._merged_page(cursor, caller)
+        if kind == "follow":
+            return self._follow(self._followee(request[1]))
+        if kind == "unfollow":
+            return self._unfollow(self._followee(request[1]))
+        if kind == "subscribe":
+            return self._subscribe(request[1])
+        if kind == "state":
+            return self.state
+        return super().answer(request, caller)
 
     def _page(self, lists: list[list[int]], cursor: int | None) -> list:
         config = self.ctx.config

@@ -1,0 +1,158 @@
+"""What the case studies share: checking a config's limits, a service that is one
+supervision tree per node, reading an event-sourced key back from its store, and (for
+their simulated systems) server nodes that each run the service on a real LMDB store.
+
+    check_limits(config, ints=("shards",), seconds=("retention",))   # in __post_init__
+
+    class ChatService(TreeService):
+        name = "chat"
+        def children(self) -> list[ChildSpec]: ...
+
+    state = stored_state(store, ("chat.shard", 3), empty, apply)      # None: store down
+    servers = ServerNodes(system, ["chat1", "chat2"], lambda node, store, resolve: ChatService(...))
+    servers.add()                                                     # they boot
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from actors import Future, Node, Pid
+from storage import StorageError, Store
+from supervision import Application, ChildSpec, Flags, Supervisor
+
+if TYPE_CHECKING:
+    from sim.system import System
+
+RESTART_PERIOD = 5.0  # seconds over which a tree's max_restarts count (Elixir's default)
+
+
+def check_limits(config: Any, ints: tuple[str, ...] = (), seconds: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first field of `config` that is not a positive int
+    (the names in `ints`) or a positive, finite number of seconds (`seconds`)."""
+    owner = type(config).__name__
+    for name in ints:
+        value = getattr(config, name)
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+    for name in seconds:
+        value = getattr(config, name)
+        if type(value) not in (int, float) or not 0 < value < math.inf:
+            raise ValueError(f"{owner}.{name} must be a positive number of seconds, got {value!r}")
+
+
+class TreeService:
+    """A case study on one node: its supervision tree (`children()` under a one_for_one
+    top supervisor allowed `max_restarts` in 5 s), started and stopped as an `Application`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, node: Node, store: Store, max_restarts: int = 10) -> None:
+        if type(max_restarts) is not int or max_restarts < 0:
+            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+        self.node = node
+        self.store = store
+        self.max_restarts = max_restarts
+        self.app: Application | None = None
+
+    def children(self) -> list[ChildSpec]:
+        raise NotImplementedError
+
+    def start(self) -> Pid:
+        """Start this node's tree; returns its top supervisor."""
+        flags = Flags("one_for_one", self.max_restarts, RESTART_PERIOD)
+        self.app = Application(Supervisor, self.children(), flags, name=self.name)
+        return self.app.start(self.node)
+
+    def stop(self) -> Future:
+        """Stop the tree; the Future resolves when it is down."""
+        assert self.app is not None, f"the {self.name} service was never started"
+        return self.app.stop()
+
+    @property
+    def running(self) -> bool:
+        """Started, and its top supervisor has not given up."""
+        return self.app is not None and self.app.supervisor is not None
+
+
+def stored_state(store: Store | None, key: Any, empty: Callable[[], dict],
+                 apply: Callable[[dict, list], Any]) -> dict | None:
+    """The state of event-sourced `key` as `store` has it (its snapshot, or `empty()`,
+    with the journal after it applied), or None while the store is down or failing (a
+    check looks again later)."""
+    if store is None or store.closed or store.crashed:
+        return None
+    try:
+        found = store.read(key)
+    except StorageError:
+        return None
+    if found is None:
+        return empty()
+    state = found[1] if found[1] is not None else empty()
+    for event in found[2]:
+        apply(state, event)
+    return state
+
+
+class ServerNodes:
+    """The server nodes of a simulated case study. Each boots (and reboots) by building
+    its service with `make(node, store, resolve)` on a real LMDB store (sync mode) on its
+    own simulated disk, and starting it; `sim.heart` reboots a node whose tree gave up.
+    `add()` adds the nodes to the simulation (they boot at once)."""
+
+    def __init__(self, system: System, names: list[str],
+                 make: Callable[[Node, Store, Callable[[str, str], Pid | None]], TreeService]) -> None:
+        from sim.disk import Disk  # here, so that services never import the simulator
+
+        self.sim = system.sim
+        self.data_dir = system.data_dir
+        self.names = names
+        self.make = make
+        self.disks = {name: Disk(self.sim, name) for name in names}
+        self.services: dict[str, TreeService] = {}
+
+    def add(self) -> None:
+        for name in self.names:
+            self.sim.add_node(name, self._boot, on_crash=self.disks[name].crash)
+            self.sim.heart(name, lambda name=name: self.alive(name))
+
+    def _boot(self, node: Node) -> None:
+        store = self.disks[node.name].attach(Store(self.data_dir / node.name, node, simulated=True))
+        service = self.make(node, store, self.resolve)
+        service.start()
+        self.services[node.name] = service
+
+    def alive(self, name: str) -> bool:
+        service = self.services.get(name)
+        return service is not None and service.running
+
+    def up(self, name: str) -> TreeService | None:
+        """The service of node `name` if the node is up."""
+        return self.services.get(name) if self.sim.node(name) is not None else None
+
+    def resolve(self, node_name: str, name: str) -> Pid | None:
+        """`name` registered on node `node_name`, if it is up.
+        HOOK-NEEDED: no {Name, Node} addressing across nodes: look the name up on the
+        node's current incarnation (only the messages themselves travel)."""
+        node = self.sim.node(node_name)
+        return node.whereis(name) if node is not None else None
+
+    def store(self, name: str) -> Store | None:
+        return self.disks[name].store
+
+    def close(self) -> None:
+        for disk in self.disks.values():
+            disk.close()
+
+
+class ServerSystem:
+    """Mixed into a simulated `System` whose server nodes are `self.nodes`: the disks the
+    fault injector works on, and closing them at the end of a run."""
+
+    nodes: ServerNodes
+
+    def storages(self) -> dict[str, Any]:
+        return self.nodes.disks
+
+    def close(self) -> None:
+        self.nodes.close()
