@@ -17,17 +17,15 @@ above 1 shows more than one core busy.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from apps_common import Clocks, cli, workload  # noqa: E402 - bench/ is on the path (bench/apps.py, or run here)
 
 SIZES = {"full": {"jobs": 24, "scale": 0.15}, "quick": {"jobs": 8, "scale": 0.15}}
 CHUNK = 64 << 10
@@ -45,7 +43,6 @@ async def _jobs(size: dict) -> dict:
             store = Store(tmp, node, mode="process")
             videos = VideoService(node, store, VideoConfig(scale=size["scale"], segment_seconds=1.0))
             videos.start()
-            wall, cpu = time.perf_counter(), time.process_time()
 
             async def one(i: int, source: bytes) -> None:
                 chunks = [source[j:j + CHUNK] for j in range(0, len(source), CHUNK)]
@@ -55,40 +52,20 @@ async def _jobs(size: dict) -> dict:
                 while (await videos.status(node, f"v{i}"))["status"] not in ("ready", "failed"):
                     await asyncio.sleep(0.02)
 
-            await asyncio.gather(*(one(i, s) for i, s in enumerate(sources)))
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            with Clocks() as clocks:
+                await asyncio.gather(*(one(i, s) for i, s in enumerate(sources)))
             states = await videos.videos(node)
             await node.stop()
             store.close()
     ready = sum(1 for s in states.values() if s == "ready")
     assert ready == size["jobs"], states
-    return {"value": 60.0 * ready / wall, "n": ready, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-            "source_bytes": len(sources[0])}
+    return {"value": 60.0 * ready / clocks.wall, "unit": "jobs/min", "n": ready, "wall_s": round(clocks.wall, 3),
+            **clocks.details(), "source_bytes": len(sources[0])}
 
 
-def video_jobs_per_min(quick: bool) -> list[dict]:
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
-    logging.getLogger("supervision").setLevel(logging.CRITICAL)
-    out = asyncio.run(_jobs(SIZES["quick" if quick else "full"]))
-    return [{"system": "letitcrash", "workload": "video_jobs_per_min", "unit": "jobs/min", **out,
-             "value": round(out["value"], 1)}]
-
-
-WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {"video_jobs_per_min": video_jobs_per_min}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    for name, workload in WORKLOADS.items():
-        for line in workload(args.quick):
-            print(json.dumps(line) if args.json else
-                  f"{name:24} {line['value']:>10,.1f} {line['unit']}  (n={line['n']}, wall {line['wall_s']} s, "
-                  f"cpu {line['cpu_s']} s)")
-    return 0
+WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {
+    "video_jobs_per_min": workload("video_jobs_per_min", _jobs, SIZES)}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(__doc__, WORKLOADS))

@@ -1,11 +1,12 @@
 """Ride matching: geography, pricing, ranking, and the processes on the deterministic driver."""
 import logging
 
+import geohash2
 import numpy as np
 import pytest
 
 from actors import Node
-from apps.rides import MatchConfig, OfferError, RideError, RideService, rank
+from apps.rides import MatchConfig, OfferError, RideError, RideService, candidates, rank
 from apps.rides import geo, pricing
 from storage import Store
 
@@ -35,6 +36,26 @@ def test_cells_within_start_with_the_cell_and_its_neighbours_and_grow_with_the_r
         lon = SF[1] + km * np.sin(bearing) / (geo.KM_PER_DEG_LAT * np.cos(np.radians(SF[0])))
         if geo.distance_km(*SF, lat, lon) <= 2.5:
             assert geo.cell_of(lat, lon) in wider
+
+
+def test_cell_of_is_geohash2_including_points_on_cell_edges():
+    rng = np.random.default_rng(7)
+    points = list(zip(rng.uniform(-90, 90, 2000), rng.uniform(-180, 180, 2000)))
+    for i in range(0, 2 ** 15, 997):  # on an edge, and one float either side of it
+        edge_lat, edge_lon = -90.0 + i * geo.CELL_LAT, -180.0 + i * geo.CELL_LON
+        points += [(float(np.nextafter(edge_lat, d)), float(np.nextafter(edge_lon, d))) for d in (-1e3, 1e3)]
+        points.append((edge_lat, edge_lon))
+    points += [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0)]
+    for lat, lon in points:
+        lat, lon = float(min(90.0, max(-90.0, lat))), float(min(180.0, max(-180.0, lon)))
+        assert geo.cell_of(lat, lon) == geohash2.encode(lat, lon, geo.PRECISION), (lat, lon)
+
+
+def test_cells_within_leave_out_cells_beyond_the_radius():
+    lat, lon = geo.geohash2.decode(geo.cell_of(*SF))  # the middle of the cell
+    cells = geo.cells_within(float(lat), float(lon), 1.0)
+    assert 9 < len(cells) < 25  # more than the neighbours, fewer than the 5 x 5 grid around them
+    assert len(geo.cells_within(float(lat), float(lon), 5.0)) < 200
 
 
 def test_haversine_is_vectorised_and_matches_known_distances():
@@ -86,12 +107,16 @@ def test_fare_formula_and_clock_hours():
 # -- ranking ----------------------------------------------------------------------------------
 
 def test_rank_follows_the_score():
-    rows = [("far", 4.0, 4.9, 0.9, False),       # 100 - 8 + 49 + 4.5 = 145.5
-            ("near", 0.5, 4.5, 0.8, False),      # 100 - 1 + 45 + 4 = 148
-            ("toward", 2.0, 4.5, 0.8, True),     # 100 - 4 + 45 + 4 + 15 = 160
-            ("rated", 0.5, 5.0, 0.1, False)]     # 100 - 1 + 50 + 0.5 = 149.5
+    ids = ["far", "near", "toward", "rated"]
+    rows = candidates(ids, np.array([4.0, 0.5, 2.0, 0.5]),    # 100 - 8 + 49 + 4.5 = 145.5
+                      np.array([4.9, 4.5, 4.5, 5.0]),         # 100 - 1 + 45 + 4 = 148
+                      np.array([0.9, 0.8, 0.8, 0.1]),         # 100 - 4 + 45 + 4 + 15 = 160
+                      np.array([False, False, True, False]))  # 100 - 1 + 50 + 0.5 = 149.5
+    assert [-row[0] for row in rows] == pytest.approx([145.5, 148.0, 160.0, 149.5])
     assert rank(rows) == ["toward", "rated", "near", "far"]
-    assert rank([("b", 1.0, 4.0, 0.5, False), ("a", 1.0, 4.0, 0.5, False)]) == ["a", "b"]
+    same = np.array([1.0, 1.0])
+    assert rank(candidates(["b", "a"], same, same, same, np.array([False, False]))) == ["a", "b"]
+    assert rank(candidates([10, 9], same, same, same, np.array([False, False]))) == [10, 9]  # "10" < "9"
     assert rank([]) == []
 
 
@@ -136,6 +161,13 @@ def request(node, rides, ride="r1", pickup=SF, dropoff=(37.80, -122.41)):
     return call(node, rides.request_ride(node, ride, "alice", pickup, dropoff))
 
 
+def placed_and_requested(node, rides, drivers):
+    """The drivers placed, ride "r1" requested at SF, and a second for its first offers."""
+    place(node, rides, drivers)
+    request(node, rides)
+    node.run_for(1.0)
+
+
 def offered(node, rides, drivers):
     return [d for d in drivers if call(node, rides.offers(node, d))]
 
@@ -169,9 +201,7 @@ def test_a_whole_trip_and_its_fare(city):
 def test_first_acceptance_wins_and_the_other_offers_are_withdrawn(city):
     node, rides, _ = city
     drivers = ["d1", "d2", "d3"]
-    place(node, rides, drivers)
-    request(node, rides)
-    node.run_for(1.0)
+    placed_and_requested(node, rides, drivers)
     assert offered(node, rides, drivers) == drivers  # the best 3
     assert call(node, rides.accept(node, "d2", "r1")) == "accepted"
     with pytest.raises(OfferError):
@@ -262,9 +292,7 @@ def test_bad_input_is_named_and_loses_nothing(city):
 def test_a_ride_killed_mid_match_resumes_without_double_assigning(city):
     node, rides, _ = city
     drivers = ["d1", "d2", "d3"]
-    place(node, rides, drivers)
-    request(node, rides)
-    node.run_for(1.0)
+    placed_and_requested(node, rides, drivers)
     first = rides.city.registry.lookup(("ride", "r1"))
     node.exit(first, "kill")
     node.run_for(0.1)
@@ -284,11 +312,9 @@ def test_a_ride_killed_mid_match_resumes_without_double_assigning(city):
 
 def test_a_killed_driver_keeps_its_trip(city):
     node, rides, _ = city
-    place(node, rides, ["d1"])
-    request(node, rides)
-    node.run_for(1.0)
+    placed_and_requested(node, rides, ["d1"])
     assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
-    node.exit(node.get_process(node.whereis("rides.drivers"))._active[("driver", "d1")][0], "kill")
+    node.exit(rides.city.registry.lookup(("driver", "d1")), "kill")
     node.run_for(0.1)
     st = call(node, rides.driver(node, "d1"))
     assert st["trip"] == "r1" and st["status"] == "busy"

@@ -174,3 +174,46 @@ def test_playback_adapts_caches_and_feeds_the_recommender(service):
     assert call(node, videos.recommend(node, "newcomer", 1)) == ["v0"]  # the popular title
     node.run_for(6.0)  # a prefetch round loads the popular title into the other region
     assert call(node, videos.cache_stats(node, "us"))["prefetched"] > 0
+
+
+def test_transcoder_threads_killed_mid_job_on_the_real_time_driver(tmp_path):
+    """Real pykka threads: every worker busy on a rendition is killed (its thread is
+    stopped, its result dropped); the job redoes those renditions and ends ready."""
+    import asyncio
+
+    async def body():
+        async with Node() as node:
+            store = Store(tmp_path / "rt", node, mode="process")
+            videos = VideoService(node, store, VideoConfig(scale=0.1, segment_seconds=1.0))
+            videos.start()
+            upload_parts = chunks_of(synthetic_source(9, 1920, 1080, 3.0, 0.1))
+            await videos.start_upload(node, "v1", "ann", "title", ["drama"], len(upload_parts))
+            for i, part in enumerate(upload_parts):
+                await videos.upload_chunk(node, "v1", i, part)
+            killed = []
+            for _ in range(5000):  # bounded: the job starts its workers within a few passes
+                pid = videos.ctx.registry.lookup(("job", "v1"))
+                job = node.get_process(pid) if pid is not None else None
+                if job is not None and job.running:
+                    killed = list(job.running.values())
+                    break
+                await asyncio.sleep(0.001)
+            assert killed, "the job never ran a worker"
+            for worker in killed:
+                assert node.get_process(worker) is not None
+                node.exit(worker, "kill")
+            for _ in range(3000):  # bounded wait, no timing assertion
+                st = await videos.status(node, "v1")
+                if st["status"] in ("ready", "failed"):
+                    break
+                await asyncio.sleep(0.01)
+            assert all(node.get_process(worker) is None for worker in killed)
+            await node.stop()
+            stored = store.read(("video", "v1"))[1]
+            store.close()
+        return st, stored
+
+    st, stored = asyncio.run(body())
+    want = [r.name for r in ladder_for(1080)]
+    assert st["status"] == "ready" and sorted(st["done"]) == sorted(want)
+    assert stored["attempts"] == {}  # a killed worker is not its task's fault

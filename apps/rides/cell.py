@@ -13,9 +13,11 @@ key `("cell", geohash)`); each registers itself in the city's registry so ride r
 can ask only the cells that exist.
 
 Casts: `("at", driver, lat, lon, heading, available, rating, acceptance)`,
-`("leave", driver)`, `("demand", ride, deadline)`, `("undemand", ride)`,
+`("leave", driver)`, `("demand", ride, deadline[, reply_to, tag])` (with a reply_to, also
+answered `("quote", tag, surge, ratio)`), `("undemand", ride)`,
 `("nearby", lat, lon, radius_km, reply_to, tag)` (answered with a plain message
-`("nearby", tag, rows)`), `("quote", reply_to, tag)` (answered `("quote", tag, surge, ratio)`). Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
+`("nearby", tag, rows)`, the available members within the radius already scored:
+`matcher.candidates` rows). Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 from storage import PersistentServer
 
 from . import geo, pricing
+from .matcher import candidates
 
 OFFLINE_AFTER = 30.0  # seconds without an update after which a driver is offline
 MAX_MEMBERS = 100_000
@@ -98,13 +101,13 @@ class Cell(PersistentServer):
         elif tag == "nearby":
             _, lat, lon, radius, reply_to, ref = msg
             self.send(reply_to, ("nearby", ref, self._nearby(lat, lon, radius)))
-        elif tag == "quote":
-            self.send(msg[1], ("quote", msg[2], self.state["surge"], self.state["ratio"]))
         elif tag == "demand":
             demand = self.state["demand"]
             if msg[1] not in demand and len(demand) >= MAX_DEMAND:
                 raise OverflowError(f"cell {self.gh} has {MAX_DEMAND} open requests")
             demand[msg[1]] = msg[2]
+            if len(msg) == 5:  # and a quote: the surge the ride's fare is locked at
+                self.send(msg[3], ("quote", msg[4], self.state["surge"], self.state["ratio"]))
         elif tag == "undemand":
             self.state["demand"].pop(msg[1], None)
         else:
@@ -128,16 +131,18 @@ class Cell(PersistentServer):
     # -- work ---------------------------------------------------------------------------
 
     def _nearby(self, lat: float, lon: float, radius_km: float) -> list[tuple]:
-        """Available members within the radius: (driver, km, rating, acceptance, toward)."""
+        """Available members within the radius, scored (`matcher.candidates` rows)."""
         n = len(self.ids)
         if n == 0:
             return []
         c = self.cols
         km = geo.haversine_km(lat, lon, c["lat"][:n], c["lon"][:n])
-        toward = geo.heading_toward(c["heading"][:n], c["lat"][:n], c["lon"][:n], lat, lon)
         hits = np.flatnonzero(self.available[:n] & (km <= radius_km))
-        return [(self.ids[i], float(km[i]), float(c["rating"][i]), float(c["acceptance"][i]),
-                 bool(toward[i])) for i in hits]
+        if len(hits) == 0:
+            return []
+        toward = geo.heading_toward(c["heading"][hits], c["lat"][hits], c["lon"][hits], lat, lon)
+        return candidates([self.ids[i] for i in hits.tolist()], km[hits], c["rating"][hits],
+                          c["acceptance"][hits], toward)
 
     def _recompute(self) -> None:
         now = self.now()

@@ -5,7 +5,11 @@ the trip it drives, a claim in flight and the cell it was last reported in. Soft
 position and heading (the phone sends one every ~4 s), the live offers and the phone's
 pid. A driver not heard from for `OFFLINE_AFTER` (30) seconds goes offline and leaves
 its cell; an offline driver without a trip stops (its state is stored) and the next
-message starts it again (`storage.Entities`, key `("driver", id)`).
+message starts it again (`storage.Entities`, key `("driver", id)`; a running driver is
+registered as `("driver", id)` in the city's registry, for introspection). The cell hears
+from the driver at every update (position and availability), and between updates only
+when its availability changed: a claim in flight is not reported (the driver refuses
+offers meanwhile), a won claim is (busy).
 
 Accepting an offer is a claim on the ride, and at most one claim is ever in flight: the
 driver stores `claim = ride` before the claim leaves (the store holds its outputs until
@@ -60,10 +64,13 @@ class Driver(PersistentServer):
         self.offers: dict[Any, tuple] = {}  # ride -> (ride pid, info, expires)
         self.stale_armed = False
         self.claimant = None  # the phone waiting for a claim's answer
+        self.resolve_timer = None
+        self.told_available: bool | None = None  # what the cell last heard (soft, like the cell)
+        self.city.registry.register(("driver", self.id), self.pid)  # for introspection and checks
         if self.state["status"] != "offline":
             self._arm_stale()
         if self.state["claim"] is not None:
-            self.send_after(0, self.pid, _RESOLVE)  # a claim whose answer this incarnation never got
+            self._arm_resolve(0)  # a claim whose answer this incarnation never got
         if self.state["trip"] is not None:
             self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
 
@@ -128,9 +135,12 @@ class Driver(PersistentServer):
         s = self.state
         if s["cell"] is None or self.lat is None:
             return  # not located since it started: its next update reports it
-        self._to_cell(s["cell"], ("at", self.id, self.lat, self.lon, self.heading,
-                                  s["status"] == "online" and s["claim"] is None,
+        self.told_available = self._available()
+        self._to_cell(s["cell"], ("at", self.id, self.lat, self.lon, self.heading, self.told_available,
                                   s["rating"], self.acceptance))
+
+    def _available(self) -> bool:
+        return self.state["status"] == "online" and self.state["claim"] is None
 
     def _to_cell(self, cell: str, msg: tuple) -> None:
         entity_cast(self, self.city.cells, ("cell", cell), msg)
@@ -200,10 +210,11 @@ class Driver(PersistentServer):
         s["claim"] = ride  # stored before the claim below leaves
         s["accepted"] += 1
         self.claimant = caller
-        self._report()
+        # The cell is not told: a claim is settled in a few messages, offers meanwhile are
+        # refused here (`_offer`), and the cell hears when the driver becomes busy.
         # The ride may have restarted since its offer: ask its current incarnation.
         self.cast(self.city.registry.lookup(("ride", ride)) or offer[0], ("claim", self.id, self.pid))
-        self.send_after(RESOLVE_EVERY, self.pid, _RESOLVE)
+        self._arm_resolve(RESOLVE_EVERY)
         return NoReply  # answered when the ride answers the claim
 
     def _claimed(self, ride: Any, ride_pid: Any, won: bool) -> None:
@@ -212,6 +223,9 @@ class Driver(PersistentServer):
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
         s["claim"] = None
+        if self.resolve_timer is not None:
+            self.cancel_timer(self.resolve_timer)
+            self.resolve_timer = None
         if won is True:
             s["trip"] = ride
             s["status"] = "busy"
@@ -221,7 +235,8 @@ class Driver(PersistentServer):
             answer: Any = "accepted"
         else:
             answer = OfferError(f"ride {ride!r} went to another driver or was cancelled")
-        self._report()
+        if self.told_available is not self._available():
+            self._report()
         if self.claimant is not None:
             self.reply(self.claimant, answer)
             self.claimant = None
@@ -240,6 +255,7 @@ class Driver(PersistentServer):
                 self._offline()
             return None
         if msg == _RESOLVE:
+            self.resolve_timer = None
             return self._resolve()
         if msg == _TRIP_CHECK:
             return self._check_trip()
@@ -264,7 +280,12 @@ class Driver(PersistentServer):
             if stored is not None and stored[1]["status"] in ("completed", "cancelled"):
                 self._claimed(ride, None, False)
                 return
-        self.send_after(RESOLVE_EVERY, self.pid, _RESOLVE)
+        self._arm_resolve(RESOLVE_EVERY)
+
+    def _arm_resolve(self, after: float) -> None:
+        if self.resolve_timer is not None:
+            self.cancel_timer(self.resolve_timer)
+        self.resolve_timer = self.send_after(after, self.pid, _RESOLVE)
 
     def _check_trip(self) -> None:
         """A trip whose ride ended while its `trip_over` was lost must not keep the driver busy."""

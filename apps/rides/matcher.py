@@ -20,6 +20,7 @@ won, and no other driver can win once one has. Nothing is decided twice.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,19 +64,22 @@ class MatchConfig:
             raise ValueError(f"start_hour must be in [0, 24), got {self.start_hour!r}")
 
 
-def rank(rows: list[tuple]) -> list[Any]:
-    """Driver ids best first. A row is (driver, km to pickup, rating, acceptance rate,
-    heading toward pickup). Score (seeds): 100 - 2 * km + 10 * rating + 5 * acceptance
-    + 15 if heading toward the pickup; ties go to the smaller id (deterministic)."""
-    if not rows:
-        return []
-    km = np.array([r[1] for r in rows])
-    rating = np.array([r[2] for r in rows])
-    acceptance = np.array([r[3] for r in rows])
-    toward = np.array([r[4] for r in rows], dtype=bool)
+def candidates(ids: list[Any], km: np.ndarray, rating: np.ndarray, acceptance: np.ndarray,
+               toward: np.ndarray) -> list[tuple]:
+    """One row per driver, `(-score, str(id), id)`, the key `rank` sorts by. Score (seeds):
+    100 - 2 * km to pickup + 10 * rating + 5 * acceptance rate + 15 if heading toward the
+    pickup; vectorised, as cells score their members where they hold them."""
     score = 100.0 - 2.0 * km + 10.0 * rating + 5.0 * acceptance + 15.0 * toward
-    order = sorted(range(len(rows)), key=lambda i: (-score[i], str(rows[i][0])))
-    return [rows[i][0] for i in order]
+    return [(-s, str(driver), driver) for s, driver in zip(score.tolist(), ids)]
+
+
+def rank(rows: list[tuple]) -> list[Any]:
+    """Driver ids best first from `candidates` rows; ties go to the smaller id as a string
+    (deterministic)."""
+    return [row[2] for row in sorted(rows, key=_KEY)]
+
+
+_KEY = operator.itemgetter(0, 1)
 
 
 class RideError(ValueError):
@@ -93,7 +97,7 @@ class Ride(PersistentServer):
         self.city = city
         self.gather: dict[str, Any] | None = None
         self.deadline_timer = self.batch_timer = None
-        self.quote_ref = None
+        self.quote_ref = self.quote_timer = self.confirm_timer = None
         city.registry.register(("ride", self.id), self.pid)
         self.continue_with("resume")
 
@@ -118,25 +122,30 @@ class Ride(PersistentServer):
         elif s["surge"] is None:
             self._ask_quote()
         else:
-            self._proceed()
+            self._proceed(False)
 
-    def _proceed(self) -> None:
+    def _proceed(self, counted: bool) -> None:
+        """Run (or resume) the match; `counted`: the pickup cell has recorded the demand."""
         s = self.state
         if s["status"] == "requested":
-            entity_cast(self, self.city.cells, ("cell", s["cell"]), ("demand", self.id, s["deadline"]))
+            if not counted:
+                entity_cast(self, self.city.cells, ("cell", s["cell"]), ("demand", self.id, s["deadline"]))
             self.deadline_timer = self._at(s["deadline"], _DEADLINE)
             if s["outstanding"] and s["batch_until"] is not None:
                 self.batch_timer = self._at(s["batch_until"], _BATCH)
             else:
                 self._search()
         elif s["status"] == "matched":
-            self.send_after(0, self.pid, _CONFIRM)
+            self.confirm_timer = self.send_after(0, self.pid, _CONFIRM)
 
     def _ask_quote(self) -> None:
-        """Ask the pickup cell for its surge (a message, so the ride never waits suspended)."""
+        """Tell the pickup cell of the demand and ask for its surge (a message, so the ride
+        never waits suspended)."""
+        s = self.state
         self.quote_ref = self.node.make_ref()
-        entity_cast(self, self.city.cells, ("cell", self.state["cell"]), ("quote", self.pid, self.quote_ref))
-        self.send_after(QUOTE_TIMEOUT, self.pid, ("quote", self.quote_ref, None, None))
+        entity_cast(self, self.city.cells, ("cell", s["cell"]), ("demand", self.id, s["deadline"], self.pid,
+                                                                 self.quote_ref))
+        self.quote_timer = self.send_after(QUOTE_TIMEOUT, self.pid, ("quote", self.quote_ref, None, None))
 
     def _quoted(self, ref: Any, surge: float | None, ratio: float | None) -> None:
         """Lock the surge of the pickup cell and the time-of-day multiplier; quote a fare.
@@ -145,11 +154,12 @@ class Ride(PersistentServer):
         if ref != self.quote_ref or s["surge"] is not None:
             return
         self.quote_ref = None
+        self.cancel_timer(self.quote_timer)
         s["surge"], s["ratio"] = (surge, ratio) if surge is not None else (1.0, None)
         s["time_mult"] = pricing.time_multiplier(pricing.hour_at(s["requested_at"], self.config.start_hour))
         km = geo.distance_km(*s["pickup"], *s["dropoff"])
         s["quote"] = pricing.fare(km, pricing.trip_minutes_estimate(km), s["surge"], s["time_mult"])
-        self._proceed()
+        self._proceed(surge is not None)
 
     def _at(self, t: float, msg: tuple) -> Any:
         return self.send_after(max(0.0, t - self.now()), self.pid, msg)
@@ -168,18 +178,19 @@ class Ride(PersistentServer):
             if pid is not None:
                 self.cast(pid, ("nearby", lat, lon, radius, self.pid, ref))
                 asked += 1
-        self.gather = {"ref": ref, "left": asked, "rows": []}
+        self.gather = {"ref": ref, "left": asked, "rows": [], "timer": None}
         s["searched"] += 1
         if asked == 0:
             self._gathered()
         else:
-            self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
+            self.gather["timer"] = self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
 
     def _gathered(self) -> None:
+        self.cancel_timer(self.gather["timer"])
         rows, self.gather = self.gather["rows"], None
         s = self.state
         skip = set(s["declined"]) | set(s["outstanding"]) | set(s["tried"])  # membership only
-        fresh = [r for r in rows if r[0] not in skip]
+        fresh = [r for r in rows if r[2] not in skip]
         s["found"] += len(fresh)
         s["queue"] = rank(fresh)[:MAX_QUEUE]
         self._offer_next()
@@ -229,7 +240,7 @@ class Ride(PersistentServer):
         self._withdraw(keep=driver)
         entity_cast(self, self.city.cells, ("cell", s["cell"]), ("undemand", self.id))
         self._cancel_timers()
-        self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
+        self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         return True
 
     def _cancel_timers_batch(self) -> None:
@@ -277,7 +288,7 @@ class Ride(PersistentServer):
         elif msg == _CONFIRM:
             if s["status"] == "matched":
                 entity_cast(self, self.city.drivers, ("driver", s["driver"]), ("remind", self.id, self.pid))
-                self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
+                self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         else:
             super().handle_info(msg)
 
@@ -291,6 +302,7 @@ class Ride(PersistentServer):
             if s["status"] == "matched" and msg[1] == s["driver"]:
                 s["status"] = "accepted"
                 s["accepted_at"] = self.now()
+                self.cancel_timer(self.confirm_timer)
         elif tag == "decline":
             if s["status"] == "requested" and msg[1] in s["outstanding"]:
                 s["outstanding"].remove(msg[1])

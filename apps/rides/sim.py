@@ -1,4 +1,4 @@
-"""The ride service as a simulated system (scenarios name it `"apps.rides.sim:RidesSystem"`).
+"""The ride service as a simulated system (scenarios name it `rides`, or `"apps.rides.sim:RidesSystem"`).
 
 Node "city" runs the ride service on a real LMDB store; node "phones" (spared by random
 faults) runs one phone process per driver and one per rider. A driver's phone reports its
@@ -71,10 +71,10 @@ class RidesSystem(System):
         self.downtime = 0.0
         self.counts = dict.fromkeys(("requests", "acked", "matched", "cancelled", "rider_cancels", "offers",
                                      "accepts", "accepts_refused", "pickups", "completed", "updates",
-                                     "retries", "heart_reboots"), 0)
+                                     "retries"), 0)
         self.sim.add_node("city", self._start_city, on_crash=self._crashed)
         self.sim.add_node("phones", self._start_phones, targets=False)
-        self.sim.call_after(0.5, self._heartbeat)
+        self.sim.heart("city", lambda: self.service.app.supervisor is not None)  # reboots a city that gave up
 
     # -- the city --------------------------------------------------------------------------
 
@@ -90,19 +90,6 @@ class RidesSystem(System):
         self.down_since = self.sim.now
         self.disk.crash(name, power_loss)
 
-    def _heartbeat(self) -> None:
-        """A city whose top supervisor gave up is rebooted, as `heart` restarts a BEAM."""
-        if self.sim.node("city") is not None and self.service.app.supervisor is None:
-            self.counts["heart_reboots"] += 1
-            self.sim.count_restart("heart@city")
-            self.sim.crash_node("city")
-            self.sim.call_after(1.0, self._reboot)
-        self.sim.call_after(0.5, self._heartbeat)
-
-    def _reboot(self) -> None:
-        if self.sim.node("city") is None:
-            self.sim.restart_node("city")
-
     def storages(self) -> dict[str, Disk]:
         return {"city": self.disk}
 
@@ -117,16 +104,10 @@ class RidesSystem(System):
     # -- phones ------------------------------------------------------------------------------
 
     def _start_phones(self, node: Node) -> None:
-        self.riders = [node.spawn(self._rider, i) for i in range(self.load["riders"])]
+        for i in range(self.load["riders"]):
+            node.spawn(self._rider, i)
         for i in range(self.load["drivers"]):
             node.spawn(self._driver, i)
-
-    def set_workload(self, on: bool) -> None:
-        super().set_workload(on)
-        node = self.sim.node("phones")
-        if on and node is not None:
-            for pid in self.riders:
-                node.send(pid, "go")
 
     def _point(self, rng: Any) -> tuple[float, float]:
         half = self.config["city_km"] / 2 / geo.KM_PER_DEG_LAT
@@ -202,9 +183,7 @@ class RidesSystem(System):
         rng = self.sim.stream(f"workload/rider-{i}")
         seq = 0
         while True:
-            if not self.workload_on:
-                await proc.receive(lambda m: m == "go")
-                continue
+            await self.work(proc)
             await proc.sleep(rng.uniform(0.0, 2.0 / self.load["rate"]))
             if not self.workload_on:
                 continue
@@ -316,11 +295,11 @@ class RidesSystem(System):
         if node is None:
             return "the city is down after heal"
         registry = self.service.city.registry
-        router = node.get_process(node.whereis(self.service.city.drivers))
         where: dict[str, str] = {}
-        # Introspection of the router's active entities (there is no public listing).
-        for (_, driver), (pid, _) in router._active.items():
-            d = node.get_process(pid)
+        for n in range(self.load["drivers"]):
+            driver = f"d{n}"
+            pid = registry.lookup(("driver", driver))
+            d = node.get_process(pid) if pid is not None else None
             if d is None or d.lat is None or d.state["status"] == "offline":
                 continue
             cell = geo.cell_of(d.lat, d.lon)
@@ -329,15 +308,15 @@ class RidesSystem(System):
             c = node.get_process(pid) if pid is not None else None
             if c is None or driver not in c.slot:
                 return f"driver {driver} at {d.lat:.5f},{d.lon:.5f} is not a member of cell {cell}"
-            i = c.slot[driver]
-            if (c.cols["lat"][i], c.cols["lon"][i]) != (d.lat, d.lon):
+            row = c.slot[driver]
+            if (c.cols["lat"][row], c.cols["lon"][row]) != (d.lat, d.lon):
                 return f"cell {cell} has driver {driver} at another position"
-        for key, cell_proc in list(registry._table.items()):  # the registry has no public listing
-            if key[0] != "cell":
-                continue
-            for driver in cell_proc.ids:
-                if where.get(driver) != key[1]:
-                    return f"cell {key[1]} holds driver {driver}, who is at {where.get(driver)}"
+        # Every cell a driver can be in: the drivers stay in the city's square.
+        for cell in geo.cells_within(*CENTER, self.config["city_km"] / math.sqrt(2)):
+            pid = registry.lookup(("cell", cell))
+            for driver in node.get_process(pid).ids if pid is not None else ():
+                if where.get(driver) != cell:
+                    return f"cell {cell} holds driver {driver}, who is at {where.get(driver)}"
         return None
 
     def stats(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The video service as a simulated system (scenarios name it `"apps.video.sim:VideoSystem"`).
+"""The video service as a simulated system (scenarios name it `video`, or `"apps.video.sim:VideoSystem"`).
 
 Node "media" runs the video service on a real LMDB store; node "clients" (spared by random
 faults) runs uploaders and viewers. An uploader makes synthetic sources (seeded sizes and
@@ -69,11 +69,11 @@ class VideoSystem(System):
         self.checkpoints: dict[tuple, Any] = {}  # (video, rendition) -> first stored checkpoint
         self.bitrates: dict[str, int] = {r.name: 0 for r in LADDER}
         self.counts = dict.fromkeys(("uploads", "chunks_acked", "ready", "failed", "duplicates", "plays",
-                                     "rebuffers", "recommendations", "retries", "heart_reboots"), 0)
+                                     "rebuffers", "recommendations", "retries"), 0)
         self.sim.add_node("media", self._start_media, on_crash=self.disk.crash)
         self.sim.add_node("clients", self._start_clients, targets=False)
         self.cache_seen: dict[tuple, tuple[int, int]] = {}  # (region, edge pid) -> (hits, misses)
-        self.sim.call_after(0.5, self._heartbeat)
+        self.sim.heart("media", lambda: self.service.app.supervisor is not None)  # reboots a node that gave up
         self.sim.call_after(1.0, self._sample_caches)
 
     def _start_media(self, node: Node) -> None:
@@ -82,18 +82,6 @@ class VideoSystem(System):
                                     cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0,
                                     max_restarts=self.config["top_restarts"])
         self.service.start()
-
-    def _heartbeat(self) -> None:
-        if self.sim.node("media") is not None and self.service.app.supervisor is None:
-            self.counts["heart_reboots"] += 1
-            self.sim.count_restart("heart@media")
-            self.sim.crash_node("media")
-            self.sim.call_after(1.0, self._reboot)
-        self.sim.call_after(0.5, self._heartbeat)
-
-    def _reboot(self) -> None:
-        if self.sim.node("media") is None:
-            self.sim.restart_node("media")
 
     def storages(self) -> dict[str, Disk]:
         return {"media": self.disk}
@@ -109,15 +97,10 @@ class VideoSystem(System):
     # -- clients ------------------------------------------------------------------------------
 
     def _start_clients(self, node: Node) -> None:
-        self.clients = [node.spawn(self._uploader, i) for i in range(self.load["uploaders"])]
-        self.clients += [node.spawn(self._viewer, i) for i in range(self.load["viewers"])]
-
-    def set_workload(self, on: bool) -> None:
-        super().set_workload(on)
-        node = self.sim.node("clients")
-        if on and node is not None:
-            for pid in self.clients:
-                node.send(pid, "go")
+        for i in range(self.load["uploaders"]):
+            node.spawn(self._uploader, i)
+        for i in range(self.load["viewers"]):
+            node.spawn(self._viewer, i)
 
     async def _retry(self, proc: Any, rng: Any, call: Any, *args: Any) -> Any:
         """Call until answered (timeouts, crashes and a down node are retried)."""
@@ -131,8 +114,7 @@ class VideoSystem(System):
     async def _uploader(self, proc: Any, i: int) -> None:
         rng = self.sim.stream(f"workload/uploader-{i}")
         for k in range(self.load["uploads"]):
-            while not self.workload_on:
-                await proc.receive(lambda m: m == "go")
+            await self.work(proc)
             await proc.sleep(rng.uniform(0.0, 2.0))
             video = f"v{i}-{k}"
             earlier = [v for v in self.uploads if v.startswith(f"v{i}-")]
@@ -175,9 +157,7 @@ class VideoSystem(System):
     async def _viewer(self, proc: Any, i: int) -> None:
         rng = self.sim.stream(f"workload/viewer-{i}")
         while True:
-            if not self.workload_on:
-                await proc.receive(lambda m: m == "go")
-                continue
+            await self.work(proc)
             await proc.sleep(rng.uniform(0.5, 3.0))
             if not self.ready or not self.workload_on:
                 continue
