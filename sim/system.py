@@ -31,17 +31,18 @@ quiesced). A check returns None when it holds, or a message saying what is wrong
         def no_acked_message_lost(self) -> str | None:
             ...
 
-Scenarios find systems by name in `sim.systems.BUILTIN`, in what `register()` added, or
-as a "module:Class" path.
+Scenarios find systems by name in `sim.systems.BUILTIN`, in what `register()` added, in
+the `letitcrash.systems` entry points of installed packages, or as a "module:Class" path.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .schema import Field
-from .systems import BUILTIN
+from .systems import BUILTIN, ENTRY_POINTS
 
 if TYPE_CHECKING:
     from .core import Simulation
@@ -137,13 +138,23 @@ def register(name: str, system: str | type[System]) -> None:
     _REGISTRY[name] = system
 
 
+def _entry_points() -> dict[str, str]:
+    """The systems installed packages declare (group `letitcrash.systems`), by name."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
+
+
 def lookup(name: str) -> type[System]:
-    """The system class for a registry name or a "module:Class" path. Raises LookupError
-    with a message saying what is known."""
-    target = _REGISTRY.get(name, name if ":" in name else None)
-    if target is None:
-        raise LookupError(f"unknown system {name!r}; known: {', '.join(_REGISTRY)} "
-                          "(or give \"module:Class\")")
+    """The system class for a registry name, an entry point name or a "module:Class"
+    path. Raises LookupError with a message saying what is known."""
+    target = _REGISTRY.get(name)
+    if target is None and ":" not in name:
+        installed = _entry_points()
+        target = installed.get(name)
+        if target is None:
+            known = sorted(set(_REGISTRY) | set(installed))
+            raise LookupError(f"unknown system {name!r}; known: {', '.join(known)} "
+                              "(or give \"module:Class\")")
+    target = target or name
     if isinstance(target, str):
         module_name, _, attr = target.partition(":")
         try:

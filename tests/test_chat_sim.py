@@ -15,7 +15,7 @@ from sim.scenario import load
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "chat.toml"
 SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
-SYSTEM = "apps.chat.sim:ChatSystem"
+SYSTEM = "chat"
 
 
 @pytest.mark.parametrize("seed", SEEDS)

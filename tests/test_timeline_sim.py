@@ -16,7 +16,7 @@ from sim.scenario import load
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
-SYSTEM = "apps.timeline.sim:TimelineSystem"
+SYSTEM = "timeline"
 
 
 @pytest.mark.parametrize("name", ["timeline.toml", "timeline_celebrity.toml"])

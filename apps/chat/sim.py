@@ -1,4 +1,4 @@
-"""Chat as a simulated system (scenarios name it `"apps.chat.sim:ChatSystem"`).
+"""Chat as a simulated system (scenarios name it `chat`, or `"apps.chat.sim:ChatSystem"`).
 
 Server nodes "chat1".. each run a `ChatService` on a real LMDB store (sync mode) and host
 their share of the shards; node "phones" (spared by random faults) runs one phone per

@@ -1,4 +1,4 @@
-"""Timelines as a simulated system (scenarios name it `"apps.timeline.sim:TimelineSystem"`).
+"""Timelines as a simulated system (scenarios name it `timeline`, or `"apps.timeline.sim:TimelineSystem"`).
 
 Server nodes "tl1".. each run a `TimelineService` on a real LMDB store (sync mode); users
 are placed on them by consistent hashing. Node "clients" (spared by random faults) runs

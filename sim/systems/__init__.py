@@ -1,10 +1,11 @@
 """Systems a scenario can name as `[systems.NAME]`, imported on first use.
 
-A case study adds its own with one line here, or a scenario names any `System` subclass
-directly as `[systems."module:Class"]`.
+The simulator's own are listed here. Other packages add theirs as entry points in the
+group `letitcrash.systems` (so that `sim` never imports them), as this project's
+`pyproject.toml` does for the case studies; a scenario can also name any `System`
+subclass directly as `[systems."module:Class"]`.
 """
 BUILTIN: dict[str, str] = {
     "counter": "sim.systems.counter:CounterSystem",
-    "rides": "apps.rides.sim:RidesSystem",
-    "video": "apps.video.sim:VideoSystem",
 }
+ENTRY_POINTS = "letitcrash.systems"
