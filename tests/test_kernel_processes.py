@@ -174,26 +174,6 @@ def test_kill_arrives_as_killed_and_a_kill_through_a_link_is_trappable():
     assert seen[1].reason == "killed"
 
 
-def test_exit_self_normal_kills_unless_trapping():
-    node = Node(seed=1)
-    after = []
-
-    async def quitter(proc):
-        proc.exit(proc.pid, "normal")
-        after.append("not reached")
-
-    async def trapper(proc):
-        proc.trap_exit = True
-        proc.exit(proc.pid, "normal")
-        after.append(await proc.receive())
-
-    q = node.spawn(quitter)
-    t = node.spawn(trapper)
-    node.run()
-    assert not node.is_alive(q)
-    assert after == [Exit(t, "normal")]
-
-
 def test_monitors_fire_once_and_noproc_for_dead_targets():
     node = Node(seed=1)
     target, _ = recorder(node)
