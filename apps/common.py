@@ -1,11 +1,15 @@
-"""What the case studies share: checking a config's limits, a service that is one
-supervision tree per node, reading an event-sourced key back from its store, and (for
-their simulated systems) server nodes that each run the service on a real LMDB store.
+"""What the case studies share: checking a config's limits and a client's ids, a service
+that is one supervision tree per node, reading an event-sourced key back from its store,
+and (for their simulated systems) server nodes that each run the service on a real LMDB
+store.
 
     check_limits(config, ints=("shards",), seconds=("retention",))   # in __post_init__
+    check_nodes(config)                                               # config.nodes: distinct names
+    check_id(ride, "ride id")                                         # the id, or ValueError
 
-    class ChatService(TreeService):
-        name = "chat"
+    class RideService(TreeService):
+        name = "rides_sup"                                            # registers the top supervisor
+        strategy = "rest_for_one"                                     # default: one_for_one
         def children(self) -> list[ChildSpec]: ...
 
     state = stored_state(store, ("chat.shard", 3), empty, apply)      # None: store down
@@ -17,14 +21,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from actors import Future, Node, Pid
+from actors import Future, Node, NoProc, Pid, Process
 from storage import StorageError, Store
 from supervision import Application, ChildSpec, Flags, Supervisor
+from supervision.client import request
 
 if TYPE_CHECKING:
     from sim.system import System
 
 RESTART_PERIOD = 5.0  # seconds over which a tree's max_restarts count (Elixir's default)
+MAX_ID_LEN = 128
 
 
 def check_limits(config: Any, ints: tuple[str, ...] = (), seconds: tuple[str, ...] = ()) -> None:
@@ -41,11 +47,31 @@ def check_limits(config: Any, ints: tuple[str, ...] = (), seconds: tuple[str, ..
             raise ValueError(f"{owner}.{name} must be a positive number of seconds, got {value!r}")
 
 
+def check_id(value: Any, what: str, max_len: int = MAX_ID_LEN) -> Any:
+    """`value` if it is a non-negative int or a non-empty str of at most `max_len`
+    characters (a client's id of a driver, ride, video...); else ValueError naming `what`."""
+    if type(value) is int and value >= 0 or type(value) is str and 0 < len(value) <= max_len:
+        return value
+    raise ValueError(f"{what} must be a non-negative int or a non-empty str of at most "
+                     f"{max_len} characters, got {value!r:.100}")
+
+
+def check_nodes(config: Any, most: int = 1024) -> None:
+    """Raise ValueError unless `config.nodes` is a tuple of at most `most` distinct node names."""
+    owner, nodes = type(config).__name__, config.nodes
+    if not isinstance(nodes, tuple) or not all(type(n) is str and n for n in nodes):
+        raise ValueError(f"{owner}.nodes must be a tuple of node names, got {nodes!r:.200}")
+    if len(set(nodes)) != len(nodes) or len(nodes) > most:
+        raise ValueError(f"{owner}.nodes must be at most {most} distinct names, got {nodes!r:.200}")
+
+
 class TreeService:
-    """A case study on one node: its supervision tree (`children()` under a one_for_one
-    top supervisor allowed `max_restarts` in 5 s), started and stopped as an `Application`."""
+    """A case study on one node: its supervision tree (`children()` under a top supervisor
+    registered as `name`, with restart `strategy`, allowed `max_restarts` in 5 s), started
+    and stopped as an `Application`."""
 
     name: ClassVar[str]
+    strategy: ClassVar[str] = "one_for_one"
 
     def __init__(self, node: Node, store: Store, max_restarts: int = 10) -> None:
         if type(max_restarts) is not int or max_restarts < 0:
@@ -60,7 +86,9 @@ class TreeService:
 
     def start(self) -> Pid:
         """Start this node's tree; returns its top supervisor."""
-        flags = Flags("one_for_one", self.max_restarts, RESTART_PERIOD)
+        if self.running:
+            raise RuntimeError(f"the {self.name} service is already running")
+        flags = Flags(self.strategy, self.max_restarts, RESTART_PERIOD)
         self.app = Application(Supervisor, self.children(), flags, name=self.name)
         return self.app.start(self.node)
 
@@ -73,6 +101,19 @@ class TreeService:
     def running(self) -> bool:
         """Started, and its top supervisor has not given up."""
         return self.app is not None and self.app.supervisor is not None
+
+    def pid(self, name: str) -> Pid:
+        """The process registered as `name` on this node; NoProc if there is none (not
+        started, or restarting).
+        KERNEL-HOOK: no {Name, Node} addressing; callers on other nodes get the pid here."""
+        pid = self.node.whereis(name)
+        if pid is None:
+            raise NoProc(name)
+        return pid
+
+    def _call(self, caller: Node | Process, name: str, message: Any, timeout: float | None = 5.0) -> Any:
+        """Call the process registered as `name` (see `supervision.client.request`)."""
+        return request(caller, self.pid(name), message, timeout)
 
 
 def stored_state(store: Store | None, key: Any, empty: Callable[[], dict],

@@ -469,6 +469,7 @@ def test_calls_to_a_dead_session_fail_fast(world):
     ("heartbeat_timeout", "30", "ChatConfig.heartbeat_timeout must be a positive number of seconds"),
     ("shards", 1025, "ChatConfig.shards must be an int in 1..1024"),
     ("heartbeat_check", 60.0, r"heartbeat_check \(60.0\) must not exceed heartbeat_timeout"),
+    ("nodes", ("a", "a"), "ChatConfig.nodes must be at most 1024 distinct names"),
 ])
 def test_a_bad_config_is_refused_naming_the_field(field, value, error):
     with pytest.raises(ValueError, match=error):

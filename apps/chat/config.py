@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apps.common import check_limits
+from apps.common import check_limits, check_nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +53,7 @@ class ChatConfig:
     def __post_init__(self) -> None:
         if type(self.shards) is not int or not 1 <= self.shards <= 1024:
             raise ValueError(f"ChatConfig.shards must be an int in 1..1024, got {self.shards!r}")
-        if not isinstance(self.nodes, tuple) or not all(type(n) is str and n for n in self.nodes):
-            raise ValueError(f"ChatConfig.nodes must be a tuple of node names, got {self.nodes!r}")
-        if len(set(self.nodes)) != len(self.nodes):
-            raise ValueError(f"ChatConfig.nodes has duplicates: {self.nodes!r}")
+        check_nodes(self)
         check_limits(self, ints=("max_payload", "max_id_len", "max_pending", "window", "max_contacts",
                                  "max_push_records", "push_body", "room_max_chars", "room_burst",
                                  "room_max_members", "snapshot_every"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import Node, Pid, Process
+from actors import Node, NoProc, Pid, Process
 from storage import Store
 from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor, start_child
 from supervision.client import request
@@ -151,7 +151,7 @@ class ChatService(TreeService):
         return self._ask(caller, shard, message)
 
     def _local(self, name: str) -> Pid:
-        pid = self.node.whereis(name)
-        if pid is None:
-            raise Unavailable(f"{name} is not running on {self.node.name} (not started, or restarting)")
-        return pid
+        try:
+            return self.pid(name)
+        except NoProc:  # chat's clients retry on Unavailable
+            raise Unavailable(f"{name} is not running on {self.node.name} (not started, or restarting)") from None

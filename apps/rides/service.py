@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import Node, NoProc, NoReply, Pid, Process, Registry
+from actors import Node, NoReply, Pid, Process, Registry
 from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call, entity_cast
-from supervision import (Application, Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor,
-                         start_child)
-from supervision.client import request
+from supervision import Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, start_child
+
+from apps.common import TreeService, check_id
 
 from . import geo
 from .cell import Cell
@@ -37,7 +37,6 @@ from .driver import Driver, check_heading
 from .matcher import TERMINAL, MatchConfig, Ride, RideError
 
 MAX_OPEN = 100_000  # rides not yet finished, per city
-MAX_ID_LEN = 128
 ENTITY_IDLE = 300.0  # seconds an unused driver or cell process lives on
 _STARTED = "$started"
 RESTART_BACKOFF = Backoff(min_delay=0.05, max_delay=2.0)
@@ -59,13 +58,6 @@ class CityContext:
 def bind(server: type, city: CityContext) -> type:
     """`server` with the city attached (Entities start entities as `init(store, key)`)."""
     return type(server.__name__, (server,), {"city": city, "__slots__": ()})
-
-
-def check_id(value: Any, what: str) -> Any:
-    if type(value) is int and value >= 0 or type(value) is str and 0 < len(value) <= MAX_ID_LEN:
-        return value
-    raise ValueError(f"{what} must be a non-negative int or a non-empty str of at most "
-                     f"{MAX_ID_LEN} characters, got {value!r:.100}")
 
 
 class RideCity(EventSourcedServer):
@@ -168,41 +160,31 @@ class RideCity(EventSourcedServer):
         return RideError(f"ride {ride_id!r} is restarting; retry")
 
 
-def ride_tree(store: Store, config: MatchConfig, city: CityContext) -> list[ChildSpec]:
-    """The children of the ride service's top supervisor (see the module docstring)."""
-    return [
-        ChildSpec("cells", Entities, args=(store, bind(Cell, city), ENTITY_IDLE), options={"name": city.cells}),
-        ChildSpec("drivers", Entities, args=(store, bind(Driver, city), ENTITY_IDLE),
-                  options={"name": city.drivers}),
-        ChildSpec("rides", DynamicSupervisor, args=(DynamicFlags(max_restarts=100, max_seconds=5.0,
-                                                                 max_children=MAX_OPEN),),
-                  options={"name": city.rides}),
-        ChildSpec("city", RideCity, args=(store, ("rides", "city"), config, city), options={"name": city.gateway}),
-    ]
+class RideService(TreeService):
+    """The API; see the module docstring. `max_restarts`: what the top supervisor allows
+    in 5 s before the node's city gives up."""
 
-
-class RideService:
-    """The API; see the module docstring."""
+    name = "rides_sup"
+    strategy = "rest_for_one"
 
     def __init__(self, node: Node, store: Store, config: MatchConfig | None = None, *,
                  max_restarts: int = 100) -> None:
-        self.node = node
-        self.store = store
+        super().__init__(node, store, max_restarts)
         self.config = config or MatchConfig()
         self.city = CityContext(node)
-        self.app = Application(Supervisor, ride_tree(store, self.config, self.city),
-                               Flags("rest_for_one", max_restarts, 5.0), name="rides_sup")
 
-    def start(self) -> Pid:
-        """Start the supervision tree; returns the top supervisor's pid."""
-        return self.app.start(self.node)
-
-    def _pid(self, name: str) -> Pid:
-        # KERNEL-HOOK: no {Name, Node} addressing; callers on other nodes get the pid here.
-        pid = self.node.whereis(name)
-        if pid is None:
-            raise NoProc(name)
-        return pid
+    def children(self) -> list[ChildSpec]:
+        store, city = self.store, self.city
+        return [
+            ChildSpec("cells", Entities, args=(store, bind(Cell, city), ENTITY_IDLE), options={"name": city.cells}),
+            ChildSpec("drivers", Entities, args=(store, bind(Driver, city), ENTITY_IDLE),
+                      options={"name": city.drivers}),
+            ChildSpec("rides", DynamicSupervisor, args=(DynamicFlags(max_restarts=100, max_seconds=5.0,
+                                                                     max_children=MAX_OPEN),),
+                      options={"name": city.rides}),
+            ChildSpec("city", RideCity, args=(store, ("rides", "city"), self.config, city),
+                      options={"name": city.gateway}),
+        ]
 
     # -- drivers -------------------------------------------------------------------------
 
@@ -212,11 +194,11 @@ class RideService:
         `("driver", id, "offer", ride, info, expires)` and `("driver", id, "withdrawn", ride)`."""
         check_id(driver, "driver id")
         lat, lon = geo.check_point(lat, lon, f"driver {driver!r}")
-        entity_cast(caller, self._pid(self.city.drivers), ("driver", driver),
+        entity_cast(caller, self.pid(self.city.drivers), ("driver", driver),
                     ("update", lat, lon, check_heading(heading), phone))
 
     def driver_offline(self, caller: Node | Process, driver: Any) -> None:
-        entity_cast(caller, self._pid(self.city.drivers), ("driver", check_id(driver, "driver id")), ("offline",))
+        entity_cast(caller, self.pid(self.city.drivers), ("driver", check_id(driver, "driver id")), ("offline",))
 
     def driver(self, caller: Node | Process, driver: Any) -> Any:
         """The driver's state (status, trip, claim, cell, position, rating, acceptance)."""
@@ -234,7 +216,7 @@ class RideService:
         return self._driver_call(caller, driver, ("decline", check_id(ride, "ride id")))
 
     def _driver_call(self, caller: Node | Process, driver: Any, req: tuple) -> Any:
-        return entity_call(caller, self._pid(self.city.drivers), ("driver", check_id(driver, "driver id")), req)
+        return entity_call(caller, self.pid(self.city.drivers), ("driver", check_id(driver, "driver id")), req)
 
     # -- rides -----------------------------------------------------------------------------
 
@@ -245,7 +227,7 @@ class RideService:
         check_id(rider, "rider id")
         pickup = geo.check_point(*_pair(pickup, "pickup"), "pickup")
         dropoff = geo.check_point(*_pair(dropoff, "dropoff"), "dropoff")
-        return request(caller, self._pid(self.city.gateway), ("request", ride, rider, pickup, dropoff), timeout)
+        return self._call(caller, self.city.gateway, ("request", ride, rider, pickup, dropoff), timeout)
 
     def status(self, caller: Node | Process, ride: Any) -> Any:
         """The ride's state (a dict; see `matcher.Ride.initial_state`)."""
@@ -264,15 +246,15 @@ class RideService:
         return self._ride_call(caller, ride, ("cancel", who, reason))
 
     def _ride_call(self, caller: Node | Process, ride: Any, req: tuple) -> Any:
-        return request(caller, self._pid(self.city.gateway), ("ride", check_id(ride, "ride id"), req), 5.0)
+        return self._call(caller, self.city.gateway, ("ride", check_id(ride, "ride id"), req))
 
     def open_rides(self, caller: Node | Process) -> Any:
-        return request(caller, self._pid(self.city.gateway), ("open",), 5.0)
+        return self._call(caller, self.city.gateway, ("open",))
 
     def cell(self, caller: Node | Process, lat: float, lon: float) -> Any:
         """The surge, ratio, supply and demand of the cell holding the point."""
         lat, lon = geo.check_point(lat, lon)
-        return entity_call(caller, self._pid(self.city.cells), ("cell", geo.cell_of(lat, lon)), ("surge",))
+        return entity_call(caller, self.pid(self.city.cells), ("cell", geo.cell_of(lat, lon)), ("surge",))
 
 
 def _pair(point: Any, what: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apps.common import check_limits
+from apps.common import check_limits, check_nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,7 @@ class TimelineConfig:
     max_done_jobs: int = 100_000
 
     def __post_init__(self) -> None:
-        if not isinstance(self.nodes, tuple) or not all(type(n) is str and n for n in self.nodes):
-            raise ValueError(f"TimelineConfig.nodes must be a tuple of node names, got {self.nodes!r}")
-        if len(set(self.nodes)) != len(self.nodes) or len(self.nodes) > 1024:
-            raise ValueError(f"TimelineConfig.nodes must be at most 1024 distinct names, got {self.nodes!r}")
+        check_nodes(self)
         check_limits(self, ints=("threshold", "capacity", "page", "max_text", "max_following",
                                  "fanout_batch", "max_active", "max_jobs", "max_done_jobs"),
                      seconds=("retry_after", "idle_timeout", "lease", "call_timeout"))

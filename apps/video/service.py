@@ -29,11 +29,11 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from actors import GenServer, Node, NoProc, NoReply, Pid, Process, Registry
+from actors import GenServer, Node, NoReply, Process, Registry
 from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call
-from supervision import (Application, Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor,
-                         start_child)
-from supervision.client import request
+from supervision import Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor, start_child
+
+from apps.common import TreeService, check_id
 
 from . import abr
 from .blobs import Blob
@@ -43,7 +43,6 @@ from .recommend import Recommender, ViewCounter
 from .upload import MAX_CHUNKS, TERMINAL, UploadError, UploadJob, VideoConfig
 
 MAX_VIDEOS = 100_000
-MAX_ID_LEN = 128
 PREFETCH_SEGMENTS = 2  # segments of each of the two lowest renditions of a popular title
 MAX_BUFFER_S = 60.0
 SESSION_TIMEOUT = 3600.0
@@ -66,13 +65,6 @@ class VideoContext:
     @staticmethod
     def edge(region: str) -> str:
         return f"video.edge.{region}"
-
-
-def check_id(value: Any, what: str) -> Any:
-    if type(value) is int and value >= 0 or type(value) is str and 0 < len(value) <= MAX_ID_LEN:
-        return value
-    raise ValueError(f"{what} must be a non-negative int or a non-empty str of at most "
-                     f"{MAX_ID_LEN} characters, got {value!r:.100}")
 
 
 def manifest_of(video: Any, job: dict, segment_seconds: float) -> dict[str, Any]:
@@ -271,58 +263,45 @@ class Player(GenServer):
         return NoReply
 
 
-def video_tree(store: Store, config: VideoConfig, ctx: VideoContext, seed: int, cache_bytes: int,
-               prefetch_every: float, prefetch_top: int) -> list[ChildSpec]:
-    """The children of the video service's top supervisor (see the module docstring)."""
-    origin = Origin(ctx)
-    edges = [ChildSpec(region, EdgeCache, args=(region, cache_bytes, origin, prefetch_every, prefetch_top),
-                       options={"name": ctx.edge(region)}) for region in ctx.regions]
-    return [
-        ChildSpec("blobs", Entities, args=(store, Blob, 60.0), options={"name": ctx.blobs}),
-        ChildSpec("views", ViewCounter, args=(store, ("video", "views")), options={"name": ctx.views}),
-        ChildSpec("recommender", Recommender, args=(store, ("video", "recommender"), seed),
-                  options={"name": ctx.recommender}),
-        ChildSpec("edges", Supervisor, args=(edges, Flags("one_for_one", 100, 5.0))),
-        ChildSpec("jobs", DynamicSupervisor, args=(DynamicFlags(max_restarts=100, max_seconds=5.0,
-                                                                max_children=MAX_VIDEOS),),
-                  options={"name": ctx.jobs}),
-        ChildSpec("sessions", DynamicSupervisor, args=(DynamicFlags(max_children=1_000_000),),
-                  options={"name": ctx.sessions}),
-        ChildSpec("player", Player, args=(ctx,), options={"name": "video.player"}),
-        ChildSpec("catalog", VideoCatalog, args=(store, ("video", "catalog"), config, ctx),
-                  options={"name": ctx.catalog}),
-    ]
+class VideoService(TreeService):
+    """The API; see the module docstring. `max_restarts`: what the top supervisor allows
+    in 5 s before the node's video service gives up."""
 
-
-class VideoService:
-    """The API; see the module docstring."""
+    name = "video_sup"
+    strategy = "rest_for_one"
 
     def __init__(self, node: Node, store: Store, config: VideoConfig | None = None, *,
                  regions: tuple[str, ...] = ("eu", "us"), seed: int = 0, cache_bytes: int = 4 << 20,
                  prefetch_every: float = 30.0, prefetch_top: int = 5, max_restarts: int = 100) -> None:
         if not regions or len(set(regions)) != len(regions) or not all(type(r) is str and r for r in regions):
             raise ValueError(f"regions must be distinct non-empty names, got {regions!r}")
-        self.node = node
-        self.store = store
+        super().__init__(node, store, max_restarts)
         self.config = config or VideoConfig()
         self.ctx = VideoContext(node, tuple(regions))
-        self.app = Application(Supervisor, video_tree(store, self.config, self.ctx, seed, cache_bytes,
-                                                      prefetch_every, prefetch_top),
-                               Flags("rest_for_one", max_restarts, 5.0), name="video_sup")
+        self.seed = seed
+        self.cache_bytes = cache_bytes
+        self.prefetch = (prefetch_every, prefetch_top)
 
-    def start(self) -> Pid:
-        """Start the supervision tree; returns the top supervisor's pid."""
-        return self.app.start(self.node)
-
-    def _pid(self, name: str) -> Pid:
-        # KERNEL-HOOK: no {Name, Node} addressing; callers on other nodes get the pid here.
-        pid = self.node.whereis(name)
-        if pid is None:
-            raise NoProc(name)
-        return pid
-
-    def _call(self, caller: Node | Process, name: str, req: tuple, timeout: float | None = 5.0) -> Any:
-        return request(caller, self._pid(name), req, timeout)
+    def children(self) -> list[ChildSpec]:
+        store, ctx = self.store, self.ctx
+        origin = Origin(ctx)
+        edges = [ChildSpec(region, EdgeCache, args=(region, self.cache_bytes, origin, *self.prefetch),
+                           options={"name": ctx.edge(region)}) for region in ctx.regions]
+        return [
+            ChildSpec("blobs", Entities, args=(store, Blob, 60.0), options={"name": ctx.blobs}),
+            ChildSpec("views", ViewCounter, args=(store, ("video", "views")), options={"name": ctx.views}),
+            ChildSpec("recommender", Recommender, args=(store, ("video", "recommender"), self.seed),
+                      options={"name": ctx.recommender}),
+            ChildSpec("edges", Supervisor, args=(edges, Flags("one_for_one", 100, 5.0))),
+            ChildSpec("jobs", DynamicSupervisor, args=(DynamicFlags(max_restarts=100, max_seconds=5.0,
+                                                                    max_children=MAX_VIDEOS),),
+                      options={"name": ctx.jobs}),
+            ChildSpec("sessions", DynamicSupervisor, args=(DynamicFlags(max_children=1_000_000),),
+                      options={"name": ctx.sessions}),
+            ChildSpec("player", Player, args=(ctx,), options={"name": "video.player"}),
+            ChildSpec("catalog", VideoCatalog, args=(store, ("video", "catalog"), self.config, ctx),
+                      options={"name": ctx.catalog}),
+        ]
 
     # -- uploads ------------------------------------------------------------------------------
 
