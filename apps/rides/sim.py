@@ -74,7 +74,7 @@ class RidesSystem(System):
                                      "retries"), 0)
         self.sim.add_node("city", self._start_city, on_crash=self._crashed)
         self.sim.add_node("phones", self._start_phones, targets=False)
-        self.sim.heart("city", lambda: self.service.app.supervisor is not None)  # reboots a city that gave up
+        self.sim.heart("city", lambda: self.service.running)  # reboots a city that gave up
 
     # -- the city --------------------------------------------------------------------------
 

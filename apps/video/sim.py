@@ -73,7 +73,7 @@ class VideoSystem(System):
         self.sim.add_node("media", self._start_media, on_crash=self.disk.crash)
         self.sim.add_node("clients", self._start_clients, targets=False)
         self.cache_seen: dict[tuple, tuple[int, int]] = {}  # (region, edge pid) -> (hits, misses)
-        self.sim.heart("media", lambda: self.service.app.supervisor is not None)  # reboots a node that gave up
+        self.sim.heart("media", lambda: self.service.running)  # reboots a node that gave up
         self.sim.call_after(1.0, self._sample_caches)
 
     def _start_media(self, node: Node) -> None:
