@@ -19,11 +19,13 @@ def run(*args: str) -> str:
 
 def test_json_lines_cover_every_workload():
     lines = [json.loads(line) for line in run("--json").splitlines()]
-    assert [d["workload"] for d in lines] == ["persist_tell", "persist_sync_1", "recover", "activate"]
+    assert [d["workload"] for d in lines] == ["persist_tell", "persist_sync_1", "recover", "recover_gc_tuned",
+                                              "activate"]
     for d in lines:
         assert d["system"] == "letitcrash" and d["unit"] and d["n"] > 0, d
         assert isinstance(d["value"], (int, float)) and d["value"] > 0, d
-    assert {d["workload"] for d in lines if "goal" in d} == {"persist_tell", "recover", "activate"}
+    assert {d["workload"] for d in lines if "goal" in d} == {"persist_tell", "recover", "recover_gc_tuned",
+                                                              "activate"}
     tell = lines[0]
     assert tell["writes"] > 0 and tell["commits"] >= 1
     assert all(d["gc_s"] >= 0 for d in lines[2:]), lines  # recover and activate time the gc
