@@ -25,8 +25,8 @@ temporary directory, through the public API only. Workloads (value and unit per 
 - activate: µs per activation of a stored, inactive entity, one at a time: a process
   calls n stored entities in turn (router, spawn, state load, reply).
 Each workload runs in its own subprocess and reports the median of its repetitions.
-`recover`, `recover_gc_tuned` and `activate` also give `gc_s`: the seconds of the timed run that Python's
-cyclic garbage collector took (default thresholds; `storage.entities` on tuning them).
+`recover`, `recover_gc_tuned` and `activate` also give `gc_s`: the seconds of the timed run
+that Python's cyclic garbage collector took (default thresholds but in recover_gc_tuned).
 """
 from __future__ import annotations
 
