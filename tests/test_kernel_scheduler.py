@@ -152,7 +152,7 @@ class HeldWriter(GenServer):
         return ("ack", request)
 
 
-def _held_writer_with_watchers(node):
+def _killed_while_holding_a_reply(node):
     writer = node.spawn(HeldWriter)
     seen = []
 
@@ -169,18 +169,18 @@ def _held_writer_with_watchers(node):
     node.spawn(watcher)
     node.cast(writer, "hold")
     node.run()
-    return writer, seen
-
-
-def test_an_exit_waits_behind_the_output_its_process_held():
-    node = Node(seed=1)
-    writer, seen = _held_writer_with_watchers(node)
     proc = writer._proc
     fut = node.call(writer, 1)
     node.run_for(0.5)  # less than the call's timeout
     node.exit(writer, "kill")  # killed after replying, before the reply was released
     node.run_for(0.5)
     assert not node.is_alive(writer) and seen == [] and not fut.done()
+    return proc, fut, seen
+
+
+def test_an_exit_waits_behind_the_output_its_process_held():
+    node = Node(seed=1)
+    proc, fut, seen = _killed_while_holding_a_reply(node)
     node.release_output(proc)
     node.run()
     assert fut.result() == ("ack", 1)  # the reply came first: the caller saw no CallExit
@@ -190,13 +190,7 @@ def test_an_exit_waits_behind_the_output_its_process_held():
 
 def test_discarded_output_is_never_seen_but_the_exit_still_goes_out():
     node = Node(seed=1)
-    writer, seen = _held_writer_with_watchers(node)
-    proc = writer._proc
-    fut = node.call(writer, 1)
-    node.run_for(0.5)  # less than the call's timeout
-    node.exit(writer, "kill")
-    node.run_for(0.5)
-    assert seen == []
+    proc, fut, seen = _killed_while_holding_a_reply(node)
     node.discard_output(proc)
     node.run()
     assert sorted(type(msg).__name__ for msg in seen) == ["Down", "Exit"]
