@@ -15,6 +15,7 @@ store.
     state = stored_state(store, ("chat.shard", 3), empty, apply)      # None: store down
     servers = ServerNodes(system, ["chat1", "chat2"], lambda node, store, resolve: ChatService(...))
     servers.add()                                                     # they boot
+    servers.serving("chat1")                                          # its service; NoProc while down
 """
 from __future__ import annotations
 
@@ -139,23 +140,31 @@ class ServerNodes:
     """The server nodes of a simulated case study. Each boots (and reboots) by building
     its service with `make(node, store, resolve)` on a real LMDB store (sync mode) on its
     own simulated disk, and starting it; `sim.heart` reboots a node whose tree gave up.
+    `on_crash(name, power_loss)`, if given, hears of each crash before the node's disk does.
     `add()` adds the nodes to the simulation (they boot at once)."""
 
     def __init__(self, system: System, names: list[str],
-                 make: Callable[[Node, Store, Callable[[str, str], Pid | None]], TreeService]) -> None:
+                 make: Callable[[Node, Store, Callable[[str, str], Pid | None]], TreeService],
+                 on_crash: Callable[[str, bool], None] | None = None) -> None:
         from sim.disk import Disk  # here, so that services never import the simulator
 
         self.sim = system.sim
         self.data_dir = system.data_dir
         self.names = names
         self.make = make
+        self.on_crash = on_crash
         self.disks = {name: Disk(self.sim, name) for name in names}
         self.services: dict[str, TreeService] = {}
 
     def add(self) -> None:
         for name in self.names:
-            self.sim.add_node(name, self._boot, on_crash=self.disks[name].crash)
+            self.sim.add_node(name, self._boot, on_crash=self._crashed)
             self.sim.heart(name, lambda name=name: self.alive(name))
+
+    def _crashed(self, name: str, power_loss: bool) -> None:
+        if self.on_crash is not None:
+            self.on_crash(name, power_loss)
+        self.disks[name].crash(name, power_loss)
 
     def _boot(self, node: Node) -> None:
         store = self.disks[node.name].attach(Store(self.data_dir / node.name, node, simulated=True))
@@ -170,6 +179,13 @@ class ServerNodes:
     def up(self, name: str) -> TreeService | None:
         """The service of node `name` if the node is up."""
         return self.services.get(name) if self.sim.node(name) is not None else None
+
+    def serving(self, name: str) -> TreeService:
+        """The service of node `name`; NoProc while the node is down (a client retries)."""
+        service = self.up(name)
+        if service is None:
+            raise NoProc(name)
+        return service
 
     def resolve(self, node_name: str, name: str) -> Pid | None:
         """`name` registered on node `node_name`, if it is up.

@@ -21,8 +21,8 @@ import math
 from typing import Any
 
 from actors import CallExit, CallTimeout, Node, NoProc, ReceiveTimeout
+from apps.common import ServerNodes, ServerSystem
 from sim.core import buggify
-from sim.disk import Disk
 from sim.schema import Field
 from sim.system import System, check
 from storage import Store
@@ -37,7 +37,7 @@ UPDATE_EVERY = 4.0
 _RETRY = (CallTimeout, CallExit, NoProc)
 
 
-class RidesSystem(System):
+class RidesSystem(ServerSystem, System):
     """See the module docstring."""
 
     name = "rides"
@@ -62,8 +62,6 @@ class RidesSystem(System):
         cfg = self.config
         self.match = MatchConfig(match_limit=cfg["match_limit"], offer_timeout=cfg["offer_timeout"],
                                  start_hour=cfg["start_hour"])
-        self.disk = Disk(self.sim, "city")
-        self.service: RideService | None = None
         self.requests: dict[str, dict] = {}  # ride -> the rider's view: acked, decided
         self.winners: dict[str, list[str]] = {}  # ride -> drivers told "accepted"
         self.violations: list[str] = []
@@ -72,34 +70,24 @@ class RidesSystem(System):
         self.counts = dict.fromkeys(("requests", "acked", "matched", "cancelled", "rider_cancels", "offers",
                                      "accepts", "accepts_refused", "pickups", "completed", "updates",
                                      "retries"), 0)
-        self.sim.add_node("city", self._start_city, on_crash=self._crashed)
+        self.nodes = ServerNodes(self, ["city"], self._city, on_crash=self._crashed)
+        self.nodes.add()
         self.sim.add_node("phones", self._start_phones, targets=False)
-        self.sim.heart("city", lambda: self.service.running)  # reboots a city that gave up
 
     # -- the city --------------------------------------------------------------------------
 
-    def _start_city(self, node: Node) -> None:
+    def _city(self, node: Node, store: Store, resolve: Any) -> RideService:
+        """The city's service, as it (re)boots: the time it was down counts as downtime."""
         if self.down_since is not None:
             self.downtime += self.sim.now - self.down_since
             self.down_since = None
-        store = self.disk.attach(Store(self.data_dir / "city", node, simulated=True))
-        self.service = RideService(node, store, self.match, max_restarts=self.config["top_restarts"])
-        self.service.start()
+        return RideService(node, store, self.match, max_restarts=self.config["top_restarts"])
 
     def _crashed(self, name: str, power_loss: bool) -> None:
         self.down_since = self.sim.now
-        self.disk.crash(name, power_loss)
-
-    def storages(self) -> dict[str, Disk]:
-        return {"city": self.disk}
-
-    def close(self) -> None:
-        self.disk.close()
 
     def _svc(self) -> RideService:
-        if self.sim.node("city") is None:
-            raise NoProc("city")
-        return self.service
+        return self.nodes.serving("city")
 
     # -- phones ------------------------------------------------------------------------------
 
@@ -219,7 +207,7 @@ class RidesSystem(System):
     # -- checks ---------------------------------------------------------------------------------
 
     def _stored_rides(self) -> dict[str, dict] | None:
-        store = self.disk.store
+        store = self.nodes.store("city")
         if store is None or store.closed:
             return None
         out = {}
@@ -294,7 +282,7 @@ class RidesSystem(System):
         node = self.sim.node("city")
         if node is None:
             return "the city is down after heal"
-        registry = self.service.city.registry
+        registry = self.nodes.services["city"].city.registry
         where: dict[str, str] = {}
         for n in range(self.load["drivers"]):
             driver = f"d{n}"

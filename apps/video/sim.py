@@ -22,10 +22,9 @@ import zlib
 from typing import Any
 
 from actors import CallExit, CallTimeout, Node, NoProc
-from sim.disk import Disk
+from apps.common import ServerNodes, ServerSystem
 from sim.schema import Field
 from sim.system import System, check
-from storage import Store
 
 from .abr import DEVICE_MAX_HEIGHT
 from .ladder import LADDER, ladder_for
@@ -39,7 +38,7 @@ REGIONS = ("eu", "us", "asia")
 _RETRY = (CallTimeout, CallExit, NoProc)
 
 
-class VideoSystem(System):
+class VideoSystem(ServerSystem, System):
     """See the module docstring."""
 
     name = "video"
@@ -61,8 +60,6 @@ class VideoSystem(System):
     def setup(self) -> None:
         cfg = self.config
         self.video_config = VideoConfig(scale=cfg["scale"], segment_seconds=cfg["segment_seconds"])
-        self.disk = Disk(self.sim, "media")
-        self.service: VideoService | None = None
         self.acked: dict[tuple, int] = {}  # (video, n) -> crc
         self.uploads: dict[str, dict] = {}  # video -> {"height", "complete", "seed"}
         self.ready: list[str] = []
@@ -70,29 +67,16 @@ class VideoSystem(System):
         self.bitrates: dict[str, int] = {r.name: 0 for r in LADDER}
         self.counts = dict.fromkeys(("uploads", "chunks_acked", "ready", "failed", "duplicates", "plays",
                                      "rebuffers", "recommendations", "retries"), 0)
-        self.sim.add_node("media", self._start_media, on_crash=self.disk.crash)
-        self.sim.add_node("clients", self._start_clients, targets=False)
         self.cache_seen: dict[tuple, tuple[int, int]] = {}  # (region, edge pid) -> (hits, misses)
-        self.sim.heart("media", lambda: self.service.running)  # reboots a node that gave up
+        self.nodes = ServerNodes(self, ["media"], lambda node, store, resolve: VideoService(
+            node, store, self.video_config, regions=REGIONS, seed=self.sim.seed,
+            cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0, max_restarts=self.config["top_restarts"]))
+        self.nodes.add()
+        self.sim.add_node("clients", self._start_clients, targets=False)
         self.sim.call_after(1.0, self._sample_caches)
 
-    def _start_media(self, node: Node) -> None:
-        store = self.disk.attach(Store(self.data_dir / "media", node, simulated=True))
-        self.service = VideoService(node, store, self.video_config, regions=REGIONS, seed=self.sim.seed,
-                                    cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0,
-                                    max_restarts=self.config["top_restarts"])
-        self.service.start()
-
-    def storages(self) -> dict[str, Disk]:
-        return {"media": self.disk}
-
-    def close(self) -> None:
-        self.disk.close()
-
     def _svc(self) -> VideoService:
-        if self.sim.node("media") is None:
-            raise NoProc("media")
-        return self.service
+        return self.nodes.serving("media")
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -179,14 +163,14 @@ class VideoSystem(System):
     # -- checks ---------------------------------------------------------------------------------
 
     def _job(self, video: str) -> dict | None:
-        store = self.disk.store
+        store = self.nodes.store("media")
         found = store.read(("video", video)) if store is not None and not store.closed else None
         return None if found is None else found[1]
 
     @check("always")
     def no_acked_chunk_lost(self) -> str | None:
         """Every acknowledged chunk is in its job's stored state and in its blob."""
-        store = self.disk.store
+        store = self.nodes.store("media")
         if store is None or store.closed:
             return None
         jobs: dict[str, dict | None] = {}
@@ -200,7 +184,7 @@ class VideoSystem(System):
     @check("always")
     def renditions_never_redone(self) -> str | None:
         """A rendition's stored checkpoint, once there, never changes."""
-        store = self.disk.store
+        store = self.nodes.store("media")
         if store is None or store.closed:
             return None
         for video in self.uploads:
@@ -247,7 +231,7 @@ class VideoSystem(System):
         node = self.sim.node("media")
         if node is not None:
             for region in REGIONS:
-                pid = node.whereis(self.service.ctx.edge(region))
+                pid = node.whereis(self.nodes.services["media"].ctx.edge(region))
                 edge = node.get_process(pid) if pid is not None else None
                 if edge is not None:
                     self.cache_seen[(region, (pid.node_name, pid.serial))] = (edge.lru.hits, edge.lru.misses)
