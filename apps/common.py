@@ -16,13 +16,14 @@ store.
     servers = ServerNodes(system, ["chat1", "chat2"], lambda node, store, resolve: ChatService(...))
     servers.add()                                                     # they boot
     servers.serving("chat1")                                          # its service; NoProc while down
+    except RETRYABLE: ...                                             # no answer, died, or not there
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from actors import Future, Node, NoProc, Pid, Process
+from actors import CallExit, CallTimeout, Future, Node, NoProc, Pid, Process
 from storage import StorageError, Store
 from supervision import Application, ChildSpec, Flags, Supervisor
 from supervision.client import request
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from sim.system import System
 
 RESTART_PERIOD = 5.0  # seconds over which a tree's max_restarts count (Elixir's default)
+RETRYABLE = (CallTimeout, CallExit, NoProc)
+"""What a caller retries (with the same client id): no answer in time, the server died
+while handling the call, or nobody holds its name (it is restarting)."""
 MAX_ID_LEN = 128
 
 
@@ -134,6 +138,13 @@ def stored_state(store: Store | None, key: Any, empty: Callable[[], dict],
     for event in found[2]:
         apply(state, event)
     return state
+
+
+def top_restarts(default: int) -> Any:
+    """The simulated systems' `top_restarts` option: their top supervisor's max_restarts."""
+    from sim.schema import Field  # here, so that services never import the simulator
+
+    return Field.int(default, 0, 1_000_000, f"the top supervisor's max_restarts (in {RESTART_PERIOD:g} s)")
 
 
 class ServerNodes:

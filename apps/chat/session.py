@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, Exit, GenServer, NoProc, Pid
+from actors import Exit, GenServer, NoProc, Pid
+
+from apps.common import RETRYABLE
 
 from .errors import BadRequest, Unavailable
 from .protocol import PRESENCE, check_ids, check_message, check_name, check_seq
@@ -25,7 +27,6 @@ from .rooms import join_room, room_request
 from .router import Router
 
 ATTACH = ("$chat.attach",)
-RETRYABLE = (CallTimeout, CallExit, NoProc)
 
 
 class Hub:

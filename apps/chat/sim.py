@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, Node, NoProc, Pid, ReceiveTimeout
+from actors import Node, NoProc, Pid, ReceiveTimeout
 from sim.schema import Field
 from sim.system import System, check
 from supervision import ChildError
 
-from apps.common import ServerNodes, ServerSystem, stored_state
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, stored_state, top_restarts
 
 from . import store as book
 from .config import ChatConfig
@@ -36,7 +36,6 @@ from .receipts import DELIVERED, NAMES, READ
 from .router import HashRing
 from .service import ChatService
 
-RETRYABLE = (CallTimeout, CallExit, NoProc)
 TICK = 0.1
 
 
@@ -75,7 +74,7 @@ class ChatSystem(ServerSystem, System):
         "retention": Field.seconds(20.0, 1.0, 86_400.0, "delivered messages are forgotten after this"),
         "window": Field.int(16, 1, 10_000, "unconfirmed items pushed to a session at most"),
         "resend_after": Field.seconds(1.0, 0.05, 60.0, "stalled items and receipts go again after this"),
-        "top_restarts": Field.int(20, 0, 1_000_000, "the top supervisor's max_restarts (in 5 s)"),
+        "top_restarts": top_restarts(20),
     }
     workload_options = {
         "users": Field.int(16, 2, 10_000, "users, one phone each"),

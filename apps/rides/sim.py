@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from actors import CallExit, CallTimeout, Node, NoProc, ReceiveTimeout
-from apps.common import ServerNodes, ServerSystem
+from actors import Node, NoProc, ReceiveTimeout
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 from sim.core import buggify
 from sim.schema import Field
 from sim.system import System, check
@@ -34,7 +34,6 @@ from .service import RideService
 
 CENTER = (37.7749, -122.4194)
 UPDATE_EVERY = 4.0
-_RETRY = (CallTimeout, CallExit, NoProc)
 
 
 class RidesSystem(ServerSystem, System):
@@ -46,7 +45,7 @@ class RidesSystem(ServerSystem, System):
         "offer_timeout": Field.seconds(3.0, 0.1, 60.0, "how long one batch of offers stays live"),
         "city_km": Field.float(2.0, 0.2, 20.0, "side of the square the city covers"),
         "start_hour": Field.float(8.0, 0.0, 23.99, "local hour at time 0 (time-of-day pricing)"),
-        "top_restarts": Field.int(50, 0, 1_000_000, "the top supervisor's max_restarts (in 5 s)"),
+        "top_restarts": top_restarts(50),
     }
     workload_options = {
         "drivers": Field.int(24, 1, 100_000, "driver phones"),
@@ -139,7 +138,7 @@ class RidesSystem(ServerSystem, System):
     async def _accept(self, proc: Any, me: str, ride: str, info: dict) -> list | None:
         try:
             answer = await self._svc().accept(proc, me, ride)
-        except (OfferError, *_RETRY):
+        except (OfferError, *RETRYABLE):
             self.counts["accepts_refused"] += 1
             return None
         assert answer == "accepted", answer
@@ -156,7 +155,7 @@ class RidesSystem(ServerSystem, System):
             st = await (self._svc().pickup if stage == "pickup" else self._svc().dropoff)(proc, ride, me)
         except RideError:
             return None  # cancelled meanwhile
-        except _RETRY:
+        except RETRYABLE:
             self.counts["retries"] += 1
             return trip
         if buggify("rides.dropoff_twice") and stage == "dropoff":
@@ -184,7 +183,7 @@ class RidesSystem(ServerSystem, System):
                 try:
                     await self._svc().request_ride(proc, ride, f"rider{i}", pickup, dropoff, self.load["timeout"])
                     break
-                except _RETRY:
+                except RETRYABLE:
                     self.counts["retries"] += 1
                     await proc.sleep(rng.uniform(0.1, 0.5))
             self.counts["acked"] += 1
@@ -201,7 +200,7 @@ class RidesSystem(ServerSystem, System):
                         await self._svc().cancel(proc, ride, f"rider{i}", "changed my mind")
                         self.counts["rider_cancels"] += 1
                         cancel_at = None
-                except (RideError, *_RETRY):
+                except (RideError, *RETRYABLE):
                     self.counts["retries"] += 1
 
     # -- checks ---------------------------------------------------------------------------------

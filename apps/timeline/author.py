@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, GenServer, NoProc
+from actors import GenServer, NoProc
 from storage import Store
+
+from apps.common import RETRYABLE
 
 from .context import FANOUT, IDS, UserEntity, check_user
 from .errors import BadRequest, Unavailable
 
-RETRYABLE = (CallTimeout, CallExit, NoProc)
 MAX_CIDS = 64  # client post ids remembered per author: retries come within seconds
 MAX_GONE = 1_000  # recent unfollows remembered, so a retried unfollow answers the same
 HAND_OVER_TRIES = 3

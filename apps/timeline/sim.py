@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from actors import CallExit, CallTimeout, Node, NoProc
+from actors import Node
 from sim.schema import Field
 from sim.system import System, check
 from storage import ActivationError, LimitExceeded
 
-from apps.common import ServerNodes, ServerSystem, stored_state
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, stored_state, top_restarts
 
 from . import author as author_state
 from . import home
@@ -35,7 +35,7 @@ from .config import TimelineConfig
 from .errors import BadRequest, TimelineError
 from .service import TimelineService
 
-RETRYABLE = (CallTimeout, CallExit, NoProc, ActivationError, LimitExceeded, TimelineError)
+RETRY = (*RETRYABLE, ActivationError, LimitExceeded, TimelineError)
 
 
 class TimelineSystem(ServerSystem, System):
@@ -50,7 +50,7 @@ class TimelineSystem(ServerSystem, System):
         "idle_timeout": Field.seconds(3.0, 0.1, 3600.0, "idle timelines and authors are passivated after this"),
         "retry_after": Field.seconds(1.0, 0.05, 60.0, "unacknowledged fan-out inserts go again after this"),
         "fanout_batch": Field.int(16, 1, 100_000, "inserts per fan-out turn"),
-        "top_restarts": Field.int(20, 0, 1_000_000, "the top supervisor's max_restarts (in 5 s)"),
+        "top_restarts": top_restarts(20),
     }
     workload_options = {
         "users": Field.int(24, 2, 100_000, "users, one client each, on node 'clients'"),
@@ -139,7 +139,7 @@ class TimelineSystem(ServerSystem, System):
                 self.violations.append(f"client {user}: {what} refused as a bad request: {exc}")
                 del self.busy[user]
                 return None
-            except RETRYABLE:
+            except RETRY:
                 self.counts["retries"] += 1
                 await proc.sleep(rng.uniform(0.0, 2.0 * self.load["backoff"]) + 0.01)
 

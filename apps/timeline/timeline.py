@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import CallExit, CallTimeout, NoProc, NoReply, Pid
+from actors import NoProc, NoReply, Pid
 from storage import ActivationError, Store, entity_call, entity_cast
+
+from apps.common import RETRYABLE
 
 from . import home
 from .author import PULLED
 from .context import LIVE, UserEntity, check_user
 from .errors import BadRequest, Unavailable
 
-RETRYABLE = (CallTimeout, CallExit, NoProc, ActivationError)
+RETRY = (*RETRYABLE, ActivationError)
 LATE = "$read_late"
 
 
@@ -149,7 +151,7 @@ class Timeline(UserEntity):
             return BadRequest(f"user {self.user} already follows {len(follows)} accounts (the limit)")
         try:
             since, pulls = await self._ask_author(author, ("follow", self.user))
-        except RETRYABLE as exc:
+        except RETRY as exc:
             return Unavailable(f"author {author} did not answer: {exc}")
         self.persist([home.E_FOLLOW, author, since, pulls])
         if pulls:
@@ -165,7 +167,7 @@ class Timeline(UserEntity):
             kept: list[int] = []
             if span is not None:  # asked even if no "pull me" came yet: it may be on its way
                 kept = await self._ask_author(author, ("pulled_range", follows[author], span[1]))
-        except RETRYABLE as exc:
+        except RETRY as exc:
             return Unavailable(f"author {author} did not answer: {exc}")
         self.persist([home.E_UNFOLLOW, author, kept])
         self.pulled_cache.pop(author, None)

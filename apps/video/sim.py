@@ -21,8 +21,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from actors import CallExit, CallTimeout, Node, NoProc
-from apps.common import ServerNodes, ServerSystem
+from actors import Node
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 from sim.schema import Field
 from sim.system import System, check
 
@@ -35,7 +35,6 @@ from .upload import UploadError, VideoConfig
 HEIGHTS = (360, 480, 720, 1080)
 DEVICES = tuple(DEVICE_MAX_HEIGHT)
 REGIONS = ("eu", "us", "asia")
-_RETRY = (CallTimeout, CallExit, NoProc)
 
 
 class VideoSystem(ServerSystem, System):
@@ -46,7 +45,7 @@ class VideoSystem(ServerSystem, System):
         "scale": Field.float(0.02, 0.001, 1.0, "rendition size knob (see apps/video/transcode.py)"),
         "segment_seconds": Field.seconds(1.0, 0.1, 60.0, "segment length"),
         "cache_kb": Field.int(256, 1, 1_000_000, "edge cache capacity per region, KiB"),
-        "top_restarts": Field.int(50, 0, 1_000_000, "the top supervisor's max_restarts (in 5 s)"),
+        "top_restarts": top_restarts(50),
     }
     workload_options = {
         "uploaders": Field.int(3, 1, 1000, "uploader processes"),
@@ -91,7 +90,7 @@ class VideoSystem(ServerSystem, System):
         while True:
             try:
                 return await call(proc, *args)
-            except _RETRY:
+            except RETRYABLE:
                 self.counts["retries"] += 1
                 await proc.sleep(rng.uniform(0.1, 0.6))
 
@@ -127,7 +126,7 @@ class VideoSystem(ServerSystem, System):
                 await proc.sleep(1.0)
                 try:
                     st = await self._svc().status(proc, video)
-                except (UploadError, *_RETRY):
+                except (UploadError, *RETRYABLE):
                     continue
                 if st["status"] in ("ready", "failed"):
                     self.counts[st["status"]] += 1
