@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from actors import Node
-from apps.rides import MatchConfig, OfferError, RideError, RideService, candidates, rank
+from apps.rides import MatchConfig, OfferError, RideError, RideService, best, rank, score
 from apps.rides import geo, pricing
+from apps.rides.cell import COLUMNS
 from storage import Store
 
 SF = (37.7749, -122.4194)
@@ -63,6 +64,10 @@ def test_haversine_is_vectorised_and_matches_known_distances():
     d = geo.haversine_km(*SF, np.array([SF[0], la[0]]), np.array([SF[1], la[1]]))
     assert d[0] == 0.0 and 555 < d[1] < 562  # San Francisco to Los Angeles
     assert abs(geo.distance_km(0, 0, 1, 0) - 111.195) < 0.01
+    rng = np.random.default_rng(5)  # the scalar distance is the vectorised one
+    lats, lons = rng.uniform(-80, 80, 50), rng.uniform(-180, 180, 50)
+    assert [geo.distance_km(*SF, la, lo) for la, lo in zip(lats, lons)] == pytest.approx(
+        geo.haversine_km(*SF, lats, lons).tolist(), rel=1e-12)
 
 
 def test_heading_toward_the_pickup():
@@ -108,16 +113,43 @@ def test_fare_formula_and_clock_hours():
 
 def test_rank_follows_the_score():
     ids = ["far", "near", "toward", "rated"]
-    rows = candidates(ids, np.array([4.0, 0.5, 2.0, 0.5]),    # 100 - 8 + 49 + 4.5 = 145.5
-                      np.array([4.9, 4.5, 4.5, 5.0]),         # 100 - 1 + 45 + 4 = 148
-                      np.array([0.9, 0.8, 0.8, 0.1]),         # 100 - 4 + 45 + 4 + 15 = 160
-                      np.array([False, False, True, False]))  # 100 - 1 + 50 + 0.5 = 149.5
-    assert [-row[0] for row in rows] == pytest.approx([145.5, 148.0, 160.0, 149.5])
-    assert rank(rows) == ["toward", "rated", "near", "far"]
-    same = np.array([1.0, 1.0])
-    assert rank(candidates(["b", "a"], same, same, same, np.array([False, False]))) == ["a", "b"]
-    assert rank(candidates([10, 9], same, same, same, np.array([False, False]))) == [10, 9]  # "10" < "9"
+    scores = score(np.array([4.0, 0.5, 2.0, 0.5]),     # 100 - 8 + 49 + 4.5 = 145.5
+                   np.array([4.9, 4.5, 4.5, 5.0]),     # 100 - 1 + 45 + 4 = 148
+                   np.array([0.9, 0.8, 0.8, 0.1]),     # 100 - 4 + 45 + 4 + 15 = 160
+                   np.array([False, False, True, False]))  # 100 - 1 + 50 + 0.5 = 149.5
+    assert scores.tolist() == pytest.approx([145.5, 148.0, 160.0, 149.5])
+    assert rank(zip(scores.tolist(), ids)) == ["toward", "rated", "near", "far"]
+    assert rank([(1.0, "b"), (1.0, "a")]) == ["a", "b"]
+    assert rank([(1.0, 10), (1.0, 9)]) == [10, 9]  # "10" < "9"
     assert rank([]) == []
+
+
+def _members(rows):
+    """A cell's table (`cell.COLUMNS`) from (lat, lon, heading, rating, acceptance, available) rows."""
+    return np.array(rows, dtype=float).reshape(-1, len(COLUMNS))
+
+
+def test_best_ranks_the_union_of_cells_within_the_radius():
+    north = SF[0] + 0.0045  # 500 m north of the pickup
+    ids = ["a", "b", "c", "busy", "far", "south"]
+    table = _members([(north, SF[1], 0.0, 4.5, 0.8, 1),      # heading away
+                      (north, SF[1], 180.0, 4.5, 0.8, 1),    # heading toward the pickup: 163
+                      (SF[0], SF[1], 90.0, 4.0, 0.5, 1),     # at the pickup, low rating
+                      (SF[0], SF[1], 0.0, 5.0, 1.0, 0),      # the best, but not available
+                      (SF[0] + 0.05, SF[1], 180.0, 5.0, 1.0, 1),  # 5.6 km: beyond the radius
+                      (SF[0] - 0.0045, SF[1], 0.0, 4.5, 0.8, 1)])  # 163 too: "b" < "south"
+    assert best(ids, table, *SF, 1.0, 10) == ["b", "south", "a", "c"]
+    assert best(ids, table, *SF, 1.0, 2) == ["b", "south"]
+    assert best(ids, table, *SF, 1.0, 10, skip={"b"}) == ["south", "a", "c"]
+    assert best(ids, table, *SF, 10.0, 10) == ["b", "south", "far", "a", "c"]  # 158.9: 11 km less
+    assert best([], _members([]), *SF, 1.0, 3) == []
+
+
+def test_best_cuts_ties_as_rank_does():
+    ids = [f"d{i}" for i in range(9, 0, -1)]  # d9 .. d1, all alike
+    table = _members([(SF[0], SF[1], 0.0, 4.5, 0.8, 1)] * 9)
+    assert best(ids, table, *SF, 1.0, 3) == ["d1", "d2", "d3"]
+    assert best(ids, table, *SF, 1.0, 3, skip={"d2"}) == ["d1", "d3", "d4"]
 
 
 def test_match_config_limits():
@@ -125,6 +157,9 @@ def test_match_config_limits():
         MatchConfig(batch=0)
     with pytest.raises(ValueError, match="radii_km"):
         MatchConfig(radii_km=(5.0, 1.0))
+    # candidates ranked per search: the batches the limit leaves time for, at most 60
+    assert MatchConfig().queue == 36 and MatchConfig(match_limit=20.0, offer_timeout=3.0).queue == 21
+    assert MatchConfig(match_limit=3600.0, offer_timeout=0.1).queue == 60
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -308,6 +343,39 @@ def test_a_ride_killed_mid_match_resumes_without_double_assigning(city):
     assert st["driver"] == "d3" and st["status"] in ("matched", "accepted")
     node.run_for(3.0)
     assert call(node, rides.status(node, "r1"))["status"] == "accepted"
+
+
+def test_a_cell_shares_one_read_only_snapshot_until_its_members_change(city):
+    node, rides, _ = city
+    place(node, rides, ["d1"])
+    rides.driver_update(node, "d2", SF[0] + 0.0008, SF[1])
+    node.run_for(0.5)
+    cell = node.get_process(rides.city.registry.lookup(("cell", geo.cell_of(SF[0] + 0.0009, SF[1]))))
+    ids, rows = cell.snapshot()
+    assert cell.snapshot()[1] is rows and set(ids) == {"d1", "d2"}
+    with pytest.raises(ValueError):
+        rows[0, 0] = 0.0  # read-only: every search that got it may still hold it
+    rides.driver_update(node, "d1", SF[0] + 0.0010, SF[1])
+    node.run_for(0.5)
+    ids2, rows2 = cell.snapshot()
+    assert rows2 is not rows and rows2[ids2.index("d1"), 0] == SF[0] + 0.0010
+    assert rows[ids.index("d1"), 0] == SF[0] + 0.0009  # the old one is as it was
+
+
+def test_offers_are_counted_in_memory_and_stored_with_the_accept(city):
+    node, rides, store = city
+    drivers = ["d1", "d2", "d3"]
+    placed_and_requested(node, rides, drivers)
+    assert call(node, rides.driver(node, "d1"))["offered"] == 1
+    assert call(node, rides.driver(node, "d1"))["acceptance"] == 0.0
+    assert store.read(("driver", "d1"))[1]["offered"] == 0  # soft until the next write
+    assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
+    node.run_for(0.5)
+    assert store.read(("driver", "d1"))[1]["offered"] == 1
+    assert store.read(("driver", "d1"))[1]["accepted"] == 1
+    rides.driver_offline(node, "d2")  # going offline stores them too
+    node.run_for(0.5)
+    assert store.read(("driver", "d2"))[1]["offered"] == 1
 
 
 def test_a_killed_driver_keeps_its_trip(city):

@@ -5,8 +5,8 @@ Modules: `geo` (cells, neighbours, haversine), `pricing` (fares, ETAs, surge),
 request: the match and the trip), `service` (the tree, the gateway, the API), `sim` (the
 simulated system for scenarios).
 """
-from .matcher import MatchConfig, RideError, candidates, rank
+from .matcher import MatchConfig, RideError, best, rank, score
 from .driver import OfferError
 from .service import RideService
 
-__all__ = ["MatchConfig", "OfferError", "RideError", "RideService", "candidates", "rank"]
+__all__ = ["MatchConfig", "OfferError", "RideError", "RideService", "best", "rank", "score"]

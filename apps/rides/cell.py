@@ -1,10 +1,15 @@
 """One process per geohash cell: the drivers in it, its demand and supply, its surge.
 
 Soft state, rebuilt from the drivers' next location updates (every ~4 s) after a crash:
-the members' positions, headings, ratings, acceptance rates and availability, in numpy
-arrays so a nearby search is one vectorised haversine over the cell. Durable state (the
-store): the open ride requests whose pickup is in the cell (`demand`, each with the
-request's deadline, so an entry whose removal was lost expires) and the last surge.
+the members' positions, headings, ratings, acceptance rates and availability, one row
+each in a numpy array (`COLUMNS`). Durable state (the store): the open ride requests
+whose pickup is in the cell (`demand`, each with the request's deadline, so an entry
+whose removal was lost expires) and the last surge.
+
+A nearby search does no arithmetic here: the cell answers its members as they are, a
+read-only copy of its rows (`snapshot`, rebuilt only after the members changed), and
+the ride ranks the union of the cells it asked in one vectorised pass
+(`matcher.best`): a dozen small numpy calls per search instead of a dozen per cell.
 
 Every `SURGE_EVERY` (30) seconds the cell drops members not heard from for
 `OFFLINE_AFTER` seconds and expired demand, then recomputes its surge from the
@@ -13,11 +18,10 @@ key `("cell", geohash)`); each registers itself in the city's registry so ride r
 can ask only the cells that exist.
 
 Casts: `("at", driver, lat, lon, heading, available, rating, acceptance)`,
-`("leave", driver)`, `("demand", ride, deadline[, reply_to, tag])` (with a reply_to, also
-answered `("quote", tag, surge, ratio)`), `("undemand", ride)`,
-`("nearby", lat, lon, radius_km, reply_to, tag)` (answered with a plain message
-`("nearby", tag, rows)`, the available members within the radius already scored:
-`matcher.candidates` rows). Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
+`("leave", driver)`, `("undemand", ride)`, `("nearby", reply_to, tag, demand)` (answered
+with a plain message `("nearby", tag, ids, rows, quote)`: the members, and with a
+`demand` `(ride, deadline)`, which it records, the quote `(surge, ratio)`, else None).
+Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ import numpy as np
 from storage import PersistentServer
 
 from . import geo, pricing
-from .matcher import candidates
 
 OFFLINE_AFTER = 30.0  # seconds without an update after which a driver is offline
 MAX_MEMBERS = 100_000
 MAX_DEMAND = 100_000
-_COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "seen")
+COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "available")  # a member's row (available: 1.0 / 0.0)
+LAT, LON, HEADING, RATING, ACCEPTANCE, AVAILABLE = range(len(COLUMNS))
 _TICK = ("$surge_tick",)
 
 
@@ -47,10 +51,11 @@ class Cell(PersistentServer):
         super().init(store, key)
         assert key[0] == "cell" and len(key[1]) == geo.PRECISION, key
         self.gh = key[1]
-        self.slot: dict[Any, int] = {}  # driver -> row in the arrays
+        self.slot: dict[Any, int] = {}  # driver -> its row
         self.ids: list[Any] = []
-        self.cols = {name: np.zeros(16) for name in _COLUMNS}
-        self.available = np.zeros(16, dtype=bool)
+        self.rows = np.zeros((16, len(COLUMNS)))
+        self.seen = np.zeros(16)  # when each member was last heard from
+        self._snapshot: tuple[tuple, np.ndarray] | None = None  # None: the members changed since
         self.city.registry.register(("cell", self.gh), self.pid)
         self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
 
@@ -67,14 +72,12 @@ class Cell(PersistentServer):
                 raise OverflowError(f"cell {self.gh} is full ({MAX_MEMBERS} drivers)")
             i = self.slot[driver] = len(self.ids)
             self.ids.append(driver)
-            if i == len(self.available):
-                for name in _COLUMNS:
-                    self.cols[name] = np.resize(self.cols[name], 2 * i)
-                self.available = np.resize(self.available, 2 * i)
-        c = self.cols
-        c["lat"][i], c["lon"][i], c["heading"][i] = lat, lon, heading
-        c["rating"][i], c["acceptance"][i], c["seen"][i] = rating, acceptance, self.now()
-        self.available[i] = available
+            if i == len(self.seen):
+                self.rows = np.resize(self.rows, (2 * i, len(COLUMNS)))
+                self.seen = np.resize(self.seen, 2 * i)
+        self.rows[i] = (lat, lon, heading, rating, acceptance, 1.0 if available else 0.0)
+        self.seen[i] = self.now()
+        self._snapshot = None
 
     def _drop(self, driver: Any) -> None:
         i = self.slot.pop(driver, None)
@@ -85,10 +88,19 @@ class Cell(PersistentServer):
             moved = self.ids[last]
             self.ids[i] = moved
             self.slot[moved] = i
-            for col in self.cols.values():
-                col[i] = col[last]
-            self.available[i] = self.available[last]
+            self.rows[i] = self.rows[last]
+            self.seen[i] = self.seen[last]
         self.ids.pop()
+        self._snapshot = None
+
+    def snapshot(self) -> tuple[tuple, np.ndarray]:
+        """The members and their rows (`COLUMNS`), read-only: what a nearby search gets.
+        Shared by every search until the members change (never mutated: a new one then)."""
+        if self._snapshot is None:
+            rows = self.rows[:len(self.ids)].copy()
+            rows.flags.writeable = False
+            self._snapshot = (tuple(self.ids), rows)
+        return self._snapshot
 
     # -- callbacks ------------------------------------------------------------------------
 
@@ -99,19 +111,21 @@ class Cell(PersistentServer):
         elif tag == "leave":
             self._drop(msg[1])
         elif tag == "nearby":
-            _, lat, lon, radius, reply_to, ref = msg
-            self.send(reply_to, ("nearby", ref, self._nearby(lat, lon, radius)))
-        elif tag == "demand":
-            demand = self.state["demand"]
-            if msg[1] not in demand and len(demand) >= MAX_DEMAND:
-                raise OverflowError(f"cell {self.gh} has {MAX_DEMAND} open requests")
-            demand[msg[1]] = msg[2]
-            if len(msg) == 5:  # and a quote: the surge the ride's fare is locked at
-                self.send(msg[3], ("quote", msg[4], self.state["surge"], self.state["ratio"]))
+            _, reply_to, ref, demand = msg
+            if demand is not None:
+                self._demand(*demand)
+            quote = None if demand is None else (self.state["surge"], self.state["ratio"])
+            self.send(reply_to, ("nearby", ref, *self.snapshot(), quote))
         elif tag == "undemand":
             self.state["demand"].pop(msg[1], None)
         else:
             raise ValueError(f"cell {self.gh}: unknown message {msg!r:.200}")
+
+    def _demand(self, ride: Any, deadline: float) -> None:
+        demand = self.state["demand"]
+        if ride not in demand and len(demand) >= MAX_DEMAND:
+            raise OverflowError(f"cell {self.gh} has {MAX_DEMAND} open requests")
+        demand[ride] = deadline
 
     def handle_call(self, request: tuple, caller: Any) -> Any:
         if request[0] == "surge":
@@ -130,29 +144,15 @@ class Cell(PersistentServer):
 
     # -- work ---------------------------------------------------------------------------
 
-    def _nearby(self, lat: float, lon: float, radius_km: float) -> list[tuple]:
-        """Available members within the radius, scored (`matcher.candidates` rows)."""
-        n = len(self.ids)
-        if n == 0:
-            return []
-        c = self.cols
-        km = geo.haversine_km(lat, lon, c["lat"][:n], c["lon"][:n])
-        hits = np.flatnonzero(self.available[:n] & (km <= radius_km))
-        if len(hits) == 0:
-            return []
-        toward = geo.heading_toward(c["heading"][hits], c["lat"][hits], c["lon"][hits], lat, lon)
-        return candidates([self.ids[i] for i in hits.tolist()], km[hits], c["rating"][hits],
-                          c["acceptance"][hits], toward)
-
     def _recompute(self) -> None:
         now = self.now()
         n = len(self.ids)
-        stale = [self.ids[i] for i in np.flatnonzero(self.cols["seen"][:n] < now - OFFLINE_AFTER)]
+        stale = [self.ids[i] for i in np.flatnonzero(self.seen[:n] < now - OFFLINE_AFTER)]
         for driver in stale:
             self._drop(driver)
         demand = self.state["demand"]
         for ride in [r for r, deadline in demand.items() if deadline < now]:
             del demand[ride]
-        supply = int(self.available[:len(self.ids)].sum())
+        supply = int(np.count_nonzero(self.rows[:len(self.ids), AVAILABLE]))
         ratio = pricing.demand_supply_ratio(len(demand), supply)
         self.state.update(surge=pricing.surge_for(ratio), ratio=ratio, supply=supply, at=now)

@@ -2,11 +2,16 @@
 
 Durable (the store): status, rating, offers received and accepted (the acceptance rate),
 the trip it drives, a claim in flight and the cell it was last reported in. Soft: the
-position and heading (the phone sends one every ~4 s), the live offers and the phone's
-pid. A driver not heard from for `OFFLINE_AFTER` (30) seconds goes offline and leaves
-its cell; an offline driver without a trip stops (its state is stored) and the next
-message starts it again (`storage.Entities`, key `("driver", id)`; a running driver is
-registered as `("driver", id)` in the city's registry, for introspection). The cell hears
+position and heading (the phone sends one every ~4 s), the live offers, the phone's pid,
+and the offers received since the last write (`unsaved_offers`): an offer changes
+nothing that a guarantee rests on, so it is counted in memory and stored with the
+driver's next accept, or when it goes offline or stops; a crash forgets at most those,
+and the acceptance rate, a ranking hint, reads a little high until the next offers.
+
+A driver not heard from for `OFFLINE_AFTER` (30) seconds goes offline and leaves its
+cell; an offline driver without a trip stops (its state is stored) and the next message
+starts it again (`storage.Entities`, key `("driver", id)`; a running driver is registered
+as `("driver", id)` in the city's registry: rides send to it directly). The cell hears
 from the driver at every update (position and availability), and between updates only
 when its availability changed: a claim in flight is not reported (the driver refuses
 offers meanwhile), a won claim is (busy).
@@ -61,6 +66,7 @@ class Driver(PersistentServer):
         self.heading = 0.0
         self.seen = self.now()  # a start is caused by a message from the driver or about it
         self.phone = None
+        self.unsaved_offers = 0  # offers received and not yet in the state (see above)
         self.offers: dict[Any, tuple] = {}  # ride -> (ride pid, info, expires)
         self.stale_armed = False
         self.claimant = None  # the phone waiting for a claim's answer
@@ -80,8 +86,16 @@ class Driver(PersistentServer):
 
     @property
     def acceptance(self) -> float:
-        s = self.state
-        return s["accepted"] / s["offered"] if s["offered"] else DEFAULT_ACCEPTANCE
+        offered = self.state["offered"] + self.unsaved_offers
+        return self.state["accepted"] / offered if offered else DEFAULT_ACCEPTANCE
+
+    def _store_offers(self) -> None:
+        """Move the offers counted in memory into the state (stored at the end of the turn)."""
+        self.state["offered"] += self.unsaved_offers
+        self.unsaved_offers = 0
+
+    def terminate(self, reason: Any) -> None:
+        self._store_offers()  # a stop saves the state it stops with
 
     # -- casts ------------------------------------------------------------------------
 
@@ -152,7 +166,7 @@ class Driver(PersistentServer):
         if len(self.offers) >= MAX_OFFERS:
             return
         self.offers[ride] = (ride_pid, info, expires)
-        s["offered"] += 1
+        self.unsaved_offers += 1
         self._tell_phone(("offer", ride, info, expires))
 
     def _tell_phone(self, msg: tuple) -> None:
@@ -165,6 +179,7 @@ class Driver(PersistentServer):
             self._to_cell(s["cell"], ("leave", self.id))
             s["cell"] = None
         self.offers.clear()
+        self._store_offers()
         if s["trip"] is None and s["claim"] is None:
             s["status"] = "offline"
             self.stop()  # stored; the next message starts it again
@@ -192,7 +207,8 @@ class Driver(PersistentServer):
             self.cast(offer[0], ("decline", self.id))
             return "declined"
         if tag == "state":
-            return dict(self.state, id=self.id, lat=self.lat, lon=self.lon, acceptance=self.acceptance)
+            return dict(self.state, id=self.id, lat=self.lat, lon=self.lon, acceptance=self.acceptance,
+                        offered=self.state["offered"] + self.unsaved_offers)
         if tag == "offers":
             now = self.now()
             return sorted(ride for ride, (_, _, expires) in self.offers.items() if expires >= now)
@@ -209,6 +225,7 @@ class Driver(PersistentServer):
             return OfferError(f"driver {self.id} is {s['status']}, cannot accept ride {ride!r}")
         s["claim"] = ride  # stored before the claim below leaves
         s["accepted"] += 1
+        self._store_offers()
         self.claimant = caller
         # The cell is not told: a claim is settled in a few messages, offers meanwhile are
         # refused here (`_offer`), and the cell hears when the driver becomes busy.

@@ -130,8 +130,12 @@ def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> 
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance between two points in km."""
-    return float(haversine_km(lat1, lon1, np.array([lat2]), np.array([lon2]))[0])
+    """Great-circle distance between two points in km (the same formula as
+    `haversine_km`, in scalar math: no array set-up for one pair)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lon2 - lon1)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(a, 1.0)))
 
 
 def bearings_deg(lats: np.ndarray, lons: np.ndarray, lat: float, lon: float) -> np.ndarray:

@@ -1,41 +1,53 @@
 """One process per ride request: the multi-phase match, then the trip's lifecycle.
 
 Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"): ask the live cells
-within the current radius for available drivers (scatter, gather with a timeout), rank
-them (`rank`), offer the best `batch` of them for `offer_timeout` seconds, then the next
-`batch`, then widen the radius (`radii_km`), and after the widest start again from the
-narrowest. The first driver whose claim arrives while its offer is live wins; every other
-offer is withdrawn. At the deadline (`match_limit` after the request) an unmatched ride
-is cancelled with a reason. A claim after the deadline is refused.
+within the current radius for their members (scatter, gather with a timeout), rank the
+union of their answers in one vectorised pass (`best`), offer the best `batch` of them
+for `offer_timeout` seconds, then the next `batch`, then widen the radius (`radii_km`),
+and after the widest start again from the narrowest. The pickup cell is always asked
+(started if need be): it records the ride's demand and answers with its surge, which the
+first search locks into the fare quote. The first driver whose claim arrives while its
+offer is live wins; every other offer is withdrawn. At the deadline (`match_limit` after
+the request) an unmatched ride is cancelled with a reason. A claim after the deadline is
+refused.
 
 Lifecycle: requested -> matched (a claim won) -> accepted (the driver confirmed it holds
 the trip) -> arriving (the driver's location updates carry an ETA) -> in_progress
 (pickup) -> completed (dropoff; the fare computed from the formula) | cancelled (no match,
 or by the rider or driver before pickup).
 
-State is stored after every turn that changes it. A crashed ride restarts (transient
-child) from what was stored and resumes: its deadline and batch timers are re-armed from
-the stored times, its live offers stay live, a claim is idempotent for the driver that
-won, and no other driver can win once one has. Nothing is decided twice.
+State is stored after every turn that changes it: the quote and the offers out (before
+they leave), the winner (before any driver hears it won), each later transition. The
+request itself is the city's (its journal), so sending the queries writes nothing and
+they leave at once; the ranked candidates not offered yet are not stored either (a
+restarted ride searches again, skipping every driver already tried). A crashed ride
+restarts (transient child) from what was stored and resumes: its deadline and batch
+timers are re-armed from the stored times, its live offers stay live, a claim is
+idempotent for the driver that won, and no other driver can win once one has. Nothing is
+decided twice.
+
+Messages to drivers and cells go straight to their running process when there is one
+(`_to`): a hop through their router is saved on every offer, withdrawal and query.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Container
 
 import numpy as np
 
 from storage import PersistentServer, entity_cast
 
 from . import geo, pricing
+from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING, LAT, LON, RATING
 
 ACTIVE = ("matched", "accepted", "arriving", "in_progress")
 TERMINAL = ("completed", "cancelled")
 GATHER_TIMEOUT = 0.5  # seconds a search waits for the cells' answers
-QUOTE_TIMEOUT = 1.0  # seconds a new ride waits for its pickup cell's surge
 CONFIRM_EVERY = 2.0  # seconds between reminders to a matched driver that has not confirmed
-MAX_QUEUE = 60  # ranked candidates kept per search
+MAX_QUEUE = 60  # ranked candidates kept per search, at most (see MatchConfig.queue)
 _DEADLINE, _BATCH, _GATHERED, _CONFIRM, _STOP = ("$deadline",), ("$batch",), "$gathered", ("$confirm",), ("$stop",)
 
 
@@ -63,23 +75,52 @@ class MatchConfig:
         if not 0 <= self.start_hour < 24:
             raise ValueError(f"start_hour must be in [0, 24), got {self.start_hour!r}")
 
+    @property
+    def queue(self) -> int:
+        """Candidates worth ranking per search: as many as the batches the limit leaves
+        time for (36 with the defaults), at most MAX_QUEUE. Declines can use them up
+        sooner; the next, wider search then finds the rest again."""
+        return min(MAX_QUEUE, self.batch * math.ceil(self.match_limit / self.offer_timeout))
 
-def candidates(ids: list[Any], km: np.ndarray, rating: np.ndarray, acceptance: np.ndarray,
-               toward: np.ndarray) -> list[tuple]:
-    """One row per driver, `(-score, str(id), id)`, the key `rank` sorts by. Score (seeds):
-    100 - 2 * km to pickup + 10 * rating + 5 * acceptance rate + 15 if heading toward the
-    pickup; vectorised, as cells score their members where they hold them."""
-    score = 100.0 - 2.0 * km + 10.0 * rating + 5.0 * acceptance + 15.0 * toward
-    return [(-s, str(driver), driver) for s, driver in zip(score.tolist(), ids)]
+
+def score(km: np.ndarray, rating: np.ndarray, acceptance: np.ndarray, toward: np.ndarray) -> np.ndarray:
+    """Drivers' scores (seeds), vectorised: 100 - 2 * km to pickup + 10 * rating + 5 *
+    acceptance rate + 15 if heading toward the pickup."""
+    return 100.0 - 2.0 * km + 10.0 * rating + 5.0 * acceptance + 15.0 * toward
 
 
 def rank(rows: list[tuple]) -> list[Any]:
-    """Driver ids best first from `candidates` rows; ties go to the smaller id as a string
+    """Driver ids best first from `(score, id)` rows; ties go to the smaller id as a string
     (deterministic)."""
-    return [row[2] for row in sorted(rows, key=_KEY)]
+    return [row[2] for row in sorted(((-s, str(driver), driver) for s, driver in rows), key=_KEY)]
 
 
 _KEY = operator.itemgetter(0, 1)
+
+
+def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: float, limit: int,
+         skip: Container[Any] = ()) -> list[Any]:
+    """The best `limit` drivers of a union of cells' members (`ids`, and `table` their rows,
+    `cell.COLUMNS`) that are available, within `radius_km` of (lat, lon) and not in
+    `skip`, in `rank`'s order: one vectorised pass over the union, and `rank` only for the
+    few kept (with every driver tied with the last one kept, so the cut is `rank`'s)."""
+    assert len(ids) == len(table) and limit > 0, (len(ids), table.shape, limit)
+    if not ids:
+        return []
+    km = geo.haversine_km(lat, lon, table[:, LAT], table[:, LON])
+    hits = np.flatnonzero((table[:, AVAILABLE] > 0.0) & (km <= radius_km))
+    rows = table[hits]
+    toward = geo.heading_toward(rows[:, HEADING], rows[:, LAT], rows[:, LON], lat, lon)
+    scores = score(km[hits], rows[:, RATING], rows[:, ACCEPTANCE], toward)
+    values, at = scores.tolist(), hits.tolist()
+    kept: list[tuple] = []
+    for i in np.argsort(-scores, kind="stable").tolist():
+        if len(kept) >= limit and values[i] != kept[-1][0]:
+            break
+        driver = ids[at[i]]
+        if driver not in skip:
+            kept.append((values[i], driver))
+    return rank(kept)[:limit]
 
 
 class RideError(ValueError):
@@ -91,22 +132,22 @@ class Ride(PersistentServer):
     `{"rider", "pickup", "dropoff", "at", "deadline"}` as the city stored it."""
 
     def init(self, store: Any, key: Any, request: dict, config: MatchConfig, city: Any) -> None:
+        self.id = key[1]  # before the state, which holds it
         super().init(store, key, request)
-        self.id = key[1]
         self.config = config
         self.city = city
         self.gather: dict[str, Any] | None = None
-        self.deadline_timer = self.batch_timer = None
-        self.quote_ref = self.quote_timer = self.confirm_timer = None
+        self.queue: list[Any] = []  # the ranked candidates not offered yet: soft, a restart searches again
+        self.deadline_timer = self.batch_timer = self.confirm_timer = None
         city.registry.register(("ride", self.id), self.pid)
         self.continue_with("resume")
 
     def initial_state(self, request: dict) -> dict[str, Any]:
-        return {"id": None, "rider": request["rider"], "pickup": request["pickup"],
+        return {"id": self.id, "rider": request["rider"], "pickup": request["pickup"],
                 "dropoff": request["dropoff"], "cell": geo.cell_of(*request["pickup"]),
                 "requested_at": request["at"], "deadline": request["deadline"], "status": "requested",
                 "surge": None, "ratio": None, "time_mult": None, "quote": None,
-                "step": 0, "queue": [], "outstanding": [], "tried": [], "declined": [], "batch_until": None,
+                "step": 0, "outstanding": [], "tried": [], "declined": [], "batch_until": None,
                 "searched": 0, "found": 0, "driver": None, "matched_at": None, "accepted_at": None,
                 "eta_min": None, "started_at": None, "completed_at": None, "distance_km": None,
                 "minutes": None, "fare": None, "reason": None, "decided_at": None}
@@ -116,50 +157,25 @@ class Ride(PersistentServer):
     def handle_continue(self, arg: str) -> None:
         assert arg == "resume"
         s = self.state
-        s["id"] = self.id
         if s["status"] in TERMINAL:
             self._finish()
-        elif s["surge"] is None:
-            self._ask_quote()
-        else:
-            self._proceed(False)
-
-    def _proceed(self, counted: bool) -> None:
-        """Run (or resume) the match; `counted`: the pickup cell has recorded the demand."""
-        s = self.state
-        if s["status"] == "requested":
-            if not counted:
-                entity_cast(self, self.city.cells, ("cell", s["cell"]), ("demand", self.id, s["deadline"]))
+        elif s["status"] == "requested":
             self.deadline_timer = self._at(s["deadline"], _DEADLINE)
-            if s["outstanding"] and s["batch_until"] is not None:
+            if s["outstanding"] and s["batch_until"] is not None:  # its live offers stay live
                 self.batch_timer = self._at(s["batch_until"], _BATCH)
             else:
                 self._search()
         elif s["status"] == "matched":
             self.confirm_timer = self.send_after(0, self.pid, _CONFIRM)
 
-    def _ask_quote(self) -> None:
-        """Tell the pickup cell of the demand and ask for its surge (a message, so the ride
-        never waits suspended)."""
-        s = self.state
-        self.quote_ref = self.node.make_ref()
-        entity_cast(self, self.city.cells, ("cell", s["cell"]), ("demand", self.id, s["deadline"], self.pid,
-                                                                 self.quote_ref))
-        self.quote_timer = self.send_after(QUOTE_TIMEOUT, self.pid, ("quote", self.quote_ref, None, None))
-
-    def _quoted(self, ref: Any, surge: float | None, ratio: float | None) -> None:
+    def _quote(self, surge: float | None, ratio: float | None) -> None:
         """Lock the surge of the pickup cell and the time-of-day multiplier; quote a fare.
         A cell that does not answer in time quotes no surge (stated as ratio None)."""
         s = self.state
-        if ref != self.quote_ref or s["surge"] is not None:
-            return
-        self.quote_ref = None
-        self.cancel_timer(self.quote_timer)
         s["surge"], s["ratio"] = (surge, ratio) if surge is not None else (1.0, None)
         s["time_mult"] = pricing.time_multiplier(pricing.hour_at(s["requested_at"], self.config.start_hour))
         km = geo.distance_km(*s["pickup"], *s["dropoff"])
         s["quote"] = pricing.fare(km, pricing.trip_minutes_estimate(km), s["surge"], s["time_mult"])
-        self._proceed(surge is not None)
 
     def _at(self, t: float, msg: tuple) -> Any:
         return self.send_after(max(0.0, t - self.now()), self.pid, msg)
@@ -167,38 +183,52 @@ class Ride(PersistentServer):
     # -- the match ------------------------------------------------------------------------
 
     def _search(self) -> None:
-        """Scatter a nearby query to the live cells within the current radius."""
+        """Scatter a nearby query to the live cells within the current radius, and always to
+        the pickup cell (started if need be), which records the demand and quotes its
+        surge (recording it again is harmless: a cell that restarted may have lost it)."""
         s = self.state
-        radius = self.config.radii_km[s["step"]]
         lat, lon = s["pickup"]
         ref = self.node.make_ref()
-        asked = 0
-        for cell in geo.cells_within(lat, lon, radius):
+        self._to(("cell", s["cell"]), ("nearby", self.pid, ref, (self.id, s["deadline"])))
+        asked = 1
+        for cell in geo.cells_within(lat, lon, self.config.radii_km[s["step"]]):
             pid = self.city.registry.lookup(("cell", cell))
-            if pid is not None:
-                self.cast(pid, ("nearby", lat, lon, radius, self.pid, ref))
+            if pid is not None and cell != s["cell"]:
+                self.cast(pid, ("nearby", self.pid, ref, None))
                 asked += 1
-        self.gather = {"ref": ref, "left": asked, "rows": [], "timer": None}
-        s["searched"] += 1
-        if asked == 0:
+        timer = self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
+        # No state changes here: the queries leave at once, without waiting for a commit.
+        self.gather = {"ref": ref, "left": asked, "ids": [], "rows": [], "quote": None, "timer": timer}
+
+    def _answered(self, ids: tuple, rows: np.ndarray, quote: tuple | None) -> None:
+        g = self.gather
+        g["ids"] += ids
+        g["rows"].append(rows)
+        if quote is not None:  # the pickup cell's (surge, ratio)
+            g["quote"] = quote
+        g["left"] -= 1
+        if g["left"] == 0:
             self._gathered()
-        else:
-            self.gather["timer"] = self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
 
     def _gathered(self) -> None:
-        self.cancel_timer(self.gather["timer"])
-        rows, self.gather = self.gather["rows"], None
+        g, self.gather = self.gather, None
+        self.cancel_timer(g["timer"])
         s = self.state
+        if s["status"] != "requested":
+            return  # cancelled while the cells answered
+        if s["surge"] is None:
+            self._quote(*(g["quote"] or (None, None)))
         skip = set(s["declined"]) | set(s["outstanding"]) | set(s["tried"])  # membership only
-        fresh = [r for r in rows if r[2] not in skip]
-        s["found"] += len(fresh)
-        s["queue"] = rank(fresh)[:MAX_QUEUE]
+        table = np.concatenate(g["rows"]) if g["rows"] else np.zeros((0, len(COLUMNS)))
+        self.queue = best(g["ids"], table, *s["pickup"], self.config.radii_km[s["step"]], self.config.queue, skip)
+        s["searched"] += 1
+        s["found"] += len(self.queue)
         self._offer_next()
 
     def _offer_next(self) -> None:
         s = self.state
         cfg = self.config
-        if not s["queue"]:
+        if not self.queue:
             if s["step"] + 1 < len(cfg.radii_km):
                 s["step"] += 1
                 self._search()
@@ -208,7 +238,7 @@ class Ride(PersistentServer):
                 s["batch_until"] = self.now() + cfg.sweep_pause
                 self.batch_timer = self._at(s["batch_until"], _BATCH)
             return
-        batch, s["queue"] = s["queue"][:cfg.batch], s["queue"][cfg.batch:]
+        batch, self.queue = self.queue[:cfg.batch], self.queue[cfg.batch:]
         expires = min(self.now() + cfg.offer_timeout, s["deadline"])
         s["outstanding"] = batch
         s["tried"] += batch
@@ -217,14 +247,26 @@ class Ride(PersistentServer):
         info = {"pickup": s["pickup"], "dropoff": s["dropoff"], "fare": s["quote"],
                 "km": round(km, 3), "rider": s["rider"]}
         for driver in batch:
-            entity_cast(self, self.city.drivers, ("driver", driver), ("offer", self.id, self.pid, info, expires))
+            self._to(("driver", driver), ("offer", self.id, self.pid, info, expires))
         self.batch_timer = self._at(expires, _BATCH)
+
+    def _to(self, key: tuple, msg: tuple) -> None:
+        """Cast to driver or cell `key`: straight to its running process (one hop instead of
+        two through its router), else through the router, which starts it. A message to
+        one that is just stopping is lost: offers time out, reminders repeat, a lost
+        demand expires at the ride's deadline, a lost `trip_over` is found by the driver's
+        trip check."""
+        pid = self.city.registry.lookup(key)
+        if pid is None:
+            entity_cast(self, self.city.drivers if key[0] == "driver" else self.city.cells, key, msg)
+        else:
+            self.cast(pid, msg)
 
     def _withdraw(self, keep: Any = None) -> None:
         s = self.state
         for driver in s["outstanding"]:
             if driver != keep:
-                entity_cast(self, self.city.drivers, ("driver", driver), ("withdraw", self.id))
+                self._to(("driver", driver), ("withdraw", self.id))
         s["outstanding"] = []
         s["batch_until"] = None
 
@@ -238,7 +280,7 @@ class Ride(PersistentServer):
         s["status"] = "matched"
         s["matched_at"] = s["decided_at"] = self.now()
         self._withdraw(keep=driver)
-        entity_cast(self, self.city.cells, ("cell", s["cell"]), ("undemand", self.id))
+        self._to(("cell", s["cell"]), ("undemand", self.id))
         self._cancel_timers()
         self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         return True
@@ -260,10 +302,7 @@ class Ride(PersistentServer):
         s = self.state
         if type(msg) is tuple and msg[0] == "nearby":
             if self.gather is not None and msg[1] == self.gather["ref"]:
-                self.gather["rows"] += msg[2]
-                self.gather["left"] -= 1
-                if self.gather["left"] == 0:
-                    self._gathered()
+                self._answered(*msg[2:])
         elif type(msg) is tuple and msg[0] == _GATHERED:
             if self.gather is not None and msg[1] == self.gather["ref"]:
                 self._gathered()
@@ -271,7 +310,7 @@ class Ride(PersistentServer):
             self.batch_timer = None
             if s["status"] == "requested" and self.gather is None:
                 self._withdraw()
-                if s["queue"]:
+                if self.queue:
                     self._offer_next()
                 else:
                     self._search()
@@ -281,13 +320,11 @@ class Ride(PersistentServer):
                 reason = ("no driver accepted within %g s" % self.config.match_limit if s["found"]
                           else "no available driver within %g km" % self.config.radii_km[-1])
                 self._cancel(reason)
-        elif type(msg) is tuple and msg[0] == "quote":
-            self._quoted(*msg[1:])
         elif msg == _STOP:
             self.stop()
         elif msg == _CONFIRM:
             if s["status"] == "matched":
-                entity_cast(self, self.city.drivers, ("driver", s["driver"]), ("remind", self.id, self.pid))
+                self._to(("driver", s["driver"]), ("remind", self.id, self.pid))
                 self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         else:
             super().handle_info(msg)
@@ -366,7 +403,7 @@ class Ride(PersistentServer):
         s = self.state
         if s["status"] == "requested":
             self._withdraw()
-            entity_cast(self, self.city.cells, ("cell", s["cell"]), ("undemand", self.id))
+            self._to(("cell", s["cell"]), ("undemand", self.id))
             s["decided_at"] = self.now()
         self._cancel_timers()
         s["status"], s["reason"] = "cancelled", reason
@@ -376,7 +413,7 @@ class Ride(PersistentServer):
         """A terminal ride frees its driver, leaves the city's open set and stops."""
         s = self.state
         if s["driver"] is not None:
-            entity_cast(self, self.city.drivers, ("driver", s["driver"]), ("trip_over", self.id))
+            self._to(("driver", s["driver"]), ("trip_over", self.id))
         self.cast(self.city.gateway, ("closed", self.id))
         # Stopped from a message of its own: this may run at the end of an async callback,
         # where a stop would skip saving the state (HOOK-NEEDED: storage).

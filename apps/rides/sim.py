@@ -28,6 +28,7 @@ from sim.system import System, check
 from storage import Store
 
 from . import geo, pricing
+from .cell import LAT, LON
 from .driver import OfferError
 from .matcher import ACTIVE, MatchConfig, RideError
 from .service import RideService
@@ -296,7 +297,7 @@ class RidesSystem(ServerSystem, System):
             if c is None or driver not in c.slot:
                 return f"driver {driver} at {d.lat:.5f},{d.lon:.5f} is not a member of cell {cell}"
             row = c.slot[driver]
-            if (c.cols["lat"][row], c.cols["lon"][row]) != (d.lat, d.lon):
+            if (c.rows[row, LAT], c.rows[row, LON]) != (d.lat, d.lon):
                 return f"cell {cell} has driver {driver} at another position"
         # Every cell a driver can be in: the drivers stay in the city's square.
         for cell in geo.cells_within(*CENTER, self.config["city_km"] / math.sqrt(2)):
