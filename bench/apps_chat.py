@@ -14,6 +14,7 @@ the actors and the store's group commit, not the disk's flush latency).
   message at a time (send answers once stored); every device confirms what it takes and
   so produces delivered receipts, which the senders' devices take and confirm too. The
   devices send no heartbeats (the timeout is an hour here), so only messages are measured.
+  "writes_per_msg": values (events, snapshots) written to LMDB per message taken.
 - chat_sessions: idle sessions one node holds: seconds to connect `idle` sessions (from
   outside the node, 2,000 at a time) and bytes per session (RSS growth of the process
   over the connected sessions; bench/apps.py runs each workload in a fresh process), so
@@ -96,7 +97,7 @@ async def _messages(size: dict) -> dict:
         def init(self, service: Any, taken: list) -> None:
             self.service, self.taken, self.session, self.last = service, taken, None, 0
 
-        async def handle_info(self, msg: tuple) -> None:
+        def handle_info(self, msg: tuple) -> None:
             if msg[0] != "items":
                 return
             took = 0
@@ -105,7 +106,7 @@ async def _messages(size: dict) -> dict:
                     self.last = item[0]
                     took += item[1] == "m"
             self.taken[0] += took
-            await self.service.confirm(self, self.session, self.last)
+            self.service.confirm(self, self.session, self.last)  # a cast: nothing to wait for
 
     n, senders, total = size["sessions"], size["senders"], size["messages"]
     users = [f"user{i}" for i in range(n)]
@@ -129,16 +130,19 @@ async def _messages(size: dict) -> dict:
                 if finished[0] == senders:
                     done.set()
 
+            writes = store.writes
             with Clocks() as clocks:
                 for s in range(senders):
                     node.spawn(sender, s * (n // senders), s)
                 await asyncio.wait_for(done.wait(), 600)
                 while taken[0] < per_sender * senders and clocks.elapsed() < 600:
                     await asyncio.sleep(0.005)
+            writes = store.writes - writes
             await node.stop()
             store.close()
     return {"value": taken[0] / clocks.wall, "unit": "msgs/s", "n": taken[0], "sessions": n,
-            "senders": senders, "shards": SHARDS, "commits": store.commits, **clocks.details(),
+            "senders": senders, "shards": SHARDS, "commits": store.commits,
+            "writes_per_msg": round(writes / max(taken[0], 1), 2), **clocks.details(),
             "gc_freeze_every": FREEZE_EVERY}
 
 

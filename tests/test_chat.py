@@ -35,7 +35,7 @@ def test_pending_store_keeps_each_users_items_in_order_until_confirmed():
         effects = b.apply(state, store_event(i, "carol", "bob"))
         assert effects.users == ["bob"]
     assert [item[0] for item in book.pending(state, "bob")] == [1, 2, 3, 4, 5]
-    effects = b.apply(state, [book.E_CONFIRM, "bob", 3, 1.0])
+    effects = b.apply(state, [book.E_CONFIRM, [["bob", 3]], 1.0])
     assert [item[2] for item in book.pending(state, "bob")] == [4, 5]
     # carol is homed elsewhere: her delivered receipts wait in the outbox, in order
     assert effects.receipts == [["carol", i, DELIVERED] for i in (1, 2, 3)]
@@ -48,7 +48,7 @@ def test_a_local_sender_gets_receipt_items_and_never_a_step_back():
     state, b = book.empty(0, 1), shard_book()
     b.apply(state, store_event(7, "alice", "bob"))
     b.apply(state, [book.E_READ, "bob", [7], 1.0])  # read before the device confirmed
-    b.apply(state, [book.E_CONFIRM, "bob", 1, 2.0])  # delivered after read: no news
+    b.apply(state, [book.E_CONFIRM, [["bob", 1]], 2.0])  # delivered after read: no news
     receipts = [(item[2], item[3]) for item in book.pending(state, "alice")]
     assert receipts == [(7, READ)]
     assert book.status_of(state, 7) == READ
@@ -56,12 +56,24 @@ def test_a_local_sender_gets_receipt_items_and_never_a_step_back():
     assert len(book.pending(state, "alice")) == 1  # both repeats dropped
 
 
+def test_journals_from_before_batching_replay_and_unknown_events_are_refused_by_name():
+    old, new, b = book.empty(0, 1), book.empty(0, 1), shard_book()
+    for state in (old, new):
+        for i in (1, 2):
+            b.apply(state, store_event(i, "carol", "bob"))
+    b.apply(old, ["c", "bob", 1, 5.0])  # one user's confirm, as journals before batching hold
+    b.apply(new, [book.E_CONFIRM, [["bob", 1]], 5.0])
+    assert old == new and [item[2] for item in book.pending(old, "bob")] == [2]
+    with pytest.raises(ValueError, match="unknown chat shard event 'zz' .*another version"):
+        b.apply(old, ["zz", "bob", 1, 0.0])
+
+
 def test_records_and_duplicate_detection_are_forgotten_after_retention_only():
     state, b = book.empty(0, 1), shard_book(retention=100.0)
     b.apply(state, store_event(1, "alice", "bob", cid="x"))
     b.apply(state, [book.E_EXPIRE, 1000.0])
     assert book.status_of(state, 1) == SENT  # undelivered: kept however old
-    b.apply(state, [book.E_CONFIRM, "bob", 1, 10.0])
+    b.apply(state, [book.E_CONFIRM, [["bob", 1]], 10.0])
     b.apply(state, [book.E_EXPIRE, 109.0])
     assert book.status_of(state, 1) == DELIVERED and state["dedup"]["alice"] == {"x": 1}
     b.apply(state, [book.E_EXPIRE, 110.0])
@@ -72,9 +84,9 @@ def test_records_and_duplicate_detection_are_forgotten_after_retention_only():
 def test_a_client_id_reused_after_retention_is_a_new_message_and_expires_cleanly():
     state, b = book.empty(0, 1), shard_book(retention=100.0)
     b.apply(state, store_event(1, "alice", "bob", cid="x"))
-    b.apply(state, [book.E_CONFIRM, "bob", 1, 0.0])
+    b.apply(state, [book.E_CONFIRM, [["bob", 1]], 0.0])
     b.apply(state, store_event(2, "alice", "bob", cid="x", t=50.0))  # reinstalled, counting again
-    b.apply(state, [book.E_CONFIRM, "bob", 2, 60.0])
+    b.apply(state, [book.E_CONFIRM, [["bob", 2]], 60.0])
     b.apply(state, [book.E_EXPIRE, 100.0])  # the first one goes; the newer one's entry stays
     assert state["dedup"] == {"alice": {"x": 2}}
     b.apply(state, [book.E_EXPIRE, 160.0])
@@ -181,8 +193,8 @@ def test_online_delivery_with_delivered_then_read_receipts(world):
     world.node.run_for(0.01)
     assert [item[2] for item in world.took(bdev)] == [msg_id]
     assert world.run(world.svc.pushes(world.node, "bob")) == []  # online: no push
-    world.confirm_all(bob, bdev)
-    world.run(world.svc.read(world.node, bob, [msg_id]))
+    world.svc.confirm(world.node, bob, world.node.get_process(bdev).last)
+    world.run(world.svc.read(world.node, bob, [msg_id]))  # at once: still, delivered goes first
     world.run(world.svc.read(world.node, bob, [msg_id]))  # twice: one receipt
     world.node.run_for(0.01)
     assert [(i[1], i[2], i[3]) for i in world.took(adev)] == [("r", msg_id, DELIVERED), ("r", msg_id, READ)]
@@ -347,6 +359,8 @@ def test_bad_input_is_refused_by_name_and_nothing_stored_is_lost(world):
         world.run(world.svc.set_presence(world.node, alice, "busy"))
     with pytest.raises(BadRequest, match="user is 65 characters"):
         world.svc.connect(world.node, "u" * 65, "phone", alice)
+    with pytest.raises(BadRequest, match="outlet must be the pid"):
+        world.svc.connect(world.node, "bob", "phone", "not a pid")
     with pytest.raises(BadRequest, match="contacts"):
         world.run(world.svc.set_contacts(world.node, "alice", "bob"))
     assert world.node.is_alive(alice)
@@ -381,6 +395,42 @@ def test_a_session_crash_loses_nothing_acknowledged(world):
     assert [item[2] for item in world.took(bdev)] == ids
 
 
+def test_a_send_whose_shard_dies_with_it_times_out_and_its_retry_is_stored_once(world):
+    alice, _, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    world.node.run_for(0.01)
+    shard = world.svc.router.locate("bob")
+    pending = world.svc.send(world.node, alice, "bob", "c1", b"m")
+    world.node.step(1)  # alice's session hands the request to bob's shard, which answers alice
+    world.node.exit(shard, "kill")  # ...but dies first
+    with pytest.raises(CallTimeout):
+        world.run(pending)
+    world.node.run_for(3.0)  # restarted; bob's session attached again
+    first = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    again = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    world.node.run_for(0.01)
+    assert first == again and [item[2] for item in world.took(bdev)] == [first]
+
+
+def test_confirmations_a_shard_took_but_had_not_stored_are_lost_safely(world):
+    alice, _, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    ids = [world.run(world.svc.send(world.node, alice, "bob", i, b"m")) for i in range(3)]
+    world.node.run_for(0.01)
+    shard = world.svc.router.locate("bob")
+    world.node.cast(shard, ("confirm", "bob", 3))  # what bob's session passes on
+    world.node.step(1)  # taken, to be stored with the rest of its batch...
+    assert world.node.get_process(shard).confirms == {"bob": 3}
+    world.node.exit(shard, "kill")  # ...which never comes
+    world.node.run_for(3.0)
+    assert [item[2] for item in world.run(world.svc.pending(world.node, "bob"))] == ids
+    assert [item[2] for item in world.took(bdev)] == ids  # taken once: the repeats were dropped
+    done = world.svc.confirm(world.node, bob, 3)  # a cast: answered at once
+    assert done.done() and done.result() == "ok"
+    world.node.run_for(0.01)
+    assert world.run(world.svc.pending(world.node, "bob")) == []
+
+
 def test_a_shard_crash_restarts_it_and_its_sessions_attach_again(world):
     alice, adev, _ = world.connect("alice")
     bob, bdev, _ = world.connect("bob")
@@ -395,6 +445,22 @@ def test_a_shard_crash_restarts_it_and_its_sessions_attach_again(world):
     assert [item[2] for item in world.took(bdev)] == [first, second]
     world.confirm_all(bob, bdev)
     assert world.run(world.svc.pending(world.node, "bob")) == []
+
+
+def test_a_session_that_missed_its_shards_exit_attaches_again_at_its_next_heartbeat(world):
+    alice, _, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    world.node.run_for(0.01)
+    shard = world.svc.router.locate("bob")
+    world.node.get_process(shard).unlink(bob)  # as if its exit signal were lost on the way
+    world.node.exit(shard, "kill")
+    world.node.run_for(3.0)  # restarted; bob's session never heard
+    msg_id = world.run(world.svc.send(world.node, alice, "bob", 1, b"m"))
+    world.node.run_for(0.01)
+    assert world.took(bdev) == []  # no session attached to the new shard
+    world.run(world.svc.heartbeat(world.node, bob))
+    world.node.run_for(0.01)
+    assert [item[2] for item in world.took(bdev)] == [msg_id]
 
 
 def test_a_node_restart_recovers_every_pending_message_and_receipt(world):
@@ -426,7 +492,7 @@ def test_receipts_to_a_shard_that_is_down_arrive_once_it_is_back(world):
     alice_shard = router.locate("alice")
     world.node.exit(alice_shard, "kill")  # bob's delivered receipt has nowhere to go
     world.confirm_all(bob, bdev)
-    world.node.run_for(5.0)
+    world.node.run_for(7.0)  # resent at bob's shard's second tick, its ack stored at the third
     assert [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED)]
     assert world.node.get_process(router.locate("bob")).state["outbox"] == {}
 

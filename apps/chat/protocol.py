@@ -1,7 +1,8 @@
 """What crosses the chat service's edge, and the checks on it.
 
-Frames a session sends its device (the `outlet`; a TCP server later writes them to the
-socket). They are shared with the server, read-only:
+Frames a device's `outlet` gets (a TCP server writes them to the socket): items and
+presence straight from the user's home shard, the others from its session. They are
+shared with the server, read-only:
 
 - `("items", items, acked)`: pending-store items in order (see `apps.chat.store`). The
   device takes item `seq` only if it is the one after the last it took (a gap waits for

@@ -78,6 +78,8 @@ class Router:
         self.nodes = config.nodes or (node.name,)
         self.room_ring = HashRing(len(self.nodes))
         self._resolve = resolve or self._local
+        # (node, registered name) of each shard, built once: shard() is on every message's path
+        self._where = [(self.node_of(i), self.name_of(i)) for i in range(config.shards)]
 
     def _local(self, node_name: str, name: str) -> Pid | None:
         return self.node.whereis(name) if node_name == self.node.name else None
@@ -94,7 +96,7 @@ class Router:
 
     def shard(self, index: int) -> Pid | None:
         """The pid of shard `index`, or None while it is not running (or unreachable)."""
-        return self._resolve(self.node_of(index), self.name_of(index))
+        return self._resolve(*self._where[index])
 
     def locate(self, user: Any) -> Pid | None:
         """The pid of `user`'s home shard, or None."""

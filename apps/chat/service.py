@@ -14,10 +14,13 @@
 Every API function takes `caller`: the calling process (then it returns a coroutine to
 await) or the `Node` (from outside: a `Future`). Errors are raised: `BadRequest` (wrong
 input; nothing stored), `Unavailable` (retry, with the same client id), `Overloaded`,
-`RateLimited`, and the kernel's `CallTimeout`/`NoProc` when a session is gone.
+`RateLimited`, and the kernel's `CallTimeout`/`NoProc` when a session is gone
+(`CallTimeout` too when the shard a session handed a `send` or `read` to dies with it:
+the shard answers the device itself, see `apps.chat.session`).
 
 The device side: `outlet` is the pid that gets the session's frames (see
-`apps.chat.protocol`); the device confirms the items it took (`confirm(upto)`),
+`apps.chat.protocol`; the user's home shard sends its items and presence frames there
+directly); the device confirms the items it took (`confirm(upto)`, a cast),
 heartbeats at least every 30 s, and sends its messages in order, retrying an
 unacknowledged one with the same client id before sending the next.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors import Node, NoProc, Pid, Process
+from actors import Future, Node, NoProc, Pid, Process
 from storage import Store
 from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor, start_child
 from supervision.client import request
@@ -33,9 +36,9 @@ from supervision.client import request
 from apps.common import TreeService
 
 from .config import ChatConfig
-from .errors import Unavailable
+from .errors import BadRequest, Unavailable
 from .heartbeat import Heartbeats
-from .protocol import check_name
+from .protocol import check_name, check_seq
 from .rooms import ROOMS_SUP
 from .router import Resolve, Router
 from .session import Hub, Session
@@ -43,6 +46,8 @@ from .shard import Shard
 
 SESSIONS_SUP = "chat.sessions"
 SESSION_SPEC = ChildSpec("session", Session, restart="temporary", shutdown="brutal_kill")
+_CONFIRMED = Future()  # what every confirm returns: done, so shared (a done Future never changes)
+_CONFIRMED.set_result("ok")
 
 
 class ChatService(TreeService):
@@ -84,6 +89,9 @@ class ChatService(TreeService):
         `outlet`. An older session of the same user is closed ("replaced")."""
         check_name("user", user, self.config)
         check_name("device", device, self.config)
+        if type(outlet) is not Pid:
+            raise BadRequest(f"outlet must be the pid that takes the session's frames, "
+                             f"got {outlet!r:.80}")
         return start_child(caller, self._local(SESSIONS_SUP), SESSION_SPEC, self.hub, user,
                            device, outlet, timeout=self.config.call_timeout)
 
@@ -93,9 +101,15 @@ class ChatService(TreeService):
         of the recipient's push notification if it is offline (the payload is opaque)."""
         return self._ask(caller, session, ("send", to, client_id, payload, preview))
 
-    def confirm(self, caller: Node | Process, session: Pid, upto: int) -> Any:
-        """The device took every item up to seq `upto`: they leave the pending store."""
-        return self._ask(caller, session, ("confirm", upto))
+    def confirm(self, caller: Node | Process, session: Pid, upto: int) -> Future:
+        """The device took every item up to seq `upto`: they leave the pending store. A
+        cast (a lost one heals itself: the items come again, and are confirmed again), so
+        it returns a done `Future` ("ok"), to await like the others or to ignore."""
+        check_seq(upto)
+        if not isinstance(caller, (Node, Process)):
+            raise TypeError(f"caller must be the calling process or a Node, not {caller!r:.200}")
+        caller.cast(session, ("confirm", upto))
+        return _CONFIRMED
 
     def read(self, caller: Node | Process, session: Pid, msg_ids: list[int]) -> Any:
         """The user read these messages: their senders get `read` receipts."""

@@ -2,22 +2,33 @@
 
 Started by `ChatService.connect` under the node's session DynamicSupervisor (temporary:
 a broken connection is not restarted; the device connects again). It attaches to its
-user's home shard, which links to it and pushes the user's items to it; it forwards
-them, presence and room messages to the device's `outlet`, and the device's requests to
-the shards.
+user's home shard, which links to it and from then on sends the user's items and the
+contacts' presence straight to the device's `outlet` (a hop less per frame than passing
+them through the session); the session forwards room messages to the outlet, and the
+device's requests to the shards.
 
-A device's requests go one at a time, in order, so a sender's messages are stored in the
-order it sent them; `send` answers once the message is stored (the `sent` receipt).
+`send` and `read` are forwarded to the shard that handles them with the device's own
+caller (OTP's forwarding of `From`), so the shard answers the device directly, once the
+message is stored (the `sent` receipt): one message less per send, and the session never
+waits. The device sends its messages in order, waiting for each answer, so a sender's
+messages reach each recipient's shard in the order it sent them. The answer is
+`Unavailable` when the shard is not running; if it dies with the request, the device's
+call times out (`CallTimeout`) and it retries with the same client id. `confirm` is a
+cast (a lost one heals itself: the items come again).
+
 Heartbeats go into the node's heartbeat table (see `apps.chat.heartbeat`); the checker
 closes the session when they stop. The session traps exits: when its home shard goes
 down it attaches to the next incarnation, whose pushes start over from the first
-unconfirmed item (the device drops what it already took).
+unconfirmed item (the device drops what it already took). A heartbeat also checks that
+the home shard is still the one registered, so a session whose shard's exit signal was
+lost on the way attaches again within a heartbeat period.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from actors import Exit, GenServer, NoProc, Pid
+from actors import Exit, GenServer, NoProc, NoReply, Pid
 
 from apps.common import RETRYABLE
 
@@ -26,6 +37,7 @@ from .protocol import PRESENCE, check_ids, check_message, check_name, check_seq
 from .rooms import join_room, room_request
 from .router import Router
 
+log = logging.getLogger("apps.chat")
 ATTACH = ("$chat.attach",)
 
 
@@ -69,8 +81,8 @@ class Session(GenServer):
         try:
             if shard is None:
                 raise NoProc(router.name_of(router.home(self.user)))
-            info = await self.call(shard, ("attach", self.user, self.pid, self.device, self.attached),
-                                   router.config.call_timeout)
+            info = await self.call(shard, ("attach", self.user, self.pid, self.outlet, self.device,
+                                           self.attached), router.config.call_timeout)
         except RETRYABLE:
             self.send_after(router.config.resend_after, self.pid, ATTACH)
             return
@@ -105,15 +117,20 @@ class Session(GenServer):
             if kind == "send":
                 _, to, cid, payload, preview = request
                 check_message(to, cid, payload, preview, config)
-                return self._send(to, cid, payload, preview)
+                return self._forward(self.hub.router.locate(to), to,
+                                     ("store", self.user, to, cid, payload, preview), caller)
             if kind == "heartbeat":
                 now = self.hub.beats[self.pid] = self.now()
+                if self.home is not None and self.hub.router.locate(self.user) != self.home:
+                    # Our shard is gone and its exit signal with it (one crossing nodes can
+                    # be lost): attach to the one running now.
+                    self.home = None
+                    self.send(self.pid, ATTACH)
                 return now
-            if kind == "confirm":
-                self._home_cast(("confirm", self.user, check_seq(request[1])))
-            elif kind == "read":
-                return self._home_call(("read", self.user, check_ids(request[1])))
-            elif kind == "presence":
+            if kind == "read":
+                ids = check_ids(request[1])
+                return self._forward(self.home, self.user, ("read", self.user, ids), caller)
+            if kind == "presence":
                 if request[1] not in PRESENCE[:2]:
                     raise BadRequest(f"presence must be 'online' or 'away', got {request[1]!r:.40}")
                 self._home_cast(("presence", self.user, request[1], self.pid))
@@ -130,24 +147,13 @@ class Session(GenServer):
             return BadRequest(f"bad chat request {request!r:.80}: {exc}")
         return "ok"
 
-    async def _send(self, to: str, cid: Any, payload: bytes, preview: str) -> Any:
-        router = self.hub.router
-        shard = router.locate(to)
+    def _forward(self, shard: Pid | None, user: str, request: tuple, caller: Any) -> Any:
+        """Hand `request` to `user`'s shard, which answers the device itself."""
         if shard is None:
-            return Unavailable(f"the chat shard of {to!r} is not running")
-        try:
-            return await self.call(shard, ("store", self.user, to, cid, payload, preview),
-                                   router.config.call_timeout)
-        except RETRYABLE as exc:
-            return Unavailable(f"the chat shard of {to!r} did not answer: {exc}")
-
-    async def _home_call(self, msg: tuple) -> Any:
-        if self.home is None:
-            return Unavailable(f"the session of {self.user!r} is attaching to its shard; retry")
-        try:
-            return await self.call(self.home, msg, self.hub.router.config.call_timeout)
-        except RETRYABLE as exc:
-            return Unavailable(f"the chat shard of {self.user!r} did not answer: {exc}")
+            return Unavailable(f"the chat shard of {user!r} is not running, or this session "
+                               f"is attaching to it; retry")
+        self.node.forward(shard, request, caller)
+        return NoReply
 
     def _home_cast(self, msg: tuple) -> None:
         # Not attached (its shard is restarting): dropped; unconfirmed items come again.
@@ -167,9 +173,12 @@ class Session(GenServer):
 
     def handle_cast(self, msg: Any) -> None:
         kind = msg[0]
-        if kind == "deliver":
-            self.send(self.outlet, ("items", msg[1], msg[2]))
-        elif kind == "presence" or kind == "room":
+        if kind == "confirm":
+            try:
+                self._home_cast(("confirm", self.user, check_seq(msg[1])))
+            except BadRequest as exc:  # a cast has no one to answer (ChatService.confirm checks)
+                log.warning("chat session of %r dropped a confirm: %s", self.user, exc)
+        elif kind == "room":
             self.send(self.outlet, msg)
         elif kind == "close":
             self._close(msg[1])

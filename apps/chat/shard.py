@@ -10,24 +10,41 @@ a crash can lose.
 Requests (calls answer a value, or an error object the client API raises):
 - `("store", sender, to, cid, payload, preview)` -> message id. A repeat of (sender, cid)
   answers the first id and stores nothing. Refused with `Overloaded` at `max_pending`.
-- `("attach", user, session, device, again)` -> `{"acked", "seq"}`: `session` now
-  receives the user's items (up to `window` unconfirmed); an older session of the user
-  is closed ("replaced"). A session attaching `again` (its shard went down) is answered
-  "replaced" if another session of the user is attached: that one is newer. The shard
+- `("attach", user, session, outlet, device, again)` -> `{"acked", "seq"}`: the
+  session's device (`outlet`) now gets the user's items (up to `window` unconfirmed) and
+  contacts' presence as frames (`apps.chat.protocol`), sent to it directly; an older
+  session of the user is closed ("replaced"). A session attaching `again` (its shard
+  went down) is answered "replaced" if another session of the user is attached: that
+  one is newer. The shard
   links to the session (both trap exits): the session's end means offline, with a last
   seen time; the shard's end makes the session attach again. One link costs less than
   a monitor each way, and a node holds a million sessions.
 - `("read", user, ids)` -> "ok" once the read receipts are stored.
 - `("presence_of", user)` -> `(status, last_seen)`; `("contacts", user, list)`;
   `("pushes", user)` -> push notification records; `("pending", user)` -> items.
+`store` and `read` come forwarded by a session with its device's caller: the answer goes
+straight to the device.
 Casts: `("confirm", user, upto)` (a lost one heals itself: the items come again and are
 confirmed again), `("presence", user, status, session)`; between shards `("receipts",
 from_shard, [[sender, msg_id, status]])`, `("acked", [[msg_id, status]])`,
 `("peer_presence", contact, user, status, last_seen)`.
 
+Batches: confirmations and incoming receipts are taken first and stored by a flush the
+shard sends itself when it takes the first of a batch, so it runs after the messages
+queued by then: one event (and one `receipts` cast per shard) for a whole batch instead
+of one per message. No caller waits for them (they are casts): the flush delays only the
+next window of items and the receipts, by a turn (a `read` stores the batch first, so a
+device's `delivered` still goes before its `read`). A message is stored and answered in
+its own turn: batched too, its answer waits a commit longer, which measured slower for
+senders that wait for it. Acknowledgements are stored in one event per tick. A crash
+loses only what was taken and not stored, which heals like a lost message: the items
+come again and are confirmed again, receipts are resent and the sender's shard
+recognises repeats (receipts never go back).
+
 Every `resend_after` seconds a tick resends what is stalled: items a session has not
 confirmed since the last tick (go-back-N from the first unconfirmed one), receipts no
-shard has acknowledged; and forgets records older than `retention`.
+shard has acknowledged; stores the acknowledgements since the last tick; and forgets
+records older than `retention`.
 """
 from __future__ import annotations
 
@@ -47,6 +64,7 @@ from .router import Router
 
 log = logging.getLogger("apps.chat")
 TICK = ("$chat.tick",)
+FLUSH = ("$chat.flush",)
 
 
 class Shard(EventSourcedServer):
@@ -69,11 +87,19 @@ class Shard(EventSourcedServer):
                              f"cannot be shard {index} of {config.shards}: the ring changed")
         self.gen = Snowflake(index, self.state["gen"])
         self.sessions: dict[str, Pid] = {}  # user -> its attached session (linked)
+        self.outlets: dict[str, Pid] = {}  # user -> its session's device: where frames go
         self.users: dict[Pid, str] = {}
         self.pushed: dict[str, int] = {}  # user -> highest seq pushed to its session
         self.stalled: dict[str, int] = {}  # user -> acked at the last tick, while unconfirmed
         self.status: dict[str, str] = {}  # online or away; absent: offline
         self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
+        self.acked: dict[int, int] = {}  # msg_id -> status its shard took, stored at the next tick
+        # Taken since the last flush (see _flush_batch): user -> confirmed seq; receipts
+        # from other shards, and what to acknowledge to each.
+        self.confirms: dict[str, int] = {}
+        self.inflow: list[list] = []
+        self.acks: dict[int, list[list]] = {}
+        self.flush_due = False
         self.send_after(config.resend_after, self.pid, TICK)
 
     def initial_state(self) -> dict[str, Any]:
@@ -119,28 +145,32 @@ class Shard(EventSourcedServer):
     def handle_cast(self, msg: Any) -> None:
         kind = msg[0]
         if kind == "confirm":
-            self._confirm(msg[1], msg[2])
+            self._take_confirm(msg[1], msg[2])
         elif kind == "presence":
             _, user, status, session = msg
             if self.sessions.get(user) == session and status in PRESENCE[:2]:
                 self.status[user] = status
                 self._broadcast(user, status)
         elif kind == "receipts":
-            self._receipts(msg[1], msg[2])
+            self.inflow += msg[2]
+            self.acks.setdefault(msg[1], []).extend([[m, status] for _, m, status in msg[2]])
+            self._flush_later()
         elif kind == "acked":
             outbox = self.state["outbox"]
-            done = [pair for pair in msg[1] if pair[0] in outbox and outbox[pair[0]][1] <= pair[1]]
-            for msg_id, _ in done:
-                self.outbox_sent.pop(msg_id, None)
-            if done:
-                self._persist([book.E_ACKED, done])
+            for msg_id, status in msg[1]:
+                entry = outbox.get(msg_id)
+                if entry is not None and entry[1] <= status:
+                    self.outbox_sent.pop(msg_id, None)
+                    self.acked[msg_id] = status
         elif kind == "peer_presence":
             self._tell_contact(*msg[1:])
         else:
             log.warning("chat shard %d dropped an unknown cast %.120r", self.index, msg)
 
     def handle_info(self, msg: Any) -> None:
-        if msg == TICK:
+        if msg == FLUSH:
+            self._flush_batch()
+        elif msg == TICK:
             self._tick()
         elif type(msg) is Exit:
             self._session_down(msg.pid)
@@ -172,7 +202,7 @@ class Shard(EventSourcedServer):
         self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, now, push]))
         return msg_id
 
-    def _attach(self, user: str, session: Pid, device: str, again: bool) -> Any:
+    def _attach(self, user: str, session: Pid, outlet: Pid, device: str, again: bool) -> Any:
         self._local_user(user)
         check_name("device", device, self.config)
         old = self.sessions.get(user)
@@ -187,6 +217,7 @@ class Shard(EventSourcedServer):
             self.link(session)  # a session already gone: its Exit(noproc) comes as a message
             self.sessions[user] = session
             self.users[session] = user
+            self.outlets[user] = outlet
         box = self.state["inbox"].get(user)
         acked, seq = (box[1], box[0]) if box is not None else (0, 0)
         self.pushed[user] = acked  # a (re)attached session gets everything unconfirmed
@@ -198,10 +229,10 @@ class Shard(EventSourcedServer):
         return {"acked": acked, "seq": seq}
 
     def _push(self, user: str) -> None:
-        """Send the user's session the items after those already pushed, within the window."""
-        session = self.sessions.get(user)
+        """Send the user's device the items after those already pushed, within the window."""
+        outlet = self.outlets.get(user)
         box = self.state["inbox"].get(user)
-        if session is None or box is None or not box[2]:
+        if outlet is None or box is None or not box[2]:
             return
         seq, acked, items = box
         start = max(self.pushed.get(user, acked), acked) + 1
@@ -209,22 +240,53 @@ class Shard(EventSourcedServer):
         if start > end:
             return
         first = items[0][0]
-        self.cast(session, ("deliver", items[start - first:end - first + 1], acked))
+        self.send(outlet, ("items", items[start - first:end - first + 1], acked))
         self.pushed[user] = end
 
-    def _confirm(self, user: str, upto: int) -> None:
+    def _take_confirm(self, user: str, upto: int) -> None:
         box = self.state["inbox"].get(user)
-        if box is None or upto <= box[1]:
+        if box is None or upto <= box[1] or upto <= self.confirms.get(user, 0):
             return  # nothing new: a repeat
         if upto > box[0]:
             log.warning("chat shard %d: %r confirmed item %d, but only %d exist; ignored",
                         self.index, user, upto, box[0])
             return
-        self._act(self._persist([book.E_CONFIRM, user, upto, self.now()]))
-        self.stalled.pop(user, None)
-        self._push(user)
+        self.confirms[user] = upto
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        """Have _flush_batch run after the messages queued now (one flush per batch)."""
+        if not self.flush_due:
+            self.flush_due = True
+            self.send(self.pid, FLUSH)
+
+    def _flush_batch(self) -> None:
+        """Store the confirmations and receipts taken since the last flush, one event each
+        for the whole batch; then push, forward and acknowledge (what leaves once they
+        are stored)."""
+        self.flush_due = False
+        now = self.now()
+        if self.confirms:
+            confirms, self.confirms = list(self.confirms.items()), {}
+            self._act(self._persist([book.E_CONFIRM, confirms, now]))
+            for user, _ in confirms:
+                self.stalled.pop(user, None)
+                self._push(user)
+        if self.inflow:
+            inflow, acks, self.inflow, self.acks = self.inflow, self.acks, [], {}
+            rstat, home = self.state["rstat"], self.router.home
+            news = [r for r in inflow
+                    if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
+            if news:
+                self._act(self._persist([book.E_RECEIPTS, news, now]))
+            for shard, done in acks.items():
+                peer = self.router.shard(shard)
+                if peer is not None:  # sent once the receipts are stored; else the peer resends
+                    self.cast(peer, ("acked", done))
 
     def _read(self, user: str, ids: list[int]) -> None:
+        if self.confirms:  # the device's confirmation came first: its `delivered` goes first
+            self._flush_batch()
         records = self.state["records"]
         news = []
         for msg_id in ids:
@@ -238,16 +300,6 @@ class Shard(EventSourcedServer):
             news.append(msg_id)
         if news:
             self._act(self._persist([book.E_READ, user, news, self.now()]))
-
-    def _receipts(self, from_shard: int, receipts: list[list]) -> None:
-        rstat = self.state["rstat"]
-        news = [r for r in receipts if self.router.home(r[0]) == self.index
-                and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
-        if news:
-            self._act(self._persist([book.E_RECEIPTS, news, self.now()]))
-        peer = self.router.shard(from_shard)
-        if peer is not None:  # sent once the receipts are stored; else the peer resends
-            self.cast(peer, ("acked", [[msg_id, status] for _, msg_id, status in receipts]))
 
     def _act(self, effects: book.Effects) -> None:
         for user in effects.users:
@@ -286,15 +338,15 @@ class Shard(EventSourcedServer):
                     self.cast(pid, ("peer_presence", contact, user, status, seen))
 
     def _tell_contact(self, contact: str, user: str, status: str, seen: float | None) -> None:
-        session = self.sessions.get(contact)
-        if session is not None:
-            self.cast(session, ("presence", user, status, seen))
+        outlet = self.outlets.get(contact)
+        if outlet is not None:
+            self.send(outlet, ("presence", user, status, seen))
 
     def _session_down(self, pid: Pid) -> None:
         user = self.users.pop(pid, None)
         if user is None:
             return  # a replaced session, or a stranger's exit
-        del self.sessions[user]
+        del self.sessions[user], self.outlets[user]
         self.pushed.pop(user, None)
         self.stalled.pop(user, None)
         self.status.pop(user, None)
@@ -304,6 +356,13 @@ class Shard(EventSourcedServer):
     # -- the tick ---------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.acked:  # first: what is stored now is not due again
+            outbox = self.state["outbox"]
+            done = [[msg_id, status] for msg_id, status in self.acked.items()
+                    if msg_id in outbox and outbox[msg_id][1] <= status]
+            self.acked.clear()
+            if done:
+                self._persist([book.E_ACKED, done])
         inbox = self.state["inbox"]
         for user in list(self.pushed):
             acked = inbox[user][1] if user in inbox else 0

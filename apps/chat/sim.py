@@ -16,7 +16,8 @@ Checks:
 - eventually: every acknowledged message was taken by its recipient exactly once, each
   sender's messages to a recipient in the order they were acknowledged; every user's
   stored pending store is empty; every sender saw `delivered` for each of its messages
-  and `read` for those read.
+  and `read` for those read (within `retention` of being taken: the server forgets a
+  delivered message's record after it, and a later read sends no receipt).
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ from .router import HashRing
 from .service import ChatService
 
 TICK = 0.1
+# Twice the simulator's default largest clock skew (2 s): between a message's delivery and
+# its read, a server node's clock may go from one extreme to the other.
+SKEW_MARGIN = 4.0
 
 
 def _is_frame(msg: Any) -> bool:
@@ -55,7 +59,7 @@ class _Phone:
         self.last = 0  # the seq of the last item taken
         self.current: tuple | None = None  # the message being sent: (to, cid, payload, preview)
         self.next_cid = 0
-        self.to_read: list[tuple[int, str]] = []  # (msg_id, sender) to mark read
+        self.to_read: list[tuple[int, str, float]] = []  # (msg_id, sender, taken at) to mark read
         self.offline_until = 0.0
         self.silent_until = 0.0
         self.next_beat = 0.0
@@ -170,9 +174,13 @@ class ChatSystem(ServerSystem, System):
                     phone.next_beat = now + load["beat"]
             if phone.to_read and phone.session is not None:
                 batch = phone.to_read[:50]
-                if await self._ask(proc, phone, index, "read", [m for m, _ in batch]) is not None:
+                if await self._ask(proc, phone, index, "read", [m for m, _, _ in batch]) is not None:
                     del phone.to_read[:len(batch)]
-                    self.read.update(batch)
+                    # A read the server answered once the message's record was forgotten
+                    # (`retention` after its delivery) sends no receipt: expected only
+                    # within it, less what clock skew can take off it.
+                    kept = proc.now() - (self.chat.retention - SKEW_MARGIN)
+                    self.read.update((m, sender) for m, sender, taken in batch if taken > kept)
                     self.counts["reads"] += len(batch)
             if phone.current is None and self.workload_on and rng.random() < load["rate"] * TICK:
                 to = self.contacts[user][rng.below(len(self.contacts[user]))]
@@ -273,13 +281,13 @@ class ChatSystem(ServerSystem, System):
             phone.last = item[0]
             confirm = True
             if item[1] == "m":
-                self._take(phone, item[2], item[3])
+                self._take(phone, item[2], item[3], proc.now())
             else:
                 self._receipt(phone, item[2], item[3])
         if confirm and phone.session is not None:
             await self._ask(proc, phone, index, "confirm", phone.last)
 
-    def _take(self, phone: _Phone, msg_id: int, sender: str) -> None:
+    def _take(self, phone: _Phone, msg_id: int, sender: str, now: float) -> None:
         if msg_id in self.taken_ids:
             self.violations.append(f"{phone.user} took message {msg_id} from {sender} twice")
             return
@@ -287,7 +295,7 @@ class ChatSystem(ServerSystem, System):
         self.taken[phone.user].append((sender, msg_id))
         self.counts["taken"] += 1
         if self.sim.stream(f"workload/reads-{phone.user}").random() < self.load["reads"]:
-            phone.to_read.append((msg_id, sender))
+            phone.to_read.append((msg_id, sender, now))
 
     def _receipt(self, phone: _Phone, msg_id: int, status: int) -> None:
         self.counts["receipts"] += 1

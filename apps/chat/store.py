@@ -17,8 +17,12 @@ The state is one msgpack-able dict per shard:
 - `seen` (last seen, by user), `contacts`, `pushes` (push notification records), `gen` (the
   last message id assigned, so a restarted shard never assigns one again).
 
-Events (lists): see the `E_*` constants. `apply` returns the receipts to forward to other
-shards and the users whose inbox grew, for the shard process to act on.
+Events (lists): see the `E_*` constants. The shard batches confirmations and incoming
+receipts, so `[E_CONFIRM, [[user, upto], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
+status], ...], t]` each cover many messages. `apply` returns the receipts to forward to
+other shards and the users whose inbox grew, for the shard process to act on. Journals
+written before the batching (one user's confirm per event, `E_CONFIRM_ONE`) still
+replay; an event kind it does not know (another version's) is refused by name.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from .receipts import DELIVERED, READ, SENT, advance
 
 FORMAT = 1
 E_STORE, E_CONFIRM, E_READ, E_RECEIPTS, E_ACKED, E_EXPIRE, E_SEEN, E_CONTACTS = (
-    "m", "c", "rd", "rc", "ok", "x", "s", "k")
+    "m", "cs", "rd", "rc", "ok", "x", "s", "k")
+E_CONFIRM_ONE = "c"  # [E_CONFIRM_ONE, user, upto, t]: one user's, as journals before batching hold
 
 
 def empty(shard: int, shards: int) -> dict[str, Any]:
@@ -60,8 +65,12 @@ class ShardBook:
         self._handlers = {kind: getattr(self, "_" + name) for kind, name in _HANDLERS.items()}
 
     def apply(self, state: dict[str, Any], event: list) -> Effects:
+        handler = self._handlers.get(event[0])
+        if handler is None:
+            raise ValueError(f"unknown chat shard event {event[0]!r:.40} "
+                             "(stored by another version of apps.chat?)")
         out = Effects()
-        self._handlers[event[0]](state, event, out)
+        handler(state, event, out)
         return out
 
     # -- events ----------------------------------------------------------------------------
@@ -80,23 +89,28 @@ class ShardBook:
                 del pushes[:len(pushes) - self.max_pushes]
 
     def _confirm(self, state: dict, event: list, out: Effects) -> None:
-        _, user, upto, t = event
-        box = state["inbox"][user]
-        assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
-        items = box[2]
-        done = upto - items[0][0] + 1 if items and items[0][0] <= upto else 0
+        _, confirms, t = event
         records, expiry = state["records"], state["expiry"]
-        for item in items[:done]:
-            if item[1] == "m":
-                record = records[item[2]]
-                if record[4] is None:
-                    record[4] = t
-                    expiry.append([t, "m", item[2]])
-                if advance(record[3], DELIVERED):
-                    record[3] = DELIVERED
-                    self._receipt(state, record[0], item[2], DELIVERED, t, out)
-        del items[:done]
-        box[1] = upto
+        for user, upto in confirms:
+            box = state["inbox"][user]
+            assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
+            items = box[2]
+            done = upto - items[0][0] + 1 if items and items[0][0] <= upto else 0
+            for item in items[:done]:
+                if item[1] == "m":
+                    record = records[item[2]]
+                    if record[4] is None:
+                        record[4] = t
+                        expiry.append([t, "m", item[2]])
+                    if advance(record[3], DELIVERED):
+                        record[3] = DELIVERED
+                        self._receipt(state, record[0], item[2], DELIVERED, t, out)
+            del items[:done]
+            box[1] = upto
+
+    def _confirm_one(self, state: dict, event: list, out: Effects) -> None:
+        _, user, upto, t = event
+        self._confirm(state, [E_CONFIRM, [[user, upto]], t], out)
 
     def _read(self, state: dict, event: list, out: Effects) -> None:
         _, user, ids, t = event
@@ -183,8 +197,9 @@ class ShardBook:
         self._append(state, sender, ["r", msg_id, status, None], out)
 
 
-_HANDLERS = {E_STORE: "store", E_CONFIRM: "confirm", E_READ: "read", E_RECEIPTS: "receipts",
-             E_ACKED: "acked", E_EXPIRE: "expire", E_SEEN: "seen", E_CONTACTS: "contacts"}
+_HANDLERS = {E_STORE: "store", E_CONFIRM: "confirm", E_CONFIRM_ONE: "confirm_one", E_READ: "read",
+             E_RECEIPTS: "receipts", E_ACKED: "acked", E_EXPIRE: "expire", E_SEEN: "seen",
+             E_CONTACTS: "contacts"}
 
 
 def pending(state: dict[str, Any], user: Any) -> list[list]:
@@ -199,5 +214,6 @@ def status_of(state: dict[str, Any], msg_id: int) -> int | None:
     return record[3] if record is not None else None
 
 
-__all__ = ["DELIVERED", "E_ACKED", "E_CONFIRM", "E_CONTACTS", "E_EXPIRE", "E_READ", "E_RECEIPTS",
-           "E_SEEN", "E_STORE", "Effects", "READ", "SENT", "ShardBook", "empty", "pending", "status_of"]
+__all__ = ["DELIVERED", "E_ACKED", "E_CONFIRM", "E_CONFIRM_ONE", "E_CONTACTS", "E_EXPIRE", "E_READ",
+           "E_RECEIPTS", "E_SEEN", "E_STORE", "Effects", "READ", "SENT", "ShardBook", "empty", "pending",
+           "status_of"]
