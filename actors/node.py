@@ -539,12 +539,24 @@ class Node:
         peer = self._peers.pop(name, None)
         if peer is not None and peer._peers.get(self.name) is self:
             del peer._peers[self.name]
+        self._break_connection(name)
+        if peer is not None:  # a process already dead here may have a signal in flight there
+            peer._break_connection(self.name)
+        if self._current is None:
+            self._drain_exits()
+        if peer is not None and peer._current is None:
+            peer._drain_exits()
+
+    def _break_connection(self, name: str) -> None:
+        """Give this node's processes noconnection for every link, monitor and call they
+        still have to processes of node `name` (live or dead with a signal in flight)."""
         for proc in list(self._procs.values()):
             links, watching, watchers = proc._links, proc._watching, proc._watchers
             if links:
                 for other in [p for p in links if p.node.name == name]:
                     del links[other]
-                    del other._links[proc]
+                    if other._links is not None:  # else dead, its own signal lost in flight
+                        del other._links[proc]
                     self._signal(other.pid, proc, NOCONNECTION)
                     other.node._signal(proc.pid, other, NOCONNECTION)
             if watching:
@@ -558,8 +570,6 @@ class Node:
             if watchers:
                 for ref in [r for r, w in watchers.items() if w.node.name == name]:
                     watchers.pop(ref)._on_down(ref, proc.pid, NOCONNECTION)
-        if self._current is None:
-            self._drain_exits()
 
     def nodes(self) -> list[str]:
         """The names of the connected nodes, sorted."""
@@ -590,6 +600,14 @@ class Node:
             self._doom(target, KILLED)
         else:
             self._signal(sender_pid, target, reason)
+
+    def _linked_exit(self, dead: Process, target: Process, reason: Any) -> None:
+        # As in Erlang, the link ends when the exit signal arrives: unlinked meanwhile, the
+        # signal is ignored; lost with the connection, the link breaks with noconnection.
+        links = target._links
+        if links is not None and dead in links:
+            del links[dead]
+            self._signal(dead.pid, target, reason)
 
     def _signal_from_outside(self, sender: Pid | None, target: Process, reason: Any) -> None:
         if reason == KILL:
@@ -631,7 +649,8 @@ class Node:
             target = next((peer for peer in proc._links if peer.pid == dest), None)
         if target is not None and proc._links is not None and target in proc._links:
             del proc._links[target]
-            del target._links[proc]
+            if target._links is not None:  # else dead, its exit signal in flight to us
+                del target._links[proc]
 
     def _monitor(self, proc: Process, dest: Any) -> Ref:
         ref = self.make_ref()
@@ -726,11 +745,11 @@ class Node:
         pid = proc.pid
         if proc._links:
             for peer in proc._links:
-                del peer._links[proc]
                 if peer.node is self:
+                    del peer._links[proc]
                     self._signal(pid, peer, reason)
-                else:
-                    self._cross(peer, peer.node._signal, (pid, peer, reason))
+                else:  # the far end's half of the link goes when the signal arrives
+                    self._cross(peer, peer.node._linked_exit, (proc, peer, reason))
         if proc._watchers:
             for ref, watcher in list(proc._watchers.items()):
                 if watcher.node is self:

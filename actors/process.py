@@ -268,8 +268,8 @@ class Process:
             self._end_call(ref)
             self._wake(None, self.node._call_failure(pid, reason))
             return
-        if self._watching is not None:
-            self._watching.pop(ref, None)
+        if self._watching is None or self._watching.pop(ref, None) is None:
+            return  # demonitored while the Down travelled from another node: never seen
         self._post(Down(ref, pid, reason))
 
     def _end_call(self, ref: From) -> None:

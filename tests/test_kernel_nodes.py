@@ -148,3 +148,66 @@ def test_disconnecting_breaks_links_monitors_and_calls_with_noconnection():
     assert got["Exit", NOCONNECTION].pid == b_side and got["Down", NOCONNECTION].pid == server
     assert [type(m).__name__ for m in seen["b"]] == ["Exit"]  # its monitor is on its own node
     assert seen["b"][0].reason == NOCONNECTION
+
+
+@pytest.mark.parametrize("side", ["dead", "live"])
+def test_an_exit_and_a_down_lost_in_flight_become_noconnection(side):
+    # Erlang removes a link when the exit signal arrives: if the connection is lost with
+    # the signal (or the Down) in flight, the far end still hears, as noconnection. The
+    # disconnect may come from either node.
+    a, b, net = two_nodes()
+    a.connect(b)
+    seen = []
+
+    async def doomed(proc):
+        await proc.receive()
+        raise RuntimeError("boom")
+
+    async def watcher(proc, target):
+        proc.trap_exit = True
+        proc.link(target)
+        proc.monitor(target)
+        seen.append(await proc.receive())
+        seen.append(await proc.receive())
+
+    target = a.spawn(doomed)
+    b.spawn(watcher, target)
+    run_all(net, a, b)
+    a.send(target, "go")
+    a.run(until=a.now())  # it dies; its exit signal and Down are in flight to b
+    assert len(net.queue) == 2 and not seen
+    net.queue.clear()  # lost with the connection
+    (a if side == "dead" else b).disconnect(b.name if side == "dead" else a.name)
+    run_all(net, a, b)
+    assert sorted((type(m).__name__, m.pid, m.reason) for m in seen) == [
+        ("Down", target, NOCONNECTION), ("Exit", target, NOCONNECTION)]
+
+
+def test_an_exit_in_flight_to_a_process_that_unlinked_is_ignored_and_a_demonitored_down_dropped():
+    a, b, net = two_nodes()
+    a.connect(b)
+    seen = []
+
+    async def doomed(proc):
+        await proc.receive()
+        raise RuntimeError("boom")
+
+    async def watcher(proc, target):
+        proc.link(target)  # not trapping: an exit signal that arrived would kill it
+        ref = proc.monitor(target)
+        await proc.receive(lambda m: m == "forget")
+        proc.unlink(target)
+        proc.demonitor(ref)
+        seen.append(await proc.receive(timeout=1.0))
+
+    target = a.spawn(doomed)
+    w = b.spawn(watcher, target)
+    run_all(net, a, b)
+    a.send(target, "go")
+    a.run(until=a.now())  # dead: the signal and the Down travel to b
+    b.send(w, "forget")
+    b.run(until=b.now())  # unlinked and demonitored while they were in flight
+    net.flush()
+    b.send(w, "still here")
+    run_all(net, a, b)
+    assert seen == ["still here"]  # not killed by the signal, and no Down came first
