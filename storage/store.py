@@ -23,8 +23,9 @@ once. A persistent process's outgoing messages and replies are held
 (`node.hold_output`) until every batch holding its writes (or a pending write it read)
 has committed, so an acknowledgement always means the write is stored as the mode
 promises. Each key's write is checked, inside the transaction, against the stored
-revision: a write from a stale incarnation is refused (`StaleWrite`) and nothing is
-overwritten. A full map is grown (doubling, up to `max_map_size`) and the batch retried;
+revision (remembered for keys this store committed, as it is the environment's only
+writer; read and checksummed otherwise): a write from a stale incarnation is refused
+(`StaleWrite`) and nothing is overwritten. A full map is grown (doubling, up to `max_map_size`) and the batch retried;
 users never see `MapFullError`.
 
 Modes, and exactly what an acknowledged write (a reply or message sent after it) survives:
@@ -92,6 +93,7 @@ SEQ = struct.Struct(">Q")
 _CRC = struct.Struct(">I")
 _PREFIX = {kind: MAGIC + bytes((FORMAT, kind)) for kind in KIND_NAMES}
 _DBS = (b"meta", b"snapshots", b"journal")
+REVISIONS_CACHED = 1 << 16  # keys whose snapshot revision a store remembers (see _revs)
 _MARKER_PAYLOAD = packb({"format": "letitcrash-store"})
 MAX_KEY_BYTES = 1024
 _blake2b = hashlib.blake2b
@@ -237,6 +239,11 @@ class Store:
         self._suspended: dict[Process, None] = {}  # in an async callback: flushed every pass
         self._reader: lmdb.Transaction | None = None
         self._undo: list[list[tuple[Any, bytes, bytes | None]]] | None = [] if simulated else None
+        # key id -> revision of its stored snapshot, as this store last committed it (the
+        # only writer of its environment). Touched only by the committing thread. Spares
+        # each commit reading and checksumming every written key's snapshot, which for a
+        # large state (a chat shard with a backlog) costs milliseconds.
+        self._revs: dict[bytes, tuple[int, int]] = {}  # key id -> (kind, revision)
         self._crash_next = False
         self.crashed = False
         self.closed = False
@@ -604,14 +611,18 @@ class Store:
         entries."""
         undo: list[tuple[Any, bytes, bytes | None]] | None = [] if self._undo is not None else None
         refused: list[tuple[Entry, StorageError]] = []
+        revs: dict[bytes, tuple[int, int]] = {}  # (kind, snapshot revision) once this commits
         try:
             with self.env.begin(write=True) as txn:
                 for kid, entry in entries.items():
-                    self._apply(txn, kid, entry, refused, undo)
+                    self._apply(txn, kid, entry, refused, undo, revs)
         except lmdb.MapFullError:
             raise _MapFull() from None
         except lmdb.Error as exc:
             raise self._io_error(exc, len(entries)) from exc
+        if len(self._revs) + len(revs) > REVISIONS_CACHED:
+            self._revs.clear()  # bounded: forgotten keys are read from disk again
+        self._revs.update(revs)
         self.commits += 1
         self.writes += sum(len(e.events) + (e.snap is not None) for e in entries.values())
         if undo is not None and self.mode != "sync":
@@ -619,15 +630,20 @@ class Store:
         return refused
 
     def _apply(self, txn: lmdb.Transaction, kid: bytes, entry: Entry,
-               refused: list[tuple[Entry, StorageError]], undo: list | None) -> None:
-        old = txn.get(kid, db=self.snapshots)
-        stored = 0
-        if old is not None:
-            try:
-                stored = self._checked_rev(entry.ref, old, entry.kind)
-            except StorageError as exc:
-                refused.append((entry, exc))
-                return
+               refused: list[tuple[Entry, StorageError]], undo: list | None,
+               revs: dict[bytes, tuple[int, int]]) -> None:
+        cached = self._revs.get(kid)
+        # A key written as the other kind is read, so its check names the mismatch.
+        stored = cached[1] if cached is not None and cached[0] == entry.kind else None
+        old = txn.get(kid, db=self.snapshots) if stored is None or undo is not None else None
+        if stored is None:
+            stored = 0
+            if old is not None:
+                try:
+                    stored = self._checked_rev(entry.ref, old, entry.kind)
+                except StorageError as exc:
+                    refused.append((entry, exc))
+                    return
         if entry.kind == STATE:
             stale = stored != entry.base
         else:  # events after the stored snapshot stay in the journal until the next one
@@ -643,6 +659,8 @@ class Store:
             self._put(txn, self.snapshots, kid, value, undo, old)
             if entry.kind == SNAPSHOT:
                 self._compact(txn, kid, stored, entry.snap_rev, undo)
+            stored = entry.snap_rev
+        revs[kid] = (entry.kind, stored)
         for seq, value in entry.events:
             if seq > entry.snap_rev:
                 self._put(txn, self.journal, kid + SEQ.pack(seq), value, undo, None)

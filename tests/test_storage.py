@@ -422,6 +422,20 @@ def test_a_key_read_as_the_other_kind_is_reported(path):
     assert "holds a PersistentServer state, expected an event-sourced snapshot" in str(info.value.reason)
 
 
+
+def test_a_write_as_the_other_kind_is_refused_once_the_key_is_stored(path):
+    # Both start on an empty key; the second kind's write meets the first's commit (the
+    # store remembers revisions it committed, and must still check the kind).
+    node, store = boot(path)
+    counter = node.spawn(Counter, store, "k")
+    ledger = node.spawn(Ledger, store, "k")
+    call(node, counter, ("add", 1))
+    with pytest.raises(CallExit) as info:
+        call(node, ledger, ("append", 1))
+    assert isinstance(info.value.reason, CorruptedValue)
+    assert "expected an event-sourced snapshot" in str(info.value.reason)
+    assert store.read("k")[1] == checked(1)
+
 # -- bad input: clear errors, nothing stored lost ------------------------------------------------
 
 def test_a_corrupted_value_names_its_key_and_the_rest_is_intact(path):
