@@ -12,10 +12,11 @@ Workloads (system "letitcrash" unless said; every line says the sizes it ran wit
 - msgs_per_s: messages delivered per second end to end: `pairs` sender/receiver clients,
   each sender keeping `window` sends in flight (a send answers once stored), each
   receiver counting the messages it takes (the library confirms them, so the senders
-  also get delivered receipts). Counted over the run minus a warm-up. The server handles
-  a connection's requests one at a time, so a connection's sends wait for each other's
-  commits: the rate grows with `pairs` more than with `window`. `server_cores` is the
-  server's CPU use over the run (a server short of 1 core is waiting, not computing).
+  also get delivered receipts). Counted over the run minus a warm-up. A connection's
+  sends are pipelined (docs/protocol.md), so its `window` sends share group commits.
+  `server_cores` and `clients_cores` are the CPU the server and the client workers used
+  over the run (a server short of 1 core is waiting, not computing; the clients share
+  the machine's cores with it).
 - latency_p50_us / latency_p99_us: send -> deliver (the body carries the sender's
   CLOCK_MONOTONIC, which all processes share) with every system offered the same paced
   load: half of letitcrash's measured msgs_per_s (numpy percentiles). A send is timed
@@ -426,16 +427,18 @@ def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple
     workers = Workers({**spec, "kind": "pairs"}, lambda w: {"pairs": list(range(w, n, WORKERS))})
     workers.read()
     with Load(lambda: [server.proc.pid, *workers.pids()]) as load:
-        server_cpu = proc_cpu(server.proc.pid)
+        server_cpu, clients_cpu = proc_cpu(server.proc.pid), sum(map(proc_cpu, workers.pids()))
         workers.tell("go", time.monotonic() + 0.5, "max" if rate is None else rate)
         out = workers.read()
-        server_cpu = (proc_cpu(server.proc.pid) - server_cpu) / (time.perf_counter() - load.started)
+        took = time.perf_counter() - load.started
+        server_cpu = (proc_cpu(server.proc.pid) - server_cpu) / took
+        clients_cpu = (sum(map(proc_cpu, workers.pids())) - clients_cpu) / took
     workers.wait()
     delivered = sum(r["delivered"] for r in out)
     latencies = np.array([x for r in out for x in r["latencies"]], dtype=np.float64) / 1e3
     details = {"pairs": n, "window": spec["window"], "seconds": spec["seconds"] - spec["warmup"],
                "errors": sum(r["errors"] for r in out), "server_cores": round(server_cpu, 2),
-               "others_cpu": load.others}
+               "clients_cores": round(clients_cpu, 2), "others_cpu": load.others}
     return delivered / (spec["seconds"] - spec["warmup"]), latencies, details
 
 
@@ -447,7 +450,7 @@ def latency_lines(system: str, latencies: np.ndarray, rate: float, details: dict
 
 
 def recovery(server: Server, spec: dict[str, Any], n: int, recipients: int) -> list[dict[str, Any]]:
-    # Many senders, few sends in flight each: a connection's requests wait for each other.
+    # Many senders, a few pipelined sends in flight each: the fill shares group commits.
     workers = Workers({**spec, "kind": "fill", "senders": 200, "window": 2, "recipients": recipients},
                       lambda w: {"count": n // WORKERS + (w < n % WORKERS)})
     filled = time.perf_counter()

@@ -32,6 +32,8 @@ def test_json_lines_cover_every_workload_and_the_peer() -> None:
         assert isinstance(d["value"], float) and d["value"] > 0, d
         assert d["unit"] and d["cores"] > 0 and d["others_cpu"] >= 0, d
         assert d.get("errors", 0) == 0, d
+        if d["workload"] in ("msgs_per_s", "latency_p50_us", "latency_p99_us"):  # where the CPU went
+            assert d["server_cores"] > 0 and d["clients_cores"] > 0, d
         assert ("goal" in d) == (d["system"] == "letitcrash" and d["workload"] != "latency_p50_us"), d
         assert ("met" in d) == ("goal" in d) and isinstance(d.get("met", False), bool), d
     assert measured["letitcrash", "connections"]["value"] == 40  # every connection held

@@ -14,6 +14,7 @@ import pytest
 from server_harness import ROOT, ServerProcess
 
 from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
+from apps.server import protocol as P
 
 WAIT = 15.0
 
@@ -133,6 +134,51 @@ def test_a_second_login_replaces_the_first(server):
         (msg,) = await take(laptop, Message)
         assert msg.body == b"to the laptop"
         await laptop.close()
+        await bob.close()
+    run(main())
+
+
+# -- pipelining: requests sent without waiting for answers ------------------------------------------------
+
+def test_pipelined_sends_are_each_answered_and_stored_in_order(server):
+    conn = server.raw()
+    assert conn.auth("piper")["t"] == "ok"
+    n = 40
+    sends = [{"t": "send", "id": 100 + i, "to": "pipesink", "cid": i, "body": i.to_bytes(2, "big")} for i in range(n)]
+    sends.append({**sends[0], "id": 99})  # the first one again: a repeat, stored once
+    conn.send_bytes(b"".join(map(P.encode, sends)))  # one write: none waits for an answer
+    answers = {}
+    while len(answers) < n + 1:
+        frame = conn.recv()
+        assert frame["t"] == "ok", frame
+        answers[frame["id"]] = frame["msg_id"]
+    assert answers[99] == answers[100] and len(set(answers.values())) == n
+
+    async def sink():
+        client = await server.client("pipesink")
+        got = await take(client, Message, n)
+        await client.close()
+        return got
+    got = run(sink())
+    assert [int.from_bytes(m.body, "big") for m in got] == list(range(n))  # in the order sent
+    assert [m.msg_id for m in got] == [answers[100 + i] for i in range(n)]
+    conn.close()
+
+
+def test_other_requests_wait_for_those_before_them(server):
+    """`contacts`, then `presence` and `ping` without waiting: presence starts only once
+    contacts is answered (so the contact hears it), and ping waits behind presence."""
+    async def main():
+        bob = await server.client("bob8")
+        conn = server.raw()
+        assert conn.auth("alice8")["t"] == "ok"
+        conn.send_bytes(P.encode({"t": "contacts", "id": 2, "users": ["bob8"]})
+                        + P.encode({"t": "presence", "id": 3, "status": "away"})
+                        + P.encode({"t": "ping", "id": 4}))
+        assert [conn.recv()["id"] for _ in range(3)] == [2, 3, 4]
+        (seen,) = await take(bob, Presence)
+        assert (seen.user, seen.status) == ("alice8", "away")
+        conn.close()
         await bob.close()
     run(main())
 

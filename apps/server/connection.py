@@ -2,10 +2,16 @@
 socket in `{active, N}` mode.
 
 Its `Port` (the asyncio protocol of the socket) cuts the byte stream into frames and
-sends each to the process as a message; after `max_queued` frames not yet handled it
+sends each to the process as a message; after `max_queued` frames not yet answered it
 pauses reading, so a client cannot grow the mailbox (TCP pushes back on it instead).
-The process checks a frame (`apps.server.protocol`), acts on it and writes the answer;
-requests are handled one at a time, in order, as the chat session requires.
+The process checks a frame (`apps.server.protocol`) and hands the request on without
+waiting for its answer (OTP's `send_request`: the answer comes back as a message), so a
+connection keeps reading frames and writing pushes while its requests are being stored.
+`PIPELINED` requests may be in flight together: a client's sends share group commits
+instead of waiting for each other's. Any other request is an ordering point: it starts
+once every earlier request is answered, and later ones wait for its answer (a `contacts`
+before a `presence` must reach the shard first). A frame counts against `max_queued`
+until it is answered, so requests in flight and waiting are bounded too.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
 user's chat session with itself as the session's `outlet` (so the session's frames
@@ -27,9 +33,9 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from actors import CallExit, CallTimeout, Down, GenServer, NoProc, Pid
+from actors import CallExit, CallTimeout, Down, Future, GenServer, NoProc, Pid
 from apps.chat import BadRequest as ChatBadRequest
 from apps.chat import ChatService, Overloaded, RateLimited
 from apps.chat import Unavailable as ChatUnavailable
@@ -43,7 +49,11 @@ from . import protocol as P
 
 log = logging.getLogger("apps.server")
 
-FRAME, LOST, TICK = "$frame", "$lost", ("$tick",)
+FRAME, ANSWER, LOST, TICK = "$frame", "$answer", "$lost", ("$tick",)
+PIPELINED = frozenset({"send", "confirm", "ping"})
+"""Requests that may be in flight together (see the module docstring): each acts alone,
+and a sender's messages to one recipient still reach its shard, and are stored, in order
+(connection -> session -> shard: each hop keeps the order of one sender's messages)."""
 CLOSE_GRACE = 5.0  # seconds a closing connection has to take its last frames
 UNAVAILABLE = (ChatUnavailable, TimelineUnavailable, CallTimeout, CallExit, NoProc)
 ERROR_CODES = ((ChatBadRequest, P.BAD_REQUEST), (TimelineBadRequest, P.BAD_REQUEST),
@@ -124,7 +134,7 @@ class Port(asyncio.Protocol):
             self.transport.pause_reading()
 
     def taken(self) -> None:
-        """The connection handled one frame."""
+        """The connection answered one frame (or refused it)."""
         self.queued -= 1
         assert self.queued >= 0, "more frames handled than received"
         if self.paused and self.queued <= self.max_queued // 2 and not self.broken:
@@ -160,6 +170,11 @@ class Connection(GenServer):
         self.refill_at = self.heard = self.now()
         self.refused = 0
         self.active = False  # a request since the last tick: the chat session gets a heartbeat
+        self.inflight = 0  # requests handed on, not answered yet
+        self.barrier = False  # the one in flight is not PIPELINED: nothing else may start
+        # Requests waiting for the above: at most max_queued (a list: an idle connection
+        # holds 56 bytes for it, an empty deque 600).
+        self.backlog: list[tuple[str, int, dict[str, Any]]] = []
         self.every = min(limits.idle_timeout, limits.auth_timeout, ctx.chat.config.heartbeat_timeout) / 3
         self.send_after(self.every, self.pid, TICK)
         if transport.is_closing():  # lost while this process was starting
@@ -225,7 +240,9 @@ class Connection(GenServer):
         tag = msg[0] if type(msg) is tuple and msg else None
         if tag == FRAME:
             return self._frame(msg[1])
-        if tag == "items":
+        if tag == ANSWER:
+            self._answered(*msg[1:])
+        elif tag == "items":
             self.write({"t": "items", "items": msg[1], "acked": msg[2]})
         elif tag == "tweet":
             self.write({"t": "tweet", "tweet_id": msg[2]})
@@ -247,7 +264,7 @@ class Connection(GenServer):
             return super().handle_info(msg)
         return None
 
-    async def _tick(self) -> None:
+    def _tick(self) -> None:
         limits = self.ctx.limits
         silent = self.now() - self.heard
         if silent >= (limits.idle_timeout if self.user is not None else limits.auth_timeout):
@@ -256,10 +273,8 @@ class Connection(GenServer):
         self.send_after(self.every, self.pid, TICK)
         if self.active and self.session is not None:
             self.active = False
-            try:
-                await self.ctx.chat.heartbeat(self, self.session)
-            except UNAVAILABLE:
-                pass  # the session is going: its Down or "closed" frame follows
+            # Not awaited: a session that is going sends its Down or "closed" frame.
+            self.ctx.chat.heartbeat(self.node, self.session)
 
     def _frame(self, body: bytes | P.ProtocolError) -> Any:
         if isinstance(body, P.ProtocolError):  # the port found the stream unusable
@@ -295,28 +310,75 @@ class Connection(GenServer):
         self.refused = 0
         return True
 
-    async def _request(self, kind: str, req_id: int, fields: dict[str, Any]) -> None:
-        try:
-            if kind == "auth":
-                await self._auth(req_id, **fields)
-            elif self.user is None:
-                self.error(P.UNAUTHENTICATED, f"{kind}: authenticate first (send auth)", req_id)
-            else:
-                result = await getattr(self, "_do_" + kind)(**fields)
-                if kind != "confirm":  # sent for every items frame: its ok would be pure cost
-                    self.write({"t": "ok", "id": req_id, **result})
-                if kind == "bye":
-                    self.close()
-        except Exception as exc:  # noqa: BLE001 - every failure of a request becomes its answer
-            code = next((code for types, code in ERROR_CODES if isinstance(exc, types)), None)
-            if code is None:
-                log.exception("connection %s (%s): %s request failed", self.peer, self.user, kind)
-                code = P.INTERNAL
-            self.error(code, f"{kind}: {exc}", req_id)
-        finally:
+    def _request(self, kind: str, req_id: int, fields: dict[str, Any]) -> Any:
+        if kind == "auth":
+            return self._authenticate(req_id, fields)
+        if self.user is None:
             self.port.taken()
+            self.error(P.UNAUTHENTICATED, f"{kind}: authenticate first (send auth)", req_id)
+        elif self.backlog or self.barrier or (self.inflight and kind not in PIPELINED):
+            self.backlog.append((kind, req_id, fields))  # bounded by max_queued, as frames
+        else:
+            self._begin(kind, req_id, fields)
+        return None
+
+    def _begin(self, kind: str, req_id: int, fields: dict[str, Any]) -> None:
+        """Hand a request on; its answer comes back as an ANSWER message (or now, if done)."""
+        try:
+            answer, shape = HANDLERS[kind](self, **fields)
+        except Exception as exc:  # noqa: BLE001 - a request refused at once: its answer
+            self._answer(kind, req_id, exc)
+            return
+        if answer.done():
+            self._answer(kind, req_id, answer, shape)
+            return
+        assert not self.barrier and (kind in PIPELINED or not self.inflight), "out of order"
+        self.inflight += 1
+        self.barrier = kind not in PIPELINED
+        pid, send = self.pid, self.node.send
+        answer.add_done_callback(lambda done: send(pid, (ANSWER, kind, req_id, done, shape)))
+
+    def _answered(self, kind: str, req_id: int, answer: Future, shape: Shape) -> None:
+        self.inflight -= 1
+        assert self.inflight >= 0 and (not self.barrier or self.inflight == 0), (self.inflight, self.barrier)
+        self.barrier = False
+        self._answer(kind, req_id, answer, shape)
+        backlog = self.backlog
+        while backlog and not self.barrier and (not self.inflight or backlog[0][0] in PIPELINED):
+            self._begin(*backlog.pop(0))
+
+    def _answer(self, kind: str, req_id: int, outcome: Future | Exception, shape: Shape | None = None) -> None:
+        """Write a request's answer: `ok` with `shape(result)`'s fields, or its error."""
+        self.port.taken()
+        exc = outcome if isinstance(outcome, Exception) else outcome.exception()
+        if exc is None:
+            if kind != "confirm":  # sent for every items frame: its ok would be pure cost
+                self.write({"t": "ok", "id": req_id, **shape(outcome.result())})
+            if kind == "bye":
+                self.close()
+            return
+        self._failed(kind, req_id, exc)
+
+    def _failed(self, kind: str, req_id: int, exc: Exception) -> None:
+        code = next((code for types, code in ERROR_CODES if isinstance(exc, types)), None)
+        if code is None:
+            log.error("connection %s (%s): %s request failed", self.peer, self.user, kind, exc_info=exc)
+            code = P.INTERNAL
+        self.error(code, f"{kind}: {exc}", req_id)
 
     # -- requests ------------------------------------------------------------------------------
+    # Authenticating suspends the connection (nothing else can be done before it); every
+    # other `_do_<request>` returns (a Future of the result, how the result becomes the
+    # `ok` frame's fields), calling the services from outside (`self.node` as the caller)
+    # so that nothing waits.
+
+    async def _authenticate(self, req_id: int, fields: dict[str, Any]) -> None:
+        try:
+            await self._auth(req_id, **fields)
+        except Exception as exc:  # noqa: BLE001 - every failure of a request becomes its answer
+            self._failed("auth", req_id, exc)
+        finally:
+            self.port.taken()
 
     async def _auth(self, req_id: int, user: str, device: str, proof: bytes) -> None:
         if self.user is not None:
@@ -335,48 +397,84 @@ class Connection(GenServer):
         self.user, self.tuser = user, timeline_user(user)
         self.write({"t": "ok", "id": req_id, "user": user})
 
-    async def _do_ping(self) -> dict:
-        return {}
+    def _do_ping(self) -> Answer:
+        return DONE, _nothing
 
-    async def _do_send(self, to: str, cid: str | int, body: bytes, preview: str = "") -> dict:
-        return {"msg_id": await self.ctx.chat.send(self, self.session, to, cid, body, preview)}
+    def _do_send(self, to: str, cid: str | int, body: bytes, preview: str = "") -> Answer:
+        return self.ctx.chat.send(self.node, self.session, to, cid, body, preview), _msg_id
 
-    async def _do_confirm(self, upto: int) -> dict:
-        await self.ctx.chat.confirm(self, self.session, upto)
-        return {}
+    def _do_confirm(self, upto: int) -> Answer:
+        return self.ctx.chat.confirm(self.node, self.session, upto), _nothing
 
-    async def _do_read(self, ids: list[int]) -> dict:
-        await self.ctx.chat.read(self, self.session, ids)
-        return {}
+    def _do_read(self, ids: list[int]) -> Answer:
+        return self.ctx.chat.read(self.node, self.session, ids), _nothing
 
-    async def _do_presence(self, status: str) -> dict:
-        await self.ctx.chat.set_presence(self, self.session, status)
-        return {}
+    def _do_presence(self, status: str) -> Answer:
+        return self.ctx.chat.set_presence(self.node, self.session, status), _nothing
 
-    async def _do_presence_of(self, user: str) -> dict:
-        status, last_seen = await self.ctx.chat.presence(self, user)
-        return {"status": status, "last_seen": last_seen}
+    def _do_presence_of(self, user: str) -> Answer:
+        return self.ctx.chat.presence(self.node, user), _presence
 
-    async def _do_contacts(self, users: list[str]) -> dict:
-        await self.ctx.chat.set_contacts(self, self.user, users)
-        return {}
+    def _do_contacts(self, users: list[str]) -> Answer:
+        return self.ctx.chat.set_contacts(self.node, self.user, users), _nothing
 
-    async def _do_post(self, text: str, cid: str | int | None = None) -> dict:
-        return {"tweet_id": await self.ctx.timeline.post(self, self.tuser, text, cid)}
+    def _do_post(self, text: str, cid: str | int | None = None) -> Answer:
+        return self.ctx.timeline.post(self.node, self.tuser, text, cid), _tweet_id
 
-    async def _do_follow(self, user: str) -> dict:
-        return {"since": await self.ctx.timeline.follow(self, self.tuser, timeline_user(user))}
+    def _do_follow(self, user: str) -> Answer:
+        return self.ctx.timeline.follow(self.node, self.tuser, timeline_user(user)), _since
 
-    async def _do_unfollow(self, user: str) -> dict:
-        return {"until": await self.ctx.timeline.unfollow(self, self.tuser, timeline_user(user))}
+    def _do_unfollow(self, user: str) -> Answer:
+        return self.ctx.timeline.unfollow(self.node, self.tuser, timeline_user(user)), _until
 
-    async def _do_timeline(self, cursor: int | None = None) -> dict:
-        page = await self.ctx.timeline.read_page(self, self.tuser, cursor)
-        return {"ids": page.ids, "cursor": page.cursor}
+    def _do_timeline(self, cursor: int | None = None) -> Answer:
+        return self.ctx.timeline.read_page(self.node, self.tuser, cursor), _page
 
-    async def _do_tweets(self, user: str, ids: list[int]) -> dict:
-        texts = await self.ctx.timeline.tweets(self, timeline_user(user), ids)
-        return {"tweets": sorted(texts.items())}
+    def _do_tweets(self, user: str, ids: list[int]) -> Answer:
+        return self.ctx.timeline.tweets(self.node, timeline_user(user), ids), _tweets
 
-    async def _do_bye(self) -> dict:
-        return {}
+    def _do_bye(self) -> Answer:
+        return DONE, _nothing
+
+
+Shape = Callable[[Any], dict]
+Answer = tuple[Future, Shape]
+DONE = Future()
+DONE.set_result(None)
+
+
+def _nothing(_: Any) -> dict:
+    return {}
+
+
+def _msg_id(msg_id: int) -> dict:
+    return {"msg_id": msg_id}
+
+
+def _presence(found: tuple[str, float | None]) -> dict:
+    return {"status": found[0], "last_seen": found[1]}
+
+
+def _tweet_id(tweet_id: int) -> dict:
+    return {"tweet_id": tweet_id}
+
+
+def _since(since: int | None) -> dict:
+    return {"since": since}
+
+
+def _until(until: int | None) -> dict:
+    return {"until": until}
+
+
+def _page(page: Any) -> dict:
+    return {"ids": page.ids, "cursor": page.cursor}
+
+
+def _tweets(texts: dict[int, str]) -> dict:
+    return {"tweets": sorted(texts.items())}
+
+
+HANDLERS: dict[str, Callable[..., Answer]] = {
+    kind: getattr(Connection, "_do_" + kind) for kind in P.REQUESTS if kind != "auth"}
+"""Every request after `auth`: its `Connection._do_<request>` (one for each, or no import)."""

@@ -179,7 +179,7 @@ def decode(body: bytes) -> tuple[str, int, dict[str, Any]]:
             raise ProtocolError(BAD_REQUEST, f"{kind}: field {name!r} must be {_KINDS[check]}, got "
                                 f"{type(value).__name__} {value!r:.40}", req_id)
         fields[name] = value
-    extra = sorted(str(name) for name in frame if name not in spec and name not in ("v", "t", "id"))
-    if extra:
+    if len(frame) != len(fields) + 3:  # more than v, t, id and the fields taken
+        extra = sorted(str(name) for name in frame if name not in spec and name not in ("v", "t", "id"))
         raise ProtocolError(BAD_REQUEST, f"{kind}: unknown field(s) {', '.join(map(repr, extra))}", req_id)
     return kind, req_id, fields
