@@ -90,6 +90,7 @@ class _ExternalCall:
             return False  # a late reply after the timeout: dropped
         if self.timer is not None:
             self.node._timers.cancel(self.timer)
+            self.timer = None  # the timer's args hold this waiter: no cycle left for the GC
         if self.target._watchers is not None:
             self.target._watchers.pop(ref, None)
         return True
