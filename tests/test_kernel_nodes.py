@@ -150,6 +150,22 @@ def test_disconnecting_breaks_links_monitors_and_calls_with_noconnection():
     assert seen["b"][0].reason == NOCONNECTION
 
 
+def crash_in_flight(net, a, b, watcher):
+    """Spawn `watcher(target)` on b, watching a process on a that then crashes: returns
+    (target, watcher pid) with the crash's exit signal and Down in flight to b."""
+    async def doomed(proc):
+        await proc.receive()
+        raise RuntimeError("boom")
+
+    target = a.spawn(doomed)
+    pid = b.spawn(watcher, target)
+    run_all(net, a, b)
+    a.send(target, "go")
+    a.run(until=a.now())
+    assert len(net.queue) == 2  # the exit signal and the Down
+    return target, pid
+
+
 @pytest.mark.parametrize("side", ["dead", "live"])
 def test_an_exit_and_a_down_lost_in_flight_become_noconnection(side):
     # Erlang removes a link when the exit signal arrives: if the connection is lost with
@@ -159,10 +175,6 @@ def test_an_exit_and_a_down_lost_in_flight_become_noconnection(side):
     a.connect(b)
     seen = []
 
-    async def doomed(proc):
-        await proc.receive()
-        raise RuntimeError("boom")
-
     async def watcher(proc, target):
         proc.trap_exit = True
         proc.link(target)
@@ -170,12 +182,8 @@ def test_an_exit_and_a_down_lost_in_flight_become_noconnection(side):
         seen.append(await proc.receive())
         seen.append(await proc.receive())
 
-    target = a.spawn(doomed)
-    b.spawn(watcher, target)
-    run_all(net, a, b)
-    a.send(target, "go")
-    a.run(until=a.now())  # it dies; its exit signal and Down are in flight to b
-    assert len(net.queue) == 2 and not seen
+    target, _ = crash_in_flight(net, a, b, watcher)
+    assert not seen
     net.queue.clear()  # lost with the connection
     (a if side == "dead" else b).disconnect(b.name if side == "dead" else a.name)
     run_all(net, a, b)
@@ -188,10 +196,6 @@ def test_an_exit_in_flight_to_a_process_that_unlinked_is_ignored_and_a_demonitor
     a.connect(b)
     seen = []
 
-    async def doomed(proc):
-        await proc.receive()
-        raise RuntimeError("boom")
-
     async def watcher(proc, target):
         proc.link(target)  # not trapping: an exit signal that arrived would kill it
         ref = proc.monitor(target)
@@ -200,11 +204,7 @@ def test_an_exit_in_flight_to_a_process_that_unlinked_is_ignored_and_a_demonitor
         proc.demonitor(ref)
         seen.append(await proc.receive(timeout=1.0))
 
-    target = a.spawn(doomed)
-    w = b.spawn(watcher, target)
-    run_all(net, a, b)
-    a.send(target, "go")
-    a.run(until=a.now())  # dead: the signal and the Down travel to b
+    target, w = crash_in_flight(net, a, b, watcher)
     b.send(w, "forget")
     b.run(until=b.now())  # unlinked and demonitored while they were in flight
     net.flush()
