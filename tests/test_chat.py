@@ -447,22 +447,6 @@ def test_a_shard_crash_restarts_it_and_its_sessions_attach_again(world):
     assert world.run(world.svc.pending(world.node, "bob")) == []
 
 
-def test_a_session_that_missed_its_shards_exit_attaches_again_at_its_next_heartbeat(world):
-    alice, _, _ = world.connect("alice")
-    bob, bdev, _ = world.connect("bob")
-    world.node.run_for(0.01)
-    shard = world.svc.router.locate("bob")
-    world.node.get_process(shard).unlink(bob)  # as if its exit signal were lost on the way
-    world.node.exit(shard, "kill")
-    world.node.run_for(3.0)  # restarted; bob's session never heard
-    msg_id = world.run(world.svc.send(world.node, alice, "bob", 1, b"m"))
-    world.node.run_for(0.01)
-    assert world.took(bdev) == []  # no session attached to the new shard
-    world.run(world.svc.heartbeat(world.node, bob))
-    world.node.run_for(0.01)
-    assert [item[2] for item in world.took(bdev)] == [msg_id]
-
-
 def test_a_node_restart_recovers_every_pending_message_and_receipt(world):
     alice, _, _ = world.connect("alice")
     bob, bdev, _ = world.connect("bob")

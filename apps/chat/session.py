@@ -19,9 +19,9 @@ cast (a lost one heals itself: the items come again).
 Heartbeats go into the node's heartbeat table (see `apps.chat.heartbeat`); the checker
 closes the session when they stop. The session traps exits: when its home shard goes
 down it attaches to the next incarnation, whose pushes start over from the first
-unconfirmed item (the device drops what it already took). A heartbeat also checks that
-the home shard is still the one registered, so a session whose shard's exit signal was
-lost on the way attaches again within a heartbeat period.
+unconfirmed item (the device drops what it already took). A shard on another node that
+dies with its exit signal lost on the way still reaches the session, as `noconnection`
+(the kernel keeps Erlang's link semantics).
 """
 from __future__ import annotations
 
@@ -121,11 +121,6 @@ class Session(GenServer):
                                      ("store", self.user, to, cid, payload, preview), caller)
             if kind == "heartbeat":
                 now = self.hub.beats[self.pid] = self.now()
-                if self.home is not None and self.hub.router.locate(self.user) != self.home:
-                    # Our shard is gone and its exit signal with it (one crossing nodes can
-                    # be lost): attach to the one running now.
-                    self.home = None
-                    self.send(self.pid, ATTACH)
                 return now
             if kind == "read":
                 ids = check_ids(request[1])
