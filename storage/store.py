@@ -25,8 +25,8 @@ has committed, so an acknowledgement always means the write is stored as the mod
 promises. Each key's write is checked, inside the transaction, against the stored
 revision (remembered for keys this store committed, as it is the environment's only
 writer; read and checksummed otherwise): a write from a stale incarnation is refused
-(`StaleWrite`) and nothing is overwritten. A full map is grown (doubling, up to `max_map_size`) and the batch retried;
-users never see `MapFullError`.
+(`StaleWrite`) and nothing is overwritten. A full map is grown (doubling, up to
+`max_map_size`) and the batch retried; users never see `MapFullError`.
 
 Modes, and exactly what an acknowledged write (a reply or message sent after it) survives:
 - `sync` (default): LMDB's default flags; each commit returns after `fdatasync` of the

@@ -21,9 +21,9 @@ driver stores `claim = ride` before the claim leaves (the store holds its output
 the write commits), so after any crash it knows which ride it may have won and asks that
 ride again (a claim by the same driver is idempotent). Claims and their answers are
 messages (`("claim", driver, reply_to)` -> `("claimed", ride, ride_pid, won)`), so neither
-process ever waits suspended; the phone's `accept` call is answered with the outcome. The ride is the authority on who
-won; the driver takes a trip only when the ride says it is the one. So no driver ever
-holds two rides and no ride two drivers.
+process ever waits suspended; the phone's `accept` call is answered with the outcome.
+The ride is the authority on who won; the driver takes a trip only when the ride says it
+is the one. So no driver ever holds two rides and no ride two drivers.
 
 Casts: `("update", lat, lon, heading, phone)`, `("offline",)`,
 `("offer", ride, ride_pid, info, expires)`, `("withdraw", ride)`, `("remind", ride, ride_pid)`,
