@@ -4,6 +4,7 @@ server crash or a lost message; no connection can act as another user."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 
 import msgpack
@@ -223,3 +224,16 @@ def test_connections_beyond_the_limit_are_refused(tmp_path):
     assert srv.raw().auth("late")["t"] == "ok"  # a place came free
     second.close()
     assert srv.terminate() == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_queued", 0, "Limits.max_queued must be a positive int, got 0"),
+    ("burst", 1.5, "Limits.burst must be a positive int, got 1.5"),
+    ("idle_timeout", -1, "Limits.idle_timeout must be a positive number, got -1"),
+    ("rate", float("inf"), "Limits.rate must be a positive number, got inf"),
+])
+def test_bad_connection_limits_are_refused_naming_the_field(field, value, message):
+    from apps.server.connection import Limits
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Limits(**{field: value})

@@ -38,6 +38,7 @@ from typing import Any, Callable
 from actors import CallExit, CallTimeout, Down, Future, GenServer, NoProc, Pid
 from apps.chat import BadRequest as ChatBadRequest
 from apps.chat import ChatService, Overloaded, RateLimited
+from apps.common import check_limits
 from apps.chat import Unavailable as ChatUnavailable
 from apps.chat.protocol import check_name
 from apps.timeline import BadRequest as TimelineBadRequest
@@ -74,11 +75,8 @@ class Limits:
     auth_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_outgoing", "burst", "max_refused", "max_queued"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
-        for name in ("rate", "idle_timeout", "auth_timeout"):
+        check_limits(self, ints=("max_frame", "max_outgoing", "burst", "max_refused", "max_queued"))
+        for name in ("rate", "idle_timeout", "auth_timeout"):  # the CLI shows these messages as they are
             value = getattr(self, name)
             if type(value) not in (int, float) or not 0 < value < float("inf"):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
