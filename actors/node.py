@@ -44,6 +44,19 @@ log = logging.getLogger("actors")
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 200
 
+
+class _Short:
+    """A log argument shown as its shortened repr, computed only if a handler formats
+    the record: a crash storm's reports cost little when nobody prints them."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return _short.repr(self.value)
+
 _OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 _OVERFLOW = ("crash", "drop")
 
@@ -882,14 +895,14 @@ class Node:
         names = [key for _, key in proc._names] if proc._names else []
         last = None if proc._last is NONE else proc._last
         log.error("crash report: process %r%s crashed with %s; last message %s",
-                  proc.pid, f" {names[0]!r}" if names else "", _short.repr(reason),
-                  "-" if proc._last is NONE else _short.repr(last),
+                  proc.pid, f" {names[0]!r}" if names else "", _Short(reason),
+                  "-" if proc._last is NONE else _Short(last),
                   exc_info=reason if isinstance(reason, BaseException) else None,
                   extra={"pid": proc.pid, "registered_name": names[0] if names else None,
                          "last_message": last, "reason": reason})
 
     def _log_unexpected(self, proc: Process, msg: Any) -> None:
-        log.warning("%r got an unexpected message %s", proc.pid, _short.repr(msg),
+        log.warning("%r got an unexpected message %s", proc.pid, _Short(msg),
                     extra={"pid": proc.pid, "unexpected_message": msg})
 
     # -- introspection ---------------------------------------------------------------------------

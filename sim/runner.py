@@ -141,14 +141,23 @@ class _LogTap(logging.Handler):
     (crashes, restarts by supervisor), not on stderr."""
 
     LOGGERS = ("actors", "supervision", "storage")
+    NAMES_LIMIT = 1 << 16
 
     def __init__(self, sim: Simulation) -> None:
         super().__init__(logging.INFO)
         self.sim = sim
         self.crashes = 0
         self._saved: list[tuple[logging.Logger, int, bool]] = []
+        self._flags: tuple = ()
+        self._names: dict[Any, str] = {}  # supervisor pid -> its name in the summary
 
     def attach(self) -> None:
+        # The logging HOWTO's optimisations: no caller lookup, thread or process names
+        # per record. Records are only counted here, and a run is one thread.
+        self._flags = (logging._srcfile, logging.logThreads, logging.logProcesses,
+                       logging.logMultiprocessing)
+        logging._srcfile = None
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         for name in self.LOGGERS:
             logger = logging.getLogger(name)
             self._saved.append((logger, logger.level, logger.propagate))
@@ -162,6 +171,8 @@ class _LogTap(logging.Handler):
             logger.setLevel(level)
             logger.propagate = propagate
         self._saved.clear()
+        (logging._srcfile, logging.logThreads, logging.logProcesses,
+         logging.logMultiprocessing) = self._flags
 
     def emit(self, record: logging.LogRecord) -> None:
         # Never raise: the emitting process (a supervisor) would crash and change the run.
@@ -174,11 +185,14 @@ class _LogTap(logging.Handler):
             self.handleError(record)
 
     def _who(self, pid: Any) -> str:
-        node = self.sim.node(pid.node_name)
-        info = node.process_info(pid) if node is not None else None
-        if info is None:
-            return f"{pid!r}"
-        return f"{info['registered_name'] or info['kind']}@{pid.node_name}"
+        who = self._names.get(pid)  # a supervisor restarts many times under one pid
+        if who is None:
+            node = self.sim.node(pid.node_name)
+            info = node.process_info(pid) if node is not None else None
+            who = f"{pid!r}" if info is None else f"{info['registered_name'] or info['kind']}@{pid.node_name}"
+            if len(self._names) < self.NAMES_LIMIT:
+                self._names[pid] = who
+        return who
 
 
 def _dir_name(name: str) -> str:

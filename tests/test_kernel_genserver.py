@@ -168,6 +168,21 @@ def test_crash_runs_terminate_logs_report_and_keeps_node(caplog):
     assert call(node, other, "get") == 7
 
 
+def test_crash_report_text_shortens_a_huge_last_message(caplog):
+    class Choke(GenServer):
+        def handle_cast(self, msg):
+            raise ValueError("x" * 10_000)
+
+    node = Node(seed=1)
+    pid = node.spawn(Choke, name="choke")
+    with caplog.at_level(logging.ERROR, logger="actors"):
+        node.cast(pid, ["y" * 10_000])
+        node.run()
+    text = [r for r in caplog.records if "crash report" in r.getMessage()][0].getMessage()
+    assert "'choke' crashed with ValueError('xxx" in text and "last message ['yyy" in text
+    assert len(text) < 1_000, len(text)  # both reprs cut to 200 characters
+
+
 def test_terminate_not_called_when_killed():
     seen = []
 

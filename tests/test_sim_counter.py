@@ -8,6 +8,7 @@ CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N of the main sc
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -30,7 +31,9 @@ def counter(*overrides: tuple[str, object], name: str = "counter.toml"):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_correct_counter_service_passes_every_check(seed):
+    flags = (logging._srcfile, logging.logThreads, logging.logProcesses)
     result = run(counter(), seed)
+    assert (logging._srcfile, logging.logThreads, logging.logProcesses) == flags  # put back after the run
     assert result.passed, f"seed {seed}: {result.failure}"
     assert all(c["ok"] for c in result.checks.values())
     assert result.stats["counter"]["acked"] == result.stats["counter"]["increments"] > 0
