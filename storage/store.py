@@ -48,7 +48,8 @@ Fault hooks for the simulator (deterministic: no clock, no randomness of their o
   one that fails every commit with `StoreFull`.
 - `crash_before_next_commit()`: the next commit does not happen; the store freezes (no
   write, no held output is ever released), as if the node died just before committing.
-- `Store(..., simulated=True)`: LMDB runs without fsync (fast), and the store keeps an
+- `Store(..., simulated=True)`: LMDB runs without fsync and with a writable memory map
+  (fast; such a store is private to one simulation process), and the store keeps an
   undo record of every commit the mode does not promise to survive power loss (in
   `sync` mode: none; otherwise those since the last `sync()`). `power_loss(keep)` then
   undoes all but the first `keep` of them and closes the store: the honest power-cut
@@ -247,7 +248,7 @@ class Store:
         self._crash_next = False
         self.crashed = False
         self.closed = False
-        self.env = self._open(map_size, sync=mode == "sync" and not simulated)
+        self.env = self._open(map_size, sync=mode == "sync" and not simulated, writemap=simulated)
         # Real time in sync mode overlaps the fsync of a commit with the next passes' work.
         # Without fsync a commit takes microseconds: a thread hop (and a GIL hand-off, up
         # to the 5 ms switch interval) would cost more than it saves. The deterministic
@@ -259,10 +260,10 @@ class Store:
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _open(self, map_size: int, sync: bool) -> lmdb.Environment:
+    def _open(self, map_size: int, sync: bool, writemap: bool) -> lmdb.Environment:
         try:
             env = lmdb.open(self.path, map_size=map_size, max_dbs=len(_DBS), sync=sync,
-                            metasync=sync, max_spare_txns=0)
+                            metasync=sync, max_spare_txns=0, writemap=writemap)
         except lmdb.InvalidError as exc:
             raise ForeignStore(f"{self.path} is not a letitcrash store: {exc}") from None
         except (lmdb.Error, OSError) as exc:  # py-lmdb raises FileNotFoundError for a missing parent
