@@ -362,36 +362,40 @@ class Simulation:
 
     def _drive(self, until: float) -> None:
         trace = self.trace
+        records = trace.records
         agenda = self._agenda
         sched = self._sched
         quantum = self.quantum
         flush_at = trace.checkpoint
         arrive = self.network.arrive
         resolution = self.resolution
+        instant_limit = self.instant_limit
         inf = math.inf
         turns_here = 0
         while self.failure is None:
             # Run what is ready at this instant. Nodes meet only through the network, so
             # stepping one node can leave only that node runnable: no need to rescan.
+            now = self.now
             ready = [spec for spec in self._up if spec.node.runnable()]
-            while ready and self.failure is None:
-                i = 0 if len(ready) == 1 else min(len(ready) - 1, int(sched() * len(ready)))
+            while ready:
+                n = len(ready)
+                i = 0 if n == 1 else min(n - 1, int(sched() * n))
                 spec = ready[i]
                 node = spec.node
-                if node.now() < self.now + spec.skew:
+                if node.now() < now + spec.skew:
                     self._catch_up(spec)  # woken by an arrival or a kill's exit signals
                 turns_here += node.step(quantum)
                 spec.fresh = False
-                if not node.runnable() or spec.stall_until > self.now:
+                if not node.runnable() or spec.stall_until > now:
                     del ready[i]
-                if turns_here > self.instant_limit:
+                if turns_here > instant_limit:
                     raise SimulationError(
-                        f"livelock: more than {self.instant_limit} turns at virtual time "
-                        f"{self.now:.6f} without the clock moving (node {node.name})")
-                if len(trace.records) >= flush_at:
+                        f"livelock: more than {instant_limit} turns at virtual time "
+                        f"{now:.6f} without the clock moving (node {node.name})")
+                if len(records) >= flush_at:
                     trace.flush()
-            if self.failure is not None:
-                break
+                if self.failure is not None:
+                    return
             # Nothing is ready: on to the next moment something happens. A node's next
             # timer is cached until the node runs, advances or is touched by a sim event;
             # only the nodes with a timer due are advanced, the others when next stepped.
@@ -400,29 +404,31 @@ class Simulation:
                 if not spec.fresh:
                     node = spec.node
                     d = node.next_deadline()
-                    spec.fire = inf if d is None else self.now if d <= node.now() else d - spec.skew
+                    spec.fire = inf if d is None else now if d <= node.now() else d - spec.skew
                     spec.fresh = True
                 if spec.fire < t:
                     t = spec.fire
             if resolution and t < inf:
                 t = self._tick_after(t)
-            assert t >= self.now, f"the clock would go back from {self.now} to {t}"
+            assert t >= now, f"the clock would go back from {now} to {t}"
             if t > until:
                 break
-            if t > self.now:
+            if t > now:
                 self.now = t
                 trace.at_time(t)
                 turns_here = 0
-            while agenda and agenda[0][0] <= t and self.failure is None:
+            while agenda and agenda[0][0] <= t:
                 _, _, fn, args = heappop(agenda)
                 fn(*args)
                 if fn is not arrive:  # faults, checks, restarts may touch any node
                     for spec in self._up:
                         spec.fresh = False
+                if self.failure is not None:
+                    return
             for spec in self._up:
                 if spec.fire <= t:
                     self._catch_up(spec)
-            if len(trace.records) >= flush_at:
+            if len(records) >= flush_at:
                 trace.flush()
         if self.failure is None and self.now < until:
             self.now = until
