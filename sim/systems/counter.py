@@ -103,6 +103,7 @@ class CounterSystem(System):
         self.violations: list[str] = []
         self.pending: dict[int, tuple[int, int]] = {}  # client -> (counter, seq) in flight
         self.counts = {"increments": 0, "acked": 0, "reads": 0, "retries": 0}
+        self.shards = [RemoteName(f"shard-{c}", self.server_of(c)) for c in range(n)]
         for name in self.servers:
             self.sim.add_node(name, self._start_server, on_crash=self.disks[name].crash)
             self.sim.heart(name, lambda name=name: self.apps[name].supervisor is not None)
@@ -164,7 +165,7 @@ class CounterSystem(System):
                 self.counts["increments"] += 1
                 self.pending[client] = (counter, seq)
             started = proc.now()
-            shard = RemoteName(f"shard-{counter}", self.server_of(counter))
+            shard = self.shards[counter]
             while True:
                 try:
                     value = await proc.call(shard, request, load["timeout"])
