@@ -473,11 +473,14 @@ class Store:
             self.node.release_output(proc, keep_holding=True)
 
     def _end_pass(self) -> None:
-        for proc in list(self._suspended):
-            self._flush_suspended(proc)
-        if self._inflight is None and (self._batch.entries or self._batch.held):
+        if self._suspended:
+            for proc in list(self._suspended):
+                self._flush_suspended(proc)
+        batch = self._batch
+        if self._inflight is None and (batch.entries or batch.held):
             self._submit(wait=False)
-        self._abort_reader()
+        if self._reader is not None:
+            self._abort_reader()
 
     def _flush_suspended(self, proc: Process) -> None:
         # A suspended async callback may already have sent what its changes imply: save
