@@ -71,9 +71,31 @@ def test_haversine_is_vectorised_and_matches_known_distances():
 
 
 def test_heading_toward_the_pickup():
-    lats, lons = np.array([37.78, 37.78]), np.array([SF[1], SF[1]])  # north of the pickup
-    toward = geo.heading_toward(np.array([180.0, 0.0]), lats, lons, *SF)
-    assert toward.tolist() == [True, False]
+    lats, lons = np.array([37.78, 37.78, SF[0]]), np.array([SF[1], SF[1], SF[1]])  # north, and at it
+    toward = geo.heading_toward(np.array([180.0, 0.0, 0.0]), lats, lons, *SF)
+    assert toward.tolist() == [True, False, False]  # at the pickup there is no direction to it
+    east = geo.heading_toward(np.array([270.0, 225.0, 180.0]), np.full(3, SF[0] + 0.009),
+                              np.full(3, SF[1] + 0.0114), *SF)  # 1 km north and 1 km east
+    assert east.tolist() == [True, True, False]  # the pickup lies at 225.04 degrees
+
+
+@pytest.mark.parametrize("lat", [0.0, 37.77, -70.0, 85.0, 89.99])
+@pytest.mark.parametrize("radius", [1.0, 5.0, 15.0])
+def test_maybe_within_keeps_every_point_within_the_radius(lat, radius):
+    rng = np.random.default_rng(7)
+    d = radius / 111.0 * 1.5
+    lats = np.clip(lat + rng.uniform(-d, d, 20_000), -90, 90)
+    lons = 10.0 + rng.uniform(-d, d, 20_000) / max(0.05, np.cos(np.radians(lat)))
+    inside = geo.haversine_km(lat, 10.0, lats, lons) <= radius
+    kept = geo.maybe_within(lat, 10.0, lats, lons, radius)
+    assert not (inside & ~kept).any()
+    assert kept.sum() <= 1.1 * inside.sum()  # and little more: it is a prefilter worth having
+
+
+def test_maybe_within_across_the_antimeridian():
+    lats, lons = np.array([-17.7, -17.7, -17.7]), np.array([179.995, -179.995, 179.0])
+    assert geo.maybe_within(-17.7, 179.999, lats, lons, 1.0).tolist() == [True, True, False]
+    assert geo.maybe_within(-17.7, -179.999, lats, lons, 1.0).tolist() == [True, True, False]
 
 
 def test_bad_points_are_named():

@@ -129,6 +129,21 @@ def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> 
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
 
 
+def maybe_within(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray, radius_km: float) -> np.ndarray:
+    """A cheap superset of the points within `radius_km` of (lat, lon): flat offsets, the
+    east-west one scaled by the cosine at the latitude farthest from the equator the
+    radius reaches (so never overestimated), against the radius with a margin. What it
+    keeps is then measured with `haversine_km`; at city radii it keeps about the disc."""
+    reach = radius_km / KM_PER_DEG_LAT
+    coslat = math.cos(math.radians(min(90.0, abs(lat) + reach)))
+    north = lats - lat
+    east = lons - lon
+    if abs(lon) + reach / max(coslat, 1e-9) >= 180.0:  # the disc may cross the antimeridian
+        east = (east + 180.0) % 360.0 - 180.0
+    east *= coslat
+    return north * north + east * east <= (reach * 1.01 + 1e-5) ** 2
+
+
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance between two points in km (the same formula as
     `haversine_km`, in scalar math: no array set-up for one pair)."""
@@ -149,9 +164,17 @@ def bearings_deg(lats: np.ndarray, lons: np.ndarray, lat: float, lon: float) -> 
 
 def heading_toward(headings: np.ndarray, lats: np.ndarray, lons: np.ndarray, lat: float, lon: float,
                    tolerance_deg: float = 45.0) -> np.ndarray:
-    """True where a driver's heading points within `tolerance_deg` of the bearing to (lat, lon)."""
-    diff = np.abs((headings - bearings_deg(lats, lons, lat, lon) + 180.0) % 360.0 - 180.0)
-    return diff <= tolerance_deg
+    """True where a driver's heading points within `tolerance_deg` of the direction to
+    (lat, lon). The direction is taken in the flat local frame (north and east offsets),
+    which at the few kilometres of a search is the great-circle bearing to within a
+    tenth of a degree, and costs no trigonometry per driver but its heading's sine and
+    cosine. A driver at the point itself has no direction to it: not heading toward."""
+    north = lat - lats
+    east = (lon - lons) * math.cos(math.radians(lat))
+    rad = np.radians(headings)
+    along = np.sin(rad) * east + np.cos(rad) * north  # the heading's unit vector . the offset
+    dist = np.hypot(north, east)
+    return (dist > 0.0) & (along >= math.cos(math.radians(tolerance_deg)) * dist)
 
 
 def step_toward(lat: float, lon: float, to_lat: float, to_lon: float, km: float) -> tuple[float, float]:

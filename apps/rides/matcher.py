@@ -107,11 +107,13 @@ def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: f
     assert len(ids) == len(table) and limit > 0, (len(ids), table.shape, limit)
     if not ids:
         return []
-    km = geo.haversine_km(lat, lon, table[:, LAT], table[:, LON])
-    hits = np.flatnonzero((table[:, AVAILABLE] > 0.0) & (km <= radius_km))
+    near = np.flatnonzero((table[:, AVAILABLE] > 0.0) & geo.maybe_within(lat, lon, table[:, LAT], table[:, LON], radius_km))
+    km = geo.haversine_km(lat, lon, table[near, LAT], table[near, LON])
+    inside = km <= radius_km
+    hits, km = near[inside], km[inside]
     rows = table[hits]
     toward = geo.heading_toward(rows[:, HEADING], rows[:, LAT], rows[:, LON], lat, lon)
-    scores = score(km[hits], rows[:, RATING], rows[:, ACCEPTANCE], toward)
+    scores = score(km, rows[:, RATING], rows[:, ACCEPTANCE], toward)
     values, at = scores.tolist(), hits.tolist()
     kept: list[tuple] = []
     for i in np.argsort(-scores, kind="stable").tolist():
