@@ -1,4 +1,5 @@
-"""letitcrash kernel: lightweight processes, links, monitors, GenServer, timers, registry.
+"""letitcrash kernel: lightweight processes, links, monitors, GenServer, timers, registry,
+node-local tables.
 
     from actors import Node, GenServer
 
@@ -27,11 +28,12 @@ from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Dow
 from .node import Node, SystemLimit, seed_for
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Registry, RemoteName, Via
+from .tables import Table, TableError
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
     "CoroutineProcess", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
     "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
     "ReceiveTimeout", "Ref", "Registry", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
-    "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
+    "Table", "TableError", "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
 ]

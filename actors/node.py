@@ -38,6 +38,7 @@ from .ids import Pid, Ref
 from .messages import KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit
 from .process import CALL, NONE, CoroutineProcess, ExitNow, From, Process
 from .registry import RemoteName, Via, check_key
+from .tables import Table, TableError
 from .timers import TimerHeap
 
 log = logging.getLogger("actors")
@@ -120,7 +121,7 @@ class Node:
     """
 
     def __init__(self, name: str = "nonode@nohost", *, seed: int | None = None, batch: int = 64,
-                 max_processes: int = 10_000_000, max_timers: int = 10_000_000,
+                 max_processes: int = 10_000_000, max_timers: int = 10_000_000, max_tables: int = 1_000_000,
                  rng: Callable[[], float] | None = None, creation: int = 0) -> None:
         assert batch >= 1, "batch must be at least one message per turn"
         self.name = name
@@ -140,6 +141,9 @@ class Node:
         self._exits: deque = deque()
         self._call_waits: list[From] = []  # call timeouts not yet on the timer heap
         self._pass_hooks: list[Callable[[], None]] = []
+        self._tables: dict[Any, Table] = {}
+        self._owned_tables: dict[Process, list[Table]] = {}  # so an exit deletes its tables
+        self.max_tables = max_tables
         self.tracer: Callable[[str, Any, Any], None] | None = None
         """Called as tracer(event, pid, detail) for "spawn", "run" (a turn) and "exit"."""
         self.transport: Callable[[Node, Node, Any, Callable[..., Any], tuple], None] | None = None
@@ -469,6 +473,27 @@ class Node:
         for hook in self._pass_hooks:
             hook()
 
+    # -- tables ---------------------------------------------------------------------------------
+
+    def new_table(self, name: Any, *, limit: int = 1_000_000) -> Table:
+        """A table named `name` owned by the calling process (see `actors.tables`): it
+        alone writes, every process of this node reads, and it goes when the owner exits."""
+        owner = self._current
+        if owner is None:
+            raise TableError(f"new_table({name!r}) must be called by a process, in its turn")
+        if name in self._tables:
+            raise TableError(f"table {name!r} already exists, owned by {self._tables[name].owner.pid!r}")
+        if len(self._tables) >= self.max_tables:
+            raise TableError(f"node {self.name} is at its limit of {self.max_tables} tables")
+        assert type(limit) is int and limit >= 1, f"a table's limit must be a positive int, got {limit!r}"
+        table = self._tables[name] = Table(self, name, owner, limit)
+        self._owned_tables.setdefault(owner, []).append(table)
+        return table
+
+    def table(self, name: Any) -> Table | None:
+        """The table called `name` on this node, or None if no live process owns one."""
+        return self._tables.get(name)
+
     # -- names ----------------------------------------------------------------------------------
 
     def register(self, name: Any, pid: Pid) -> None:
@@ -735,6 +760,10 @@ class Node:
             proc._end_call(proc._wait_ref)
         proc._clear_wait()
         proc._release()
+        if self._owned_tables:
+            for table in self._owned_tables.pop(proc, ()):
+                del self._tables[table.name]
+                table.owner = None
         if proc._watching:
             for ref, target in proc._watching.items():
                 if target._watchers is not None:
