@@ -5,10 +5,11 @@ import geohash2
 import numpy as np
 import pytest
 
-from actors import Node
+from actors import Node, TableError
 from apps.rides import MatchConfig, OfferError, RideError, RideService, best, rank, score
 from apps.rides import geo, pricing
 from apps.rides.cell import COLUMNS
+from apps.rides.service import CityContext
 from storage import Store
 
 SF = (37.7749, -122.4194)
@@ -382,6 +383,30 @@ def test_a_cell_shares_one_read_only_snapshot_until_its_members_change(city):
     ids2, rows2 = cell.snapshot()
     assert rows2 is not rows and rows2[ids2.index("d1"), 0] == SF[0] + 0.0010
     assert rows[ids.index("d1"), 0] == SF[0] + 0.0009  # the old one is as it was
+
+
+def test_cells_publish_their_members_in_node_tables_that_searches_read(city):
+    node, rides, _ = city
+    north = (SF[0] + 0.006, SF[1])  # 667 m away, in the next cell north
+    gh = geo.cell_of(*north)
+    assert gh != geo.cell_of(*SF)
+    rides.driver_update(node, "d1", *north, heading=180.0)
+    node.run_for(0.5)
+    table = node.table(CityContext.cell_table(gh))
+    members, rows = table.get("members")
+    assert members == ("d1",) and rows[0, 0] == north[0]
+    rides.driver_update(node, "d1", north[0] + 0.0001, north[1], heading=180.0)
+    node.run_for(0.5)
+    assert table.get("members")[1][0, 0] == north[0] + 0.0001  # republished after the move
+    request(node, rides)
+    node.run_for(1.0)
+    assert offered(node, rides, ["d1"]) == ["d1"]  # found through the table of a cell not asked
+    cell = rides.city.registry.lookup(("cell", gh))
+    node.exit(cell, "kill")
+    node.run_for(0.1)
+    with pytest.raises(TableError):
+        table.get("members")  # it went with its owner; a restarted cell starts a new one
+    assert node.table(CityContext.cell_table(gh)) is not table
 
 
 def test_offers_are_counted_in_memory_and_stored_with_the_accept(city):

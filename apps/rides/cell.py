@@ -6,10 +6,14 @@ each in a numpy array (`COLUMNS`). Durable state (the store): the open ride requ
 whose pickup is in the cell (`demand`, each with the request's deadline, so an entry
 whose removal was lost expires) and the last surge.
 
-A nearby search does no arithmetic here: the cell answers its members as they are, a
-read-only copy of its rows (`snapshot`, rebuilt only after the members changed), and
-the ride ranks the union of the cells it asked in one vectorised pass
-(`matcher.best`): a dozen small numpy calls per search instead of a dozen per cell.
+A nearby search does no arithmetic here, and mostly no message either: the cell
+publishes its members as they are, a read-only copy of its rows (`snapshot`), in a
+node-local table (`actors.tables`, named `CityContext.cell_table(geohash)`), and a ride
+reads the tables of the cells around its pickup in its own turn, then ranks the union in
+one vectorised pass (`matcher.best`). The copy is made again once per turn in which the
+members changed (a self-sent `_PUBLISH` after the first change), so a reader may see
+the members as they were a turn ago: positions are seconds old anyway. Only the pickup
+cell is asked by message (`nearby`), as it records the demand and quotes its surge.
 
 Every `SURGE_EVERY` (30) seconds the cell drops members not heard from for
 `OFFLINE_AFTER` seconds and expired demand, then recomputes its surge from the
@@ -39,6 +43,7 @@ MAX_DEMAND = 100_000
 COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "available")  # a member's row (available: 1.0 / 0.0)
 LAT, LON, HEADING, RATING, ACCEPTANCE, AVAILABLE = range(len(COLUMNS))
 _TICK = ("$surge_tick",)
+_PUBLISH = ("$publish",)
 
 
 class Cell(PersistentServer):
@@ -56,6 +61,8 @@ class Cell(PersistentServer):
         self.rows = np.zeros((16, len(COLUMNS)))
         self.seen = np.zeros(16)  # when each member was last heard from
         self._snapshot: tuple[tuple, np.ndarray] | None = None  # None: the members changed since
+        self.table = self.node.new_table(self.city.cell_table(self.gh))
+        self.table.put("members", self.snapshot())
         self.city.registry.register(("cell", self.gh), self.pid)
         self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
 
@@ -77,7 +84,7 @@ class Cell(PersistentServer):
                 self.seen = np.resize(self.seen, 2 * i)
         self.rows[i] = (lat, lon, heading, rating, acceptance, 1.0 if available else 0.0)
         self.seen[i] = self.now()
-        self._snapshot = None
+        self._changed()
 
     def _drop(self, driver: Any) -> None:
         i = self.slot.pop(driver, None)
@@ -91,7 +98,12 @@ class Cell(PersistentServer):
             self.rows[i] = self.rows[last]
             self.seen[i] = self.seen[last]
         self.ids.pop()
-        self._snapshot = None
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._snapshot is not None:  # the first change since the last copy
+            self._snapshot = None
+            self.send(self.pid, _PUBLISH)
 
     def snapshot(self) -> tuple[tuple, np.ndarray]:
         """The members and their rows (`COLUMNS`), read-only: what a nearby search gets.
@@ -136,7 +148,9 @@ class Cell(PersistentServer):
         return ValueError(f"cell {self.gh}: unknown request {request!r:.200}")
 
     def handle_info(self, msg: Any) -> None:
-        if msg == _TICK:
+        if msg == _PUBLISH:
+            self.table.put("members", self.snapshot())
+        elif msg == _TICK:
             self._recompute()
             self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
         else:

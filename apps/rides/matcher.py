@@ -1,8 +1,9 @@
 """One process per ride request: the multi-phase match, then the trip's lifecycle.
 
-Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"): ask the live cells
-within the current radius for their members (scatter, gather with a timeout), rank the
-union of their answers in one vectorised pass (`best`), offer the best `batch` of them
+Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"): read the members of
+the live cells within the current radius from the tables the cells publish on this node
+(`cell`), ask the pickup cell by message (its answer, awaited with a timeout, brings its
+members and the quote), rank the union in one vectorised pass (`best`), offer the best `batch` of them
 for `offer_timeout` seconds, then the next `batch`, then widen the radius (`radii_km`),
 and after the widest start again from the narrowest. The pickup cell is always asked
 (started if need be): it records the ride's demand and answers with its surge, which the
@@ -18,8 +19,8 @@ or by the rider or driver before pickup).
 
 State is stored after every turn that changes it: the quote and the offers out (before
 they leave), the winner (before any driver hears it won), each later transition. The
-request itself is the city's (its journal), so sending the queries writes nothing and
-they leave at once; the ranked candidates not offered yet are not stored either (a
+request itself is the city's (its journal), so sending the query writes nothing and
+it leaves at once; the ranked candidates not offered yet are not stored either (a
 restarted ride searches again, skipping every driver already tried). A crashed ride
 restarts (transient child) from what was stored and resumes: its deadline and batch
 timers are re-armed from the stored times, its live offers stay live, a claim is
@@ -27,7 +28,8 @@ idempotent for the driver that won, and no other driver can win once one has. No
 decided twice.
 
 Messages to drivers and cells go straight to their running process when there is one
-(`_to`): a hop through their router is saved on every offer, withdrawal and query.
+(`_to`): a hop through their router is saved on every offer, withdrawal and query. A
+city's cells and rides run on one node: a cell elsewhere would have no table here.
 """
 from __future__ import annotations
 
@@ -185,22 +187,25 @@ class Ride(PersistentServer):
     # -- the match ------------------------------------------------------------------------
 
     def _search(self) -> None:
-        """Scatter a nearby query to the live cells within the current radius, and always to
-        the pickup cell (started if need be), which records the demand and quotes its
-        surge (recording it again is harmless: a cell that restarted may have lost it)."""
+        """Read the members of the live cells within the current radius from their tables,
+        and ask the pickup cell (started if need be), which records the demand, quotes its
+        surge and answers with its members (recording the demand again is harmless: a cell
+        that restarted may have lost it)."""
         s = self.state
         lat, lon = s["pickup"]
         ref = self.node.make_ref()
         self._to(("cell", s["cell"]), ("nearby", self.pid, ref, (self.id, s["deadline"])))
-        asked = 1
+        ids: list[Any] = []
+        rows = []
         for cell in geo.cells_within(lat, lon, self.config.radii_km[s["step"]]):
-            pid = self.city.registry.lookup(("cell", cell))
-            if pid is not None and cell != s["cell"]:
-                self.cast(pid, ("nearby", self.pid, ref, None))
-                asked += 1
+            table = self.node.table(self.city.cell_table(cell)) if cell != s["cell"] else None
+            if table is not None:
+                members, snapshot = table.get("members")
+                ids += members
+                rows.append(snapshot)
         timer = self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
-        # No state changes here: the queries leave at once, without waiting for a commit.
-        self.gather = {"ref": ref, "left": asked, "ids": [], "rows": [], "quote": None, "timer": timer}
+        # No state changes here: the query leaves at once, without waiting for a commit.
+        self.gather = {"ref": ref, "left": 1, "ids": ids, "rows": rows, "quote": None, "timer": timer}
 
     def _answered(self, ids: tuple, rows: np.ndarray, quote: tuple | None) -> None:
         g = self.gather

@@ -54,6 +54,11 @@ class CityContext:
     def __init__(self, node: Node) -> None:
         self.registry = Registry(node, "rides")
 
+    @staticmethod
+    def cell_table(geohash: str) -> tuple[str, str]:
+        """The name of the node-local table where the cell `geohash` publishes its members."""
+        return ("rides.cells", geohash)
+
 
 def bind(server: type, city: CityContext) -> type:
     """`server` with the city attached (Entities start entities as `init(store, key)`)."""
