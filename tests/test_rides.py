@@ -53,6 +53,20 @@ def test_cell_of_is_geohash2_including_points_on_cell_edges():
         assert geo.cell_of(lat, lon) == geohash2.encode(lat, lon, geo.PRECISION), (lat, lon)
 
 
+@pytest.mark.parametrize("centre", [SF, (60.17, 24.94), (-33.87, 151.21)])
+def test_cells_within_cover_the_disc_from_anywhere_in_a_cell(centre):
+    rng = np.random.default_rng(11)
+    for _ in range(150):  # pickups all over the cells around the centre, and their parts
+        lat, lon = centre[0] + rng.uniform(-0.01, 0.01), centre[1] + rng.uniform(-0.01, 0.01)
+        radius = float(rng.choice([1.0, 2.5]))
+        cells = set(geo.cells_within(lat, lon, radius))
+        for bearing, km in zip(rng.uniform(0, 2 * np.pi, 30), radius * np.sqrt(rng.uniform(0, 1, 30))):
+            p = (lat + km * np.cos(bearing) / geo.KM_PER_DEG_LAT,
+                 lon + km * np.sin(bearing) / (geo.KM_PER_DEG_LAT * np.cos(np.radians(lat))))
+            if geo.distance_km(lat, lon, *p) <= radius:
+                assert geo.cell_of(*p) in cells, (lat, lon, radius, p)
+
+
 def test_cells_within_leave_out_cells_beyond_the_radius():
     lat, lon = geo.geohash2.decode(geo.cell_of(*SF))  # the middle of the cell
     cells = geo.cells_within(float(lat), float(lon), 1.0)

@@ -86,14 +86,34 @@ def cells_within(lat: float, lon: float, radius_km: float) -> list[str]:
     """Every cell that may hold a point within `radius_km` of (lat, lon), and always the
     point's cell and its neighbours. Ordered by rings around the point's cell, so the
     nearest are asked first. A cell of the covering grid is left out when its rectangle is
-    farther than the radius from the point (about half of them at the usual radii)."""
+    farther than the radius from the part of the point's cell the point is in (one of
+    `SUB` x `SUB`): about half of them at the usual radii. Answers are computed for all
+    the parts of a cell at once and cached: requests keep coming from the same cells."""
     assert radius_km > 0, radius_km
-    names, near, south, west, coslat = _cover(*_index(lat, lon), radius_km)
-    south_north = np.maximum(0.0, np.maximum(south - lat, lat - south - CELL_LAT))
-    east_west = np.maximum(0.0, np.maximum(west - lon, lon - west - CELL_LON)) * coslat
+    i_lat, i_lon = _index(lat, lon)
+    sub_lat = int((lat - (-90.0 + i_lat * CELL_LAT)) / CELL_LAT * SUB)
+    sub_lon = int((lon - (-180.0 + i_lon * CELL_LON)) / CELL_LON * SUB)
+    return list(_within(i_lat, i_lon, radius_km)[min(SUB - 1, max(0, sub_lat))][min(SUB - 1, max(0, sub_lon))])
+
+
+SUB = 4  # parts per cell side for `cells_within`: finer keeps fewer cells, costs more memory
+
+
+@functools.lru_cache(maxsize=8_192)
+def _within(i_lat: int, i_lon: int, radius_km: float) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """`cells_within` for each part of the cell at (i_lat, i_lon): [sub_lat][sub_lon]."""
+    names, near, south, west, coslat = _cover(i_lat, i_lon, radius_km)
+    part_lat, part_lon = CELL_LAT / SUB, CELL_LON / SUB
+    lo_lat = (-90.0 + i_lat * CELL_LAT + np.arange(SUB) * part_lat)[:, None]  # the parts' south
+    lo_lon = (-180.0 + i_lon * CELL_LON + np.arange(SUB) * part_lon)[:, None]  # and west edges
+    # The gaps between each part and each cell, north-south and east-west (0 if they overlap).
+    south_north = np.maximum(0.0, np.maximum(south - (lo_lat + part_lat), lo_lat - (south + CELL_LAT)))
+    east_west = np.maximum(0.0, np.maximum(west - (lo_lon + part_lon), lo_lon - (west + CELL_LON))) * coslat
     reach = (radius_km * 1.01 + 0.001) / KM_PER_DEG_LAT  # flat distances vs haversine: a margin
-    keep = near | (south_north * south_north + east_west * east_west <= reach * reach)
-    return [names[i] for i in np.flatnonzero(keep)]
+    keep = near | ((south_north ** 2)[:, None, :] + (east_west ** 2)[None, :, :] <= reach * reach)
+    shared: dict[bytes, tuple[str, ...]] = {}  # neighbouring parts mostly keep the same cells
+    return tuple(tuple(shared.setdefault(keep[a, b].tobytes(), tuple(names[i] for i in np.flatnonzero(keep[a, b])))
+                       for b in range(SUB)) for a in range(SUB))
 
 
 @functools.lru_cache(maxsize=16_384)
