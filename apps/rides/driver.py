@@ -37,7 +37,7 @@ import math
 from typing import Any
 
 from actors import NoReply
-from storage import PersistentServer, entity_cast
+from storage import PersistentServer
 
 from . import geo
 from .cell import OFFLINE_AFTER
@@ -157,7 +157,7 @@ class Driver(PersistentServer):
         return self.state["status"] == "online" and self.state["claim"] is None
 
     def _to_cell(self, cell: str, msg: tuple) -> None:
-        entity_cast(self, self.city.cells, ("cell", cell), msg)
+        self.city.cast(self, ("cell", cell), msg)
 
     def _offer(self, ride: Any, ride_pid: Any, info: dict, expires: float) -> None:
         s = self.state

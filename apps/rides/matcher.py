@@ -28,8 +28,9 @@ idempotent for the driver that won, and no other driver can win once one has. No
 decided twice.
 
 Messages to drivers and cells go straight to their running process when there is one
-(`_to`): a hop through their router is saved on every offer, withdrawal and query. A
-city's cells and rides run on one node: a cell elsewhere would have no table here.
+(`CityContext.cast`): a hop through their router is saved on every offer, withdrawal
+and query. A city's cells and rides run on one node: a cell elsewhere would have no
+table here.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from typing import Any, Container
 
 import numpy as np
 
-from storage import PersistentServer, entity_cast
+from storage import PersistentServer
 
 from . import geo, pricing
 from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING, LAT, LON, RATING
@@ -194,7 +195,7 @@ class Ride(PersistentServer):
         s = self.state
         lat, lon = s["pickup"]
         ref = self.node.make_ref()
-        self._to(("cell", s["cell"]), ("nearby", self.pid, ref, (self.id, s["deadline"])))
+        self.city.cast(self, ("cell", s["cell"]), ("nearby", self.pid, ref, (self.id, s["deadline"])))
         ids: list[Any] = []
         rows = []
         for cell in geo.cells_within(lat, lon, self.config.radii_km[s["step"]]):
@@ -254,26 +255,14 @@ class Ride(PersistentServer):
         info = {"pickup": s["pickup"], "dropoff": s["dropoff"], "fare": s["quote"],
                 "km": round(km, 3), "rider": s["rider"]}
         for driver in batch:
-            self._to(("driver", driver), ("offer", self.id, self.pid, info, expires))
+            self.city.cast(self, ("driver", driver), ("offer", self.id, self.pid, info, expires))
         self.batch_timer = self._at(expires, _BATCH)
-
-    def _to(self, key: tuple, msg: tuple) -> None:
-        """Cast to driver or cell `key`: straight to its running process (one hop instead of
-        two through its router), else through the router, which starts it. A message to
-        one that is just stopping is lost: offers time out, reminders repeat, a lost
-        demand expires at the ride's deadline, a lost `trip_over` is found by the driver's
-        trip check."""
-        pid = self.city.registry.lookup(key)
-        if pid is None:
-            entity_cast(self, self.city.drivers if key[0] == "driver" else self.city.cells, key, msg)
-        else:
-            self.cast(pid, msg)
 
     def _withdraw(self, keep: Any = None) -> None:
         s = self.state
         for driver in s["outstanding"]:
             if driver != keep:
-                self._to(("driver", driver), ("withdraw", self.id))
+                self.city.cast(self, ("driver", driver), ("withdraw", self.id))
         s["outstanding"] = []
         s["batch_until"] = None
 
@@ -287,7 +276,7 @@ class Ride(PersistentServer):
         s["status"] = "matched"
         s["matched_at"] = s["decided_at"] = self.now()
         self._withdraw(keep=driver)
-        self._to(("cell", s["cell"]), ("undemand", self.id))
+        self.city.cast(self, ("cell", s["cell"]), ("undemand", self.id))
         self._cancel_timers()
         self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         return True
@@ -331,7 +320,7 @@ class Ride(PersistentServer):
             self.stop()
         elif msg == _CONFIRM:
             if s["status"] == "matched":
-                self._to(("driver", s["driver"]), ("remind", self.id, self.pid))
+                self.city.cast(self, ("driver", s["driver"]), ("remind", self.id, self.pid))
                 self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
         else:
             super().handle_info(msg)
@@ -410,7 +399,7 @@ class Ride(PersistentServer):
         s = self.state
         if s["status"] == "requested":
             self._withdraw()
-            self._to(("cell", s["cell"]), ("undemand", self.id))
+            self.city.cast(self, ("cell", s["cell"]), ("undemand", self.id))
             s["decided_at"] = self.now()
         self._cancel_timers()
         s["status"], s["reason"] = "cancelled", reason
@@ -420,7 +409,7 @@ class Ride(PersistentServer):
         """A terminal ride frees its driver, leaves the city's open set and stops."""
         s = self.state
         if s["driver"] is not None:
-            self._to(("driver", s["driver"]), ("trip_over", self.id))
+            self.city.cast(self, ("driver", s["driver"]), ("trip_over", self.id))
         self.cast(self.city.gateway, ("closed", self.id))
         # Stopped from a message of its own: this may run at the end of an async callback,
         # where a stop would skip saving the state (HOOK-NEEDED: storage).

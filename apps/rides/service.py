@@ -54,6 +54,18 @@ class CityContext:
     def __init__(self, node: Node) -> None:
         self.registry = Registry(node, "rides")
 
+    def cast(self, caller: Process, key: tuple, msg: tuple) -> None:
+        """Cast from a process of the city's node to driver or cell `key`: straight to its
+        running process (one hop instead of two through its router), else through the
+        router, which starts it. A message to one that is just stopping is lost: location
+        updates come again, offers time out, reminders repeat, a lost demand expires at the
+        ride's deadline, a lost `trip_over` is found by the driver's trip check."""
+        pid = self.registry.lookup(key)
+        if pid is None:
+            entity_cast(caller, self.drivers if key[0] == "driver" else self.cells, key, msg)
+        else:
+            caller.cast(pid, msg)
+
     @staticmethod
     def cell_table(geohash: str) -> tuple[str, str]:
         """The name of the node-local table where the cell `geohash` publishes its members."""
