@@ -276,6 +276,20 @@ class RidesSystem(ServerSystem, System):
         return None
 
     @check("eventually")
+    def some_requests_matched(self) -> str | None:
+        """Matching works at all: of 5 or more acknowledged requests, one at least was
+        matched (the checks above also hold for a city that cancels every request). A
+        scenario with too few drivers ever to be near a pickup would fail it: the
+        shipped ones have 24 in a few square kilometres."""
+        rides = self._stored_rides()
+        if rides is None:
+            return "the city is down after heal"
+        acked = [ride for ride, view in self.requests.items() if view.get("acked")]
+        if len(acked) >= 5 and not any(rides.get(r, {}).get("matched_at") is not None for r in acked):
+            return f"none of {len(acked)} acknowledged requests was matched"
+        return None
+
+    @check("eventually")
     def cells_agree_with_drivers(self) -> str | None:
         """Each located, online driver is a member of its position's cell, at that position,
         and no cell holds a driver located elsewhere."""
