@@ -182,6 +182,29 @@ def test_best_ranks_the_union_of_cells_within_the_radius():
     assert best([], _members([]), *SF, 1.0, 3) == []
 
 
+def test_best_is_rank_over_every_eligible_driver():
+    """`best` against the plain definition: every available driver within the radius and
+    not skipped, scored and ranked, the first `limit` kept."""
+    rng = np.random.default_rng(9)
+    for trial in range(300):
+        n = int(rng.integers(0, 150))
+        table = _members(np.column_stack([
+            SF[0] + rng.uniform(-0.01, 0.01, n), SF[1] + rng.uniform(-0.012, 0.012, n),
+            rng.choice([0.0, 90.0, 180.0, 270.0], n), rng.choice([4.0, 4.5, 5.0], n),
+            rng.choice([0.5, 1.0], n), rng.choice([0.0, 1.0], n, p=[0.2, 0.8])]))
+        if trial % 3 == 0 and n:
+            table[:] = table[0]  # all tied
+        ids = [f"d{i}" for i in rng.permutation(n)]
+        skip = set(ids[:int(rng.integers(0, 10))])
+        limit, radius = int(rng.integers(1, 40)), float(rng.choice([0.5, 1.0, 2.5]))
+        km = geo.haversine_km(*SF, table[:, 0], table[:, 1])
+        toward = geo.heading_toward(table[:, 2], table[:, 0], table[:, 1], *SF)
+        scores = score(km, table[:, 3], table[:, 4], toward).tolist()
+        eligible = [(scores[i], ids[i]) for i in range(n)
+                    if table[i, 5] > 0 and km[i] <= radius and ids[i] not in skip]
+        assert best(ids, table, *SF, radius, limit, skip) == rank(eligible)[:limit], trial
+
+
 def test_best_cuts_ties_as_rank_does():
     ids = [f"d{i}" for i in range(9, 0, -1)]  # d9 .. d1, all alike
     table = _members([(SF[0], SF[1], 0.0, 4.5, 0.8, 1)] * 9)

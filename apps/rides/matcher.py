@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Container
+from typing import Any, Collection
 
 import numpy as np
 
@@ -102,11 +102,11 @@ _KEY = operator.itemgetter(0, 1)
 
 
 def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: float, limit: int,
-         skip: Container[Any] = ()) -> list[Any]:
+         skip: Collection[Any] = ()) -> list[Any]:
     """The best `limit` drivers of a union of cells' members (`ids`, and `table` their rows,
     `cell.COLUMNS`) that are available, within `radius_km` of (lat, lon) and not in
     `skip`, in `rank`'s order: one vectorised pass over the union, and `rank` only for the
-    few kept (with every driver tied with the last one kept, so the cut is `rank`'s)."""
+    few that can make the cut."""
     assert len(ids) == len(table) and limit > 0, (len(ids), table.shape, limit)
     if not ids:
         return []
@@ -117,14 +117,14 @@ def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: f
     rows = table[hits]
     toward = geo.heading_toward(rows[:, HEADING], rows[:, LAT], rows[:, LON], lat, lon)
     scores = score(km, rows[:, RATING], rows[:, ACCEPTANCE], toward)
-    values, at = scores.tolist(), hits.tolist()
-    kept: list[tuple] = []
-    for i in np.argsort(-scores, kind="stable").tolist():
-        if len(kept) >= limit and values[i] != kept[-1][0]:
-            break
-        driver = ids[at[i]]
-        if driver not in skip:
-            kept.append((values[i], driver))
+    # Only drivers that can make the cut go to `rank`: those scoring at least the k-th
+    # best score, k = limit + len(skip) (at most len(skip) of them are skipped), ties
+    # included.
+    k = limit + len(skip)
+    if k < len(scores):
+        cand = np.flatnonzero(scores >= np.partition(scores, len(scores) - k)[len(scores) - k])
+        scores, hits = scores[cand], hits[cand]
+    kept = [(value, ids[i]) for value, i in zip(scores.tolist(), hits.tolist()) if ids[i] not in skip]
     return rank(kept)[:limit]
 
 
