@@ -58,6 +58,7 @@ class _Short:
     def __str__(self) -> str:
         return _short.repr(self.value)
 
+
 _OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 _OVERFLOW = ("crash", "drop")
 
@@ -485,7 +486,8 @@ class Node:
             raise TableError(f"table {name!r} already exists, owned by {self._tables[name].owner.pid!r}")
         if len(self._tables) >= self.max_tables:
             raise TableError(f"node {self.name} is at its limit of {self.max_tables} tables")
-        assert type(limit) is int and limit >= 1, f"a table's limit must be a positive int, got {limit!r}"
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"a table's limit must be a positive int, got {limit!r}")
         table = self._tables[name] = Table(self, name, owner, limit)
         self._owned_tables.setdefault(owner, []).append(table)
         return table

@@ -107,6 +107,8 @@ def test_limits():
     node.cast(owner, ("put", "c", 1))
     node.run()
     assert node.table("small") is None  # the third key crashed the owner: its table went with it
+    with pytest.raises(Exception, match="limit must be a positive int, got 0"):
+        node.spawn(Owner, "none", 0)
     node.spawn(Owner, "one")
     node.spawn(Owner, "two")
     with pytest.raises(Exception, match="limit of 2 tables"):

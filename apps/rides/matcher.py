@@ -3,14 +3,14 @@
 Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"): read the members of
 the live cells within the current radius from the tables the cells publish on this node
 (`cell`), ask the pickup cell by message (its answer, awaited with a timeout, brings its
-members and the quote), rank the union in one vectorised pass (`best`), offer the best `batch` of them
-for `offer_timeout` seconds, then the next `batch`, then widen the radius (`radii_km`),
-and after the widest start again from the narrowest. The pickup cell is always asked
-(started if need be): it records the ride's demand and answers with its surge, which the
-first search locks into the fare quote. The first driver whose claim arrives while its
-offer is live wins; every other offer is withdrawn. At the deadline (`match_limit` after
-the request) an unmatched ride is cancelled with a reason. A claim after the deadline is
-refused.
+members and the quote), rank the union in one vectorised pass (`best`), offer the best
+`batch` of them for `offer_timeout` seconds, then the next `batch`, then widen the
+radius (`radii_km`), and after the widest start again from the narrowest. The pickup
+cell is always asked (started if need be): it records the ride's demand and answers with
+its surge, which the first search locks into the fare quote. The first driver whose
+claim arrives while its offer is live wins; every other offer is withdrawn. At the
+deadline (`match_limit` after the request) an unmatched ride is cancelled with a reason.
+A claim after the deadline is refused.
 
 Lifecycle: requested -> matched (a claim won) -> accepted (the driver confirmed it holds
 the trip) -> arriving (the driver's location updates carry an ETA) -> in_progress
