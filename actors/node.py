@@ -837,11 +837,6 @@ class Node:
             self._arm_timer_wakeup()
         return timer
 
-    def _next_deadline(self) -> float | None:
-        if self._call_waits:
-            self._arm_call_timeouts()
-        return self._timers.next_deadline()
-
     def _fire_due(self, now: float) -> None:
         if self._call_waits:
             self._arm_call_timeouts()
@@ -878,6 +873,8 @@ class Node:
 
     def _seeded_pop(self) -> Process:
         q = self._runq
+        if len(q) == 1:
+            return q.pop()  # no choice to make: no draw
         i = int(self._rand() * len(q))
         q[i], q[-1] = q[-1], q[i]
         return q.pop()
@@ -1001,7 +998,7 @@ class Node:
             if self._runq:
                 turns += self._run_ready(min(chunk, budget - turns))
                 continue
-            deadline = self._next_deadline()
+            deadline = self.next_deadline()
             if deadline is None or (until is not None and deadline > until):
                 break
             self._vtime = max(self._vtime, deadline)
@@ -1019,16 +1016,21 @@ class Node:
 
     def next_deadline(self) -> float | None:
         """The node time at which its next timer fires, or None."""
-        return self._next_deadline()
+        if self._call_waits:
+            self._arm_call_timeouts()
+        return self._timers.next_deadline()
 
+    # step and advance run once per simulated instant: the checks are inline.
     def step(self, max_turns: int = 1024) -> int:
         """Give up to `max_turns` turns to ready processes; returns the turns taken."""
-        self._require_virtual("step")
+        if not self._virtual:
+            self._require_virtual("step")
         return self._run_ready(max_turns)
 
     def advance(self, now: float) -> None:
         """Move the virtual clock to `now` (never backwards) and fire the timers now due."""
-        self._require_virtual("advance")
+        if not self._virtual:
+            self._require_virtual("advance")
         assert now >= self._vtime, f"virtual time cannot go back ({now} < {self._vtime})"
         self._vtime = now
         self._fire_due(now)
@@ -1076,7 +1078,7 @@ class Node:
                 self._arm_timer_wakeup()
 
     def _arm_timer_wakeup(self) -> None:
-        deadline = self._next_deadline()
+        deadline = self.next_deadline()
         if deadline == self._timer_at:
             return
         if self._timer_handle is not None:

@@ -320,6 +320,7 @@ def test_a_post_whose_hand_over_was_cut_short_is_handed_over_on_the_retry(world)
 def test_an_author_whose_commit_failed_mid_post_crashes_and_the_retry_posts(world):
     world.follow(2, 1)
     world.post(1, "warm-up: the id lease is stored")
+    world.settle()  # its fan-out is done: the next commit is the new tweet's
     faults = [StorageIOError("injected: the commit of the next tweet fails")]
     world.store.commit_fault = lambda: faults.pop() if faults else None
     with pytest.raises(CallTimeout):  # its reply can never leave: it was not stored
