@@ -8,18 +8,25 @@ class ActorError(Exception):
     """Base class of every kernel error."""
 
 
+# NoProc and CallExit keep their fields as `args` and format the message only when it is
+# shown: a system under faults raises thousands that are caught and never printed.
+
 class NoProc(ActorError):
     """The destination process does not exist (never did, or has exited)."""
 
     def __init__(self, dest: Any) -> None:
-        super().__init__(f"no process {dest!r}")
+        super().__init__(dest)
         self.dest = dest
+
+    def __str__(self) -> str:
+        return f"no process {self.dest!r}"
 
 
 class CallTimeout(ActorError, TimeoutError):
     """A call got no reply within its timeout. A late reply is dropped, never delivered."""
 
     def __init__(self, dest: Any, request: Any, timeout: float) -> None:
+        # Formatted at once: a TimeoutError (an OSError) would take fields as errno and strerror.
         super().__init__(f"call to {dest!r} timed out after {timeout} s (request {request!r:.200})")
         self.dest, self.request, self.timeout = dest, request, timeout
 
@@ -28,8 +35,11 @@ class CallExit(ActorError):
     """The server exited before replying; `reason` is its exit reason."""
 
     def __init__(self, dest: Any, reason: Any) -> None:
-        super().__init__(f"{dest!r} exited during the call with reason {reason!r:.300}")
+        super().__init__(dest, reason)
         self.dest, self.reason = dest, reason
+
+    def __str__(self) -> str:
+        return f"{self.dest!r} exited during the call with reason {self.reason!r:.300}"
 
 
 class CallingSelf(ActorError):
