@@ -409,7 +409,11 @@ class Simulation:
                 if spec.fire < t:
                     t = spec.fire
             if resolution and t < inf:
-                t = self._tick_after(t)
+                k = math.ceil(t / resolution)  # the grid point at or after t, exact:
+                tick = k * resolution
+                if tick < t or (k - 1) * resolution >= t:  # the division rounded the wrong way
+                    tick = self._tick_after(t)
+                t = tick if tick > now else now
             assert t >= now, f"the clock would go back from {now} to {t}"
             if t > until:
                 break
