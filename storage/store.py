@@ -49,7 +49,9 @@ Fault hooks for the simulator (deterministic: no clock, no randomness of their o
 - `crash_before_next_commit()`: the next commit does not happen; the store freezes (no
   write, no held output is ever released), as if the node died just before committing.
 - `Store(..., simulated=True)`: LMDB runs without fsync and with a writable memory map
-  (fast; such a store is private to one simulation process), and the store keeps an
+  (fast; such a store is private to one simulation process), starting from a 1 MiB map
+  grown as needed (through a writable map, a new file's first commit costs time in
+  proportion to the map size: about 2 ms at 1 GiB against 0.5 ms), and the store keeps an
   undo record of every commit the mode does not promise to survive power loss (in
   `sync` mode: none; otherwise those since the last `sync()`). `power_loss(keep)` then
   undoes all but the first `keep` of them and closes the store: the honest power-cut
@@ -210,11 +212,13 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike, node: Node, *, mode: str = "sync",
-                 map_size: int = 1 << 30, max_map_size: int = 1 << 40,
+                 map_size: int | None = None, max_map_size: int = 1 << 40,
                  max_value_bytes: int = 16 << 20, max_batch_writes: int = 100_000,
                  max_batch_bytes: int = 64 << 20, simulated: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if map_size is None:  # see "simulated" in the module docstring
+            map_size = 1 << 20 if simulated else 1 << 30
         if not 0 < map_size <= max_map_size:
             raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
         for name, value in (("max_value_bytes", max_value_bytes), ("max_batch_writes", max_batch_writes),

@@ -614,6 +614,20 @@ def test_power_loss_drops_exactly_the_unsynced_commits(path, mode, keep, expecte
     assert sum(items) == expected
 
 
+def test_a_simulated_store_starts_with_a_small_map_and_grows_across_restarts(path):
+    node, store = boot(path, mode="sync", simulated=True)
+    assert store.env.info()["map_size"] == 1 << 20
+    pids = [node.spawn(Counter, store, ("big", i)) for i in range(12)]
+    for i, pid in enumerate(pids):
+        assert call(node, pid, ("set", "x" * 200_000 + str(i))) == "ok"
+    grown = store.env.info()["map_size"]
+    assert grown > 1 << 20
+    node, store = reopen(store, simulated=True)  # asks for the small default again: LMDB maps the file
+    assert store.env.info()["map_size"] > 1 << 20
+    assert call(node, node.spawn(Counter, store, ("big", 11)), "state") == "x" * 200_000 + "11"
+    assert call(node, node.spawn(Counter, store, ("big", 12)), ("set", "y" * 200_000)) == "ok"
+
+
 def test_a_store_whose_parent_folder_is_missing_is_a_clear_error(tmp_path):
     node = Node(seed=1)
     with pytest.raises(StorageIOError, match="cannot open the store at .*/missing/store"):
