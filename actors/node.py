@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import math
 import random
 import reprlib
 import sys
@@ -61,6 +62,7 @@ class _Short:
 
 _OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 _OVERFLOW = ("crash", "drop")
+CALL_WAITS_LIMIT = 4096  # unarmed call timeouts kept before they are armed anyway (memory bound)
 
 
 def seed_for(seed: int, stream: str) -> int:
@@ -141,6 +143,7 @@ class Node:
         self._timer_refs: dict[Ref, Any] = {}
         self._exits: deque = deque()
         self._call_waits: list[From] = []  # call timeouts not yet on the timer heap
+        self._call_waits_due = math.inf  # the earliest deadline among them
         self._pass_hooks: list[Callable[[], None]] = []
         self._tables: dict[Any, Table] = {}
         self._owned_tables: dict[Process, list[Table]] = {}  # so an exit deletes its tables
@@ -361,8 +364,13 @@ class Node:
         caller._wait_ref = ref
         if timeout is not None:
             # Armed lazily (see _arm_call_timeouts): most calls are answered first.
-            ref.deadline = self.now() + timeout
-            self._call_waits.append(ref)
+            ref.deadline = deadline = self.now() + timeout
+            waits = self._call_waits
+            waits.append(ref)
+            if deadline < self._call_waits_due:
+                self._call_waits_due = deadline
+            if len(waits) > CALL_WAITS_LIMIT:
+                self._arm_call_timeouts()
         if caller._held is not None:
             caller._held.append((self._deliver_to, (target, (CALL, request, ref))))
             return ref
@@ -398,8 +406,10 @@ class Node:
 
     def _arm_call_timeouts(self) -> None:
         """Put the timeouts of calls still unanswered on the timer heap, at their original
-        deadlines. Runs before the heap is read, so no timeout fires late."""
+        deadlines. Runs before the heap is read or fired past the earliest of them, so
+        no timeout fires late; most calls are answered by then and never cost a timer."""
         waits, self._call_waits = self._call_waits, []
+        self._call_waits_due = math.inf
         for ref in waits:
             caller = ref.owner
             if caller._wait_ref is ref:
@@ -838,7 +848,7 @@ class Node:
         return timer
 
     def _fire_due(self, now: float) -> None:
-        if self._call_waits:
+        if now >= self._call_waits_due:
             self._arm_call_timeouts()
         pop = self._timers.pop_due
         timer = pop(now)
@@ -1016,9 +1026,11 @@ class Node:
 
     def next_deadline(self) -> float | None:
         """The node time at which its next timer fires, or None."""
-        if self._call_waits:
-            self._arm_call_timeouts()
-        return self._timers.next_deadline()
+        deadline = self._timers.next_deadline()
+        if self._call_waits_due != math.inf and (deadline is None or self._call_waits_due < deadline):
+            self._arm_call_timeouts()  # an unanswered call may time out first
+            deadline = self._timers.next_deadline()
+        return deadline
 
     # step and advance run once per simulated instant: the checks are inline.
     def step(self, max_turns: int = 1024) -> int:

@@ -314,6 +314,31 @@ def test_call_errors():
     assert results["stray"] == []
 
 
+def test_call_timeouts_fire_at_their_deadlines_and_answered_calls_leave_no_wakeup():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    fired = []
+
+    async def client(proc, timeout):
+        try:
+            await proc.call(pid, "later", timeout=timeout)
+        except CallTimeout:
+            fired.append((timeout, proc.now()))
+
+    async def answered(proc):
+        for _ in range(6000):  # more answered calls than the kernel keeps unarmed
+            await proc.call(pid, "get", timeout=50.0)
+
+    node.spawn(answered)
+    node.run()
+    assert node.now() == 0.0  # no clock jump to the deadline of a call long answered
+    for timeout in (3.0, 1.0, 2.0):  # a shorter timeout asked later still fires first
+        node.spawn(client, timeout)
+    node.run()
+    assert fired == [(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]
+    assert node.now() == 3.0
+
+
 def test_server_exit_mid_call_raises_with_its_reason():
     node = Node(seed=1)
     pid = node.spawn(Counter)
