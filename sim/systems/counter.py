@@ -103,6 +103,7 @@ class CounterSystem(System):
         self.violations: list[str] = []
         self.pending: dict[int, tuple[int, int]] = {}  # client -> (counter, seq) in flight
         self.counts = {"increments": 0, "acked": 0, "reads": 0, "retries": 0}
+        self._stored_at: tuple[Any, dict[int, int]] = (None, {})  # (instant, commits) -> values
         self.shards = [RemoteName(f"shard-{c}", self.server_of(c)) for c in range(n)]
         for name in self.servers:
             self.sim.add_node(name, self._start_server, on_crash=self.disks[name].crash)
@@ -187,13 +188,18 @@ class CounterSystem(System):
     # -- checks ---------------------------------------------------------------------------------
 
     def _stored(self) -> dict[int, int]:
-        """The committed value of every counter whose node is up."""
+        """The committed value of every counter whose node is up. The checks of one round
+        share one read: a round runs at one instant with no commit in between."""
+        when = (self.sim.now, tuple(disk.commits for disk in self.disks.values()))
+        if self._stored_at[0] == when:
+            return dict(self._stored_at[1])
         out = {}
         for counter in range(len(self.issued)):
             store = self.disks[self.server_of(counter)].store
             if store is not None and not store.closed:
                 found = store.read(("counter", counter))
                 out[counter] = found[1]["value"] if found is not None else 0
+        self._stored_at = (when, dict(out))
         return out
 
     @check("always")
