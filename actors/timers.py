@@ -1,8 +1,8 @@
 """The node's timer heap: `(deadline, seq, timer)` entries, ties broken by a counter.
 
 Cancelling only marks a timer; the heap is rebuilt once cancelled entries outnumber live
-ones, so call timeouts (armed and cancelled on every call) cost O(log n) each and the heap
-never holds more than twice the live timers.
+ones, so timers cancelled early (receive and call timeouts) cost O(log n) each and the
+heap never holds more than twice the live timers.
 """
 from __future__ import annotations
 

@@ -372,11 +372,11 @@ class Simulation:
         instant_limit = self.instant_limit
         inf = math.inf
         turns_here = 0
+        ready = [spec for spec in self._up if spec.node.runnable()]
         while self.failure is None:
             # Run what is ready at this instant. Nodes meet only through the network, so
             # stepping one node can leave only that node runnable: no need to rescan.
             now = self.now
-            ready = [spec for spec in self._up if spec.node.runnable()]
             while ready:
                 n = len(ready)
                 i = 0 if n == 1 else min(n - 1, int(sched() * n))
@@ -429,9 +429,15 @@ class Simulation:
                         spec.fresh = False
                 if self.failure is not None:
                     return
-            for spec in self._up:
+            # Fire the timers now due, and see which nodes are ready at the new instant.
+            up = self._up
+            for spec in up:
                 if spec.fire <= t:
                     self._catch_up(spec)
+                if spec.node.runnable():
+                    ready.append(spec)
+            if self._up is not up:  # a timer stalled a node (a slow commit)
+                ready = [spec for spec in self._up if spec.node.runnable()]
             if len(records) >= flush_at:
                 trace.flush()
         if self.failure is None and self.now < until:
