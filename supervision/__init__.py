@@ -29,11 +29,13 @@ Beyond OTP: `Backoff` on a child spec spaces its restarts out (exponential, seed
 jitter); `CircuitBreaker` fails calls to a flaky process fast. Supervisor reports go to
 logger "supervision" with `extra={"report": kind, "supervisor", "child_id", "child_pid",
 "reason", ...}`; kinds: child_started, child_restarted, child_terminated, start_error,
-shutdown_error, max_restart_intensity, auto_shutdown, application_stopped.
+shutdown_error, max_restart_intensity, auto_shutdown, application_stopped. A tool that
+only counts them can `add_report_listener(fn)` instead: a call per report, no log record.
 
 Modules: `spec` (ChildSpec, Flags, DynamicFlags, Backoff), `supervisor`, `dynamic`,
 `client` (the run-time API), `application`, `breaker`, `tree`, `errors`.
 """
+from ._base import add_report_listener, remove_report_listener
 from .application import Application
 from .breaker import CircuitBreaker
 from .client import (count_children, delete_child, restart_child, start_child, terminate_child,
@@ -51,6 +53,7 @@ __all__ = [
     "ChildError", "ChildInfo", "ChildNotFound", "ChildRestarting", "ChildRunning",
     "ChildSpec", "CircuitBreaker", "CircuitOpen", "DynamicFlags", "DynamicSupervisor",
     "Flags", "Ignore", "MaxChildren", "StartChildError", "SupervisionError", "Supervisor",
-    "Tree", "count_children", "delete_child", "render_tree", "restart_child", "start_child",
-    "supervision_tree", "terminate_child", "which_children",
+    "Tree", "add_report_listener", "count_children", "delete_child", "remove_report_listener",
+    "render_tree", "restart_child", "start_child", "supervision_tree", "terminate_child",
+    "which_children",
 ]

@@ -11,9 +11,10 @@ from actors import Down, GenServer, Node, StartError
 from supervision import (AlreadyPresent, AlreadyStarted, Application, Backoff, BadCombination,
                          ChildInfo, ChildNotFound, ChildRestarting, ChildRunning, ChildSpec,
                          DynamicFlags, DynamicSupervisor, Flags, Ignore, MaxChildren,
-                         StartChildError, Supervisor,
-                         count_children, delete_child, render_tree, restart_child, start_child,
-                         supervision_tree, terminate_child, which_children)
+                         StartChildError, Supervisor, add_report_listener,
+                         count_children, delete_child, remove_report_listener, render_tree,
+                         restart_child, start_child, supervision_tree, terminate_child,
+                         which_children)
 
 # -- shared helpers ------------------------------------------------------------------------
 
@@ -186,6 +187,39 @@ def test_one_for_one_restarts_only_the_crashed_child(caplog):
     (restarted,) = reports(caplog, "child_restarted")
     assert (restarted.child_id, restarted.child_pid, restarted.restarts) == ("b", after["b"], 1)
     assert [r.child_id for r in reports(caplog, "child_started")] == ["a", "b", "c"]
+
+
+def test_report_listeners_hear_every_report_whatever_the_log_level(caplog):
+    caplog.set_level(logging.CRITICAL, "supervision")  # no record is made
+    heard = []
+
+    def listener(kind, supervisor, child_id, child_pid, reason):
+        heard.append((kind, supervisor, child_id, child_pid, type(reason).__name__))
+
+    add_report_listener(listener)
+    try:
+        node = Node(seed=1)
+        sup = node.spawn(Supervisor, [worker(n, []) for n in "ab"])
+        before = pids(node, sup)
+        crash(node, before["b"])
+        after = pids(node, sup)
+    finally:
+        remove_report_listener(listener)
+    crash(node, after["a"])  # removed: not heard
+    assert heard == [("child_started", sup, "a", before["a"], "NoneType"),
+                     ("child_started", sup, "b", before["b"], "NoneType"),
+                     ("child_terminated", sup, "b", before["b"], "RuntimeError"),
+                     ("child_restarted", sup, "b", after["b"], "NoneType")]
+    assert not reports(caplog, "child_restarted")
+    added = []
+    try:
+        with pytest.raises(ValueError, match="at most 64 report listeners"):
+            for _ in range(65):
+                add_report_listener(listener)
+                added.append(listener)
+    finally:
+        for one in added:
+            remove_report_listener(one)
 
 
 def test_one_for_all_stops_the_others_in_reverse_order_then_starts_all_in_order():
