@@ -149,7 +149,8 @@ class Node:
         self._owned_tables: dict[Process, list[Table]] = {}  # so an exit deletes its tables
         self.max_tables = max_tables
         self.tracer: Callable[[str, Any, Any], None] | None = None
-        """Called as tracer(event, pid, detail) for "spawn", "run" (a turn) and "exit"."""
+        """Called as tracer(event, pid, detail) for "spawn", "run" (a turn), "crash" (the turn
+        raised: detail is the exception, as its crash report is logged) and "exit"."""
         self.transport: Callable[[Node, Node, Any, Callable[..., Any], tuple], None] | None = None
         """How deliveries to processes of other nodes travel: None delivers them at once;
         a simulated network installs a function that calls `dest.arrive(...)` later."""
@@ -919,6 +920,8 @@ class Node:
 
     def _exit_self(self, proc: Process, reason: Any, exc: BaseException | None) -> None:
         if exc is not None:
+            if self.tracer is not None:
+                self.tracer("crash", proc.pid, exc)
             self._crash_report(proc, exc)
             reason = proc._on_crash(exc)
             if reason is NONE:

@@ -98,6 +98,7 @@ class Trace:
         self._tail: list[Any] = []  # the last records of closed chunks, for failure reports
         self._tail_start = (0.0, None)
         self.kinds: dict[tuple[str, int], str] = {}  # (node, serial) -> what was spawned
+        self.crashes = 0  # process crashes (kernel crash reports)
 
     # -- recording (hot) -------------------------------------------------------------
 
@@ -115,11 +116,15 @@ class Trace:
         self.records.append(record)
 
     def tracer(self, name: str) -> Callable[[str, Any, Any], None]:
-        """The kernel tracer for the node called `name`."""
+        """The kernel tracer for the node called `name`. A crash is counted, not recorded:
+        the exit that follows it is."""
         append = self.records.append
         trace = self
 
         def tracer(event: str, pid: Any, detail: Any) -> None:
+            if event == "crash":
+                trace.crashes += 1
+                return
             if trace.node is not name:
                 trace.at_node(name)
             if event == "run":

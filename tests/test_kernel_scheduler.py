@@ -240,6 +240,22 @@ def test_tracer_sees_spawns_turns_and_exits():
                       ("run", 1, None), ("exit", 1, "normal")]
 
 
+def test_tracer_sees_a_crash_before_its_exit(caplog):
+    node = Node(seed=1)
+    events = []
+    node.tracer = lambda event, pid, detail: events.append((event, pid.serial, detail))
+
+    async def fragile(proc):
+        raise KeyError("boom")
+
+    node.spawn(fragile)
+    node.run()
+    assert [event for event, _, _ in events] == ["spawn", "run", "crash", "exit"]
+    exc, reason = events[2][2], events[3][2]
+    assert isinstance(exc, KeyError) and reason is exc
+    assert "crash report" in caplog.text  # the log still gets its report
+
+
 def test_injected_rng_decides_the_schedule():
     def order(rng):
         node = Node(seed=0, rng=rng)
