@@ -617,13 +617,18 @@ class Store:
     def _write_batch(self, entries: dict[bytes, Entry]) -> list[tuple[Entry, StorageError]]:
         """One write transaction (on the writer thread in real time); returns the refused
         entries."""
-        undo: list[tuple[Any, bytes, bytes | None]] | None = [] if self._undo is not None else None
+        # What a power cut could take back, to undo it (simulated stores); a sync commit is
+        # durable once it returns, so nothing of it is kept.
+        undo: list[tuple[Any, bytes, bytes | None]] | None = (
+            [] if self._undo is not None and self.mode != "sync" else None)
         refused: list[tuple[Entry, StorageError]] = []
         revs: dict[bytes, tuple[int, int]] = {}  # (kind, snapshot revision) once this commits
+        writes = 0
         try:
             with self.env.begin(write=True) as txn:
                 for kid, entry in entries.items():
                     self._apply(txn, kid, entry, refused, undo, revs)
+                    writes += len(entry.events) + (entry.snap is not None)
         except lmdb.MapFullError:
             raise _MapFull() from None
         except lmdb.Error as exc:
@@ -632,8 +637,8 @@ class Store:
             self._revs.clear()  # bounded: forgotten keys are read from disk again
         self._revs.update(revs)
         self.commits += 1
-        self.writes += sum(len(e.events) + (e.snap is not None) for e in entries.values())
-        if undo is not None and self.mode != "sync":
+        self.writes += writes
+        if undo is not None:
             self._undo.append(undo)
         return refused
 
