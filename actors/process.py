@@ -145,9 +145,12 @@ class Process:
             self.node._overflowed(self, msg)
             return
         mb.append(msg)
-        if not self._queued:
+        if not self._queued:  # Node._enqueue, inlined: this is every message's path
             self._queued = True
-            self.node._enqueue(self)
+            node = self.node
+            node._runq.append(self)
+            if node._idle:
+                node._schedule_tick()
 
     def _post(self, msg: Any) -> None:
         """Deliver a plain message (a send, a timer, `Exit`, `Down`)."""
