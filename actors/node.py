@@ -739,7 +739,7 @@ class Node:
             self._drain_exits()
 
     def _drain_exits(self) -> None:
-        if self._draining:
+        if self._draining or not self._exits:
             return
         self._draining = True
         try:
