@@ -192,14 +192,14 @@ class CounterSystem(System):
         share one read: a round runs at one instant with no commit in between."""
         when = (self.sim.now, tuple(disk.commits for disk in self.disks.values()))
         if self._stored_at[0] == when:
-            return dict(self._stored_at[1])
+            return self._stored_at[1]
         out = {}
         for counter in range(len(self.issued)):
             store = self.disks[self.server_of(counter)].store
             if store is not None and not store.closed:
                 found = store.read(("counter", counter))
                 out[counter] = found[1]["value"] if found is not None else 0
-        self._stored_at = (when, dict(out))
+        self._stored_at = (when, out)
         return out
 
     @check("always")
