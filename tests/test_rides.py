@@ -365,6 +365,27 @@ def test_membership_follows_the_driver_and_surge_follows_demand(tmp_path):
     store.close()
 
 
+def test_a_ride_quotes_the_stored_surge_of_a_pickup_cell_that_is_not_running(tmp_path):
+    node, rides, store = make_city(tmp_path, match_limit=120.0)
+    far = (37.70, -122.45)  # a cell without drivers: three requests, no supply
+    for i in range(3):
+        request(node, rides, f"r{i}", pickup=far)
+    node.run_for(31.0)
+    assert call(node, rides.cell(node, *far))["surge"] == 2.5
+    cell = rides.city.registry.lookup(("cell", geo.cell_of(*far)))
+    node.exit(cell, "kill")  # its table goes with it; its stored state stays
+    node.run_for(0.1)
+    assert node.table(CityContext.cell_table(geo.cell_of(*far))) is None
+    request(node, rides, "r3", pickup=far)
+    node.run_for(0.1)
+    st = call(node, rides.status(node, "r3"))
+    assert (st["surge"], st["ratio"]) == (2.5, 3.0)
+    assert st["quote"] == pricing.fare(geo.distance_km(*far, *st["dropoff"]),
+                                       pricing.trip_minutes_estimate(geo.distance_km(*far, *st["dropoff"])),
+                                       2.5, st["time_mult"])
+    store.close()
+
+
 def test_bad_input_is_named_and_loses_nothing(city):
     node, rides, store = city
     place(node, rides, ["d1"])

@@ -6,14 +6,14 @@ each in a numpy array (`COLUMNS`). Durable state (the store): the open ride requ
 whose pickup is in the cell (`demand`, each with the request's deadline, so an entry
 whose removal was lost expires) and the last surge.
 
-A nearby search does no arithmetic here, and mostly no message either: the cell
-publishes its members as they are, a read-only copy of its rows (`snapshot`), in a
-node-local table (`actors.tables`, named `CityContext.cell_table(geohash)`), and a ride
-reads the tables of the cells around its pickup in its own turn, then ranks the union in
-one vectorised pass (`matcher.best`). The copy is made again at every change (a few
-microseconds for a cell's few hundred rows: cheaper than a turn), so a reader always
-sees the members as they are. Only the pickup cell is asked by message (`nearby`), as it
-records the demand and quotes its surge.
+A nearby search does no arithmetic here and sends no message: the cell publishes its
+members as they are, a read-only copy of its rows (`snapshot`), and its quote (surge,
+ratio) in a node-local table (`actors.tables`, named `CityContext.cell_table(geohash)`),
+and a ride reads the tables of the cells around its pickup in its own turn, then ranks
+the union in one vectorised pass (`matcher.best`). The copy is made again at every change
+(a few microseconds for a cell's few hundred rows: cheaper than a turn), so a reader
+always sees the members as they are. A ride tells its pickup cell its demand by message
+(`demand`); `quote_of` reads a cell's quote, from the store when it is not running.
 
 Every `SURGE_EVERY` (30) seconds the cell drops members not heard from for
 `OFFLINE_AFTER` seconds and expired demand, then recomputes its surge from the
@@ -22,9 +22,7 @@ key `("cell", geohash)`); each registers itself in the city's registry so ride r
 can ask only the cells that exist.
 
 Casts: `("at", driver, lat, lon, heading, available, rating, acceptance)`,
-`("leave", driver)`, `("undemand", ride)`, `("nearby", reply_to, tag, demand)` (answered
-with a plain message `("nearby", tag, ids, rows, quote)`: the members, and with a
-`demand` `(ride, deadline)`, which it records, the quote `(surge, ratio)`, else None).
+`("leave", driver)`, `("demand", ride, deadline)`, `("undemand", ride)`.
 Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
 """
 from __future__ import annotations
@@ -42,7 +40,18 @@ MAX_MEMBERS = 100_000
 MAX_DEMAND = 100_000
 COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "available")  # a member's row (available: 1.0 / 0.0)
 LAT, LON, HEADING, RATING, ACCEPTANCE, AVAILABLE = range(len(COLUMNS))
+NO_SURGE = (1.0, 0.0)  # the quote (surge, ratio) of a cell without demand
 _TICK = ("$surge_tick",)
+
+
+def quote_of(node: Any, store: Any, city: Any, geohash: str) -> tuple[float, float]:
+    """The (surge, ratio) cell `geohash` quotes: published in its table while it runs,
+    else as stored (a cell never started has no surge)."""
+    table = node.table(city.cell_table(geohash))
+    if table is not None:
+        return table.get("quote")
+    stored = store.read(("cell", geohash))
+    return NO_SURGE if stored is None else (stored[1]["surge"], stored[1]["ratio"])
 
 
 class Cell(PersistentServer):
@@ -61,11 +70,12 @@ class Cell(PersistentServer):
         self.seen = np.zeros(16)  # when each member was last heard from
         self.table = self.node.new_table(self.city.cell_table(self.gh))
         self._publish()
+        self.table.put("quote", (self.state["surge"], self.state["ratio"]))
         self.city.registry.register(("cell", self.gh), self.pid)
         self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
 
     def initial_state(self) -> dict[str, Any]:
-        return {"demand": {}, "surge": 1.0, "ratio": 0.0, "supply": 0, "at": 0.0}
+        return {"demand": {}, "surge": NO_SURGE[0], "ratio": NO_SURGE[1], "supply": 0, "at": 0.0}
 
     # -- membership --------------------------------------------------------------------
 
@@ -118,12 +128,8 @@ class Cell(PersistentServer):
             self._put(*msg[1:])
         elif tag == "leave":
             self._drop(msg[1])
-        elif tag == "nearby":
-            _, reply_to, ref, demand = msg
-            if demand is not None:
-                self._demand(*demand)
-            quote = None if demand is None else (self.state["surge"], self.state["ratio"])
-            self.send(reply_to, ("nearby", ref, *self.snapshot(), quote))
+        elif tag == "demand":
+            self._demand(msg[1], msg[2])
         elif tag == "undemand":
             self.state["demand"].pop(msg[1], None)
         else:
@@ -166,3 +172,4 @@ class Cell(PersistentServer):
         supply = int(np.count_nonzero(self.rows[:len(self.ids), AVAILABLE]))
         ratio = pricing.demand_supply_ratio(len(demand), supply)
         self.state.update(surge=pricing.surge_for(ratio), ratio=ratio, supply=supply, at=now)
+        self.table.put("quote", (self.state["surge"], ratio))

@@ -1,13 +1,12 @@
 """One process per ride request: the multi-phase match, then the trip's lifecycle.
 
-Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"): read the members of
-the live cells within the current radius from the tables the cells publish on this node
-(`cell`), ask the pickup cell by message (its answer, awaited with a timeout, brings its
-members and the quote), rank the union in one vectorised pass (`best`), offer the best
-`batch` of them for `offer_timeout` seconds, then the next `batch`, then widen the
-radius (`radii_km`), and after the widest start again from the narrowest. The pickup
-cell is always asked (started if need be): it records the ride's demand and answers with
-its surge, which the first search locks into the fare quote. The first driver whose
+Match (seeds: "top 3, 5 s timeout; next 3; expand radius, repeat"), all in the ride's
+own turn: read the members of the live cells within the current radius from the tables
+the cells publish on this node (`cell`), rank the union in one vectorised pass (`best`),
+offer the best `batch` of them for `offer_timeout` seconds, then the next `batch`, then
+widen the radius (`radii_km`), and after the widest start again from the narrowest. The
+first search locks the pickup cell's published surge into the fare quote; every sweep
+tells the pickup cell (started if need be) the ride's demand. The first driver whose
 claim arrives while its offer is live wins; every other offer is withdrawn. At the
 deadline (`match_limit` after the request) an unmatched ride is cancelled with a reason.
 A claim after the deadline is refused.
@@ -19,17 +18,16 @@ or by the rider or driver before pickup).
 
 State is stored after every turn that changes it: the quote and the offers out (before
 they leave), the winner (before any driver hears it won), each later transition. The
-request itself is the city's (its journal), so sending the query writes nothing and
-it leaves at once; the ranked candidates not offered yet are not stored either (a
-restarted ride searches again, skipping every driver already tried). A crashed ride
-restarts (transient child) from what was stored and resumes: its deadline and batch
-timers are re-armed from the stored times, its live offers stay live, a claim is
-idempotent for the driver that won, and no other driver can win once one has. Nothing is
-decided twice.
+request itself is the city's (its journal); the ranked candidates not offered yet are
+not stored (a restarted ride searches again, skipping every driver already tried). A
+crashed ride restarts (transient child) from what was stored and resumes: its deadline
+and batch timers are re-armed from the stored times, its live offers stay live, a claim
+is idempotent for the driver that won, and no other driver can win once one has.
+Nothing is decided twice.
 
 Messages to drivers and cells go straight to their running process when there is one
 (`CityContext.cast`): a hop through their router is saved on every offer, withdrawal
-and query. A city's cells and rides run on one node: a cell elsewhere would have no
+and demand. A city's cells and rides run on one node: a cell elsewhere would have no
 table here.
 """
 from __future__ import annotations
@@ -44,14 +42,13 @@ import numpy as np
 from storage import PersistentServer
 
 from . import geo, pricing
-from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING, LAT, LON, RATING
+from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING, LAT, LON, RATING, quote_of
 
 ACTIVE = ("matched", "accepted", "arriving", "in_progress")
 TERMINAL = ("completed", "cancelled")
-GATHER_TIMEOUT = 0.5  # seconds a search waits for the cells' answers
 CONFIRM_EVERY = 2.0  # seconds between reminders to a matched driver that has not confirmed
 MAX_QUEUE = 60  # ranked candidates kept per search, at most (see MatchConfig.queue)
-_DEADLINE, _BATCH, _GATHERED, _CONFIRM, _STOP = ("$deadline",), ("$batch",), "$gathered", ("$confirm",), ("$stop",)
+_DEADLINE, _BATCH, _CONFIRM, _STOP = ("$deadline",), ("$batch",), ("$confirm",), ("$stop",)
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,6 @@ class Ride(PersistentServer):
         super().init(store, key, request)
         self.config = config
         self.city = city
-        self.gather: dict[str, Any] | None = None
         self.queue: list[Any] = []  # the ranked candidates not offered yet: soft, a restart searches again
         self.deadline_timer = self.batch_timer = self.confirm_timer = None
         city.registry.register(("ride", self.id), self.pid)
@@ -173,11 +169,10 @@ class Ride(PersistentServer):
         elif s["status"] == "matched":
             self.confirm_timer = self.send_after(0, self.pid, _CONFIRM)
 
-    def _quote(self, surge: float | None, ratio: float | None) -> None:
-        """Lock the surge of the pickup cell and the time-of-day multiplier; quote a fare.
-        A cell that does not answer in time quotes no surge (stated as ratio None)."""
+    def _quote(self, surge: float, ratio: float) -> None:
+        """Lock the surge of the pickup cell and the time-of-day multiplier; quote a fare."""
         s = self.state
-        s["surge"], s["ratio"] = (surge, ratio) if surge is not None else (1.0, None)
+        s["surge"], s["ratio"] = surge, ratio
         s["time_mult"] = pricing.time_multiplier(pricing.hour_at(s["requested_at"], self.config.start_hour))
         km = geo.distance_km(*s["pickup"], *s["dropoff"])
         s["quote"] = pricing.fare(km, pricing.trip_minutes_estimate(km), s["surge"], s["time_mult"])
@@ -188,47 +183,29 @@ class Ride(PersistentServer):
     # -- the match ------------------------------------------------------------------------
 
     def _search(self) -> None:
-        """Read the members of the live cells within the current radius from their tables,
-        and ask the pickup cell (started if need be), which records the demand, quotes its
-        surge and answers with its members (recording the demand again is harmless: a cell
-        that restarted may have lost it)."""
+        """Rank the members of the live cells within the current radius, read from the
+        tables they publish (a cell not running has no members: they come back with its
+        drivers' next updates), and offer to the best. The first search locks the pickup
+        cell's surge into the quote; every search from the narrowest radius records the
+        ride's demand with the pickup cell (started if need be: recording it again is
+        harmless, and a demand whose message was lost is recorded at the next sweep)."""
         s = self.state
+        if s["step"] == 0:
+            self.city.cast(self, ("cell", s["cell"]), ("demand", self.id, s["deadline"]))
+        if s["surge"] is None:
+            self._quote(*quote_of(self.node, self.store, self.city, s["cell"]))
         lat, lon = s["pickup"]
-        ref = self.node.make_ref()
-        self.city.cast(self, ("cell", s["cell"]), ("nearby", self.pid, ref, (self.id, s["deadline"])))
         ids: list[Any] = []
         rows = []
         for cell in geo.cells_within(lat, lon, self.config.radii_km[s["step"]]):
-            table = self.node.table(self.city.cell_table(cell)) if cell != s["cell"] else None
+            table = self.node.table(self.city.cell_table(cell))
             if table is not None:
                 members, snapshot = table.get("members")
                 ids += members
                 rows.append(snapshot)
-        timer = self.send_after(GATHER_TIMEOUT, self.pid, (_GATHERED, ref))
-        # No state changes here: the query leaves at once, without waiting for a commit.
-        self.gather = {"ref": ref, "left": 1, "ids": ids, "rows": rows, "quote": None, "timer": timer}
-
-    def _answered(self, ids: tuple, rows: np.ndarray, quote: tuple | None) -> None:
-        g = self.gather
-        g["ids"] += ids
-        g["rows"].append(rows)
-        if quote is not None:  # the pickup cell's (surge, ratio)
-            g["quote"] = quote
-        g["left"] -= 1
-        if g["left"] == 0:
-            self._gathered()
-
-    def _gathered(self) -> None:
-        g, self.gather = self.gather, None
-        self.cancel_timer(g["timer"])
-        s = self.state
-        if s["status"] != "requested":
-            return  # cancelled while the cells answered
-        if s["surge"] is None:
-            self._quote(*(g["quote"] or (None, None)))
         skip = set(s["declined"]) | set(s["outstanding"]) | set(s["tried"])  # membership only
-        table = np.concatenate(g["rows"]) if g["rows"] else np.zeros((0, len(COLUMNS)))
-        self.queue = best(g["ids"], table, *s["pickup"], self.config.radii_km[s["step"]], self.config.queue, skip)
+        table = np.concatenate(rows) if rows else np.zeros((0, len(COLUMNS)))
+        self.queue = best(ids, table, lat, lon, self.config.radii_km[s["step"]], self.config.queue, skip)
         s["searched"] += 1
         s["found"] += len(self.queue)
         self._offer_next()
@@ -296,15 +273,9 @@ class Ride(PersistentServer):
 
     def handle_info(self, msg: Any) -> None:
         s = self.state
-        if type(msg) is tuple and msg[0] == "nearby":
-            if self.gather is not None and msg[1] == self.gather["ref"]:
-                self._answered(*msg[2:])
-        elif type(msg) is tuple and msg[0] == _GATHERED:
-            if self.gather is not None and msg[1] == self.gather["ref"]:
-                self._gathered()
-        elif msg == _BATCH:
+        if msg == _BATCH:
             self.batch_timer = None
-            if s["status"] == "requested" and self.gather is None:
+            if s["status"] == "requested":
                 self._withdraw()
                 if self.queue:
                     self._offer_next()
@@ -340,7 +311,7 @@ class Ride(PersistentServer):
             if s["status"] == "requested" and msg[1] in s["outstanding"]:
                 s["outstanding"].remove(msg[1])
                 s["declined"].append(msg[1])
-                if not s["outstanding"] and self.gather is None:
+                if not s["outstanding"]:
                     self._cancel_timers_batch()
                     self._offer_next()
         elif tag == "driver_at":
