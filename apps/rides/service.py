@@ -10,7 +10,8 @@
 Every method takes the caller first: a process (`self`/`proc`; calls return a coroutine
 to await) or the `Node` from outside (calls return a kernel `Future`); casts return None.
 A bad argument raises ValueError naming it; a refused request raises the server's error
-(`RideError`, `OfferError`, `ValueError`, `LimitExceeded`).
+(`RideError`, `OfferError`, `ValueError`, `LimitExceeded`). Messages for a driver go
+straight to its process while it runs (`CityContext.cast`), else through its router.
 
 Tree (rest_for_one, so the gateway restarts whenever something it depends on did):
 
@@ -28,6 +29,7 @@ from typing import Any
 from actors import Node, NoReply, Pid, Process, Registry
 from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call, entity_cast
 from supervision import Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, start_child
+from supervision.client import request
 
 from apps.common import TreeService, check_id
 
@@ -54,15 +56,16 @@ class CityContext:
     def __init__(self, node: Node) -> None:
         self.registry = Registry(node, "rides")
 
-    def cast(self, caller: Process, key: tuple, msg: tuple) -> None:
-        """Cast from a process of the city's node to driver or cell `key`: straight to its
-        running process (one hop instead of two through its router), else through the
-        router, which starts it. A message to one that is just stopping is lost: location
-        updates come again, offers time out, reminders repeat, a lost demand expires at the
-        ride's deadline, a lost `trip_over` is found by the driver's trip check."""
+    def cast(self, caller: Node | Process, key: tuple, msg: tuple, router: Any = None) -> None:
+        """Cast to driver or cell `key`: straight to its running process (one hop instead of
+        two through its router), else through the router (`router`, by default its name on
+        the caller's node), which starts it. A message to one that is just stopping is lost:
+        location updates come again, offers time out, reminders repeat, a lost demand is
+        recorded again at the ride's next sweep, a lost `trip_over` is found by the
+        driver's trip check, and a driver going offline stops anyway."""
         pid = self.registry.lookup(key)
         if pid is None:
-            entity_cast(caller, self.drivers if key[0] == "driver" else self.cells, key, msg)
+            entity_cast(caller, router or (self.drivers if key[0] == "driver" else self.cells), key, msg)
         else:
             caller.cast(pid, msg)
 
@@ -208,14 +211,15 @@ class RideService(TreeService):
     def driver_update(self, caller: Node | Process, driver: Any, lat: float, lon: float,
                       heading: float = 0.0, phone: Pid | None = None) -> None:
         """A driver's location (every ~4 s); `phone` gets its offers as messages
-        `("driver", id, "offer", ride, info, expires)` and `("driver", id, "withdrawn", ride)`."""
+        `("driver", id, "offer", ride, info, expires)` and, for an offer withdrawn before the
+        driver accepted or declined it, `("driver", id, "withdrawn", ride)`."""
         check_id(driver, "driver id")
         lat, lon = geo.check_point(lat, lon, f"driver {driver!r}")
-        entity_cast(caller, self.pid(self.city.drivers), ("driver", driver),
-                    ("update", lat, lon, check_heading(heading), phone))
+        self.city.cast(caller, ("driver", driver), ("update", lat, lon, check_heading(heading), phone),
+                       self.pid(self.city.drivers))
 
     def driver_offline(self, caller: Node | Process, driver: Any) -> None:
-        entity_cast(caller, self.pid(self.city.drivers), ("driver", check_id(driver, "driver id")), ("offline",))
+        self.city.cast(caller, ("driver", check_id(driver, "driver id")), ("offline",), self.pid(self.city.drivers))
 
     def driver(self, caller: Node | Process, driver: Any) -> Any:
         """The driver's state (status, trip, claim, cell, position, rating, acceptance)."""
@@ -233,7 +237,13 @@ class RideService(TreeService):
         return self._driver_call(caller, driver, ("decline", check_id(ride, "ride id")))
 
     def _driver_call(self, caller: Node | Process, driver: Any, req: tuple) -> Any:
-        return entity_call(caller, self.pid(self.city.drivers), ("driver", check_id(driver, "driver id")), req)
+        """Straight to the running driver, else through its router (which starts it). A call
+        that reaches a driver just as it stops (it went offline) raises `CallExit`."""
+        key = ("driver", check_id(driver, "driver id"))
+        pid = self.city.registry.lookup(key)
+        if pid is not None:
+            return request(caller, pid, req, 5.0)
+        return entity_call(caller, self.pid(self.city.drivers), key, req)
 
     # -- rides -----------------------------------------------------------------------------
 
