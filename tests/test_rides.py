@@ -5,7 +5,7 @@ import geohash2
 import numpy as np
 import pytest
 
-from actors import Node, TableError
+from actors import GenServer, Node, TableError
 from apps.rides import MatchConfig, OfferError, RideError, RideService, best, rank, score
 from apps.rides import geo, pricing
 from apps.rides.cell import COLUMNS
@@ -305,6 +305,34 @@ def test_first_acceptance_wins_and_the_other_offers_are_withdrawn(city):
     assert offered(node, rides, drivers) == []
     assert call(node, rides.status(node, "r1"))["driver"] == "d2"
     assert call(node, rides.driver(node, "d1"))["status"] == "online"
+
+
+class Phone(GenServer):
+    """A driver's phone: keeps what the drivers tell it."""
+
+    def init(self, heard):
+        self.heard = heard
+
+    def handle_info(self, msg):
+        self.heard.append(msg[1:3])  # (driver, "offer" | "withdrawn")
+
+
+def test_a_phone_hears_its_offers_and_the_withdrawal_of_those_still_open(city):
+    node, rides, _ = city
+    heard = []
+    phone = node.spawn(Phone, heard)
+    for i, name in enumerate(["d1", "d2", "d3"]):
+        rides.driver_update(node, name, SF[0] + 0.0009 * (i + 1), SF[1], phone=phone)
+    node.run_for(0.5)
+    request(node, rides)
+    node.run_for(1.0)
+    assert sorted(heard) == [("d1", "offer"), ("d2", "offer"), ("d3", "offer")]
+    futures = {d: rides.accept(node, d, "r1") for d in ("d1", "d2")}  # both accept at once
+    node.run_for(1.0)
+    outcomes = {d: f.exception() or f.result() for d, f in futures.items()}
+    # One of them won; the other was told why.
+    assert sorted(o if o == "accepted" else type(o).__name__ for o in outcomes.values()) == ["OfferError", "accepted"]
+    assert heard[3:] == [("d3", "withdrawn")]  # the loser accepted: its answer, not a withdrawal
 
 
 def test_batches_of_three_then_a_wider_radius_then_cancelled_with_a_reason(city):

@@ -106,8 +106,8 @@ class Driver(PersistentServer):
         elif tag == "offer":
             self._offer(*msg[1:])
         elif tag == "withdraw":
-            self.offers.pop(msg[1], None)
-            self._tell_phone(("withdrawn", msg[1]))
+            if self.offers.pop(msg[1], None) is not None:  # an accepted offer's answer says it all
+                self._tell_phone(("withdrawn", msg[1]))
         elif tag == "remind":
             self._remind(msg[1], msg[2])
         elif tag == "trip_over":
