@@ -112,8 +112,14 @@ def _within(i_lat: int, i_lon: int, radius_km: float) -> tuple[tuple[tuple[str, 
     reach = (radius_km * 1.01 + 0.001) / KM_PER_DEG_LAT  # flat distances vs haversine: a margin
     keep = near | ((south_north ** 2)[:, None, :] + (east_west ** 2)[None, :, :] <= reach * reach)
     shared: dict[bytes, tuple[str, ...]] = {}  # neighbouring parts mostly keep the same cells
-    return tuple(tuple(shared.setdefault(keep[a, b].tobytes(), tuple(names[i] for i in np.flatnonzero(keep[a, b])))
-                       for b in range(SUB)) for a in range(SUB))
+
+    def cells(kept: np.ndarray) -> tuple[str, ...]:
+        found = shared.get(kept.tobytes())
+        if found is None:
+            found = shared[kept.tobytes()] = tuple(names[i] for i in np.flatnonzero(kept).tolist())
+        return found
+
+    return tuple(tuple(cells(keep[a, b]) for b in range(SUB)) for a in range(SUB))
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -130,8 +136,7 @@ def _cover(i_lat: int, i_lon: int, radius_km: float) -> tuple:
     cols = max(1, math.ceil(radius_km / (CELL_LON * KM_PER_DEG_LAT * coslat)))
     if (2 * rows + 1) * (2 * cols + 1) > MAX_COVER_CELLS:
         raise ValueError(f"a radius of {radius_km} km covers more than {MAX_COVER_CELLS} cells")
-    offsets = sorted(((dy, dx) for dy in range(-rows, rows + 1) for dx in range(-cols, cols + 1)
-                      if 0 <= i_lat + dy < 2 ** 15), key=lambda o: (max(abs(o[0]), abs(o[1])), o))
+    offsets = [o for o in _rings(rows, cols) if 0 <= i_lat + o[0] < 2 ** 15]
     dy = np.array([o[0] for o in offsets])
     south = -90.0 + (i_lat + dy) * CELL_LAT
     polar = np.maximum.reduce([np.abs(south), np.abs(south + CELL_LAT), np.full(len(dy), abs(lat) + CELL_LAT)])
@@ -139,6 +144,14 @@ def _cover(i_lat: int, i_lon: int, radius_km: float) -> tuple:
             np.array([max(abs(y), abs(x)) <= 1 for y, x in offsets]), south,
             -180.0 + (i_lon + np.array([o[1] for o in offsets])) * CELL_LON,
             np.cos(np.radians(np.minimum(90.0, polar))))
+
+
+@functools.lru_cache(maxsize=256)
+def _rings(rows: int, cols: int) -> tuple[tuple[int, int], ...]:
+    """The (dy, dx) offsets of a grid `rows` by `cols` cells each way from its centre,
+    ring by ring (the same for every cell: cached)."""
+    return tuple(sorted(((dy, dx) for dy in range(-rows, rows + 1) for dx in range(-cols, cols + 1)),
+                        key=lambda o: (max(abs(o[0]), abs(o[1])), o)))
 
 
 def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
