@@ -25,7 +25,12 @@ def _from_process(proc: Process, sup: Any, request: tuple, timeout: float | None
     # A generator rather than an async def: one frame less on every call from a process.
     value = yield from proc.call(sup, request, timeout)
     if isinstance(value, Exception):  # a supervisor answers a failure with the exception
-        raise value
+        try:
+            raise value
+        finally:
+            # The traceback holds this frame; without this reference to the exception
+            # there is no cycle, and refcounting frees them both (not the collector).
+            del value
     return value
 
 

@@ -228,3 +228,32 @@ def test_child_started_reports_are_logged_only_when_enabled(caplog):
     pid = run(node, start_child(node, sup, ChildSpec("s", Session)))
     (started,) = reports(caplog, "child_started")
     assert started.child_pid == pid and started.supervisor == sup
+
+
+def test_refusals_raised_in_a_process_leave_no_garbage_cycles():
+    # A refusal is raised in the calling process; if its traceback tied it to the frame
+    # that raised it, every refused request would feed the cycle collector.
+    node = Node(seed=1)
+    sup = node.spawn(DynamicSupervisor)
+    refused = []
+
+    class Caller(GenServer):
+        async def handle_info(self, msg):
+            try:
+                await terminate_child(self, sup, self.pid)  # not its child
+            except ChildNotFound:
+                refused.append(msg)
+
+    caller = node.spawn(Caller)
+    node.send(caller, "warm-up")
+    node.run_for(1.0)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(100):
+            node.send(caller, i)
+        node.run_for(1.0)
+        assert len(refused) == 101
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
