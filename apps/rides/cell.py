@@ -70,7 +70,7 @@ class Cell(PersistentServer):
         self.seen = np.zeros(16)  # when each member was last heard from
         self.table = self.node.new_table(self.city.cell_table(self.gh))
         self._publish()
-        self.table.put("quote", (self.state["surge"], self.state["ratio"]))
+        self._publish_quote()
         self.city.registry.register(("cell", self.gh), self.pid)
         self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
 
@@ -113,6 +113,9 @@ class Cell(PersistentServer):
         rows = self.rows[:len(self.ids)].copy()
         rows.flags.writeable = False
         self.table.put("members", (tuple(self.ids), rows))
+
+    def _publish_quote(self) -> None:
+        self.table.put("quote", (self.state["surge"], self.state["ratio"]))
 
     def snapshot(self) -> tuple[tuple, np.ndarray]:
         """The members and their rows (`COLUMNS`), read-only: what a search gets (the
@@ -172,4 +175,4 @@ class Cell(PersistentServer):
         supply = int(np.count_nonzero(self.rows[:len(self.ids), AVAILABLE]))
         ratio = pricing.demand_supply_ratio(len(demand), supply)
         self.state.update(surge=pricing.surge_for(ratio), ratio=ratio, supply=supply, at=now)
-        self.table.put("quote", (self.state["surge"], ratio))
+        self._publish_quote()
