@@ -114,9 +114,10 @@ def _within(i_lat: int, i_lon: int, radius_km: float) -> tuple[tuple[tuple[str, 
     shared: dict[bytes, tuple[str, ...]] = {}  # neighbouring parts mostly keep the same cells
 
     def cells(kept: np.ndarray) -> tuple[str, ...]:
-        found = shared.get(kept.tobytes())
+        pattern = kept.tobytes()
+        found = shared.get(pattern)
         if found is None:
-            found = shared[kept.tobytes()] = tuple(names[i] for i in np.flatnonzero(kept).tolist())
+            found = shared[pattern] = tuple(names[i] for i in np.flatnonzero(kept).tolist())
         return found
 
     return tuple(tuple(cells(keep[a, b]) for b in range(SUB)) for a in range(SUB))
