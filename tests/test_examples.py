@@ -1,194 +1,333 @@
-"""The embedding examples, run as real programs: each starts as a subprocess on a free
-loopback port, is driven by a real HTTP client, and is stopped with SIGTERM."""
+"""The embedding examples on the real servers: uvicorn (FastAPI), aiohttp's web server and
+gunicorn (Flask), each a subprocess on a loopback port the OS picks, driven by real
+clients (httpx; aiohttp's websocket client)."""
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import select
+import asyncio
 import signal
-import socket
-import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
+import httpx
 import pytest
+from web_harness import BOUND, EXAMPLES, WebServer, gunicorn, uvicorn
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-BOUND = 60  # seconds: a safety bound on a hung child, never a measurement
+from actors import Node
+from storage import Store
 
-
-class Example:
-    """A running example program: `request(...)` talks HTTP to it; `stop()` sends
-    SIGTERM and returns (exit status, stdout, stderr)."""
-
-    def __init__(self, script: str, data: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script), "--data", str(data), "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
-        ready, _, _ = select.select([self.proc.stdout], [], [], BOUND)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("listening on http://127.0.0.1:"):
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            pytest.fail(f"{script} did not start: {line!r} {out!r} {err[-2000:]}")
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=BOUND)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def raw(self, data: bytes) -> bytes:
-        """Send raw bytes, return the whole answer (the server closes after one)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=BOUND) as sock:
-            sock.sendall(data)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-
-    def stop(self) -> tuple[int, str, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=BOUND)
-        return self.proc.returncode, out, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+TESTS = Path(__file__).resolve().parent
+UVICORN_STOPPED = -signal.SIGTERM
+"""uvicorn's exit status after a SIGTERM: it shuts down cleanly, then raises the signal it
+caught again, so whoever sent it sees the process ended by it."""
 
 
 @pytest.fixture
-def run(tmp_path):
-    started = []
+def servers():
+    """Start servers with `servers(server)`; every one is killed at the end, whatever happened."""
+    started: list[WebServer] = []
 
-    def start(script: str, data: Path = tmp_path / "store") -> Example:
-        started.append(Example(script, data))
-        return started[-1]
+    def track(server: WebServer) -> WebServer:
+        started.append(server)
+        return server
 
-    yield start
-    for example in started:
-        example.kill()
-
-
-def stop_cleanly(example: Example) -> str:
-    status, out, err = example.stop()
-    assert status == 0, err[-2000:]
-    assert out.rstrip().endswith("stopped cleanly"), out
-    return err
+    yield track
+    for server in started:
+        server.kill()
 
 
-def counter(example: Example, method: str, name: str, body: bytes | None = None
-            ) -> tuple[int, dict]:
-    status, data = example.request(method, f"/counters/{name}", body)
-    return status, json.loads(data)
+def client(server: WebServer) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=BOUND)
 
 
-# -- the asyncio application -------------------------------------------------------------------
-
-def test_asyncio_app_counts_survive_a_crash_and_a_restart(run, tmp_path):
-    app = run("asyncio_app.py")
-    assert counter(app, "POST", "visits") == (200, {"name": "visits", "value": 1})
-    assert counter(app, "POST", "visits", b"41") == (200, {"name": "visits", "value": 42})
-    assert counter(app, "GET", "visits") == (200, {"name": "visits", "value": 42})
-
-    status, data = app.request("POST", "/crash")  # the server dies during the call...
-    assert status == 500 and "crash requested over HTTP" in json.loads(data)["error"]
-    assert counter(app, "GET", "visits")[1]["value"] == 42  # ...and is restarted from LMDB
-    assert "RuntimeError" in stop_cleanly(app)  # the crash report went to stderr
-
-    again = run("asyncio_app.py")  # a new OS process on the same store
-    assert counter(again, "GET", "visits")[1]["value"] == 42
-    assert counter(again, "POST", "visits", b"-2")[1]["value"] == 40
-    stop_cleanly(again)
+def until(check, what: str):
+    """Poll `check()` until it is truthy (bounded by BOUND); its value."""
+    deadline = time.monotonic() + BOUND
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+    return value
 
 
-def test_asyncio_app_answers_concurrent_requests_each_with_its_own_count(run):
-    app = run("asyncio_app.py")
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda _: counter(app, "POST", "hits"), range(80)))
-    assert all(status == 200 for status, _ in answers)
-    assert sorted(answer["value"] for _, answer in answers) == list(range(1, 81))
-    assert counter(app, "GET", "hits")[1]["value"] == 80
-    stop_cleanly(app)
+def in_background(fn) -> dict:
+    """Run `fn()` on a thread; the dict gets its "result" (or "error") when it ends."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    box["thread"] = threading.Thread(target=run, daemon=True)
+    box["thread"].start()
+    return box
 
 
-def test_asyncio_app_maps_bad_requests_to_http_errors(run):
-    app = run("asyncio_app.py")
-    assert counter(app, "GET", "never-counted")[0] == 404
-    assert counter(app, "POST", "x", b"twelve")[0] == 400
-    assert counter(app, "POST", "x", b"99999999999")[0] == 400  # over MAX_DELTA
-    assert counter(app, "POST", "bad!name")[0] == 400
-    assert counter(app, "DELETE", "x")[0] == 405
-    assert app.request("GET", "/crash")[0] == 405
-    assert app.request("GET", "/elsewhere")[0] == 404
-    assert app.request("POST", "/counters/x", headers={"Content-Length": "100"})[0] == 413
-    assert app.raw(b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    negative = b"GET /counters/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n"
-    assert app.raw(negative).startswith(b"HTTP/1.1 400 ")
-    assert counter(app, "GET", "x")[0] == 404  # none of the bad requests stored anything
-    stop_cleanly(app)
+def finished(box: dict):
+    box["thread"].join(BOUND)
+    assert not box["thread"].is_alive(), "the request never finished"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
-# -- the threaded WSGI server ----------------------------------------------------------------------
-
-def test_threaded_server_answers_concurrent_workers_and_keeps_values(run):
-    server = run("threaded_server.py")
-    assert server.request("DELETE", "/stats")[0] == 202  # send_from_thread: a plain message
-
-    def client(t: int) -> list[tuple[int, bytes]]:
-        answers = []
-        for i in range(10):
-            answers.append(server.request("PUT", f"/kv/k{t}", f"{t}-{i}".encode()))
-            answers.append(server.request("GET", f"/kv/k{t}"))
-        return answers
-
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(client, range(8)))
-    for t, answers in enumerate(results):
-        assert answers[0::2] == [(204, b"")] * 10
-        assert answers[1::2] == [(200, f"{t}-{i}".encode()) for i in range(10)]
-    # Each request's cast left before its answer: all are counted before this call.
-    status, data = server.request("GET", "/stats")
-    assert status == 200 and json.loads(data) == {"PUT": 80, "GET": 81}
-    stop_cleanly(server)
-
-    again = run("threaded_server.py")  # values are in LMDB; the stats were in memory
-    assert again.request("GET", "/kv/k7") == (200, b"7-9")
-    assert json.loads(again.request("GET", "/stats")[1]) == {"GET": 2}
-    stop_cleanly(again)
+def stored_state(directory: Path, key: str) -> dict:
+    """The state a PersistentServer stored under `key`, read from its LMDB directory."""
+    node = Node(seed=1)
+    with Store(directory, node) as store:
+        _, state, _ = store.read(key)
+    return state
 
 
-def test_threaded_server_maps_bad_requests_to_http_errors(run):
-    server = run("threaded_server.py")
-    assert server.request("GET", "/kv/missing")[0] == 404
-    assert server.request("PUT", "/kv/bad!key", b"v")[0] == 400
-    assert server.request("PUT", "/kv/big", headers={"Content-Length": "5000"})[0] == 413
-    assert server.request("POST", "/kv/x", b"v")[0] == 405
-    assert server.request("PUT", "/stats", b"v")[0] == 405
-    assert server.request("GET", "/elsewhere")[0] == 404
-    assert server.request("PUT", "/kv/big", b"x" * 1024)[0] == 204  # exactly at the limit
-    assert server.request("GET", "/kv/bad!key")[0] == 400
-    stop_cleanly(server)
+# -- FastAPI on uvicorn ------------------------------------------------------------------------
+
+def fastapi_app(tmp_path: Path, *flags: str) -> WebServer:
+    return uvicorn(tmp_path, "fastapi_app:app", *flags, env={"LETITCRASH_DATA": str(tmp_path / "data")})
 
 
-@pytest.mark.parametrize("script", ["asyncio_app.py", "threaded_server.py"])
-def test_an_unusable_data_path_is_a_clear_error_not_a_hang(tmp_path, script):
+def test_fastapi_counts_and_a_crash_is_a_500_then_a_restart_with_the_stored_count(servers, tmp_path):
+    server = servers(fastapi_app(tmp_path)).start(ready="Application startup complete")
+    with client(server) as http:
+        assert http.post("/counters/visits").json() == {"name": "visits", "value": 1}
+        assert http.post("/counters/visits", params={"delta": 41}).json()["value"] == 42
+        assert http.get("/counters/visits").json() == {"name": "visits", "value": 42}
+        assert http.get("/counters/never").status_code == 404
+        assert http.get("/counters/bad!name").status_code == 422
+        with ThreadPoolExecutor(8) as pool:  # concurrent requests, one process: each its own count
+            counts = pool.map(lambda _: http.post("/counters/hits").json()["value"], range(40))
+        assert sorted(counts) == list(range(1, 41))
+
+        crash = http.post("/crash")  # the process dies during the call...
+        assert crash.status_code == 500
+        assert crash.json() == {"error": "internal error"}  # no traceback, no reason
+        assert http.get("/counters/visits").json()["value"] == 42  # ...restarted from LMDB
+        assert http.post("/counters/visits").json()["value"] == 43
+    assert server.terminate() == UVICORN_STOPPED
+    log = server.log()
+    assert "RuntimeError: crash requested over HTTP" in log  # the crash report, server side only
+    assert "Application shutdown complete" in log
+
+
+def test_fastapi_room_long_poll_is_answered_and_sigterm_drains_a_waiting_reader(servers, tmp_path):
+    server = servers(fastapi_app(tmp_path)).start(ready="Application startup complete")
+    with client(server) as http:
+        assert http.post("/rooms/lobby", json={"user": "ann", "text": "hello"}).json() == {"seq": 1}
+        read = http.get("/rooms/lobby", params={"after": 0}).json()
+        assert read == {"messages": [{"seq": 1, "user": "ann", "text": "hello"}], "readers": 0}
+        assert http.post("/rooms/lobby", json={"user": "bad name", "text": "x"}).status_code == 422
+
+        # A reader waiting for the next message gets it when it is posted.
+        waiting = in_background(lambda: http.get("/rooms/lobby", params={"after": 1, "wait": 20}))
+        until(lambda: http.get("/rooms/lobby", params={"after": 1}).json()["readers"] == 1, "a reader waits")
+        http.post("/rooms/lobby", json={"user": "bob", "text": "hi ann"})
+        assert finished(waiting).json()["messages"] == [{"seq": 2, "user": "bob", "text": "hi ann"}]
+
+        # A reader waiting when SIGTERM comes is answered (its wait ends) before the node stops.
+        waiting = in_background(lambda: http.get("/rooms/lobby", params={"after": 2, "wait": 1.0}))
+        until(lambda: http.get("/rooms/lobby", params={"after": 2}).json()["readers"] == 1, "a reader waits")
+        server.proc.send_signal(signal.SIGTERM)
+        answer = finished(waiting)
+        assert answer.status_code == 200 and answer.json()["messages"] == []
+    assert server.wait() == UVICORN_STOPPED
+    assert "Application shutdown complete" in server.log()
+
+
+def test_fastapi_state_survives_sigkill_and_a_restart(servers, tmp_path):
+    server = servers(fastapi_app(tmp_path)).start(ready="Application startup complete")
+    with client(server) as http:
+        for _ in range(3):
+            http.post("/counters/visits").raise_for_status()
+        http.post("/rooms/lobby", json={"user": "ann", "text": "kept"}).raise_for_status()
+    server.kill()  # no shutdown of any kind: only what LMDB committed is left
+
+    again = servers(fastapi_app(tmp_path)).start(ready="Application startup complete")
+    with client(again) as http:
+        assert http.get("/counters/visits").json()["value"] == 3
+        assert http.get("/rooms/lobby").json()["messages"][0]["text"] == "kept"
+    assert again.terminate() == UVICORN_STOPPED
+
+
+def test_uvicorn_workers_each_run_a_node_on_a_store_of_their_own(servers, tmp_path):
+    server = servers(fastapi_app(tmp_path, "--workers", "2")).start(
+        ready="Application startup complete", count=2)
+    with client(server) as http:
+        answers = [http.post("/counters/hits", headers={"Connection": "close"}) for _ in range(20)]
+    assert all(answer.status_code == 200 for answer in answers)
+    assert server.terminate() == 0  # the workers' parent exits 0 once they have stopped
+    assert server.log().count("Application shutdown complete") == 2
+    data = tmp_path / "data"
+    assert sorted(p.name for p in data.iterdir() if p.is_dir()) == ["worker-0", "worker-1"]
+    # Each worker counted the requests it took, in its own store; none was lost.
+    counts = [stored_state(data / name, "counters").get("hits", 0) for name in ("worker-0", "worker-1")]
+    assert sum(counts) == 20
+
+
+def test_uvicorn_refuses_to_start_on_an_unusable_store_and_says_why(tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("not a store")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--data", str(not_a_dir), "--port", "0"],
-        capture_output=True, text=True, cwd=ROOT, timeout=BOUND,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode != 0 and "listening" not in proc.stdout
-    assert f"cannot open the store at {not_a_dir}" in proc.stderr
-    assert not_a_dir.read_text() == "not a store"  # nothing was written over it
+    server = uvicorn(tmp_path, "fastapi_app:app", env={"LETITCRASH_DATA": str(not_a_dir)})
+    try:
+        with pytest.raises(AssertionError, match="exited with"):
+            server.start()
+        assert server.proc.returncode != 0
+        assert f"cannot open the store at {not_a_dir}" in server.log()
+        assert not_a_dir.read_text() == "not a store"  # nothing written over it
+    finally:
+        server.kill()
+
+
+# -- aiohttp: a websocket per user -----------------------------------------------------------------
+
+def aiohttp_chat(tmp_path: Path) -> WebServer:
+    return WebServer([sys.executable, str(EXAMPLES / "aiohttp_chat.py"), "--port", "0"], tmp_path,
+                     r"listening on http://127\.0\.0\.1:(\d+)", {"LETITCRASH_DATA": str(tmp_path / "data")})
+
+
+def talk(server: WebServer, conversation) -> None:
+    """Run `conversation(session, url)` in an aiohttp client session, bounded."""
+
+    async def run() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as session:
+            await asyncio.wait_for(conversation(session, server.url), BOUND)
+
+    asyncio.run(run())
+
+
+def test_aiohttp_chat_a_conversation_over_websockets_then_sigterm_closes_them(servers, tmp_path):
+    server = servers(aiohttp_chat(tmp_path)).start()
+
+    async def conversation(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.ws_connect(f"{url}/ws/alice") as alice, session.ws_connect(f"{url}/ws/bob") as bob:
+            await alice.send_json({"to": "bob", "text": "hi bob", "id": "c1"})
+            sent = await alice.receive_json()
+            assert sent["sent"] == "c1"
+            assert await bob.receive_json() == {"from": "alice", "text": "hi bob", "msg": sent["msg"]}
+            assert await alice.receive_json() == {"receipt": sent["msg"], "status": "delivered"}
+            await bob.send_json({"read": [sent["msg"]]})
+            assert await alice.receive_json() == {"receipt": sent["msg"], "status": "read"}
+
+            await alice.send_json({"to": "", "text": "x", "id": "c2"})  # refused, the socket stays
+            refused = await alice.receive_json()
+            assert refused["status"] == 400 and refused["id"] == "c2"
+            await alice.send_str("not json")
+            assert (await alice.receive_json())["status"] == 400
+
+            presence = await session.get(f"{url}/presence/bob")
+            assert (await presence.json())["status"] == "online"
+            assert (await session.get(f"{url}/presence/{'x' * 100}")).status == 400  # over HTTP too
+
+            server.proc.send_signal(signal.SIGTERM)  # SIGTERM with both sockets open: they go away
+            closing = await alice.receive()
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == aiohttp.WSCloseCode.GOING_AWAY
+
+    talk(server, conversation)
+    assert server.wait() == 0
+    assert server.log().rstrip().endswith("stopped cleanly")
+
+
+def test_aiohttp_chat_a_message_for_an_offline_user_survives_sigkill(servers, tmp_path):
+    server = servers(aiohttp_chat(tmp_path)).start()
+
+    async def send(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.ws_connect(f"{url}/ws/alice") as alice:
+            await alice.send_json({"to": "bob", "text": "while you were out", "id": "c1"})
+            assert (await alice.receive_json())["sent"] == "c1"  # acknowledged: stored
+
+    talk(server, send)
+    server.kill()
+
+    again = servers(aiohttp_chat(tmp_path)).start()
+
+    async def receive(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.ws_connect(f"{url}/ws/bob") as bob:
+            message = await bob.receive_json()
+            assert (message["from"], message["text"]) == ("alice", "while you were out")
+
+    talk(again, receive)
+    assert again.terminate() == 0
+
+
+# -- Flask on gunicorn ------------------------------------------------------------------------------
+
+def test_flask_on_gunicorn_values_stats_a_crash_and_sigterm_drains_a_watch(servers, tmp_path):
+    server = servers(gunicorn(tmp_path, "flask_app:app", "--threads", "8", "--preload",
+                              env={"LETITCRASH_DATA": str(tmp_path / "data")})).start()
+    with client(server) as http:
+        assert http.delete("/stats").status_code == 202  # send_from_thread: a plain message
+        assert http.put("/kv/greeting", content=b"hello").json() == {"key": "greeting", "version": 1}
+        read = http.get("/kv/greeting")
+        assert (read.content, read.headers["ETag"]) == (b"hello", '"1"')
+        assert http.get("/kv/missing").status_code == 404
+        assert http.put("/kv/bad!key", content=b"v").status_code == 400
+        assert http.put("/kv/big", content=b"x" * 1025).status_code == 413
+        assert http.put("/kv/edge", content=b"x" * 1024).status_code == 200  # at the limit
+
+        crash = http.post("/crash")
+        assert crash.status_code == 500 and crash.json() == {"error": "internal error"}
+        assert http.get("/kv/greeting").content == b"hello"  # restarted from LMDB
+
+        # A watch waiting for version 2 is answered by the PUT that makes it.
+        in_flight = one_more_get(http)
+        watch = in_background(lambda: http.get("/kv/greeting", params={"newer_than": 1, "wait": 20}))
+        until(in_flight, "the watch is in flight")
+        http.put("/kv/greeting", content=b"hello again")
+        answer = finished(watch)
+        assert (answer.content, answer.headers["ETag"]) == (b"hello again", '"2"')
+
+        # A watch in flight when SIGTERM comes finishes (its wait ends) before the worker exits.
+        in_flight = one_more_get(http)
+        watch = in_background(lambda: http.get("/kv/greeting", params={"newer_than": 2, "wait": 1.0}))
+        until(in_flight, "the watch is in flight")
+        server.proc.send_signal(signal.SIGTERM)
+        answer = finished(watch)
+        assert answer.status_code == 200 and answer.content == b"hello again"
+    assert server.wait() == 0
+    assert "RuntimeError: crash requested over HTTP" in server.log()
+
+
+def one_more_get(http: httpx.Client):
+    """A check that is true once one GET started after this call (a watch) has reached
+    the app: the count of GETs went one above those this check made itself (each is
+    counted before it reads the count)."""
+    before = http.get("/stats").json()["GET"]
+    polls = 0
+
+    def check() -> bool:
+        nonlocal polls
+        polls += 1
+        return http.get("/stats").json()["GET"] >= before + polls + 1
+
+    return check
+
+
+@pytest.mark.parametrize("started_in_master", [False, True])
+def test_gunicorn_prefork_workers_each_start_their_own_node(servers, tmp_path, started_in_master):
+    """With --preload the app is imported in the master before the fork. The node starts in
+    each worker on first use; a node the master did start is the master's alone: each
+    worker forgets it and starts its own, on a store directory of its own."""
+    env = {"LETITCRASH_DATA": str(tmp_path / "data"), "START_IN_MASTER": "1" if started_in_master else ""}
+    server = servers(gunicorn(tmp_path, "wsgi_fork_app:app", "-w", "2", "--threads", "2", "--preload",
+                              env=env, cwd=TESTS)).start(ready="Booting worker", count=2)
+    with client(server) as http:
+        answers = [http.get("/", headers={"Connection": "close"}).json() for _ in range(12)]
+    assert server.terminate() == 0
+    workers: dict[int, set[str]] = {}  # pid -> the store directories it answered from
+    counts: dict[int, list[int]] = {}
+    for answer in answers:
+        workers.setdefault(answer["pid"], set()).add(answer["store"])
+        counts.setdefault(answer["pid"], []).append(answer["count"])
+    assert server.proc.pid not in workers  # the master never answers
+    stores = [store for owned in workers.values() for store in owned]
+    assert all(len(owned) == 1 for owned in workers.values()) and len(set(stores)) == len(stores)
+    # Each worker's node counted its own requests, from 1: a node of its own, running.
+    assert all(seen == list(range(1, len(seen) + 1)) for seen in counts.values())
+    claimed = sorted(p.name for p in (tmp_path / "data").iterdir() if p.is_dir())
+    if started_in_master:
+        assert "worker-0" not in stores and len(claimed) == len(stores) + 1  # worker-0: the master's
+    else:
+        assert len(claimed) == len(stores)  # the master claimed none
+
