@@ -19,7 +19,10 @@ the node's thread and starts the tree; a failure (a store that cannot be opened,
 `init` that raises) stops what did start, closes the store and raises. Stopping, always
 after the server has drained its requests: the tree stops in order (bounded by
 `stop_timeout`, then whatever is left gets "shutdown" and is killed after `stop_timeout`),
-then the store closes (committing and syncing what is pending).
+then the store closes (committing and syncing what is pending). A top supervisor that
+gives up (its restart intensity exceeded) is reported and not restarted (an
+`Application`'s "temporary" restart): the server keeps answering, its calls fail with
+`NoProc` (503), until the server process is restarted.
 
 One store per OS process: LMDB's writer is the node, so two server workers must never
 share a store directory. With `store_per_process=True`, each process takes its own
