@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors import CallTimeout, GenServer, Node
-from apps.timeline import BadRequest, Page, Snowflake, TimelineConfig, TimelineService, Unavailable
+from apps.timeline import BadRequest, Page, Snowflake, TimelineConfig, TimelineService, Unavailable, user_id
 from apps.timeline.author import Author
 from apps.timeline import home
 from apps.timeline.snowflake import MAX_SEQ, make_id, split_id
@@ -389,6 +389,21 @@ def test_bad_input_is_refused_by_name_and_nothing_stored_is_lost(world):
     assert world.timeline(2) == [kept]
     world.restart()
     assert world.timeline(2) == [kept]
+
+
+@pytest.mark.parametrize("name, error", [
+    ("", "user name cannot be empty"), ("x" * 500_000, "user name of 500000 characters; the limit is 64"),
+    ("eve\nforged", r"user name 'eve\\nforged' has a control character .* \(at 3\)"),
+    ("a\x00", "control character"), (7, "user name must be a str, got int")],
+    ids=["empty", "500k", "newline", "nul", "int"])
+def test_a_bad_user_name_is_refused_naming_what_is_wrong(name, error):
+    with pytest.raises(BadRequest, match=error):
+        user_id(name)
+
+
+def test_a_user_name_maps_to_one_id_in_range():
+    assert user_id("alice smith") == user_id("alice smith") != user_id("alice")
+    assert 0 <= user_id("é" * 64) < 1 << 63 and user_id("x" * 100, max_len=100) >= 0
 
 
 def test_idle_timelines_are_passivated_and_come_back_from_the_store(tmp_path):

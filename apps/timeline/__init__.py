@@ -9,9 +9,10 @@ as pure functions), `snowflake`, `context` (placement, the entity base), `config
 `errors`, `sim`.
 """
 from .config import TimelineConfig
+from .context import check_name, user_id
 from .errors import BadRequest, TimelineError, Unavailable
 from .service import Page, TimelineService
 from .snowflake import Snowflake
 
 __all__ = ["BadRequest", "Page", "Snowflake", "TimelineConfig", "TimelineError", "TimelineService",
-           "Unavailable"]
+           "Unavailable", "check_name", "user_id"]

@@ -13,8 +13,9 @@
     ├─ authors     Entities of Author: followers, tweets, posting
     └─ timelines   Entities of Timeline: home timelines (started on demand, passivated)
 
-Every API function takes `caller`, the calling process (it returns a coroutine) or the
-`Node` (a `Future`); errors are raised: `BadRequest` (nothing stored), `Unavailable`
+Users are ints; a caller that names its users maps a name to its id with `user_id(name)`,
+which refuses an empty, overlong or unprintable name (`check_name`). Every API function takes `caller`,
+the calling process (it returns a coroutine) or the `Node` (a `Future`); errors are raised: `BadRequest` (nothing stored), `Unavailable`
 (retry; a post with the same `cid` is stored once), and the kernel's call errors.
 """
 from __future__ import annotations
