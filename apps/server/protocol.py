@@ -7,8 +7,14 @@ A frame is a 4-byte big-endian length, then that many bytes of msgpack: a map wi
 
 `FrameReader` splits a byte stream into frames and refuses one over the size limit
 before buffering it; `decode` turns a frame into a checked request or raises
-`ProtocolError` naming the bad field. Neither keeps anything but the bytes of one
-unfinished frame.
+`ProtocolError` naming the bad field; `request_id` finds a frame's `id` without decoding
+the rest (to answer a frame that is refused unread). Neither keeps anything but the bytes
+of one unfinished frame.
+
+An error message shows a client's values only in part (`SHOWN` characters of a value, at
+most `NAMED` unknown field names), so an answer never grows with the frame it answers. A
+field holds a scalar or a list of scalars: a value nesting lists or maps deeper is
+refused naming the field, as is a frame nested deeper than msgpack's own limit (1,024).
 """
 from __future__ import annotations
 
@@ -23,6 +29,10 @@ MAX_FRAME = 1 << 20
 
 MAX_LIST = 1_000
 """Longest list a request field may hold (read ids, contacts, tweet ids)."""
+SHOWN = 40
+"""Characters of a client's value an error message shows at most."""
+NAMED = 5
+"""Unknown field names an error message names at most (then says how many more)."""
 
 # Error codes (the `code` of an error frame). Those in FATAL are followed by a close.
 BAD_REQUEST = "bad_request"            # a field is missing, of the wrong type, or out of range
@@ -121,6 +131,26 @@ def _bytes(value: Any) -> bool:
     return type(value) is bytes
 
 
+def _nests(value: Any) -> bool:
+    """Whether `value` is deeper than any field may be (a list of scalars)."""
+    return type(value) is dict or type(value) is list and any(type(v) in (list, dict) for v in value)
+
+
+def show(value: Any) -> str:
+    """A client's value for an error or log message: its type and at most `SHOWN`
+    characters of its repr, however large or deeply nested it is."""
+    if type(value) in (list, dict):
+        return f"a {type(value).__name__} of {len(value)}"
+    if type(value) in (str, bytes) and len(value) > SHOWN:
+        return f"{type(value).__name__} {value[:SHOWN]!r}... ({len(value)} long)"
+    return f"{type(value).__name__} {repr(value)[:SHOWN]}"
+
+
+def _named(name: str | bytes) -> str:
+    """A field name (a map key: str or bytes) for an error message, at most `SHOWN` long."""
+    return repr(name[:SHOWN]) + ("..." if len(name) > SHOWN else "")
+
+
 _KINDS: dict[Callable[[Any], bool], str] = {
     _str: "a str", _int: "an int in [0, 2**63)", _cid: "a str or an int >= 0",
     _ints: f"a list of at most {MAX_LIST} ints >= 0", _strs: f"a list of at most {MAX_LIST} strs",
@@ -151,23 +181,39 @@ def decode(body: bytes) -> tuple[str, int, dict[str, Any]]:
     """`(type, id, fields)` of a request frame body, checked against `REQUESTS`."""
     try:
         frame = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except msgpack.StackError:
+        raise ProtocolError(BAD_REQUEST, "the frame nests lists or maps over 1024 deep; a field holds "
+                            "a scalar or a list of scalars") from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(MALFORMED, f"the frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
+        raise ProtocolError(MALFORMED, f"the frame is not valid msgpack: {type(exc).__name__}: "
+                            f"{str(exc)[:2 * SHOWN]}") from None
     if type(frame) is not dict:
         raise ProtocolError(MALFORMED, f"a frame must be a msgpack map, got {type(frame).__name__}")
+    try:
+        return _checked(frame)
+    except ProtocolError as exc:  # a nesting value is named first: it is what is wrong
+        nested = next((name for name, value in frame.items() if _nests(value)), None)
+        if nested is None:
+            raise
+        raise ProtocolError(BAD_REQUEST, f"field {_named(nested)} nests lists or maps; a field holds "
+                            f"a scalar or a list of scalars", exc.req_id) from None
+
+
+def _checked(frame: dict) -> tuple[str, int, dict[str, Any]]:
     req_id = frame.get("id")
     req_id = req_id if _int(req_id) else None
-    if frame.get("v") != VERSION:
+    version = frame.get("v")
+    if type(version) is not int or version != VERSION:  # 1.0 and True equal 1, but are not it
         raise ProtocolError(BAD_VERSION, f"field 'v' must be {VERSION} (the protocol version), "
-                            f"got {frame.get('v')!r:.40}", req_id)
+                            f"got {show(version)}", req_id)
     kind = frame.get("t")
     spec = REQUESTS.get(kind) if type(kind) is str else None
     if spec is None:
-        raise ProtocolError(UNKNOWN_TYPE, f"field 't': unknown request type {kind!r:.40}; known: "
+        raise ProtocolError(UNKNOWN_TYPE, f"field 't': unknown request type {show(kind)}; known: "
                             f"{', '.join(REQUESTS)}", req_id)
     if req_id is None:
         raise ProtocolError(BAD_REQUEST, f"{kind}: field 'id' must be an int in [0, 2**63), got "
-                            f"{frame.get('id')!r:.40}")
+                            f"{show(frame.get('id'))}")
     fields = {}
     for name, (check, required) in spec.items():
         if name not in frame:
@@ -177,9 +223,27 @@ def decode(body: bytes) -> tuple[str, int, dict[str, Any]]:
         value = frame[name]
         if not check(value):
             raise ProtocolError(BAD_REQUEST, f"{kind}: field {name!r} must be {_KINDS[check]}, got "
-                                f"{type(value).__name__} {value!r:.40}", req_id)
+                                f"{show(value)}", req_id)
         fields[name] = value
     if len(frame) != len(fields) + 3:  # more than v, t, id and the fields taken
-        extra = sorted(str(name) for name in frame if name not in spec and name not in ("v", "t", "id"))
-        raise ProtocolError(BAD_REQUEST, f"{kind}: unknown field(s) {', '.join(map(repr, extra))}", req_id)
+        extra = [name for name in frame if name not in spec and name not in ("v", "t", "id")]
+        named = ", ".join(map(_named, extra[:NAMED]))  # in the order sent
+        more = f" and {len(extra) - NAMED} more" if len(extra) > NAMED else ""
+        raise ProtocolError(BAD_REQUEST, f"{kind}: unknown field(s) {named}{more}", req_id)
     return kind, req_id, fields
+
+
+def request_id(body: bytes) -> int | None:
+    """The `id` of a request frame body, or None: looked for among the map's first few
+    keys with every value skipped, not decoded (for answering a frame refused unread)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(body)
+    try:
+        for _ in range(min(unpacker.read_map_header(), 8)):  # a request has at most 7 keys
+            if unpacker.unpack() == "id":
+                req_id = unpacker.unpack()
+                return req_id if _int(req_id) else None
+            unpacker.skip()
+    except Exception:  # noqa: BLE001 - not a map, or broken: no id to answer with
+        pass
+    return None
