@@ -9,7 +9,8 @@ import pytest
 
 from apps.server import auth
 from apps.server import protocol as P
-from apps.server.connection import Limits, timeline_user
+from apps.server.connection import Limits
+from apps.timeline import user_id
 
 
 def body(**frame):
@@ -131,5 +132,5 @@ def test_limits_refuse_nonsense_naming_the_field(field, value):
 
 
 def test_timeline_ids_of_names_are_stable_and_in_range():
-    assert timeline_user("alice") == timeline_user("alice") != timeline_user("bob")
-    assert all(0 <= timeline_user(name) < 1 << 63 for name in ("", "alice", "x" * 64))
+    assert user_id("alice") == user_id("alice") != user_id("bob")
+    assert all(0 <= user_id(name) < 1 << 63 for name in ("a", "alice smith", "x" * 64))

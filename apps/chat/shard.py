@@ -288,16 +288,18 @@ class Shard(EventSourcedServer):
         if self.confirms:  # the device's confirmation came first: its `delivered` goes first
             self._flush_batch()
         records = self.state["records"]
-        news = []
-        for msg_id in ids:
+        news, others = [], []
+        for msg_id in dict.fromkeys(ids):  # each id once, however often it is named
             record = records.get(msg_id)
             if record is None or record[3] == book.READ:
                 continue  # forgotten after retention, or already read
             if record[2] != user:
-                log.warning("chat shard %d: %r read message %d, which was sent to %r; ignored",
-                            self.index, user, msg_id, record[2])
+                others.append(msg_id)
                 continue
             news.append(msg_id)
+        if others:  # one line per request, not per id
+            log.warning("chat shard %d: %r read %d message(s) sent to others, such as %d (sent to %r); ignored",
+                        self.index, user, len(others), others[0], records[others[0]][2])
         if news:
             self._act(self._persist([book.E_READ, user, news, self.now()]))
 

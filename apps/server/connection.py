@@ -19,18 +19,32 @@ become pushes on the socket) and subscribes itself to the user's timeline pushes
 later request acts as that user only: no request has a field naming another actor.
 
 Limits, each answered with an error frame (see `protocol.FATAL` for those that close):
-frames over `max_frame` (the connection closes: its stream cannot be trusted further),
-a token bucket of `rate` requests per second with bursts of `burst` (a refused request
-is not executed; `max_refused` refusals in a row close the connection), nothing heard
-for `idle_timeout` seconds (`auth_timeout` before authenticating), and an outgoing
-buffer over `max_outgoing` bytes when a frame is to be written: that slow reader is cut
-off at once (no frame could reach it). Nothing stored is lost by any of these: undelivered messages stay pending
-and come again when the user reconnects.
+frames over `max_frame` (the connection closes: its stream cannot be trusted further); a
+token bucket of `rate` requests per second with bursts of `burst`, taken before a frame
+is decoded (a refused frame is not decoded, nor executed: only its `id` is looked up to
+answer it; `max_refused` refusals in a row close the connection), except that a
+`confirm` gets its token back while it answers an items frame the connection wrote (one
+per frame, so a reader that confirms what others' traffic brings it is never refused);
+nothing heard for `idle_timeout` seconds once authenticated; no successful `auth` within
+`auth_timeout` seconds of connecting (an absolute deadline: frames do not extend it).
+
+The outgoing side is paced, not punished: chat items are written only while the
+socket's unsent bytes are under half of `max_outgoing`; beyond it they are held (the
+newest copy of each, by seq: bounded by the chat window) and written as the socket
+drains. Only a reader that lets other frames (answers, presence, tweets) pile past
+`max_outgoing` is cut off, at once: no frame could reach it. Nothing stored is lost by
+any of these: undelivered messages stay pending and come again when the user
+reconnects.
+
+Closing, the connection sends its last frames, then the end of its stream, and reads and
+drops what the client still sends until it closes too (or `CLOSE_GRACE` passes): a close
+with unread input would reset the connection, and a reset makes the client drop what it
+received and had not yet read, such as the answer saying why the connection closed.
+Client values in log lines are escaped (`%r`): a user name cannot forge a line.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,6 +58,8 @@ from apps.chat.protocol import check_name
 from apps.timeline import BadRequest as TimelineBadRequest
 from apps.timeline import TimelineService
 from apps.timeline import Unavailable as TimelineUnavailable
+from apps.timeline import check_name as check_user_name
+from apps.timeline import user_id
 
 from . import auth
 from . import protocol as P
@@ -51,11 +67,13 @@ from . import protocol as P
 log = logging.getLogger("apps.server")
 
 FRAME, ANSWER, LOST, TICK = "$frame", "$answer", "$lost", ("$tick",)
+DRAINED, AUTH_DEADLINE = ("$drained",), ("$auth_deadline",)
 PIPELINED = frozenset({"send", "confirm", "ping"})
 """Requests that may be in flight together (see the module docstring): each acts alone,
 and a sender's messages to one recipient still reach its shard, and are stored, in order
 (connection -> session -> shard: each hop keeps the order of one sender's messages)."""
 CLOSE_GRACE = 5.0  # seconds a closing connection has to take its last frames
+ITEM_BYTES = 96  # a chat item's bytes on the wire besides its payload (seq, ids, sender name)
 UNAVAILABLE = (ChatUnavailable, TimelineUnavailable, CallTimeout, CallExit, NoProc)
 ERROR_CODES = ((ChatBadRequest, P.BAD_REQUEST), (TimelineBadRequest, P.BAD_REQUEST),
                (UNAVAILABLE, P.UNAVAILABLE), (Overloaded, P.OVERLOADED), (RateLimited, P.RATE_LIMITED))
@@ -95,14 +113,12 @@ class Context:
         return f"<server Context {self.limits}>"
 
 
-def timeline_user(user: str) -> int:
-    """The timeline's user id of a chat user name: 63 bits of blake2b of the name, the same
-    in every process and interpreter (a collision needs about 3 billion users)."""
-    return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "big") >> 1
-
-
 class Port(asyncio.Protocol):
-    """The socket side of a connection process (see the module docstring)."""
+    """The socket side of a connection process (see the module docstring). It reads
+    unless `full` (max_queued frames unanswered, until half are) or `broken` (the stream
+    cannot be trusted); once `closing`, it reads only to drop what arrives. `blocked`:
+    the transport's unsent bytes are over its high-water mark (held items wait for the
+    DRAINED message). Reading goes on meanwhile: a slow reader's pings are still heard."""
 
     def __init__(self, conn: Connection, transport: asyncio.Transport) -> None:
         self.node = conn.node
@@ -111,33 +127,51 @@ class Port(asyncio.Protocol):
         self.reader = P.FrameReader(conn.ctx.limits.max_frame)
         self.max_queued = conn.ctx.limits.max_queued
         self.queued = 0
-        self.paused = False
-        self.broken = False
+        self.reading = False  # the acceptor paused the transport; `update` resumes it
+        self.full = self.blocked = self.broken = self.closing = False
+
+    def update(self) -> None:
+        reading = self.closing or not (self.full or self.broken)
+        if reading != self.reading:
+            self.reading = reading
+            (self.transport.resume_reading if reading else self.transport.pause_reading)()
 
     def data_received(self, data: bytes) -> None:
-        if self.broken:
+        if self.broken or self.closing:
             return
         try:
             frames = self.reader.feed(data)
         except P.ProtocolError as exc:
             self.broken = True
-            self.transport.pause_reading()
+            self.update()
             self.node.send(self.pid, (FRAME, exc))
             return
         for body in frames:
             self.node.send(self.pid, (FRAME, body))
         self.queued += len(frames)
-        if self.queued >= self.max_queued and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if self.queued >= self.max_queued and not self.full:
+            self.full = True
+            self.update()
 
     def taken(self) -> None:
         """The connection answered one frame (or refused it)."""
         self.queued -= 1
         assert self.queued >= 0, "more frames handled than received"
-        if self.paused and self.queued <= self.max_queued // 2 and not self.broken:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.full and self.queued <= self.max_queued // 2:
+            self.full = False
+            self.update()
+
+    def pause_writing(self) -> None:
+        self.blocked = True
+
+    def resume_writing(self) -> None:
+        self.blocked = False
+        self.node.send(self.pid, DRAINED)
+
+    def linger(self) -> None:
+        """The connection has ended its side: drop what arrives until the peer's end."""
+        self.closing = True
+        self.update()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -155,8 +189,15 @@ class Connection(GenServer):
         self.transport = transport
         self.out: list[bytes] = []  # frames of this tick, not yet handed to the transport
         self.out_bytes = 0
+        self.shut = False  # the end of the stream was sent: nothing more is written
+        self.high = ctx.limits.max_outgoing // 2  # items wait while this much is unsent
+        self.held: dict[int, list] = {}  # seq -> chat item waiting for the socket to drain
+        self.held_acked = 0  # what the shard said was confirmed, with the items held
+        self.max_held = 2 * ctx.chat.config.window
+        self.credits = 0  # items frames written and not yet confirmed: free confirms
         self.port = Port(self, transport)
         transport.set_protocol(self.port)
+        transport.set_write_buffer_limits(high=self.high)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.user: str | None = None
@@ -173,14 +214,15 @@ class Connection(GenServer):
         # Requests waiting for the above: at most max_queued (a list: an idle connection
         # holds 56 bytes for it, an empty deque 600).
         self.backlog: list[tuple[str, int, dict[str, Any]]] = []
-        self.every = min(limits.idle_timeout, limits.auth_timeout, ctx.chat.config.heartbeat_timeout) / 3
+        self.every = min(limits.idle_timeout, ctx.chat.config.heartbeat_timeout) / 3
         self.send_after(self.every, self.pid, TICK)
+        self.send_after(limits.auth_timeout, self.pid, AUTH_DEADLINE)
         if transport.is_closing():  # lost while this process was starting
             self.send(self.pid, (LOST,))
             return
         self.write({"t": "hello", "nonce": self.nonce, "max_frame": limits.max_frame,
                     "idle_timeout": limits.idle_timeout})
-        transport.resume_reading()
+        self.port.update()
 
     # -- the socket --------------------------------------------------------------------------
 
@@ -188,13 +230,13 @@ class Connection(GenServer):
         """Queue a frame; the frames of one scheduler tick leave in one socket write (a
         send on loopback costs tens of microseconds, more than encoding a frame)."""
         transport = self.transport
-        if transport.is_closing():
+        if self.shut or transport.is_closing():
             return
-        unsent = transport.get_write_buffer_size() + self.out_bytes
+        unsent = self._unsent()
         if unsent > self.ctx.limits.max_outgoing:
             # Checked before writing, so one frame larger than the limit (a window of big
             # messages) still goes; the buffer stays under the limit plus one frame.
-            log.info("connection %s (%s): a slow reader, %d bytes unsent; disconnected", self.peer,
+            log.info("connection %s (%r): a slow reader, %d bytes unsent; disconnected", self.peer,
                      self.user, unsent)
             self.out.clear()
             transport.abort()
@@ -206,10 +248,49 @@ class Connection(GenServer):
         self.out.append(data)
         self.out_bytes += len(data)
 
+    def _unsent(self) -> int:
+        return self.transport.get_write_buffer_size() + self.out_bytes
+
     def _flush_out(self) -> None:
         out, self.out, self.out_bytes = self.out, [], 0
         if out and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self.held and not self.port.blocked:  # the socket took it: room for more
+                self.node.send(self.pid, DRAINED)
+
+    def _items(self, items: list[list], acked: int) -> None:
+        """Chat items from the user's shard (`acked`: what it has had confirmed): written
+        at once while the unsent bytes stay under `high`, else held until they drain."""
+        if not self.held and self._unsent() + sum(ITEM_BYTES + len(item[4] or b"") for item in items) <= self.high:
+            self._write_items(items, acked)
+            return
+        held = self.held
+        self.held_acked = acked
+        for item in items:
+            held[item[0]] = item  # a resent item replaces its older copy
+        while len(held) > self.max_held:  # only after a shard forgot confirmations: they come again
+            del held[max(held)]
+        self._write_held()
+
+    def _write_held(self) -> None:
+        """Write held items in seq order, as many as fit under `high` (at least one)."""
+        held = self.held
+        for seq in [seq for seq in held if seq <= self.held_acked]:
+            del held[seq]  # confirmed meanwhile
+        room = self.high - self._unsent()
+        if not held or room <= 0:
+            return  # DRAINED comes once the socket has taken what is unsent
+        batch, size = [], 0
+        for seq in sorted(held):
+            batch.append(held.pop(seq))
+            size += ITEM_BYTES + len(batch[-1][4] or b"")
+            if size >= room:
+                break
+        self._write_items(batch, self.held_acked)
+
+    def _write_items(self, items: list[list], acked: int) -> None:
+        self.write({"t": "items", "items": items, "acked": acked})
+        self.credits = min(self.credits + 1, self.max_held)  # one free confirm for it
 
     def error(self, code: str, message: str, req_id: int | None = None) -> None:
         self.write({"t": "error", "id": req_id, "code": code, "message": message})
@@ -217,18 +298,31 @@ class Connection(GenServer):
             self.close()
 
     def close(self) -> None:
-        self._close_transport()
+        self._shut()
         self.stop("normal")
 
-    def _close_transport(self) -> None:
+    def _shut(self) -> None:
+        """Send what is queued and then the end of the stream; drop what the client still
+        sends until it closes too, or cut it off after CLOSE_GRACE (see the module
+        docstring: a close with unread input resets the connection)."""
+        if self.shut:
+            return
         self._flush_out()
-        self.transport.close()  # after what is buffered, but a peer that never reads gets
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, self.transport.abort)  # cut off
+        self.shut = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.port.linger()
+        else:
+            transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
 
     def terminate(self, reason: Any) -> None:
         if reason != "normal":
             self.write({"t": "closed", "reason": "server shutting down" if reason == "shutdown" else "error"})
-            self._close_transport()
+            self._shut()
         if self.session is not None:
             self.cast(self.session, ("close", "disconnected"))
 
@@ -241,7 +335,7 @@ class Connection(GenServer):
         if tag == ANSWER:
             self._answered(*msg[1:])
         elif tag == "items":
-            self.write({"t": "items", "items": msg[1], "acked": msg[2]})
+            self._items(msg[1], msg[2])
         elif tag == "tweet":
             self.write({"t": "tweet", "tweet_id": msg[2]})
         elif tag == "presence":
@@ -254,6 +348,11 @@ class Connection(GenServer):
             self.stop("normal")
         elif msg == TICK:
             return self._tick()
+        elif msg == DRAINED:
+            self._write_held()
+        elif msg == AUTH_DEADLINE:
+            if self.user is None:
+                self.error(P.IDLE, f"not authenticated within {self.ctx.limits.auth_timeout:g} s; closing")
         elif type(msg) is Down and msg.pid == self.session:
             self.session = None
             self.write({"t": "closed", "reason": "session ended"})
@@ -265,7 +364,7 @@ class Connection(GenServer):
     def _tick(self) -> None:
         limits = self.ctx.limits
         silent = self.now() - self.heard
-        if silent >= (limits.idle_timeout if self.user is not None else limits.auth_timeout):
+        if self.user is not None and silent >= limits.idle_timeout:
             self.error(P.IDLE, f"nothing heard for {silent:.0f} s; closing")
             return
         self.send_after(self.every, self.pid, TICK)
@@ -279,6 +378,14 @@ class Connection(GenServer):
             self.error(body.code, str(body))
             return None
         self.heard = self.now()
+        if not self._admit():  # before decoding: a refused frame costs no decoding
+            self.port.taken()
+            req_id = P.request_id(body)
+            if self.refused >= self.ctx.limits.max_refused:
+                self.error(P.TOO_FAST, f"{self.refused} requests refused in a row; closing", req_id)
+            else:
+                self.error(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later", req_id)
+            return None
         self.active = True
         try:
             kind, req_id, fields = P.decode(body)
@@ -286,13 +393,9 @@ class Connection(GenServer):
             self.port.taken()
             self.error(exc.code, str(exc), exc.req_id)
             return None
-        if not self._admit():
-            self.port.taken()
-            if self.refused >= self.ctx.limits.max_refused:
-                self.error(P.TOO_FAST, f"{self.refused} requests refused in a row; closing", req_id)
-            else:
-                self.error(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later", req_id)
-            return None
+        if kind == "confirm" and self.credits:  # it confirms what others' traffic brought
+            self.credits -= 1
+            self.tokens += 1.0
         return self._request(kind, req_id, fields)
 
     def _admit(self) -> bool:
@@ -360,7 +463,7 @@ class Connection(GenServer):
     def _failed(self, kind: str, req_id: int, exc: Exception) -> None:
         code = next((code for types, code in ERROR_CODES if isinstance(exc, types)), None)
         if code is None:
-            log.error("connection %s (%s): %s request failed", self.peer, self.user, kind, exc_info=exc)
+            log.error("connection %s (%r): %s request failed", self.peer, self.user, kind, exc_info=exc)
             code = P.INTERNAL
         self.error(code, f"{kind}: {exc}", req_id)
 
@@ -389,17 +492,25 @@ class Connection(GenServer):
             return
         check_name("user", user, ctx.chat.config)
         check_name("device", device, ctx.chat.config)
-        await ctx.timeline.subscribe(self, timeline_user(user), self.pid)  # idempotent: first
+        tuser = self._timeline_user(user)
+        await ctx.timeline.subscribe(self, tuser, self.pid)  # idempotent: first
         self.session = await ctx.chat.connect(self, user, device, self.pid)
         self.monitor(self.session)
-        self.user, self.tuser = user, timeline_user(user)
+        self.user, self.tuser = user, tuser
         self.write({"t": "ok", "id": req_id, "user": user})
+
+    def _timeline_user(self, name: str) -> int:
+        return user_id(name, self.ctx.chat.config.max_id_len)
+
+    def _named(self, what: str, name: str) -> str:
+        """A user name a request gives, checked as the timeline checks them (printable)."""
+        return check_user_name(name, self.ctx.chat.config.max_id_len, what)
 
     def _do_ping(self) -> Answer:
         return DONE, _nothing
 
     def _do_send(self, to: str, cid: str | int, body: bytes, preview: str = "") -> Answer:
-        return self.ctx.chat.send(self.node, self.session, to, cid, body, preview), _msg_id
+        return self.ctx.chat.send(self.node, self.session, self._named("recipient", to), cid, body, preview), _msg_id
 
     def _do_confirm(self, upto: int) -> Answer:
         return self.ctx.chat.confirm(self.node, self.session, upto), _nothing
@@ -411,25 +522,25 @@ class Connection(GenServer):
         return self.ctx.chat.set_presence(self.node, self.session, status), _nothing
 
     def _do_presence_of(self, user: str) -> Answer:
-        return self.ctx.chat.presence(self.node, user), _presence
+        return self.ctx.chat.presence(self.node, self._named("user", user)), _presence
 
     def _do_contacts(self, users: list[str]) -> Answer:
-        return self.ctx.chat.set_contacts(self.node, self.user, users), _nothing
+        return self.ctx.chat.set_contacts(self.node, self.user, [self._named("contact", user) for user in users]), _nothing
 
     def _do_post(self, text: str, cid: str | int | None = None) -> Answer:
         return self.ctx.timeline.post(self.node, self.tuser, text, cid), _tweet_id
 
     def _do_follow(self, user: str) -> Answer:
-        return self.ctx.timeline.follow(self.node, self.tuser, timeline_user(user)), _since
+        return self.ctx.timeline.follow(self.node, self.tuser, self._timeline_user(user)), _since
 
     def _do_unfollow(self, user: str) -> Answer:
-        return self.ctx.timeline.unfollow(self.node, self.tuser, timeline_user(user)), _until
+        return self.ctx.timeline.unfollow(self.node, self.tuser, self._timeline_user(user)), _until
 
     def _do_timeline(self, cursor: int | None = None) -> Answer:
         return self.ctx.timeline.read_page(self.node, self.tuser, cursor), _page
 
     def _do_tweets(self, user: str, ids: list[int]) -> Answer:
-        return self.ctx.timeline.tweets(self.node, timeline_user(user), ids), _tweets
+        return self.ctx.timeline.tweets(self.node, self._timeline_user(user), ids), _tweets
 
     def _do_bye(self) -> Answer:
         return DONE, _nothing
