@@ -49,14 +49,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="what an acknowledged message survives: sync = power loss (fsync per "
                        "commit), process = kill -9 of the server")
     serve.add_argument("--idle-timeout", type=float, default=60.0, help="close connections silent this long (s)")
-    serve.add_argument("--auth-timeout", type=float, default=10.0, help="... or not authenticated this long (s)")
+    serve.add_argument("--auth-timeout", type=float, default=10.0,
+                       help="close connections not authenticated this long after connecting (s)")
     serve.add_argument("--rate", type=float, default=2000.0, help="requests per second per connection")
     serve.add_argument("--burst", type=int, default=4000, help="requests in a burst per connection")
     serve.add_argument("--max-frame", type=int, default=1 << 20, help="largest request frame (bytes)")
     serve.add_argument("--max-outgoing", type=int, default=4 << 20,
-                       help="unsent bytes after which a slow reader is disconnected")
+                       help="unsent bytes per connection: chat items wait above half of it, and a "
+                       "reader that lets other frames pile past it is disconnected")
     serve.add_argument("--max-connections", type=int, default=100_000,
-                       help="connections served at once; more are refused")
+                       help="connections served at once (lowered to fit the descriptor limit, "
+                       "ulimit -n); more are refused")
     serve.set_defaults(func=_serve)
 
     chat = sub.add_parser("chat", help="the interactive terminal client", description="Chat through a "

@@ -6,6 +6,7 @@ to the server across a real loopback socket and a process boundary.
 """
 from __future__ import annotations
 
+import resource
 import select
 import signal
 import socket
@@ -26,11 +27,13 @@ START_TIMEOUT = 30.0  # a safety bound on a loaded machine, not a measurement
 
 
 class ServerProcess:
-    """`python -m apps.cli serve --data DIR --port 0 FLAGS...` with a known secret."""
+    """`python -m apps.cli serve --data DIR --port 0 FLAGS...` with a known secret (and
+    `nofile` as its descriptor limit, RLIMIT_NOFILE, if given)."""
 
-    def __init__(self, data: Path, *flags: str) -> None:
+    def __init__(self, data: Path, *flags: str, nofile: int | None = None) -> None:
         self.data = data
         self.flags = flags
+        self.nofile = nofile
         self.proc: subprocess.Popen | None = None
         self.port = 0
         data.mkdir(parents=True, exist_ok=True)
@@ -44,13 +47,17 @@ class ServerProcess:
         log = open(self.data / "server.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apps.cli", "serve", "--data", str(self.data), "--port", "0", *self.flags],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+            preexec_fn=None if self.nofile is None else self._limit_descriptors)
         log.close()
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         assert line.startswith("letitcrash: serving on "), f"server did not start: {line!r}\n{self.log()}"
         self.port = int(line.rsplit(":", 1)[1])
         return self
+
+    def _limit_descriptors(self) -> None:  # in the child, before it runs the server
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
