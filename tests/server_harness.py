@@ -6,7 +6,7 @@ to the server across a real loopback socket and a process boundary.
 """
 from __future__ import annotations
 
-import resource
+import asyncio
 import select
 import signal
 import socket
@@ -24,6 +24,9 @@ from apps.server.auth import prove, token_for
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = bytes(range(1, 33))
 START_TIMEOUT = 30.0  # a safety bound on a loaded machine, not a measurement
+LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
+           "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])")
+"""`python -c LIMITED N COMMAND...`: COMMAND with a descriptor limit of N."""
 
 
 class ServerProcess:
@@ -45,19 +48,16 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.data / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "apps.cli", "serve", "--data", str(self.data), "--port", "0", *self.flags],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
-            preexec_fn=None if self.nofile is None else self._limit_descriptors)
+        command = [sys.executable, "-m", "apps.cli", "serve", "--data", str(self.data), "--port", "0", *self.flags]
+        if self.nofile is not None:  # set in the child, then the server runs in its place
+            command = [sys.executable, "-c", LIMITED, str(self.nofile), *command]
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         assert line.startswith("letitcrash: serving on "), f"server did not start: {line!r}\n{self.log()}"
         self.port = int(line.rsplit(":", 1)[1])
         return self
-
-    def _limit_descriptors(self) -> None:  # in the child, before it runs the server
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -132,3 +132,15 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def run(coro: Any) -> Any:
+    """Run a test's client side, bounded (a regression fails instead of hanging)."""
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def error(frame: dict[str, Any], code: str, req_id: int | None = None) -> str:
+    """The message of `frame`, which must be an error `code` answering `req_id`."""
+    assert frame["t"] == "error" and frame["code"] == code, frame
+    assert frame["id"] == req_id, frame
+    return frame["message"]

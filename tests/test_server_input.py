@@ -10,7 +10,7 @@ import time
 
 import msgpack
 import pytest
-from server_harness import SECRET, ServerProcess
+from server_harness import SECRET, ServerProcess, error, run
 
 from apps.server import Message, Receipt
 from apps.server import protocol as P
@@ -33,16 +33,6 @@ def server(tmp_path_factory):
         token = token_for(SECRET, user)
         assert token.hex() not in log and repr(token)[2:-1] not in log
     assert SECRET.hex() not in log and repr(SECRET)[2:-1] not in log
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def error(frame, code, req_id=None):
-    assert frame["t"] == "error" and frame["code"] == code, frame
-    assert frame["id"] == req_id, frame
-    return frame["message"]
 
 
 # -- bad frames -------------------------------------------------------------------------------------

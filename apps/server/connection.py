@@ -22,7 +22,8 @@ Limits, each answered with an error frame (see `protocol.FATAL` for those that c
 frames over `max_frame` (the connection closes: its stream cannot be trusted further); a
 token bucket of `rate` requests per second with bursts of `burst`, taken before a frame
 is decoded (a refused frame is not decoded, nor executed: only its `id` is looked up to
-answer it; `max_refused` refusals in a row close the connection), except that a
+answer it; `max_refused` frames in a row refused or not valid close the connection, so a
+flood of bad frames gets a bounded number of answers), except that a
 `confirm` gets its token back while it answers an items frame the connection wrote (one
 per frame, so a reader that confirms what others' traffic brings it is never refused);
 nothing heard for `idle_timeout` seconds once authenticated; no successful `auth` within
@@ -379,24 +380,30 @@ class Connection(GenServer):
             return None
         self.heard = self.now()
         if not self._admit():  # before decoding: a refused frame costs no decoding
-            self.port.taken()
-            req_id = P.request_id(body)
-            if self.refused >= self.ctx.limits.max_refused:
-                self.error(P.TOO_FAST, f"{self.refused} requests refused in a row; closing", req_id)
-            else:
-                self.error(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later", req_id)
+            self._refuse(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later",
+                         P.request_id(body))
             return None
         self.active = True
         try:
             kind, req_id, fields = P.decode(body)
         except P.ProtocolError as exc:
-            self.port.taken()
-            self.error(exc.code, str(exc), exc.req_id)
+            self._refuse(exc.code, str(exc), exc.req_id)
             return None
+        self.refused = 0
         if kind == "confirm" and self.credits:  # it confirms what others' traffic brought
             self.credits -= 1
             self.tokens += 1.0
         return self._request(kind, req_id, fields)
+
+    def _refuse(self, code: str, message: str, req_id: int | None) -> None:
+        """Answer a frame refused (over the rate) or not valid; `max_refused` of them in
+        a row close the connection: a working client sends neither so many times."""
+        self.port.taken()
+        self.refused += 1
+        if self.refused >= self.ctx.limits.max_refused:
+            self.error(P.TOO_FAST, f"{self.refused} frames in a row over the rate or not valid; closing", req_id)
+        else:
+            self.error(code, message, req_id)
 
     def _admit(self) -> bool:
         """Take a token from the bucket."""
@@ -405,10 +412,8 @@ class Connection(GenServer):
         self.tokens = min(float(limits.burst), self.tokens + (now - self.refill_at) * limits.rate)
         self.refill_at = now
         if self.tokens < 1.0:
-            self.refused += 1
             return False
         self.tokens -= 1.0
-        self.refused = 0
         return True
 
     def _request(self, kind: str, req_id: int, fields: dict[str, Any]) -> Any:
