@@ -1,10 +1,14 @@
 """The `letitcrash` command: `serve` and `chat` (the chat server and its terminal client),
-`token`, and the simulator's `sim`, `replay` and `shrink` (handed to `sim.cli`, which
-stays importable without `apps`).
+`token`, `observe` and `remsh` (a running node, seen from outside), and the simulator's
+`sim`, `replay` and `shrink` (handed to `sim.cli`, which stays importable without `apps`).
 
     letitcrash serve --data data                 # then, in two other terminals:
     letitcrash chat --user alice                 # @bob hi
     letitcrash chat --user bob
+
+    letitcrash serve --data data --observer 8090 --attach   # the observer page, data/attach.sock
+    letitcrash remsh data                        # a Python shell inside the running node
+    letitcrash observe data --port 8091          # the observer page, served from outside
 
 Exit status: 0 done, 1 the server or client failed, 2 bad input.
 """
@@ -15,10 +19,13 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Callable
 
 from sim.cli import main as sim_main
 
 SIM_COMMANDS = ("sim", "replay", "shrink")
+ATTACH_SOCKET = "attach.sock"  # in the data directory, with serve --attach
+OBSERVER_SECRET = "observer.secret"
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
 
@@ -60,7 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connections", type=int, default=100_000,
                        help="connections served at once (lowered to fit the descriptor limit, "
                        "ulimit -n); more are refused")
+    serve.add_argument("--observer", type=int, metavar="PORT",
+                       help="serve the observer page on PORT (its URL, with the token, is printed)")
+    serve.add_argument("--observer-host", default="127.0.0.1",
+                       help="the observer's address (default loopback; its token is always needed)")
+    serve.add_argument("--attach", action="store_true",
+                       help="open DATA/attach.sock for letitcrash observe and remsh (secret: DATA/observer.secret)")
     serve.set_defaults(func=_serve)
+
+    for name, text in (("observe", "serve the observer page of a running node"),
+                       ("remsh", "a Python shell running inside a running node")):
+        attached = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, attached "
+                                  "through the socket its `letitcrash serve --attach` opened.")
+        attached.add_argument("node", metavar="NODE", help="the node's data directory, its attach socket "
+                              "path, or HOST:PORT of a TCP attach server")
+        attached.add_argument("--secret-file", help="the attach secret (default: DATA/observer.secret)")
+        attached.set_defaults(func=_observe if name == "observe" else _remsh)
+    observe = sub.choices["observe"]
+    observe.add_argument("--port", type=int, default=8090, help="the page's port (0: any free one)")
+    observe.add_argument("--host", default="127.0.0.1")
+    sub.choices["remsh"].add_argument("-c", dest="code", help="run CODE, print its output and result, and exit")
 
     chat = sub.add_parser("chat", help="the interactive terminal client", description="Chat through a "
                           "running server. Type '@bob hi' to send, /help for the rest.")
@@ -121,13 +147,128 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"letitcrash: serving on {host}:{port}", flush=True)
 
     try:
+        observe = _observe_options(args)
         asyncio.run(serve(args.data, args.host, args.port, args.secret_file, limits, ready, args.durability,
-                          args.max_connections))
-    except (SecretError, StorageError) as exc:
+                          args.max_connections, observe))
+    except (SecretError, StorageError, ValueError) as exc:
         return _fail(str(exc), BAD_INPUT)
     except OSError as exc:
         return _fail(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", FAILED)
     return OK
+
+
+def _observe_options(args: argparse.Namespace) -> dict | None:
+    """`apps.observer.start` options for `serve --observer/--attach`, or None."""
+    if args.observer is None and not args.attach:
+        return None
+    from apps.observer import web_token
+    from apps.server.auth import load_secret
+
+    os.makedirs(args.data, exist_ok=True)
+    secret = load_secret(os.path.join(args.data, OBSERVER_SECRET), create=True)
+    return {"port": args.observer, "host": args.observer_host, "token": web_token(secret),
+            "attach": os.path.join(args.data, ATTACH_SOCKET) if args.attach else None, "secret": secret}
+
+
+def _attach_target(args: argparse.Namespace) -> tuple[object, bytes]:
+    """Where NODE's attach server is, and its secret."""
+    from apps.server.auth import load_secret
+
+    node = args.node
+    if os.path.isdir(node):
+        where: object = os.path.join(node, ATTACH_SOCKET)
+        secret_file = args.secret_file or os.path.join(node, OBSERVER_SECRET)
+    else:
+        host, _, port = node.rpartition(":")
+        where = (host, int(port)) if host and port.isdigit() else node
+        if args.secret_file is None:
+            raise ValueError("--secret-file is needed unless NODE is a data directory")
+        secret_file = args.secret_file
+    return where, load_secret(secret_file)
+
+
+async def _attach(args: argparse.Namespace):
+    from apps.observer import Client
+
+    where, secret = _attach_target(args)
+    if isinstance(where, tuple):
+        return await Client.connect_tcp(*where, secret)
+    return await Client.connect_unix(where, secret)
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """`run()` attached to a node, its failures mapped to exit statuses."""
+    from apps.observer.protocol import ProtocolError
+    from apps.server.auth import SecretError
+
+    try:
+        return run()
+    except (SecretError, ValueError) as exc:
+        return _fail(str(exc), BAD_INPUT)
+    except ProtocolError as exc:
+        return _fail(str(exc), FAILED)
+    except OSError as exc:
+        return _fail(f"cannot attach: {exc.strerror or exc}", FAILED)
+
+
+def _observe(args: argparse.Namespace) -> int:
+    import secrets
+
+    from apps.observer.web import serve_web
+
+    async def run() -> int:
+        client = await _attach(args)
+        token = secrets.token_hex(16)
+        runner, port = await serve_web(client, client.node, host=args.host, port=args.port, token=token)
+        print(f"letitcrash: observing {client.node} on http://{args.host}:{port}/?token={token}", flush=True)
+        try:
+            while client.closed is None:
+                await asyncio.sleep(0.5)
+            return _fail(f"the node went away: {client.closed}", FAILED)
+        finally:
+            await runner.cleanup()
+            await client.close()
+
+    return _guarded(lambda: asyncio.run(run()))
+
+
+def _remsh(args: argparse.Namespace) -> int:
+    loop = asyncio.new_event_loop()  # the console is synchronous: it drives this loop itself
+    try:
+        return _guarded(lambda: _shell(args, loop))
+    finally:
+        loop.close()
+
+
+def _shell(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> int:
+    from apps.observer.shell import Console
+
+    client = loop.run_until_complete(_attach(args))
+
+    async def evaluate(code: str) -> dict:
+        result: dict = {}
+        async for kind, value in client.stream("eval", {"code": code}):
+            if kind == "event":
+                print(value["out"], end="", flush=True)
+            else:
+                result = value
+        return result
+
+    try:
+        if args.code is None:
+            Console(evaluate, loop).interact(
+                banner=f"letitcrash remsh: Python inside {client.node}; node, store, processes(), info(pid), "
+                       "tree(), kill(pid), trace(target). Ctrl-D leaves.", exitmsg="")
+            return OK
+        result = loop.run_until_complete(evaluate(args.code))
+        if result.get("error"):
+            print(result["error"], end="", file=sys.stderr)
+            return FAILED
+        if result.get("value") is not None:
+            print(result["value"])
+        return OK
+    finally:
+        loop.run_until_complete(client.close())
 
 
 def _chat(args: argparse.Namespace) -> int:

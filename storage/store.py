@@ -75,6 +75,7 @@ import hashlib
 import logging
 import os
 import struct
+import time
 import zlib
 from typing import Any, Callable
 
@@ -243,6 +244,9 @@ class Store:
         """Called before each commit; a returned error fails the commit (fault injection)."""
         self.commits = 0
         self.writes = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Called after each commit with its writes and its seconds, on the committing thread
+        (the writer's, in real time): for metrics. It must be quick and must not raise."""
         self._batch = Batch()  # gathering writes
         self._inflight: Batch | None = None  # with the writer thread, not yet committed
         self._inflight_future: concurrent.futures.Future | None = None
@@ -629,6 +633,7 @@ class Store:
         refused: list[tuple[Entry, StorageError]] = []
         revs: dict[bytes, tuple[int, int]] = {}  # (kind, snapshot revision) once this commits
         writes = 0
+        started = time.perf_counter() if self.on_commit is not None else 0.0
         try:
             with self.env.begin(write=True) as txn:
                 for kid, entry in entries.items():
@@ -643,6 +648,8 @@ class Store:
         self._revs.update(revs)
         self.commits += 1
         self.writes += writes
+        if self.on_commit is not None:
+            self.on_commit(writes, time.perf_counter() - started)
         if undo is not None:
             self._undo.append(undo)
         return refused

@@ -236,10 +236,11 @@ class ChatServer:
 
 async def serve(data: str, host: str, port: int, secret_file: str | None, limits: Limits,
                 ready: Callable[[str, int], None], mode: str = "sync",
-                max_connections: int = 100_000) -> None:
+                max_connections: int = 100_000, observe: dict[str, Any] | None = None) -> None:
     """Run a server on store directory `data` until SIGTERM or SIGINT; `ready(host, port)`
     is called once it listens. The secret defaults to `data/secret`, made on first use.
-    `mode` is the store's (`sync`: acknowledged survives power loss; `process`: kill -9)."""
+    `mode` is the store's (`sync`: acknowledged survives power loss; `process`: kill -9).
+    `observe`: options of `apps.observer.start` to watch the node (its URL is logged)."""
     os.makedirs(data, exist_ok=True)
     secret = load_secret(secret_file or os.path.join(data, "secret"), create=secret_file is None)
     stopping = asyncio.Event()
@@ -253,11 +254,25 @@ async def serve(data: str, host: str, port: int, secret_file: str | None, limits
         try:
             server = ChatServer(node, store, secret, limits, max_connections=max_connections)
             address = await server.start(host, port)
+            watching = await _observe(node, store, observe) if observe is not None else None
             gc.freeze()  # what start-up made lives as long as the server: never scan it again
             ready(*address)
             await stopping.wait()
             log.info("stopping: connections, chat, timeline, then the store")
+            if watching is not None:
+                await watching.stop()
             await server.stop()
         finally:
             store.close()
     print("letitcrash: server stopped", file=sys.stderr, flush=True)
+
+
+async def _observe(node: Node, store: Store, options: dict[str, Any]) -> Any:
+    from apps import observer
+
+    watching = await observer.start(node, store=store, **options)
+    if watching.url is not None:
+        print(f"letitcrash: observer on {watching.url}", flush=True)
+    if watching.attach is not None:
+        print(f"letitcrash: attach socket {watching.attach.address}", flush=True)
+    return watching
