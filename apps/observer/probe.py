@@ -222,12 +222,10 @@ class Probe:
         return size + info["mailbox_len"] * QUEUED_MESSAGE_BYTES
 
     def state(self, pid: Pid) -> str | None:
-        """A short summary of a process's own attributes (a GenServer's state), or None."""
-        proc = self.node.get_process(pid)
-        attrs = getattr(proc, "__dict__", None)
-        if not attrs:
-            return None
-        return summary({k: v for k, v in attrs.items() if not k.startswith("_")})
+        """A short summary of a process's own public attributes (a GenServer's state,
+        a PersistentServer's `state` and `revision`), or None."""
+        attrs = _public_attributes(self.node.get_process(pid))
+        return summary(attrs) if attrs else None
 
     # -- views -------------------------------------------------------------------------------
 
@@ -309,6 +307,21 @@ def store_bytes(store: Any) -> int | None:
         return None
     return (info["last_pgno"] + 1) * stat["psize"]
 
+
+
+_KERNEL_ATTRIBUTES = frozenset({"pid", "node", "store"})  # the same on every process: not state
+
+
+def _public_attributes(obj: Any) -> dict[str, Any]:
+    """An object's public attributes, from its __dict__ and the __slots__ of its classes."""
+    attrs: dict[str, Any] = {}
+    for cls in reversed(type(obj).__mro__):
+        for name in getattr(cls, "__slots__", ()):
+            if not name.startswith("_") and name not in _KERNEL_ATTRIBUTES and hasattr(obj, name):
+                attrs[name] = getattr(obj, name)
+    attrs.update((k, v) for k, v in getattr(obj, "__dict__", {}).items()
+                 if not k.startswith("_") and k not in _KERNEL_ATTRIBUTES)
+    return attrs
 
 
 class _CrashHandler(logging.Handler):

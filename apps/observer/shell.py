@@ -81,12 +81,19 @@ class Session:
             return None
         value = await self._maybe_await(eval(compile(last, "<remsh>", "eval", flags=FLAGS), self.namespace))
         if isinstance(value, Trace):  # the shell waits for its end, printing its events
-            return f"{len(await value)} events traced from {value.target}"
+            return _Note(f"{len(await value)} events traced from {value.target}")
         return value
 
     @staticmethod
     async def _maybe_await(value: Any) -> Any:
         return await value if inspect.iscoroutine(value) else value
+
+
+class _Note(str):
+    """A message from the shell itself: shown as is, not as a repr."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _user_traceback(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from actors import Future, Pid
 
-from .probe import Probe, pid_text, summary
+from .probe import Probe, label, pid_text, summary
 
 MAX_EVENTS = 10_000
 MAX_SECONDS = 3600.0
@@ -70,7 +70,7 @@ class Trace:
 
     @property
     def target(self) -> str:
-        return pid_text(self.pid) if self.name is None else f"{summary(self.name)} ({pid_text(self.pid)})"
+        return pid_text(self.pid) if self.name is None else f"{label(self.name)} ({pid_text(self.pid)})"
 
     def _on_event(self, event: str, pid: Pid, detail: Any) -> None:
         if self.name is not None and self.pid is None and event != "exit":

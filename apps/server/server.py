@@ -257,6 +257,8 @@ async def serve(data: str, host: str, port: int, secret_file: str | None, limits
             watching = await _observe(node, store, observe) if observe is not None else None
             gc.freeze()  # what start-up made lives as long as the server: never scan it again
             ready(*address)
+            if watching is not None:
+                _announce(watching)
             await stopping.wait()
             log.info("stopping: connections, chat, timeline, then the store")
             if watching is not None:
@@ -268,11 +270,13 @@ async def serve(data: str, host: str, port: int, secret_file: str | None, limits
 
 
 async def _observe(node: Node, store: Store, options: dict[str, Any]) -> Any:
-    from apps import observer
+    from apps import observer  # its extra (aiohttp, prometheus-client) only when asked for
 
-    watching = await observer.start(node, store=store, **options)
+    return await observer.start(node, store=store, **options)
+
+
+def _announce(watching: Any) -> None:
     if watching.url is not None:
         print(f"letitcrash: observer on {watching.url}", flush=True)
     if watching.attach is not None:
         print(f"letitcrash: attach socket {watching.attach.address}", flush=True)
-    return watching

@@ -18,7 +18,7 @@ const api = (path, opts = {}) => fetch(path, {
   ...opts, headers: { ...(opts.headers || {}), Authorization: "Bearer " + token },
 });
 
-const view = { sort: "mailbox", limit: 50, query: "", history: [], open: new Map(), detail: null, crashes: 0 };
+const view = { sort: "mailbox", limit: 50, query: "", history: [], open: new Map(), detail: null, crashes: new Set() };
 let events = null;
 
 // -- the stream ------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ function connect() {
 const fmt = (n) => n === null || n === undefined ? "–" : n >= 1e6 ? (n / 1e6).toFixed(1) + "M"
   : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : Number.isInteger(n) ? String(n) : n.toFixed(1);
 const bytes = (n) => n === null || n === undefined ? "–" : n >= 1 << 30 ? (n / (1 << 30)).toFixed(1) + " GiB"
-  : n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB" : (n / 1024).toFixed(0) + " KiB";
+  : n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
 
 function overview(o) {
   $("s-processes").textContent = fmt(o.processes);
@@ -167,7 +167,9 @@ $("limit").addEventListener("change", () => { view.limit = Number($("limit").val
 // -- crash reports ---------------------------------------------------------------------------
 
 function crash(r) {
-  view.crashes += 1;
+  const key = r.pid + " " + r.at;
+  if (view.crashes.has(key)) return;  // a new stream sends the recent reports again
+  view.crashes.add(key);
   const li = el("li");
   const when = new Date(r.at * 1000).toLocaleTimeString();
   li.append(el("span", "muted", when + " "), el("span", "pid", r.pid), " ", r.name ? r.name + " " : "",
@@ -175,7 +177,7 @@ function crash(r) {
   li.title = r.traceback || "";
   $("crashes").prepend(li);
   while ($("crashes").children.length > 200) $("crashes").lastChild.remove();
-  $("crash-count").textContent = `${view.crashes} seen`;
+  $("crash-count").textContent = `${view.crashes.size} seen`;
 }
 
 // -- one process -----------------------------------------------------------------------------
@@ -202,7 +204,6 @@ async function refreshDetail() {
   $("d-title").textContent = pid;
   if (res.status === 404) {
     $("d-message").textContent = "this process has exited";
-    $("detail").classList.add("gone");
     return;
   }
   const p = await res.json();
