@@ -11,41 +11,21 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import GenServer, Node
+from observer_harness import Cart, Worker
+
+from actors import Node
 from apps import observer
 from apps.observer.protocol import VERSION, ProtocolError, encode, read
-from storage import PersistentServer, Store
+from storage import Store
 from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, Supervisor
 
 SECRET = bytes(range(32))
 TIMEOUT = 10.0  # a bound on every wait, never a measurement
 
 
-class Worker(GenServer):
-    def init(self):
-        self.seen = 0
-
-    def handle_cast(self, msg):
-        if msg == "boom":
-            raise RuntimeError("let it crash")
-        self.seen += 1
-
-    def handle_call(self, request, caller):
-        return self.seen
-
-
-class Counter(PersistentServer):
-    def initial_state(self):
-        return {"n": 0}
-
-    def handle_call(self, delta, caller):
-        self.state["n"] += delta
-        return self.state["n"]
-
-
 def tree(store):
     return [ChildSpec("worker", Worker, options={"name": "worker"}),
-            ChildSpec("counter", Counter, args=(store, ("counter", 1)), options={"name": "counter"}),
+            ChildSpec("cart", Cart, args=(store, ("cart", 1)), options={"name": "cart"}),
             ChildSpec("sessions", DynamicSupervisor, args=(DynamicFlags(),), options={"name": "sessions"})]
 
 
@@ -173,7 +153,7 @@ def test_the_api_shows_the_tree_processes_a_detail_and_a_kill_seen_as_a_restart(
     async def main():
         async with watched(tmp_path) as (node, store, obs):
             base, auth = f"http://127.0.0.1:{obs.port}", {"Authorization": f"Bearer {obs.token}"}
-            await node.call("counter", 5)
+            await node.call("cart", "apple")
             async with aiohttp.ClientSession(headers=auth) as http:
                 async def get(path):
                     async with http.get(base + path) as r:
@@ -181,13 +161,13 @@ def test_the_api_shows_the_tree_processes_a_detail_and_a_kill_seen_as_a_restart(
                         return await r.json()
 
                 (root,) = await get("/api/tree")
-                assert [c["id"] for c in root["children"]] == ["worker", "counter", "sessions"]
+                assert [c["id"] for c in root["children"]] == ["worker", "cart", "sessions"]
                 assert root["strategy"] == "one_for_one" and root["children"][2]["strategy"] == "dynamic"
                 worker = root["children"][0]
                 assert worker["restarts"] == 0 and worker["pid"] == repr(node.whereis("worker"))
 
                 top = await get("/api/processes?sort=turns&limit=2")
-                assert top[0]["name"] == "counter" and top[0]["turns"] >= 1
+                assert top[0]["name"] == "cart" and top[0]["turns"] >= 1
                 assert [r["name"] for r in await get("/api/processes?query=sess")] == ["sessions"]
 
                 detail = await get(f"/api/process?pid={worker['pid']}")
@@ -207,11 +187,18 @@ def test_the_api_shows_the_tree_processes_a_detail_and_a_kill_seen_as_a_restart(
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def opened(obs, path: str):
+    """An event stream of the page, `path` with the observer's token."""
+    url = f"http://127.0.0.1:{obs.port}{path}{'&' if '?' in path else '?'}token={obs.token}"
+    async with aiohttp.ClientSession() as http, http.get(url) as stream:
+        yield stream
+
+
 def test_a_crash_report_reaches_the_event_stream_and_the_detail(tmp_path):
     async def main():
         async with watched(tmp_path) as (node, store, obs):
-            url = f"http://127.0.0.1:{obs.port}/api/events?token={obs.token}"
-            async with aiohttp.ClientSession() as http, http.get(url) as stream:
+            async with opened(obs, "/api/events") as stream:
                 assert stream.headers["Content-Type"] == "text/event-stream"
                 node.cast("worker", "boom")
                 async with asyncio.timeout(TIMEOUT):
@@ -253,8 +240,7 @@ def test_a_wrong_token_is_refused_everywhere_on_the_page(tmp_path):
 def test_a_trace_streams_from_the_page_and_ends_at_its_bound(tmp_path):
     async def main():
         async with watched(tmp_path) as (node, store, obs):
-            url = f"http://127.0.0.1:{obs.port}/api/trace?token={obs.token}&target=worker&max_events=2&seconds=30"
-            async with aiohttp.ClientSession() as http, http.get(url) as stream:
+            async with opened(obs, "/api/trace?target=worker&max_events=2&seconds=30") as stream:
                 for i in range(3):
                     node.cast("worker", i)
                     await asyncio.sleep(0.05)
@@ -268,7 +254,7 @@ def test_metrics_parse_with_the_client_librarys_own_parser(tmp_path):
     async def main():
         async with watched(tmp_path) as (node, store, obs):
             for i in range(3):
-                await node.call("counter", 1)
+                await node.call("cart", i)
             node.exit(node.whereis("worker"), "kill")
             await until(lambda: obs.agent.probe.totals["restarts"] == 1, "the restart")
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {obs.token}"}) as http:
@@ -304,10 +290,10 @@ def test_the_attach_socket_answers_ops_and_runs_shell_code(tmp_path):
                     await client.ask("processes", {"sort": "size"})
                 with pytest.raises(observer.OpError, match="unknown op 'rm'"):
                     await client.ask("rm", {})
-                out = [v async for v in client.stream("eval", {"code": "print('hi')\nn = await node.call('counter', 7)\nn * 6"})]
+                out = [v async for v in client.stream("eval", {"code": "print('hi')\nn = await node.call('cart', 'pear')\nn * 42"})]
                 assert out == [("event", {"out": "hi\n"}), ("ok", {"value": "42", "error": None})]
                 (kind, result), = [v async for v in client.stream("eval", {"code": "n"})]  # the namespace stays
-                assert result["value"] == "7"
+                assert result["value"] == "1"
                 (kind, result), = [v async for v in client.stream("eval", {"code": "1/0"})]
                 assert result["error"].startswith("Traceback") and "ZeroDivisionError" in result["error"]
                 assert "shell.py" not in result["error"]  # only the user's own frames

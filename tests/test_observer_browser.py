@@ -11,10 +11,11 @@ import shutil
 import tempfile
 
 import pytest
+from observer_harness import Cart
 
 from actors import GenServer, Node
 from apps import observer
-from storage import PersistentServer, Store
+from storage import Store
 from supervision import ChildSpec, DynamicFlags, DynamicSupervisor, Supervisor, start_child
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,15 +24,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this ma
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 15_000  # a bound on each wait in the page, never a measurement
-
-
-class Cart(PersistentServer):
-    def initial_state(self):
-        return {"items": []}
-
-    def handle_call(self, item, caller):
-        self.state["items"].append(item)
-        return len(self.state["items"])
 
 
 class Session(GenServer):
