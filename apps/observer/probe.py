@@ -26,8 +26,11 @@ spawned with is shown), and its memory (estimated from `sys.getsizeof` of the pr
 object and its attributes, plus a fixed cost per queued message).
 
 Cost: while a probe is installed, every kernel event is one extra Python call and a dict
-update on the node's thread; a scan costs about a microsecond per process, and is bounded
-by `limit`. A node runs without a probe until an observer asks for one.
+update on the node's thread: a node doing nothing but one-message turns ran 0.65 to 0.83
+times as many turns per second with it (100 processes, 200k casts, three interleaved
+runs); a per-process turn counter in the kernel would make this nearly free. A scan
+costs a `process_info` per process and is bounded by `limit`. A node runs without a
+probe until an observer (or a trace) asks for one, and the last one to stop removes it.
 """
 from __future__ import annotations
 
