@@ -23,7 +23,7 @@ from typing import Callable
 
 from sim.cli import main as sim_main
 
-SIM_COMMANDS = ("sim", "replay", "shrink")
+SIM_COMMANDS = ("sim", "replay", "shrink", "trace")
 ATTACH_SOCKET = "attach.sock"  # in the data directory, with serve --attach
 OBSERVER_SECRET = "observer.secret"
 OK, FAILED, BAD_INPUT = 0, 1, 2
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the chat server", description="Run one node with the "
                            "chat and timeline applications behind a TCP server, until SIGTERM or Ctrl-C.")
     serve.add_argument("--data", required=True, help="the data directory (LMDB store, default secret)")
-    _address(serve)
+    _address(serve, lowest=0)
     serve.add_argument("--secret-file", help="the server secret (default: DATA/secret, made if missing)")
     serve.add_argument("--durability", choices=("sync", "process"), default="sync",
                        help="what an acknowledged message survives: sync = power loss (fsync per "
@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         attached.add_argument("--secret-file", help="the attach secret (default: DATA/observer.secret)")
         attached.set_defaults(func=_observe if name == "observe" else _remsh)
     observe = sub.choices["observe"]
-    observe.add_argument("--port", type=int, default=8090, help="the page's port (0: any free one)")
+    observe.add_argument("--port", type=lambda text: _port(text, 0), default=8090,
+                         help="the page's port (0: any free one)")
     observe.add_argument("--host", default="127.0.0.1")
     sub.choices["remsh"].add_argument("-c", dest="code", help="run CODE, print its output and result, and exit")
 
@@ -92,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                           "running server. Type '@bob hi' to send, /help for the rest.")
     chat.add_argument("--user", required=True)
     chat.add_argument("--device", default="terminal")
-    _address(chat)
+    _address(chat, lowest=1)
     _secret(chat)
     chat.set_defaults(func=_chat)
 
@@ -103,9 +104,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _address(parser: argparse.ArgumentParser) -> None:
+def _address(parser: argparse.ArgumentParser, lowest: int) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7400)
+    parser.add_argument("--port", type=lambda text: _port(text, lowest), default=7400,
+                        help=f"TCP port, {lowest}-65535 (default 7400{'; 0: any free port' if lowest == 0 else ''})")
+
+
+def _port(text: str, lowest: int) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port here is from {lowest} to 65535, got {port}")
+    return port
 
 
 def _secret(parser: argparse.ArgumentParser) -> None:

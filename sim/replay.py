@@ -27,10 +27,11 @@ class Replayed:
 
 
 def replay(path: str) -> Replayed:
-    """Re-run the trace at `path`; raises `TraceError` for a file that is not a trace,
-    `ScenarioError` if its scenario no longer checks."""
+    """Re-run the trace at `path`; raises `TraceError` for a file that is not a trace or
+    is damaged (truncated, altered), `ScenarioError` if its scenario no longer checks."""
     reader = TraceReader(path)
     try:
+        reader.verify()
         header = reader.header
         notes = []
         if header.get("python") != platform.python_version():

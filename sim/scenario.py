@@ -130,11 +130,19 @@ class Scenario:
 def load(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> Scenario:
     """Read and check a scenario file. `overrides` are (key path, value) pairs applied
     first, e.g. ("systems.counter.bug", "ack_before_persist")."""
+    return parse(read_text(path), str(path), overrides)
+
+
+def read_text(path: str | Path) -> str:
+    """A scenario file's text; a ScenarioError if it cannot be read or is not UTF-8."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(str(path), None, "", f"cannot read the scenario: {exc.strerror}") from None
-    return parse(text, str(path), overrides)
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ScenarioError(str(path), line, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                            f"offset {exc.start}); TOML files are UTF-8") from None
 
 
 def parse(text: str, file: str = "<scenario>", overrides: list[tuple[str, Any]] | None = None) -> Scenario:

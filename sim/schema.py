@@ -241,8 +241,7 @@ def toml_value(value: Any) -> str:
     if type(value) is int:
         return str(value)
     if type(value) is float:
-        assert math.isfinite(value), f"TOML cannot hold {value}"
-        return repr(value)
+        return repr(value) if math.isfinite(value) else str(value)  # TOML spells nan, inf, -inf
     if type(value) is str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if type(value) in (list, tuple):

@@ -39,13 +39,24 @@ class Shrunk:
     after: dict[str, Any]
 
 
+SIZE_UNITS = {"faults": "scripted fault entries + random fault kinds on",
+              "duration": "virtual seconds, all phases"}
+
+
+def size_unit(key: str) -> str:
+    """What a `size` entry counts, for the shrink summary."""
+    return SIZE_UNITS.get(key, "workload option" if ".workload." in key else "system option")
+
+
 def size(scenario: Scenario) -> dict[str, Any]:
     """What shrinking reduces: faults (scripted entries + random kinds), virtual seconds,
     and the numeric options of the systems."""
     faults = scenario.data["faults"]
     randoms = [k for k in KINDS if k in faults] if faults["mode"] != "off" else []
     options = {f"{name}.{k}": v for name, opts in scenario.data["systems"].items()
-               for k, v in {**opts, **opts["workload"]}.items() if type(v) in (int, float) and type(v) is not bool}
+               for k, v in opts.items() if type(v) in (int, float)}
+    options.update({f"{name}.workload.{k}": v for name, opts in scenario.data["systems"].items()
+                    for k, v in opts["workload"].items() if type(v) in (int, float)})
     return {"faults": len(faults["script"]) + len(randoms), "duration": scenario.duration, **options}
 
 

@@ -27,6 +27,18 @@ def test_serve_refuses_bad_limits(tmp_path, flags, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+@pytest.mark.parametrize("command, port, message", [
+    (["serve", "--data", "DATA"], "99999", "a TCP port here is from 0 to 65535, got 99999"),
+    (["serve", "--data", "DATA"], "-1", "a TCP port here is from 0 to 65535, got -1"),
+    (["chat", "--user", "alice"], "0", "a TCP port here is from 1 to 65535, got 0"),
+    (["chat", "--user", "alice"], "http", "expected a TCP port number, got 'http'"),
+])
+def test_a_bad_port_is_refused_before_anything_starts(tmp_path, command, port, message):
+    done = cli(*[str(tmp_path / "d") if arg == "DATA" else arg for arg in command], "--port", port)
+    assert done.returncode == 2 and f"argument --port: {message}" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()
+
+
 def test_serve_refuses_a_secret_others_can_read(tmp_path):
     secret = tmp_path / "s"
     secret.write_bytes(bytes(32))

@@ -3,6 +3,7 @@ whatever PYTHONHASHSEED is; a recorded trace replays without divergence, and a t
 one reports the first record that differs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -64,8 +65,26 @@ def test_a_recorded_trace_replays_without_divergence_and_keeps_its_header(tmp_pa
     assert done.divergence is None and done.result.trace_hash == done.recorded_hash
 
 
-def test_a_tampered_trace_reports_the_first_record_that_differs(tmp_path):
-    path = record(tmp_path)
+def rewrite(path: Path, objects: list, rehash: bool) -> None:
+    """Write trace objects back; with `rehash`, the checkpoints and the footer are made to
+    match the records again (a whole recording, as other code would have made it)."""
+    digest, chunk, count = hashlib.blake2b(digest_size=16), [], 0
+    with open(path, "wb") as out:
+        for obj in objects:
+            if rehash and type(obj) is list and obj[0] == "ckpt":
+                digest.update(msgpack.packb(chunk)[3 if len(chunk) >= 16 else 1:])
+                count += len(chunk)
+                chunk = []
+                obj = ["ckpt", count, obj[2], digest.hexdigest()]
+            elif rehash and type(obj) is dict and obj.get("end"):
+                obj = {**obj, "hash": digest.hexdigest()}
+            elif type(obj) is not dict:
+                chunk.append(obj)
+            out.write(msgpack.packb(obj))
+
+
+def tamper(path: Path, rehash: bool) -> tuple[int, list]:
+    """Change the receiving process of a send past record 3000; its record number and new value."""
     objects = list(msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False))
     index = -1
     for tampered in objects:
@@ -75,9 +94,13 @@ def test_a_tampered_trace_reports_the_first_record_that_differs(tmp_path):
         if index >= 3000 and type(tampered) is list and tampered[0] == "send":
             tampered[3] += 1  # another receiving process
             break
-    with open(path, "wb") as out:
-        for obj in objects:
-            out.write(msgpack.packb(obj))
+    rewrite(path, objects, rehash)
+    return index, tampered
+
+
+def test_a_whole_recording_that_differs_reports_the_first_record_that_differs(tmp_path):
+    path = record(tmp_path)
+    index, tampered = tamper(path, rehash=True)
     done = replay(str(path))
     d = done.divergence
     assert d is not None and d.index == index and d.expected == tampered
@@ -85,24 +108,37 @@ def test_a_tampered_trace_reports_the_first_record_that_differs(tmp_path):
     assert f"record #{index} at virtual time" in str(d)
 
 
-def test_a_tampered_checkpoint_hash_is_a_divergence_at_that_checkpoint(tmp_path):
+def test_a_changed_record_is_a_damaged_trace_not_a_divergence(tmp_path):
+    path = record(tmp_path)
+    tamper(path, rehash=False)
+    with pytest.raises(TraceError, match="damaged trace: the records before the checkpoint at record"):
+        replay(str(path))
+
+
+def test_a_changed_checkpoint_hash_is_a_damaged_trace(tmp_path):
     path = record(tmp_path)
     objects = list(msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False))
     checkpoints = [obj for obj in objects if type(obj) is list and obj[0] == "ckpt"]
     checkpoints[2][3] = "0" * 32
-    with open(path, "wb") as out:
-        for obj in objects:
-            out.write(msgpack.packb(obj))
-    d = replay(str(path)).divergence
-    assert d is not None and d.index == checkpoints[2][1] and d.checkpoint == tuple(checkpoints[1][1:3])
+    rewrite(path, objects, rehash=False)
+    with pytest.raises(TraceError, match=f"checkpoint at record {checkpoints[2][1]} do not match its hash"):
+        replay(str(path))
 
 
-def test_a_truncated_trace_diverges_at_its_end_and_junk_is_not_a_trace(tmp_path):
+def test_a_truncated_trace_is_damaged_and_junk_is_not_a_trace(tmp_path):
     path = record(tmp_path)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    done = replay(str(path))
-    assert done.divergence is not None and "end of the recording" in repr(done.divergence.expected)
+    for cut in (len(data) // 2, len(data) - 3):  # mid-run, and inside the end record
+        path.write_bytes(data[:cut])
+        with pytest.raises(TraceError, match="damaged trace: it ends after record .* without its end record"):
+            replay(str(path))
+    path.write_bytes(data + b"\x01")
+    with pytest.raises(TraceError, match="damaged trace: records after"):
+        replay(str(path))
     path.write_bytes(b"\x93\x01\x02\x03")
     with pytest.raises(TraceError, match="not a letitcrash trace"):
         TraceReader(str(path))
+    with pytest.raises(TraceError, match="cannot read the trace: No such file"):
+        TraceReader(str(tmp_path / "missing.trace"))
+    with pytest.raises(TraceError, match="cannot read the trace: Is a directory"):
+        TraceReader(str(tmp_path))
