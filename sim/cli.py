@@ -15,21 +15,22 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
 import time
 import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import report, report_html
 from .core import Simulation
 from .faults import KINDS
 from .runner import Result, run
-from .scenario import Scenario, load, parse
-from .schema import ScenarioError
+from .scenario import Scenario, load, parse, read_text
+from .schema import ScenarioError, parse_seconds
 from .replay import replay
-from .shrink import shrink, write
-from .trace import TraceError
+from .shrink import shrink, size_unit, write
+from .trace import EVENT_KINDS, TraceError, TraceReader, events
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (BadInput, ScenarioError, TraceError) as exc:
+    except (BadInput, ScenarioError, TraceError, report_html.ReportError) as exc:
         print(f"letitcrash: {exc}", file=sys.stderr)
         return BAD_INPUT
     except BrokenPipeError:  # e.g. piped into `head`
@@ -67,12 +68,30 @@ def _parser() -> argparse.ArgumentParser:
     _scenario_options(sim)
     sim.add_argument("--jobs", type=_count, default=1, help="with --seeds: runs in parallel")
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument("--html", metavar="FILE", help="also write the run's report as one HTML page")
     sim.set_defaults(func=cmd_sim)
 
     rep = sub.add_parser("replay", help="re-run a recorded trace and report the first divergence")
     rep.add_argument("trace", help="a trace recorded with `sim --trace`")
     rep.add_argument("--json", action="store_true")
+    rep.add_argument("--html", metavar="FILE", help="also write the run's report as one HTML page")
     rep.set_defaults(func=cmd_replay)
+
+    trace = sub.add_parser("trace", help="read a recorded trace").add_subparsers(required=True, metavar="ACTION")
+    show = trace.add_parser("show", help="print a trace's events, filtered", formatter_class=argparse.
+                            RawDescriptionHelpFormatter, description="Print the events of a trace recorded "
+                            "with `sim --trace`, one per line, or as JSON lines.", epilog=TRACE_KINDS_HELP)
+    show.add_argument("trace", help="a trace recorded with `sim --trace`")
+    show.add_argument("--node", action="append", default=[], metavar="NAME",
+                      help="events that happened on this node (repeat or comma-separate for several)")
+    show.add_argument("--process", action="append", default=[], metavar="PID",
+                      help="events of this process, e.g. counter1.7 or '<counter1#1.7>' (repeatable)")
+    show.add_argument("--kind", action="append", default=[], metavar="KIND",
+                      help=f"events of this kind: {', '.join(EVENT_KINDS)} (repeatable)")
+    show.add_argument("--from", dest="start", type=_time, metavar="T", help="from virtual time T (s, or 250ms)")
+    show.add_argument("--to", dest="end", type=_time, metavar="T", help="up to virtual time T, included")
+    show.add_argument("--json", action="store_true", help="one JSON object per event (JSON lines)")
+    show.set_defaults(func=cmd_trace_show)
 
     shr = sub.add_parser("shrink", help="reduce a failing seed to a smaller failing scenario")
     shr.add_argument("scenario")
@@ -112,6 +131,18 @@ def _seed(text: str) -> int:
     return value
 
 
+def _time(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    try:
+        value = parse_seconds(text if value is None else value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected virtual seconds (e.g. 1.5 or 250ms), got {text!r}") from None
+    return value
+
+
 def _seed_range(text: str) -> range:
     a, sep, b = text.partition("..")
     if not sep:
@@ -126,19 +157,29 @@ def _seed_range(text: str) -> range:
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
-    """The scenario file with --system-option and --faults applied."""
-    scenario = load(args.scenario, _system_overrides(args.scenario, args.system_option))
+    """The scenario file with --system-option and --faults applied. A value an option
+    set that the scenario refuses is reported as that option's error, not the file's."""
+    overrides = _system_overrides(args.scenario, args.system_option)
+    try:
+        scenario = load(args.scenario, [(key, value) for key, value, _ in overrides])
+    except ScenarioError as exc:
+        for key, _, option in overrides:
+            if exc.key == key:
+                hint = (" (a workload option is given as workload.KEY)"
+                        if "unknown key" in exc.detail and ".workload." not in key else "")
+                raise BadInput(f"--system-option {option!r}: {key}: {exc.detail}{hint}") from None
+        raise
     return apply_faults(scenario, args.faults) if args.faults else scenario
 
 
-def _system_overrides(path: str, options: list[str]) -> list[tuple[str, Any]]:
-    """--system-option [SYSTEM.]KEY=VALUE as (key path, value) overrides; SYSTEM may be
-    left out when the scenario runs one system (KEY may be workload.KEY)."""
+def _system_overrides(path: str, options: list[str]) -> list[tuple[str, Any, str]]:
+    """--system-option [SYSTEM.]KEY=VALUE as (key path, value, option) overrides; SYSTEM
+    may be left out when the scenario runs one system (KEY may be workload.KEY)."""
     if not options:
         return []
     try:
-        systems = list(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("systems", {}))
-    except (OSError, tomllib.TOMLDecodeError):
+        systems = list(tomllib.loads(read_text(path)).get("systems", {}))
+    except tomllib.TOMLDecodeError:
         systems = []  # load() reports the file's own problem
     out = []
     for option in options:
@@ -154,7 +195,7 @@ def _system_overrides(path: str, options: list[str]) -> list[tuple[str, Any]]:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text  # a bare word: a string
-        out.append((f"systems.{key}", value))
+        out.append((f"systems.{key}", value, option))
     return out
 
 
@@ -214,22 +255,72 @@ def commands(args: argparse.Namespace, result: Result) -> tuple[str, str]:
 # -- commands ---------------------------------------------------------------------------
 
 
+def writable(path: str, option: str) -> None:
+    """Fail now, before any work, if `path` cannot be written (a missing directory, a
+    directory, no permission); the check leaves no file behind."""
+    target = Path(path)
+    if target.is_dir():
+        raise BadInput(f"{option} {path}: is a directory; expected a file name")
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{option} {path}: cannot write there: {exc.strerror}") from None
+    if not existed:
+        target.unlink()
+
+
+def _trace_paths(args: argparse.Namespace, seeds: range) -> None:
+    """Check the --trace pattern and that each file it names can be written."""
+    pattern = args.trace
+    if args.seeds is not None and "{seed}" not in pattern:
+        raise BadInput("--trace with --seeds needs {seed} in the file name (e.g. run-{seed}.trace)")
+    try:
+        paths = [pattern.format(seed=seed) for seed in seeds]
+    except (KeyError, IndexError, ValueError):
+        raise BadInput(f"--trace {pattern!r}: the only placeholder allowed is {{seed}}") from None
+    seen: set[str] = set()
+    for path in paths:
+        folder = str(Path(path).parent)
+        if folder not in seen:  # one file per folder tells whether the folder takes files
+            seen.add(folder)
+            writable(path, "--trace")
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
-    if args.seeds is not None:
-        if args.trace and "{seed}" not in args.trace:
-            raise BadInput("--trace with --seeds needs {seed} in the file name (e.g. run-{seed}.trace)")
-        return _many(args, scenario)
     seed = scenario.seed if args.seed is None else args.seed
+    if args.trace:
+        _trace_paths(args, args.seeds or range(seed, seed + 1))
+    if args.html:
+        writable(args.html, "--html")
+    if args.seeds is not None:
+        if args.html:
+            raise BadInput("--html reports one run: give --seed N, not --seeds")
+        return _many(args, scenario)
+    if args.html:
+        report_html.require()
     progress = _Progress() if sys.stderr.isatty() else None
-    result = _run_one(scenario, seed, args.trace, progress)
-    if progress is not None:
-        progress.clear()
-    if args.json:
-        print(json.dumps(report.as_json(result, *commands(args, result)), indent=2))
-    else:
-        print(report.text(result, *commands(args, result)))
+    with tempfile.TemporaryDirectory(prefix="letitcrash-") as tmp:
+        trace = args.trace or (str(Path(tmp) / "run.trace") if args.html else None)
+        result = _run_one(scenario, seed, trace, progress)
+        if progress is not None:
+            progress.clear()
+        if args.json:
+            print(json.dumps(report.as_json(result, *commands(args, result)), indent=2))
+        else:
+            print(report.text(result, *commands(args, result)))
+        if args.html:
+            _write_html(args.html, report_html.page(trace.format(seed=seed), result,
+                                                    command=commands(args, result)[0]))
     return OK if result.passed else FAILED
+
+
+def _write_html(path: str, page: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(page)
+    print(f"wrote {path} ({len(page.encode()) / 1024:,.0f} KiB)", file=sys.stderr)
 
 
 def _run_one(scenario: Scenario, seed: int, trace: str | None, progress: Any = None) -> Result:
@@ -276,6 +367,9 @@ def _seed_done(args: argparse.Namespace, result: Result) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.html:
+        writable(args.html, "--html")
+        report_html.require()
     done = replay(args.trace)
     d = done.divergence
     if args.json:
@@ -296,12 +390,66 @@ def cmd_replay(args: argparse.Namespace) -> int:
               f"hash {result.trace_hash}; the run {verdict}")
     for note in done.notes:
         print(f"  note: {note}")
-    return OK if d is None else FAILED
+    if args.html:
+        _write_html(args.html, report_html.page(done.path, done.result, d))
+    return OK if d is None and done.result.passed else FAILED
+
+
+TRACE_KINDS_HELP = """\
+event kinds (--kind), with the fields of --json's "fields":
+  run      a process took a turn                  [serial]
+  spawn    a process started                      ["spawn", serial, what was spawned]
+  exit     a process ended                        ["exit", serial, reason]
+  send     a delivery left its node               ["send", src, dst, serial, msg|reply|exit|down,
+                                                   fault ("", drop, duplicate, delay, reorder, cut),
+                                                   arrival time (absent if it never arrives)]
+  arr      a delivery reached its node            ["arr", dst, serial, kind, why it was lost]
+  commit   a store committed                      ["commit", node, commits on the node so far]
+  lost     a power cut lost unsynced commits      ["lost", node, commits lost]
+  fault    a fault was injected                   ["fault", kind, node or groups, details...]
+  restart  a node booted again                    ["restart", node, incarnation]
+  heal     a partition ended                      ["heal", "partition"]
+  phase    a phase began                          ["phase", name]
+  check    a check ran                            ["check", SYSTEM.CHECK]
+  bug      a buggify site was drawn / fired       ["bug", site, enabled] / ["bug", site]
+serial is the process's number on its node; pids print as <node.n>, or <node#k.n> on the
+node's k-th restart. "record" numbers every record (with the time and node context
+records), as a replay's divergence report does."""
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    nodes = {n for option in args.node for n in option.split(",") if n}
+    pids = {_pid(p) for option in args.process for p in option.split(",") if p}
+    kinds = {k for option in args.kind for k in option.split(",") if k}
+    unknown = sorted(kinds - set(EVENT_KINDS))
+    if unknown:
+        raise BadInput(f"--kind {', '.join(unknown)}: unknown; expected {', '.join(EVENT_KINDS)}")
+    reader = TraceReader(args.trace)
+    try:
+        for event in events(reader.records()):
+            if args.end is not None and event.time > args.end:
+                return OK
+            if ((args.start is not None and event.time < args.start) or (nodes and event.node not in nodes)
+                    or (pids and event.pid not in pids) or (kinds and event.kind not in kinds)):
+                continue
+            print(json.dumps(event.as_json()) if args.json else f"#{event.record:<8} {event.text}")
+        if reader.footer is None:  # the file ended early: say so, after what could be read
+            reader.verify()
+    finally:
+        reader.close()
+    return OK
+
+
+def _pid(text: str) -> str:
+    """A pid as `trace show` prints it: "counter1.7" and "<counter1.7>" both match."""
+    text = text.strip()
+    return text if text.startswith("<") else f"<{text}>"
 
 
 def cmd_shrink(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     output = args.output or f"{Path(args.scenario).stem}.seed{args.seed}.shrunk.toml"
+    writable(output, "-o")
     shrunk = shrink(scenario, args.seed, args.budget, log=lambda line: print(line, file=sys.stderr))
     if shrunk is None:
         print(f"seed {args.seed} passes {args.scenario}: nothing to shrink")
@@ -309,9 +457,12 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     write(shrunk, output, f"{args.scenario} --seed {args.seed}{_override_args(args)}")
     print(f"shrunk in {shrunk.runs} runs: still fails {shrunk.failure.check} at "
           f"t={shrunk.failure.time:.6f} s")
-    for key in shrunk.before:
-        if shrunk.before[key] != shrunk.after.get(key):
-            print(f"  {key:<24} {shrunk.before[key]:g} -> {shrunk.after.get(key):g}")
+    changed = [key for key in shrunk.before if shrunk.before[key] != shrunk.after.get(key)]
+    if changed:
+        print("  what shrank, original -> shrunk:")
+    for key in changed:
+        counts = f"{shrunk.before[key]:g} -> {shrunk.after.get(key):g}"
+        print(f"    {key:<28} {counts:<14} {size_unit(key)}")
     print(f"wrote {output}\n  run it: letitcrash sim {shlex.quote(output)}")
     return OK
 

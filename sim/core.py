@@ -56,27 +56,46 @@ class Stream:
 
 class Samples:
     """At most `limit` samples of a series, spread evenly over all of it: when full, every
-    other one is dropped and from then on only every second (fourth...) one is kept."""
+    other one is dropped and from then on only every second (fourth...) one is kept. Each
+    kept value keeps the virtual time it was added at (`times`), and `counts` has the
+    exact number added per `width` seconds of virtual time (at most BINS bins: past them,
+    neighbours merge and the width doubles), for charts over time."""
 
-    __slots__ = ("limit", "values", "stride", "seen", "max")
+    __slots__ = ("limit", "values", "times", "stride", "seen", "max", "counts", "width")
+    BINS = 1024
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, width: float = 0.01) -> None:
         assert limit >= 2, "keep at least two samples"
+        assert width > 0, "bins need a positive width"
         self.limit = limit
         self.values: list[float] = []
+        self.times: list[float] = []
         self.stride = 1
         self.seen = 0
         self.max = -math.inf  # exact, whatever was dropped
+        self.counts: list[int] = []
+        self.width = width
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, t: float = 0.0) -> None:
         self.seen += 1
         if value > self.max:
             self.max = value
+        counts = self.counts
+        b = int(t / self.width)
+        while b >= self.BINS:
+            counts[:] = [sum(counts[i:i + 2]) for i in range(0, len(counts), 2)]
+            self.width *= 2
+            b = int(t / self.width)
+        if b >= len(counts):
+            counts.extend([0] * (b + 1 - len(counts)))
+        counts[b] += 1
         if self.seen % self.stride:
             return
         self.values.append(value)
+        self.times.append(t)
         if len(self.values) >= self.limit:
             del self.values[1::2]
+            del self.times[1::2]
             self.stride *= 2
 
 
@@ -338,7 +357,7 @@ class Simulation:
         samples = self.latencies.get(op)
         if samples is None:
             samples = self.latencies[op] = Samples(self.max_samples)
-        samples.add(seconds)
+        samples.add(seconds, self.now)
 
     def count_fault(self, kind: str, *detail: Any) -> None:
         """Count and trace an injected fault."""

@@ -25,7 +25,7 @@ from .core import Failure, Samples, Simulation
 from .faults import KINDS, Injector, plan as fault_plan
 from .scenario import Scenario
 from .system import System
-from .trace import Divergence, Trace, TraceReader
+from .trace import Divergence, Trace, TraceError, TraceReader
 
 Progress = Callable[["Simulation", str, float], None]
 
@@ -52,6 +52,9 @@ class Result:
     buggify: dict[str, int]
     trace_hash: str
     fault_log: list[dict[str, Any]] = field(default_factory=list)
+    # Client latencies over virtual time, by operation: {"width": s, "counts": completions
+    # per `width` seconds, "times" and "values": at most SERIES_POINTS samples}.
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -89,7 +92,7 @@ def run(scenario: Scenario, seed: int | None = None, *, out: BinaryIO | None = N
         checks = _Checks(sim, systems, scenario.checks())
         try:
             _phases(sim, scenario, list(systems.values()), injector, checks, progress)
-        except Divergence:
+        except (Divergence, TraceError):  # the recording's verdict, not this run's
             raise
         except Exception as exc:  # noqa: BLE001 - a broken assertion or a livelock is this run's failure
             sim.fail("error", _error(exc))
@@ -108,7 +111,8 @@ def run(scenario: Scenario, seed: int | None = None, *, out: BinaryIO | None = N
         deliveries=sim.network.sent, wall=wall, simulated=sim.now, faults=dict(sim.injected),
         plan=injector.kinds, restarts=dict(sim.restarts), crashes=trace.crashes, checks=checks.summary(),
         latency=_percentiles(sim.latencies), stats={n: s.stats() for n, s in systems.items()},
-        buggify=dict(sim.fired), trace_hash=trace.digest(), fault_log=injector.log)
+        buggify=dict(sim.fired), trace_hash=trace.digest(), fault_log=injector.log,
+        series=_series(sim.latencies))
 
 
 def _build(sim: Simulation, scenario: Scenario, systems: dict[str, System], data_dir: Path) -> Injector:
@@ -248,6 +252,19 @@ def _error(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+SERIES_POINTS = 4096
+
+
+def _series(latencies: dict[str, Samples]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for op in sorted(latencies):
+        samples = latencies[op]
+        step = -(-len(samples.values) // SERIES_POINTS) or 1
+        out[op] = {"width": samples.width, "counts": list(samples.counts),
+                   "times": samples.times[::step], "values": samples.values[::step]}
+    return out
 
 
 def _percentiles(latencies: dict[str, Samples]) -> dict[str, dict[str, float]]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, BinaryIO, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import msgpack
 
@@ -225,27 +226,79 @@ def pid_text(node: str, serial: int) -> str:
     return f"<{node}#{creation}.{n}>" if creation else f"<{node}.{n}>"
 
 
+# What `Event.kind` can be: the first item of a record (a bare int is a "run").
+EVENT_KINDS = ("run", "spawn", "exit", "send", "arr", "commit", "lost", "fault", "restart", "heal",
+               "phase", "check", "bug")
+
+
+@dataclass(slots=True)
+class Event:
+    """One event record, decoded: `record` is its number in the trace (context records
+    counted, as in a divergence report), `node` where it happened (a send on its source,
+    an arrival on its destination; None for phases, checks, heals, buggify and
+    partitions), `pid` the process it concerns (a send's and an arrival's receiver)."""
+
+    record: int
+    time: float
+    node: str | None
+    kind: str
+    pid: str | None
+    text: str
+    fields: list[Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"record": self.record, "t": self.time, "node": self.node, "kind": self.kind,
+                "pid": self.pid, "text": self.text, "fields": self.fields}
+
+
+def events(records: Iterable[Any], start: tuple[float, str | None] = (0.0, None),
+           kinds: dict[tuple[str, int], str] | None = None, first: int = 0) -> Iterator[Event]:
+    """The event records among `records` (which start in the (time, node) context `start`
+    at record number `first`) as Events; `kinds` names spawned processes, and learns
+    the spawns it sees."""
+    kinds = {} if kinds is None else kinds
+    t, node = start
+    for n, rec in enumerate(records, first):
+        if type(rec) is int:
+            pid = pid_text(node, rec)
+            yield Event(n, t, node, "run", pid, f"t={t:.6f} {node} run {pid} {kinds.get((node, rec), '')}".rstrip(),
+                        [rec])
+            continue
+        what = rec[0]
+        if what in ("t", "@"):
+            t, node = _context(rec, t, node)
+        elif what in ("spawn", "exit"):
+            pid = pid_text(node, rec[1])
+            if what == "spawn" and len(kinds) < KINDS_LIMIT:
+                kinds[(node, rec[1])] = rec[2]
+            yield Event(n, t, node, what, pid, f"t={t:.6f} {node} {what} {pid} {rec[2]}", list(rec))
+        elif what == "send":
+            _, src, dst, serial, kind, fault, *arrival = rec
+            pid = pid_text(dst, serial)
+            text = (f"t={t:.6f} send {src} -> {pid} {kind}" + (f" {fault}" if fault else "")
+                    + (f" (arrives {arrival[0]:.6f})" if arrival else ""))
+            yield Event(n, t, src, what, pid, text, list(rec))
+        elif what == "arr":
+            _, dst, serial, kind, *why = rec
+            pid = pid_text(dst, serial)
+            yield Event(n, t, dst, what, pid, f"t={t:.6f} arrive {pid} {kind}" + (f" ({why[0]})" if why else ""),
+                        list(rec))
+        else:
+            where = rec[1] if what in ("commit", "lost", "restart") else (
+                rec[2] if what == "fault" and type(rec[2]) is str else None)
+            pid = None
+            shown = rec
+            if what == "fault" and rec[1] in ("kill_process", "kill_tree"):  # name the victim, not its serial
+                pid = pid_text(where, rec[3])
+                shown = [*rec[:2], pid, *rec[4:]]
+            text = f"t={t:.6f} " + " ".join(f"{x:.6f}" if type(x) is float else str(x) for x in shown)
+            yield Event(n, t, where, what, pid, text, list(rec))
+
+
 def describe(records: list[Any], start: tuple[float, str | None],
              kinds: dict[tuple[str, int], str] | None = None) -> Iterator[str]:
     """Readable lines for event records, given the (time, node) context they start in."""
-    kinds = kinds or {}
-    t, node = start
-    for rec in records:
-        if type(rec) is int:
-            yield f"t={t:.6f} {node} run {pid_text(node, rec)} {kinds.get((node, rec), '')}".rstrip()
-        elif rec[0] in ("t", "@"):
-            t, node = _context(rec, t, node)
-        elif rec[0] in ("spawn", "exit"):
-            yield f"t={t:.6f} {node} {rec[0]} {pid_text(node, rec[1])} {rec[2]}"
-        elif rec[0] == "send":
-            _, src, dst, serial, kind, fault, *arrival = rec
-            yield (f"t={t:.6f} send {src} -> {pid_text(dst, serial)} {kind}" + (f" {fault}" if fault else "")
-                   + (f" (arrives {arrival[0]:.6f})" if arrival else ""))
-        elif rec[0] == "arr":
-            _, dst, serial, kind, *why = rec
-            yield f"t={t:.6f} arrive {pid_text(dst, serial)} {kind}" + (f" ({why[0]})" if why else "")
-        else:
-            yield f"t={t:.6f} " + " ".join(f"{x:.6f}" if type(x) is float else str(x) for x in rec)
+    return (event.text for event in events(records, start, kinds))
 
 
 class TraceReader:
@@ -253,7 +306,10 @@ class TraceReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise TraceError(f"{path}: cannot read the trace: {exc.strerror}") from None
         self._unpacker = msgpack.Unpacker(self._file, raw=False, strict_map_key=False,
                                           max_buffer_size=1 << 30)
         try:
@@ -328,6 +384,46 @@ class TraceReader:
             yield from chunk
             if ckpt is None:
                 return
+
+    def verify(self) -> dict:
+        """Check that the file is whole, on its own: each chunk hashes to its checkpoint,
+        the footer ends it and counts every record. Returns the footer; raises TraceError
+        ("damaged") for a truncated or altered file. Reads the file through its own
+        handle, so the reader's position is unchanged."""
+        digest = hashlib.blake2b(digest_size=16)
+        count, records = 0, []
+        with open(self.path, "rb") as f:
+            unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+            try:
+                next(unpacker)  # the header, checked by the constructor
+                for rec in unpacker:
+                    if type(rec) is dict:
+                        footer = rec
+                        break
+                    if type(rec) is list and rec and rec[0] == "ckpt":
+                        digest.update(msgpack.packb(records)[_array_header_len(len(records)):])
+                        count += len(records)
+                        records = []
+                        if rec[1:2] != [count] or rec[3:4] != [digest.hexdigest()]:
+                            raise self._damaged(f"the records before the checkpoint at record {count} "
+                                                "do not match its hash")
+                    else:
+                        records.append(rec)
+                else:
+                    raise self._damaged(f"it ends after record {count + len(records)} without its end "
+                                        "record (truncated?)")
+                extra = next(unpacker, None)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise self._damaged(f"undecodable data after record {count + len(records)} ({exc})") from None
+        if records or extra is not None:
+            raise self._damaged(f"records after the last checkpoint (record {count})")
+        if footer.get("records") != count or footer.get("hash") != digest.hexdigest():
+            raise self._damaged(f"the end record does not match the {count} records before it")
+        return footer
+
+    def _damaged(self, why: str) -> TraceError:
+        return TraceError(f"{self.path}: damaged trace: {why}; the file was cut short or changed "
+                          "after it was written, so it cannot be replayed")
 
 
 class TraceError(Exception):

@@ -62,16 +62,25 @@ def test_shrink_writes_a_smaller_scenario_that_fails_the_same_way(tmp_path):
     assert rerun.returncode == 1 and "FAIL  counter.no_lost_ack" in rerun.stdout
 
 
-def test_replay_reports_identical_runs_and_a_divergence_with_exit_status(tmp_path):
+def test_replay_exits_1_when_the_replayed_run_fails_and_2_for_a_damaged_trace(tmp_path):
     trace = tmp_path / "run.trace"
     assert cli("sim", "scenarios/counter_broken.toml", "--trace", str(trace)).returncode == 1
     out = cli("replay", str(trace))
-    assert out.returncode == 0 and "identical" in out.stdout and "failed counter.no_lost_ack again" in out.stdout
-    data = bytearray(trace.read_bytes())
-    data[len(data) // 2:] = b""
-    trace.write_bytes(bytes(data))
+    assert out.returncode == 1 and "identical" in out.stdout and "failed counter.no_lost_ack again" in out.stdout
+    data = trace.read_bytes()
+    trace.write_bytes(data[: len(data) // 2])
     out = cli("replay", str(trace), "--json")
-    assert out.returncode == 1 and json.loads(out.stdout)["diverged"] is True
+    assert out.returncode == 2 and out.stdout == ""
+    assert f"{trace}: damaged trace: it ends after record" in out.stderr and "DIVERGED" not in out.stderr
+
+
+def test_replay_of_a_passing_run_exits_0(tmp_path):
+    trace = tmp_path / "run.trace"
+    short = tmp_path / "short.toml"
+    short.write_text(Path(ROOT / "scenarios" / "counter.toml").read_text().replace("duration = 20.0", "duration = 2.0"))
+    assert cli("sim", str(short), "--trace", str(trace)).returncode == 0
+    out = cli("replay", str(trace), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["passed"] is True
 
 
 def test_bad_input_exits_2_with_a_message_naming_what_is_wrong(tmp_path):
@@ -91,3 +100,45 @@ def test_bad_input_exits_2_with_a_message_naming_what_is_wrong(tmp_path):
         out = cli(*args)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert message in out.stderr, (args, out.stderr)
+
+
+def test_more_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):
+    nan = tmp_path / "nan.toml"
+    nan.write_text("[systems.counter.workload]\nrate = nan\n")
+    inf = tmp_path / "inf.toml"
+    inf.write_text("[systems.counter]\n[faults.drop]\nrate = inf\n")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "café"\n[systems.counter]\n'.encode("latin-1"))
+    missing = tmp_path / "no" / "such" / "dir"
+    cases = [
+        (("sim", str(nan)), f"{nan}:2: systems.counter.workload.rate: expected a number in [0.01, 100000], got nan"),
+        (("sim", str(inf)), f"{inf}:3: faults.drop.rate: expected a number in [0, 1], got inf"),
+        (("sim", "scenarios/counter.toml", "--system-option", "workload.rate=-inf"),
+         "--system-option 'workload.rate=-inf': systems.counter.workload.rate: expected a number"),
+        (("sim", "scenarios/counter.toml", "--system-option", "servers=lots"),
+         "--system-option 'servers=lots': systems.counter.servers: expected an integer in [1, 64], got \"lots\""),
+        (("sim", "scenarios/counter.toml", "--system-option", "rate=5"),
+         "--system-option 'rate=5': systems.counter.rate: unknown key"),
+        (("sim", str(latin)), f"{latin}:1: not UTF-8 text (byte 0xe9 at offset 11)"),
+        (("sim", str(latin), "--system-option", "servers=3"), f"{latin}:1: not UTF-8 text"),
+        (("replay", str(tmp_path / "none.trace")), "none.trace: cannot read the trace: No such file or directory"),
+        (("replay", str(tmp_path)), f"{tmp_path}: cannot read the trace: Is a directory"),
+        (("trace", "show", str(tmp_path / "none.trace")), "cannot read the trace: No such file"),
+        (("trace", "show", str(nan), "--kind", "crash"), "--kind crash: unknown; expected run, spawn"),
+        (("sim", "scenarios/counter.toml", "--trace", str(missing / "x.trace")),
+         f"--trace {missing / 'x.trace'}: cannot write there: No such file or directory"),
+        (("sim", "scenarios/counter.toml", "--trace", str(tmp_path)), f"--trace {tmp_path}: is a directory"),
+        (("sim", "scenarios/counter.toml", "--seeds", "1..2", "--trace", str(tmp_path / "{seed}-{run}.trace")),
+         "the only placeholder allowed is {seed}"),
+        (("sim", "scenarios/counter.toml", "--html", str(missing / "r.html")),
+         f"--html {missing / 'r.html'}: cannot write there"),
+        (("shrink", "scenarios/counter_broken.toml", "--seed", "1", "-o", str(missing / "s.toml")),
+         f"-o {missing / 's.toml'}: cannot write there: No such file or directory"),
+    ]
+    for args, message in cases:
+        out = cli(*args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "scenarios/counter.toml:" not in out.stderr, (args, out.stderr)  # the option, not the file
+        assert out.stdout == "", (args, out.stdout)  # refused before any run
+    assert sorted(tmp_path.iterdir()) == sorted([nan, inf, latin])  # the checks left no file behind
