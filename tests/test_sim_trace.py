@@ -3,7 +3,6 @@ whatever PYTHONHASHSEED is; a recorded trace replays without divergence, and a t
 one reports the first record that differs."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from trace_files import rewrite, tamper
 
 from sim.replay import replay
 from sim.runner import run
@@ -65,39 +65,6 @@ def test_a_recorded_trace_replays_without_divergence_and_keeps_its_header(tmp_pa
     assert done.divergence is None and done.result.trace_hash == done.recorded_hash
 
 
-def rewrite(path: Path, objects: list, rehash: bool) -> None:
-    """Write trace objects back; with `rehash`, the checkpoints and the footer are made to
-    match the records again (a whole recording, as other code would have made it)."""
-    digest, chunk, count = hashlib.blake2b(digest_size=16), [], 0
-    with open(path, "wb") as out:
-        for obj in objects:
-            if rehash and type(obj) is list and obj[0] == "ckpt":
-                digest.update(msgpack.packb(chunk)[3 if len(chunk) >= 16 else 1:])
-                count += len(chunk)
-                chunk = []
-                obj = ["ckpt", count, obj[2], digest.hexdigest()]
-            elif rehash and type(obj) is dict and obj.get("end"):
-                obj = {**obj, "hash": digest.hexdigest()}
-            elif type(obj) is not dict:
-                chunk.append(obj)
-            out.write(msgpack.packb(obj))
-
-
-def tamper(path: Path, rehash: bool) -> tuple[int, list]:
-    """Change the receiving process of a send past record 3000; its record number and new value."""
-    objects = list(msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False))
-    index = -1
-    for tampered in objects:
-        if type(tampered) is dict or (type(tampered) is list and tampered[0] == "ckpt"):
-            continue
-        index += 1
-        if index >= 3000 and type(tampered) is list and tampered[0] == "send":
-            tampered[3] += 1  # another receiving process
-            break
-    rewrite(path, objects, rehash)
-    return index, tampered
-
-
 def test_a_whole_recording_that_differs_reports_the_first_record_that_differs(tmp_path):
     path = record(tmp_path)
     index, tampered = tamper(path, rehash=True)
@@ -117,7 +84,8 @@ def test_a_changed_record_is_a_damaged_trace_not_a_divergence(tmp_path):
 
 def test_a_changed_checkpoint_hash_is_a_damaged_trace(tmp_path):
     path = record(tmp_path)
-    objects = list(msgpack.Unpacker(open(path, "rb"), raw=False, strict_map_key=False))
+    with open(path, "rb") as f:
+        objects = list(msgpack.Unpacker(f, raw=False, strict_map_key=False))
     checkpoints = [obj for obj in objects if type(obj) is list and obj[0] == "ckpt"]
     checkpoints[2][3] = "0" * 32
     rewrite(path, objects, rehash=False)
