@@ -2,12 +2,15 @@
 
     letitcrash sim SCENARIO.toml [--seed N | --seeds A..B] [--trace FILE] [--faults SPEC]
                                  [--system-option [SYSTEM.]KEY=VALUE ...] [--jobs N] [--json]
-    letitcrash replay TRACE [--json]
+                                 [--html FILE]
+    letitcrash replay TRACE [--json] [--html FILE]
     letitcrash shrink SCENARIO.toml --seed N [-o OUT.toml] [--budget RUNS]
+    letitcrash trace show TRACE [--node N] [--process PID] [--kind K] [--from T] [--to T] [--json]
 
-Exit status: 0 every check held (replay: no divergence; shrink: a shrunk scenario was
-written), 1 a check failed (replay: it diverged; shrink: the seed does not fail), 2 bad
-input (a bad scenario, trace or argument).
+Exit status: 0 every check held (replay: identical and held; shrink: a shrunk scenario
+was written), 1 a check failed (replay: it failed again, or diverged; shrink: the seed
+does not fail), 2 bad input (a bad scenario, argument or path to write, a missing or
+damaged trace), checked before any run.
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from .trace import Divergence, Trace, TraceError, TraceReader
 Progress = Callable[["Simulation", str, float], None]
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     """What one run did; `report.text(result)` and `report.as_json(result)` show it."""
 
@@ -59,6 +59,11 @@ class Result:
     @property
     def passed(self) -> bool:
         return self.failure is None
+
+    def __repr__(self) -> str:  # short: pytest prints it when an assertion on a run fails
+        verdict = "passed" if self.failure is None else f"failed {self.failure.check} at t={self.failure.time:.6f}"
+        return (f"<Result {self.scenario} seed {self.seed}: {verdict}, {self.events} events, "
+                f"hash {self.trace_hash}>")
 
 
 @functools.cache
