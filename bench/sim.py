@@ -18,7 +18,18 @@ Workloads (value and unit per JSON line):
   process;
 - events_per_s_recorded: as events_per_s, with the trace written to a file (msgpack, one
   record per event, checkpoint hashes);
-- trace_cost: how much slower recording makes a run, in % of events_per_s.
+- trace_cost: how much slower recording makes a run, in % of events_per_s;
+- outside_share: the share of CPU time spent outside the system under test, in the
+  simulator's own code: its driver (sim/core.py, sim/runner.py), network model, fault
+  injection (sim/faults.py, sim/disk.py), checks (everything under a check call) and
+  trace (sim/trace.py with its msgpack and blake2b calls); the split is in the line's
+  "parts". Measured by sampling the stack every millisecond of CPU time (SIGPROF) over
+  one pass of the events_per_s seeds, in a pass of its own; a sample goes to the
+  innermost frame of this repository's code, so the kernel, supervision, storage and the
+  counter system count as the system under test even when the driver called them;
+- jobs_wall_1, jobs_wall_2: true wall seconds of `letitcrash sim counter.toml --seeds
+  1..2n --jobs 1` and `--jobs 2` (subprocesses, interpreter start included);
+  jobs_speedup: their ratio (at most 2 on two idle cores).
 Each figure takes the fastest of `reps` passes over the seeds, the kinds of pass
 interleaved (other processes on the machine only ever slow a pass down); `cpu_share`
 appears when this process got less than 90 % of a core, and then the figures are low.
@@ -27,6 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +60,8 @@ MODES = {"full": (10, 3), "quick": (3, 2), "tiny": (1, 1)}  # seeds, reps
 TINY = [("phases", [{"name": "chaos", "duration": 2.0, "faults": True},
                     {"name": "quiesce", "duration": 2.0, "workload": False}])]
 GOALS = {"events_per_s": (">=", 200_000), "trace_cost": ("<=", 20.0)}
+OUTSIDE = {"sim/core.py": "driver", "sim/runner.py": "driver", "sim/network.py": "network",
+           "sim/faults.py": "faults", "sim/disk.py": "faults", "sim/trace.py": "trace"}
 
 
 def counter_pass(scenario: Scenario, seeds: range, record: bool) -> dict[str, float]:
@@ -103,6 +119,53 @@ async def _echo_client(proc: Any, server: dict[str, Any]) -> None:
             pass  # a dropped request or reply: ask again
 
 
+def outside_pass(scenario: Scenario, seeds: range) -> dict[str, Any]:
+    """Where the CPU time of runs goes: samples by part (see the module docstring)."""
+    root = str(ROOT) + "/"
+    samples: dict[str, int] = {}
+
+    def part(frame: Any) -> str:
+        found = None  # decided by the innermost frame of this repository's code
+        while frame is not None:
+            code = frame.f_code
+            if code.co_qualname == "_Checks.run":
+                return "checks"
+            if found is None and code.co_filename.startswith(root):
+                found = OUTSIDE.get(code.co_filename[len(root):], "system")
+            frame = frame.f_back
+        return found or "system"
+
+    def sample(signum: int, frame: Any) -> None:
+        key = part(frame)
+        samples[key] = samples.get(key, 0) + 1
+
+    previous = signal.signal(signal.SIGPROF, sample)
+    signal.setitimer(signal.ITIMER_PROF, 0.001, 0.001)
+    try:
+        p = counter_pass(scenario, seeds, record=False)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, previous)
+    total = sum(samples.values()) or 1
+    parts = {k: round(100 * samples.get(k, 0) / total, 1) for k in ("driver", "network", "faults", "checks",
+                                                                      "trace")}
+    return {**p, "share": sum(parts.values()), "parts": parts, "samples": total}
+
+
+def jobs_pass(scenario: Scenario, seeds: int, jobs: int) -> dict[str, float]:
+    """True wall seconds of the CLI running `seeds` seeds in `jobs` processes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.toml"
+        path.write_text(scenario.to_toml())
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "sim.cli", "sim", str(path), "--seeds", f"1..{seeds}",
+                              "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = time.perf_counter() - started
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {"wall": wall, "runs": seeds, "cpu_share": 1.0}
+
+
 def line(workload: str, value: float, unit: str, p: dict[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {"system": "letitcrash", "workload": workload, "value": float(f"{value:.4g}"),
                            "unit": unit, "n": int(p["runs"])}
@@ -125,6 +188,8 @@ def measure(mode: str) -> list[dict[str, Any]]:
         "recorded": lambda: counter_pass(plain, seeds, record=True),
         "dense": lambda: counter_pass(dense, seeds, record=False),
         "core": lambda: core_pass(seeds, 4.0 if mode == "tiny" else 30.0),
+        "jobs1": lambda: jobs_pass(plain, 2 * n, 1),
+        "jobs2": lambda: jobs_pass(plain, 2 * n, 2),
     }
     best: dict[str, dict[str, float]] = {}
     for _ in range(reps):  # interleaved: a burst of load elsewhere slows every kind alike
@@ -132,6 +197,7 @@ def measure(mode: str) -> list[dict[str, Any]]:
             p = one()
             if name not in best or p["wall"] < best[name]["wall"]:
                 best[name] = p
+    outside = outside_pass(plain, seeds)
     plain_p, recorded_p = best["plain"], best["recorded"]
     rate = plain_p["events"] / plain_p["wall"]
     recorded_rate = recorded_p["events"] / recorded_p["wall"]
@@ -144,6 +210,11 @@ def measure(mode: str) -> list[dict[str, Any]]:
         line("seeds_per_min", 60 * plain_p["runs"] / plain_p["wall"], "runs/min", plain_p),
         line("events_per_s_recorded", recorded_rate, "events/s", recorded_p),
         line("trace_cost", max(0.0, 100 * (1 - recorded_rate / rate)), "%", recorded_p),
+        {**line("outside_share", outside["share"], "%", outside), "parts": outside["parts"],
+         "samples": outside["samples"]},
+        line("jobs_wall_1", best["jobs1"]["wall"], "s", best["jobs1"]),
+        line("jobs_wall_2", best["jobs2"]["wall"], "s", best["jobs2"]),
+        line("jobs_speedup", best["jobs1"]["wall"] / best["jobs2"]["wall"], "x", best["jobs2"]),
     ]
 
 
@@ -152,8 +223,10 @@ def table(lines: list[dict[str, Any]]) -> str:
     for d in lines:
         met = {True: "yes", False: "NO"}.get(d.get("met"), "")
         value = f"{d['value']:,.0f}" if d["value"] >= 1000 else f"{d['value']:.4g}"
+        parts = ", ".join(f"{k} {v:g} %" for k, v in d.get("parts", {}).items())
         rows.append(f"{d['workload']:<26} {value:>12}  {d['unit']:<9} {d.get('goal', ''):<12} {met}"
-                    + (f"  (cpu share {d['cpu_share']})" if "cpu_share" in d else ""))
+                    + (f"  (cpu share {d['cpu_share']})" if "cpu_share" in d else "")
+                    + (f"  ({parts}; the rest: the system under test)" if parts else ""))
     return "\n".join(rows)
 
 

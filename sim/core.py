@@ -76,19 +76,26 @@ class Samples:
         self.counts: list[int] = []
         self.width = width
 
+    def _count_late(self, b: int, t: float) -> None:
+        """Count at bin `b`, past the last one: grow the bins, merging them past BINS."""
+        counts = self.counts
+        while b >= self.BINS:
+            counts[:] = [sum(counts[i:i + 2]) for i in range(0, len(counts), 2)]
+            self.width *= 2
+            b = int(t / self.width)
+        counts.extend([0] * (b + 1 - len(counts)))
+        counts[b] += 1
+
     def add(self, value: float, t: float = 0.0) -> None:
         self.seen += 1
         if value > self.max:
             self.max = value
         counts = self.counts
         b = int(t / self.width)
-        while b >= self.BINS:
-            counts[:] = [sum(counts[i:i + 2]) for i in range(0, len(counts), 2)]
-            self.width *= 2
-            b = int(t / self.width)
-        if b >= len(counts):
-            counts.extend([0] * (b + 1 - len(counts)))
-        counts[b] += 1
+        if b < len(counts):
+            counts[b] += 1
+        else:
+            self._count_late(b, t)
         if self.seen % self.stride:
             return
         self.values.append(value)

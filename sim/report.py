@@ -118,17 +118,21 @@ def text(result: Result, command: str | None = None, shrink: str | None = None) 
     return "\n".join(lines)
 
 
-def summary(results: list[Result]) -> str:
-    """One line per seed, then totals: for `--seeds A..B`."""
+def summary(results: list[Result], elapsed: float | None = None, jobs: int = 1) -> str:
+    """One line per seed, then totals: for `--seeds A..B`. `elapsed` is the true wall
+    time of all the runs (default: their sum, as in one process)."""
     lines = []
     for r in results:
         verdict = "ok  " if r.passed else f"FAIL {r.failure.check} at t={r.failure.time:.3f} s"
         lines.append(f"  seed {r.seed:<8} {verdict}  {_n(r.events)} events, "
                      f"faults {sum(r.faults.values())}, hash {r.trace_hash[:12]}")
     failed = [r.seed for r in results if not r.passed]
-    wall = sum(r.wall for r in results)
+    runs = sum(r.wall for r in results)
+    wall = runs if elapsed is None else elapsed
     events = sum(r.events for r in results)
+    processes = f" in {jobs} processes (the runs themselves: {runs:.1f} s)" if jobs > 1 else ""
     lines.append(f"{len(results)} seeds: {len(results) - len(failed)} passed, {len(failed)} failed"
                  + (f" (seeds {', '.join(map(str, failed))})" if failed else "")
-                 + f"; {_n(events)} events in {wall:.1f} s wall ({_n(events / wall if wall else 0)} events/s)")
+                 + f"; {_n(events)} events in {wall:.1f} s wall{processes} ({_n(events / wall if wall else 0)} "
+                 "events/s)")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "sim.py"
 WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "speedup", "seeds_per_min",
-             "events_per_s_recorded", "trace_cost"]
+             "events_per_s_recorded", "trace_cost", "outside_share", "jobs_wall_1", "jobs_wall_2", "jobs_speedup"]
+PARTS = ["driver", "network", "faults", "checks", "trace"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -23,8 +24,11 @@ def test_json_lines_name_every_workload_with_a_value_and_a_unit():
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [d["workload"] for d in lines] == WORKLOADS
     for d in lines:
-        assert d["system"] == "letitcrash" and d["unit"] and d["n"] == 1
+        assert d["system"] == "letitcrash" and d["unit"] and d["n"] == (2 if d["workload"].startswith("jobs") else 1)
         assert d["value"] >= 0 and (d["value"] > 0 or d["workload"] == "trace_cost")
+    outside = lines[WORKLOADS.index("outside_share")]
+    assert list(outside["parts"]) == PARTS and outside["samples"] > 0
+    assert abs(sum(outside["parts"].values()) - outside["value"]) < 0.5 and 0 <= outside["value"] <= 100
     goals = {d["workload"]: d for d in lines if "goal" in d}
     assert set(goals) == {"events_per_s", "trace_cost"} and all(type(d["met"]) is bool for d in goals.values())
 
@@ -35,3 +39,5 @@ def test_the_table_has_a_row_per_workload():
     rows = out.stdout.splitlines()
     assert rows[0].split()[:3] == ["workload", "value", "unit"]
     assert [row.split()[0] for row in rows[1:]] == WORKLOADS
+    share = rows[1 + WORKLOADS.index("outside_share")]
+    assert "driver" in share and "the rest: the system under test" in share

@@ -142,3 +142,16 @@ def test_more_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path):
         assert "scenarios/counter.toml:" not in out.stderr, (args, out.stderr)  # the option, not the file
         assert out.stdout == "", (args, out.stdout)  # refused before any run
     assert sorted(tmp_path.iterdir()) == sorted([nan, inf, latin])  # the checks left no file behind
+
+
+def test_seeds_in_two_processes_give_the_serial_results_in_seed_order():
+    serial = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..4", "--json")
+    parallel = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..4", "--jobs", "2", "--json")
+    assert serial.returncode == parallel.returncode == 1, parallel.stderr[-2000:]
+    keys = ("seed", "passed", "failure", "events", "deliveries", "faults", "restarts", "crashes", "checks",
+            "stats", "trace_hash", "reproduce")
+    one, two = json.loads(serial.stdout), json.loads(parallel.stdout)
+    assert [r["seed"] for r in two] == [1, 2, 3, 4]
+    assert [{k: r[k] for k in keys} for r in two] == [{k: r[k] for k in keys} for r in one]
+    text = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..2", "--jobs", "2").stdout
+    assert "2 seeds: 0 passed, 2 failed (seeds 1, 2)" in text and " s wall in 2 processes (the runs themselves: " in text

@@ -202,3 +202,17 @@ def test_latency_samples_stay_bounded_and_spread_over_the_whole_series():
     samples = sim.latencies["op"]
     assert len(samples.values) < 64 and samples.seen == 10_000 and samples.max == 9.999
     assert samples.values[0] < 0.5 and samples.values[-1] > 9.0  # early and late both kept
+
+
+def test_latency_samples_keep_their_virtual_time_and_exact_counts_per_time_bin():
+    sim = Simulation(1, max_samples=64)
+    moments = [i * 0.037 for i in range(3000)]  # 111 virtual seconds: the bins must widen
+    for t in moments:
+        sim.now = t
+        sim.record_latency("op", t / 100)
+    samples = sim.latencies["op"]
+    assert len(samples.times) == len(samples.values) < 64
+    assert all(abs(v - t / 100) < 1e-12 for t, v in zip(samples.times, samples.values))  # kept in pairs
+    assert len(samples.counts) <= samples.BINS and samples.width * len(samples.counts) > moments[-1]
+    assert samples.counts == [sum(1 for t in moments if int(t / samples.width) == b)
+                              for b in range(len(samples.counts))]
