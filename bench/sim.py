@@ -149,7 +149,7 @@ def outside_pass(scenario: Scenario, seeds: range) -> dict[str, Any]:
     total = sum(samples.values()) or 1
     parts = {k: round(100 * samples.get(k, 0) / total, 1) for k in ("driver", "network", "faults", "checks",
                                                                       "trace")}
-    return {**p, "share": sum(parts.values()), "parts": parts, "samples": total}
+    return {**p, "share": round(sum(parts.values()), 1), "parts": parts, "samples": total}
 
 
 def jobs_pass(scenario: Scenario, seeds: int, jobs: int) -> dict[str, float]:

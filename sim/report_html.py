@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
+from . import report
 from .trace import Divergence, Event, TraceReader, events
 
 if TYPE_CHECKING:
@@ -151,7 +152,6 @@ def _tell(story: _Story, evs: Iterator[Event], last: deque[Event]) -> None:
         _partition_bands(story, partition)
     for name, (since, why) in down.items():
         story.lanes[name].bands.append((since, end, "down", f"{name} down ({why}) from {since:.3f} s"))
-    return story
 
 
 def _normal(reason: Any) -> bool:
@@ -207,8 +207,8 @@ def page(trace_path: str, result: Result | None, divergence: Divergence | None =
         body.append(_last_events(story, failure.check if failure else None))
     body.append(_charts(story, result, fail_at))
     if result is not None:
-        from .report import text
-        body.append(f"<details><summary>The text report</summary><pre>{_e(text(result, command))}</pre></details>")
+        body.append(f"<details><summary>The text report</summary><pre>{_e(report.text(result, command))}"
+                    "</pre></details>")
     took = time.perf_counter() - started
     body.append(f"<footer>letitcrash · trace blake2b {_e(result.trace_hash if result else '-')} · "
                 f"this page took {took:.2f} s to make</footer>")
@@ -340,7 +340,7 @@ def _charts(story: _Story, result: Result | None, fail_at: float | None) -> str:
     series = result.series if result is not None else {}
     rows = 3 if series else 1
     fig = Figure(figsize=(11, 2.3 * rows))
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.3 / rows, bottom=0.5 / (2.3 * rows), hspace=0.45)
+    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.35 / (2.3 * rows), bottom=0.5 / (2.3 * rows), hspace=0.45)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     width = story.end / CHART_BINS
     edges = np.arange(CHART_BINS) * width

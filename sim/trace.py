@@ -17,7 +17,9 @@ node). Everything else is a list whose first item names the event:
 Records are packed a chunk at a time (one C call), the chunk's bytes feed an incremental
 blake2b, and every chunk ends with a checkpoint `["ckpt", records so far, time, hash]`
 in the file, so a divergence can be located without decoding the whole file. The file
-is: a header map, chunks and checkpoints, a footer map.
+is: a header map, chunks and checkpoints, a footer map. `TraceReader.verify` checks a
+file against its own checkpoints (a truncated or altered file is "damaged", not a
+divergence); `events` decodes records for people and tools (`letitcrash trace show`).
 """
 from __future__ import annotations
 
