@@ -89,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--node", action="append", default=[], metavar="NAME",
                       help="events that happened on this node (repeat or comma-separate for several)")
     show.add_argument("--process", action="append", default=[], metavar="PID",
-                      help="events of this process, e.g. counter1.7 or '<counter1#1.7>' (repeatable)")
+                      help="events of this process, e.g. counter1.7 or '<counter1#1.7>' (repeat or comma-separate)")
     show.add_argument("--kind", action="append", default=[], metavar="KIND",
-                      help=f"events of this kind: {', '.join(EVENT_KINDS)} (repeatable)")
+                      help=f"events of this kind: {', '.join(EVENT_KINDS)} (repeat or comma-separate)")
     show.add_argument("--from", dest="start", type=_time, metavar="T", help="from virtual time T (s, or 250ms)")
     show.add_argument("--to", dest="end", type=_time, metavar="T", help="up to virtual time T, included")
     show.add_argument("--json", action="store_true", help="one JSON object per event (JSON lines)")
@@ -414,7 +414,7 @@ event kinds (--kind), with the fields of --json's "fields":
   send     a delivery left its node               ["send", src, dst, serial, msg|reply|exit|down,
                                                    fault ("", drop, duplicate, delay, reorder, cut),
                                                    arrival time (absent if it never arrives)]
-  arr      a delivery reached its node            ["arr", dst, serial, kind, why it was lost]
+  arr      a delivery reached its node            ["arr", dst, serial, kind, why it was lost if it was]
   commit   a store committed                      ["commit", node, commits on the node so far]
   lost     a power cut lost unsynced commits      ["lost", node, commits lost]
   fault    a fault was injected                   ["fault", kind, node or groups, details...]
