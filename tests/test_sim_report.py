@@ -12,6 +12,7 @@ import pytest
 from trace_files import tamper
 
 from sim import report_html
+from sim.cli import main
 from sim.replay import replay
 from sim.runner import run
 from sim.scenario import load
@@ -35,10 +36,11 @@ def broken(tmp_path_factory):
     return trace, page.read_text(encoding="utf-8"), json.loads(out.stdout)
 
 
-def shown(trace: Path, *filters: str) -> list[dict]:
-    out = cli("trace", "show", str(trace), "--json", *filters)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return [json.loads(line) for line in out.stdout.splitlines()]
+def shown(capsys, trace: Path, *filters: str) -> list[dict]:
+    """`letitcrash trace show TRACE --json FILTERS`, run in this process, as objects."""
+    capsys.readouterr()
+    assert main(["trace", "show", str(trace), "--json", *filters]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 def test_a_failing_runs_page_is_one_file_that_fetches_nothing(broken):
@@ -49,7 +51,7 @@ def test_a_failing_runs_page_is_one_file_that_fetches_nothing(broken):
     assert len(page.encode()) < 400_000
 
 
-def test_a_failing_runs_page_shows_the_failure_and_the_events_before_it_in_their_lanes(broken):
+def test_a_failing_runs_page_shows_the_failure_and_the_events_before_it_in_their_lanes(broken, capsys):
     trace, page, report = broken
     failure = report["failure"]
     assert f"FAIL · {failure['check']} at t={failure['time']:.6f} s" in page
@@ -62,7 +64,7 @@ def test_a_failing_runs_page_shows_the_failure_and_the_events_before_it_in_their
     columns = re.findall(r"<th><a href='#lane-([^']+)'>", section)
     assert columns == ["counter1", "counter2", "clients"]  # every column leads to its lane
     rows = re.findall(r"<tr id='ev-(\d+)'>(.*?)</tr>", section)
-    events = shown(trace)
+    events = shown(capsys, trace)
     assert [int(n) for n, _ in rows] == [e["record"] for e in events[-40:]]
     for (_, row), event in zip(rows, events[-40:]):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row)[2:]  # after the record and time
@@ -71,19 +73,19 @@ def test_a_failing_runs_page_shows_the_failure_and_the_events_before_it_in_their
         assert filled == [column], (row, event)
     assert events[-1]["kind"] == "check" and events[-1]["fields"] == ["check", failure["check"]]
     assert f"✗ {failure['check']} failed here" in section
-    faults = shown(trace, "--kind", "fault")
+    faults = shown(capsys, trace, "--kind", "fault")
     assert faults and faults[-1]["text"] in section.replace("&lt;", "<").replace("&gt;", ">")
 
 
-def test_the_page_marks_faults_reboots_and_downtime_in_the_lanes_they_hit(broken):
+def test_the_page_marks_faults_reboots_and_downtime_in_the_lanes_they_hit(broken, capsys):
     trace, page, _ = broken
     lane = {name: body for name, body in re.findall(
         r"<div class=lane id='lane-([^']+)'>(.*?)</div></div>", page)}
-    for fault in shown(trace, "--kind", "fault"):
+    for fault in shown(capsys, trace, "--kind", "fault"):
         assert "class='m fault" in lane[fault["node"]], fault
-    crashed = {f["node"] for f in shown(trace, "--kind", "fault") if f["fields"][1] in ("kill_node", "power_loss")}
+    crashed = {f["node"] for f in shown(capsys, trace, "--kind", "fault") if f["fields"][1] in ("kill_node", "power_loss")}
     assert crashed
-    for reboot in shown(trace, "--kind", "restart"):
+    for reboot in shown(capsys, trace, "--kind", "restart"):
         assert "class='m reboot" in lane[reboot["node"]]
     for name in crashed:
         assert "class='band down'" in lane[name]
@@ -124,22 +126,23 @@ def test_without_matplotlib_html_says_how_to_install_it_before_running(tmp_path)
     assert not (tmp_path / "r.html").exists()
 
 
-def test_trace_show_filters_by_node_process_kind_and_time(broken):
+def test_trace_show_filters_by_node_process_kind_and_time(broken, capsys):
     trace, _, report = broken
-    every = shown(trace)
+    every = shown(capsys, trace)
     assert len(every) == report["events"]
     assert {e["kind"] for e in every} <= set(EVENT_KINDS)
     assert [e["record"] for e in every] == sorted(e["record"] for e in every)
-    node = shown(trace, "--node", "counter2")
+    node = shown(capsys, trace, "--node", "counter2")
     assert node and node == [e for e in every if e["node"] == "counter2"]
-    kinds = shown(trace, "--kind", "exit,restart")
+    kinds = shown(capsys, trace, "--kind", "exit,restart")
     assert kinds and kinds == [e for e in every if e["kind"] in ("exit", "restart")]
     pid = next(e["pid"] for e in every if e["kind"] == "spawn" and e["node"] == "counter1")
-    process = shown(trace, "--process", pid.strip("<>"))
+    process = shown(capsys, trace, "--process", pid.strip("<>"))
     assert process == [e for e in every if e["pid"] == pid] and {e["kind"] for e in process} >= {"spawn", "run"}
-    window = shown(trace, "--from", "1.5", "--to", "2000ms", "--node", "clients", "--kind", "send")
+    window = shown(capsys, trace, "--from", "1.5", "--to", "2000ms", "--node", "clients", "--kind", "send")
     assert window and window == [e for e in every if 1.5 <= e["t"] <= 2.0 and e["node"] == "clients"
                                  and e["kind"] == "send"]
-    text = cli("trace", "show", str(trace), "--node", "counter2").stdout.splitlines()
+    assert main(["trace", "show", str(trace), "--node", "counter2"]) == 0
+    text = capsys.readouterr().out.splitlines()
     assert [line.split(None, 1)[1] for line in text] == [e["text"] for e in node]
     assert all(line.startswith(f"#{e['record']} ") for line, e in zip(text, node))
