@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import shlex
 import sys
@@ -137,13 +138,11 @@ def _seed(text: str) -> int:
 
 def _time(text: str) -> float:
     try:
-        value = float(text)
+        value = parse_seconds(text.strip() if text.strip()[-1:].isalpha() else float(text))
     except ValueError:
-        value = None
-    try:
-        value = parse_seconds(text if value is None else value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected virtual seconds (e.g. 1.5 or 250ms), got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected virtual seconds (e.g. 1.5 or 250ms), got {text!r}")
     return value
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +150,11 @@ def test_more_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, capsys
         assert "scenarios/counter.toml:" not in out.err, (args, out.err)  # the option, not the file
         assert out.out == "", (args, out.out)  # refused before any run
     assert sorted(tmp_path.iterdir()) == sorted([nan, inf, latin])  # the checks left no file behind
+    for value in ("nan", "inf", "soon"):  # refused by the argument parser: its usage, then exit 2
+        with pytest.raises(SystemExit) as exit_:
+            main(["trace", "show", str(nan), "--from", value])
+        assert exit_.value.code == 2 and f"expected virtual seconds (e.g. 1.5 or 250ms), got '{value}'" in \
+            capsys.readouterr().err
 
 
 def test_seeds_in_two_processes_give_the_serial_results_in_seed_order():
