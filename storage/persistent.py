@@ -45,7 +45,8 @@ out. `handle_idle` is a turn like the others. An `async` callback's changes are 
 at the end of every scheduler pass in which it is suspended, before what it sent leaves.
 
 State must be msgpack-encodable (dicts, lists, str, bytes, numbers, bool, None, Pid,
-Ref). A server that needs more set-up overrides `init` and calls
+Ref). A server that keeps part of it as a live object (a CRDT document) overrides
+`snapshot_state()` to return the state with that part encoded, at the moment of saving. A server that needs more set-up overrides `init` and calls
 `super().init(store, key, *args)` first.
 """
 from __future__ import annotations
@@ -90,6 +91,12 @@ class PersistentServer(GenServer):
     def key(self) -> Any:
         return self._ref.key
 
+    def snapshot_state(self) -> Any:
+        """What is saved as the state: `self.state`, unless a server keeps part of it as a
+        live object (a CRDT document, say) and returns here a copy holding its encoded form,
+        taken at the moment of saving."""
+        return self.state
+
     # -- kernel side ---------------------------------------------------------------------
 
     def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
@@ -97,7 +104,7 @@ class PersistentServer(GenServer):
 
     def _flush(self) -> None:
         """Hand the state to the store if it changed since the last save."""
-        data = self._encode("state", self.state)
+        data = self._encode("state", self.snapshot_state())
         if data != self._saved:
             self.store.write(self, self._ref, STATE, self.revision, self.revision + 1, data, [])
             self.revision += 1
@@ -204,7 +211,7 @@ class EventSourcedServer(PersistentServer):
         if self._snap_due or self.revision - self._snap_rev >= self.snapshot_every:
             self._snap_due = False
             if self.revision > self._snap_rev:
-                snap = self._encode("state", self.state)
+                snap = self._encode("state", self.snapshot_state())
         if self._pending or snap is not None:
             events, self._pending = self._pending, []
             self.store.write(self, self._ref, SNAPSHOT, self.revision - len(events), self.revision,

@@ -8,7 +8,7 @@ import lmdb
 import pytest
 
 from actors import CallExit, CallTimeout, Exit, GenServer, Node, StartError
-from storage import (CorruptedValue, ForeignStore, FormatVersionError, LimitExceeded,
+from storage import (CorruptedValue, EventSourcedServer, ForeignStore, FormatVersionError, LimitExceeded,
                      StaleWrite, Store, StoreFull, StorageIOError, UnencodableValue)
 from storage.store import encode_value
 from storage_servers import Counter, Ledger, checked
@@ -399,6 +399,45 @@ def test_many_events_in_one_turn_and_an_explicit_snapshot(path):
     assert store.read("l") == (3, {"items": ["a", "b", "c"]}, [])
     node, store = reopen(store)
     assert call(node, node.spawn(Ledger, store, "l"), "get") == ["a", "b", "c"]
+
+
+class LiveJoined(EventSourcedServer):
+    """Keeps its events joined in a live object (a str, standing in for a CRDT document)
+    that `state` holds only in encoded form, refreshed by `snapshot_state`."""
+
+    snapshot_every = 3
+
+    def init(self, store, key):
+        self.live = ""
+        super().init(store, key)
+
+    def initial_state(self):
+        return {"joined": ""}
+
+    def apply(self, event):
+        if not self.live:
+            self.live = self.state["joined"]  # a recovery starts from the snapshot's copy
+        self.live += event
+
+    def snapshot_state(self):
+        return {"joined": self.live}
+
+    def handle_call(self, request, caller):
+        for part in request:
+            self.persist(part)
+        return self.live
+
+
+def test_a_snapshot_saves_what_snapshot_state_returns_at_the_moment_of_saving(path):
+    node, store = boot(path)
+    pid = node.spawn(LiveJoined, store, "j")
+    assert call(node, pid, ["a", "b"]) == "ab"
+    assert store.read("j") == (2, None, ["a", "b"])  # no snapshot yet: state untouched
+    assert call(node, pid, ["c", "d"]) == "abcd"  # the snapshot falls in this turn, after "d"
+    assert store.read("j") == (4, {"joined": "abcd"}, [])
+    node, store = reopen(store)
+    again = node.spawn(LiveJoined, store, "j")
+    assert call(node, again, ["e"]) == "abcde"
 
 
 def test_a_stale_event_sourced_incarnation_is_refused(path):
