@@ -13,6 +13,7 @@ store.
         def children(self) -> list[ChildSpec]: ...
 
     state = stored_state(store, ("chat.shard", 3), empty, apply)      # None: store down
+    result = run_steps(node_or_proc, async_fn_of_proc)                # several calls as one operation
     servers = ServerNodes(system, ["chat1", "chat2"], lambda node, store, resolve: ChatService(...))
     servers.add()                                                     # they boot
     servers.serving("chat1")                                          # its service; NoProc while down
@@ -21,7 +22,7 @@ store.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from actors import CallExit, CallTimeout, Future, Node, NoProc, Pid, Process
 from storage import StorageError, Store
@@ -119,6 +120,26 @@ class TreeService:
     def _call(self, caller: Node | Process, name: str, message: Any, timeout: float | None = 5.0) -> Any:
         """Call the process registered as `name` (see `supervision.client.request`)."""
         return request(caller, self.pid(name), message, timeout)
+
+
+def run_steps(caller: Node | Process, steps: Callable[[Process], Awaitable[Any]]) -> Any:
+    """A client operation of several calls, `steps(proc)`: run as `caller` itself when it
+    is a process (a coroutine to await), else in a short-lived process of the node
+    `caller` (a Future of its result or exception)."""
+    if isinstance(caller, Process):
+        return steps(caller)
+    answer = Future()
+
+    async def run(proc: Process) -> None:
+        try:
+            value = await steps(proc)
+        except Exception as exc:  # noqa: BLE001 - the caller outside hears of any failure
+            answer.set_exception(exc)
+            return
+        answer.set_result(value)
+
+    caller.spawn(run)
+    return answer
 
 
 def stored_state(store: Store | None, key: Any, empty: Callable[[], dict],
