@@ -80,7 +80,7 @@ class PlaylistDevice(GenServer):
         if playlist not in self.open:
             if len(self.open) >= MAX_OPEN:
                 raise BadRequest(f"a device keeps at most {MAX_OPEN} playlists")
-            p = {"playlist": playlist, "doc": pdoc.open_doc(self.client_id), "epoch": 0, "server_sv": EMPTY_SV,
+            p = {"playlist": playlist, "doc": pdoc.PlaylistDoc(self.client_id), "epoch": 0, "server_sv": EMPTY_SV,
                  "base": pdoc.Snapshot([], {}, {}), "edits": 0, "acked": 0}
             try:
                 await self._exchange(p)
@@ -91,7 +91,7 @@ class PlaylistDevice(GenServer):
 
     def _view(self, playlist: str) -> dict[str, Any]:
         p = self._get(playlist)
-        return {"playlist": playlist, "epoch": p["epoch"], **pdoc.meta(p["doc"]), "entries": pdoc.view(p["doc"]),
+        return {"playlist": playlist, "epoch": p["epoch"], **p["doc"].meta(), "entries": p["doc"].view(),
                 "edits": p["edits"], "acked": p["acked"]}
 
     def _edit(self, p: dict[str, Any], kind: str, args: tuple) -> Any:
@@ -99,20 +99,19 @@ class PlaylistDevice(GenServer):
             raise BadRequest(f"{MAX_PENDING} edits of {p['playlist']} wait for a sync; sync first")
         doc = p["doc"]
         if kind == "add" and len(args) == 3:
-            if len(pdoc.view(doc)) >= MAX_TRACKS:
+            if len(doc.view()) >= MAX_TRACKS:
                 raise BadRequest(f"playlist {p['playlist']} holds {MAX_TRACKS} tracks (the limit)")
-            entry = [pdoc.new_entry_id(doc, p["epoch"]), check_name("a track id", args[0]),
+            entry = [doc.new_entry_id(p["epoch"]), check_name("a track id", args[0]),
                      check_name("a user id", args[1])]
-            result, delta = pdoc.changes(doc, lambda: pdoc.insert(doc, entry, check_position(args[2])))
+            result, delta = doc.changes(lambda: doc.insert(entry, check_position(args[2])))
             result = entry[0]
         elif kind == "remove" and len(args) == 1:
-            result, delta = pdoc.changes(doc, lambda: pdoc.remove(doc, check_name("an entry id", args[0]), p["epoch"]))
+            result, delta = doc.changes(lambda: doc.remove(check_name("an entry id", args[0]), p["epoch"]))
         elif kind == "move" and len(args) == 2 and args[1] is not None:
-            result, delta = pdoc.changes(doc, lambda: pdoc.move(doc, check_name("an entry id", args[0]),
-                                                                check_position(args[1])))
+            result, delta = doc.changes(lambda: doc.move(check_name("an entry id", args[0]), check_position(args[1])))
         elif kind == "rename" and len(args) == 1:
             try:
-                result, delta = pdoc.changes(doc, lambda: pdoc.set_meta(doc, "name", args[0]))
+                result, delta = doc.changes(lambda: doc.set_meta("name", args[0]))
             except pdoc.BadUpdate as exc:
                 raise BadRequest(str(exc)) from None
         else:
@@ -134,15 +133,15 @@ class PlaylistDevice(GenServer):
         """Send the server what it lacks, merge what it answers; rebase on a new epoch."""
         for _ in range(MAX_REBASES + 1):
             doc = p["doc"]
-            update = doc.get_update(p["server_sv"])
+            update = doc.update_since(p["server_sv"])
             try:
-                answer = await self.service().sync(self, p["playlist"], p["epoch"], doc.get_state(), update)
+                answer = await self.service().sync(self, p["playlist"], p["epoch"], doc.state_vector(), update)
             except RETRYABLE as exc:
                 raise Unavailable(f"no server answered the sync of {p['playlist']} ({exc!r:.60})") from None
             if answer[0] == "ok":
-                doc.apply_update(answer[3])
-                p["server_sv"] = doc.get_state()
-                p["base"] = pdoc.snapshot(doc)
+                doc.apply(answer[3])
+                p["server_sv"] = doc.state_vector()
+                p["base"] = doc.snapshot()
                 return
             self._rebase(p, answer[1], answer[2])
         raise Unavailable(f"playlist {p['playlist']} changed epochs {MAX_REBASES} times during one sync")
@@ -150,10 +149,10 @@ class PlaylistDevice(GenServer):
     def _rebase(self, p: dict[str, Any], epoch: int, data: bytes) -> None:
         """Adopt the server's newer epoch, carrying this device's unacknowledged edits over."""
         doc = p["doc"]
-        intents = pdoc.diff(p["base"], pdoc.snapshot(doc))
-        fresh = pdoc.open_doc(self.client_id, data)
-        p["server_sv"] = fresh.get_state()
-        p["base"] = pdoc.snapshot(fresh)
+        intents = pdoc.diff(p["base"], doc.snapshot())
+        fresh = pdoc.PlaylistDoc(self.client_id, data)
+        p["server_sv"] = fresh.state_vector()
+        p["base"] = fresh.snapshot()
         pdoc.replay(fresh, intents, epoch)
         p["doc"], p["epoch"] = fresh, epoch
 

@@ -1,14 +1,18 @@
-"""A playlist as a CRDT document (Yjs's YATA sequence, through pycrdt's Yrs bindings), as
-pure functions: opening, reading, editing, checking a merged update, and carrying edits
-over to a compacted document.
+"""A playlist as a CRDT document (Yjs's YATA sequence, through pycrdt's Yrs bindings):
+`PlaylistDoc` opens, reads, edits and merges one; `diff` and `replay` carry edits over to
+a compacted document.
 
 A document has three root types: `items`, an Array of entries `[entry_id, track,
 added_by]` (plain lists: Yrs keeps a dict value as a hash map whose order, and so whose
 encoding, changes from one interpreter to the next); `meta`, a Map of the playlist's
 `name` and `description` (last writer wins, ties broken by client id); and `removed`, a
 Map from the ids of removed entries to the epoch they were removed in. Every replica (each
-server node's, each device's) edits its own `Doc` under its own client id and exchanges
-updates as bytes; merged in any order, they give the same document, byte for byte.
+server node's, each device's) edits its own document under its own client id and
+exchanges updates as bytes; merged in any order, they give the same document, byte for
+byte. pycrdt reads an Array item by item (tens of microseconds each), so a `PlaylistDoc`
+mirrors its entries and removals in Python, kept current from the document's own change
+events (which come when a transaction ends: an edit is a few transactions, one per Yrs
+operation, merged into one update), and every read is a Python list walk.
 
 The view. An entry id is unique to one add within its playlist. The view shows each entry
 once, at its first position, unless it was removed: a remove wins over everything
@@ -56,66 +60,6 @@ class Snapshot(NamedTuple):
     removed: dict[str, int]
 
 
-def open_doc(client_id: int, data: bytes | None = None) -> Doc:
-    """A document editing as `client_id` (unique per writer of one document: a replica,
-    a device session), holding the update `data` (None: empty)."""
-    doc = Doc(client_id=client_id)
-    doc.get(ITEMS, type=Array)
-    doc.get(META, type=Map)
-    doc.get(REMOVED, type=Map)
-    if data is not None:
-        doc.apply_update(data)
-    return doc
-
-
-def items(doc: Doc) -> Array:
-    return doc.get(ITEMS, type=Array)
-
-
-def meta_map(doc: Doc) -> Map:
-    return doc.get(META, type=Map)
-
-
-def removed_map(doc: Doc) -> Map:
-    return doc.get(REMOVED, type=Map)
-
-
-def encode(doc: Doc) -> bytes:
-    """The whole document as one update."""
-    return doc.get_update()
-
-
-def raw(doc: Doc) -> list[list[str]]:
-    """Every entry copy in the sequence, removed or not."""
-    return items(doc).to_py()
-
-
-def removed(doc: Doc) -> dict[str, int]:
-    return {key: int(value) for key, value in removed_map(doc).items()}
-
-
-def view(doc: Doc) -> list[list[str]]:
-    """The playlist: its entries in order, each once (its first copy), none removed."""
-    gone = removed_map(doc)
-    seen: dict[str, None] = {}
-    out = []
-    for entry in raw(doc):
-        if entry[0] not in seen and entry[0] not in gone:
-            seen[entry[0]] = None
-            out.append(entry)
-    return out
-
-
-def meta(doc: Doc) -> dict[str, str]:
-    """`name` and `description`, as set so far ("" when never set)."""
-    m = meta_map(doc)
-    return {key: m.get(key) or "" for key in META_KEYS}
-
-
-def snapshot(doc: Doc) -> Snapshot:
-    return Snapshot(view(doc), meta(doc), removed(doc))
-
-
 def check_entry(entry: Any) -> list[str]:
     if (type(entry) is not list or len(entry) != 3
             or not all(type(part) is str and 0 < len(part) <= MAX_ID for part in entry)):
@@ -138,91 +82,195 @@ def check_removal(key: Any, value: Any) -> None:
         raise BadUpdate(f"a removal maps an entry id to the epoch it was removed in, not {key!r:.60}: {value!r:.20}")
 
 
-# -- edits (each one transaction: one update) ------------------------------------------------------
+class PlaylistDoc:
+    """One writer's copy of a playlist document (see the module docstring): `client_id`
+    is unique per writer of one document (a replica, a device session); `data` is an
+    update to start from (the whole document as stored)."""
 
-def _raw_after(raw_entries: list[list[str]], anchor: str | None) -> int:
-    """The raw index just after the first copy of `anchor` (0 for None or a missing one)."""
-    if anchor is None:
+    def __init__(self, client_id: int, data: bytes | None = None) -> None:
+        self.doc = Doc(client_id=client_id)
+        self._items = self.doc.get(ITEMS, type=Array)
+        self._meta = self.doc.get(META, type=Map)
+        self._removed = self.doc.get(REMOVED, type=Map)
+        if data is not None:
+            self.doc.apply_update(data)
+        self.raw: list[list[str]] = self._items.to_py()  # every copy, removed or not, in order
+        self.removed: dict[str, int] = {k: int(v) for k, v in self._removed.items()}
+        self._view: list[list[str]] | None = None
+        self._new: list[Any] = []  # what merged updates brought since the last check
+        self._subs = (self._items.observe(self._on_items), self._meta.observe(self._on_meta),
+                      self._removed.observe(self._on_removed))
+
+    def _on_items(self, event: Any) -> None:
+        i = 0
+        for part in event.delta:
+            if "retain" in part:
+                i += part["retain"]
+            elif "insert" in part:
+                values = part["insert"]
+                self.raw[i:i] = values
+                self._new += [("entry", value) for value in values]
+                i += len(values)
+            else:
+                del self.raw[i:i + part["delete"]]
+        self._view = None
+
+    def _on_meta(self, event: Any) -> None:
+        self._new += [("meta", key, change.get("newValue")) for key, change in event.keys.items()
+                      if change.get("action") != "delete"]
+
+    def _on_removed(self, event: Any) -> None:
+        for key, change in event.keys.items():
+            if change.get("action") == "delete":
+                self.removed.pop(key, None)
+            else:
+                self._new.append(("removal", key, change.get("newValue")))
+                value = change.get("newValue")
+                self.removed[key] = int(value) if type(value) in (int, float) else -1
+        self._view = None
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> int:
+        return self.doc.client_id
+
+    def encode(self) -> bytes:
+        """The whole document as one update."""
+        return self.doc.get_update()
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def update_since(self, state_vector: bytes) -> bytes:
+        """What a writer at `state_vector` lacks (and every deletion), as one update."""
+        return self.doc.get_update(state_vector)
+
+    def view(self) -> list[list[str]]:
+        """The playlist: its entries in order, each once (its first copy), none removed."""
+        if self._view is None:
+            gone, seen, out = self.removed, set(), []
+            for entry in self.raw:
+                if entry[0] not in seen and entry[0] not in gone:
+                    seen.add(entry[0])
+                    out.append(entry)
+            self._view = out
+        return self._view
+
+    def meta(self) -> dict[str, str]:
+        """`name` and `description`, as set so far ("" when never set)."""
+        return {key: self._meta.get(key) or "" for key in META_KEYS}
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(list(self.view()), self.meta(), dict(self.removed))
+
+    def new_entry_id(self, epoch: int) -> str:
+        """An entry id no other add of this playlist ever had: the epoch, this writer's
+        client id and its next clock (a compaction keeps entry ids, and clocks restart)."""
+        return f"{self.client_id:x}.{epoch}.{clocks(self.state_vector()).get(self.client_id, 0)}"
+
+    # -- edits (each one transaction: one update) -------------------------------------------------
+
+    def changes(self, edit: Callable[[], Any]) -> tuple[Any, bytes | None]:
+        """Run `edit()`: its result, and the update it made (None: no change)."""
+        deltas: list[bytes] = []
+        sub = self.doc.observe(lambda event: deltas.append(event.update))
+        try:
+            result = edit()
+        finally:
+            self.doc.unobserve(sub)
+        if not deltas:
+            return result, None
+        return result, deltas[0] if len(deltas) == 1 else merge_updates(*deltas)
+
+    def _raw_after(self, anchor: str | None) -> int:
+        """The raw index just after the first copy of `anchor` (0 for None or a missing one)."""
+        if anchor is not None:
+            for i, entry in enumerate(self.raw):
+                if entry[0] == anchor:
+                    return i + 1
         return 0
-    for i, entry in enumerate(raw_entries):
-        if entry[0] == anchor:
-            return i + 1
-    return 0
 
+    def _insert_after(self, anchor: str | None, entry: list[str]) -> None:
+        self._items.insert(self._raw_after(anchor), entry)
 
-def insert(doc: Doc, entry: list[str], position: int | None = None) -> None:
-    """Insert `entry` (a new entry id) at view position `position` (None: at the end)."""
-    check_entry(entry)
-    shown = view(doc)
-    if position is None or position > len(shown):
-        position = len(shown)
-    anchor = shown[position - 1][0] if position > 0 else None
-    with doc.transaction():
-        array = items(doc)
-        array.insert(_raw_after(array.to_py(), anchor), entry)
+    def _delete_copies(self, entry_id: str) -> None:
+        for i in reversed([i for i, entry in enumerate(self.raw) if entry[0] == entry_id]):
+            del self._items[i]
 
+    def insert(self, entry: list[str], position: int | None = None) -> None:
+        """Insert `entry` (a new entry id) at view position `position` (None: at the end)."""
+        check_entry(entry)
+        shown = self.view()
+        if position is None or position > len(shown):
+            position = len(shown)
+        anchor = shown[position - 1][0] if position > 0 else None
+        self._insert_after(anchor, entry)
 
-def _delete_copies(doc: Doc, entry_id: str) -> None:
-    array = items(doc)
-    for i in reversed([i for i, entry in enumerate(array.to_py()) if entry[0] == entry_id]):
-        del array[i]
+    def remove(self, entry_id: str, epoch: int) -> bool:
+        """Remove `entry_id` for good (its copies, and a removal record); False if the
+        view did not show it."""
+        if all(entry[0] != entry_id for entry in self.view()):
+            return False
+        self._delete_copies(entry_id)
+        self._removed[entry_id] = epoch
+        return True
 
+    def move(self, entry_id: str, position: int) -> bool:
+        """Move `entry_id` to view position `position` (counted without it); False if the
+        view does not show it."""
+        shown = self.view()
+        entry = next((e for e in shown if e[0] == entry_id), None)
+        if entry is None:
+            return False
+        others = [e for e in shown if e[0] != entry_id]
+        position = max(0, min(position, len(others)))
+        anchor = others[position - 1][0] if position > 0 else None
+        self._delete_copies(entry_id)
+        self._insert_after(anchor, entry)
+        return True
 
-def remove(doc: Doc, entry_id: str, epoch: int) -> bool:
-    """Remove `entry_id` for good (its copies, and a removal record); False if the view
-    did not show it."""
-    if all(entry[0] != entry_id for entry in view(doc)):
-        return False
-    with doc.transaction():
-        _delete_copies(doc, entry_id)
-        removed_map(doc)[entry_id] = epoch
-    return True
+    def set_meta(self, key: str, value: str) -> None:
+        check_meta(key, value)
+        self._meta[key] = value
 
+    # -- merging ----------------------------------------------------------------------------------
 
-def move(doc: Doc, entry_id: str, position: int) -> bool:
-    """Move `entry_id` to view position `position` (counted without it); False if the
-    view does not show it."""
-    shown = view(doc)
-    entry = next((e for e in shown if e[0] == entry_id), None)
-    if entry is None:
-        return False
-    others = [e for e in shown if e[0] != entry_id]
-    position = max(0, min(position, len(others)))
-    anchor = others[position - 1][0] if position > 0 else None
-    with doc.transaction():
-        _delete_copies(doc, entry_id)
-        array = items(doc)
-        array.insert(_raw_after(array.to_py(), anchor), entry)
-    return True
+    def apply(self, update: bytes) -> None:
+        """Merge an update this writer trusts (its own journal, its server's answer)."""
+        self.doc.apply_update(update)
 
-
-def set_meta(doc: Doc, key: str, value: str) -> None:
-    check_meta(key, value)
-    meta_map(doc)[key] = value
-
-
-def changes(doc: Doc, edit: Callable[[], Any]) -> tuple[Any, bytes | None]:
-    """Run `edit()` on `doc`: its result, and the update it made (None: no change)."""
-    deltas: list[bytes] = []
-    sub = doc.observe(lambda event: deltas.append(event.update))
-    try:
-        result = edit()
-    finally:
-        doc.unobserve(sub)
-    if not deltas:
-        return result, None
-    return result, deltas[0] if len(deltas) == 1 else merge_updates(*deltas)
-
-
-def new_entry_id(doc: Doc, epoch: int) -> str:
-    """An entry id no other add of this playlist ever had: the epoch, this writer's client
-    id and its next clock (a compaction keeps entry ids, and clocks start again)."""
-    return f"{doc.client_id:x}.{epoch}.{clocks(doc.get_state()).get(doc.client_id, 0)}"
+    def merge(self, update: Any, max_bytes: int) -> bytes | None:
+        """Merge `update`: the delta it made (None if it changed nothing). Raises BadUpdate
+        if it is not bytes, too big, does not decode, or brought anything but well-formed
+        entries, meta fields and removals; this document must then be thrown away (a
+        merged update cannot be taken back)."""
+        if type(update) is not bytes:
+            raise BadUpdate(f"an update is bytes, not {type(update).__name__}")
+        if len(update) > max_bytes:
+            raise BadUpdate(f"an update is at most {max_bytes} bytes, this one has {len(update)}")
+        self._new = []
+        try:
+            _, delta = self.changes(lambda: self.doc.apply_update(update))
+        except ValueError as exc:
+            raise BadUpdate(f"the update does not decode: {exc}") from None
+        new, self._new = self._new, []
+        for what in new:
+            if what[0] == "entry":
+                check_entry(what[1])
+            elif what[0] == "meta":
+                check_meta(what[1], what[2])
+            else:
+                check_removal(what[1], what[2])
+        roots = sorted(self.doc.keys())
+        if roots != ROOTS:
+            raise BadUpdate(f"a playlist document has the roots {ROOTS!r}, this update made {roots!r:.100}")
+        return delta
 
 
 def clocks(state_vector: Any) -> dict[int, int]:
-    """A state vector (`doc.get_state()`) decoded: client id -> clock. Raises BadUpdate
-    if it is not one."""
+    """A state vector (`state_vector()`) decoded: client id -> clock. Raises BadUpdate if
+    it is not one."""
     if type(state_vector) is not bytes or len(state_vector) > MAX_STATE_VECTOR:
         raise BadUpdate(f"a state vector is bytes of at most {MAX_STATE_VECTOR}, not "
                         f"{type(state_vector).__name__} of {len(state_vector) if isinstance(state_vector, bytes) else '?'}")
@@ -249,80 +297,22 @@ def clocks(state_vector: Any) -> dict[int, int]:
     return out
 
 
-# -- checking what a merge brought ----------------------------------------------------------------
-
-class Watch:
-    """Records what updates applied to `doc` insert, to check them (`apply_checked`)."""
-
-    def __init__(self, doc: Doc) -> None:
-        self.inserted: list[Any] = []
-        self.meta: list[tuple[Any, Any]] = []
-        self.removed: list[tuple[Any, Any]] = []
-        self._subs = (items(doc).observe(self._on_items), meta_map(doc).observe(self._on_meta),
-                      removed_map(doc).observe(self._on_removed))
-
-    def _on_items(self, event: Any) -> None:
-        for part in event.delta:
-            self.inserted += part.get("insert", ())
-
-    def _on_meta(self, event: Any) -> None:
-        self.meta += _set_keys(event)
-
-    def _on_removed(self, event: Any) -> None:
-        self.removed += _set_keys(event)
-
-    def check(self, doc: Doc) -> None:
-        try:
-            for entry in self.inserted:
-                check_entry(entry)
-            for key, value in self.meta:
-                check_meta(key, value)
-            for key, value in self.removed:
-                check_removal(key, value)
-            roots = sorted(doc.keys())
-            if roots != ROOTS:
-                raise BadUpdate(f"a playlist document has the roots {ROOTS!r}, this update made {roots!r:.100}")
-        finally:
-            self.inserted, self.meta, self.removed = [], [], []
-
-
-def _set_keys(event: Any) -> list[tuple[Any, Any]]:
-    return [(key, change.get("newValue")) for key, change in event.keys.items() if change.get("action") != "delete"]
-
-
-def apply_checked(doc: Doc, watch: Watch, update: Any, max_bytes: int) -> bytes | None:
-    """Merge `update` into `doc`: the delta it made (None if it changed nothing). Raises
-    BadUpdate if it is not bytes, too big, does not decode, or brought anything but
-    well-formed entries, meta fields and removals; `doc` must then be thrown away (a
-    merged update cannot be taken back)."""
-    if type(update) is not bytes:
-        raise BadUpdate(f"an update is bytes, not {type(update).__name__}")
-    if len(update) > max_bytes:
-        raise BadUpdate(f"an update is at most {max_bytes} bytes, this one has {len(update)}")
-    try:
-        _, delta = changes(doc, lambda: doc.apply_update(update))
-    except ValueError as exc:
-        raise BadUpdate(f"the update does not decode: {exc}") from None
-    watch.check(doc)
-    return delta
-
-
 # -- compaction: carrying edits over to a new epoch -----------------------------------------------
 
-def compacted(doc: Doc, client_id: int, epoch: int) -> bytes:
+def compacted(doc: PlaylistDoc, client_id: int, epoch: int) -> bytes:
     """The first document of `epoch` (written as `client_id`): `doc`'s view and meta, and
     its removals of the last `KEEP_REMOVED` epochs."""
-    fresh = open_doc(client_id)
-    shown, fields, gone = snapshot(doc)
-    with fresh.transaction():
-        items(fresh).extend(shown)
-        for key, value in fields.items():
+    fresh = PlaylistDoc(client_id)
+    with fresh.doc.transaction():
+        for entry in reversed(doc.view()):  # (each at the front: Yrs walks to an index)
+            fresh._items.insert(0, entry)
+        for key, value in doc.meta().items():
             if value:
-                meta_map(fresh)[key] = value
-        for entry_id, when in gone.items():
+                fresh._meta[key] = value
+        for entry_id, when in doc.removed.items():
             if when > epoch - KEEP_REMOVED:
-                removed_map(fresh)[entry_id] = when
-    return encode(fresh)
+                fresh._removed[entry_id] = when
+    return fresh.encode()
 
 
 def diff(base: Snapshot, cur: Snapshot) -> list[list]:
@@ -363,25 +353,20 @@ def _increasing(ids: list[str], positions: list[int]) -> set[str]:
     return keep
 
 
-def replay(doc: Doc, ops: list[list], epoch: int) -> None:
-    """Apply intents from `diff` to `doc` (of `epoch`), in one transaction."""
-    with doc.transaction():
-        gone = removed_map(doc)
-        for op in ops:
-            if op[0] == "rm":
-                _delete_copies(doc, op[1])
-                gone[op[1]] = epoch
-            elif op[0] == "meta":
-                set_meta(doc, op[1], op[2])
-            elif op[1][0] not in gone:
-                entry, anchors = op[1], op[2]
-                current = raw(doc)
-                present = any(e[0] == entry[0] for e in current)
-                if present == (op[0] == "add"):
-                    continue  # an add already there, or a move of an entry gone
-                if present:
-                    _delete_copies(doc, entry[0])
-                    current = raw(doc)
-                ids = {e[0] for e in current}  # membership only
-                anchor = next((a for a in anchors if a in ids), None)
-                items(doc).insert(_raw_after(current, anchor), entry)
+def replay(doc: PlaylistDoc, ops: list[list], epoch: int) -> None:
+    """Apply intents from `diff` to `doc` (of `epoch`)."""
+    for op in ops:
+        if op[0] == "rm":
+            doc._delete_copies(op[1])
+            doc._removed[op[1]] = epoch
+        elif op[0] == "meta":
+            doc.set_meta(op[1], op[2])
+        elif op[1][0] not in doc.removed:
+            entry, anchors = op[1], op[2]
+            present = any(e[0] == entry[0] for e in doc.raw)
+            if present == (op[0] == "add"):
+                continue  # an add already there, or a move of an entry gone
+            if present:
+                doc._delete_copies(entry[0])
+            ids = {e[0] for e in doc.raw}  # membership only
+            doc._insert_after(next((a for a in anchors if a in ids), None), entry)

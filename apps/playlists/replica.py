@@ -64,7 +64,6 @@ class Replica(EventSourcedServer):
         self.playlist = key[1]
         self.snapshot_every = self.ctx.config.snapshot_every
         self.doc: Any = None  # the live document, opened from the state on first use
-        self.watch: pdoc.Watch | None = None
         self.tail: list[bytes] = []  # the changes since `state["doc"]`, to reopen the document
         self.size_estimate = 0  # bytes of the document: its stored size plus the changes since
         self.checked_at = 0  # the size at the last compaction check
@@ -83,7 +82,7 @@ class Replica(EventSourcedServer):
         s = self.state
         kind = event[0]
         if kind == E_UPDATE:
-            self._document().apply_update(event[1])  # a no-op when it is already merged
+            self._document().apply(event[1])  # a no-op when it is already merged
             self.tail.append(event[1])
             self.size_estimate += len(event[1])
             s["rev"] += 1
@@ -98,17 +97,16 @@ class Replica(EventSourcedServer):
 
     def snapshot_state(self) -> dict[str, Any]:
         if self.doc is not None:  # saved now: the document as it is
-            self.state["doc"], self.tail = pdoc.encode(self.doc), []
+            self.state["doc"], self.tail = self.doc.encode(), []
         return self.state
 
     def _document(self) -> Any:
         if self.doc is None:
             s = self.state
             assert s["epoch"] >= 0 and s["doc"] is not None, (self.playlist, s["epoch"])
-            self.doc = pdoc.open_doc(self.ctx.client_id(self.playlist, s["epoch"]), s["doc"])
+            self.doc = pdoc.PlaylistDoc(self.ctx.client_id(self.playlist, s["epoch"]), s["doc"])
             for delta in self.tail:
-                self.doc.apply_update(delta)
-            self.watch = pdoc.Watch(self.doc)
+                self.doc.apply(delta)
         return self.doc
 
     # -- requests ---------------------------------------------------------------------------------
@@ -145,16 +143,16 @@ class Replica(EventSourcedServer):
         s = self.state
         if s["epoch"] < 0:
             await self._mark_dirty()
-            fresh = pdoc.open_doc(self.ctx.client_id(self.playlist, 0, "$compact"))
-            pdoc.set_meta(fresh, "name", name)
-            self._adopt(0, pdoc.encode(fresh), None)
+            fresh = pdoc.PlaylistDoc(self.ctx.client_id(self.playlist, 0, "$compact"))
+            fresh.set_meta("name", name)
+            self._adopt(0, fresh.encode(), None)
         return s["epoch"]
 
     def _fetch(self) -> Any:
         s = self.state
         if s["epoch"] < 0:
             raise UnknownPlaylist(f"no playlist {self.playlist!r}")
-        return ["doc", s["epoch"], pdoc.encode(self._document()), s["base"]]
+        return ["doc", s["epoch"], self._document().encode(), s["base"]]
 
     async def _known(self) -> None:
         """Have the playlist, fetching it from its home node if this replica never saw it."""
@@ -183,43 +181,43 @@ class Replica(EventSourcedServer):
         except pdoc.BadUpdate as exc:
             raise BadRequest(str(exc)) from None
         if epoch < s["epoch"]:
-            return ["rebase", s["epoch"], pdoc.encode(self._document())]
+            return ["rebase", s["epoch"], self._document().encode()]
         if epoch > s["epoch"]:
             raise Unavailable(f"playlist {self.playlist}: the replica on {self.ctx.node.name} is at epoch "
                               f"{s['epoch']}, behind the device's {epoch}; retry")
         await self._mark_dirty()
         self._merge_update(update)
         doc = self._document()
-        return ["ok", s["epoch"], doc.get_state(), doc.get_update(sv)]
+        return ["ok", s["epoch"], doc.state_vector(), doc.update_since(sv)]
 
     async def _edit(self, op: tuple) -> Any:
         doc = self._document()
         kind = op[0]
         if kind == "add" and len(op) == 4:
-            entry = [pdoc.new_entry_id(doc, self.state["epoch"]), check_name("a track id", op[1]), check_name("a user id", op[2])]
+            entry = [doc.new_entry_id(self.state["epoch"]), check_name("a track id", op[1]), check_name("a user id", op[2])]
             position = check_position(op[3])
-            if len(pdoc.view(doc)) >= self.ctx.config.max_tracks:
+            if len(doc.view()) >= self.ctx.config.max_tracks:
                 raise BadRequest(f"playlist {self.playlist} holds {self.ctx.config.max_tracks} tracks (the limit)")
-            edit = lambda: pdoc.insert(doc, entry, position)  # noqa: E731
+            edit = lambda: doc.insert(entry, position)  # noqa: E731
         elif kind == "remove" and len(op) == 2:
             entry_id = check_name("an entry id", op[1])
-            edit = lambda: pdoc.remove(doc, entry_id, self.state["epoch"])  # noqa: E731
+            edit = lambda: doc.remove(entry_id, self.state["epoch"])  # noqa: E731
         elif kind == "move" and len(op) == 3:
             entry_id, position = check_name("an entry id", op[1]), check_position(op[2])
             if position is None:
                 raise BadRequest("a move names the position to move to")
-            edit = lambda: pdoc.move(doc, entry_id, position)  # noqa: E731
+            edit = lambda: doc.move(entry_id, position)  # noqa: E731
         elif kind == "meta" and len(op) == 3:
             try:
                 pdoc.check_meta(op[1], op[2])
             except pdoc.BadUpdate as exc:
                 raise BadRequest(str(exc)) from None
-            edit = lambda: pdoc.set_meta(doc, op[1], op[2])  # noqa: E731
+            edit = lambda: doc.set_meta(op[1], op[2])  # noqa: E731
         else:
             raise BadRequest(f"playlist {self.playlist}: unknown edit {op!r:.80}")
         await self._mark_dirty()
         doc = self._document()  # (the same one: the outbox call cannot change it)
-        result, delta = pdoc.changes(doc, edit)
+        result, delta = doc.changes(edit)
         if delta is not None:
             self._changed(delta)
         if kind == "add":
@@ -228,8 +226,7 @@ class Replica(EventSourcedServer):
 
     def _view(self) -> dict[str, Any]:
         doc = self._document()
-        return {"playlist": self.playlist, "epoch": self.state["epoch"], **pdoc.meta(doc),
-                "entries": pdoc.view(doc)}
+        return {"playlist": self.playlist, "epoch": self.state["epoch"], **doc.meta(), "entries": doc.view()}
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -237,7 +234,7 @@ class Replica(EventSourcedServer):
         """Merge an update from a device or a peer; True if it changed the document."""
         doc = self._document()
         try:
-            delta = pdoc.apply_checked(doc, self.watch, update, self.ctx.config.max_update_bytes)
+            delta = doc.merge(update, self.ctx.config.max_update_bytes)
         except pdoc.BadUpdate as exc:
             self.doc = None  # it holds the bad update: reopened from the snapshot and the tail
             raise BadRequest(f"playlist {self.playlist}: {exc}") from None
@@ -281,7 +278,7 @@ class Replica(EventSourcedServer):
             self.checked_at = self.size_estimate  # (only the home compacts)
             return
         doc = self._document()
-        data = pdoc.encode(doc)
+        data = doc.encode()
         self.size_estimate = self.checked_at = len(data)
         if any(s["peers"].get(peer, [-1])[0] != s["epoch"] for peer in self.ctx.peers):
             return
@@ -338,23 +335,23 @@ class Replica(EventSourcedServer):
                               f"{s['epoch']}, with no base to carry changes over; not adopted")
         doc = self._document()
         try:  # (not journalled: the new epoch's document replaces it)
-            pdoc.apply_checked(doc, self.watch, base, max(self.ctx.config.max_update_bytes, len(base)))
+            doc.merge(base, max(self.ctx.config.max_update_bytes, len(base)))
         except pdoc.BadUpdate as exc:
             self.doc = None
             raise BadRequest(f"playlist {self.playlist}: the base of epoch {epoch} from {sender}: {exc}") from None
-        intents = pdoc.diff(pdoc.snapshot(pdoc.open_doc(READER, base)), pdoc.snapshot(doc))
-        fresh = pdoc.open_doc(self.ctx.client_id(self.playlist, epoch))
+        intents = pdoc.diff(pdoc.PlaylistDoc(READER, base).snapshot(), doc.snapshot())
+        fresh = pdoc.PlaylistDoc(self.ctx.client_id(self.playlist, epoch))
         try:
-            pdoc.apply_checked(fresh, pdoc.Watch(fresh), data, max(self.ctx.config.max_update_bytes, len(data)))
+            fresh.merge(data, max(self.ctx.config.max_update_bytes, len(data)))
         except pdoc.BadUpdate as exc:
             raise BadRequest(f"playlist {self.playlist}: epoch {epoch} from {sender}: {exc}") from None
         pdoc.replay(fresh, intents, epoch)
-        self._adopt(epoch, pdoc.encode(fresh), base)
+        self._adopt(epoch, fresh.encode(), base)
 
     def _ack(self, sender: str, rev: int) -> None:
         router = self.ctx.replicas(sender)
         if router is not None:
-            doc_sv = self._document().get_state() if self.state["epoch"] >= 0 else b"\x00"
+            doc_sv = self._document().state_vector() if self.state["epoch"] >= 0 else b"\x00"
             entity_cast(self, router, self.key, ("merged", self.ctx.node.name, self.state["epoch"], rev, doc_sv))
 
     def _acknowledged(self, node: str, epoch: int, rev: int, sv: bytes) -> None:
@@ -401,9 +398,9 @@ class Replica(EventSourcedServer):
         known = s["peers"].get(peer, [-1, -1])
         sv = self.peer_sv.get(peer)
         if known[0] == s["epoch"] and sv is not None:
-            update, full, base = doc.get_update(sv), False, None
+            update, full, base = doc.update_since(sv), False, None
         else:
-            update, full = pdoc.encode(doc), True
+            update, full = doc.encode(), True
             base = s["base"] if known[0] == s["epoch"] - 1 else None
         entity_cast(self, router, self.key, ("merge", self.ctx.node.name, s["epoch"], s["rev"], update, full, base))
 
@@ -420,8 +417,8 @@ def stored_document(found: tuple[int, Any, list] | None) -> tuple[int, Any] | No
         if event[0] == E_NEW:
             epoch, data, doc = event[1], event[2], None
         elif event[0] == E_UPDATE:
-            doc = doc or pdoc.open_doc(READER, data)
-            doc.apply_update(event[1])
+            doc = doc or pdoc.PlaylistDoc(READER, data)
+            doc.apply(event[1])
     if epoch < 0:
         return None
-    return epoch, doc or pdoc.open_doc(READER, data)
+    return epoch, doc or pdoc.PlaylistDoc(READER, data)

@@ -34,7 +34,6 @@ from storage import StorageError
 
 from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 
-from . import doc as pdoc
 from .config import BITRATES, PlaylistConfig
 from .device import Device
 from .errors import BadRequest, PlaylistError
@@ -272,7 +271,7 @@ class PlaylistsSystem(ServerSystem, System):
             if (node, playlist) not in held:
                 found = self._stored(node, playlist)
                 held[(node, playlist)] = None if found is False else set() if found is None else {
-                    e[0] for e in pdoc.raw(found[1])}
+                    e[0] for e in found[1].raw}
             stored = held[(node, playlist)]
             if stored is not None and entry not in stored:
                 return (f"entry {entry} of {playlist} (added by {self.adds[(playlist, entry)]}) was acknowledged by "
@@ -298,9 +297,9 @@ class PlaylistsSystem(ServerSystem, System):
                 return f"playlist {playlist} is not stored on {missing}"
             first = self.servers[0]
             epoch, doc = found[first]
-            want = (epoch, pdoc.view(doc), pdoc.meta(doc))
+            want = (epoch, doc.view(), doc.meta())
             for node, (e, d) in found.items():
-                got = (e, pdoc.view(d), pdoc.meta(d))
+                got = (e, d.view(), d.meta())
                 if got != want:
                     return f"playlist {playlist}: {node} has {_brief(got)}, {first} has {_brief(want)}"
             for dev in self.devices:
@@ -316,7 +315,7 @@ class PlaylistsSystem(ServerSystem, System):
     def _device_view(self, dev: dict[str, Any], playlist: str) -> tuple:
         node = self.sim.node("clients")
         p = node.get_process(dev["device"].pid).open[playlist]
-        return (p["epoch"], pdoc.view(p["doc"]), pdoc.meta(p["doc"]))
+        return (p["epoch"], p["doc"].view(), p["doc"].meta())
 
     def _model(self, playlist: str, final: set) -> str | None:
         for entry in final:
