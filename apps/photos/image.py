@@ -7,7 +7,8 @@ bytes are exactly as many as the header says); `read_image` gives its pixels wit
 copy. A thumbnail keeps the aspect ratio at the width of its size (150, 640 or 1080
 pixels, times the deployment's `scale`), never wider than the photo (no upscaling, as
 Instagram stores a narrow photo at its own width), area-averaged over the source pixels
-(`apps.video.transcode.resize`), and is stored as an image of the same kind.
+(`downscale`: each output pixel is the mean of the block of source pixels it covers, rows
+then columns, with `np.add.reduceat`), and is stored as an image of the same kind.
 
 `Resizer` is the `ThreadWorker` that makes one thumbnail per request on its own thread:
 numpy's reductions release the GIL on large arrays, so the workers of several photos use
@@ -22,10 +23,8 @@ import numpy as np
 
 from actors import ThreadWorker
 
-from apps.video.transcode import resize
-
 MAX_SIDE = 16_384
-MAX_PIXELS = 16_000_000  # (the area-average sums in uint32: 16M pixels x 255 fit)
+MAX_PIXELS = 50_000_000
 _TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*(\S+)")  # one header field, after blanks and comments
 CHANNELS = {b"P6": 3, b"P5": 1}
 
@@ -96,20 +95,31 @@ def thumbnail(data: bytes, target: int) -> bytes:
     out_w, out_h = thumbnail_size(width, height, target)
     if (out_w, out_h) == (width, height):
         return write_image(pixels)
-    return write_image(resize(pixels[None], out_w, out_h)[0])
+    return write_image(downscale(pixels, out_w, out_h))
+
+
+def downscale(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average `pixels` (height x width x channels, uint8) down to `width` x
+    `height`: output row i covers source rows [i*H//height, (i+1)*H//height), and so for
+    columns; each output pixel is the rounded mean of its block."""
+    src_h, src_w, _ = pixels.shape
+    assert 0 < width <= src_w and 0 < height <= src_h, (pixels.shape, width, height)
+    rows = (np.arange(height) * src_h) // height
+    cols = (np.arange(width) * src_w) // width
+    sums = np.add.reduceat(np.add.reduceat(pixels, rows, axis=0, dtype=np.uint32), cols, axis=1, dtype=np.uint32)
+    counts = np.diff(np.append(rows, src_h))[:, None] * np.diff(np.append(cols, src_w))[None, :]
+    return ((sums + counts[:, :, None] // 2) // counts[:, :, None]).astype(np.uint8)
 
 
 def synthetic_photo(seed: int, width: int, height: int, grey: bool = False) -> bytes:
     """A photo of gradients and seeded noise (tests, the simulator, benchmarks)."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = (x * 255 // max(1, width - 1) + y * 255 // max(1, height - 1)) // 2
-    noise = rng.integers(0, 24, size=(height, width))
-    if grey:
-        pixels = ((base + noise) % 256)[:, :, None]
-    else:
-        pixels = np.stack([base, (base + noise) % 256, 255 - base], axis=-1)
-    return write_image(pixels.astype(np.uint8))
+    across = (np.arange(width, dtype=np.uint16) * 127 // max(1, width - 1)).astype(np.uint8)
+    down = (np.arange(height, dtype=np.uint16) * 127 // max(1, height - 1)).astype(np.uint8)
+    base = np.add.outer(down, across)  # 0..254
+    noisy = base + rng.integers(0, 24, size=(height, width), dtype=np.uint8)  # wraps: texture
+    pixels = noisy[:, :, None] if grey else np.stack([base, noisy, 255 - base], axis=-1)
+    return write_image(pixels)
 
 
 class Resizer(ThreadWorker):
