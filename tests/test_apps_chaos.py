@@ -1,6 +1,6 @@
 """The case studies under chaos on several seeds, through the `letitcrash sim` command:
-each scenario of `scenarios/` (chat, timeline, timeline_celebrity, rides, video; their
-systems named by short names) with its chaos phase cut short (the node restart it
+each scenario of `scenarios/` (chat, timeline, timeline_celebrity, rides, video, playlists,
+photos; their systems named by short names) with its chaos phase cut short (the node restart it
 scripts comes sooner), in the scenario's own "chaos" fault mode (process and tree kills,
 node restarts and power loss, partitions, dropped, duplicated, delayed and reordered
 messages, disk and commit faults) and in "swarm" mode (each seed keeps a random subset of
@@ -34,7 +34,8 @@ class Case(NamedTuple):
 
 CASES = {"chat": Case(8.0, "chat", "acked", 10), "timeline": Case(8.0, "timeline", "posts", 10),
          "timeline_celebrity": Case(8.0, "timeline", "posts", 10),
-         "rides": Case(16.0, "rides", "completed", 0), "video": Case(16.0, "video", "ready", 0)}
+         "rides": Case(16.0, "rides", "completed", 0), "video": Case(16.0, "video", "ready", 0),
+         "playlists": Case(8.0, "playlists", "acked", 20), "photos": Case(16.0, "photos", "acked", 5)}
 NETWORK = ("drop", "delay", "duplicate", "reorder", "partition")
 
 

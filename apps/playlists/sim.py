@@ -83,6 +83,7 @@ class PlaylistsSystem(ServerSystem, System):
         self.removed: dict[tuple[str, str], None] = {}  # some device issued a remove of it
         self.acked_removes: dict[tuple[str, str], None] = {}
         self.violations: list[str] = []
+        self.read_cache: dict[tuple[str, str], tuple] = {}  # (node, playlist) -> (rev, store, document)
         self.counts = dict.fromkeys(("edits", "acked", "syncs", "sync_failures", "offline", "rebases", "epochs",
                                      "plays", "skips", "cached", "refused"), 0)
         self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: PlaylistService(
@@ -255,9 +256,14 @@ class PlaylistsSystem(ServerSystem, System):
         if store is None or store.closed or store.crashed:
             return False
         try:
-            return stored_document(store.read(("playlist", playlist)))
+            found = store.read(("playlist", playlist))
         except StorageError:
             return False
+        key, rev = (node, playlist), None if found is None else found[0]
+        cached = self.read_cache.get(key)
+        if cached is None or cached[0] != rev or cached[1] is not store:  # (a revision is per store)
+            cached = self.read_cache[key] = (rev, store, stored_document(found))
+        return cached[2]
 
     @check("always")
     def acknowledged_adds_stored(self) -> str | None:
