@@ -103,6 +103,20 @@ def test_bad_uploads_are_refused_by_name_and_nothing_is_stored(tmp_path):
     assert run(photos.status(node, 7, "p"))["status"] == "ready"
 
 
+def test_photos_and_thumbnails_larger_than_a_part_are_stored_in_parts(tmp_path):
+    node, store, photos = one_node(tmp_path / "store", part_bytes=4096)
+    run = node.run_until_complete
+    data = synthetic_photo(4, 400, 300)  # 360 KB: 88 parts
+    run(photos.upload(node, 7, "p", data))
+    node.run_for(2.0)
+    large = run(photos.thumbnail(node, 7, "p", "large"))  # 108 x 81 x 3: 7 parts
+    assert read_image(large).shape == (81, 108, 3) and len(large) > 4 * 4096
+    assert store.read(("photo.thumb", 7, "p", "large", 6)) is not None
+    assert store.read(("photo.part", 7, "p", 87))[1]["data"] == data[87 * 4096:]
+    with pytest.raises(ValueError, match="part_bytes must be at most 4194304"):
+        PhotoConfig(part_bytes=8 << 20)
+
+
 def test_the_real_limit_is_ten_megabytes(tmp_path):
     node, _, photos = one_node(tmp_path / "store")
     assert PhotoConfig().max_bytes == 10 * 1024 * 1024

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apps.common import check_limits, check_nodes
+from apps.video.blobs import MAX_BLOB
 
 SIZES = (("thumbnail", 150), ("medium", 640), ("large", 1080))  # name, width in pixels
 
@@ -21,6 +22,9 @@ class PhotoConfig:
     scale: float = 1.0
     """Multiplies every thumbnail width (tests and the simulator use small photos)."""
     max_caption: int = 2_200  # Instagram's caption limit
+    part_bytes: int = 4 << 20
+    """Photos and thumbnails are stored as blobs of at most this many bytes each (at most
+    `apps.video.blobs.MAX_BLOB`, 4 MiB)."""
     parallel: int = 2
     """Photos a node makes thumbnails for at once (each on three resizer threads)."""
     max_attempts: int = 3
@@ -42,9 +46,11 @@ class PhotoConfig:
 
     def __post_init__(self) -> None:
         check_nodes(self)
-        check_limits(self, ints=("max_bytes", "max_caption", "parallel", "max_attempts", "max_job_crashes",
+        check_limits(self, ints=("max_bytes", "max_caption", "part_bytes", "parallel", "max_attempts", "max_job_crashes",
                                  "max_jobs", "feed_threshold", "max_active"),
                      seconds=("retry_after", "idle_timeout", "call_timeout"))
+        if self.part_bytes > MAX_BLOB:
+            raise ValueError(f"PhotoConfig.part_bytes must be at most {MAX_BLOB} (a blob), got {self.part_bytes}")
         if type(self.scale) not in (int, float) or not 0.001 <= self.scale <= 1.0:
             raise ValueError(f"PhotoConfig.scale must be in [0.001, 1], got {self.scale!r}")
         unknown = [name for name in self.fail if name not in dict(SIZES)]

@@ -2,7 +2,7 @@
 home node, a persistent record (no pixels: those are blobs).
 
 Upload (`("upload", data, crc, caption)`): the header is checked (`image.read_header`),
-the bytes are stored as blobs of at most 4 MiB (`("photo.part", user, photo, i)`), the
+the bytes are stored as blobs of `part_bytes` (`("photo.part", user, photo, i)`), the
 record becomes "processing", and the node's thumbnailer queues the photo; the answer
 leaves once all of it is stored. Uploading the same bytes under the same id again answers
 the same (a retry); other bytes under a stored id are refused (`PhotoExists`).
@@ -26,8 +26,24 @@ from .context import BLOBS, THUMBNAILER, Context, check_caption
 from .errors import BadRequest, PhotoError, PhotoExists, PhotoTooLarge, UnknownPhoto, Unavailable
 from .image import BadImage, read_header
 
-PART = 4 << 20  # bytes per stored part (apps.video.blobs.MAX_BLOB)
 TERMINAL = ("ready", "failed")
+
+
+def part_count(size: int, part_bytes: int) -> int:
+    """The blobs `size` bytes are stored as (one, for nothing)."""
+    return max(1, -(-size // part_bytes))
+
+
+async def put_parts(proc: Any, blobs: Any, key: tuple, data: bytes, part_bytes: int, timeout: float) -> None:
+    """Store `data` as the blobs `(*key, 0)`, `(*key, 1)`... (each answered once stored)."""
+    for i in range(part_count(len(data), part_bytes)):
+        await entity_call(proc, blobs, (*key, i), ("put", data[i * part_bytes:(i + 1) * part_bytes]), timeout)
+
+
+async def get_parts(proc: Any, blobs: Any, key: tuple, size: int, part_bytes: int, timeout: float) -> bytes:
+    """The bytes `put_parts` stored under `key`."""
+    return b"".join([await entity_call(proc, blobs, (*key, i), ("get",), timeout)
+                     for i in range(part_count(size, part_bytes))])
 
 
 class Photo(PersistentServer):
@@ -42,7 +58,7 @@ class Photo(PersistentServer):
             self.continue_with("queue")
 
     def initial_state(self) -> dict[str, Any]:
-        return {"status": "new", "size": 0, "crc": None, "width": 0, "height": 0, "parts": 0, "caption": "",
+        return {"status": "new", "size": 0, "crc": None, "width": 0, "height": 0, "caption": "",
                 "thumbs": {}, "attempts": {}, "reason": None, "post": None, "at": None}
 
     def handle_continue(self, arg: Any) -> Any:
@@ -69,7 +85,7 @@ class Photo(PersistentServer):
                 raise UnknownPhoto(f"user {self.user} has no photo {self.photo!r}")
             return self.status()
         if kind == "job":
-            return {k: s[k] for k in ("status", "parts", "crc", "width", "height", "thumbs", "post")}
+            return {k: s[k] for k in ("status", "size", "crc", "width", "height", "thumbs", "post")}
         if kind == "thumb" and len(request) == 6:
             return self._thumb(*request[1:])
         if kind == "attempt" and len(request) == 3:
@@ -111,18 +127,16 @@ class Photo(PersistentServer):
         return self._store(data, crc, caption, width, height)
 
     async def _store(self, data: bytes, crc: int, caption: str, width: int, height: int) -> Any:
-        blobs = self.ctx.local(BLOBS)
-        parts = [data[i:i + PART] for i in range(0, len(data), PART)] or [b""]
+        config = self.ctx.config
         try:
-            for i, part in enumerate(parts):
-                await entity_call(self, blobs, ("photo.part", self.user, self.photo, i), ("put", part),
-                                  self.ctx.config.call_timeout)
+            await put_parts(self, self.ctx.local(BLOBS), ("photo.part", self.user, self.photo), data,
+                            config.part_bytes, config.call_timeout)
         except Exception as exc:  # noqa: BLE001 - a blob that cannot be stored now: the client retries
             return Unavailable(f"photo {self.photo!r}: its bytes could not be stored ({exc!r:.80})")
         s = self.state
         if s["status"] == "new":  # (a concurrent retry of the same upload may have won)
             s.update(status="processing", size=len(data), crc=crc, width=width, height=height,
-                     parts=len(parts), caption=caption, at=self.now())
+                     caption=caption, at=self.now())
         return await self._enqueue()
 
     async def _enqueue(self) -> Any:

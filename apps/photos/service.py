@@ -35,12 +35,12 @@ from apps.common import TreeService, run_steps
 from apps.timeline import TimelineConfig, TimelineService
 from apps.timeline import BadRequest as FeedBadRequest, Unavailable as FeedUnavailable
 from apps.timeline.context import bind
-from apps.video.blobs import Blob
+from apps.video.blobs import Blob, BlobError
 
 from .config import PhotoConfig
 from .context import BLOBS, PHOTOS, THUMBNAILER, Context, check_caption, check_photo_id, check_user
 from .errors import BadRequest, PhotoTooLarge, UnknownPhoto, Unavailable
-from .photo import Photo
+from .photo import Photo, get_parts
 from .thumbnailer import Thumbnailer
 
 
@@ -91,10 +91,24 @@ class PhotoService(TreeService):
         return self._photo(caller, check_user(user), check_photo_id(photo), ("status",))
 
     def thumbnail(self, caller: Node | Process, user: int, photo: str, size: str) -> Any:
-        """The image bytes of `photo`'s `size` thumbnail ("thumbnail", "medium", "large")."""
+        """The image bytes of `photo`'s `size` thumbnail ("thumbnail", "medium", "large");
+        `UnknownPhoto` if it is not made (yet)."""
         if size not in self.config.widths():
             raise BadRequest(f"a thumbnail size is one of {', '.join(self.config.widths())}, got {size!r:.40}")
-        return self._blob(caller, check_user(user), ("photo.thumb", user, check_photo_id(photo), size))
+        check_user(user), check_photo_id(photo)
+        return run_steps(caller, lambda proc: self._thumbnail(proc, user, photo, size))
+
+    async def _thumbnail(self, proc: Process, user: int, photo: str, size: str) -> bytes:
+        made = (await self._photo(proc, user, photo, ("job",)))["thumbs"].get(size)
+        if made is None:
+            raise UnknownPhoto(f"the {size} thumbnail of photo {photo!r} of {user} is not made")
+        blobs = self.ctx.lookup(self.ctx.home(user), BLOBS)
+        if blobs is None:
+            raise Unavailable(f"the blobs of node {self.ctx.home(user)} are not running")
+        data = await get_parts(proc, blobs, ("photo.thumb", user, photo, size), made[3], self.config.part_bytes,
+                               self.config.call_timeout)
+        assert zlib.crc32(data) == made[2], (user, photo, size)  # blobs are write-once
+        return data
 
     # -- the feed -----------------------------------------------------------------------------------
 
@@ -118,9 +132,8 @@ class PhotoService(TreeService):
         photos = []
         for post in page.ids:
             try:
-                owner, photo = (await self._blob(proc, post, ("post", post))).decode().split("/", 1)
-                info = await self._photo(proc, int(owner), photo, ("status",))
-            except (UnknownPhoto, ValueError):
+                info = await self._photo(proc, *await self._indexed(proc, post), ("status",))
+            except UnknownPhoto:
                 continue  # posted, not yet indexed: it shows once it is
             photos.append({"post": post, "user": info["user"], "photo": info["photo"], "thumbs": info["thumbs"],
                            "caption": info["caption"]})
@@ -134,17 +147,17 @@ class PhotoService(TreeService):
             raise Unavailable(f"the photo processes of user {user} (node {self.ctx.home(user)}) are not running")
         return entity_call(caller, router, ("photo", user, photo), request, self.config.call_timeout)
 
-    def _blob(self, caller: Node | Process, placed_by: int, key: tuple) -> Any:
-        router = self.ctx.lookup(self.ctx.home(placed_by), BLOBS)
+    async def _indexed(self, proc: Process, post: int) -> tuple[int, str]:
+        """(owner, photo) of feed post `post`, from its index entry; UnknownPhoto if none yet."""
+        router = self.ctx.lookup(self.ctx.home(post), BLOBS)
         if router is None:
-            raise Unavailable(f"the blobs of node {self.ctx.home(placed_by)} are not running")
-        return run_steps(caller, lambda proc: self._get_blob(proc, router, key))
-
-    async def _get_blob(self, proc: Process, router: Pid, key: tuple) -> bytes:
+            raise Unavailable(f"the blobs of node {self.ctx.home(post)} are not running")
         try:
-            return await entity_call(proc, router, key, ("get",), self.config.call_timeout)
-        except ValueError as exc:  # BlobError: never stored
-            raise UnknownPhoto(f"nothing stored as {key!r:.100}") from exc
+            owner, photo = (await entity_call(proc, router, ("post", post), ("get",), self.config.call_timeout)
+                            ).decode().split("/", 1)
+        except BlobError:  # posted, not indexed yet
+            raise UnknownPhoto(f"post {post} is not indexed yet") from None
+        return int(owner), photo
 
 
 async def _feed_errors(request: Callable[[], Any]) -> Any:

@@ -32,6 +32,7 @@ from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 from .config import PhotoConfig
 from .errors import BadImage, PhotoError, PhotoTooLarge, Unavailable
 from .image import synthetic_photo, thumbnail_size
+from .photo import part_count
 from .service import PhotoService
 
 REFUSED = {"too_large": PhotoTooLarge, "not_an_image": BadImage, "truncated": BadImage}
@@ -45,6 +46,7 @@ class PhotosSystem(ServerSystem, System):
         "servers": Field.int(2, 1, 64, "server nodes ph1.."),
         "scale": Field.float(0.1, 0.001, 1.0, "thumbnail widths (150, 640, 1080) times this"),
         "max_kb": Field.int(64, 1, 10 * 1024, "the upload limit, KiB (10 MB in production)"),
+        "part_kb": Field.int(16, 1, 4 * 1024, "photos and thumbnails are stored in parts of this, KiB"),
         "idle_timeout": Field.seconds(3.0, 0.1, 3600.0, "idle photos and blobs are passivated"),
         "top_restarts": top_restarts(20),
     }
@@ -62,6 +64,7 @@ class PhotosSystem(ServerSystem, System):
         opts = self.config
         self.servers = [f"ph{i + 1}" for i in range(opts["servers"])]
         self.photo_config = PhotoConfig(nodes=tuple(self.servers), max_bytes=opts["max_kb"] << 10, scale=opts["scale"],
+                                        part_bytes=opts["part_kb"] << 10,
                                         idle_timeout=opts["idle_timeout"], call_timeout=self.load["timeout"] / 2,
                                         feed_threshold=4)
         self.acked: dict[tuple[int, str], dict[str, Any]] = {}  # (user, photo) -> crc, size, width, height
@@ -191,21 +194,31 @@ class PhotosSystem(ServerSystem, System):
             return None
         if record is None or record["status"] not in ("processing", "ready", "failed") or record["crc"] != want["crc"]:
             return f"photo {photo} of {user} was acknowledged; its record is {record!r:.200}"
-        parts = [self._read_key(node, ("photo.part", user, photo, i)) for i in range(record["parts"])]
-        if any(p is False for p in parts):
+        data = self._read_parts(node, ("photo.part", user, photo), record["size"])
+        if data is False:
             return None
-        if any(p is None or p["data"] is None for p in parts) or zlib.crc32(b"".join(p["data"] for p in parts)) != want["crc"]:
+        if data is None or zlib.crc32(data) != want["crc"]:
             return f"photo {photo} of {user} was acknowledged; its bytes are not all stored"
         if record["status"] == "ready":
             for name, width in self.photo_config.widths().items():
                 thumb = record["thumbs"].get(name)
-                blob = self._read_key(node, ("photo.thumb", user, photo, name))
-                if blob is False:
-                    return None
                 expected = list(thumbnail_size(want["width"], want["height"], width))
-                if thumb is None or thumb[:2] != expected or blob is None or blob["crc"] != thumb[2]:
-                    return f"ready photo {photo} of {user}: its {name} thumbnail is {thumb} (want {expected}), blob {blob is not None}"
+                if thumb is None or thumb[:2] != expected:
+                    return f"ready photo {photo} of {user}: its {name} thumbnail is {thumb}, want {expected}"
+                data = self._read_parts(node, ("photo.thumb", user, photo, name), thumb[3])
+                if data is not False and (data is None or zlib.crc32(data) != thumb[2]):
+                    return f"ready photo {photo} of {user}: its {name} thumbnail is not all stored"
         return None
+
+    def _read_parts(self, node: str, key: tuple, size: int) -> bytes | None | bool:
+        """The bytes stored as parts under `key`: None if one is missing, False if the
+        store cannot be read now."""
+        parts = [self._read_key(node, (*key, i)) for i in range(part_count(size, self.photo_config.part_bytes))]
+        if any(p is False for p in parts):
+            return False
+        if any(p is None or p["data"] is None for p in parts):
+            return None
+        return b"".join(p["data"] for p in parts)
 
     @check("always")
     def acknowledged_photos_stored(self) -> str | None:

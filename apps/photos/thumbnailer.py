@@ -11,7 +11,8 @@ takes its jobs with it: no job runs twice for one photo).
 
 A job (`thumb_job`) asks the photo for what is left to do, reads its bytes back from the
 blobs and checks their crc32, makes the missing sizes at once on three `Resizer` thread
-workers, stores each thumbnail as a blob and reports it to the photo (a checkpoint), and
+workers, stores each thumbnail as blobs (`("photo.thumb", user, photo, size, i)`) and
+reports it to the photo (a checkpoint), and
 reports each failed size as an attempt; it goes round until the photo is ready or
 failed. A ready photo is then posted to its owner's followers' feeds (the timeline
 service, with the photo id as the client post id, so a retry posts once) and indexed by
@@ -29,6 +30,7 @@ from storage import EventSourcedServer, Store, entity_call
 from .context import BLOBS, PHOTOS, Context
 from .errors import BadRequest, Unavailable
 from .image import Resizer, read_header
+from .photo import get_parts, put_parts
 
 E_QUEUED, E_DONE, E_CRASHED = "q", "d", "c"
 RETRY = ("$thumbnailer.retry",)
@@ -44,20 +46,21 @@ async def _ask(proc: Process, ctx: Context, router: str, key: tuple, request: tu
 async def thumb_job(proc: Process, ctx: Context, user: int, photo: str) -> None:
     """Make `photo`'s missing thumbnails and post it (see the module docstring)."""
     proc.trap_exit = True  # a resizer's crash is an attempt of its size, not this job's end
-    key = ("photo", user, photo)
+    key, part_bytes = ("photo", user, photo), ctx.config.part_bytes
     job = await _ask(proc, ctx, PHOTOS, key, ("job",))
     for _ in range(ctx.config.max_attempts):
         if job["status"] != "processing":
             break
-        parts = [await _ask(proc, ctx, BLOBS, ("photo.part", user, photo, i), ("get",)) for i in range(job["parts"])]
-        data = b"".join(parts)
+        data = await get_parts(proc, ctx.local(BLOBS), ("photo.part", user, photo), job["size"], part_bytes,
+                               ctx.config.call_timeout)
         if zlib.crc32(data) != job["crc"]:
             await _ask(proc, ctx, PHOTOS, key, ("fail", "the stored bytes fail their checksum"))
             return
         todo = [name for name in ctx.config.widths() if name not in job["thumbs"]]
         for name, outcome in (await _resize(proc, ctx, data, todo)).items():
             if isinstance(outcome, bytes):
-                await _ask(proc, ctx, BLOBS, ("photo.thumb", user, photo, name), ("put", outcome))
+                await put_parts(proc, ctx.local(BLOBS), ("photo.thumb", user, photo, name), outcome, part_bytes,
+                                ctx.config.call_timeout)
                 width, height, _, _ = read_header(outcome)
                 await _ask(proc, ctx, PHOTOS, key, ("thumb", name, width, height, zlib.crc32(outcome), len(outcome)))
             else:
