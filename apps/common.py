@@ -17,6 +17,7 @@ store.
     servers = ServerNodes(system, ["chat1", "chat2"], lambda node, store, resolve: ChatService(...))
     servers.add()                                                     # they boot
     servers.serving("chat1")                                          # its service; NoProc while down
+    found = read_key(store, key)                                      # False: store down
     except RETRYABLE: ...                                             # no answer, died, or not there
 """
 from __future__ import annotations
@@ -142,16 +143,24 @@ def run_steps(caller: Node | Process, steps: Callable[[Process], Awaitable[Any]]
     return answer
 
 
+def read_key(store: Store | None, key: Any) -> tuple[int, Any, list] | None | bool:
+    """`store.read(key)`: (revision, stored state, events after it), or None if nothing
+    is stored; False while the store is down or failing (a check looks again later)."""
+    if store is None or store.closed or store.crashed:
+        return False
+    try:
+        return store.read(key)
+    except StorageError:
+        return False
+
+
 def stored_state(store: Store | None, key: Any, empty: Callable[[], dict],
                  apply: Callable[[dict, list], Any]) -> dict | None:
     """The state of event-sourced `key` as `store` has it (its snapshot, or `empty()`,
     with the journal after it applied), or None while the store is down or failing (a
     check looks again later)."""
-    if store is None or store.closed or store.crashed:
-        return None
-    try:
-        found = store.read(key)
-    except StorageError:
+    found = read_key(store, key)
+    if found is False:
         return None
     if found is None:
         return empty()
@@ -236,9 +245,23 @@ class ServerNodes:
 
 class ServerSystem:
     """Mixed into a simulated `System` whose server nodes are `self.nodes`: the disks the
-    fault injector works on, and closing them at the end of a run."""
+    fault injector works on, closing them at the end of a run, and client processes whose
+    crash is recorded in `self.violations` (a client that crashes is a bug of the API)."""
 
     nodes: ServerNodes
+    violations: list[str]
+
+    def spawn_clients(self, node: Node, count: int, loop: Callable[[Process, int], Awaitable[None]]) -> None:
+        """Start `count` clients on `node`, each running `loop(proc, i)`."""
+        for i in range(count):
+            node.spawn(self._client, loop, i)
+
+    async def _client(self, proc: Process, loop: Callable[[Process, int], Awaitable[None]], i: int) -> None:
+        try:
+            await loop(proc, i)
+        except Exception as exc:
+            self.violations.append(f"client {i} crashed: {exc!r}")
+            raise
 
     def storages(self) -> dict[str, Any]:
         return self.nodes.disks

@@ -25,9 +25,9 @@ from typing import Any
 from actors import Node
 from sim.schema import Field
 from sim.system import System, check
-from storage import ActivationError, StorageError
+from storage import ActivationError
 
-from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, read_key, top_restarts
 
 from .config import PhotoConfig
 from .errors import BadImage, PhotoError, PhotoTooLarge, Unavailable
@@ -84,15 +84,7 @@ class PhotosSystem(ServerSystem, System):
     # -- clients ----------------------------------------------------------------------------------
 
     def _start_clients(self, node: Node) -> None:
-        for user in range(self.load["users"]):
-            node.spawn(self._client, user)
-
-    async def _client(self, proc: Any, user: int) -> None:
-        try:
-            await self._client_loop(proc, user)
-        except Exception as exc:  # a client that crashes is a bug of the API (or ours)
-            self.violations.append(f"client {user} crashed: {exc!r}")
-            raise
+        self.spawn_clients(node, self.load["users"], self._client_loop)
 
     async def _client_loop(self, proc: Any, user: int) -> None:
         rng = self.sim.stream(f"workload/client-{user}")
@@ -177,14 +169,8 @@ class PhotosSystem(ServerSystem, System):
 
     def _read_key(self, node: str, key: tuple) -> Any:
         """The stored state of `key` on `node`; False while its store cannot be read."""
-        store = self.nodes.store(node)
-        if store is None or store.closed or store.crashed:
-            return False
-        try:
-            found = store.read(key)
-        except StorageError:
-            return False
-        return None if found is None else found[1]
+        found = read_key(self.nodes.store(node), key)
+        return found if not found else found[1]
 
     def _problem(self, user: int, photo: str, want: dict[str, Any]) -> str | None:
         """What is wrong with an acknowledged photo as stored (None: nothing, or its node is down)."""

@@ -226,7 +226,8 @@ class Replica(EventSourcedServer):
 
     def _view(self) -> dict[str, Any]:
         doc = self._document()
-        return {"playlist": self.playlist, "epoch": self.state["epoch"], **doc.meta(), "entries": doc.view()}
+        return {"playlist": self.playlist, "epoch": self.state["epoch"], **doc.meta(),
+                "entries": [entry[:] for entry in doc.view()]}  # (a copy: the caller may change it)
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -304,9 +305,12 @@ class Replica(EventSourcedServer):
         mine = s["epoch"]
         if sender not in self.ctx.peers:
             return
-        if epoch < mine or (epoch > mine and not full):
-            # Stale, or a diff this replica cannot use: the answer tells the sender where
-            # this replica is; whichever is at the older epoch is pushed the newer one.
+        if epoch < mine or (epoch > mine and not full) or (mine >= 0 and epoch > mine and (
+                epoch != mine + 1 or base is None)):
+            # Stale, or what this replica cannot use (a diff of an epoch it does not have, a
+            # new epoch without the base to carry its changes over): the answer tells the
+            # sender where this replica is; whichever is at the older epoch is pushed the
+            # newer one, with its base.
             self._record_peer(sender, epoch, -1)
             self._ack(sender, -1)
             if epoch < mine:
@@ -329,10 +333,7 @@ class Replica(EventSourcedServer):
 
     def _next_epoch(self, sender: str, epoch: int, data: bytes, base: bytes | None) -> None:
         """Adopt `epoch` (the next one), carrying this replica's changes since `base` over."""
-        s = self.state
-        if epoch != s["epoch"] + 1 or base is None:
-            raise Unavailable(f"playlist {self.playlist}: {sender} is at epoch {epoch}, this replica at "
-                              f"{s['epoch']}, with no base to carry changes over; not adopted")
+        assert epoch == self.state["epoch"] + 1 and base is not None, (self.playlist, epoch, self.state["epoch"])
         doc = self._document()
         try:  # (not journalled: the new epoch's document replaces it)
             doc.merge(base, max(self.ctx.config.max_update_bytes, len(base)))

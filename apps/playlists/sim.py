@@ -30,9 +30,8 @@ from typing import Any
 from actors import Node
 from sim.schema import Field
 from sim.system import System, check
-from storage import StorageError
 
-from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, read_key, top_restarts
 
 from .config import BITRATES, PlaylistConfig
 from .device import Device
@@ -106,7 +105,7 @@ class PlaylistsSystem(ServerSystem, System):
             state["device"] = Device.spawn(node, lambda s=state: self._service(s["server"]), client_id)
             state["device"].timeout = 3 * self.load["timeout"]
             self.devices.append(state)
-            node.spawn(self._client, state)
+        self.spawn_clients(node, len(self.devices), lambda proc, i: self._client_loop(proc, self.devices[i]))
 
     async def _creator(self, proc: Any) -> None:
         rng = self.sim.stream("workload/creator")
@@ -118,13 +117,6 @@ class PlaylistsSystem(ServerSystem, System):
                 except (*RETRYABLE, PlaylistError):
                     await proc.sleep(rng.uniform(0.05, 0.3))
             self.created[playlist] = None
-
-    async def _client(self, proc: Any, dev: dict[str, Any]) -> None:
-        try:
-            await self._client_loop(proc, dev)
-        except Exception as exc:  # a client that crashes is a bug of the API (or ours)
-            self.violations.append(f"device {dev['i']} crashed: {exc!r}")
-            raise
 
     async def _client_loop(self, proc: Any, dev: dict[str, Any]) -> None:
         rng, device, load = dev["rng"], dev["device"], self.load
@@ -253,11 +245,8 @@ class PlaylistsSystem(ServerSystem, System):
         """(epoch, doc) as `node` stores `playlist`, None if it knows none, False if its
         store cannot be read now (the node is down)."""
         store = self.nodes.store(node)
-        if store is None or store.closed or store.crashed:
-            return False
-        try:
-            found = store.read(("playlist", playlist))
-        except StorageError:
+        found = read_key(store, ("playlist", playlist))
+        if found is False:
             return False
         key, rev = (node, playlist), None if found is None else found[0]
         cached = self.read_cache.get(key)

@@ -87,15 +87,7 @@ class TimelineSystem(ServerSystem, System):
     # -- clients ---------------------------------------------------------------------------------
 
     def _start_clients(self, node: Node) -> None:
-        for user in range(self.load["users"]):
-            node.spawn(self._client, user)
-
-    async def _client(self, proc: Any, user: int) -> None:
-        try:
-            await self._client_loop(proc, user)
-        except Exception as exc:  # a client that crashes is a bug of the API (or ours)
-            self.violations.append(f"client {user} crashed: {exc!r}")
-            raise
+        self.spawn_clients(node, self.load["users"], self._client_loop)
 
     async def _client_loop(self, proc: Any, user: int) -> None:
         rng = self.sim.stream(f"workload/client-{user}")
