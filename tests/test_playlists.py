@@ -184,16 +184,19 @@ def test_devices_edit_offline_and_merge_when_they_sync(tmp_path):
 
 
 def test_an_acknowledged_edit_survives_a_node_restart(tmp_path):
-    node, store, service = one_node(tmp_path)
+    node, store, service = one_node(tmp_path, snapshot_every=7)  # recovery: a snapshot and a tail
     run = node.run_until_complete
     run(service.create(node, "keep", "Keep"))
     device = Device.spawn(node, service, 7)
     run(device.open(node, "keep"))
-    entries = [run(device.add(node, "keep", f"t{i}", "ann")) for i in range(30)]
-    run(device.sync(node, "keep"))
+    entries = []
+    for i in range(30):
+        entries.append(run(device.add(node, "keep", f"t{i}", "ann")))
+        run(device.sync(node, "keep"))  # one stored update each
+    assert store.read(("playlist", "keep"))[0] == 31 and len(store.read(("playlist", "keep"))[2]) == 2
     store.close()  # the node goes away; a new one opens the same files
     node2 = Node(seed=2)
-    again = PlaylistService(node2, Store(tmp_path / "store", node2))
+    again = PlaylistService(node2, Store(tmp_path / "store", node2), PlaylistConfig(snapshot_every=7))
     again.start()
     assert [e[0] for e in node2.run_until_complete(again.view(node2, "keep"))["entries"]] == entries
 
