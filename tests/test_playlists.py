@@ -153,13 +153,13 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path):
     with pytest.raises(BadRequest, match="holds 2 tracks"):
         run(service.add(node, "mix", "t3", "ann"))
     with pytest.raises(BadRequest, match="does not decode"):
-        run(service.sync(node, "mix", 0, b"\x00", b"\x07not an update"))
+        run(service.sync(node, "mix", 0, b"\x00", b"\x07not an update", b"\x00"))
     junk = PlaylistDoc(77)
     junk._items.append([1, 2, 3])
     with pytest.raises(BadRequest, match="entry id, track, user"):
-        run(service.sync(node, "mix", 0, b"\x00", junk.encode()))
+        run(service.sync(node, "mix", 0, b"\x00", junk.encode(), b"\x00"))
     with pytest.raises(BadRequest, match="state vector"):
-        run(service.sync(node, "mix", 0, b"\xff", b"\x00\x00"))
+        run(service.sync(node, "mix", 0, b"\xff", b"\x00\x00", b"\x00"))
     view = run(service.view(node, "mix"))  # the replica threw the bad update away
     assert [e[1] for e in view["entries"]] == ["t1", "t2"] and view["name"] == "Mix"
 
@@ -347,6 +347,25 @@ def test_a_partitioned_node_keeps_taking_edits_and_merges_when_healed(tmp_path):
     assert sorted(e[1] for e in views[0][1]) == ["from-majority", "from-minority"]
 
 
+def test_a_device_moving_to_a_node_that_has_less_sends_it_what_it_lacks(tmp_path):
+    world = Cluster(tmp_path)
+    svc = world.services
+    world.do(lambda p: svc["pl1"].create(p, "moves", "Moves"))
+    world.sim.run(world.sim.now + 1.0)
+    through = ["pl1"]
+    device = Device.spawn(world.sim.node("clients"), lambda: svc[through[0]], 55)
+    world.do(lambda p: device.open(p, "moves"))
+    world.sim.network.partition([["pl3"], ["pl1", "pl2"]])  # pl3 misses what pl1 takes now
+    for name in ("clients",):
+        world.sim.reconnect(name, "pl3"), world.sim.reconnect(name, "pl1")
+    first = world.do(lambda p: device.add(p, "moves", "t1", "ann"))
+    world.do(lambda p: device.sync(p, "moves"))
+    through[0] = "pl3"  # the device's next sync goes to pl3, which lacks its first add
+    second = world.do(lambda p: device.add(p, "moves", "t2", "ann"))
+    assert world.do(lambda p: device.sync(p, "moves"))["acked"] == 2
+    assert [e[0] for e in world.stored("pl3", "moves")[1]] == [first, second]  # both stored there
+
+
 def test_a_replica_that_never_saw_a_playlist_fetches_it_from_its_home(tmp_path):
     world = Cluster(tmp_path)
     svc = world.services
@@ -366,6 +385,6 @@ def test_messages_between_nodes_are_plain_msgpack_values(tmp_path):
     node, _, service = one_node(tmp_path)
     run = node.run_until_complete
     run(service.create(node, "m", "M"))
-    answer = run(service.sync(node, "m", 0, b"\x00", b"\x00\x00"))
+    answer = run(service.sync(node, "m", 0, b"\x00", b"\x00\x00", b"\x00"))
     assert answer[0] == "ok" and isinstance(answer[3], bytes)
     assert packb(answer)  # what crosses nodes encodes (bytes as msgpack bin)

@@ -10,7 +10,8 @@ Each opened playlist is a CRDT document (`apps.playlists.doc`) edited under the 
 `client_id`, which must be unique to this device session (a device that lost its state
 takes a new one; under the simulator it comes from a seeded stream). Edits are numbered;
 `sync` sends the server what it lacks (an update computed from the server's last known
-state vector) and merges the answer, and an edit is acknowledged once a sync that carried
+state vector; a node that has less than that, as when the device moved to another node,
+answers with its own, and the device sends again) and merges the answer, and an edit is acknowledged once a sync that carried
 it has answered: the server node has stored it. Unacknowledged edits stay on the device
 and go with the next sync, whenever the device is back online.
 
@@ -39,7 +40,7 @@ from .errors import BadRequest, PlaylistError, Unavailable
 
 MAX_OPEN = 1_000  # playlists a device keeps
 MAX_PENDING = 10_000  # unacknowledged edits per playlist: beyond, sync first
-MAX_REBASES = 3  # rebases in one sync (a new epoch at every attempt would be odd)
+MAX_REBASES = 3  # rebases or resends in one sync (a new epoch at every attempt would be odd)
 MAX_TRACKS = 10_000
 EMPTY_SV = b"\x00"
 
@@ -135,7 +136,8 @@ class PlaylistDevice(GenServer):
             doc = p["doc"]
             update = doc.update_since(p["server_sv"])
             try:
-                answer = await self.service().sync(self, p["playlist"], p["epoch"], doc.state_vector(), update)
+                answer = await self.service().sync(self, p["playlist"], p["epoch"], doc.state_vector(), update,
+                                                   p["server_sv"])
             except RETRYABLE as exc:
                 raise Unavailable(f"no server answered the sync of {p['playlist']} ({exc!r:.60})") from None
             if answer[0] == "ok":
@@ -143,8 +145,11 @@ class PlaylistDevice(GenServer):
                 p["server_sv"] = doc.state_vector()
                 p["base"] = doc.snapshot()
                 return
-            self._rebase(p, answer[1], answer[2])
-        raise Unavailable(f"playlist {p['playlist']} changed epochs {MAX_REBASES} times during one sync")
+            if answer[0] == "resend":  # this node has less than the last one: send it more
+                p["server_sv"] = answer[2]
+            else:
+                self._rebase(p, answer[1], answer[2])
+        raise Unavailable(f"playlist {p['playlist']} changed epochs or nodes {MAX_REBASES} times during one sync")
 
     def _rebase(self, p: dict[str, Any], epoch: int, data: bytes) -> None:
         """Adopt the server's newer epoch, carrying this device's unacknowledged edits over."""

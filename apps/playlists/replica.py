@@ -4,10 +4,14 @@ event-sourced in LMDB: each change is journalled as the update it made, and a sn
 holds the whole document every `snapshot_every` changes.
 
 Every node's replica takes edits (multi-master): from devices (`("sync", epoch,
-state_vector, update)`: the device's update is merged and stored before the answer,
-which carries what the device lacks) and from the service API (`("edit", ...)`). Calls:
+state_vector, update, since)`: the device's update is merged and stored before the
+answer, which carries what the device lacks) and from the service API (`("edit", ...)`).
+An update is what its writer has beyond the state vector `since`; Yrs would keep an
+update whose `since` this replica does not cover pending (unmerged, unstored), so such an
+update is refused and the writer told this replica's state vector. Calls:
 - `("create", name)` (home node only) -> the playlist's epoch; a retry answers the same;
-- `("sync", epoch, sv, update)` -> `["ok", epoch, sv, update for the device]`, or
+- `("sync", epoch, sv, update, since)` -> `["ok", epoch, sv, update for the device]`,
+  `["resend", epoch, sv]` when the update builds on what this replica lacks, or
   `["rebase", epoch, document]` when the device edits an older epoch;
 - `("edit", "add", track, user, position)` -> entry id; `("edit", "remove", id)` and
   `("edit", "move", id, position)` -> bool; `("edit", "meta", key, value)` -> "ok";
@@ -18,16 +22,16 @@ A replica that knows nothing of a playlist asks its home node's replica for it (
 
 Replication. Each replica remembers, per peer node, the (epoch, revision) of its own
 changes that peer acknowledged. A change is pushed at once to every peer behind
-(`("merge", node, epoch, rev, update, full, base)`, the update computed from the peer's
-last known state vector, or the whole document), and answered with `("merged", node,
-epoch, rev, sv)`. Before a replica's first change since it was last in step with every
+(`("merge", node, epoch, rev, update, since, base)`: the update computed from the peer's
+last known state vector `since`, or the whole document), and answered with `("merged",
+node, epoch, rev, sv)`. Before a replica's first change since it was last in step with every
 peer, it has the node's outbox (`apps.playlists.outbox`) record the playlist as changed;
 the outbox pokes changed playlists (`("push",)`) every `sync_every` seconds until every
 peer has acknowledged, so changes reach nodes that were down or cut off.
 
 Epochs. When the home replica's document holds more than `compact_bytes` of history
-(tombstones) and every peer is at its epoch, it starts the next epoch: a fresh document holding only the view,
-with the old document kept as `base`. A peer still at the old epoch merges `base` into its
+(tombstones) and every peer is at its epoch, it starts the next epoch: a fresh document
+holding only the view, with the old document kept as `base`. A peer still at the old epoch merges `base` into its
 document, carries its own changes since `base` over as intents (`doc.diff`, `doc.replay`)
 and adopts the new epoch. A device on an old epoch is told to rebase and does the same.
 Only the home starts epochs, and only when every peer is at its epoch, so no replica is
@@ -53,6 +57,7 @@ from .errors import BadRequest, PlaylistError, UnknownPlaylist, Unavailable
 E_NEW, E_UPDATE, E_PEER = "new", "u", "p"
 RETRY = (*RETRYABLE, ActivationError)
 READER = 0  # the client id of documents only read (a base's view), never edited
+EMPTY_SV = b"\x00"  # the state vector of an empty document: an update "since" it is the whole
 
 
 class Replica(EventSourcedServer):
@@ -124,7 +129,7 @@ class Replica(EventSourcedServer):
             if kind == "fetch":
                 return self._fetch()
             await self._known()
-            if kind == "sync" and len(request) == 4:
+            if kind == "sync" and len(request) == 5:
                 return await self._sync(*request[1:])
             if kind == "edit" and len(request) >= 2:
                 return await self._edit(request[1:])
@@ -172,12 +177,13 @@ class Replica(EventSourcedServer):
         if self.state["epoch"] < 0:  # (another request may have fetched it meanwhile)
             self._adopt(epoch, data, base)
 
-    async def _sync(self, epoch: Any, sv: Any, update: Any) -> list:
+    async def _sync(self, epoch: Any, sv: Any, update: Any, since: Any) -> list:
         s = self.state
         if type(epoch) is not int or epoch < 0:
             raise BadRequest(f"a sync names the epoch the device edits (an int >= 0), not {epoch!r:.60}")
         try:
             pdoc.clocks(sv)
+            builds_on = pdoc.clocks(since)
         except pdoc.BadUpdate as exc:
             raise BadRequest(str(exc)) from None
         if epoch < s["epoch"]:
@@ -185,9 +191,11 @@ class Replica(EventSourcedServer):
         if epoch > s["epoch"]:
             raise Unavailable(f"playlist {self.playlist}: the replica on {self.ctx.node.name} is at epoch "
                               f"{s['epoch']}, behind the device's {epoch}; retry")
+        doc = self._document()
+        if not _covers(doc.state_vector(), builds_on):
+            return ["resend", s["epoch"], doc.state_vector()]
         await self._mark_dirty()
         self._merge_update(update)
-        doc = self._document()
         return ["ok", s["epoch"], doc.state_vector(), doc.update_since(sv)]
 
     async def _edit(self, op: tuple) -> Any:
@@ -291,7 +299,7 @@ class Replica(EventSourcedServer):
 
     def handle_cast(self, msg: Any) -> Any:
         kind = msg[0] if type(msg) is tuple and msg else None
-        if kind == "merge" and len(msg) == 7:
+        if kind == "merge" and len(msg) == 7 and type(msg[5]) is bytes:
             return self._merged_from(*msg[1:])
         if kind == "merged" and len(msg) == 5:
             return self._acknowledged(*msg[1:])
@@ -299,18 +307,20 @@ class Replica(EventSourcedServer):
             return self._push_all(poked=True)
         return super().handle_info(msg)  # logged and dropped
 
-    async def _merged_from(self, sender: str, epoch: int, rev: int, update: bytes, full: bool,
+    async def _merged_from(self, sender: str, epoch: int, rev: int, update: bytes, since: bytes,
                            base: bytes | None) -> None:
         s = self.state
         mine = s["epoch"]
         if sender not in self.ctx.peers:
             return
+        full = since == EMPTY_SV
         if epoch < mine or (epoch > mine and not full) or (mine >= 0 and epoch > mine and (
-                epoch != mine + 1 or base is None)):
-            # Stale, or what this replica cannot use (a diff of an epoch it does not have, a
-            # new epoch without the base to carry its changes over): the answer tells the
-            # sender where this replica is; whichever is at the older epoch is pushed the
-            # newer one, with its base.
+                epoch != mine + 1 or base is None)) or (epoch == mine and not full and not _covers(
+                    self._document().state_vector(), pdoc.clocks(since))):
+            # Stale, or what this replica cannot use (a diff of an epoch it does not have or
+            # built on what it lacks, a new epoch without the base to carry its changes
+            # over): the answer tells the sender where this replica is (its epoch and state
+            # vector); whichever is at the older epoch is pushed the newer one, with its base.
             self._record_peer(sender, epoch, -1)
             self._ack(sender, -1)
             if epoch < mine:
@@ -352,7 +362,7 @@ class Replica(EventSourcedServer):
     def _ack(self, sender: str, rev: int) -> None:
         router = self.ctx.replicas(sender)
         if router is not None:
-            doc_sv = self._document().state_vector() if self.state["epoch"] >= 0 else b"\x00"
+            doc_sv = self._document().state_vector() if self.state["epoch"] >= 0 else EMPTY_SV
             entity_cast(self, router, self.key, ("merged", self.ctx.node.name, self.state["epoch"], rev, doc_sv))
 
     def _acknowledged(self, node: str, epoch: int, rev: int, sv: bytes) -> None:
@@ -399,11 +409,17 @@ class Replica(EventSourcedServer):
         known = s["peers"].get(peer, [-1, -1])
         sv = self.peer_sv.get(peer)
         if known[0] == s["epoch"] and sv is not None:
-            update, full, base = doc.update_since(sv), False, None
+            update, since, base = doc.update_since(sv), sv, None
         else:
-            update, full = doc.encode(), True
+            update, since = doc.encode(), EMPTY_SV
             base = s["base"] if known[0] == s["epoch"] - 1 else None
-        entity_cast(self, router, self.key, ("merge", self.ctx.node.name, s["epoch"], s["rev"], update, full, base))
+        entity_cast(self, router, self.key, ("merge", self.ctx.node.name, s["epoch"], s["rev"], update, since, base))
+
+
+def _covers(state_vector: bytes, needed: dict[int, int]) -> bool:
+    """Whether a document at `state_vector` has everything up to the clocks `needed`."""
+    have = pdoc.clocks(state_vector)
+    return all(have.get(client, 0) >= clock for client, clock in needed.items())
 
 
 def stored_document(found: tuple[int, Any, list] | None) -> tuple[int, Any] | None:

@@ -97,10 +97,13 @@ class PlaylistService(TreeService):
         as this node's replica has it."""
         return self._replica(caller, check_name("a playlist id", playlist), ("view",))
 
-    def sync(self, caller: Node | Process, playlist: str, epoch: int, state_vector: bytes, update: bytes) -> Any:
-        """A device's sync (see `apps.playlists.device`): `["ok", epoch, sv, update]` or
-        `["rebase", epoch, document]`."""
-        return self._replica(caller, check_name("a playlist id", playlist), ("sync", epoch, state_vector, update))
+    def sync(self, caller: Node | Process, playlist: str, epoch: int, state_vector: bytes, update: bytes,
+             since: bytes) -> Any:
+        """A device's sync (see `apps.playlists.device`): its state vector, and its update
+        computed since state vector `since` (what it knows this node has; b"\\x00": the
+        whole document). `["ok", epoch, sv, update]`, `["resend", epoch, sv]` (this node
+        lacks part of `since`: send the update since `sv`) or `["rebase", epoch, document]`."""
+        return self._replica(caller, check_name("a playlist id", playlist), ("sync", epoch, state_vector, update, since))
 
     # -- playback ------------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class PlaylistsSystem(ServerSystem, System):
         self.removed: dict[tuple[str, str], None] = {}  # some device issued a remove of it
         self.acked_removes: dict[tuple[str, str], None] = {}
         self.violations: list[str] = []
-        self.read_cache: dict[tuple[str, str], tuple] = {}  # (node, playlist) -> (rev, store, document)
+        self.read_cache: dict[tuple[str, str], tuple] = {}  # (node, playlist) -> (stored, document)
         self.counts = dict.fromkeys(("edits", "acked", "syncs", "sync_failures", "offline", "rebases", "epochs",
                                      "plays", "skips", "cached", "refused"), 0)
         self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: PlaylistService(
@@ -248,11 +248,12 @@ class PlaylistsSystem(ServerSystem, System):
         found = read_key(store, ("playlist", playlist))
         if found is False:
             return False
-        key, rev = (node, playlist), None if found is None else found[0]
-        cached = self.read_cache.get(key)
-        if cached is None or cached[0] != rev or cached[1] is not store:  # (a revision is per store)
-            cached = self.read_cache[key] = (rev, store, stored_document(found))
-        return cached[2]
+        # Opened again only when what is stored changed (compared whole: a failed commit
+        # can take a revision back, and the next write reach it again with other content).
+        cached = self.read_cache.get((node, playlist))
+        if cached is None or cached[0] != found:
+            cached = self.read_cache[(node, playlist)] = (found, stored_document(found))
+        return cached[1]
 
     @check("always")
     def acknowledged_adds_stored(self) -> str | None:
