@@ -15,6 +15,7 @@ from apps.photos import (BadImage, BadRequest, PhotoConfig, PhotoExists, PhotoSe
                          UnknownPhoto, synthetic_photo)
 from apps.photos.image import read_header, read_image, thumbnail, thumbnail_size, write_image
 from storage import Store, StorageIOError
+from supervision import restart_child, terminate_child
 
 # -- images ------------------------------------------------------------------------------------
 
@@ -162,6 +163,22 @@ def test_a_killed_job_is_started_again_and_finishes(tmp_path):
     node.exit(jobs[0], "kill")
     node.run_for(3.0)
     assert run(photos.status(node, 7, "p"))["status"] == "ready"
+
+
+def test_a_ready_photo_is_posted_once_the_feed_is_back_however_long_it_was_away(tmp_path):
+    node, _, photos = one_node(tmp_path / "store", max_job_crashes=2, retry_after=0.5, call_timeout=0.5)
+    run = node.run_until_complete
+    run(photos.follow(node, 2, 7))
+    sup = node.whereis("photos_sup")
+    run(terminate_child(node, sup, "feed"))  # the timeline processes are gone
+    run(photos.upload(node, 7, "p", synthetic_photo(1, 64, 64)))
+    node.run_for(10.0)  # many more failed posts than max_job_crashes
+    status = run(photos.status(node, 7, "p"))
+    assert (status["status"], status["post"]) == ("ready", None)  # made, not failed, not posted
+    run(restart_child(node, sup, "feed"))
+    node.run_for(3.0)
+    assert run(photos.status(node, 7, "p"))["post"] is not None
+    assert [p["photo"] for p in run(photos.feed_page(node, 2))["photos"]] == ["p"]
 
 
 def test_followers_see_ready_photos_in_their_feed(tmp_path):

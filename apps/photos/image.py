@@ -12,7 +12,8 @@ then columns, with `np.add.reduceat`), and is stored as an image of the same kin
 
 `Resizer` is the `ThreadWorker` that makes one thumbnail per request on its own thread:
 numpy's reductions release the GIL on large arrays, so the workers of several photos use
-every core. A request may name an injected fault (`fail=True`), for fault scenarios.
+every core. A request may name an injected fault (`fail=True`), for fault scenarios; a
+failure is answered as a str.
 """
 from __future__ import annotations
 
@@ -123,14 +124,19 @@ def synthetic_photo(seed: int, width: int, height: int, grey: bool = False) -> b
 
 
 class Resizer(ThreadWorker):
-    """One thumbnail per request: `("thumb", photo bytes, width, fail)` -> image bytes."""
+    """One thumbnail per request: `("thumb", photo bytes, width, fail)` -> the image
+    bytes, or the str saying why it could not be made. (A failure is an answer, not a
+    crash: the job, linked to its resizers, then counts it as an attempt of that size.)"""
 
     sim_seconds = 0.05
 
-    def on_receive(self, request: tuple) -> Any:
+    def on_receive(self, request: tuple) -> bytes | str:
         kind, data, target, fail = request
-        if fail:
-            raise ResizeFault(f"injected resizer failure at width {target}")
         if kind != "thumb":
             raise ValueError(f"resizer: unknown request {kind!r}")
-        return thumbnail(data, target)
+        try:
+            if fail:
+                raise ResizeFault(f"injected resizer failure at width {target}")
+            return thumbnail(data, target)
+        except Exception as exc:  # noqa: BLE001 - any failure of this size is reported as one
+            return f"{exc!r:.300}"

@@ -12,8 +12,9 @@ thumbnail job reports each size as it is stored (`("thumb", name, width, height,
 bytes)`, a checkpoint: a restarted job makes only the missing sizes), each failed attempt
 (`("attempt", name, reason)`: the photo fails after `max_attempts` of one size), and the
 post in the owners' followers' feeds (`("posted", post_id)`). A photo found "processing"
-when it starts asks the thumbnailer to queue it (queueing is idempotent), so no photo is
-left behind by a crash between storing its record and queueing it.
+(or ready and not posted) when it starts, or uploaded again, asks the thumbnailer to queue
+it (queueing is idempotent), so no photo is left behind by a crash between storing its
+record and queueing it, or of the thumbnailer before its queue was stored.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Photo(PersistentServer):
     def init(self, store: Store, key: Any) -> None:
         super().init(store, key)
         _, self.user, self.photo = key
-        if self.state["status"] == "processing":
+        if self._unfinished():
             self.continue_with("queue")
 
     def initial_state(self) -> dict[str, Any]:
@@ -139,9 +140,14 @@ class Photo(PersistentServer):
                      caption=caption, at=self.now())
         return await self._enqueue()
 
+    def _unfinished(self) -> bool:
+        """Waiting for thumbnails, or ready and not yet posted: its job has work to do."""
+        s = self.state
+        return s["status"] == "processing" or (s["status"] == "ready" and s["post"] is None)
+
     async def _enqueue(self) -> Any:
         """Have the thumbnailer queue this photo (stored before it answers)."""
-        if self.state["status"] == "processing":
+        if self._unfinished():
             thumbnailer = self.ctx.local(THUMBNAILER)
             try:
                 if thumbnailer is None:

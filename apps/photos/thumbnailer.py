@@ -7,7 +7,8 @@ thumbnailer (which traps exits, as a supervisor does): a job that ends normally 
 photo off the queue; one that crashes is started again after `retry_after` seconds, and
 after `max_job_crashes` crashes its photo is failed with the reason. The queue is stored,
 so jobs resume after a crash of the thumbnailer or of the node (the thumbnailer's death
-takes its jobs with it: no job runs twice for one photo).
+takes its jobs with it: no job runs twice for one photo). A ready photo is never failed:
+its job, which posts it, is retried until it has.
 
 A job (`thumb_job`) asks the photo for what is left to do, reads its bytes back from the
 blobs and checks their crc32, makes the missing sizes at once on three `Resizer` thread
@@ -44,8 +45,8 @@ async def _ask(proc: Process, ctx: Context, router: str, key: tuple, request: tu
 
 
 async def thumb_job(proc: Process, ctx: Context, user: int, photo: str) -> None:
-    """Make `photo`'s missing thumbnails and post it (see the module docstring)."""
-    proc.trap_exit = True  # a resizer's crash is an attempt of its size, not this job's end
+    """Make `photo`'s missing thumbnails and post it (see the module docstring). Linked to
+    its thumbnailer and its resizers, without trapping exits: a job dies with either."""
     key, part_bytes = ("photo", user, photo), ctx.config.part_bytes
     job = await _ask(proc, ctx, PHOTOS, key, ("job",))
     for _ in range(ctx.config.max_attempts):
@@ -76,7 +77,7 @@ async def thumb_job(proc: Process, ctx: Context, user: int, photo: str) -> None:
 
 async def _resize(proc: Process, ctx: Context, data: bytes, names: list[str]) -> dict[str, bytes | str]:
     """Each size of `names` made on its own Resizer thread, all at once: the thumbnail, or
-    why its worker failed."""
+    why it could not be made."""
     node, me, widths = proc.node, proc.pid, ctx.config.widths()
     workers: dict[str, Pid] = {}
     for name in names:
@@ -89,8 +90,7 @@ async def _resize(proc: Process, ctx: Context, data: bytes, names: list[str]) ->
         msg = await proc.receive(lambda m: type(m) is tuple and len(m) == 3 and m[0] == "$resized",
                                  timeout=4 * ctx.config.call_timeout)
         _, name, fut = msg
-        error = fut.exception()
-        out[name] = fut.result() if error is None else f"{getattr(error, 'reason', error)!r:.300}"
+        out[name] = fut.result()  # (a resizer that died took this job with it)
     for worker in workers.values():
         proc.unlink(worker)
         proc.exit(worker, "shutdown")
@@ -188,17 +188,20 @@ class Thumbnailer(EventSourcedServer):
         return None
 
     async def _give_up(self, key: str, job: list, reason: Any) -> None:
-        """Fail the photo whose job keeps crashing (stored before it leaves the queue)."""
+        """Fail the photo whose job keeps crashing (stored before it leaves the queue). A
+        ready photo cannot fail: its job, which posts it, goes on being retried."""
         user, photo, crashes = job
         try:
-            await _ask(self, self.ctx, PHOTOS, ("photo", user, photo),
-                       ("fail", f"its thumbnail job crashed {crashes + 1} times, last: {reason!r:.200}"))
+            status = await _ask(self, self.ctx, PHOTOS, ("photo", user, photo),
+                                ("fail", f"its thumbnail job crashed {crashes + 1} times, last: {reason!r:.200}"))
         except Exception:  # noqa: BLE001 - not failed yet: the job runs again, and this is asked again
+            status = None
+        if status == "failed":
+            self.persist([E_DONE, key])
+        else:
             self.persist([E_CRASHED, key])
             self.waiting[key] = self.now() + self.ctx.config.retry_after
             self._arm_retry()
-            return
-        self.persist([E_DONE, key])
         self._dispatch()
 
     def _arm_retry(self) -> None:
