@@ -18,7 +18,6 @@ failure is answered as a str.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 

@@ -106,7 +106,7 @@ class PhotosSystem(ServerSystem, System):
             elif draw < load["upload"] + load["follow"]:
                 owner = rng.below(load["users"])
                 if owner != user and owner not in self.follows[user]:
-                    await self._until_acked(proc, rng, lambda s: s.follow(proc, user, owner))
+                    await self._until_acked(proc, rng, lambda s, owner=owner: s.follow(proc, user, owner))
                     self.follows[user][owner] = None
                     self.counts["follows"] += 1
             else:
@@ -225,7 +225,7 @@ class PhotosSystem(ServerSystem, System):
     def photos_end_ready_or_failed_and_posted(self) -> str | None:
         """Every acknowledged photo ready (and posted) or failed with a reason."""
         self.counts["ready"] = self.counts["failed"] = 0
-        for (user, photo), want in self.acked.items():
+        for user, photo in self.acked:
             node = self._service().ctx.home(user)
             record = self._read_key(node, ("photo", user, photo))
             if record is False:

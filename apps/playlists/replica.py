@@ -206,21 +206,21 @@ class Replica(EventSourcedServer):
             position = check_position(op[3])
             if len(doc.view()) >= self.ctx.config.max_tracks:
                 raise BadRequest(f"playlist {self.playlist} holds {self.ctx.config.max_tracks} tracks (the limit)")
-            edit = lambda: doc.insert(entry, position)  # noqa: E731
+            edit = lambda: doc.insert(entry, position)
         elif kind == "remove" and len(op) == 2:
             entry_id = check_name("an entry id", op[1])
-            edit = lambda: doc.remove(entry_id, self.state["epoch"])  # noqa: E731
+            edit = lambda: doc.remove(entry_id, self.state["epoch"])
         elif kind == "move" and len(op) == 3:
             entry_id, position = check_name("an entry id", op[1]), check_position(op[2])
             if position is None:
                 raise BadRequest("a move names the position to move to")
-            edit = lambda: doc.move(entry_id, position)  # noqa: E731
+            edit = lambda: doc.move(entry_id, position)
         elif kind == "meta" and len(op) == 3:
             try:
                 pdoc.check_meta(op[1], op[2])
             except pdoc.BadUpdate as exc:
                 raise BadRequest(str(exc)) from None
-            edit = lambda: doc.set_meta(op[1], op[2])  # noqa: E731
+            edit = lambda: doc.set_meta(op[1], op[2])
         else:
             raise BadRequest(f"playlist {self.playlist}: unknown edit {op!r:.80}")
         await self._mark_dirty()

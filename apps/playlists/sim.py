@@ -119,7 +119,7 @@ class PlaylistsSystem(ServerSystem, System):
             self.created[playlist] = None
 
     async def _client_loop(self, proc: Any, dev: dict[str, Any]) -> None:
-        rng, device, load = dev["rng"], dev["device"], self.load
+        rng, load = dev["rng"], self.load
         offline_until = 0.0
         while True:
             if not self.workload_on:
