@@ -132,7 +132,7 @@ def test_edits_through_the_service_and_the_view(tmp_path):
     assert run(service.remove(node, "mix", first)) is True and run(service.remove(node, "mix", first)) is False
     run(service.rename(node, "mix", "Friday")), run(service.describe(node, "mix", "for the drive"))
     view = run(service.view(node, "mix"))
-    assert view["entries"] == [[second, "spotify:track:2", "bob"]]
+    assert view["entries"] == [(second, "spotify:track:2", "bob")]
     assert (view["name"], view["description"], view["epoch"]) == ("Friday", "for the drive", 0)
 
 

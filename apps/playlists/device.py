@@ -92,7 +92,7 @@ class PlaylistDevice(GenServer):
 
     def _view(self, playlist: str) -> dict[str, Any]:
         p = self._get(playlist)
-        return {"playlist": playlist, "epoch": p["epoch"], **p["doc"].meta(), "entries": [e[:] for e in p["doc"].view()],
+        return {"playlist": playlist, "epoch": p["epoch"], **p["doc"].meta(), "entries": list(p["doc"].view()),
                 "edits": p["edits"], "acked": p["acked"]}
 
     def _edit(self, p: dict[str, Any], kind: str, args: tuple) -> Any:

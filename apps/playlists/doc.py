@@ -12,7 +12,9 @@ exchanges updates as bytes; merged in any order, they give the same document, by
 byte. pycrdt reads an Array item by item (tens of microseconds each), so a `PlaylistDoc`
 mirrors its entries and removals in Python, kept current from the document's own change
 events (which come when a transaction ends: an edit is a few transactions, one per Yrs
-operation, merged into one update), and every read is a Python list walk.
+operation, merged into one update), and every read is a Python list walk. The mirror
+holds entries as tuples (immutable, so a view is shared without copies, and of strings
+only, so the cyclic garbage collector stops tracking them).
 
 The view. An entry id is unique to one add within its playlist. The view shows each entry
 once, at its first position, unless it was removed: a remove wins over everything
@@ -52,10 +54,13 @@ class BadUpdate(ValueError):
     """An update that does not decode, or holds something that is not a playlist edit."""
 
 
+Entry = tuple[str, str, str]  # (entry id, track, added by), as the mirror and the views hold it
+
+
 class Snapshot(NamedTuple):
     """What a document shows: its view, meta fields and removals (entry id -> epoch)."""
 
-    entries: list[list[str]]
+    entries: list[Entry]
     meta: dict[str, str]
     removed: dict[str, int]
 
@@ -82,6 +87,12 @@ def check_removal(key: Any, value: Any) -> None:
         raise BadUpdate(f"a removal maps an entry id to the epoch it was removed in, not {key!r:.60}: {value!r:.20}")
 
 
+def _entry(value: Any) -> Any:
+    """An entry as the mirror holds it: a tuple (anything else is kept as it came, for
+    `merge` to refuse)."""
+    return tuple(value) if type(value) is list else value
+
+
 class PlaylistDoc:
     """One writer's copy of a playlist document (see the module docstring): `client_id`
     is unique per writer of one document (a replica, a device session); `data` is an
@@ -94,9 +105,9 @@ class PlaylistDoc:
         self._removed = self.doc.get(REMOVED, type=Map)
         if data is not None:
             self.doc.apply_update(data)
-        self.raw: list[list[str]] = self._items.to_py()  # every copy, removed or not, in order
+        self.raw: list[Entry] = [_entry(v) for v in self._items.to_py()]  # every copy, removed or not
         self.removed: dict[str, int] = {k: int(v) for k, v in self._removed.items()}
-        self._view: list[list[str]] | None = None
+        self._view: list[Entry] | None = None
         self._new: list[Any] = []  # what merged updates brought since the last check
         self._subs = (self._items.observe(self._on_items), self._meta.observe(self._on_meta),
                       self._removed.observe(self._on_removed))
@@ -108,7 +119,7 @@ class PlaylistDoc:
                 i += part["retain"]
             elif "insert" in part:
                 values = part["insert"]
-                self.raw[i:i] = values
+                self.raw[i:i] = [_entry(value) for value in values]
                 self._new += [("entry", value) for value in values]
                 i += len(values)
             else:
@@ -146,8 +157,9 @@ class PlaylistDoc:
         """What a writer at `state_vector` lacks (and every deletion), as one update."""
         return self.doc.get_update(state_vector)
 
-    def view(self) -> list[list[str]]:
-        """The playlist: its entries in order, each once (its first copy), none removed."""
+    def view(self) -> list[Entry]:
+        """The playlist: its entries in order, each once (its first copy), none removed.
+        (The mirror's own list: read it, do not change it.)"""
         if self._view is None:
             gone, seen, out = self.removed, set(), []
             for entry in self.raw:
@@ -191,8 +203,8 @@ class PlaylistDoc:
                     return i + 1
         return 0
 
-    def _insert_after(self, anchor: str | None, entry: list[str]) -> None:
-        self._items.insert(self._raw_after(anchor), entry)
+    def _insert_after(self, anchor: str | None, entry: Entry | list[str]) -> None:
+        self._items.insert(self._raw_after(anchor), list(entry))
 
     def _delete_copies(self, entry_id: str) -> None:
         for i in reversed([i for i, entry in enumerate(self.raw) if entry[0] == entry_id]):

@@ -235,7 +235,7 @@ class Replica(EventSourcedServer):
     def _view(self) -> dict[str, Any]:
         doc = self._document()
         return {"playlist": self.playlist, "epoch": self.state["epoch"], **doc.meta(),
-                "entries": [entry[:] for entry in doc.view()]}  # (a copy: the caller may change it)
+                "entries": list(doc.view())}  # (a copy of the list: the caller may change it)
 
     # -- changes -------------------------------------------------------------------------------
 
