@@ -13,7 +13,7 @@ promises and the fault hooks; `storage.persistent` the two ways to persist;
 """
 from .entities import Entities, entities_info, entity_call, entity_cast
 from .errors import (ActivationError, CorruptedValue, ForeignStore, FormatVersionError,
-                     LimitExceeded, StaleWrite, StoreClosed, StoreFull, StorageError,
+                     LimitExceeded, StaleWrite, StoreClosed, StoreFull, StoreLocked, StorageError,
                      StorageIOError, UnencodableValue)
 from .persistent import EventSourcedServer, PersistentServer
 from .store import MODES, Store
@@ -21,6 +21,6 @@ from .store import MODES, Store
 __all__ = [
     "ActivationError", "CorruptedValue", "Entities", "EventSourcedServer", "ForeignStore",
     "FormatVersionError", "LimitExceeded", "MODES", "PersistentServer", "StaleWrite", "Store",
-    "StoreClosed", "StoreFull", "StorageError", "StorageIOError", "UnencodableValue",
+    "StoreClosed", "StoreFull", "StoreLocked", "StorageError", "StorageIOError", "UnencodableValue",
     "entities_info", "entity_call", "entity_cast",
 ]

@@ -5,6 +5,7 @@ monitors and supervisors see the storage fault like any other crash.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -52,6 +53,18 @@ class UnencodableValue(StorageError, TypeError):
 
 class LimitExceeded(StorageError):
     """A value, a key or a batch over its configured limit."""
+
+
+class StoreLocked(StorageError):
+    """Another open store holds the directory's lock: a running process (or this one)
+    already uses it. Nothing was opened or written."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = "an unknown process" if pid is None else (
+            f"this process (pid {pid})" if pid == os.getpid() else f"process {pid}")
+        super().__init__(f"store {path} is in use: {holder} holds its lock; "
+                         "a store has one process writing it")
+        self.path, self.pid = path, pid
 
 
 class StoreFull(StorageError):

@@ -87,6 +87,7 @@ from actors.process import Process
 from .errors import (CorruptedValue, ForeignStore, FormatVersionError, LimitExceeded,
                      StaleWrite, StoreClosed, StoreFull, StorageError, StorageIOError,
                      UnencodableValue)
+from .lock import DirectoryLock
 
 log = logging.getLogger("storage")
 
@@ -261,7 +262,13 @@ class Store:
         self._crash_next = False
         self.crashed = False
         self.closed = False
-        self.env = self._open(map_size, sync=mode == "sync" and not simulated, writemap=simulated or mode != "sync")
+        self._lock = DirectoryLock(self.path)  # see storage.lock: one process per store
+        try:
+            self.env = self._open(map_size, sync=mode == "sync" and not simulated,
+                                  writemap=simulated or mode != "sync")
+        except BaseException:
+            self._lock.release(discard=True)
+            raise
         # Real time in sync mode overlaps the fsync of a commit with the next passes' work.
         # Without fsync a commit takes microseconds: a thread hop (and a GIL hand-off, up
         # to the 5 ms switch interval) would cost more than it saves. The deterministic
@@ -789,6 +796,7 @@ class Store:
         if self._writer is not None:
             self._writer.shutdown()
         self.env.close()
+        self._lock.release()
 
     def __enter__(self) -> Store:
         return self
