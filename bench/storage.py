@@ -16,6 +16,9 @@ temporary directory, through the public API only. Workloads (value and unit per 
   still syncing is written once in the next) and `writes_per_s`.
 - persist_sync_1: the same counters, one update per commit: one caller awaits each
   update before sending the next (each one an fdatasync).
+- persist_process: persist_tell in `process` mode (a writable map, no fsync).
+- grow: MB/s stored into a new, growing store in `process` mode: n new keys of an 8 KiB
+  state each, 1,000 per pass; the map grows from 8 MiB, its blocks reserved first.
 - recover: seconds to bring back 100k entities' states after a restart: a fresh node
   and store on a store holding 100k entities (written untimed); a process asks every
   entity for its count through `Entities` (each spawned by it, its state read from
@@ -46,15 +49,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-WORKLOADS = ("persist_tell", "persist_sync_1", "recover", "recover_gc_tuned", "activate")
-UNITS = {"persist_tell": "upd/s", "persist_sync_1": "upd/s", "recover": "s", "recover_gc_tuned": "s",
-         "activate": "us"}
+WORKLOADS = ("persist_tell", "persist_sync_1", "persist_process", "grow", "recover",
+             "recover_gc_tuned", "activate")
+UNITS = {"persist_tell": "upd/s", "persist_sync_1": "upd/s", "persist_process": "upd/s", "grow": "MB/s",
+         "recover": "s", "recover_gc_tuned": "s", "activate": "us"}
 GOALS = {"persist_tell": (">=", 150_000), "recover": ("<=", 2.0), "recover_gc_tuned": ("<=", 2.0),
          "activate": ("<=", 50)}
 SIZES = {  # (full, quick); recover keeps its headline 100k in --quick
     "persist_tell": (1_000_000, 200_000), "persist_sync_1": (2_000, 500),
+    "persist_process": (1_000_000, 200_000), "grow": (64_000, 16_000),
     "recover": (100_000, 100_000), "recover_gc_tuned": (100_000, 100_000), "activate": (10_000, 5_000)}
-TINY = {"persist_tell": 2_000, "persist_sync_1": 20, "recover": 200, "recover_gc_tuned": 200,
+TINY = {"persist_tell": 2_000, "persist_sync_1": 20, "persist_process": 2_000, "grow": 2_000, "recover": 200, "recover_gc_tuned": 200,
         "activate": 50}
 GC_TUNED = (50_000, 20, 20)  # the README's advice for nodes of 100k+ processes
 REPS = {"full": 3, "quick": 3, "tiny": 1}  # recover: 1 in --quick (100k each time)
@@ -107,12 +112,12 @@ async def stopped(node: Any, pid: Any) -> None:
     await gone
 
 
-async def persist_tell(path: str, n: int) -> dict[str, Any]:
+async def persist_tell(path: str, n: int, mode: str = "sync") -> dict[str, Any]:
     from actors import Node
     from storage import Store
 
     async with Node() as node:
-        store = Store(path, node)
+        store = Store(path, node, mode=mode)
         procs, counter = min(PROCS, n), counter_class()
         pids = [node.spawn(counter, store, ("counter", i)) for i in range(procs)]
         t = time.perf_counter()
@@ -142,6 +147,40 @@ async def persist_sync_1(path: str, n: int) -> dict[str, Any]:
         store.close()
     assert store.commits == n, store.commits
     return {"value": n / dt}
+
+
+async def persist_process(path: str, n: int) -> dict[str, Any]:
+    return await persist_tell(path, n, mode="process")
+
+
+async def grow(path: str, n: int) -> dict[str, Any]:
+    from actors import Node
+    from storage import Store
+
+    from storage import PersistentServer
+
+    class Blob(PersistentServer):
+        def handle_cast(self, size: int) -> None:
+            self.state = bytes(size)
+
+        def handle_call(self, request: Any, caller: Any) -> int:
+            return len(self.state)
+
+    blob, size, chunk = Blob, 8 << 10, 1_000
+    async with Node() as node:
+        store = Store(path, node, mode="process")
+        t = time.perf_counter()
+        for start in range(0, n, chunk):
+            pids = [node.spawn(blob, store, ("blob", i)) for i in range(start, min(n, start + chunk))]
+            for pid in pids:
+                node.cast(pid, size)
+            assert await node.call(pids[-1], "len", None) == size  # committed with the others
+            for pid in pids:
+                node.exit(pid, "kill")
+        dt = time.perf_counter() - t
+        map_size = store.env.info()["map_size"]
+        store.close()
+    return {"value": n * size / dt / 1e6, "map_mb": map_size >> 20}
 
 
 def fill_entities(path: str, n: int) -> None:
@@ -219,6 +258,7 @@ async def recover_gc_tuned(path: str, n: int) -> dict[str, Any]:
 
 
 RUNNERS = {"persist_tell": persist_tell, "persist_sync_1": persist_sync_1,
+           "persist_process": persist_process, "grow": grow,
            "recover": recover, "recover_gc_tuned": recover_gc_tuned, "activate": activate}
 
 

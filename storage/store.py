@@ -25,8 +25,19 @@ has committed, so an acknowledgement always means the write is stored as the mod
 promises. Each key's write is checked, inside the transaction, against the stored
 revision (remembered for keys this store committed, as it is the environment's only
 writer; read and checksummed otherwise): a write from a stale incarnation is refused
-(`StaleWrite`) and nothing is overwritten. A full map is grown (doubling, up to
-`max_map_size`) and the batch retried; users never see `MapFullError`.
+(`StaleWrite`) and nothing is overwritten.
+
+Space. The data file's blocks are reserved (`posix_fallocate`) for the whole map before
+LMDB may use it: a new store starts with an 8 MiB map (1 MiB simulated); a full map is
+grown (doubling, by at most 1 GiB at a time, or by a sixteenth on a disk too full to
+double; up to `max_map_size`), its blocks reserved first, and the batch retried; users never see `MapFullError`. So LMDB never writes a page
+the file system has no room for (through a writable map that would be a SIGBUS killing
+the process; in `sync` mode a short write LMDB reports as EIO). On a full disk the
+reservation fails instead: that batch's writers get `StoreFull` (nothing of it is
+written, nothing acknowledged is lost), reads go on, and a later batch grows the map once
+space is freed. A store opened on a full disk maps only the pages in use. Copy-on-write
+file systems (btrfs, zfs) do not honour reservations for rewritten pages: use `sync`
+mode there.
 
 Modes, and exactly what an acknowledged write (a reply or message sent after it) survives:
 - `sync` (default): LMDB's default flags; each commit returns after `fdatasync` of the
@@ -106,6 +117,10 @@ _DBS = (b"meta", b"snapshots", b"journal")
 REVISIONS_CACHED = 1 << 16  # keys whose snapshot revision a store remembers (see _revs)
 _MARKER_PAYLOAD = packb({"format": "letitcrash-store"})
 MAX_KEY_BYTES = 1024
+MAP_SIZE = 8 << 20  # a new store's map (and file); grown as needed
+GROW_STEP = 1 << 30  # the map doubles, by at most this much at a time
+GROW_UNIT = 64 << 10  # the smallest growth, when the disk has no room to double
+FULL_BELOW = 64 << 10  # free bytes under which a commit's I/O error is taken for a full disk
 _blake2b = hashlib.blake2b
 
 
@@ -224,8 +239,8 @@ class Store:
                  max_batch_bytes: int = 64 << 20, simulated: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if map_size is None:  # see "simulated" in the module docstring
-            map_size = 1 << 20 if simulated else 1 << 30
+        if map_size is None:  # see "simulated" and "Space" in the module docstring
+            map_size = 1 << 20 if simulated else MAP_SIZE
         if not 0 < map_size <= max_map_size:
             raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
         for name, value in (("max_value_bytes", max_value_bytes), ("max_batch_writes", max_batch_writes),
@@ -287,8 +302,16 @@ class Store:
         except lmdb.InvalidError as exc:
             raise ForeignStore(f"{self.path} is not a letitcrash store: {exc}") from None
         except (lmdb.Error, OSError) as exc:  # py-lmdb raises FileNotFoundError for a missing parent
+            if self._disk_full():
+                raise StoreFull(f"disk full: cannot open the store at {self.path}: {exc}") from None
             raise StorageIOError(f"cannot open the store at {self.path}: {exc}") from None
         try:
+            self._data = os.open(os.path.join(self.path, "data.mdb"), os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            env.close()
+            raise StorageIOError(f"cannot open the store's data file in {self.path}: {exc}") from None
+        try:
+            self._reserve_map(env)
             self._check_format(env)
             with env.begin(write=True) as txn:
                 self.meta, self.snapshots, self.journal = (env.open_db(name, txn=txn) for name in _DBS)
@@ -296,8 +319,44 @@ class Store:
                     txn.put(b"format", encode_value(MARKER, FORMAT, _MARKER_PAYLOAD), db=self.meta)
         except BaseException:
             env.close()
+            os.close(self._data)
             raise
         return env
+
+    def _reserve_map(self, env: lmdb.Environment) -> None:
+        """Reserve the file's blocks for the map LMDB opened with; on a full disk, shrink
+        the map to the pages in use (theirs are allocated), so the store opens for reading
+        and its writes fail with `StoreFull` until space is freed (see `_grow`)."""
+        try:
+            self._reserve(env.info()["map_size"])
+        except StoreFull as exc:
+            used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+            env.set_mapsize(used)  # LMDB keeps at least the pages in use
+            log.warning("store %s opened on a full disk with a %d-byte map: %s", self.path,
+                        env.info()["map_size"], exc)
+
+    def _reserve(self, size: int) -> None:
+        """Allocate the data file's blocks up to `size` bytes, the map's size: LMDB then
+        never writes a page the file system has no room for. Through a writable map such
+        a write is a SIGBUS that kills the process, and in `sync` mode a short write LMDB
+        reports as EIO; a reservation that fails is a clean `StoreFull` instead."""
+        try:
+            os.posix_fallocate(self._data, 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StoreFull(f"disk full: cannot reserve {size} bytes for the store at "
+                                f"{self.path}: {exc.strerror}") from None
+            raise StorageIOError(f"cannot reserve {size} bytes for the store at {self.path}: "
+                                 f"{exc}") from None
+
+    def _disk_full(self) -> bool:
+        """Whether the store's file system has less room than a page or two (an error
+        LMDB reports as EIO may be a full disk: its short writes)."""
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < FULL_BELOW
 
     def _check_format(self, env: lmdb.Environment) -> None:
         """A new environment, or one of ours of this format; anything else is refused
@@ -714,17 +773,28 @@ class Store:
                 found = cur.delete()
 
     def _grow(self) -> None:
+        """Grow the map, its file's blocks reserved first: doubling (by at most
+        GROW_STEP); on a disk too full for that, by a sixteenth; else `StoreFull` (this
+        batch fails; a later one grows once there is room)."""
         size = self.env.info()["map_size"]
         if size >= self.max_map_size:
             raise StoreFull(f"store {self.path} reached its max_map_size of {self.max_map_size} bytes")
-        new = min(size * 2, self.max_map_size)
+        small = min(size + max(size // 16 // GROW_UNIT * GROW_UNIT, GROW_UNIT), self.max_map_size)
+        new = min(size + min(size, GROW_STEP), self.max_map_size)
+        try:
+            self._reserve(new)
+        except StoreFull:
+            if small >= new:
+                raise
+            self._reserve(small)
+            new = small
         log.info("store %s: map full at %d bytes, growing to %d", self.path, size, new)
         self.env.set_mapsize(new)
 
     def _io_error(self, exc: lmdb.Error, n: int) -> StorageError:
         what = f"committing {n} keys to {self.path}"
         if isinstance(exc, lmdb.DiskError) or getattr(exc, "errno", None) == errno.ENOSPC \
-                or "No space left" in str(exc):
+                or "No space left" in str(exc) or self._disk_full():
             return StoreFull(f"disk full {what}: {exc}")
         return StorageIOError(f"I/O error {what}: {exc}")
 
@@ -796,6 +866,7 @@ class Store:
         if self._writer is not None:
             self._writer.shutdown()
         self.env.close()
+        os.close(self._data)
         self._lock.release()
 
     def __enter__(self) -> Store:
