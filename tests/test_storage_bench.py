@@ -19,8 +19,8 @@ def run(*args: str) -> str:
 
 def test_json_lines_cover_every_workload():
     lines = [json.loads(line) for line in run("--json").splitlines()]
-    assert [d["workload"] for d in lines] == ["persist_tell", "persist_sync_1", "recover", "recover_gc_tuned",
-                                              "activate"]
+    assert [d["workload"] for d in lines] == ["persist_tell", "persist_sync_1", "persist_process", "grow",
+                                              "recover", "recover_gc_tuned", "activate"]
     for d in lines:
         assert d["system"] == "letitcrash" and d["unit"] and d["n"] > 0, d
         assert isinstance(d["value"], (int, float)) and d["value"] > 0, d
@@ -28,7 +28,8 @@ def test_json_lines_cover_every_workload():
                                                               "activate"}
     tell = lines[0]
     assert tell["writes"] > 0 and tell["commits"] >= 1
-    assert all(d["gc_s"] >= 0 for d in lines[2:]), lines  # recover and activate time the gc
+    assert all(d["gc_s"] >= 0 for d in lines[4:]), lines  # recover and activate time the gc
+    assert lines[3]["map_mb"] >= 8, lines[3]  # grow: the map grew from 8 MiB as needed
 
 
 def test_table_and_only():
