@@ -48,6 +48,33 @@ State must be msgpack-encodable (dicts, lists, str, bytes, numbers, bool, None, 
 Ref). A server that keeps part of it as a live object (a CRDT document) overrides
 `snapshot_state()` to return the state with that part encoded, at the moment of saving. A server that needs more set-up overrides `init` and calls
 `super().init(store, key, *args)` first.
+
+Records: a server that owns many values (a chat shard: every user's inbox, every
+message's receipts) keeps them as records, each saved on its own, so no stored value
+grows with the number of values and a save writes only what changed. `self.state` stays
+small (it is saved whole); `put_record(key, value)` / `delete_record(key)` stage a
+record, and the server defines `recover_records(records)`, which `init` calls with every
+stored record as (key, value) pairs, in no promised order, after loading the state (and
+before replaying events). Record keys are str, int, bytes or tuples of them (at most
+495 bytes encoded); each value is limited like a state.
+
+    class Inboxes(PersistentServer):
+        def initial_state(self):
+            return {"messages": 0}                     # small: saved whole
+        def recover_records(self, records):
+            self.boxes = dict(records)                 # user -> inbox
+        def handle_call(self, request, caller):
+            user, text = request
+            self.boxes.setdefault(user, []).append(text)
+            self.put_record(user, self.boxes[user])    # saved at the end of this turn
+            self.state["messages"] += 1
+
+A PersistentServer saves the records staged in a turn with the state at the end of that
+turn. An EventSourcedServer saves them with its next snapshot: stage them in `apply`, so
+that they are a function of the events (replaying the journal stages the same ones
+again); a snapshot then writes the records changed since the previous one, whatever
+the size of the whole. A value is encoded when it is saved, so changes made to it after
+`put_record` and before then are saved too (stage it again after changing it later).
 """
 from __future__ import annotations
 
@@ -57,9 +84,10 @@ from actors import GenServer, packb
 from actors.process import ExitNow
 
 from .errors import LimitExceeded, UnencodableValue
-from .store import SNAPSHOT, STATE, KeyRef, Store, decode_payload
+from .store import MAX_RECORD_KEY_BYTES, SNAPSHOT, STATE, KeyRef, Store, decode_payload, record_key
 
 _WAKE = ("$storage_fault",)
+_DELETE = object()  # a staged deletion
 
 
 class PersistentServer(GenServer):
@@ -67,18 +95,25 @@ class PersistentServer(GenServer):
     docstring."""
 
     kind = STATE
-    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault")
+    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged")
 
     def init(self, store: Store, key: Any, *args: Any) -> None:
-        """Load the stored state of `key`, or start from `initial_state(*args)`."""
+        """Load the stored state of `key` (and its records, if the class keeps records),
+        or start from `initial_state(*args)`."""
         self.store = store
         self._ref = KeyRef(key)
         self._fault = None
+        self._staged: dict[Any, Any] = {}
         if store.holds:
             self.node.hold_output(self)
         rev, snap_rev, snap, events = store.load(self, self._ref, self.kind)
         self.state = self.initial_state(*args) if snap is None else self._decode("state", snap)
         self.revision = rev
+        if self._keeps_records():
+            path, ref, node = store.path, self._ref, self.node
+            self.recover_records([(record_key(rkey, path, "records", ref),
+                                   decode_payload("record", payload, node, path, "records", ref))
+                                  for rkey, payload in store.load_records(ref)])
         self._recovered(snap, snap_rev, events)
 
     def initial_state(self, *args: Any) -> Any:
@@ -97,16 +132,56 @@ class PersistentServer(GenServer):
         taken at the moment of saving."""
         return self.state
 
+    # -- records ---------------------------------------------------------------------------
+
+    def put_record(self, key: Any, value: Any) -> None:
+        """Stage record `key` = `value`, saved with the state (see the module docstring)."""
+        self._staged[key] = value
+
+    def delete_record(self, key: Any) -> None:
+        """Stage the deletion of record `key` (nothing if it is not stored)."""
+        self._staged[key] = _DELETE
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        """Take the stored records, (key, value) pairs in no promised order; called by
+        `init` after the state is loaded. A class that keeps records defines it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps records: it must define recover_records")
+
+    @classmethod
+    def _keeps_records(cls) -> bool:
+        return cls.recover_records is not PersistentServer.recover_records
+
+    def _encode_records(self) -> dict[bytes, bytes | None]:
+        """The staged records, encoded (and the stage emptied)."""
+        if not self._keeps_records():
+            raise TypeError(f"{type(self).__name__} staged records but does not define recover_records")
+        out: dict[bytes, bytes | None] = {}
+        for key, value in self._staged.items():
+            try:
+                rkey = packb(key)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise UnencodableValue(f"record key {key!r:.200} of {self._ref!r:.200} cannot be "
+                                       f"stored: {exc}") from None
+            if len(rkey) > MAX_RECORD_KEY_BYTES:
+                raise LimitExceeded(f"record key {key!r:.100} of {self._ref!r:.100} is {len(rkey)} "
+                                    f"bytes encoded; the limit is {MAX_RECORD_KEY_BYTES}")
+            out[rkey] = None if value is _DELETE else self._encode(f"record {key!r:.100}", value)
+        self._staged = {}
+        return out
+
     # -- kernel side ---------------------------------------------------------------------
 
     def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
         self._saved = self._encode("state", self.state) if snap is None else snap
 
     def _flush(self) -> None:
-        """Hand the state to the store if it changed since the last save."""
+        """Hand the state (and staged records) to the store if they changed since the
+        last save."""
         data = self._encode("state", self.snapshot_state())
-        if data != self._saved:
-            self.store.write(self, self._ref, STATE, self.revision, self.revision + 1, data, [])
+        if data != self._saved or self._staged:
+            records = self._encode_records() if self._staged else None
+            self.store.write(self, self._ref, STATE, self.revision, self.revision + 1, data, [],
+                             records)
             self.revision += 1
             self._saved = data
 
@@ -207,14 +282,15 @@ class EventSourcedServer(PersistentServer):
             self._replaying = False
 
     def _flush(self) -> None:
-        snap = None
+        snap = records = None
         if self._snap_due or self.revision - self._snap_rev >= self.snapshot_every:
             self._snap_due = False
             if self.revision > self._snap_rev:
                 snap = self._encode("state", self.snapshot_state())
+                records = self._encode_records() if self._staged else None
         if self._pending or snap is not None:
             events, self._pending = self._pending, []
             self.store.write(self, self._ref, SNAPSHOT, self.revision - len(events), self.revision,
-                             snap, events)
+                             snap, events, records)
             if snap is not None:
                 self._snap_rev = self.revision

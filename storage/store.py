@@ -1,12 +1,16 @@
 """The store: one LMDB environment per node, written by one writer, group-committed.
 
-Layout. Three named sub-databases; keys are fixed width:
+Layout. Four named sub-databases:
 - `snapshots`: id (16 bytes) -> the latest saved state of that key, with its revision
   (payload: the msgpack pair [key, state]);
 - `journal`: id + big-endian u64 seq (24 bytes) -> one event of an event-sourced key;
+- `records`: id + msgpack of a record key -> one record of that key (a process that owns
+  many values, such as a chat shard, keeps each in a record of its own: a save writes
+  the records it changed, never the whole; see `storage.persistent`);
 - `meta`: b"format" -> the store's format marker.
 `id` is blake2b-128 of the msgpack encoding of the user's key (e.g. `("timeline", 7)`);
 the snapshot also stores the encoded key, so a mismatch is reported, never returned.
+Stores written before `records` existed open as they are (the sub-database is added).
 
 Values. Every value is `magic b"LC" | format u8 | kind u8 | crc32 u32 | revision u64 |
 msgpack payload`; the crc covers revision and payload. A bad magic, format, kind or
@@ -105,18 +109,20 @@ log = logging.getLogger("storage")
 MODES = ("sync", "process", "none")
 FORMAT = 1
 MAGIC = b"LC"
-# Value kinds: a PersistentServer's state, an event-sourced snapshot, an event, the marker.
-STATE, SNAPSHOT, EVENT, MARKER = 1, 2, 3, 4
+# Value kinds: a PersistentServer's state, an event-sourced snapshot, an event, the marker,
+# a record.
+STATE, SNAPSHOT, EVENT, MARKER, RECORD = 1, 2, 3, 4, 5
 KIND_NAMES = {STATE: "a PersistentServer state", SNAPSHOT: "an event-sourced snapshot",
-              EVENT: "an event", MARKER: "a format marker"}
+              EVENT: "an event", MARKER: "a format marker", RECORD: "a record"}
 HEADER = struct.Struct(">2sBBIQ")
 SEQ = struct.Struct(">Q")
 _CRC = struct.Struct(">I")
 _PREFIX = {kind: MAGIC + bytes((FORMAT, kind)) for kind in KIND_NAMES}
-_DBS = (b"meta", b"snapshots", b"journal")
+_DBS = (b"meta", b"snapshots", b"journal", b"records")
 REVISIONS_CACHED = 1 << 16  # keys whose snapshot revision a store remembers (see _revs)
 _MARKER_PAYLOAD = packb({"format": "letitcrash-store"})
 MAX_KEY_BYTES = 1024
+MAX_RECORD_KEY_BYTES = 511 - 16  # LMDB's largest key, less the owner's id
 MAP_SIZE = 8 << 20  # a new store's map (and file); grown as needed
 GROW_STEP = 1 << 30  # the map doubles, by at most this much at a time
 GROW_UNIT = 64 << 10  # the smallest growth, when the disk has no room to double
@@ -172,6 +178,13 @@ def decode_payload(what: str, data: bytes, node: Node | None, *loc: Any) -> Any:
         raise CorruptedValue(where(*loc), f"{what} does not decode: {exc!r}") from None
 
 
+def record_key(rkey: bytes, *loc: Any) -> Any:
+    """A record key back from its encoding (a tuple comes back a tuple); `loc` (`where`'s
+    arguments) names it in an error."""
+    key = decode_payload("record key", rkey, None, *loc)
+    return tuple(key) if type(key) is list else key
+
+
 class KeyRef:
     """A user key, its fixed-width id `kid` (blake2b-128 of its msgpack encoding) and the
     `prefix` its stored states start with."""
@@ -197,7 +210,7 @@ class KeyRef:
 class Entry:
     """The pending writes of one key in one batch."""
 
-    __slots__ = ("ref", "kind", "base", "rev", "snap", "snap_rev", "events", "procs")
+    __slots__ = ("ref", "kind", "base", "rev", "snap", "snap_rev", "events", "records", "procs")
 
     def __init__(self, ref: KeyRef, kind: int, base: int) -> None:
         self.ref = ref
@@ -207,6 +220,7 @@ class Entry:
         self.snap: bytes | None = None  # state payload to store at snap_rev
         self.snap_rev = 0
         self.events: list[tuple[int, bytes]] = []  # (seq, encoded value)
+        self.records: dict[bytes, bytes | None] = {}  # records db key -> payload, None: delete
         self.procs: list[Process] = []  # writers and readers: they fail with the batch
 
 
@@ -314,7 +328,8 @@ class Store:
             self._reserve_map(env)
             self._check_format(env)
             with env.begin(write=True) as txn:
-                self.meta, self.snapshots, self.journal = (env.open_db(name, txn=txn) for name in _DBS)
+                self.meta, self.snapshots, self.journal, self.records = (
+                    env.open_db(name, txn=txn) for name in _DBS)
                 if txn.get(b"format", db=self.meta) is None:
                     txn.put(b"format", encode_value(MARKER, FORMAT, _MARKER_PAYLOAD), db=self.meta)
         except BaseException:
@@ -458,6 +473,28 @@ class Store:
                         rev = seq
         return rev, snap_rev, snap, events
 
+    def load_records(self, ref: KeyRef) -> list[tuple[bytes, bytes]]:
+        """Every record of a key, committed or pending: (encoded record key, payload), in
+        no promised order. (Records are written only with a state, so a process that
+        reads pending ones is already held by `load`.)"""
+        kid = ref.kid
+        found: dict[bytes, bytes] = {}
+        with self._read_txn().cursor(db=self.records) as cur:
+            if cur.set_range(kid):
+                for key, value in cur:
+                    if key[:16] != kid:
+                        break
+                    found[key[16:]] = decode_value(value, RECORD, self.path, "records", ref)[1]
+        for batch in (self._inflight, self._batch):
+            entry = batch.entries.get(kid) if batch is not None else None
+            if entry is not None:
+                for rkey, payload in entry.records.items():
+                    if payload is None:
+                        found.pop(rkey, None)
+                    else:
+                        found[rkey] = payload
+        return list(found.items())
+
     def _checked_rev(self, ref: KeyRef, raw: bytes, kind: int) -> int:
         """The revision of `raw`, the stored snapshot of `ref`, once its header, key and
         checksum are checked; else the error that names what is wrong."""
@@ -487,6 +524,14 @@ class Store:
         state = None if snap is None else decode_payload("state", snap, node, path, "snapshots", ref)
         return rev, state, [decode_payload("event", e, node, path, "journal", ref) for e in events]
 
+    def read_records(self, key: Any) -> dict[Any, Any]:
+        """Inspect a key's records (tests, tools): record key -> value, as a newly started
+        process would load them."""
+        ref = KeyRef(key)
+        node, path = self.node, self.path
+        return {record_key(rkey, path, ref): decode_payload("record", payload, node, path, "records", ref)
+                for rkey, payload in self.load_records(ref)}
+
     def _kind_of(self, ref: KeyRef) -> int:
         """STATE or SNAPSHOT (event sourced), from what is pending or stored."""
         for batch in (self._batch, self._inflight):
@@ -503,9 +548,12 @@ class Store:
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, proc: Process, ref: KeyRef, kind: int, base: int, rev: int,
-              snap: bytes | None, events: list[bytes]) -> None:
-        """Add a process's writes to the batch: the state at `rev` (if `snap`) and the
-        events numbered base+1..rev. Raises in the writer when they cannot be accepted."""
+              snap: bytes | None, events: list[bytes],
+              records: dict[bytes, bytes | None] | None = None) -> None:
+        """Add a process's writes to the batch: the state at `rev` (if `snap`), the
+        events numbered base+1..rev, and with the state its changed `records` (encoded
+        record key -> encoded value, None to delete it). Raises in the writer when they
+        cannot be accepted."""
         if self.closed:
             raise StoreClosed(f"store {self.path} is closed; {ref!r:.100} not saved")
         assert len(events) == rev - base >= 0 and (events or snap is not None) if kind == SNAPSHOT \
@@ -524,6 +572,12 @@ class Store:
             entry.snap_rev = rev
             batch.bytes += len(snap)
             batch.writes += 1
+            if records:
+                entry.records.update(records)  # a record saved twice in a batch is written once
+                batch.bytes += sum(len(v) for v in records.values() if v is not None)
+                batch.writes += len(records)
+        else:
+            assert not records, (ref, "records are saved with a state")
         if events:
             entry.events += [(seq, encode_value(EVENT, seq, value))
                              for seq, value in enumerate(events, base + 1)]
@@ -704,7 +758,7 @@ class Store:
             with self.env.begin(write=True) as txn:
                 for kid, entry in entries.items():
                     self._apply(txn, kid, entry, refused, undo, revs)
-                    writes += len(entry.events) + (entry.snap is not None)
+                    writes += len(entry.events) + (entry.snap is not None) + len(entry.records)
         except lmdb.MapFullError:
             raise _MapFull() from None
         except lmdb.Error as exc:
@@ -752,6 +806,17 @@ class Store:
                 self._compact(txn, kid, stored, entry.snap_rev, undo)
             stored = entry.snap_rev
         revs[kid] = (entry.kind, stored)
+        records = self.records
+        for rkey, payload in entry.records.items():
+            key = kid + rkey
+            old = txn.get(key, db=records) if undo is not None else None
+            if payload is not None:
+                self._put(txn, records, key, encode_value(RECORD, stored, payload), undo, old)
+            elif undo is None:
+                txn.delete(key, db=records)
+            elif old is not None:
+                undo.append((records, key, old))
+                txn.delete(key, db=records)
         for seq, value in entry.events:
             if seq > entry.snap_rev:
                 self._put(txn, self.journal, kid + SEQ.pack(seq), value, undo, None)
