@@ -48,14 +48,14 @@ class DirectoryLock:
                 fd = os.open(name, os.O_RDWR | os.O_CLOEXEC)
                 self.created = False
         except OSError as exc:
-            raise StorageIOError(f"cannot open the lock file {name}: {exc}") from None
+            raise StorageIOError(f"cannot open the store at {path}: its lock file: {exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = _holder(fd)
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StorageIOError(f"cannot lock {name}: {exc}") from None
+                raise StorageIOError(f"cannot open the store at {path}: locking {name}: {exc}") from None
             raise StoreLocked(path, holder) from None
         try:
             os.ftruncate(fd, 0)
