@@ -264,7 +264,8 @@ class EventSourcedServer(PersistentServer):
         self.revision += 1
 
     def save_snapshot(self) -> None:
-        """Snapshot the state at the end of this turn, deleting the events it covers."""
+        """Snapshot the state at the end of this turn, deleting the events it covers
+        (even with no new event: say after the state changed its stored form)."""
         self._snap_due = True
 
     def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
@@ -284,8 +285,8 @@ class EventSourcedServer(PersistentServer):
     def _flush(self) -> None:
         snap = records = None
         if self._snap_due or self.revision - self._snap_rev >= self.snapshot_every:
-            self._snap_due = False
-            if self.revision > self._snap_rev:
+            due, self._snap_due = self._snap_due, False
+            if self.revision > self._snap_rev or due:
                 snap = self._encode("state", self.snapshot_state())
                 records = self._encode_records() if self._staged else None
         if self._pending or snap is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from actors import CallTimeout, GenServer, Node, NoProc
-from apps.chat import (DELIVERED, READ, SENT, BadRequest, ChatConfig, ChatService, Overloaded,
-                       RateLimited)
+from actors import CallTimeout, Node, NoProc
+from apps.chat import (DELIVERED, READ, SENT, BadRequest, ChatConfig, ChatService, Forbidden,
+                       Overloaded, QuotaExceeded, RateLimited)
 from apps.chat import store as book
 from apps.chat.receipts import advance
 from apps.chat.router import HashRing
+from chat_world import World
 from storage import Store
 
 # -- the pure parts ----------------------------------------------------------------------------
@@ -39,7 +40,7 @@ def test_pending_store_keeps_each_users_items_in_order_until_confirmed():
     assert [item[2] for item in book.pending(state, "bob")] == [4, 5]
     # carol is homed elsewhere: her delivered receipts wait in the outbox, in order
     assert effects.receipts == [["carol", i, DELIVERED] for i in (1, 2, 3)]
-    assert state["outbox"] == {i: ["carol", DELIVERED] for i in (1, 2, 3)}
+    assert state["outbox"] == {i: ["carol", DELIVERED, 1.0] for i in (1, 2, 3)}
     b.apply(state, [book.E_ACKED, [[1, DELIVERED], [2, SENT]]])  # an older ack keeps 2
     assert list(state["outbox"]) == [2, 3]
 
@@ -77,8 +78,7 @@ def test_records_and_duplicate_detection_are_forgotten_after_retention_only():
     b.apply(state, [book.E_EXPIRE, 109.0])
     assert book.status_of(state, 1) == DELIVERED and state["dedup"]["alice"] == {"x": 1}
     b.apply(state, [book.E_EXPIRE, 110.0])
-    assert book.status_of(state, 1) is None and state["dedup"] == {} and state["expiry"] == [
-        e for e in state["expiry"] if e[1] == "r"]
+    assert book.status_of(state, 1) is None and state["dedup"] == {} and state["expiry"] == []
 
 
 def test_a_client_id_reused_after_retention_is_a_new_message_and_expires_cleanly():
@@ -100,6 +100,37 @@ def test_push_records_are_bounded_newest_kept():
     assert [p[3] for p in state["pushes"]] == [3, 4, 5]
 
 
+def test_a_senders_shard_remembers_receipts_longer_than_any_shard_resends_them():
+    state, b = book.empty(0, 1), shard_book(retention=100.0)
+    b.apply(state, [book.E_RECEIPTS, [["alice", 7, READ]], 0.0])
+    b.apply(state, [book.E_EXPIRE, 150.0])  # past retention, when a resend can still come
+    b.apply(state, [book.E_RECEIPTS, [["alice", 7, READ]], 150.0])  # ...it is a repeat
+    assert len(book.pending(state, "alice")) == 1
+    b.apply(state, [book.E_EXPIRE, 200.0])  # RECEIPT_MEMORY x retention: forgotten
+    assert state["rstat"] == {} and state["rstat_expiry"] == []
+
+
+def test_the_records_staged_are_the_state_and_bring_it_back():
+    stored: dict = {}
+    b = book.ShardBook(100.0, 2, lambda user: user in ("alice", "bob"), stored.__setitem__,
+                       lambda key: stored.pop(key, None))
+    state = book.empty(0, 1)
+    events = [store_event(1, "alice", "bob", push=["Message from alice", "hi"]),
+              store_event(2, "carol", "bob", push=["Message from carol", "yo"]),
+              store_event(3, "alice", "bob", push=["Message from alice", "hi"]),
+              [book.E_CONFIRM, [["bob", 2]], 5.0], [book.E_READ, "bob", [1, 2], 6.0],
+              [book.E_RECEIPTS, [["alice", 99, DELIVERED]], 7.0], [book.E_ACKED, [[2, READ]]],
+              [book.E_SEEN, "bob", 8.0], [book.E_CONTACTS, "bob", ["alice"]],
+              [book.E_CONFIRM, [["alice", 3]], 9.0], [book.E_EXPIRE, 106.0]]
+    for event in events:
+        b.apply(state, event)
+    assert stored == dict(book.records_of(state))  # every change was staged, nothing else
+    again = book.from_records(dict(state["head"]), list(stored.items()))
+    live = [e for e in state["rstat_expiry"] if state["rstat"][e[1]][1] == e[0]]  # not superseded
+    assert again["rstat_expiry"] == live and {**again, "rstat_expiry": live} == {**state, "rstat_expiry": live}
+    assert [p[3] for p in again["pushes"]] == [2, 3] and again["dedup"] == {"alice": {"c3": 3}}
+
+
 def test_consistent_hashing_is_stable_balanced_and_moves_few_keys():
     users = [f"user{i}" for i in range(4000)]
     ring8, ring9 = HashRing(8), HashRing(9)
@@ -113,60 +144,6 @@ def test_consistent_hashing_is_stable_balanced_and_moves_few_keys():
 
 
 # -- the service -------------------------------------------------------------------------------
-
-
-class Device(GenServer):
-    """A device's end of a session: keeps every frame; takes items in seq order only."""
-
-    def init(self, frames: list) -> None:
-        self.frames = frames
-        self.last = 0
-        self.took: list[list] = []
-
-    def handle_info(self, msg):
-        self.frames.append(msg)
-        if msg[0] == "items":
-            self.last = max(self.last, msg[2])
-            for item in msg[1]:
-                if item[0] == self.last + 1:
-                    self.last = item[0]
-                    self.took.append(item)
-
-
-class World:
-    def __init__(self, path, seed=1, **config):
-        self.path = path
-        self.config = ChatConfig(**{"shards": 4, **config})
-        self.boot(seed)
-
-    def boot(self, seed=1, creation=0):
-        self.node = Node(seed=seed, creation=creation)
-        self.store = Store(self.path, self.node, mode="process")
-        self.svc = ChatService(self.node, self.store, self.config)
-        self.svc.start()
-
-    def run(self, fut):
-        return self.node.run_until_complete(fut)
-
-    def device(self):
-        frames: list = []
-        pid = self.node.spawn(Device, frames)
-        return pid, frames
-
-    def connect(self, user, device="phone"):
-        pid, frames = self.device()
-        return self.run(self.svc.connect(self.node, user, device, pid)), pid, frames
-
-    def took(self, device_pid):
-        return self.node.get_process(device_pid).took
-
-    def confirm_all(self, session, device_pid):
-        self.run(self.svc.confirm(self.node, session, self.node.get_process(device_pid).last))
-        self.node.run_for(0.01)
-
-    def restart(self, seed=2):
-        self.store.close()
-        self.boot(seed, creation=1)
 
 
 @pytest.fixture
@@ -248,19 +225,43 @@ def test_a_session_gets_at_most_a_window_of_unconfirmed_items_and_stalls_are_res
 
 def test_presence_and_last_seen_go_to_contacts(world):
     world.run(world.svc.set_contacts(world.node, "alice", ["bob", "carol"]))
+    world.run(world.svc.set_contacts(world.node, "bob", ["alice"]))
     bob, bdev, bframes = world.connect("bob")
     alice, _, _ = world.connect("alice")
     world.node.run_for(0.01)
-    assert world.run(world.svc.presence(world.node, "alice")) == ("online", None)
+    assert world.run(world.svc.presence(world.node, "alice", viewer="bob")) == ("online", None)
     world.run(world.svc.set_presence(world.node, alice, "away"))
     world.node.run_for(1.0)
     world.run(world.svc.disconnect(world.node, alice))
     world.node.run_for(0.01)
-    status, seen = world.run(world.svc.presence(world.node, "alice"))
+    status, seen = world.run(world.svc.presence(world.node, "alice", viewer="alice"))
     assert status == "offline" and seen == pytest.approx(1.01, abs=0.01)
     updates = [f[1:3] for f in bframes if f[0] == "presence"]
     assert updates == [("alice", "online"), ("alice", "away"), ("alice", "offline")]
     assert [f for f in bframes if f[0] == "presence"][-1][3] == seen
+
+
+def test_presence_is_seen_by_contacts_only_and_pushed_only_to_who_listed_the_user(world):
+    contacts = {"alice": ["bob", "carol"], "bob": ["alice"], "mallory": ["alice", "bob"]}
+    for user, listed in contacts.items():  # carol lists nobody; alice does not list mallory
+        world.run(world.svc.set_contacts(world.node, user, listed))
+    devices = {user: world.connect(user) for user in ("bob", "carol", "mallory", "alice")}
+    world.node.run_for(0.01)
+    world.run(world.svc.set_presence(world.node, devices["mallory"][0], "away"))  # pushed to nobody
+    world.node.run_for(0.01)
+    seen = {user: [f[1:3] for f in frames if f[0] == "presence"] for user, (_, _, frames) in devices.items()}
+    assert seen == {"bob": [("alice", "online")], "carol": [], "mallory": [], "alice": []}
+    for viewer in ("bob", "carol", "alice"):  # alice lists bob and carol: they may look
+        assert world.run(world.svc.presence(world.node, "alice", viewer=viewer)) == ("online", None)
+    with pytest.raises(Forbidden, match="'alice' shares presence with its contacts only, and 'mallory'"):
+        world.run(world.svc.presence(world.node, "alice", viewer="mallory"))
+    with pytest.raises(Forbidden):  # nobody listed: nobody sees, not even who listed you
+        world.run(world.svc.presence(world.node, "carol", viewer="alice"))
+    world.run(world.svc.disconnect(world.node, devices["alice"][0]))  # last seen: the same rule
+    world.node.run_for(0.01)
+    with pytest.raises(Forbidden):
+        world.run(world.svc.presence(world.node, "alice", viewer="mallory"))
+    assert world.run(world.svc.presence(world.node, "alice", viewer="carol"))[0] == "offline"
 
 
 def test_heartbeats_keep_a_session_and_silence_closes_it_at_a_check(world):
@@ -389,7 +390,7 @@ def test_a_session_crash_loses_nothing_acknowledged(world):
     world.node.run_for(0.01)
     with pytest.raises(NoProc):
         world.run(world.svc.send(world.node, alice, "bob", 9, b"m"))
-    assert world.run(world.svc.presence(world.node, "bob"))[0] == "offline"
+    assert world.run(world.svc.presence(world.node, "bob", viewer="bob"))[0] == "offline"
     bob, bdev, _ = world.connect("bob")
     world.node.run_for(0.01)
     assert [item[2] for item in world.took(bdev)] == ids
@@ -463,7 +464,7 @@ def test_a_node_restart_recovers_every_pending_message_and_receipt(world):
     alice, adev, _ = world.connect("alice")
     world.node.run_for(0.01)
     assert [(i[2], i[3]) for i in world.took(adev)] == [(read, DELIVERED), (read, READ)]
-    assert world.run(world.svc.presence(world.node, "bob"))[1] is not None  # last seen kept
+    assert world.run(world.svc.presence(world.node, "bob", viewer="bob"))[1] is not None  # last seen kept
 
 
 def test_receipts_to_a_shard_that_is_down_arrive_once_it_is_back(world):
@@ -478,7 +479,7 @@ def test_receipts_to_a_shard_that_is_down_arrive_once_it_is_back(world):
     world.confirm_all(bob, bdev)
     world.node.run_for(7.0)  # resent at bob's shard's second tick, its ack stored at the third
     assert [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED)]
-    assert world.node.get_process(router.locate("bob")).state["outbox"] == {}
+    assert world.node.get_process(router.locate("bob")).data["outbox"] == {}
 
 
 def test_delivered_messages_are_forgotten_after_the_retention_period(tmp_path):
@@ -489,7 +490,7 @@ def test_delivered_messages_are_forgotten_after_the_retention_period(tmp_path):
     world.node.run_for(0.01)
     world.confirm_all(bob, bdev)
     shard = world.node.get_process(world.svc.router.locate("bob"))
-    assert book.status_of(shard.state, msg_id) == DELIVERED
+    assert book.status_of(shard.data, msg_id) == DELIVERED
 
     def wait(seconds):
         for _ in range(int(seconds // 5)):
@@ -498,10 +499,10 @@ def test_delivered_messages_are_forgotten_after_the_retention_period(tmp_path):
             world.run(world.svc.heartbeat(world.node, alice))
 
     wait(55.0)
-    assert book.status_of(shard.state, msg_id) == DELIVERED  # kept for the retention period
+    assert book.status_of(shard.data, msg_id) == DELIVERED  # kept for the retention period
     wait(10.0)
-    assert book.status_of(shard.state, msg_id) is None
-    assert "alice" not in shard.state["dedup"]
+    assert book.status_of(shard.data, msg_id) is None
+    assert "alice" not in shard.data["dedup"]
 
 
 def test_calls_to_a_dead_session_fail_fast(world):

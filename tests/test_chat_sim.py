@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from apps.chat.shard import Shard
+from sim.cli import apply_faults
 from sim.runner import run
 from sim.scenario import load
 
@@ -33,9 +34,19 @@ def test_the_same_seed_gives_the_same_run():
     assert first.trace_hash == second.trace_hash and first.stats == second.stats
 
 
+def test_a_receipt_is_never_shown_twice_when_a_shard_keeps_dying_before_storing_acks():
+    """A recipient's shard killed again and again before storing the acknowledgement of
+    a read receipt resent it after the sender's shard had forgotten it, so the sender's
+    phone saw `read` twice (seed 9507 of this fault mix did)."""
+    heavy = apply_faults(load(SCENARIO), "chaos,kill_node=0.3,power_loss=0.2,kill_process=3,kill_tree=0.5")
+    result = run(heavy, 9507)
+    assert result.passed, result.failure
+    assert result.stats[SYSTEM]["receipts"] > 100
+
+
 def test_a_shard_that_stores_retries_again_is_caught(monkeypatch):
     def forgetful(self, sender, to, cid, payload, preview):
-        self.state["dedup"].pop(sender, None)  # the bug: retries are not recognised
+        self.data["dedup"].pop(sender, None)  # the bug: retries are not recognised
         return original(self, sender, to, cid, payload, preview)
 
     original = Shard._store

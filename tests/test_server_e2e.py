@@ -87,6 +87,7 @@ def test_presence_reaches_contacts(server):
         bob = await server.client("bob3")
         alice = await server.client("alice3")
         await alice.set_contacts(["bob3"])
+        await bob.set_contacts(["alice3"])
         await alice.set_presence("away")
         (seen,) = await take(bob, Presence)
         assert (seen.user, seen.status) == ("alice3", "away")
@@ -170,6 +171,7 @@ def test_other_requests_wait_for_those_before_them(server):
     contacts is answered (so the contact hears it), and ping waits behind presence."""
     async def main():
         bob = await server.client("bob8")
+        await bob.set_contacts(["alice8"])  # presence goes between contacts both ways
         conn = server.raw()
         assert conn.auth("alice8")["t"] == "ok"
         conn.send_bytes(P.encode({"t": "contacts", "id": 2, "users": ["bob8"]})

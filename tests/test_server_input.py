@@ -142,12 +142,13 @@ def test_a_slow_reader_is_paced_and_loses_nothing(server):
             time.sleep(0.02)  # slow
         return taken
 
-    async def flood():
+    async def flood():  # two senders: each stays within its quota of undelivered bytes
         reading = asyncio.create_task(asyncio.to_thread(read_slowly))
-        sender = await server.client("flooder")
+        senders = [await server.client("flooder"), await server.client("flooder2")]
         for i in range(count):
-            await sender.send("slow", i.to_bytes(4, "big") * (size // 4), cid=i)
-        await sender.close()
+            await senders[i * 2 // count].send("slow", i.to_bytes(4, "big") * (size // 4), cid=i)
+        for sender in senders:
+            await sender.close()
         return await reading
     assert run(flood()) == list(range(count))
     slow.send(t="ping", id=2)

@@ -31,7 +31,16 @@ class ChatConfig:
     max_id_len: int = 64
     """Longest user id, device name, client message id or room name (characters)."""
     max_pending: int = 10_000
-    """Undelivered items one user may have waiting; a send beyond it is refused."""
+    """Undelivered items one user may have waiting; a send beyond it is refused (Overloaded)."""
+    max_pending_bytes: int = 16 << 20
+    """Undelivered payload bytes one user may have waiting; a send beyond it is refused
+    (Overloaded)."""
+    max_sender_bytes: int = 4 << 20
+    """Payload bytes of one sender's undelivered messages on one shard (so at most
+    `shards` times this in all); a send beyond it is refused (QuotaExceeded)."""
+    max_sender_offline: int = 64
+    """Offline users one sender may have undelivered messages for on one shard; a send to
+    one more is refused (QuotaExceeded)."""
     window: int = 256
     """Items pushed to a session and not yet confirmed, at most."""
     resend_after: float = 2.0
@@ -48,17 +57,22 @@ class ChatConfig:
     room_max_members: int = 100_000
     call_timeout: float = 5.0
     snapshot_every: int = 2_000
-    """Shard events between snapshots (a snapshot holds the whole shard)."""
+    """Shard events between snapshots (a snapshot saves the records they changed)."""
 
     def __post_init__(self) -> None:
         if type(self.shards) is not int or not 1 <= self.shards <= 1024:
             raise ValueError(f"ChatConfig.shards must be an int in 1..1024, got {self.shards!r}")
         check_nodes(self)
-        check_limits(self, ints=("max_payload", "max_id_len", "max_pending", "window", "max_contacts",
+        check_limits(self, ints=("max_payload", "max_id_len", "max_pending", "max_pending_bytes",
+                                 "max_sender_bytes", "max_sender_offline", "window", "max_contacts",
                                  "max_push_records", "push_body", "room_max_chars", "room_burst",
                                  "room_max_members", "snapshot_every"),
                      seconds=("heartbeat_timeout", "heartbeat_check", "retention", "resend_after",
                               "room_rate", "call_timeout"))
+        for name in ("max_pending_bytes", "max_sender_bytes"):
+            if getattr(self, name) < self.max_payload:
+                raise ValueError(f"ChatConfig.{name} ({getattr(self, name)}) must be at least "
+                                 f"max_payload ({self.max_payload}): no message could be stored")
         if self.heartbeat_check > self.heartbeat_timeout:
             raise ValueError(f"ChatConfig.heartbeat_check ({self.heartbeat_check}) must not exceed "
                              f"heartbeat_timeout ({self.heartbeat_timeout})")

@@ -21,5 +21,15 @@ class Overloaded(ChatError):
     """A limit was reached (a recipient's pending queue, a room's members); retry later."""
 
 
+class QuotaExceeded(Overloaded):
+    """The sender's own quota was reached (its undelivered bytes, or the offline users it
+    is waiting for); retry once some are delivered."""
+
+
+class Forbidden(ChatError):
+    """The user may not do this (see another user's presence without being its contact);
+    retrying cannot help."""
+
+
 class RateLimited(ChatError):
     """The sender said too much in a room too quickly."""

@@ -13,8 +13,9 @@
 
 Every API function takes `caller`: the calling process (then it returns a coroutine to
 await) or the `Node` (from outside: a `Future`). Errors are raised: `BadRequest` (wrong
-input; nothing stored), `Unavailable` (retry, with the same client id), `Overloaded`,
-`RateLimited`, and the kernel's `CallTimeout`/`NoProc` when a session is gone
+input; nothing stored), `Unavailable` (retry, with the same client id), `Overloaded`
+(a recipient's pending store is full), `QuotaExceeded` (the sender's), `Forbidden`
+(another user's presence, not being its contact), `RateLimited`, and the kernel's `CallTimeout`/`NoProc` when a session is gone
 (`CallTimeout` too when the shard a session handed a `send` or `read` to dies with it:
 the shard answers the device itself, see `apps.chat.session`).
 
@@ -43,6 +44,7 @@ from .rooms import ROOMS_SUP
 from .router import Resolve, Router
 from .session import Hub, Session
 from .shard import Shard
+from .store import check_fits
 
 SESSIONS_SUP = "chat.sessions"
 SESSION_SPEC = ChildSpec("session", Session, restart="temporary", shutdown="brutal_kill")
@@ -61,6 +63,7 @@ class ChatService(TreeService):
                  max_restarts: int = 10) -> None:
         super().__init__(node, store, max_restarts)
         self.config = config or ChatConfig()
+        check_fits(self.config, store.max_value_bytes)
         self.router = Router(node, self.config, resolve)
         self.max_sessions = max_sessions
         self.hub = Hub(self.router, {})
@@ -135,13 +138,16 @@ class ChatService(TreeService):
         """Broadcast `text` to the room: the number of members it went to."""
         return self._ask(caller, session, ("say", room, text))
 
-    def presence(self, caller: Node | Process, user: str) -> Any:
-        """`(status, last_seen)` of `user`: status online, away or offline; last_seen the
-        node time its last session ended (None if never)."""
-        return self._shard_ask(caller, user, ("presence_of", user))
+    def presence(self, caller: Node | Process, user: str, *, viewer: str) -> Any:
+        """`(status, last_seen)` of `user` as `viewer` may see it: status online, away or
+        offline; last_seen the node time its last session ended (None if never).
+        `Forbidden` unless `user` lists `viewer` as a contact (or is the viewer)."""
+        check_name("viewer", viewer, self.config)
+        return self._shard_ask(caller, user, ("presence_of", user, viewer))
 
     def set_contacts(self, caller: Node | Process, user: str, contacts: list[str]) -> Any:
-        """The users who see `user`'s presence changes."""
+        """The users who may see `user`'s presence; those who list `user` too get its
+        changes as they happen."""
         return self._shard_ask(caller, user, ("contacts", user, contacts))
 
     def pushes(self, caller: Node | Process, user: str) -> Any:

@@ -3,13 +3,16 @@
 It stores every message sent to its users (its pending store), pushes their items to
 their sessions and takes their confirmations; it keeps their presence and contacts, and
 forwards receipts to the shards of the senders. Every change is an event in LMDB
-(`apps.chat.store` has the events and their pure transitions): a reply or a push leaves
-only once the event is committed, so `sent` means stored and a pushed item is never one
-a crash can lose.
+(`apps.chat.store` has the events, their pure transitions and the records a snapshot
+saves): a reply or a push leaves only once the event is committed, so `sent` means
+stored and a pushed item is never one a crash can lose.
 
 Requests (calls answer a value, or an error object the client API raises):
 - `("store", sender, to, cid, payload, preview)` -> message id. A repeat of (sender, cid)
-  answers the first id and stores nothing. Refused with `Overloaded` at `max_pending`.
+  answers the first id and stores nothing. Refused with `Overloaded` when the recipient
+  holds `max_pending` items or `max_pending_bytes`, and with `QuotaExceeded` when the
+  sender's undelivered messages on this shard would pass `max_sender_bytes` or reach
+  `max_sender_offline` offline recipients (see `apps.chat.config`).
 - `("attach", user, session, outlet, device, again)` -> `{"acked", "seq"}`: the
   session's device (`outlet`) now gets the user's items (up to `window` unconfirmed) and
   contacts' presence as frames (`apps.chat.protocol`), sent to it directly; an older
@@ -20,7 +23,8 @@ Requests (calls answer a value, or an error object the client API raises):
   seen time; the shard's end makes the session attach again. One link costs less than
   a monitor each way, and a node holds a million sessions.
 - `("read", user, ids)` -> "ok" once the read receipts are stored.
-- `("presence_of", user)` -> `(status, last_seen)`; `("contacts", user, list)`;
+- `("presence_of", user, viewer)` -> `(status, last_seen)` if `user` lists `viewer` as
+  a contact (or is the viewer), else `Forbidden`; `("contacts", user, list)`;
   `("pushes", user)` -> push notification records; `("pending", user)` -> items.
 `store` and `read` come forwarded by a session with its device's caller: the answer goes
 straight to the device.
@@ -29,6 +33,10 @@ confirmed again), `("presence", user, status, session)`; between shards `("recei
 from_shard, [[sender, msg_id, status]])`, `("acked", [[msg_id, status]])`,
 `("peer_presence", contact, user, status, last_seen)`.
 
+Presence goes only between contacts both ways: a user's changes go to the contacts it
+lists, and each contact's shard passes them on only if that contact lists the user too,
+so nobody can push presence to someone who did not list them.
+
 Batches: confirmations and incoming receipts are taken first and stored by a flush the
 shard sends itself when it takes the first of a batch, so it runs after the messages
 queued by then: one event (and one `receipts` cast per shard) for a whole batch instead
@@ -36,15 +44,18 @@ of one per message. No caller waits for them (they are casts): the flush delays 
 next window of items and the receipts, by a turn (a `read` stores the batch first, so a
 device's `delivered` still goes before its `read`). A message is stored and answered in
 its own turn: batched too, its answer waits a commit longer, which measured slower for
-senders that wait for it. Acknowledgements are stored in one event per tick. A crash
+senders that wait for it. Acknowledgements from other shards are batched and stored
+the same way: at once, so that a receipt the sender's shard stored is not sent again
+(a shard that crashed before storing one sends it again; the sender's shard remembers
+the receipts it took `RECEIPT_MEMORY` times as long as any shard may resend them). A crash
 loses only what was taken and not stored, which heals like a lost message: the items
 come again and are confirmed again, receipts are resent and the sender's shard
 recognises repeats (receipts never go back).
 
 Every `resend_after` seconds a tick resends what is stalled: items a session has not
 confirmed since the last tick (go-back-N from the first unconfirmed one), receipts no
-shard has acknowledged; stores the acknowledgements since the last tick; and forgets
-records older than `retention`.
+shard has acknowledged (never one older than `retention`); and forgets records older than
+`retention`.
 """
 from __future__ import annotations
 
@@ -52,13 +63,13 @@ import logging
 from typing import Any
 
 from actors import Exit, Pid
-from storage import EventSourcedServer, Store
+from storage import EventSourcedServer, LimitExceeded, Store
 
 from apps.timeline.snowflake import Snowflake
 
 from . import store as book
 from .config import ChatConfig
-from .errors import BadRequest, ChatError, Overloaded
+from .errors import BadRequest, ChatError, Forbidden, Overloaded, QuotaExceeded
 from .protocol import PRESENCE, check_contacts, check_message, check_name, push_record
 from .router import Router
 
@@ -78,13 +89,16 @@ class Shard(EventSourcedServer):
         self.config: ChatConfig = config
         self.snapshot_every = config.snapshot_every
         self.book = book.ShardBook(config.retention, config.max_push_records,
-                                   lambda user: router.home(user) == index)
+                                   lambda user: router.home(user) == index,
+                                   self.put_record, self.delete_record)
         self._effects: book.Effects | None = None
         self.trap_exit = True  # sessions are linked: their exits come as messages
         super().init(store, ("chat.shard", index))
         if (self.state["shard"], self.state["shards"]) != (index, config.shards):
             raise ValueError(f"stored chat shard {self.state['shard']} of {self.state['shards']} "
                              f"cannot be shard {index} of {config.shards}: the ring changed")
+        if self._migrated:
+            self.save_snapshot()  # the first turn saves the records of the old snapshot
         self.gen = Snowflake(index, self.state["gen"])
         self.sessions: dict[str, Pid] = {}  # user -> its attached session (linked)
         self.outlets: dict[str, Pid] = {}  # user -> its session's device: where frames go
@@ -93,20 +107,34 @@ class Shard(EventSourcedServer):
         self.stalled: dict[str, int] = {}  # user -> acked at the last tick, while unconfirmed
         self.status: dict[str, str] = {}  # online or away; absent: offline
         self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
-        self.acked: dict[int, int] = {}  # msg_id -> status its shard took, stored at the next tick
         # Taken since the last flush (see _flush_batch): user -> confirmed seq; receipts
-        # from other shards, and what to acknowledge to each.
+        # from other shards, and what to acknowledge to each; their acknowledgements of
+        # ours (msg_id -> status).
         self.confirms: dict[str, int] = {}
         self.inflow: list[list] = []
         self.acks: dict[int, list[list]] = {}
+        self.acked: dict[int, int] = {}
         self.flush_due = False
         self.send_after(config.resend_after, self.pid, TICK)
 
     def initial_state(self) -> dict[str, Any]:
-        return book.empty(self.index, self.config.shards)
+        return book.empty_head(self.index, self.config.shards)
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        """The records of the last snapshot; a snapshot of the previous version (one
+        value holding the whole shard) is converted, its records saved at the first turn."""
+        self._migrated = self.state.get("format") == 1
+        if self._migrated:
+            self.data = book.from_v1(self.state)
+            for key, value in book.records_of(self.data):
+                self.put_record(key, value)
+            log.info("chat shard %d: converting its stored state to records", self.index)
+        else:
+            self.data = book.from_records(self.state, records)
+        self.state = self.data["head"]
 
     def apply(self, event: list) -> None:
-        self._effects = self.book.apply(self.state, event)
+        self._effects = self.book.apply(self.data, event)
 
     def _persist(self, event: list) -> book.Effects:
         self.persist(event)
@@ -123,21 +151,22 @@ class Shard(EventSourcedServer):
             if kind == "attach":
                 return self._attach(*request[1:])
             if kind == "presence_of":
-                user = self._local_user(request[1])
-                return (self.status.get(user, "offline"), self.state["seen"].get(user))
+                return self._presence_of(self._local_user(request[1]), request[2])
             if kind == "contacts":
                 return self._set_contacts(request[1], request[2])
             if kind == "pushes":
                 user = self._local_user(request[1])
                 return [{"title": p[1], "body": p[2], "msg_id": p[3], "at": p[4]}
-                        for p in self.state["pushes"] if p[0] == user]
+                        for p in self.data["pushes"] if p[0] == user]
             if kind == "read":
                 self._read(self._local_user(request[1]), request[2])
                 return "ok"
             if kind == "pending":
-                return [list(item) for item in book.pending(self.state, self._local_user(request[1]))]
+                return [list(item) for item in book.pending(self.data, self._local_user(request[1]))]
         except ChatError as exc:
             return exc
+        except LimitExceeded as exc:  # an event over the store's value limit: nothing was applied
+            return BadRequest(f"chat shard {self.index} cannot store {request[0]!r:.20}: {exc}")
         except (TypeError, ValueError, IndexError) as exc:
             return BadRequest(f"chat shard {self.index} cannot take {request!r:.120}: {exc}")
         return BadRequest(f"chat shard {self.index} does not understand {request!r:.120}")
@@ -156,12 +185,14 @@ class Shard(EventSourcedServer):
             self.acks.setdefault(msg[1], []).extend([[m, status] for _, m, status in msg[2]])
             self._flush_later()
         elif kind == "acked":
-            outbox = self.state["outbox"]
+            outbox = self.data["outbox"]
             for msg_id, status in msg[1]:
                 entry = outbox.get(msg_id)
-                if entry is not None and entry[1] <= status:
+                if entry is not None and entry[1] <= status and self.acked.get(msg_id, 0) < status:
                     self.outbox_sent.pop(msg_id, None)
                     self.acked[msg_id] = status
+            if self.acked:
+                self._flush_later()
         elif kind == "peer_presence":
             self._tell_contact(*msg[1:])
         else:
@@ -190,17 +221,41 @@ class Shard(EventSourcedServer):
         check_name("sender", sender, self.config)
         check_message(to, cid, payload, preview, self.config)
         self._local_user(to)
-        dup = self.state["dedup"].get(sender, {}).get(cid)
+        dup = self.data["dedup"].get(sender, {}).get(cid)
         if dup is not None:
             return dup  # a client retry: stored once, acknowledged again
-        box = self.state["inbox"].get(to)
-        if box is not None and len(box[2]) >= self.config.max_pending:
-            raise Overloaded(f"{to!r} has {len(box[2])} undelivered items (max_pending); retry later")
+        self._check_room(sender, to, len(payload))
         now = self.now()
         msg_id = self.gen.next(now)
         push = None if to in self.sessions else push_record(sender, preview, self.config)
         self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, now, push]))
         return msg_id
+
+    def _check_room(self, sender: str, to: str, size: int) -> None:
+        """Refuse a message the recipient's pending store or the sender's quotas on this
+        shard cannot take (see `apps.chat.config`)."""
+        config = self.config
+        box = self.data["inbox"].get(to)
+        if box is not None:
+            if len(box[2]) >= config.max_pending:
+                raise Overloaded(f"{to!r} has {len(box[2])} undelivered items (max_pending); retry later")
+            if box[3] + size > config.max_pending_bytes:
+                raise Overloaded(f"{to!r} has {box[3]} bytes of undelivered messages; this one would "
+                                 f"pass max_pending_bytes ({config.max_pending_bytes}); retry later")
+        sent = self.data["senders"].get(sender)
+        if sent is None:
+            return
+        held = sum(quota[1] for quota in sent.values())
+        if held + size > config.max_sender_bytes:
+            raise QuotaExceeded(f"{sender!r} has {held} bytes of messages not yet delivered on chat "
+                                f"shard {self.index}; this one would pass max_sender_bytes "
+                                f"({config.max_sender_bytes}); retry once they are delivered")
+        if to not in sent and to not in self.sessions:
+            offline = sum(1 for user in sent if user not in self.sessions)
+            if offline >= config.max_sender_offline:
+                raise QuotaExceeded(f"{sender!r} has messages waiting for {offline} offline users on "
+                                    f"chat shard {self.index} (max_sender_offline); retry once they "
+                                    "are delivered")
 
     def _attach(self, user: str, session: Pid, outlet: Pid, device: str, again: bool) -> Any:
         self._local_user(user)
@@ -218,7 +273,7 @@ class Shard(EventSourcedServer):
             self.sessions[user] = session
             self.users[session] = user
             self.outlets[user] = outlet
-        box = self.state["inbox"].get(user)
+        box = self.data["inbox"].get(user)
         acked, seq = (box[1], box[0]) if box is not None else (0, 0)
         self.pushed[user] = acked  # a (re)attached session gets everything unconfirmed
         self.stalled.pop(user, None)
@@ -231,10 +286,10 @@ class Shard(EventSourcedServer):
     def _push(self, user: str) -> None:
         """Send the user's device the items after those already pushed, within the window."""
         outlet = self.outlets.get(user)
-        box = self.state["inbox"].get(user)
+        box = self.data["inbox"].get(user)
         if outlet is None or box is None or not box[2]:
             return
-        seq, acked, items = box
+        seq, acked, items, _ = box
         start = max(self.pushed.get(user, acked), acked) + 1
         end = min(seq, acked + self.config.window)
         if start > end:
@@ -244,7 +299,7 @@ class Shard(EventSourcedServer):
         self.pushed[user] = end
 
     def _take_confirm(self, user: str, upto: int) -> None:
-        box = self.state["inbox"].get(user)
+        box = self.data["inbox"].get(user)
         if box is None or upto <= box[1] or upto <= self.confirms.get(user, 0):
             return  # nothing new: a repeat
         if upto > box[0]:
@@ -268,26 +323,34 @@ class Shard(EventSourcedServer):
         now = self.now()
         if self.confirms:
             confirms, self.confirms = list(self.confirms.items()), {}
-            self._act(self._persist([book.E_CONFIRM, confirms, now]))
+            for chunk in _chunks(confirms):
+                self._act(self._persist([book.E_CONFIRM, chunk, now]))
             for user, _ in confirms:
                 self.stalled.pop(user, None)
                 self._push(user)
         if self.inflow:
             inflow, acks, self.inflow, self.acks = self.inflow, self.acks, [], {}
-            rstat, home = self.state["rstat"], self.router.home
+            rstat, home = self.data["rstat"], self.router.home
             news = [r for r in inflow
                     if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
-            if news:
-                self._act(self._persist([book.E_RECEIPTS, news, now]))
+            for chunk in _chunks(news):
+                self._act(self._persist([book.E_RECEIPTS, chunk, now]))
             for shard, done in acks.items():
                 peer = self.router.shard(shard)
                 if peer is not None:  # sent once the receipts are stored; else the peer resends
                     self.cast(peer, ("acked", done))
+        if self.acked:
+            outbox = self.data["outbox"]
+            done = [[msg_id, status] for msg_id, status in self.acked.items()
+                    if msg_id in outbox and outbox[msg_id][1] <= status]
+            self.acked = {}
+            for chunk in _chunks(done):
+                self._persist([book.E_ACKED, chunk])
 
     def _read(self, user: str, ids: list[int]) -> None:
         if self.confirms:  # the device's confirmation came first: its `delivered` goes first
             self._flush_batch()
-        records = self.state["records"]
+        records = self.data["records"]
         news, others = [], []
         for msg_id in dict.fromkeys(ids):  # each id once, however often it is named
             record = records.get(msg_id)
@@ -328,9 +391,16 @@ class Shard(EventSourcedServer):
         self._persist([book.E_CONTACTS, user, check_contacts(user, contacts, self.config)])
         return "ok"
 
+    def _presence_of(self, user: str, viewer: Any) -> tuple[str, float | None]:
+        check_name("viewer", viewer, self.config)
+        if viewer != user and viewer not in self.data["contacts"].get(user, ()):
+            raise Forbidden(f"{user!r} shares presence with its contacts only, and {viewer!r} "
+                            "is not one")
+        return self.status.get(user, "offline"), self.data["seen"].get(user)
+
     def _broadcast(self, user: str, status: str) -> None:
-        seen = self.state["seen"].get(user)
-        for contact in self.state["contacts"].get(user, ()):
+        seen = self.data["seen"].get(user)
+        for contact in self.data["contacts"].get(user, ()):
             home = self.router.home(contact)
             if home == self.index:
                 self._tell_contact(contact, user, status, seen)
@@ -340,8 +410,9 @@ class Shard(EventSourcedServer):
                     self.cast(pid, ("peer_presence", contact, user, status, seen))
 
     def _tell_contact(self, contact: str, user: str, status: str, seen: float | None) -> None:
+        """Pass `user`'s presence to `contact`'s device if `contact` lists `user` too."""
         outlet = self.outlets.get(contact)
-        if outlet is not None:
+        if outlet is not None and user in self.data["contacts"].get(contact, ()):
             self.send(outlet, ("presence", user, status, seen))
 
     def _session_down(self, pid: Pid) -> None:
@@ -358,14 +429,13 @@ class Shard(EventSourcedServer):
     # -- the tick ---------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.acked:  # first: what is stored now is not due again
-            outbox = self.state["outbox"]
-            done = [[msg_id, status] for msg_id, status in self.acked.items()
-                    if msg_id in outbox and outbox[msg_id][1] <= status]
-            self.acked.clear()
-            if done:
-                self._persist([book.E_ACKED, done])
-        inbox = self.state["inbox"]
+        now = self.now()
+        retention = self.config.retention
+        expiry, rstat_expiry = self.data["expiry"], self.data["rstat_expiry"]
+        if expiry and expiry[0][0] <= now - retention or \
+                rstat_expiry and rstat_expiry[0][0] <= now - book.RECEIPT_MEMORY * retention:
+            self._persist([book.E_EXPIRE, now])  # first: what is forgotten is not resent
+        inbox = self.data["inbox"]
         for user in list(self.pushed):
             acked = inbox[user][1] if user in inbox else 0
             if self.pushed[user] <= acked:
@@ -375,12 +445,14 @@ class Shard(EventSourcedServer):
                 self._push(user)
             else:
                 self.stalled[user] = acked
-        horizon = self.now() - self.config.resend_after
-        due = [[entry[0], msg_id, entry[1]] for msg_id, entry in self.state["outbox"].items()
-               if self.outbox_sent.get(msg_id, horizon) <= horizon]
+        horizon, oldest = now - self.config.resend_after, now - retention
+        due = [[entry[0], msg_id, entry[1]] for msg_id, entry in self.data["outbox"].items()
+               if self.outbox_sent.get(msg_id, horizon) <= horizon and entry[2] > oldest]
         if due:
             self._forward(due)
-        expiry = self.state["expiry"]
-        if expiry and expiry[0][0] <= self.now() - self.config.retention:
-            self._persist([book.E_EXPIRE, self.now()])
         self.send_after(self.config.resend_after, self.pid, TICK)
+
+
+def _chunks(entries: list) -> list[list]:
+    """`entries` in pieces of at most EVENT_CHUNK: each piece is one stored event."""
+    return [entries[i:i + book.EVENT_CHUNK] for i in range(0, len(entries), book.EVENT_CHUNK)]

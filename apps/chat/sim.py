@@ -28,7 +28,7 @@ from sim.schema import Field
 from sim.system import System, check
 from supervision import ChildError
 
-from apps.common import RETRYABLE, ServerNodes, ServerSystem, stored_state, top_restarts
+from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 
 from . import store as book
 from .config import ChatConfig
@@ -309,14 +309,12 @@ class ChatSystem(ServerSystem, System):
     # -- checks -----------------------------------------------------------------------------------
 
     def _stored_shards(self) -> dict[int, dict[str, Any]]:
-        """The stored state of every shard whose node is up (snapshot plus journal)."""
+        """The stored state of every shard whose node is up (records plus journal)."""
         out = {}
         for index in range(self.chat.shards):
-            shard_book = book.ShardBook(self.chat.retention, self.chat.max_push_records,
-                                        lambda user, index=index: self.ring.owner(user) == index)
-            state = stored_state(self.nodes.store(self.servers[index % len(self.servers)]),
-                                 ("chat.shard", index), lambda: book.empty(index, self.chat.shards),
-                                 shard_book.apply)
+            state = book.stored_shard(self.nodes.store(self.servers[index % len(self.servers)]), index,
+                                      self.chat.shards, self.chat.retention, self.chat.max_push_records,
+                                      lambda user, index=index: self.ring.owner(user) == index)
             if state is not None:  # else its node is down or its store failing: a later check looks
                 out[index] = state
         return out

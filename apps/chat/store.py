@@ -1,46 +1,81 @@
-"""A chat shard's stored state, as pure transitions (replayed on recovery: no clock, no I/O).
+"""A chat shard's stored state: records, and the pure transitions that change them
+(replayed on recovery: no clock, no I/O).
 
-The state is one msgpack-able dict per shard:
+A shard is an event-sourced server: every change is an event in its journal, and every
+`snapshot_every` events it saves a small head (its state) and the records its events
+changed since the last snapshot (see `storage.persistent`), never the whole shard. So no
+stored value grows with traffic: each record is one user's, one message's or one
+receipt's, bounded by the config (`apps.chat.config.check_storage` checks that every one
+fits the store's `max_value_bytes`).
 
-- `inbox`: user -> `[seq, acked, items]`, the pending store of one user in order. Every
-  item gets the next `seq` of its user; the device confirms cumulatively (`acked`), and
-  confirmed items are removed. An item is `[seq, "m", msg_id, sender, payload]` (a message
-  to the user) or `[seq, "r", msg_id, status, None]` (a receipt for one the user sent).
-- `records`: msg_id -> `[sender, cid, to, status, delivered_at]` for messages stored here;
-  kept after delivery for `retention` seconds so receipts and retried sends still find it.
-- `dedup`: sender -> {client id -> msg_id}: a retried send is recognised, stored once.
-- `outbox`: msg_id -> `[sender, status]`: receipts for senders homed on other shards, kept
-  until that shard says it stored them (at most until the record is forgotten).
-- `rstat`: msg_id -> `[status, t]`: the newest receipt put in a local sender's inbox, so a
-  late or repeated receipt never moves a message back.
-- `expiry`: `[t, kind, msg_id]` in time order: what to forget `retention` after `t`.
-- `seen` (last seen, by user), `contacts`, `pushes` (push notification records), `gen` (the
-  last message id assigned, so a restarted shard never assigns one again).
+The head: `{"format": 2, "shard", "shards", "gen"}` (`gen`: the last message id
+assigned, so a restarted shard never assigns one again). Records (key -> value):
 
-Events (lists): see the `E_*` constants. The shard batches confirmations and incoming
-receipts, so `[E_CONFIRM, [[user, upto], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
-status], ...], t]` each cover many messages. `apply` returns the receipts to forward to
-other shards and the users whose inbox grew, for the shard process to act on. Journals
-written before the batching (one user's confirm per event, `E_CONFIRM_ONE`) still
-replay; an event kind it does not know (another version's) is refused by name.
+- `("box", user)` -> `[seq, acked]`: the head of the user's pending store. Every item
+  gets the next `seq` of its user; the device confirms cumulatively (`acked`).
+- `("item", user, seq)` -> `[seq, "m", msg_id, sender, payload]` (a message to the user)
+  or `[seq, "r", msg_id, status, None]` (a receipt for one the user sent); deleted once
+  confirmed.
+- `("msg", msg_id)` -> `[sender, cid, to, status, delivered_at]` for messages stored
+  here; kept after delivery for `retention` seconds so receipts and retried sends still
+  find it.
+- `("out", msg_id)` -> `[sender, status, t]`: a receipt for a sender homed on another
+  shard (made at `t`), kept until that shard says it stored it; never sent once older
+  than `retention`.
+- `("rcpt", msg_id)` -> `[status, t]`: the newest receipt put in a local sender's
+  inbox, so a late or repeated receipt never moves a message back. Kept for
+  `RECEIPT_MEMORY` x `retention`: longer than any shard may resend it, whatever the
+  clock skew between their nodes.
+- `("seen", user)` -> last seen; `("contacts", user)` -> the users who see its
+  presence; `("push", msg_id)` -> `[to, title, body, t]` (push notification records,
+  the newest `max_push_records`).
+
+In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes]`
+(items in order; bytes: their payloads' total); `records`, `outbox`, `rstat`, `seen`,
+`contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest first; and what
+is derived from them on recovery: `dedup` (sender -> {client id -> msg_id}: a retried
+send is recognised), `senders` (sender -> {recipient -> [items, bytes]} undelivered
+here: the per-sender quotas), `expiry` / `rstat_expiry` (`[t, msg_id]`, what to forget
+when).
+
+Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
+so `[E_CONFIRM, [[user, upto], ...], t]` and `[E_RECEIPTS, [[sender, msg_id, status], ...],
+t]` each cover many messages (at most `EVENT_CHUNK` each). `apply` returns the receipts
+to forward to other shards and the users whose inbox grew. A shard stored by the
+previous version (one snapshot holding the whole state, `"format": 1`) is converted by
+`from_v1` and saved as records at its first snapshot; its journal replays as it is.
+An event kind this version does not know (another version's) is refused by name.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from storage import StorageError, Store
 
 from .receipts import DELIVERED, READ, SENT, advance
 
-FORMAT = 1
+FORMAT = 2
 E_STORE, E_CONFIRM, E_READ, E_RECEIPTS, E_ACKED, E_EXPIRE, E_SEEN, E_CONTACTS = (
     "m", "cs", "rd", "rc", "ok", "x", "s", "k")
 E_CONFIRM_ONE = "c"  # [E_CONFIRM_ONE, user, upto, t]: one user's, as journals before batching hold
+EVENT_CHUNK = 128  # entries of one batched event at most: an event is a stored value too
+RECEIPT_MEMORY = 2  # a sender's shard remembers receipts this many retention periods
+Stage = Callable[[Any, Any], None]
 
 
-def empty(shard: int, shards: int) -> dict[str, Any]:
-    """The state of a shard with nothing stored."""
-    return {"format": FORMAT, "shard": shard, "shards": shards, "gen": -1, "inbox": {},
-            "records": {}, "dedup": {}, "outbox": {}, "rstat": {}, "expiry": [], "seen": {},
-            "contacts": {}, "pushes": []}
+def _no_stage(key: Any, value: Any = None) -> None:
+    """Staging for a state nobody saves (tests, reading a stored shard)."""
+
+
+def empty_head(shard: int, shards: int) -> dict[str, Any]:
+    return {"format": FORMAT, "shard": shard, "shards": shards, "gen": -1}
+
+
+def empty(shard: int = 0, shards: int = 1, head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The in-memory state of a shard with nothing stored (see the module docstring)."""
+    return {"head": head if head is not None else empty_head(shard, shards), "inbox": {},
+            "records": {}, "dedup": {}, "senders": {}, "outbox": {}, "rstat": {}, "expiry": [],
+            "rstat_expiry": [], "seen": {}, "contacts": {}, "pushes": []}
 
 
 class Effects:
@@ -55,13 +90,18 @@ class Effects:
 
 
 class ShardBook:
-    """Applies events to a shard state. `is_local(user)` says whether a user is homed on
-    this shard (decided by the router, fixed for a deployment)."""
+    """Applies events to a shard's state, staging every record it changes with `put(key,
+    value)` / `delete(key)` (the shard's `put_record` / `delete_record`). `is_local(user)`
+    says whether a user is homed on this shard (decided by the router, fixed for a
+    deployment)."""
 
-    def __init__(self, retention: float, max_pushes: int, is_local: Callable[[Any], bool]) -> None:
+    def __init__(self, retention: float, max_pushes: int, is_local: Callable[[Any], bool],
+                 put: Stage = _no_stage, delete: Callable[[Any], None] = _no_stage) -> None:
         self.retention = retention
         self.max_pushes = max_pushes
         self.is_local = is_local
+        self.put = put
+        self.delete = delete
         self._handlers = {kind: getattr(self, "_" + name) for kind, name in _HANDLERS.items()}
 
     def apply(self, state: dict[str, Any], event: list) -> Effects:
@@ -77,36 +117,48 @@ class ShardBook:
 
     def _store(self, state: dict, event: list, out: Effects) -> None:
         _, msg_id, sender, cid, to, payload, t, push = event
-        assert msg_id > state["gen"], f"message id {msg_id} not after {state['gen']}"
-        state["gen"] = msg_id
-        state["records"][msg_id] = [sender, cid, to, SENT, None]
+        head = state["head"]
+        assert msg_id > head["gen"], f"message id {msg_id} not after {head['gen']}"
+        head["gen"] = msg_id
+        record = state["records"][msg_id] = [sender, cid, to, SENT, None]
+        self.put(("msg", msg_id), record)
         state["dedup"].setdefault(sender, {})[cid] = msg_id
         self._append(state, to, ["m", msg_id, sender, payload], out)
+        quota = state["senders"].setdefault(sender, {}).setdefault(to, [0, 0])
+        quota[0] += 1
+        quota[1] += len(payload)
         if push is not None:
             pushes = state["pushes"]
             pushes.append([to, push[0], push[1], msg_id, t])
-            if len(pushes) > self.max_pushes:
-                del pushes[:len(pushes) - self.max_pushes]
+            self.put(("push", msg_id), [to, push[0], push[1], t])
+            while len(pushes) > self.max_pushes:
+                self.delete(("push", pushes.pop(0)[3]))
 
     def _confirm(self, state: dict, event: list, out: Effects) -> None:
         _, confirms, t = event
-        records, expiry = state["records"], state["expiry"]
+        records, expiry, senders = state["records"], state["expiry"], state["senders"]
         for user, upto in confirms:
             box = state["inbox"][user]
             assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
             items = box[2]
             done = upto - items[0][0] + 1 if items and items[0][0] <= upto else 0
             for item in items[:done]:
-                if item[1] == "m":
-                    record = records[item[2]]
-                    if record[4] is None:
-                        record[4] = t
-                        expiry.append([t, "m", item[2]])
-                    if advance(record[3], DELIVERED):
-                        record[3] = DELIVERED
-                        self._receipt(state, record[0], item[2], DELIVERED, t, out)
+                self.delete(("item", user, item[0]))
+                if item[1] != "m":
+                    continue
+                box[3] -= len(item[4])
+                _unquota(senders, item[3], user, len(item[4]))
+                record = records[item[2]]
+                if record[4] is None:
+                    record[4] = t
+                    expiry.append([t, item[2]])
+                if advance(record[3], DELIVERED):
+                    record[3] = DELIVERED
+                    self._receipt(state, record[0], item[2], DELIVERED, t, out)
+                self.put(("msg", item[2]), record)
             del items[:done]
             box[1] = upto
+            self.put(("box", user), box[:2])
 
     def _confirm_one(self, state: dict, event: list, out: Effects) -> None:
         _, user, upto, t = event
@@ -120,6 +172,7 @@ class ShardBook:
             if record is not None and advance(record[3], READ):
                 assert record[2] == user, f"{user!r} read {msg_id}, sent to {record[2]!r}"
                 record[3] = READ
+                self.put(("msg", msg_id), record)
                 self._receipt(state, record[0], msg_id, READ, t, out)
 
     def _receipts(self, state: dict, event: list, out: Effects) -> None:
@@ -132,46 +185,55 @@ class ShardBook:
             entry = outbox.get(msg_id)
             if entry is not None and entry[1] <= status:
                 del outbox[msg_id]
+                self.delete(("out", msg_id))
 
     def _expire(self, state: dict, event: list, out: Effects) -> None:
-        horizon = event[1] - self.retention
-        expiry, records, rstat = state["expiry"], state["records"], state["rstat"]
-        done = 0
-        for t, kind, msg_id in expiry:
-            if t > horizon:
-                break
-            done += 1
-            if kind == "m":
-                sender, cid, *_ = records.pop(msg_id)
-                state["outbox"].pop(msg_id, None)  # a receipt nobody took in that long: dropped
-                cids = state["dedup"].get(sender, {})
-                if cids.get(cid) == msg_id:  # else the client reused the id for a newer one
-                    del cids[cid]
-                    if not cids:
-                        del state["dedup"][sender]
-            else:
-                entry = rstat.get(msg_id)
-                if entry is not None and entry[1] <= horizon:  # else it changed since
-                    del rstat[msg_id]
-        del expiry[:done]
+        now = event[1]
+        horizon = now - self.retention
+        records, outbox = state["records"], state["outbox"]
+        done = _expired(state["expiry"], horizon)
+        for _, msg_id in done:
+            sender, cid, *_ = records.pop(msg_id)
+            self.delete(("msg", msg_id))
+            if outbox.pop(msg_id, None) is not None:  # a receipt nobody took in that long: dropped
+                self.delete(("out", msg_id))
+            cids = state["dedup"].get(sender, {})
+            if cids.get(cid) == msg_id:  # else the client reused the id for a newer one
+                del cids[cid]
+                if not cids:
+                    del state["dedup"][sender]
+        rhorizon = now - RECEIPT_MEMORY * self.retention
+        rstat = state["rstat"]
+        for _, msg_id in _expired(state["rstat_expiry"], rhorizon):
+            entry = rstat.get(msg_id)
+            if entry is not None and entry[1] <= rhorizon:  # else it changed since
+                del rstat[msg_id]
+                self.delete(("rcpt", msg_id))
 
     def _seen(self, state: dict, event: list, out: Effects) -> None:
         state["seen"][event[1]] = event[2]
+        self.put(("seen", event[1]), event[2])
 
     def _contacts(self, state: dict, event: list, out: Effects) -> None:
         if event[2]:
-            state["contacts"][event[1]] = list(event[2])
-        else:
-            state["contacts"].pop(event[1], None)
+            contacts = state["contacts"][event[1]] = list(event[2])
+            self.put(("contacts", event[1]), contacts)
+        elif state["contacts"].pop(event[1], None) is not None:
+            self.delete(("contacts", event[1]))
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _append(self, state: dict, user: Any, item: list, out: Effects) -> None:
         box = state["inbox"].get(user)
         if box is None:
-            box = state["inbox"][user] = [0, 0, []]
+            box = state["inbox"][user] = [0, 0, [], 0]
         box[0] += 1
-        box[2].append([box[0], *item])
+        stored = [box[0], *item]
+        box[2].append(stored)
+        if item[0] == "m":
+            box[3] += len(item[3])
+        self.put(("item", user, box[0]), stored)
+        self.put(("box", user), box[:2])
         if not out.users or out.users[-1] != user:
             out.users.append(user)
 
@@ -181,9 +243,10 @@ class ShardBook:
             return
         entry = state["outbox"].get(msg_id)
         if entry is None:
-            state["outbox"][msg_id] = [sender, status]
+            entry = state["outbox"][msg_id] = [sender, status, t]
         elif advance(entry[1], status):
-            entry[1] = status
+            entry[1], entry[2] = status, t
+        self.put(("out", msg_id), entry)
         out.receipts.append([sender, msg_id, status])
 
     def _local_receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float,
@@ -192,14 +255,160 @@ class ShardBook:
         entry = rstat.get(msg_id)
         if entry is not None and not advance(entry[0], status):
             return  # a repeat, or older than what the sender already has
-        rstat[msg_id] = [status, t]
-        state["expiry"].append([t, "r", msg_id])
+        entry = rstat[msg_id] = [status, t]
+        self.put(("rcpt", msg_id), entry)
+        state["rstat_expiry"].append([t, msg_id])
         self._append(state, sender, ["r", msg_id, status, None], out)
 
 
 _HANDLERS = {E_STORE: "store", E_CONFIRM: "confirm", E_CONFIRM_ONE: "confirm_one", E_READ: "read",
              E_RECEIPTS: "receipts", E_ACKED: "acked", E_EXPIRE: "expire", E_SEEN: "seen",
              E_CONTACTS: "contacts"}
+
+
+def _expired(entries: list[list], horizon: float) -> list[list]:
+    """Remove and return the entries at or before `horizon` (the list is in time order)."""
+    done = 0
+    for t, _ in entries:
+        if t > horizon:
+            break
+        done += 1
+    out = entries[:done]
+    del entries[:done]
+    return out
+
+
+def _unquota(senders: dict, sender: Any, to: Any, size: int) -> None:
+    """A message from `sender` to `to` left the pending store."""
+    per = senders[sender]
+    quota = per[to]
+    quota[0] -= 1
+    quota[1] -= size
+    if not quota[0]:
+        del per[to]
+        if not per:
+            del senders[sender]
+
+
+# -- recovery ------------------------------------------------------------------------------------
+
+def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """The in-memory state from the stored head and records (see the module docstring)."""
+    state = empty(head=head)
+    inbox, items = state["inbox"], []
+    for key, value in records:
+        kind = key[0]
+        if kind == "item":
+            items.append((key[1], value))
+        elif kind == "box":
+            inbox[key[1]] = [value[0], value[1], [], 0]
+        elif kind in _TABLES:
+            state[_TABLES[kind]][key[1]] = value
+        elif kind == "push":
+            state["pushes"].append([value[0], value[1], value[2], key[1], value[3]])
+        else:
+            raise ValueError(f"unknown chat shard record {key!r:.80} (stored by another version?)")
+    for user, item in sorted(items, key=lambda ui: ui[1][0]):
+        box = inbox.get(user)
+        if box is None:
+            raise ValueError(f"chat shard record item {user!r} {item[0]} has no box record")
+        box[2].append(item)
+    state["pushes"].sort(key=lambda p: p[3])
+    _derive(state)
+    return state
+
+
+_TABLES = {"msg": "records", "out": "outbox", "rcpt": "rstat", "seen": "seen", "contacts": "contacts"}
+
+
+def _derive(state: dict[str, Any]) -> None:
+    """What is not stored: duplicate detection, quotas, pending bytes and expiry lists."""
+    records, dedup, senders = state["records"], state["dedup"], state["senders"]
+    for msg_id in sorted(records):  # a client id reused later maps to the newer message
+        record = records[msg_id]
+        dedup.setdefault(record[0], {})[record[1]] = msg_id
+        if record[4] is not None:
+            state["expiry"].append([record[4], msg_id])
+    for user, box in state["inbox"].items():
+        for item in box[2]:
+            if item[1] == "m":
+                box[3] += len(item[4])
+                quota = senders.setdefault(item[3], {}).setdefault(user, [0, 0])
+                quota[0] += 1
+                quota[1] += len(item[4])
+    state["expiry"].sort()
+    state["rstat_expiry"] = sorted([entry[1], msg_id] for msg_id, entry in state["rstat"].items())
+
+
+def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """Every record of an in-memory state, as they are stored."""
+    for user, box in state["inbox"].items():
+        yield ("box", user), box[:2]
+        for item in box[2]:
+            yield ("item", user, item[0]), item
+    for kind, table in _TABLES.items():
+        for key, value in state[table].items():
+            yield (kind, key), value
+    for to, title, body, msg_id, t in state["pushes"]:
+        yield ("push", msg_id), [to, title, body, t]
+
+
+def from_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """The in-memory state of a shard the previous version stored as one snapshot
+    (format 1); its outbox entries, which had no time, count from their delivery."""
+    assert old.get("format") == 1, old.get("format")
+    state = empty(head={"format": FORMAT, "shard": old["shard"], "shards": old["shards"], "gen": old["gen"]})
+    for user, (seq, acked, items) in old["inbox"].items():
+        state["inbox"][user] = [seq, acked, items, 0]
+    records = state["records"]
+    records.update(old["records"])
+    state["outbox"] = {msg_id: [sender, status, (records.get(msg_id) or [None] * 5)[4] or 0.0]
+                       for msg_id, (sender, status) in old["outbox"].items()}
+    for name in ("rstat", "seen", "contacts", "pushes"):
+        state[name] = old[name]
+    _derive(state)
+    return state
+
+
+def stored_shard(store: Store | None, index: int, shards: int, retention: float, max_pushes: int,
+                 is_local: Callable[[Any], bool]) -> dict[str, Any] | None:
+    """Shard `index`'s state as `store` has it (head and records, the journal after them
+    replayed), or None while the store is down or failing (a check looks again later)."""
+    if store is None or store.closed or store.crashed:
+        return None
+    key = ("chat.shard", index)
+    try:
+        found = store.read(key)
+        records = store.read_records(key)
+    except StorageError:
+        return None
+    head = found[1] if found is not None and found[1] is not None else empty_head(index, shards)
+    state = from_v1(head) if head["format"] == 1 else from_records(head, list(records.items()))
+    book = ShardBook(retention, max_pushes, is_local)
+    for event in found[2] if found is not None else ():
+        book.apply(state, event)
+    return state
+
+
+def check_fits(config: Any, max_value_bytes: int) -> None:
+    """Raise ValueError naming the limits when `config` allows a stored value (a record
+    or an event) larger than the store's `max_value_bytes`: a shard could then accept a
+    request it cannot store."""
+    name = 4 * config.max_id_len + 5  # msgpack str: up to 4 bytes a character, a 5-byte header
+    num = 9
+    message = 16 + 4 * num + 3 * name + config.max_payload + 5 + (name + 13) + 4 * config.push_body + 5
+    largest = [
+        (message, f"max_payload ({config.max_payload}), max_id_len ({config.max_id_len}) and "
+                  f"push_body ({config.push_body}) allow a stored message of"),
+        (16 + name + config.max_contacts * name, f"max_contacts ({config.max_contacts}) and "
+                                                  f"max_id_len ({config.max_id_len}) allow a contact list of"),
+        (16 + num + EVENT_CHUNK * (4 + name + 2 * num), f"max_id_len ({config.max_id_len}) allows a batch "
+                                                         f"of {EVENT_CHUNK} receipts of"),
+    ]
+    for size, what in largest:
+        if size > max_value_bytes:
+            raise ValueError(f"ChatConfig {what} up to {size} bytes, over the store's max_value_bytes "
+                             f"({max_value_bytes}): lower them or raise max_value_bytes")
 
 
 def pending(state: dict[str, Any], user: Any) -> list[list]:
@@ -214,6 +423,7 @@ def status_of(state: dict[str, Any], msg_id: int) -> int | None:
     return record[3] if record is not None else None
 
 
-__all__ = ["DELIVERED", "E_ACKED", "E_CONFIRM", "E_CONFIRM_ONE", "E_CONTACTS", "E_EXPIRE", "E_READ",
-           "E_RECEIPTS", "E_SEEN", "E_STORE", "Effects", "READ", "SENT", "ShardBook", "empty", "pending",
-           "status_of"]
+__all__ = ["DELIVERED", "EVENT_CHUNK", "E_ACKED", "E_CONFIRM", "E_CONFIRM_ONE", "E_CONTACTS", "E_EXPIRE",
+           "E_READ", "E_RECEIPTS", "E_SEEN", "E_STORE", "Effects", "FORMAT", "READ", "RECEIPT_MEMORY", "SENT",
+           "ShardBook", "check_fits", "empty", "empty_head", "from_records", "from_v1", "pending", "records_of",
+           "status_of", "stored_shard"]

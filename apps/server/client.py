@@ -166,7 +166,7 @@ class Client:
         return answer["status"], answer["last_seen"]
 
     async def set_contacts(self, users: list[str]) -> None:
-        """The users who see this user's presence changes."""
+        """The users who may see this user's presence (those who list it too get its changes)."""
         await self.request("contacts", users=list(users))
 
     async def post(self, text: str, cid: str | int | None = None) -> int:

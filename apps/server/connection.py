@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 from actors import CallExit, CallTimeout, Down, Future, GenServer, NoProc, Pid
 from apps.chat import BadRequest as ChatBadRequest
-from apps.chat import ChatService, Overloaded, RateLimited
+from apps.chat import ChatService, Forbidden, Overloaded, QuotaExceeded, RateLimited
 from apps.common import check_limits
 from apps.chat import Unavailable as ChatUnavailable
 from apps.chat.protocol import check_name
@@ -77,7 +77,8 @@ CLOSE_GRACE = 5.0  # seconds a closing connection has to take its last frames
 ITEM_BYTES = 96  # a chat item's bytes on the wire besides its payload (seq, ids, sender name)
 UNAVAILABLE = (ChatUnavailable, TimelineUnavailable, CallTimeout, CallExit, NoProc)
 ERROR_CODES = ((ChatBadRequest, P.BAD_REQUEST), (TimelineBadRequest, P.BAD_REQUEST),
-               (UNAVAILABLE, P.UNAVAILABLE), (Overloaded, P.OVERLOADED), (RateLimited, P.RATE_LIMITED))
+               (UNAVAILABLE, P.UNAVAILABLE), (QuotaExceeded, P.QUOTA_EXCEEDED), (Overloaded, P.OVERLOADED),
+               (RateLimited, P.RATE_LIMITED), (Forbidden, P.FORBIDDEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +528,7 @@ class Connection(GenServer):
         return self.ctx.chat.set_presence(self.node, self.session, status), _nothing
 
     def _do_presence_of(self, user: str) -> Answer:
-        return self.ctx.chat.presence(self.node, self._named("user", user)), _presence
+        return self.ctx.chat.presence(self.node, self._named("user", user), viewer=self.user), _presence
 
     def _do_contacts(self, users: list[str]) -> Answer:
         return self.ctx.chat.set_contacts(self.node, self.user, [self._named("contact", user) for user in users]), _nothing

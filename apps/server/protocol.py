@@ -47,6 +47,8 @@ TOO_FAST = "too_fast"                  # refused too often in a row: the connect
 IDLE = "idle"                          # nothing heard for the idle timeout
 UNAVAILABLE = "unavailable"            # a process the request needs is restarting: retry
 OVERLOADED = "overloaded"
+QUOTA_EXCEEDED = "quota_exceeded"      # the sender's own quota: retry once its messages are delivered
+FORBIDDEN = "forbidden"                # not allowed for this user (another's presence, not a contact)
 INTERNAL = "internal"
 FATAL = frozenset({FRAME_TOO_LARGE, BAD_VERSION, AUTH_FAILED, TOO_FAST, IDLE})
 
