@@ -60,7 +60,8 @@ class GenServer(Process):
     """Seconds without a message after which `handle_idle()` runs; None disables it."""
 
     __slots__ = ("_stop", "_cont", "_idle", "_terminating")
-    _hooks = frozenset({"_run", "_idle_callback"})  # a turn, and an idle timeout's turn
+    # a turn, an idle timeout's turn, and the start (init, inside spawn)
+    _hooks = frozenset({"_run", "_idle_callback", "_start"})
 
     # -- callbacks (defaults) -----------------------------------------------------------
 

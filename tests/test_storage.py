@@ -7,8 +7,9 @@ import os
 import lmdb
 import pytest
 
-from actors import CallExit, CallTimeout, Exit, GenServer, Node, StartError
+from actors import CallExit, CallTimeout, Exit, Future, GenServer, Node, StartError
 from storage import (CorruptedValue, EventSourcedServer, ForeignStore, FormatVersionError, LimitExceeded,
+                     PersistentServer,
                      StaleWrite, Store, StoreFull, StorageIOError, UnencodableValue)
 from storage.store import encode_value
 from storage_servers import Counter, Ledger, checked
@@ -220,6 +221,31 @@ def test_a_restart_in_the_same_pass_sees_its_predecessors_pending_write(path):
     assert call(node, restarted, ("add", 1)) == 6
     node, store = reopen(store)
     assert call(node, node.spawn(Counter, store, "k"), "get") == 6
+
+
+class Greeter(PersistentServer):
+    """Says hello from init, to itself and to `watcher`."""
+
+    def init(self, store, key, watcher):
+        super().init(store, key)
+        self.send(self.pid, "wake up")
+        self.send(watcher, ("hello", self.pid))
+
+
+def test_what_init_sends_leaves_and_a_server_killed_before_its_first_turn_is_heard_of(path):
+    node, store = boot(path)
+    done = Future()
+
+    async def watcher(proc):
+        pid = proc.spawn(Greeter, store, "g", proc.pid)
+        ref = proc.monitor(pid)
+        hello = await proc.receive(timeout=1.0)
+        proc.exit(pid, "kill")  # before its first turn: its exit must not wait behind "wake up"
+        down = await proc.receive(timeout=1.0)
+        done.set_result((hello == ("hello", pid), down.ref == ref, down.reason))
+
+    node.spawn(watcher)
+    assert node.run_until_complete(done) == (True, True, "killed")
 
 
 def test_a_stale_incarnation_cannot_overwrite_a_newer_state(path):
