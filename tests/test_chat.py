@@ -7,7 +7,7 @@ import pytest
 
 from actors import CallTimeout, Node, NoProc
 from apps.chat import (DELIVERED, READ, SENT, BadRequest, ChatConfig, ChatService, Forbidden,
-                       Overloaded, QuotaExceeded, RateLimited)
+                       Overloaded, RateLimited)
 from apps.chat import store as book
 from apps.chat.receipts import advance
 from apps.chat.router import HashRing
