@@ -69,6 +69,9 @@ before replaying events). Record keys are str, int, bytes or tuples of them (at 
             self.put_record(user, self.boxes[user])    # saved at the end of this turn
             self.state["messages"] += 1
 
+A server whose state held a growing dict moves it to records with `take_table(name,
+records)` in `recover_records`; it also converts a state stored the old way.
+
 A PersistentServer saves the records staged in a turn with the state at the end of that
 turn. An EventSourcedServer saves them with its next snapshot: stage them in `apply`, so
 that they are a function of the events (replaying the journal stages the same ones
@@ -146,6 +149,19 @@ class PersistentServer(GenServer):
         """Take the stored records, (key, value) pairs in no promised order; called by
         `init` after the state is loaded. A class that keeps records defines it."""
         raise NotImplementedError(f"{type(self).__name__} keeps records: it must define recover_records")
+
+    def take_table(self, name: str, records: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        """For `recover_records`: the records keyed `(name, k)`, as a dict {k: value}. A
+        state saved before this table became records (a dict at `self.state[name]`) is
+        moved over: popped from the state and staged, so the next save writes it as
+        records (an explicit, idempotent migration: a crash before then does it again)."""
+        table = {key[1]: value for key, value in records
+                 if type(key) is tuple and len(key) == 2 and key[0] == name}
+        old = self.state.pop(name, None) if type(self.state) is dict else None
+        for key, value in (old or {}).items():
+            table[key] = value
+            self.put_record((name, key), value)
+        return table
 
     @classmethod
     def _keeps_records(cls) -> bool:

@@ -62,6 +62,33 @@ class Log(EventSourcedServer):
         return self.counts
 
 
+class Tally(PersistentServer):
+    """Counts per name; `split` keeps them as records (else in its state, as it once did)."""
+
+    split = True
+
+    def initial_state(self):
+        return {"counts": {}} if not self.split else {}
+
+    def recover_records(self, records):
+        self.counts = self.take_table("counts", records)
+
+    def handle_call(self, name, caller):
+        if not self.split:  # the layout before records
+            self.state["counts"][name] = self.state["counts"].get(name, 0) + 1
+            return self.state["counts"]
+        self.counts[name] = self.counts.get(name, 0) + 1
+        self.put_record(("counts", name), self.counts[name])
+        return self.counts
+
+
+class OldTally(Tally):
+    split = False
+
+    def recover_records(self, records):
+        pass
+
+
 class NoRecover(PersistentServer):
     def handle_call(self, request, caller):
         self.put_record("k", 1)
@@ -193,6 +220,20 @@ def test_record_limits_and_a_class_that_cannot_recover_its_records(path):
     with pytest.raises(CallExit) as info:
         call(node, node.spawn(NoRecover, store, "other"), "go")
     assert isinstance(info.value.reason, TypeError) and "recover_records" in str(info.value.reason)
+
+
+def test_take_table_moves_a_dict_stored_in_the_state_to_records(path):
+    node, store = boot(path)
+    old = node.spawn(OldTally, store, "tally")
+    for name in "aab":
+        call(node, old, name)
+    node.exit(old, "kill")
+    node.run()
+    assert store.read("tally")[1] == {"counts": {"a": 2, "b": 1}}
+    new = node.spawn(Tally, store, "tally")  # converted at start: its init is saved like a turn
+    node.run()
+    assert store.read("tally")[1] == {} and store.read_records("tally") == {("counts", "a"): 2, ("counts", "b"): 1}
+    assert call(node, new, "b") == {"a": 2, "b": 2}
 
 
 def test_a_store_written_before_records_existed_opens_and_keeps_its_data(path):

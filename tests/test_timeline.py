@@ -273,7 +273,7 @@ def test_one_big_fan_out_does_not_hold_up_the_others(tmp_path):
     arrivals = [msg[1] for msg in inbox]
     assert arrivals == [5, 1099]  # the small job went first; the big one was batched
     fanout = world.node.get_process(world.node.whereis("timeline.fanout"))
-    assert fanout.state["jobs"] == {} and len(fanout.state["done"]) == 2
+    assert fanout.jobs == {} and len(fanout.state["done"]) == 2
 
 
 def test_inserts_lost_with_crashed_timelines_are_sent_again(tmp_path):
@@ -287,7 +287,7 @@ def test_inserts_lost_with_crashed_timelines_are_sent_again(tmp_path):
         world.node.exit(pid, "kill")
     world.settle(5.0)
     assert all(world.timeline(u) == [tweet] for u in range(20, 40))
-    assert world.node.get_process(world.node.whereis("timeline.fanout")).state["jobs"] == {}
+    assert world.node.get_process(world.node.whereis("timeline.fanout")).jobs == {}
 
 
 def test_acknowledged_posts_survive_a_node_restart_even_mid_fan_out(tmp_path):

@@ -4,7 +4,8 @@ Soft state, rebuilt from the drivers' next location updates (every ~4 s) after a
 the members' positions, headings, ratings, acceptance rates and availability, one row
 each in a numpy array (`COLUMNS`). Durable state (the store): the open ride requests
 whose pickup is in the cell (`demand`, each with the request's deadline, so an entry
-whose removal was lost expires) and the last surge.
+whose removal was lost expires), a record each (`("demand", ride)`: a save writes the
+requests that changed, however many there are), and the last surge.
 
 A nearby search does no arithmetic here and sends no message: the cell publishes its
 members as they are, a read-only copy of its rows (`snapshot`), and its quote (surge,
@@ -75,7 +76,10 @@ class Cell(PersistentServer):
         self.send_after(pricing.SURGE_EVERY, self.pid, _TICK)
 
     def initial_state(self) -> dict[str, Any]:
-        return {"demand": {}, "surge": NO_SURGE[0], "ratio": NO_SURGE[1], "supply": 0, "at": 0.0}
+        return {"surge": NO_SURGE[0], "ratio": NO_SURGE[1], "supply": 0, "at": 0.0}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        self.demand: dict[Any, float] = self.take_table("demand", records)
 
     # -- membership --------------------------------------------------------------------
 
@@ -134,20 +138,22 @@ class Cell(PersistentServer):
         elif tag == "demand":
             self._demand(msg[1], msg[2])
         elif tag == "undemand":
-            self.state["demand"].pop(msg[1], None)
+            if self.demand.pop(msg[1], None) is not None:
+                self.delete_record(("demand", msg[1]))
         else:
             raise ValueError(f"cell {self.gh}: unknown message {msg!r:.200}")
 
     def _demand(self, ride: Any, deadline: float) -> None:
-        demand = self.state["demand"]
+        demand = self.demand
         if ride not in demand and len(demand) >= MAX_DEMAND:
             raise OverflowError(f"cell {self.gh} has {MAX_DEMAND} open requests")
         demand[ride] = deadline
+        self.put_record(("demand", ride), deadline)
 
     def handle_call(self, request: tuple, caller: Any) -> Any:
         if request[0] == "surge":
             return {k: self.state[k] for k in ("surge", "ratio", "supply")} | {
-                "demand": len(self.state["demand"])}
+                "demand": len(self.demand)}
         if request[0] == "members":
             return sorted(self.ids)
         return ValueError(f"cell {self.gh}: unknown request {request!r:.200}")
@@ -169,9 +175,10 @@ class Cell(PersistentServer):
             self._drop(driver, publish=False)
         if stale:
             self._publish()
-        demand = self.state["demand"]
+        demand = self.demand
         for ride in [r for r, deadline in demand.items() if deadline < now]:
             del demand[ride]
+            self.delete_record(("demand", ride))
         supply = int(np.count_nonzero(self.rows[:len(self.ids), AVAILABLE]))
         ratio = pricing.demand_supply_ratio(len(demand), supply)
         self.state.update(surge=pricing.surge_for(ratio), ratio=ratio, supply=supply, at=now)

@@ -48,6 +48,7 @@ ACTIVE = ("matched", "accepted", "arriving", "in_progress")
 TERMINAL = ("completed", "cancelled")
 CONFIRM_EVERY = 2.0  # seconds between reminders to a matched driver that has not confirmed
 MAX_QUEUE = 60  # ranked candidates kept per search, at most (see MatchConfig.queue)
+MAX_DECLINED = 1_000  # drivers who declined a ride, the newest kept (older ones may be asked again)
 _DEADLINE, _BATCH, _CONFIRM, _STOP = ("$deadline",), ("$batch",), ("$confirm",), ("$stop",)
 
 
@@ -311,6 +312,8 @@ class Ride(PersistentServer):
             if s["status"] == "requested" and msg[1] in s["outstanding"]:
                 s["outstanding"].remove(msg[1])
                 s["declined"].append(msg[1])
+                if len(s["declined"]) > MAX_DECLINED:  # the stored state stays bounded
+                    del s["declined"][0]
                 if not s["outstanding"]:
                     self._cancel_timers_batch()
                     self._offer_next()

@@ -81,7 +81,9 @@ def bind(server: type, city: CityContext) -> type:
 
 
 class RideCity(EventSourcedServer):
-    """The gateway: `init(store, key, config, city)`. State: the open rides' requests."""
+    """The gateway: `init(store, key, config, city)`. The open rides' requests are records
+    (`("open", ride id)`, see `storage.persistent`), so what a snapshot writes does not
+    grow with the number of open rides (up to MAX_OPEN)."""
 
     snapshot_every = 1000
 
@@ -94,17 +96,21 @@ class RideCity(EventSourcedServer):
         self.continue_with("boot")
 
     def initial_state(self) -> dict[str, Any]:
-        return {"open": {}}
+        return {}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        self.open: dict[Any, dict] = self.take_table("open", records)
 
     def apply(self, event: list) -> None:
         if event[0] == "open":
-            self.state["open"][event[1]] = event[2]
-        else:
-            self.state["open"].pop(event[1], None)
+            self.open[event[1]] = event[2]
+            self.put_record(("open", event[1]), event[2])
+        elif self.open.pop(event[1], None) is not None:
+            self.delete_record(("open", event[1]))
 
     def handle_continue(self, arg: str) -> None:
         assert arg == "boot"
-        for ride_id, req in list(self.state["open"].items()):
+        for ride_id, req in list(self.open.items()):
             self._launch(ride_id, req, None)
 
     def _launch(self, ride_id: Any, req: dict, caller: Any) -> None:
@@ -128,7 +134,7 @@ class RideCity(EventSourcedServer):
             super().handle_info(msg)
 
     def handle_cast(self, msg: tuple) -> None:
-        if msg[0] == "closed" and msg[1] in self.state["open"]:
+        if msg[0] == "closed" and msg[1] in self.open:
             self.persist(["close", msg[1]])
 
     def handle_call(self, req: tuple, caller: Any) -> Any:
@@ -138,16 +144,16 @@ class RideCity(EventSourcedServer):
         if tag == "ride":
             return self._to_ride(req[1], req[2], caller)
         if tag == "open":
-            return sorted(self.state["open"], key=str)
+            return sorted(self.open, key=str)
         return ValueError(f"rides.city: unknown request {req!r:.200}")
 
     def _request(self, caller: Any, ride_id: Any, rider: Any, pickup: tuple, dropoff: tuple) -> Any:
-        if ride_id in self.state["open"]:
+        if ride_id in self.open:
             return ride_id  # a retried request: one ride per id
         stored = self.store.read(("ride", ride_id))
         if stored is not None and stored[1]["status"] in TERMINAL:
             return ride_id
-        if len(self.state["open"]) >= MAX_OPEN:
+        if len(self.open) >= MAX_OPEN:
             return LimitExceeded(f"rides.city has {MAX_OPEN} open rides; ride {ride_id!r} refused")
         if stored is not None:  # its ride ran, but the event that opened it was lost: reopen
             st = stored[1]
@@ -168,7 +174,7 @@ class RideCity(EventSourcedServer):
             return NoReply
         stored = self.store.read(("ride", ride_id))
         if stored is None:
-            if ride_id in self.state["open"]:
+            if ride_id in self.open:
                 return RideError(f"ride {ride_id!r} is restarting; retry")
             return RideError(f"no ride {ride_id!r}")
         state = stored[1]

@@ -1,5 +1,7 @@
 """An author: one activated entity per user (`("author", user)`), holding who follows
-them and their tweets, event-sourced in LMDB.
+them and their tweets, event-sourced in LMDB. Each follower is a record of its own
+(`("followers", user)` -> since, see `storage.persistent`): a celebrity's millions of
+followers never make one stored value, and a snapshot writes only those that changed.
 
 Posting (`("post", text, cid)`): take a Snowflake id from the node's id server, store the
 tweet, then hand the fan-out job to the node's fan-out process, and only then answer with
@@ -38,14 +40,15 @@ E_TWEET, E_FANNED, E_FOLLOW, E_UNFOLLOW, E_PULLING = "t", "j", "f", "u", "m"
 
 
 def empty() -> dict[str, Any]:
-    """An author with no followers and no tweets. `tweets` are [id, text, pulled, handed
-    over], newest first; `followers` maps each to `since`; `gone` maps recent unfollowers
-    to [since, until]."""
-    return {"followers": {}, "tweets": [], "last": -1, "pulling": False, "cids": {}, "gone": {}}
+    """An author with no tweets. `tweets` are [id, text, pulled, handed over], newest
+    first; `gone` maps recent unfollowers to [since, until]. (Its followers, each mapped
+    to `since`, are records: `followers` below.)"""
+    return {"tweets": [], "last": -1, "pulling": False, "cids": {}, "gone": {}}
 
 
-def apply(state: dict[str, Any], event: list, capacity: int) -> None:
-    """An author's stored transitions (pure: replayed on recovery and by checks)."""
+def apply(state: dict[str, Any], event: list, capacity: int, followers: dict | None = None) -> None:
+    """An author's stored transitions (pure: replayed on recovery and by checks), with
+    its `followers` (None when only its tweets are wanted)."""
     kind = event[0]
     if kind == E_TWEET:
         _, tweet_id, text, pulled, cid, fanned = event
@@ -63,11 +66,12 @@ def apply(state: dict[str, Any], event: list, capacity: int) -> None:
         assert state["tweets"][0][0] == event[1], (state["tweets"][:1], event)
         state["tweets"][0][3] = True
     elif kind == E_FOLLOW:
-        state["followers"][event[1]] = state["last"]
+        if followers is not None:
+            followers[event[1]] = state["last"]
         state["gone"].pop(event[1], None)
     elif kind == E_UNFOLLOW:
         gone = state["gone"]
-        gone[event[1]] = [state["followers"].pop(event[1]), state["last"]]
+        gone[event[1]] = [followers.pop(event[1]) if followers is not None else None, state["last"]]
         if len(gone) > MAX_GONE:
             del gone[next(iter(gone))]
     else:
@@ -100,8 +104,15 @@ class Author(UserEntity):
     def initial_state(self) -> dict[str, Any]:
         return empty()
 
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        self.followers: dict[int, int] = self.take_table("followers", records)
+
     def apply(self, event: list) -> None:
-        apply(self.state, event, self.ctx.config.capacity)
+        apply(self.state, event, self.ctx.config.capacity, self.followers)
+        if event[0] == E_FOLLOW:
+            self.put_record(("followers", event[1]), self.followers[event[1]])
+        elif event[0] == E_UNFOLLOW:
+            self.delete_record(("followers", event[1]))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -151,7 +162,7 @@ class Author(UserEntity):
             tweet_id = await self.call(ids, "next", self.ctx.config.call_timeout)
         except RETRYABLE as exc:
             return Unavailable(f"no tweet id for author {self.user}: {exc}")
-        pulled = len(state["followers"]) > self.ctx.config.threshold
+        pulled = len(self.followers) > self.ctx.config.threshold
         mark = pulled and not state["pulling"]
         self.persist([E_TWEET, tweet_id, text, pulled, cid, pulled and not mark])
         if mark:
@@ -170,7 +181,7 @@ class Author(UserEntity):
         (HOOK-NEEDED: a persistent server suspended in an async callback whose commit
         failed keeps running with its outputs held forever; crashing also ends that.)"""
         tweet_id, pulled = tweet[0], tweet[2]
-        job = ("job", tweet_id, "p" if pulled else "i", self.user, list(self.state["followers"]))
+        job = ("job", tweet_id, "p" if pulled else "i", self.user, list(self.followers))
         for attempt in range(1, HAND_OVER_TRIES + 1):
             if not job[4] or await self._offer(job):
                 self.persist([E_FANNED, tweet_id])
@@ -202,12 +213,12 @@ class Author(UserEntity):
     def _follow(self, user: int) -> list:
         if user == self.user:
             raise BadRequest(f"user {user} cannot follow themselves")
-        followers = self.state["followers"]
+        followers = self.followers
         if user not in followers:
             self.persist([E_FOLLOW, user])
         return [followers[user], self.state["pulling"]]
 
     def _unfollow(self, user: int) -> list | None:
-        if user in self.state["followers"]:
+        if user in self.followers:
             self.persist([E_UNFOLLOW, user])
         return self.state["gone"].get(user)

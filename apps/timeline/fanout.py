@@ -12,8 +12,13 @@ yields to the scheduler (a message to itself), so one author with many followers
 neither blocks the node nor holds up the jobs of the others. Acknowledgements that
 arrive within one scheduler pass are stored as one event.
 
-State: `jobs` job id -> [kind, author, {follower: 1} still to acknowledge]; `done`, the
-ids of the latest finished jobs, so a job handed over twice runs once.
+Stored: each job as records (see `storage.persistent`), so that no stored value grows
+with a job's followers or the number of jobs: `("job", id)` -> [kind, author], and its
+followers still to acknowledge in parts of at most `JOB_PART`, fewer if the store's
+`max_value_bytes` would not hold that many (`("part", id, k)` ->
+{follower: None}; a job arrives as one `E_JOB` event per part). The state holds `done`,
+the ids of the latest finished jobs, so a job handed over twice runs once. A fan-out
+stored by the previous version (every job in its snapshot) is converted when it starts.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ from .errors import BadRequest, Unavailable
 
 WORK, FLUSH, RETRY = ("$fanout.work",), ("$fanout.flush",), ("$fanout.retry",)
 E_JOB, E_ACKS = "j", "a"
+JOB_PART = 50_000  # followers in one stored part of a job (and one E_JOB event), at most
+FOLLOWER_BYTES = 10  # a follower in a part, encoded: a msgpack int (up to 9 bytes) and a nil
+ACKS_PER_EVENT = 4_096
 
 
 class Fanout(EventSourcedServer):
@@ -36,35 +44,66 @@ class Fanout(EventSourcedServer):
 
     def init(self, store: Store, ctx: Context) -> None:
         self.ctx = ctx
+        self.part = max(1, min(JOB_PART, (store.max_value_bytes - 256) // FOLLOWER_BYTES))
         super().init(store, ("timeline.fanout", ctx.node.name))
         self.rounds: dict[int, list] = {}  # job -> [followers to send to, next index, round ended at]
         self.order: deque[int] = deque()  # jobs with inserts to send, round-robin
         self.acks: list[list] = []
         self.working = False
-        for job in self.state["jobs"]:
+        for job in self.jobs:
             self._start_round(job)
         self.send_after(ctx.config.retry_after, self.pid, RETRY)
 
     def initial_state(self) -> dict[str, Any]:
-        return {"jobs": {}, "done": {}}
+        return {"done": {}}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        # job -> [kind, author, {follower still to acknowledge: its part}]; (job, part) -> those of a part
+        self.jobs: dict[int, list] = {}
+        self.parts: dict[tuple[int, int], dict] = {}
+        for key, value in sorted(records, key=lambda kv: kv[0][0] != "job"):  # heads first
+            if key[0] == "job":
+                self.jobs[key[1]] = [*value, {}]
+            else:
+                _, job, part = key
+                self.parts[(job, part)] = value
+                self.jobs[job][2].update(dict.fromkeys(value, part))
+        for job, (kind, author, followers) in self.state.pop("jobs", {}).items():  # stored whole before
+            self._job_events(job, kind, author, list(followers), self.apply)
 
     def apply(self, event: list) -> None:
-        jobs = self.state["jobs"]
+        jobs = self.jobs
         if event[0] == E_JOB:
-            _, job, kind, author, followers = event
-            jobs[job] = [kind, author, dict.fromkeys(followers, 1)]
+            _, job, kind, author, followers, *part = event  # journals from before parts: one part
+            part = part[0] if part else 0
+            entry = jobs.get(job)
+            if entry is None:
+                entry = jobs[job] = [kind, author, {}]
+                self.put_record(("job", job), [kind, author])
+            entry[2].update(dict.fromkeys(followers, part))
+            self.parts[(job, part)] = dict.fromkeys(followers)
+            self.put_record(("part", job, part), self.parts[(job, part)])
             return
         assert event[0] == E_ACKS, event
         for job, user in event[1]:
             entry = jobs.get(job)
-            if entry is not None:
-                entry[2].pop(user, None)
-                if not entry[2]:
-                    del jobs[job]
-                    done = self.state["done"]
-                    done[job] = 1
-                    if len(done) > self.ctx.config.max_done_jobs:
-                        del done[next(iter(done))]
+            part = entry[2].pop(user, None) if entry is not None else None
+            if part is None:
+                continue
+            pending = self.parts[(job, part)]
+            del pending[user]
+            if pending:
+                self.put_record(("part", job, part), pending)  # saved as it is at the snapshot
+            else:
+                del self.parts[(job, part)]
+                self.delete_record(("part", job, part))
+            if not entry[2]:
+                del jobs[job]
+                self.delete_record(("job", job))
+                done = self.state["done"]
+                done[job] = 1
+                if len(done) > self.ctx.config.max_done_jobs:
+                    del done[next(iter(done))]
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -73,15 +112,21 @@ class Fanout(EventSourcedServer):
             return BadRequest(f"the fan-out takes ('job', tweet_id, 'i' or 'p', author, followers), "
                               f"not {request!r:.80}")
         _, job, kind, author, followers = request
-        jobs = self.state["jobs"]
+        jobs = self.jobs
         if job in jobs or job in self.state["done"] or not followers:
             return "ok"
         if len(jobs) >= self.ctx.config.max_jobs:
             return Unavailable(f"the fan-out queue of {self.ctx.node.name} holds {len(jobs)} jobs "
                                "(max_jobs); retry later")
-        self.persist([E_JOB, job, kind, author, list(followers)])
+        self._job_events(job, kind, author, list(followers), self.persist)
         self._start_round(job)
         return "ok"
+
+    def _job_events(self, job: int, kind: str, author: int, followers: list, take: Any) -> None:
+        """The E_JOB events of a job, a part each, handed to `take` (persist or apply)."""
+        size = self.part
+        for start in range(0, max(1, len(followers)), size):
+            take([E_JOB, job, kind, author, followers[start:start + size], start // size])
 
     def handle_info(self, msg: Any) -> None:
         if type(msg) is tuple and msg and msg[0] == "ack":
@@ -93,7 +138,8 @@ class Fanout(EventSourcedServer):
             self._work()
         elif msg == FLUSH:
             acks, self.acks = self.acks, []
-            self.persist([E_ACKS, acks])
+            for start in range(0, len(acks), ACKS_PER_EVENT):
+                self.persist([E_ACKS, acks[start:start + ACKS_PER_EVENT]])
         elif msg == RETRY:
             self._retry()
         else:
@@ -105,14 +151,14 @@ class Fanout(EventSourcedServer):
         current = self.rounds.get(job)
         if current is None or current[2] is not None:  # else it is in `order` already
             self.order.append(job)
-        self.rounds[job] = [list(self.state["jobs"][job][2]), 0, None]
+        self.rounds[job] = [list(self.jobs[job][2]), 0, None]
         if not self.working:
             self.working = True
             self.send(self.pid, WORK)
 
     def _work(self) -> None:
         budget = self.ctx.config.fanout_batch
-        jobs = self.state["jobs"]
+        jobs = self.jobs
         share = max(1, budget // max(1, len(self.order)))
         while budget > 0 and self.order:
             job = self.order.popleft()
@@ -144,7 +190,7 @@ class Fanout(EventSourcedServer):
     def _retry(self) -> None:
         horizon = self.now() - self.ctx.config.retry_after
         for job, rnd in list(self.rounds.items()):
-            if job not in self.state["jobs"]:
+            if job not in self.jobs:
                 del self.rounds[job]
             elif rnd[2] is not None and rnd[2] <= horizon:
                 self._start_round(job)

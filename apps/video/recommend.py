@@ -9,7 +9,10 @@ notes' merge: 0.4 collaborative, 0.3 content, 0.2 popularity, 0.1 newness):
 Titles the user has watched are never recommended. A user with no history gets the
 popular and new titles.
 
-`Recommender` is the process: the catalogue and every user's watch weights are stored;
+`Recommender` is the process: the catalogue and every user's watch weights are stored,
+as records (`("titles", video)` -> [its position, genres], `("watched", user)`,
+`("views", video)`; see `storage.persistent`), so a view rewrites its user's record and
+its title's count, never the whole catalogue;
 viewing events arrive as casts and the model is refitted once `batch` events are waiting
 (or `every` seconds after the first), not on every event. `ViewCounter` adds views up in
 memory and stores the totals every `every` seconds or `batch` views (YouTube: "increment
@@ -99,10 +102,21 @@ class Recommender(PersistentServer):
         self._fit()
 
     def initial_state(self) -> dict[str, Any]:
-        return {"titles": [], "genres": {}, "watched": {}, "views": {}}
+        return {}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        old = self.state  # a state stored whole, before records: its titles are moved over
+        titles = {key[1]: value for key, value in records if key[0] == "titles"}
+        for i, video in enumerate(old.pop("titles", ())):
+            titles[video] = [i, old["genres"][video]]
+            self.put_record(("titles", video), titles[video])
+        old.pop("genres", None)
+        order = sorted(titles, key=lambda video: titles[video][0])
+        self.tables = {"titles": order, "genres": {video: titles[video][1] for video in order},
+                       "watched": self.take_table("watched", records), "views": self.take_table("views", records)}
 
     def handle_cast(self, msg: tuple) -> None:
-        s = self.state
+        s = self.tables
         if msg[0] == "title":
             _, video, genres = msg
             if video not in s["genres"]:
@@ -110,6 +124,7 @@ class Recommender(PersistentServer):
                     raise OverflowError(f"recommender: more than {MAX_TITLES} titles")
                 s["titles"].append(video)
             s["genres"][video] = sorted(genres)
+            self.put_record(("titles", video), [s["titles"].index(video), s["genres"][video]])  # rare: O(titles)
         elif msg[0] == "viewed":
             _, user, video, completion = msg
             if video not in s["genres"]:
@@ -119,6 +134,8 @@ class Recommender(PersistentServer):
             w = s["watched"].setdefault(user, {})
             w[video] = max(w.get(video, 0.0), round(float(min(1.0, max(0.0, completion))), 4))
             s["views"][video] = s["views"].get(video, 0) + 1
+            self.put_record(("watched", user), w)
+            self.put_record(("views", video), s["views"][video])
             self.waiting += 1
             if self.waiting >= self.batch:
                 self._fit()
@@ -135,7 +152,7 @@ class Recommender(PersistentServer):
             super().handle_info(msg)
 
     def _matrix(self) -> tuple[list, np.ndarray]:
-        s = self.state
+        s = self.tables
         users = sorted(s["watched"], key=str)
         col = {video: j for j, video in enumerate(s["titles"])}
         r = np.zeros((len(users), len(col)))
@@ -155,13 +172,13 @@ class Recommender(PersistentServer):
         if request[0] == "recommend":
             return self._recommend(request[1], request[2])
         if request[0] == "stats":
-            return {"titles": len(self.state["titles"]), "users": len(self.state["watched"]), "fits": self.fits}
+            return {"titles": len(self.tables["titles"]), "users": len(self.tables["watched"]), "fits": self.fits}
         return ValueError(f"recommender: unknown request {request!r:.200}")
 
     def _recommend(self, user: Any, n: int) -> Any:
         if type(n) is not int or not 1 <= n <= 100:
             return ValueError(f"recommend: n must be an int in 1..100, got {n!r}")
-        s = self.state
+        s = self.tables
         titles = s["titles"]
         if not titles:
             return []
@@ -191,7 +208,10 @@ class ViewCounter(PersistentServer):
         self.flushes = 0
 
     def initial_state(self) -> dict[str, Any]:
-        return {"views": {}}
+        return {}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        self.views: dict[Any, int] = self.take_table("views", records)  # video -> stored count
 
     def handle_cast(self, msg: tuple) -> None:
         assert msg[0] == "view", msg
@@ -210,20 +230,21 @@ class ViewCounter(PersistentServer):
             super().handle_info(msg)
 
     def _flush_views(self) -> None:
-        views = self.state["views"]
+        views = self.views
         for video, n in self.pending.items():
             views[video] = views.get(video, 0) + n
+            self.put_record(("views", video), views[video])
         self.pending, self.npending = {}, 0
         self.flushes += 1
 
     def _total(self, video: Any) -> int:
-        return self.state["views"].get(video, 0) + self.pending.get(video, 0)
+        return self.views.get(video, 0) + self.pending.get(video, 0)
 
     def handle_call(self, request: tuple, caller: Any) -> Any:
         if request[0] == "count":
             return self._total(request[1])
         if request[0] == "top":
-            videos = set(self.state["views"]) | set(self.pending)
+            videos = set(self.views) | set(self.pending)
             return sorted(videos, key=lambda v: (-self._total(v), str(v)))[:request[1]]
         if request[0] == "stats":
             return {"flushes": self.flushes, "pending": self.npending}

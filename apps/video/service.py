@@ -76,8 +76,9 @@ def manifest_of(video: Any, job: dict, segment_seconds: float) -> dict[str, Any]
 
 
 class VideoCatalog(EventSourcedServer):
-    """The gateway: `init(store, key, config, ctx)`. State: every video's metadata and
-    status, and the content hashes (sha256 -> video)."""
+    """The gateway: `init(store, key, config, ctx)`. Every video's metadata and status
+    (`("videos", id)`) and the content hashes (`("hashes", sha256)` -> video) are records
+    (see `storage.persistent`): a snapshot writes those that changed, however many."""
 
     snapshot_every = 1000
 
@@ -91,20 +92,26 @@ class VideoCatalog(EventSourcedServer):
         self.continue_with("boot")
 
     def initial_state(self) -> dict[str, Any]:
-        return {"videos": {}, "hashes": {}}
+        return {}
+
+    def recover_records(self, records: list[tuple[Any, Any]]) -> None:
+        self.videos: dict[Any, dict] = self.take_table("videos", records)
+        self.hashes: dict[str, Any] = self.take_table("hashes", records)
 
     def apply(self, event: list) -> None:
-        s = self.state
         if event[0] == "new":
-            s["videos"][event[1]] = dict(event[2], status="uploading")
+            self.videos[event[1]] = dict(event[2], status="uploading")
         elif event[0] == "status":
-            s["videos"][event[1]]["status"] = event[2]
+            self.videos[event[1]]["status"] = event[2]
         else:
-            s["hashes"][event[1]] = event[2]
+            self.hashes[event[1]] = event[2]
+            self.put_record(("hashes", event[1]), event[2])
+            return
+        self.put_record(("videos", event[1]), self.videos[event[1]])
 
     async def handle_continue(self, arg: str) -> None:
         assert arg == "boot"
-        for video, meta in list(self.state["videos"].items()):
+        for video, meta in list(self.videos.items()):
             if meta["status"] not in TERMINAL and self.ctx.registry.lookup(("job", video)) is None:
                 await self._launch(video, meta)
 
@@ -113,7 +120,7 @@ class VideoCatalog(EventSourcedServer):
 
     def handle_cast(self, msg: tuple) -> None:
         video, status = msg[1], msg[2]
-        meta = self.state["videos"].get(video)
+        meta = self.videos.get(video)
         if msg[0] == "status" and meta is not None and meta["status"] != status:
             self.persist(["status", video, status])
             if status == "ready":
@@ -128,24 +135,24 @@ class VideoCatalog(EventSourcedServer):
         if tag == "manifest":
             return self._manifest(req[1])
         if tag == "hash":
-            owner = self.state["hashes"].get(req[2])
+            owner = self.hashes.get(req[2])
             if owner is None:
                 self.persist(["hash", req[2], req[1]])
                 return req[1]
             return owner
         if tag == "videos":
-            return {v: m["status"] for v, m in self.state["videos"].items()}
+            return {v: m["status"] for v, m in self.videos.items()}
         if tag == "prefetch":
             return self._prefetch_keys(req[1])
         return ValueError(f"video.catalog: unknown request {req!r:.200}")
 
     def _start_upload(self, video: Any, meta: dict) -> Any:
-        known = self.state["videos"].get(video)
+        known = self.videos.get(video)
         if known is not None:
             if {k: known[k] for k in meta} != meta:
                 return UploadError(f"video {video!r} exists with other metadata")
             return video  # a retried start
-        if len(self.state["videos"]) >= MAX_VIDEOS:
+        if len(self.videos) >= MAX_VIDEOS:
             return LimitExceeded(f"video.catalog holds {MAX_VIDEOS} videos; {video!r} refused")
         self.persist(["new", video, meta])
         return self._started(video, meta)
@@ -163,7 +170,7 @@ class VideoCatalog(EventSourcedServer):
         if pid is not None:
             self.node.forward(pid, req, caller)  # the job answers the caller itself
             return NoReply
-        meta = self.state["videos"].get(video)
+        meta = self.videos.get(video)
         if meta is None:
             return UploadError(f"no video {video!r}")
         job = self._job_state(video)
