@@ -29,7 +29,7 @@ from typing import Any
 
 from . import report, report_html
 from .core import Simulation
-from .faults import KINDS
+from .faults import KINDS, PROFILES
 from .runner import Result, run
 from .scenario import Scenario, load, parse, read_text
 from .schema import ScenarioError, parse_seconds
@@ -109,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _scenario_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--faults", metavar="SPEC", help="off | chaos | swarm, and/or a comma list of "
-                        "fault kinds to keep, each optionally =RATE (e.g. swarm,kill_node,drop=0.05)")
+    parser.add_argument("--faults", metavar="SPEC", help="off | chaos | swarm | a heavy profile ("
+                        f"{' | '.join(PROFILES)}), and/or a comma list of fault kinds to keep, each "
+                        "optionally =RATE (e.g. swarm,kill_node,drop=0.05)")
     parser.add_argument("--system-option", action="append", default=[], metavar="[SYSTEM.]KEY=VALUE",
                         help="override a system option, or a workload one as workload.KEY (VALUE in "
                         "TOML syntax; bare words are strings)")
@@ -203,7 +204,8 @@ def _system_overrides(path: str, options: list[str]) -> list[tuple[str, Any, str
 
 
 def apply_faults(scenario: Scenario, spec: str) -> Scenario:
-    """Apply a --faults SPEC: a mode and/or the kinds to keep, each optionally =RATE.
+    """Apply a --faults SPEC: a mode and/or the kinds to keep, each optionally =RATE; a
+    heavy profile's name stands for its kinds at their rates (see `sim.faults.PROFILES`).
     Naming kinds without a mode turns a scenario whose mode is "off" to "chaos"."""
     raw = scenario.raw()
     faults = raw["faults"]
@@ -213,11 +215,14 @@ def apply_faults(scenario: Scenario, spec: str) -> Scenario:
         name, sep, rate = token.partition("=")
         if name in ("off", "none", "chaos", "swarm") and not sep:
             mode = "off" if name == "none" else name
+        elif name in PROFILES and not sep:
+            kinds.update(PROFILES[name])
         elif name in KINDS:
             kinds[name] = _rate(token, name, rate) if sep else None
         else:
-            raise BadInput(f"--faults {spec!r}: unknown item {token!r}; expected off, chaos, swarm "
-                           f"or a fault kind ({', '.join(KINDS)}), optionally KIND=RATE")
+            raise BadInput(f"--faults {spec!r}: unknown item {token!r}; expected off, chaos, swarm, "
+                           f"a profile ({', '.join(PROFILES)}) or a fault kind ({', '.join(KINDS)}), "
+                           "optionally KIND=RATE")
     if kinds:
         for kind in KINDS:
             if kind not in kinds:

@@ -15,6 +15,17 @@ kind) run in every mode. Each kind draws from its own stream ("faults/kill_node"
 others' draws alone. Every fault injected is logged in script form (`log`): the run's
 decision log, which replays the same faults without the random draws (the shrinker
 starts from it).
+
+Heavy profiles (`--faults crash-heavy`, or `PROFILES`): chaos with only the kinds of one
+family, at rates well past a scenario's usual ones, to push one part of a system past
+its comfort (the other parameters of those kinds, such as durations, are the
+scenario's):
+- `crash-heavy`: processes killed 3 times a virtual second, trees 0.5, nodes 0.3 (down
+  0.2-2 s), power cuts 0.2;
+- `storage-heavy`: full disks 0.5 a second, 5 % of commits failing and 20 % delayed,
+  node crashes and power cuts 0.1;
+- `network-heavy`: 5 % of messages dropped, duplicated or reordered and 10 % delayed,
+  partitions 0.3 a second, clock skews 0.2.
 """
 from __future__ import annotations
 
@@ -140,6 +151,14 @@ KINDS: dict[str, Kind] = {
                          {"node": _REQUIRED_NODE, "nth": _NTH, "delay": _seconds(0.05, "seconds blocked")}),
 }
 DISCRETE = [k for k, kind in KINDS.items() if kind.family == "discrete"]
+PROFILES: dict[str, dict[str, float]] = {  # see the module docstring
+    "crash-heavy": {"kill_process": 3.0, "kill_tree": 0.5, "kill_node": 0.3, "power_loss": 0.2},
+    "storage-heavy": {"disk_full": 0.5, "commit_fail": 0.05, "commit_delay": 0.2, "kill_node": 0.1,
+                      "power_loss": 0.1},
+    "network-heavy": {"drop": 0.05, "duplicate": 0.05, "reorder": 0.05, "delay": 0.1, "partition": 0.3,
+                      "clock_skew": 0.2},
+}
+assert all(kind in KINDS for profile in PROFILES.values() for kind in profile), PROFILES
 DUPLICATE_MAX = 0.01  # a duplicate arrives up to this much after the original
 assert set(MESSAGE_FAULTS) == {k for k, kind in KINDS.items() if kind.family == "message"}
 assert set(STORAGE_FAULTS) == {k for k, kind in KINDS.items() if kind.family == "storage"}

@@ -7,8 +7,13 @@ messages, disk and commit faults) and in "swarm" mode (each seed keeps a random 
 the fault kinds, at random rates). Every check must hold on every seed, and a seed run
 again must replay to the same trace.
 
+Then each heavy fault profile (crash-heavy, storage-heavy, network-heavy: one family of
+faults at rates well past the scenarios' own; see `sim.faults`) on a couple of seeds:
+every check must hold there too.
+
 Many more seeds, full length: `letitcrash sim scenarios/chat.toml --seeds 1..200` (and
-the same for the others; `--faults swarm` for the swarm mode)."""
+the same for the others; `--faults swarm` for the swarm mode, `--faults crash-heavy`
+and the other profiles for those)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +23,7 @@ from typing import NamedTuple
 import pytest
 
 from sim.cli import main
+from sim.faults import PROFILES
 from sim.scenario import load
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -37,15 +43,19 @@ CASES = {"chat": Case(8.0, "chat", "acked", 10), "timeline": Case(8.0, "timeline
          "rides": Case(16.0, "rides", "completed", 0), "video": Case(16.0, "video", "ready", 0),
          "playlists": Case(8.0, "playlists", "acked", 20), "photos": Case(16.0, "photos", "acked", 5)}
 NETWORK = ("drop", "delay", "duplicate", "reorder", "partition")
+HEAVY_SEEDS = (21, 22)
+HEAVY_CHAOS = 5.0  # seconds: at these rates, dozens of faults
+HEAVY = ("crash-heavy", "storage-heavy", "network-heavy")
 
 
-def short(name: str, out: Path) -> str:
-    """Write scenario `name` with its case's chaos phase to `out`; its path."""
+def short(name: str, out: Path, seconds: float | None = None) -> str:
+    """Write scenario `name` with its case's chaos phase (or one `seconds` long) to
+    `out`; its path."""
     scenario = load(SCENARIOS / f"{name}.toml")
     raw = scenario.raw()
     (chaos,) = [phase for phase in raw["phases"] if phase["name"] == "chaos"]
     assert chaos["faults"], f"{name}: the chaos phase injects no faults"
-    chaos["duration"] = CASES[name].chaos
+    chaos["duration"] = CASES[name].chaos if seconds is None else seconds
     for step in raw["faults"]["script"]:
         step["at"] = min(step["at"], SCRIPT_BY)
     out.write_text(scenario.rebuild(raw).to_toml(), encoding="utf-8")
@@ -79,3 +89,14 @@ def test_every_check_holds_on_several_seeds_under_faults_and_a_seed_replays(name
     (again,) = sim(capsys, path, "--seed", str(first["seed"]), "--faults", mode)[1]
     assert again["trace_hash"] == first["trace_hash"] and again["events"] == first["events"]
     assert other["trace_hash"] != first["trace_hash"]
+
+
+@pytest.mark.parametrize("profile", HEAVY)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_check_holds_under_each_heavy_fault_profile(name, profile, tmp_path, capsys):
+    path = short(name, tmp_path / f"{name}.toml", HEAVY_CHAOS)
+    status, reports = sim(capsys, path, "--seeds", "{}..{}".format(*HEAVY_SEEDS), "--faults", profile)
+    failed = [(r["seed"], r["failure"], r["reproduce"]) for r in reports if not r["passed"]]
+    assert status == 0 and not failed, f"{name} --faults {profile}: {failed}"
+    for report in reports:  # the profile's own kinds struck, many times
+        assert sum(report["faults"].get(kind, 0) for kind in PROFILES[profile]) >= 5, report["faults"]

@@ -168,3 +168,18 @@ def test_seeds_in_two_processes_give_the_serial_results_in_seed_order():
     assert [{k: r[k] for k in keys} for r in two] == [{k: r[k] for k in keys} for r in one]
     text = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..2", "--jobs", "2").stdout
     assert "2 seeds: 0 passed, 2 failed (seeds 1, 2)" in text and " s wall in 2 processes (the runs themselves: " in text
+
+
+def test_a_heavy_profile_keeps_its_family_of_faults_at_its_rates():
+    from sim.cli import apply_faults
+    from sim.faults import PROFILES
+    from sim.scenario import load
+
+    scenario = apply_faults(load(ROOT / "scenarios" / "chat.toml"), "storage-heavy,commit_fail=0.1")
+    faults = scenario.raw()["faults"]
+    kinds = {kind for kind in faults if kind not in ("mode", "tick", "script")}
+    assert faults["mode"] == "chaos" and kinds == set(PROFILES["storage-heavy"])
+    assert faults["disk_full"]["rate"] == 0.5 and faults["commit_fail"]["rate"] == 0.1  # later items win
+    assert faults["disk_full"]["duration"] == [0.2, 1.0]  # the scenario's own parameters stay
+    out = cli("sim", "scenarios/chat.toml", "--faults", "heavy")
+    assert out.returncode == 2 and "crash-heavy, storage-heavy, network-heavy" in out.stderr
