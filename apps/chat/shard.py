@@ -242,10 +242,10 @@ class Shard(EventSourcedServer):
             if box[3] + size > config.max_pending_bytes:
                 raise Overloaded(f"{to!r} has {box[3]} bytes of undelivered messages; this one would "
                                  f"pass max_pending_bytes ({config.max_pending_bytes}); retry later")
-        sent = self.data["senders"].get(sender)
-        if sent is None:
+        entry = self.data["senders"].get(sender)
+        if entry is None:
             return
-        held = sum(quota[1] for quota in sent.values())
+        held, sent = entry
         if held + size > config.max_sender_bytes:
             raise QuotaExceeded(f"{sender!r} has {held} bytes of messages not yet delivered on chat "
                                 f"shard {self.index}; this one would pass max_sender_bytes "

@@ -34,8 +34,8 @@ In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, byt
 (items in order; bytes: their payloads' total); `records`, `outbox`, `rstat`, `seen`,
 `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest first; and what
 is derived from them on recovery: `dedup` (sender -> {client id -> msg_id}: a retried
-send is recognised), `senders` (sender -> {recipient -> [items, bytes]} undelivered
-here: the per-sender quotas), `expiry` / `rstat_expiry` (`[t, msg_id]`, what to forget
+send is recognised), `senders` (sender -> [bytes, {recipient -> [items, bytes]}] of its
+messages undelivered here: the per-sender quotas), `expiry` / `rstat_expiry` (`[t, msg_id]`, what to forget
 when).
 
 Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
@@ -124,9 +124,7 @@ class ShardBook:
         self.put(("msg", msg_id), record)
         state["dedup"].setdefault(sender, {})[cid] = msg_id
         self._append(state, to, ["m", msg_id, sender, payload], out)
-        quota = state["senders"].setdefault(sender, {}).setdefault(to, [0, 0])
-        quota[0] += 1
-        quota[1] += len(payload)
+        _quota(state["senders"], sender, to, len(payload), 1)
         if push is not None:
             pushes = state["pushes"]
             pushes.append([to, push[0], push[1], msg_id, t])
@@ -147,7 +145,7 @@ class ShardBook:
                 if item[1] != "m":
                     continue
                 box[3] -= len(item[4])
-                _unquota(senders, item[3], user, len(item[4]))
+                _quota(senders, item[3], user, len(item[4]), -1)
                 record = records[item[2]]
                 if record[4] is None:
                     record[4] = t
@@ -278,15 +276,21 @@ def _expired(entries: list[list], horizon: float) -> list[list]:
     return out
 
 
-def _unquota(senders: dict, sender: Any, to: Any, size: int) -> None:
-    """A message from `sender` to `to` left the pending store."""
-    per = senders[sender]
-    quota = per[to]
-    quota[0] -= 1
-    quota[1] -= size
+def _quota(senders: dict, sender: Any, to: Any, size: int, sign: int) -> None:
+    """A message of `size` bytes from `sender` to `to` entered (sign 1) or left (-1) the
+    pending store."""
+    entry = senders.get(sender)
+    if entry is None:
+        entry = senders[sender] = [0, {}]
+    quota = entry[1].get(to)
+    if quota is None:
+        quota = entry[1][to] = [0, 0]
+    entry[0] += sign * size
+    quota[0] += sign
+    quota[1] += sign * size
     if not quota[0]:
-        del per[to]
-        if not per:
+        del entry[1][to]
+        if not entry[1]:
             del senders[sender]
 
 
@@ -333,9 +337,7 @@ def _derive(state: dict[str, Any]) -> None:
         for item in box[2]:
             if item[1] == "m":
                 box[3] += len(item[4])
-                quota = senders.setdefault(item[3], {}).setdefault(user, [0, 0])
-                quota[0] += 1
-                quota[1] += len(item[4])
+                _quota(senders, item[3], user, len(item[4]), 1)
     state["expiry"].sort()
     state["rstat_expiry"] = sorted([entry[1], msg_id] for msg_id, entry in state["rstat"].items())
 
