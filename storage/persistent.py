@@ -205,19 +205,8 @@ class PersistentServer(GenServer):
         # `init` is a turn too: what it changed is saved and what it sent waits for that,
         # and no longer. (Its sends held until a first turn that never came, a server
         # killed before it would leave its exit stuck behind them: nobody would hear.)
-        try:
-            try:
-                GenServer._start(self, args)
-            except ExitNow:
-                self._stopping()
-                raise
-            self._flush()
-        except ExitNow:
-            raise
-        except BaseException:
-            self.node.discard_output(self)  # a failed start's sends are never seen
-            raise
-        self.store.end_turn(self, self._coro is not None)
+        self._fault = None
+        self._turn(lambda server: GenServer._start(server, args))
 
     def _run(self) -> None:
         self._turn(GenServer._run)  # a turn: an async callback's step, then queued messages

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import Exit, GenServer
 from storage import EventSourcedServer, PersistentServer
 
 
@@ -69,3 +70,21 @@ class Ledger(EventSourcedServer):
                 self.persist(value)
             return len(self.state["items"])
         raise ValueError(f"unknown request {request!r}")
+
+
+class Restarter(GenServer):
+    """Restarts its child (`cls` on `key`, a Counter on "k" by default) the moment it
+    exits: in the same pass as the child's last write."""
+
+    def init(self, store, cls=Counter, key="k"):
+        self.trap_exit = True
+        self.store, self.cls, self.key = store, cls, key
+        self.child = self.spawn_link(cls, store, key)
+        self.restarted = None
+
+    def handle_info(self, msg):
+        assert isinstance(msg, Exit)
+        self.restarted = (self.spawn_link(self.cls, self.store, self.key), self.store.commits)
+
+    def handle_call(self, request, caller):
+        return self.child if request == "child" else self.restarted

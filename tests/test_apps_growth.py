@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from actors import Node
 from apps.rides import MatchConfig, RideService
 from apps.rides import matcher
@@ -77,18 +75,21 @@ def test_a_ride_remembers_only_the_newest_drivers_who_declined(tmp_path, monkeyp
     store.close()
 
 
+def timeline_node(path, threshold, seed=1, creation=0):
+    node, store = boot(path, seed, creation)
+    timelines = TimelineService(node, store, TimelineConfig(threshold=threshold))
+    timelines.start()
+    return node, store, timelines
+
+
 def test_an_author_holds_more_followers_than_one_value_can(tmp_path):
     path = tmp_path / "timeline"
-    node, store = boot(path)
-    timelines = TimelineService(node, store, TimelineConfig(threshold=10))
-    timelines.start()
+    node, store, timelines = timeline_node(path, 10)
     followers = [10**12 + i for i in range(2_000)]  # 2,000 x ~18 bytes in the author's dict
     for user in followers:
         call(node, timelines.follow(node, user, 7))
     store.close()
-    node, store = boot(path, seed=2, creation=1)
-    timelines = TimelineService(node, store, TimelineConfig(threshold=10))
-    timelines.start()
+    node, store, timelines = timeline_node(path, 10, seed=2, creation=1)
     assert len(store.read_records(("author", 7))) == 2_000
     call(node, timelines.unfollow(node, followers[0], 7))
     tweet = call(node, timelines.post(node, 7, "to the many", "c1"))  # pulled: marks go to 1,999
@@ -100,18 +101,14 @@ def test_an_author_holds_more_followers_than_one_value_can(tmp_path):
 
 def test_a_fan_out_job_larger_than_one_value_is_stored_in_parts_and_resumes(tmp_path):
     path = tmp_path / "timeline"
-    node, store = boot(path)
-    timelines = TimelineService(node, store, TimelineConfig(threshold=5_000))
-    timelines.start()
+    node, store, timelines = timeline_node(path, 5_000)
     followers = [10**12 + i for i in range(2_500)]  # 2,500 x 9-byte ids: one job past 16 KiB
     fanout = node.whereis("timeline.fanout")
     assert call(node, node.call(fanout, ("job", 99, "i", 7, followers))) == "ok"
     parts = [event for event in store.read(("timeline.fanout", node.name))[2] if event[0] == "j"]
     assert len(parts) >= 2  # one stored event (and later record) per part, each within the limit
     store.crash()  # before the inserts are acknowledged: the job resumes from its parts
-    node, store = boot(path, seed=2, creation=1)
-    timelines = TimelineService(node, store, TimelineConfig(threshold=5_000))
-    timelines.start()
+    node, store, timelines = timeline_node(path, 5_000, seed=2, creation=1)
     node.run_for(3.0)
     assert all(call(node, timelines.read_page(node, user)).ids == [99] for user in followers[::250])
     assert node.get_process(node.whereis("timeline.fanout")).jobs == {}

@@ -7,12 +7,12 @@ import os
 import lmdb
 import pytest
 
-from actors import CallExit, CallTimeout, Exit, Future, GenServer, Node, StartError
+from actors import CallExit, CallTimeout, Future, GenServer, Node, StartError
 from storage import (CorruptedValue, EventSourcedServer, ForeignStore, FormatVersionError, LimitExceeded,
                      PersistentServer,
                      StaleWrite, Store, StoreFull, StorageIOError, UnencodableValue)
 from storage.store import encode_value
-from storage_servers import Counter, Ledger, checked
+from storage_servers import Counter, Ledger, Restarter, checked
 from supervision import ChildSpec, Flags, Supervisor, which_children
 
 
@@ -188,23 +188,6 @@ def test_a_deliberate_stop_saves_the_state_it_stops_with(path):
     assert call(node, pid, ("add_then_stop", 5)) == 5
     assert not node.is_alive(pid)
     assert call(node, node.spawn(Counter, store, "k"), "get") == 5
-
-
-class Restarter(GenServer):
-    """Restarts its child the moment it exits: in the same pass as the child's last write."""
-
-    def init(self, store):
-        self.trap_exit = True
-        self.store = store
-        self.child = self.spawn_link(Counter, store, "k")
-        self.restarted = None
-
-    def handle_info(self, msg):
-        assert isinstance(msg, Exit)
-        self.restarted = (self.spawn_link(Counter, self.store, "k"), self.store.commits)
-
-    def handle_call(self, request, caller):
-        return self.child if request == "child" else self.restarted
 
 
 def test_a_restart_in_the_same_pass_sees_its_predecessors_pending_write(path):

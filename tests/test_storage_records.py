@@ -5,9 +5,10 @@ from __future__ import annotations
 import lmdb
 import pytest
 
-from actors import CallExit, GenServer, Node
+from actors import CallExit, Node
 from storage import EventSourcedServer, LimitExceeded, PersistentServer, StaleWrite, Store
 from storage.store import FORMAT, MARKER, _MARKER_PAYLOAD, encode_value
+from storage_servers import Restarter
 
 
 class Boxes(PersistentServer):
@@ -138,26 +139,10 @@ def test_a_crashed_turn_stages_nothing_and_tuple_keys_come_back_as_tuples(path):
     assert "ghost" not in store.read_records("boxes")
 
 
-class Restarter(GenServer):
-    """Restarts its Boxes child the moment it exits: in the same pass as its last write."""
-
-    def init(self, store):
-        self.trap_exit = True
-        self.store = store
-        self.child = self.spawn_link(Boxes, store, "boxes")
-        self.restarted = None
-
-    def handle_info(self, msg):
-        self.restarted = (self.spawn_link(Boxes, self.store, "boxes"), self.store.commits)
-
-    def handle_call(self, request, caller):
-        return self.child if request == "child" else self.restarted
-
-
 def test_a_restart_in_the_same_pass_sees_its_predecessors_pending_records(path):
     node = Node(seed=1, batch=1)  # one message per turn: the crash is a turn of its own
     store = Store(path, node, mode="process")
-    sup = node.spawn(Restarter, store)
+    sup = node.spawn(Restarter, store, Boxes, "boxes")
     child = call(node, sup, "child")
     node.cast(child, ("add", "a", "1"))
     node.cast(child, ("crash",))  # crashes the turn after the one that wrote
