@@ -1,7 +1,7 @@
 """An aiohttp chat server: a websocket per connected user, and each user a process.
 
     LETITCRASH_DATA=/tmp/chat python examples/aiohttp_chat.py --port 8081
-    curl localhost:8081/presence/bob                   # {"user": "bob", "status": "offline", ...}
+    curl 'localhost:8081/presence/bob?viewer=bob'      # {"user": "bob", "status": "offline", ...}
 
 A client opens `ws://localhost:8081/ws/<user>` and speaks JSON:
 
@@ -9,6 +9,7 @@ A client opens `ws://localhost:8081/ws/<user>` and speaks JSON:
     <- {"sent": "c1", "msg": 4194305}                   stored: bob gets it now or when he connects
     <- {"from": "bob", "text": "hello", "msg": 7}       a message for this user
     -> {"read": [7]}                                     bob is told it was read
+    -> {"contacts": ["bob"]}                            bob may see this user's presence
     <- {"receipt": 4194305, "status": "delivered"}     then "read"
     <- {"error": "...", "status": 503, "id": "c1"}     a request that failed, as HTTP statuses say
 
@@ -21,8 +22,10 @@ the session alive with heartbeats. The websocket handler only carries frames bet
 socket and the process. When the socket closes, the process stops and the session ends;
 when the process stops (the session was replaced by a newer connection, the frames
 queued for a slow reader passed MAX_OUTBOX, a crash), the socket closes. Messages for a
-user who is not connected wait in LMDB. There is no authentication: put yours in front
-(the TCP server in `apps/server` shows a challenge-response). SIGTERM: the websockets
+user who is not connected wait in LMDB. `/presence/<user>?viewer=<who>` answers as the
+chat does: only to a viewer the user lists as a contact (else 403). There is no
+authentication: put yours in front (the TCP server in `apps/server` shows a
+challenge-response). SIGTERM: the websockets
 close (1001, going away), the node stops, the store closes, exit 0.
 """
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from actors import GenServer
-from apps.chat import BadRequest, ChatService, Overloaded, RateLimited, Unavailable
+from apps.chat import BadRequest, ChatService, Forbidden, Overloaded, RateLimited, Unavailable
 from apps.chat.protocol import check_name
 from apps.common import RETRYABLE
 from apps.embed import HttpErrors, Runtime
@@ -60,7 +63,7 @@ MAX_MAILBOX = 1_000  # client frames a WebUser has not handled yet; more crash i
 MAX_FRAME = 16 * 1024  # bytes of one client frame
 BEAT = ("$beat",)
 RECEIPTS = {2: "delivered", 3: "read"}
-ERRORS = HttpErrors({BadRequest: 400, Unavailable: 503, Overloaded: 503, RateLimited: 429})
+ERRORS = HttpErrors({BadRequest: 400, Forbidden: 403, Unavailable: 503, Overloaded: 503, RateLimited: 429})
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 
@@ -98,6 +101,8 @@ class WebUser(GenServer):
         try:
             if "read" in frame:
                 await self.chat.read(self, self.session, frame["read"])
+            elif "contacts" in frame:
+                await self.chat.set_contacts(self, self.user, frame["contacts"])
             else:
                 cid = frame.get("id")
                 text = frame.get("text")
@@ -206,7 +211,7 @@ async def write_frames(ws: web.WebSocketResponse, outbox: asyncio.Queue) -> None
 async def presence(request: web.Request) -> web.Response:
     chat = embedded(request).service
     user = request.match_info["user"]
-    status, last_seen = await chat.presence(embedded(request).node, user)
+    status, last_seen = await chat.presence(embedded(request).node, user, viewer=request.query.get("viewer", ""))
     return web.json_response({"user": user, "status": status, "last_seen": last_seen})
 
 

@@ -208,9 +208,10 @@ def test_aiohttp_chat_a_conversation_over_websockets_messages_kept_across_sigkil
             await alice.send_str("not json")
             assert (await alice.receive_json())["status"] == 400
 
-            presence = await session.get(f"{url}/presence/bob")
+            presence = await session.get(f"{url}/presence/bob?viewer=bob")
             assert (await presence.json())["status"] == "online"
-            assert (await session.get(f"{url}/presence/{'x' * 100}")).status == 400  # over HTTP too
+            assert (await session.get(f"{url}/presence/bob?viewer=alice")).status == 403  # not bob's contact
+            assert (await session.get(f"{url}/presence/{'x' * 100}?viewer=bob")).status == 400  # over HTTP too
 
             await alice.send_json({"to": "carol", "text": "while you were out", "id": "c3"})
             assert (await alice.receive_json())["sent"] == "c3"  # acknowledged: stored
