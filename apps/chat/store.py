@@ -11,7 +11,8 @@ fits the store's `max_value_bytes`).
 The head: `{"format": 2, "shard", "shards", "gen"}` (`gen`: the last message id
 assigned, so a restarted shard never assigns one again). Records (key -> value):
 
-- `("box", user)` -> `[seq, acked]`: the head of the user's pending store. Every item
+- `("box", user)` -> `[seq, acked]`: the head of the user's pending store, saved when a
+  confirmation moves it (a recovered `seq` is at least its last item's). Every item
   gets the next `seq` of its user; the device confirms cumulatively (`acked`).
 - `("item", user, seq)` -> `[seq, "m", msg_id, sender, payload]` (a message to the user)
   or `[seq, "r", msg_id, status, None]` (a receipt for one the user sent); deleted once
@@ -231,7 +232,6 @@ class ShardBook:
         if item[0] == "m":
             box[3] += len(item[3])
         self.put(("item", user, box[0]), stored)
-        self.put(("box", user), box[:2])
         if not out.users or out.users[-1] != user:
             out.users.append(user)
 
@@ -314,9 +314,10 @@ def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[s
             raise ValueError(f"unknown chat shard record {key!r:.80} (stored by another version?)")
     for user, item in sorted(items, key=lambda ui: ui[1][0]):
         box = inbox.get(user)
-        if box is None:
-            raise ValueError(f"chat shard record item {user!r} {item[0]} has no box record")
+        if box is None:  # no confirmation yet
+            box = inbox[user] = [0, 0, [], 0]
         box[2].append(item)
+        box[0] = max(box[0], item[0])
     state["pushes"].sort(key=lambda p: p[3])
     _derive(state)
     return state
@@ -345,7 +346,8 @@ def _derive(state: dict[str, Any]) -> None:
 def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """Every record of an in-memory state, as they are stored."""
     for user, box in state["inbox"].items():
-        yield ("box", user), box[:2]
+        if box[1]:
+            yield ("box", user), box[:2]
         for item in box[2]:
             yield ("item", user, item[0]), item
     for kind, table in _TABLES.items():
