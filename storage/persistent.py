@@ -98,7 +98,7 @@ class PersistentServer(GenServer):
     docstring."""
 
     kind = STATE
-    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged")
+    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh")
 
     def init(self, store: Store, key: Any, *args: Any) -> None:
         """Load the stored state of `key` (and its records, if the class keeps records),
@@ -107,6 +107,7 @@ class PersistentServer(GenServer):
         self._ref = KeyRef(key)
         self._fault = None
         self._staged: dict[Any, Any] = {}
+        self._fresh: set[Any] = set()  # staged keys not stored yet: a deletion just forgets them
         if store.holds:
             self.node.hold_output(self)
         rev, snap_rev, snap, events = store.load(self, self._ref, self.kind)
@@ -137,13 +138,23 @@ class PersistentServer(GenServer):
 
     # -- records ---------------------------------------------------------------------------
 
-    def put_record(self, key: Any, value: Any) -> None:
-        """Stage record `key` = `value`, saved with the state (see the module docstring)."""
-        self._staged[key] = value
+    def put_record(self, key: Any, value: Any, new: bool = False) -> None:
+        """Stage record `key` = `value`, saved with the state (see the module docstring).
+        `new`: the record was made since the last save and is not stored, so deleting it
+        before the next save costs nothing (a message delivered between two snapshots
+        never reaches the store)."""
+        staged = self._staged
+        if new and staged.get(key, None) is not _DELETE:  # a deletion pending: it may be stored
+            self._fresh.add(key)
+        staged[key] = value
 
     def delete_record(self, key: Any) -> None:
         """Stage the deletion of record `key` (nothing if it is not stored)."""
-        self._staged[key] = _DELETE
+        if key in self._fresh:
+            self._fresh.remove(key)
+            del self._staged[key]
+        else:
+            self._staged[key] = _DELETE
 
     def recover_records(self, records: list[tuple[Any, Any]]) -> None:
         """Take the stored records, (key, value) pairs in no promised order; called by
@@ -183,6 +194,7 @@ class PersistentServer(GenServer):
                                     f"bytes encoded; the limit is {MAX_RECORD_KEY_BYTES}")
             out[rkey] = None if value is _DELETE else self._encode(f"record {key!r:.100}", value)
         self._staged = {}
+        self._fresh = set()
         return out
 
     # -- kernel side ---------------------------------------------------------------------

@@ -112,7 +112,8 @@ def test_a_senders_shard_remembers_receipts_longer_than_any_shard_resends_them()
 
 def test_the_records_staged_are_the_state_and_bring_it_back():
     stored: dict = {}
-    b = book.ShardBook(100.0, 2, lambda user: user in ("alice", "bob"), stored.__setitem__,
+    b = book.ShardBook(100.0, 2, lambda user: user in ("alice", "bob"),
+                       lambda key, value, new=False: stored.__setitem__(key, value),
                        lambda key: stored.pop(key, None))
     state = book.empty(0, 1)
     events = [store_event(1, "alice", "bob", push=["Message from alice", "hi"]),

@@ -30,6 +30,13 @@ class Boxes(PersistentServer):
         elif op == "drop":
             self.boxes.pop(args[0], None)
             self.delete_record(args[0])
+        elif op == "flash":  # made and gone within one turn: the store never sees it
+            self.put_record(args[0], ["brief"], new=True)
+            self.delete_record(args[0])
+        elif op == "again":  # deleted, then made anew (it may be stored: not new), then deleted
+            self.delete_record(args[0])
+            self.put_record(args[0], ["back"], new=True)
+            self.delete_record(args[0])
         elif op == "big":
             self.put_record(args[0], "x" * args[1])
         elif op == "crash":
@@ -126,6 +133,17 @@ def test_records_survive_a_restart_and_a_save_writes_only_what_changed(path):
     assert len(got["boxes"]) == 49 and "u3" not in got["boxes"]
     assert got["boxes"]["u7"] == ["hello 7", "again"] and got["boxes"]["u8"] == ["hello 8", "x"]
     assert store.read_records("boxes")["u8"] == ["hello 8", "x"]
+
+
+def test_a_new_record_deleted_before_its_save_costs_nothing_and_a_stored_one_is_deleted(path):
+    node, store = boot(path)
+    pid = node.spawn(Boxes, store, "boxes")
+    call(node, pid, ("add", "kept", "x"))
+    writes = store.writes
+    call(node, pid, ("flash", "tmp"))
+    assert store.writes == writes  # nothing at all: the record never reaches the store
+    call(node, pid, ("again", "kept"))
+    assert "kept" not in store.read_records("boxes")  # a stored record marked new stays deletable
 
 
 def test_a_crashed_turn_stages_nothing_and_tuple_keys_come_back_as_tuples(path):

@@ -61,10 +61,10 @@ E_STORE, E_CONFIRM, E_READ, E_RECEIPTS, E_ACKED, E_EXPIRE, E_SEEN, E_CONTACTS = 
 E_CONFIRM_ONE = "c"  # [E_CONFIRM_ONE, user, upto, t]: one user's, as journals before batching hold
 EVENT_CHUNK = 128  # entries of one batched event at most: an event is a stored value too
 RECEIPT_MEMORY = 2  # a sender's shard remembers receipts this many retention periods
-Stage = Callable[[Any, Any], None]
+Stage = Callable[..., None]
 
 
-def _no_stage(key: Any, value: Any = None) -> None:
+def _no_stage(key: Any, value: Any = None, new: bool = False) -> None:
     """Staging for a state nobody saves (tests, reading a stored shard)."""
 
 
@@ -92,7 +92,8 @@ class Effects:
 
 class ShardBook:
     """Applies events to a shard's state, staging every record it changes with `put(key,
-    value)` / `delete(key)` (the shard's `put_record` / `delete_record`). `is_local(user)`
+    value, new)` / `delete(key)` (the shard's `put_record` / `delete_record`; `new` for a
+    record made by this event). `is_local(user)`
     says whether a user is homed on this shard (decided by the router, fixed for a
     deployment)."""
 
@@ -122,14 +123,14 @@ class ShardBook:
         assert msg_id > head["gen"], f"message id {msg_id} not after {head['gen']}"
         head["gen"] = msg_id
         record = state["records"][msg_id] = [sender, cid, to, SENT, None]
-        self.put(("msg", msg_id), record)
+        self.put(("msg", msg_id), record, True)
         state["dedup"].setdefault(sender, {})[cid] = msg_id
         self._append(state, to, ["m", msg_id, sender, payload], out)
         _quota(state["senders"], sender, to, len(payload), 1)
         if push is not None:
             pushes = state["pushes"]
             pushes.append([to, push[0], push[1], msg_id, t])
-            self.put(("push", msg_id), [to, push[0], push[1], t])
+            self.put(("push", msg_id), [to, push[0], push[1], t], True)
             while len(pushes) > self.max_pushes:
                 self.delete(("push", pushes.pop(0)[3]))
 
@@ -231,7 +232,7 @@ class ShardBook:
         box[2].append(stored)
         if item[0] == "m":
             box[3] += len(item[3])
-        self.put(("item", user, box[0]), stored)
+        self.put(("item", user, box[0]), stored, True)
         if not out.users or out.users[-1] != user:
             out.users.append(user)
 
@@ -242,7 +243,10 @@ class ShardBook:
         entry = state["outbox"].get(msg_id)
         if entry is None:
             entry = state["outbox"][msg_id] = [sender, status, t]
-        elif advance(entry[1], status):
+            self.put(("out", msg_id), entry, True)
+            out.receipts.append([sender, msg_id, status])
+            return
+        if advance(entry[1], status):
             entry[1], entry[2] = status, t
         self.put(("out", msg_id), entry)
         out.receipts.append([sender, msg_id, status])
@@ -253,8 +257,8 @@ class ShardBook:
         entry = rstat.get(msg_id)
         if entry is not None and not advance(entry[0], status):
             return  # a repeat, or older than what the sender already has
-        entry = rstat[msg_id] = [status, t]
-        self.put(("rcpt", msg_id), entry)
+        rstat[msg_id] = [status, t]
+        self.put(("rcpt", msg_id), rstat[msg_id], entry is None)
         state["rstat_expiry"].append([t, msg_id])
         self._append(state, sender, ["r", msg_id, status, None], out)
 
