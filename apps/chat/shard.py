@@ -98,7 +98,7 @@ class Shard(EventSourcedServer):
             raise ValueError(f"stored chat shard {self.state['shard']} of {self.state['shards']} "
                              f"cannot be shard {index} of {config.shards}: the ring changed")
         if self._migrated:
-            self.save_snapshot()  # the first turn saves the records of the old snapshot
+            self.save_snapshot()  # saved at the end of init (a turn): the old snapshot as records
         self.gen = Snowflake(index, self.state["gen"])
         self.sessions: dict[str, Pid] = {}  # user -> its attached session (linked)
         self.outlets: dict[str, Pid] = {}  # user -> its session's device: where frames go
@@ -122,7 +122,7 @@ class Shard(EventSourcedServer):
 
     def recover_records(self, records: list[tuple[Any, Any]]) -> None:
         """The records of the last snapshot; a snapshot of the previous version (one
-        value holding the whole shard) is converted, its records saved at the first turn."""
+        value holding the whole shard) is converted, its records saved as init ends."""
         self._migrated = self.state.get("format") == 1
         if self._migrated:
             self.data = book.from_v1(self.state)
