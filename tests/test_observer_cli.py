@@ -37,7 +37,9 @@ def test_remsh_runs_code_inside_the_running_node(served):
 
 
 def test_remsh_is_an_interactive_shell_with_the_nodes_api(served):
-    lines = ["x = 6 * 7", "x", "for i in range(2):", "    print('line', i)", "", "1/0", "processes(2, 'turns')"]
+    lines = ["x = 6 * 7", "x", "for i in range(2):", "    print('line', i)", "", "1/0",
+             "node.cast(node.whereis('chat.shard.0'), ('confirm', 'nobody', 1))",  # a turn, whatever the uptime
+             "processes(2, 'turns')"]
     done = remsh(served, stdin="\n".join(lines) + "\n")
     assert done.returncode == 0, done.stderr
     assert "42\n" in done.stdout and "line 0\nline 1\n" in done.stdout
