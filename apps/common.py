@@ -6,6 +6,7 @@ store.
     check_limits(config, ints=("shards",), seconds=("retention",))   # in __post_init__
     check_nodes(config)                                               # config.nodes: distinct names
     check_id(ride, "ride id")                                         # the id, or ValueError
+    Bound = bind(Stock, config=config)                                # what Entities start
 
     class RideService(TreeService):
         name = "rides_sup"                                            # registers the top supervisor
@@ -61,6 +62,12 @@ def check_id(value: Any, what: str, max_len: int = MAX_ID_LEN) -> Any:
         return value
     raise ValueError(f"{what} must be a non-negative int or a non-empty str of at most "
                      f"{max_len} characters, got {value!r:.100}")
+
+
+def bind(server: type, **shared: Any) -> type:
+    """`server` with class attributes `shared`: `Entities` start an entity as `init(store,
+    key)`, so what all of them share (a config, a context) comes with the class."""
+    return type(server.__name__, (server,), {**shared, "__slots__": ()})
 
 
 def check_nodes(config: Any, most: int = 1024) -> None:
