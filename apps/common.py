@@ -189,11 +189,12 @@ class ServerNodes:
     its service with `make(node, store, resolve)` on a real LMDB store (sync mode) on its
     own simulated disk, and starting it; `sim.heart` reboots a node whose tree gave up.
     `on_crash(name, power_loss)`, if given, hears of each crash before the node's disk does.
-    `add()` adds the nodes to the simulation (they boot at once)."""
+    The `spared` nodes are not picked by random process and node faults (their disks
+    and links still are). `add()` adds the nodes to the simulation (they boot at once)."""
 
     def __init__(self, system: System, names: list[str],
                  make: Callable[[Node, Store, Callable[[str, str], Pid | None]], TreeService],
-                 on_crash: Callable[[str, bool], None] | None = None) -> None:
+                 on_crash: Callable[[str, bool], None] | None = None, spared: tuple[str, ...] = ()) -> None:
         from sim.disk import Disk  # here, so that services never import the simulator
 
         self.sim = system.sim
@@ -201,12 +202,13 @@ class ServerNodes:
         self.names = names
         self.make = make
         self.on_crash = on_crash
+        self.spared = spared
         self.disks = {name: Disk(self.sim, name) for name in names}
         self.services: dict[str, TreeService] = {}
 
     def add(self) -> None:
         for name in self.names:
-            self.sim.add_node(name, self._boot, on_crash=self._crashed)
+            self.sim.add_node(name, self._boot, on_crash=self._crashed, targets=name not in self.spared)
             self.sim.heart(name, lambda name=name: self.alive(name))
 
     def _crashed(self, name: str, power_loss: bool) -> None:
