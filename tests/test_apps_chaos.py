@@ -1,11 +1,11 @@
 """The case studies under chaos on several seeds, through the `letitcrash sim` command:
 each scenario of `scenarios/` (chat, timeline, timeline_celebrity, rides, video, playlists,
-photos; their systems named by short names) with its chaos phase cut short (the node restart it
-scripts comes sooner), in the scenario's own "chaos" fault mode (process and tree kills,
-node restarts and power loss, partitions, dropped, duplicated, delayed and reordered
-messages, disk and commit faults) and in "swarm" mode (each seed keeps a random subset of
-the fault kinds, at random rates). Every check must hold on every seed, and a seed run
-again must replay to the same trace.
+photos, orders, gateway; their systems named by short names) with its chaos phase cut
+short (the node restart it scripts comes sooner), in the scenario's own "chaos" fault mode
+(process and tree kills, node restarts and power loss, partitions, dropped, duplicated,
+delayed and reordered messages, disk and commit faults) and in "swarm" mode (each seed
+keeps a random subset of the fault kinds, at random rates). Every check must hold on
+every seed, and a seed run again must replay to the same trace.
 
 Then each heavy fault profile (crash-heavy, storage-heavy, network-heavy: one family of
 faults at rates well past the scenarios' own; see `sim.faults`) on a couple of seeds:
@@ -41,7 +41,8 @@ class Case(NamedTuple):
 CASES = {"chat": Case(8.0, "chat", "acked", 10), "timeline": Case(8.0, "timeline", "posts", 10),
          "timeline_celebrity": Case(8.0, "timeline", "posts", 10),
          "rides": Case(16.0, "rides", "completed", 0), "video": Case(16.0, "video", "ready", 0),
-         "playlists": Case(8.0, "playlists", "acked", 20), "photos": Case(16.0, "photos", "acked", 5)}
+         "playlists": Case(8.0, "playlists", "acked", 20), "photos": Case(16.0, "photos", "acked", 5),
+         "orders": Case(10.0, "orders", "shipped", 5), "gateway": Case(8.0, "gateway", "live", 50)}
 NETWORK = ("drop", "delay", "duplicate", "reorder", "partition")
 HEAVY_SEEDS = (21, 22)
 HEAVY_CHAOS = 5.0  # seconds: at these rates, dozens of faults
