@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The case studies' benchmarks in one run: chat, timeline, rides, video, playlists, photos.
+"""The case studies' benchmarks in one run: chat, timeline, rides, video, playlists, photos, orders, gateway.
 
     python bench/apps.py              # full sizes, a table
     python bench/apps.py --quick      # smaller sizes, under a minute
@@ -26,7 +26,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the apps_* modules
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-MODULES = ("apps_chat", "apps_timeline", "apps_rides", "apps_video", "apps_playlists", "apps_photos")
+MODULES = ("apps_chat", "apps_timeline", "apps_rides", "apps_video", "apps_playlists", "apps_photos",
+           "apps_orders", "apps_gateway")
 CORE = ("system", "workload", "value", "unit", "goal", "met")
 
 
