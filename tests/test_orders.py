@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from actors import CallTimeout, Node
+from actors import CallExit, CallTimeout, Node
 from apps.orders import (BadRequest, Declined, NotFound, OrderConfig, OrderService, PaymentService, ProviderConfig,
                          Unavailable)
-from storage import Store
+from storage import StorageIOError, Store
 from supervision import which_children
 
 ADDRESS = {"street": "1 Main St", "city": "Boston", "country": "US"}
@@ -304,6 +304,27 @@ def test_a_node_restart_resumes_open_orders_where_they_stopped(tmp_path, stop_af
     assert (book["on_hand"], book["reserved"], book["sold"]) == (1, 0, 2)
     assert again.run(again.orders.open_orders(again.node)) == []
     again.store.close()
+
+
+def test_an_order_whose_opening_commit_failed_runs_no_saga_until_a_retry_opens_it(shop):
+    node, orders = shop.node, shop.orders
+    failed = []
+
+    def fail_once():  # the commit holding the desk's "open" event fails
+        if not failed:
+            failed.append(True)
+            return StorageIOError("commit failed (injected)")
+        return None
+
+    shop.store.commit_fault = fail_once
+    with pytest.raises((CallExit, CallTimeout)):  # the desk crashed before it could answer
+        shop.run(orders.place_order(node, "o1", "bob", [["book", 2]], VISA, ADDRESS))
+    shop.settle()
+    assert failed and shop.run(which_children(node, "orders.sagas")) == []  # nothing runs for it
+    assert shop.stock("book")["reserved"] == 0 and shop.charge("bob", "o1") is None
+    assert shop.run(orders.place_order(node, "o1", "bob", [["book", 2]], VISA, ADDRESS)) == "o1"
+    shop.settle()
+    assert shop.order("o1")["status"] == "shipped" and shop.stock("book")["sold"] == 2
 
 
 # -- stock and carts ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from .stock import MAX_RECEIVE, Stock
 
 ENTITY_IDLE = 60.0  # seconds an unused sku, cart or shipment process lives on
 SWEEP_EVERY = 2.0
-_SWEEP, _STARTED = ("$sweep",), "$started"
+_SWEEP, _STARTED, _LAUNCH = ("$sweep",), "$started", "$launch"
 PUBLIC = ("id", "customer", "lines", "status", "placed_at", "amount", "receipt", "tracking", "reason",
           "done_at", "history")
 
@@ -58,6 +58,11 @@ def apply_desk(state: dict[str, Any], event: list) -> None:
         state["open"][event[1]] = event[2]
     else:
         state["open"].pop(event[1], None)
+
+
+def _same(known: dict, req: dict) -> bool:
+    """Whether a place request is the one an order was placed with (a retry)."""
+    return all(known[k] == req[k] for k in ("customer", "lines", "method", "address"))
 
 
 class OrderDesk(EventSourcedServer):
@@ -100,6 +105,8 @@ class OrderDesk(EventSourcedServer):
             self.send_after(SWEEP_EVERY, self.pid, _SWEEP)
         elif type(msg) is tuple and msg[0] == _STARTED:
             self.starting.pop(msg[1], None)
+        elif type(msg) is tuple and msg[0] == _LAUNCH and msg[1] in self.state["open"]:
+            self._launch(msg[1], self.state["open"][msg[1]])
         else:
             super().handle_info(msg)
 
@@ -108,23 +115,32 @@ class OrderDesk(EventSourcedServer):
         return None if found is None else found[1]
 
     def _place(self, order: Any, customer: Any, lines: list, method: str, address: dict) -> Any:
-        known = self.state["open"].get(order) or self._stored(order)
+        req = {"customer": customer, "lines": lines, "method": method, "address": address, "at": self.now()}
+        known = self.state["open"].get(order)
+        if known is None:
+            stored = self._stored(order)
+            if stored is not None:  # its saga ran; if it has not finished, the order is open
+                known = {k: stored[k] for k in ("customer", "lines", "method", "address")}
+                known["at"] = stored["placed_at"]
+                if stored["status"] not in TERMINAL and _same(known, req):
+                    self._open(order, known)  # the event that opened it was lost (a failed commit)
         if known is not None:
-            if (known["customer"], known["lines"], known["method"], known["address"]) != (
-                    customer, lines, method, address):
-                return BadRequest(f"order id {order!r} was used for another order")
-            return order  # a retry
+            return order if _same(known, req) else BadRequest(f"order id {order!r} was used for another order")
         if len(self.state["open"]) >= self.ctx.config.max_open:
             return LimitExceeded(f"{self.ctx.config.max_open} orders are open; order {order!r} refused")
-        req = {"customer": customer, "lines": lines, "method": method, "address": address, "at": self.now()}
-        self.persist(["open", order, req])
-        self._launch(order, req)
+        self._open(order, req)
         return order
+
+    def _open(self, order: Any, req: dict) -> None:
+        """Store the order as open, then start its saga: the message to itself leaves only
+        once the event is stored, so no saga runs for an order the desk could forget."""
+        self.persist(["open", order, req])
+        self.send(self.pid, (_LAUNCH, order))
 
     def _launch(self, order: Any, req: dict) -> None:
         """Start the order's saga without waiting for it (places must not queue behind
         each other's starts). A start that fails is tried again by the next sweep."""
-        if order in self.starting:
+        if order in self.starting or self.ctx.registry.lookup(("order", order)) is not None:
             return
         self.starting[order] = None
         me, node = self.pid, self.node
