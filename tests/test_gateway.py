@@ -4,8 +4,6 @@ service: routing, rate limits, the circuit breaker, the bulkhead, deadlines, fal
 crashes of the gateway's own parts, and bad input."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from actors import CallExit, GenServer, Node, NoReply
@@ -50,8 +48,6 @@ def fetch(proc, arg):
 
 class Edge:
     def __init__(self, path, *, default=True, cache=True, clock=0.0, creation=0, **config):
-        logging.getLogger("actors").setLevel(logging.CRITICAL)
-        logging.getLogger("supervision").setLevel(logging.CRITICAL)
         self.node = Node(seed=1, creation=creation)
         self.node.advance(clock)
         self.store = Store(path, self.node, mode="process")

@@ -4,8 +4,6 @@ that lapses, a carrier that refuses, a provider that never answers, a crash at a
 step), the payment provider's idempotency keys, and bad input."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from actors import CallExit, CallTimeout, Node
@@ -23,7 +21,6 @@ class Shop:
     """A shop and its payment provider on one deterministic node, on a real store."""
 
     def __init__(self, path, config=None, provider=None, clock=0.0, creation=0):
-        logging.getLogger("actors").setLevel(logging.CRITICAL)
         self.node = Node(seed=1, creation=creation)
         self.node.advance(clock)
         self.store = Store(path, self.node, mode="process")
