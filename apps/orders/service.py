@@ -22,9 +22,9 @@ Tree (rest_for_one: the desk, last, restarts whenever something it uses did):
     ├─ orders.carts      Entities of Cart      (key ("cart", customer))
     ├─ orders.shipments  Entities of Shipment  (key ("shipment", order)): the carrier
     ├─ orders.sagas      DynamicSupervisor of OrderSaga (transient; registry key ("order", id))
-    └─ orders.desk       OrderDesk: places orders (idempotent by id), starts their sagas, and
-                         starts again every open order whose saga is not running (at boot,
-                         and every `SWEEP_EVERY` seconds)
+    └─ orders.desk       OrderDesk: places orders (idempotent by id), starts each one's saga
+                         once the order is stored, and starts again every open order whose
+                         saga is not running (at boot, and every `SWEEP_EVERY` seconds)
 """
 from __future__ import annotations
 
