@@ -111,13 +111,13 @@ class GatewaySystem(ServerSystem, System):
     # -- clients -------------------------------------------------------------------------------
 
     def _start_clients(self, node: Node) -> None:
-        for i in range(self.load["clients"]):
-            node.spawn(self._client, f"c{i}", self.load["rate"])
-        if self.load["greedy"] > 0:
-            node.spawn(self._client, "greedy", self.load["greedy"])
-        node.spawn(self._writer)
+        self.spawn_clients(node, self.load["clients"] + (self.load["greedy"] > 0), self._device)
+        self.spawn_clients(node, 1, self._writer)
 
-    async def _client(self, proc: Any, client: str, rate: float) -> None:
+    async def _device(self, proc: Any, i: int) -> None:
+        """Client `i`; the one after the polite ones is the greedy one."""
+        greedy = i == self.load["clients"]
+        client, rate = ("greedy", self.load["greedy"]) if greedy else (f"c{i}", self.load["rate"])
         rng = self.sim.stream(f"workload/{client}")
         while True:
             await self.work(proc)
@@ -180,7 +180,7 @@ class GatewaySystem(ServerSystem, System):
         if outcome.reason == "circuit_open":
             self.opened_at[route] = now
 
-    async def _writer(self, proc: Any) -> None:
+    async def _writer(self, proc: Any, _: int) -> None:
         """Users follow the next two; then tweets, now and then (each retried until stored)."""
         rng = self.sim.stream("workload/writer")
         users = self.load["users"]
@@ -212,7 +212,7 @@ class GatewaySystem(ServerSystem, System):
     def answered_within_budget(self) -> str | None:
         """Every request got an answer (live, fallback or a refusal) within the budget,
         and every fallback was real (a cached answer the route gave live before, or the
-        route's default); a client within its rate was never refused."""
+        route's default); a client within its rate was never refused; no client crashed."""
         for client, began in self.busy.items():
             if self.sim.now - began > self.gw_config.budget + 1.0:  # the client's own timeout lets it go
                 return f"{client}'s request of t={began:.3f} is still unanswered"
