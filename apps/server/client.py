@@ -8,9 +8,15 @@
 Events come from one reader task per client, in the order the server sent them, into a
 queue of at most `max_events` (then the reader waits: the server sees a slow reader), or
 to `on_event(event)` if given (a load generator's counter, say). The client takes chat
-items in sequence order and confirms them, so each message is one `Message` event per
-client, even when the server sends some again; pass `last_seq` (the `last_seq` of the
-previous client of this user) when reconnecting, so nothing already taken comes twice.
+items in sequence order, so each message is one `Message` event per client, even when the
+server sends some again; pass `last_seq` (the `confirmed` of the previous client of this
+user) when reconnecting, so nothing already taken comes twice.
+
+A confirmed item is delivered for good: the server forgets it. By default the client
+confirms items as it takes them (into the queue, or to `on_event`). With
+`auto_confirm=False` the caller confirms each item once it has handled it,
+`client.confirm(event.seq)`: what was still queued when the connection ended is pushed
+again to the next connection (the terminal client confirms what it has shown).
 
 A request raises `ServerError` (its `code` is one of `apps.server.protocol`'s codes) or
 `ConnectionClosed`. A `send` that failed with `ConnectionClosed` or `unavailable` may or
@@ -56,6 +62,7 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
+    seq: int
     msg_id: int
     status: str  # "delivered" or "read"
 
@@ -87,10 +94,13 @@ class Client:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str,
                  last_seq: int | None, max_events: int,
-                 on_event: Callable[[Event], None] | None) -> None:
+                 on_event: Callable[[Event], None] | None, auto_confirm: bool = True) -> None:
         self.user = user
         self.last_seq = last_seq
         """The seq of the last chat item taken (None before the first items frame)."""
+        self.confirmed = last_seq
+        """The seq of the last chat item confirmed (or to be confirmed) to the server."""
+        self.auto_confirm = auto_confirm
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
@@ -106,14 +116,15 @@ class Client:
     @classmethod
     async def connect(cls, host: str, port: int, user: str, token: bytes, device: str = "default", *,
                       last_seq: int | None = None, max_events: int = 10_000,
-                      on_event: Callable[[Event], None] | None = None, timeout: float = 10.0) -> Client:
+                      on_event: Callable[[Event], None] | None = None, timeout: float = 10.0,
+                      auto_confirm: bool = True) -> Client:
         """Connect and authenticate as `user` (raises `ServerError("auth_failed")`)."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
             hello = await asyncio.wait_for(_read_frame(reader, MAX_INCOMING), timeout)
             if hello.get("t") != "hello":
                 raise ServerError(hello.get("code", P.MALFORMED), hello.get("message", f"not a hello: {hello!r:.80}"))
-            client = cls(reader, writer, user, last_seq, max_events, on_event)
+            client = cls(reader, writer, user, last_seq, max_events, on_event, auto_confirm)
         except BaseException:
             writer.close()
             raise
@@ -153,6 +164,14 @@ class Client:
         """Send `body` to `to`; the message id, once the server has stored it."""
         return (await self.request("send", to=to, cid=self.next_cid() if cid is None else cid,
                                    body=body, preview=preview))["msg_id"]
+
+    def confirm(self, upto: int) -> None:
+        """The chat items up to seq `upto` were handled (with `auto_confirm=False`): the
+        server counts them delivered and never pushes them again. Needs no answer."""
+        assert self.last_seq is not None and upto <= self.last_seq, (upto, self.last_seq)
+        if self.confirmed is None or upto > self.confirmed:
+            self.confirmed = upto
+            self._write_confirm()
 
     async def read(self, msg_ids: list[int]) -> None:
         """Mark messages read: their senders get `read` receipts."""
@@ -238,9 +257,12 @@ class Client:
         await self._emit(Closed(reason))
 
     async def _take(self, items: list[list], acked: int) -> None:
-        """Take the items that follow the last one taken, in order, then confirm."""
+        """Take the items that follow the last one taken, in order; confirm them now
+        (`auto_confirm`) or leave that to `confirm`."""
         if self.last_seq is None or acked > self.last_seq:
             self.last_seq = acked
+        if self.confirmed is None or acked > self.confirmed:
+            self.confirmed = acked
         again = False
         for seq, kind, msg_id, who, body in items:
             if seq <= self.last_seq:
@@ -249,11 +271,17 @@ class Client:
             if seq != self.last_seq + 1:
                 break  # a gap: the missing item comes again first
             self.last_seq = seq
-            again = True
-            await self._emit(Message(seq, msg_id, who, body) if kind == "m" else Receipt(msg_id, STATUS[who]))
-        if again and self.closed is None:
-            # Unanswered (unless wrong); a lost confirmation heals itself: the items come again.
-            self._writer.write(P.encode({"t": "confirm", "id": 0, "upto": self.last_seq}))
+            if self.auto_confirm:
+                self.confirmed = seq
+                again = True
+            await self._emit(Message(seq, msg_id, who, body) if kind == "m" else Receipt(seq, msg_id, STATUS[who]))
+        if again and self.confirmed > acked:
+            self._write_confirm()
+
+    def _write_confirm(self) -> None:
+        # Unanswered (unless wrong); a lost confirmation heals itself: the items come again.
+        if self.closed is None:
+            self._writer.write(P.encode({"t": "confirm", "id": 0, "upto": self.confirmed}))
 
     async def _emit(self, event: Event) -> None:
         if self._on_event is not None:
