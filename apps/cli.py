@@ -1,14 +1,19 @@
 """The `letitcrash` command: `serve` and `chat` (the chat server and its terminal client),
 `token`, `observe` and `remsh` (a running node, seen from outside), and the simulator's
-`sim`, `replay` and `shrink` (handed to `sim.cli`, which stays importable without `apps`).
+`sim`, `replay`, `shrink` and `trace` (handed to `sim.cli`, which stays importable without
+`apps`). `python -m letitcrash` is the same command.
 
-    letitcrash serve --data data                 # then, in two other terminals:
+    letitcrash serve                             # then, in two other terminals:
     letitcrash chat --user alice                 # @bob hi
     letitcrash chat --user bob
 
     letitcrash serve --data data --observer 8090 --attach   # the observer page, data/attach.sock
     letitcrash remsh data                        # a Python shell inside the running node
     letitcrash observe data --port 8091          # the observer page, served from outside
+
+Files live in one per-user directory by default (`data_home()`): the server's store and
+secret, and each chat client's small local state next to the secret it reads, so
+`serve` and `chat` on one machine agree without options.
 
 Exit status: 0 done, 1 the server or client failed, 2 bad input.
 """
@@ -19,14 +24,30 @@ import asyncio
 import logging
 import os
 import sys
+from importlib import metadata
 from typing import Callable
+from urllib.parse import quote
 
+from sim.cli import COMMANDS as SIM_COMMANDS
 from sim.cli import main as sim_main
 
-SIM_COMMANDS = ("sim", "replay", "shrink", "trace")
 ATTACH_SOCKET = "attach.sock"  # in the data directory, with serve --attach
 OBSERVER_SECRET = "observer.secret"
 OK, FAILED, BAD_INPUT = 0, 1, 2
+TOKEN_VARIABLE = "LETITCRASH_TOKEN"
+
+
+def data_home() -> str:
+    """`$XDG_DATA_HOME/letitcrash`, or `~/.local/share/letitcrash` (the XDG default)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "letitcrash")
+
+
+def version() -> str:
+    try:
+        return metadata.version("letitcrash")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,36 +62,48 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="letitcrash", description="letitcrash: the chat server, its "
-                                     "terminal client, and the deterministic simulator.")
+    home = data_home()
+    parser = argparse.ArgumentParser(prog="letitcrash", description="letitcrash: the deterministic "
+                                     "simulator, the chat server and its terminal client, and a look "
+                                     "inside a running node.",
+                                     epilog=f"Default files live in {home} ($XDG_DATA_HOME/letitcrash).")
+    parser.add_argument("--version", action="version", version=f"letitcrash {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for name in SIM_COMMANDS:
-        sub.add_parser(name, help=f"the simulator's {name} (letitcrash {name} --help)")
+    for name, help_text in SIM_COMMANDS.items():
+        sub.add_parser(name, help=f"{help_text} (letitcrash {name} --help)", add_help=False)
 
     serve = sub.add_parser("serve", help="run the chat server", description="Run one node with the "
                            "chat and timeline applications behind a TCP server, until SIGTERM or Ctrl-C.")
-    serve.add_argument("--data", required=True, help="the data directory (LMDB store, default secret)")
+    serve.add_argument("--data", default=home, help="the data directory: the LMDB store and the "
+                       "default secret (default: %(default)s)")
     _address(serve, lowest=0)
-    serve.add_argument("--secret-file", help="the server secret (default: DATA/secret, made if missing)")
+    serve.add_argument("--secret-file", help="the server secret, from which every user's token is "
+                       "derived (default: DATA/secret, made on first start)")
     serve.add_argument("--durability", choices=("sync", "process"), default="sync",
                        help="what an acknowledged message survives: sync = power loss (fsync per "
-                       "commit), process = kill -9 of the server")
-    serve.add_argument("--idle-timeout", type=float, default=60.0, help="close connections silent this long (s)")
-    serve.add_argument("--auth-timeout", type=float, default=10.0,
-                       help="close connections not authenticated this long after connecting (s)")
-    serve.add_argument("--rate", type=float, default=2000.0, help="requests per second per connection")
-    serve.add_argument("--burst", type=int, default=4000, help="requests in a burst per connection")
-    serve.add_argument("--max-frame", type=int, default=1 << 20, help="largest request frame (bytes)")
-    serve.add_argument("--max-outgoing", type=int, default=4 << 20,
+                       "commit), process = kill -9 of the server (default: %(default)s)")
+    serve.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="close a connection silent this long (default: %(default)s)")
+    serve.add_argument("--auth-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection not authenticated this long after connecting "
+                       "(default: %(default)s)")
+    serve.add_argument("--rate", type=float, default=2000.0,
+                       help="requests per second per connection (default: %(default)s)")
+    serve.add_argument("--burst", type=int, default=4000,
+                       help="requests in a burst per connection (default: %(default)s)")
+    serve.add_argument("--max-frame", type=int, default=1 << 20, metavar="BYTES",
+                       help="largest request frame (default: %(default)s)")
+    serve.add_argument("--max-outgoing", type=int, default=4 << 20, metavar="BYTES",
                        help="unsent bytes per connection: chat items wait above half of it, and a "
-                       "reader that lets other frames pile past it is disconnected")
+                       "reader that lets other frames pile past it is disconnected (default: %(default)s)")
     serve.add_argument("--max-connections", type=int, default=100_000,
                        help="connections served at once (lowered to fit the descriptor limit, "
-                       "ulimit -n); more are refused")
+                       "ulimit -n); more are refused (default: %(default)s)")
     serve.add_argument("--observer", type=int, metavar="PORT",
-                       help="serve the observer page on PORT (its URL, with the token, is printed)")
+                       help="serve the observer page on PORT (its URL, with the token, is printed; "
+                       "default: no observer page)")
     serve.add_argument("--observer-host", default="127.0.0.1",
-                       help="the observer's address (default loopback; its token is always needed)")
+                       help="the observer's address (default: %(default)s; its token is always needed)")
     serve.add_argument("--attach", action="store_true",
                        help="open DATA/attach.sock for letitcrash observe and remsh (secret: DATA/observer.secret)")
     serve.set_defaults(func=_serve)
@@ -85,29 +118,41 @@ def _parser() -> argparse.ArgumentParser:
         attached.set_defaults(func=_observe if name == "observe" else _remsh)
     observe = sub.choices["observe"]
     observe.add_argument("--port", type=lambda text: _port(text, 0), default=8090,
-                         help="the page's port (0: any free one)")
-    observe.add_argument("--host", default="127.0.0.1")
+                         help="the page's port (default: %(default)s; 0: any free one)")
+    observe.add_argument("--host", default="127.0.0.1", help="the page's address (default: %(default)s)")
     sub.choices["remsh"].add_argument("-c", dest="code", help="run CODE, print its output and result, and exit")
 
-    chat = sub.add_parser("chat", help="the interactive terminal client", description="Chat through a "
-                          "running server. Type '@bob hi' to send, /help for the rest.")
-    chat.add_argument("--user", required=True)
-    chat.add_argument("--device", default="terminal")
+    chat = sub.add_parser("chat", help="chat through a running server, in this terminal",
+                          description="Chat through a running server. Type '@bob hi' to send, /help "
+                          "for the rest. Reconnects by itself if the server restarts. Reads commands "
+                          "from standard input when it is not a terminal (one per line).",
+                          epilog=f"Set {TOKEN_VARIABLE} to a token from 'letitcrash token' to chat "
+                          "without the server secret. What the client remembers (the messages sent, "
+                          "for their receipts, and whom you follow) is kept next to the secret file, "
+                          "in chat-USER@HOST-PORT.jsonl.")
+    chat.add_argument("--user", required=True, help="who you are")
+    chat.add_argument("--device", default="terminal", help="this device's name (default: %(default)s)")
     _address(chat, lowest=1)
-    _secret(chat)
+    chat.add_argument("--secret-file", default=os.path.join(home, "secret"),
+                      help=f"the server secret, from which your token is derived, unless {TOKEN_VARIABLE} "
+                      "is set (default: %(default)s, where 'letitcrash serve' makes it)")
     chat.set_defaults(func=_chat)
 
-    token = sub.add_parser("token", help="print a user's token (hex), for LETITCRASH_TOKEN")
-    token.add_argument("--user", required=True)
-    _secret(token)
+    token = sub.add_parser("token", help="print a user's token, to give to that user",
+                           description="Print USER's token (hex), derived from the server secret. "
+                           f"USER then chats without the secret: {TOKEN_VARIABLE}=TOKEN letitcrash chat "
+                           "--user USER.")
+    token.add_argument("--user", required=True, help="whose token")
+    token.add_argument("--secret-file", default=os.path.join(home, "secret"),
+                       help="the server secret (default: %(default)s)")
     token.set_defaults(func=_token)
     return parser
 
 
 def _address(parser: argparse.ArgumentParser, lowest: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address (default: %(default)s)")
     parser.add_argument("--port", type=lambda text: _port(text, lowest), default=7400,
-                        help=f"TCP port, {lowest}-65535 (default 7400{'; 0: any free port' if lowest == 0 else ''})")
+                        help=f"TCP port, {lowest}-65535 (default: %(default)s{'; 0: any free port' if lowest == 0 else ''})")
 
 
 def _port(text: str, lowest: int) -> int:
@@ -120,21 +165,21 @@ def _port(text: str, lowest: int) -> int:
     return port
 
 
-def _secret(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--secret-file", default=os.path.join("data", "secret"),
-                        help="derive the token from the server secret (default: data/secret); "
-                        "or set LETITCRASH_TOKEN to the token in hex")
+def chat_state_path(secret_file: str, user: str, host: str, port: int) -> str:
+    """Where `letitcrash chat` keeps what it remembers: next to the secret file."""
+    name = f"chat-{quote(user, safe='')}@{quote(host, safe='')}-{port}.jsonl"
+    return os.path.join(os.path.dirname(os.path.abspath(secret_file)), name)
 
 
 def _user_token(args: argparse.Namespace, env: bool = True) -> bytes:
     from apps.server.auth import load_secret, token_for
 
-    hex_token = os.environ.get("LETITCRASH_TOKEN") if env else None
+    hex_token = os.environ.get(TOKEN_VARIABLE) if env else None
     if hex_token:
         try:
             return bytes.fromhex(hex_token)
         except ValueError:
-            raise ValueError("LETITCRASH_TOKEN must be the token in hex (see letitcrash token)") from None
+            raise ValueError(f"{TOKEN_VARIABLE} must be the token in hex (see letitcrash token)") from None
     return token_for(load_secret(args.secret_file), args.user)
 
 
@@ -290,13 +335,14 @@ def _chat(args: argparse.Namespace) -> int:
 
     try:
         token = _user_token(args)
-        return asyncio.run(run(args.host, args.port, args.user, args.device, token))
+        state = chat_state_path(args.secret_file, args.user, args.host, args.port)
+        return asyncio.run(run(args.host, args.port, args.user, args.device, token, state))
     except (SecretError, ValueError) as exc:
         return _fail(str(exc), BAD_INPUT)
     except ServerError as exc:
         return _fail(f"the server refused: {exc}", FAILED)
-    except OSError as exc:
-        return _fail(f"cannot reach {args.host}:{args.port}: {exc.strerror or exc}", FAILED)
+    except (OSError, EOFError, TimeoutError) as exc:
+        return _fail(f"cannot reach {args.host}:{args.port}: {getattr(exc, 'strerror', None) or exc}", FAILED)
 
 
 def _token(args: argparse.Namespace) -> int:

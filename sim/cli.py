@@ -38,6 +38,13 @@ from .shrink import shrink, size_unit, write
 from .trace import EVENT_KINDS, TraceError, TraceReader, events
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
+COMMANDS = {
+    "sim": "run a scenario under injected faults and report which invariants held",
+    "replay": "re-run a recorded trace and report the first divergence",
+    "shrink": "reduce a failing seed to a smaller scenario that still fails",
+    "trace": "read a recorded trace (trace show: its events, filtered)",
+}
+"""The simulator's commands and their one-line help (the `letitcrash` command lists them)."""
 
 
 class BadInput(Exception):
@@ -62,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "letitcrash systems under faults.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    sim = sub.add_parser("sim", help="run a scenario", description="Run a scenario with one seed "
-                         "or a range of seeds and report.")
+    sim = sub.add_parser("sim", help=COMMANDS["sim"], description="Run a scenario with one seed "
+                         "or a range of seeds under its fault plan, and report which invariants held.")
     sim.add_argument("scenario", help="scenario file (TOML)")
     seeds = sim.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=_seed, help="the seed (default: the scenario's run.seed)")
@@ -71,18 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--trace", metavar="FILE", help="record the trace (msgpack); with --seeds, "
                      "FILE must contain {seed}")
     _scenario_options(sim)
-    sim.add_argument("--jobs", type=_count, default=1, help="with --seeds: runs in parallel")
+    sim.add_argument("--jobs", type=_count, default=1, help="with --seeds: runs in parallel (default: 1)")
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
     sim.add_argument("--html", metavar="FILE", help="also write the run's report as one HTML page")
     sim.set_defaults(func=cmd_sim)
 
-    rep = sub.add_parser("replay", help="re-run a recorded trace and report the first divergence")
+    rep = sub.add_parser("replay", help=COMMANDS["replay"], description="Re-run a recorded trace "
+                         "with its scenario and seed, and report the first event that differs.")
     rep.add_argument("trace", help="a trace recorded with `sim --trace`")
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.add_argument("--html", metavar="FILE", help="also write the run's report as one HTML page")
     rep.set_defaults(func=cmd_replay)
 
-    trace = sub.add_parser("trace", help="read a recorded trace").add_subparsers(required=True, metavar="ACTION")
+    trace = sub.add_parser("trace", help=COMMANDS["trace"]).add_subparsers(required=True, metavar="ACTION")
     show = trace.add_parser("show", help="print a trace's events, filtered", formatter_class=argparse.
                             RawDescriptionHelpFormatter, description="Print the events of a trace recorded "
                             "with `sim --trace`, one per line, or as JSON lines.", epilog=TRACE_KINDS_HELP)
@@ -98,10 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object per event (JSON lines)")
     show.set_defaults(func=cmd_trace_show)
 
-    shr = sub.add_parser("shrink", help="reduce a failing seed to a smaller failing scenario")
-    shr.add_argument("scenario")
-    shr.add_argument("--seed", type=_seed, required=True)
-    shr.add_argument("-o", "--output", metavar="OUT.toml", help="where to write the shrunk scenario")
+    shr = sub.add_parser("shrink", help=COMMANDS["shrink"], description="Reduce a scenario that "
+                         "fails with a seed to a smaller scenario that fails the same way.")
+    shr.add_argument("scenario", help="scenario file (TOML)")
+    shr.add_argument("--seed", type=_seed, required=True, help="a seed with which the scenario fails")
+    shr.add_argument("-o", "--output", metavar="OUT.toml", help="where to write the shrunk scenario (default: "
+                     "SCENARIO.seedN.shrunk.toml in the current directory)")
     shr.add_argument("--budget", type=_count, default=120, help="at most this many runs (default 120)")
     _scenario_options(shr)
     shr.set_defaults(func=cmd_shrink)

@@ -7,11 +7,13 @@ to the server across a real loopback socket and a process boundary.
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,17 @@ START_TIMEOUT = 30.0  # a safety bound on a loaded machine, not a measurement
 LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
            "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])")
 """`python -c LIMITED N COMMAND...`: COMMAND with a descriptor limit of N."""
+WAIT = 15.0  # a safety bound for one expected event
+
+
+async def take(client: Client, kind: type | tuple[type, ...], n: int = 1) -> list:
+    """The next `n` events of type `kind`, skipping others (presence, tweets...)."""
+    got = []
+    while len(got) < n:
+        event = await client.next_event(WAIT)
+        if isinstance(event, kind):
+            got.append(event)
+    return got
 
 
 class ServerProcess:
@@ -144,3 +157,59 @@ def error(frame: dict[str, Any], code: str, req_id: int | None = None) -> str:
     assert frame["t"] == "error" and frame["code"] == code, frame
     assert frame["id"] == req_id, frame
     return frame["message"]
+
+
+class ChatProcess:
+    """`letitcrash chat` in a subprocess, its output read line by line without buffering
+    (a buffered reader could hold a line that select() then never reports)."""
+
+    def __init__(self, server: ServerProcess, user: str, **popen: Any) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", "chat", "--user", user, "--port", str(server.port),
+             "--secret-file", str(server.data / "secret")],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        self.seen: list[str] = []
+        self.pending = b""
+
+    def type(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _line(self, wait: float) -> str | None:
+        """The next output line, or None if none came within `wait` seconds."""
+        if b"\n" not in self.pending:
+            fd = self.proc.stdout.fileno()
+            if select.select([fd], [], [], wait)[0]:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"the client ended; saw {self.seen} {self.proc.stderr.read()!r}"
+                self.pending += chunk
+            if b"\n" not in self.pending:
+                return None
+        line, self.pending = self.pending.split(b"\n", 1)
+        self.seen.append(line.decode())
+        return self.seen[-1]
+
+    def expect(self, text: str) -> str:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            line = self._line(0.2)
+            if line is not None and text in line:
+                return line
+        raise AssertionError(f"{text!r} never came; saw {self.seen}")
+
+    def quit(self) -> int:
+        self.type("/quit")
+        return self.proc.wait(timeout=WAIT)
+
+    def rest(self) -> list[str]:
+        """Every line printed after those seen, once the client has exited."""
+        self.proc.wait(timeout=WAIT)
+        self.pending += self.proc.stdout.read()
+        self.seen += self.pending.decode().splitlines()
+        self.pending = b""
+        return self.seen
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT)

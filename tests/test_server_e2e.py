@@ -4,19 +4,14 @@ Timeouts are safety bounds for a loaded machine, never measurements."""
 from __future__ import annotations
 
 import asyncio
-import os
-import select
 import subprocess
 import sys
-import time
 
 import pytest
-from server_harness import ROOT, ServerProcess
+from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
 
 from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
 from apps.server import protocol as P
-
-WAIT = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +24,6 @@ def server(tmp_path_factory):
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def take(client, kind, n=1):
-    """The next `n` events of type `kind`, skipping others (presence, tweets...)."""
-    got = []
-    while len(got) < n:
-        event = await client.next_event(WAIT)
-        if isinstance(event, kind):
-            got.append(event)
-    return got
 
 
 def test_two_users_chat_with_receipts(server):
@@ -187,51 +172,8 @@ def test_other_requests_wait_for_those_before_them(server):
 
 # -- the terminal client, as a person would use it ---------------------------------------------------
 
-class Terminal:
-    """`letitcrash chat` in a subprocess, its output read line by line without buffering
-    (a buffered reader could hold a line that select() then never reports)."""
-
-    def __init__(self, server: ServerProcess, user: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "apps.cli", "chat", "--user", user, "--port", str(server.port),
-             "--secret-file", str(server.data / "secret")],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.seen: list[str] = []
-        self.pending = b""
-
-    def type(self, line: str) -> None:
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def _line(self, wait: float) -> str | None:
-        """The next output line, or None if none came within `wait` seconds."""
-        if b"\n" not in self.pending:
-            fd = self.proc.stdout.fileno()
-            if select.select([fd], [], [], wait)[0]:
-                chunk = os.read(fd, 65536)
-                assert chunk, f"the client ended; saw {self.seen} {self.proc.stderr.read()!r}"
-                self.pending += chunk
-            if b"\n" not in self.pending:
-                return None
-        line, self.pending = self.pending.split(b"\n", 1)
-        self.seen.append(line.decode())
-        return self.seen[-1]
-
-    def expect(self, text: str) -> str:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            line = self._line(0.2)
-            if line is not None and text in line:
-                return line
-        raise AssertionError(f"{text!r} never came; saw {self.seen}")
-
-    def quit(self) -> int:
-        self.type("/quit")
-        return self.proc.wait(timeout=WAIT)
-
-
 def test_two_people_chat_from_two_terminals(server):
-    alice, bob = Terminal(server, "alice6"), Terminal(server, "bob6")
+    alice, bob = ChatProcess(server, "alice6"), ChatProcess(server, "bob6")
     try:
         alice.expect("* connected as alice6")
         bob.expect("* connected as bob6")
@@ -244,12 +186,11 @@ def test_two_people_chat_from_two_terminals(server):
         alice.type("/post tweeting now")
         assert bob.expect("# alice6").strip() == "# alice6: tweeting now"
         alice.type("/nonsense")
-        alice.expect("@USER TEXT")
+        alice.expect("! unknown command /nonsense; /help lists them")
         assert alice.quit() == 0 and bob.quit() == 0
     finally:
-        for term in (alice, bob):
-            if term.proc.poll() is None:
-                term.proc.kill()
+        alice.kill()
+        bob.kill()
 
 
 def test_chat_refuses_a_wrong_secret(server, tmp_path):
