@@ -3,9 +3,8 @@
 `Pid` and `Ref` encode as msgpack extension types; `unpackb(data, node=node)` turns a pid
 of that node back into the live pid object. Local sends never encode: they pass objects.
 
-    >>> data = packb({"owner": pid, "n": 1})
-    >>> unpackb(data, node=node)["owner"] == pid
-    True
+    data = packb({"owner": pid, "n": 1})
+    assert unpackb(data, node=node)["owner"] == pid
 """
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ class _Id:
 class Pid(_Id):
     """The address of a process: `(node name, serial)`.
 
-    >>> pid = node.spawn(Counter)
-    >>> node.send(pid, "hello")
+        pid = node.spawn(Counter)
+        node.send(pid, "hello")
 
     A pid stays valid after its process dies (sending to it is then a no-op), as in Erlang.
     """

@@ -116,11 +116,10 @@ class _ExternalCall:
 class Node:
     """One scheduler and its processes. See the module docstring for the two drivers.
 
-    >>> node = Node(seed=1)
-    >>> pid = node.spawn(Counter, 0)
-    >>> node.cast(pid, 5)
-    >>> node.run_until_complete(node.call(pid, "get"))
-    5
+        node = Node(seed=1)
+        pid = node.spawn(Counter, 0)                             # a GenServer counting casts
+        node.cast(pid, 5)
+        assert node.run_until_complete(node.call(pid, "get")) == 5
     """
 
     def __init__(self, name: str = "nonode@nohost", *, seed: int | None = None, batch: int = 64,

@@ -310,7 +310,7 @@ class Process:
         """Take the first queued message `match` accepts (any message if None), waiting up
         to `timeout` seconds (None: forever; 0: only look). Others stay queued in order.
 
-        >>> msg = await proc.receive(lambda m: m[0] == "result", timeout=1.0)
+            msg = await proc.receive(lambda m: m[0] == "result", timeout=1.0)
         """
         msg = self._take(match)
         if msg is not NONE:
@@ -332,7 +332,7 @@ class Process:
         Raises `NoProc` if dest does not exist, `CallTimeout` after `timeout` seconds,
         `CallExit` if the server exits first, `CallingSelf` if dest is this process.
 
-        >>> total = await self.call(counter, "get")
+            total = await self.call(counter, "get")
         """
         self.node._start_call(self, dest, request, timeout)
         try:

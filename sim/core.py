@@ -137,9 +137,9 @@ class _NodeSpec:
 class Simulation:
     """One simulated world. See the module docstring.
 
-    >>> sim = Simulation(seed=7)
-    >>> sim.add_node("server", start=lambda node: node.spawn(Counter))
-    >>> sim.run(until=10.0)
+        sim = Simulation(seed=7)
+        sim.add_node("server", start=lambda node: node.spawn(Counter))
+        sim.run(until=10.0)
     """
 
     def __init__(self, seed: int, *, trace: Trace | None = None, resolution: float = 0.0,

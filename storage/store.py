@@ -243,8 +243,8 @@ class _MapFull(Exception):
 class Store:
     """One LMDB environment for `node`; see the module docstring.
 
-    >>> store = Store("/var/lib/app/store", node)              # mode="sync"
-    >>> pid = node.spawn(Counter, store, ("counter", 1))
+        store = Store("/var/lib/app/store", node)              # mode="sync"
+        pid = node.spawn(Counter, store, ("counter", 1))
     """
 
     def __init__(self, path: str | os.PathLike, node: Node, *, mode: str = "sync",

@@ -44,9 +44,9 @@ def add_report_listener(listener: ReportListener) -> None:
     microseconds, a call does not. A listener runs inside the supervisor: it must not
     raise.
 
-    >>> restarts = []
-    >>> add_report_listener(lambda kind, sup, cid, pid, reason:
-    ...                     kind == "child_restarted" and restarts.append(cid))
+        restarts = []
+        add_report_listener(lambda kind, sup, cid, pid, reason:
+                            kind == "child_restarted" and restarts.append(cid))
     """
     if len(_listeners) >= MAX_LISTENERS:
         raise ValueError(f"at most {MAX_LISTENERS} report listeners")

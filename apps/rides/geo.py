@@ -10,7 +10,7 @@ too, leaving out the cells whose rectangle is beyond the radius.
     >>> cell_of(37.7749, -122.4194)
     '9q8yyk'
     >>> len(cells_within(37.7749, -122.4194, 1.0))    # the cell, its neighbours and more
-    11
+    15
 """
 from __future__ import annotations
 
