@@ -68,15 +68,20 @@ sys.path.insert(1, str(ROOT / "bench"))
 from kernel import check, cpu_busy, sig  # noqa: E402
 
 WORKLOADS = ("connections", "msgs_per_s", "latency", "recovery")
-SIZES = {
+SIZES = {  # hold: idle connections are held this long; lead: the start signal's head start;
+           # drain: receivers keep counting this long after the last send (all seconds);
+           # workers: client processes (the machine has 2 cores; more would only add switching);
+           # senders: connections filling the store for recovery
     "full": {"connections": 10_000, "pairs": 2_000, "window": 4, "seconds": 10.0, "warmup": 2.0,
-             "pending": 1_000_000, "recipients": 1_000},
+             "pending": 1_000_000, "recipients": 1_000, "hold": 2.0, "lead": 0.5, "drain": 1.0, "workers": 2,
+             "senders": 200},
     "quick": {"connections": 10_000, "pairs": 400, "window": 4, "seconds": 5.0, "warmup": 1.0,
-              "pending": 50_000, "recipients": 500},
-    "tiny": {"connections": 40, "pairs": 4, "window": 2, "seconds": 1.0, "warmup": 0.2,
-             "pending": 100, "recipients": 4},
+              "pending": 50_000, "recipients": 500, "hold": 2.0, "lead": 0.5, "drain": 1.0, "workers": 2,
+              "senders": 200},
+    "tiny": {"connections": 40, "pairs": 4, "window": 2, "seconds": 0.6, "warmup": 0.1,
+             "pending": 100, "recipients": 4, "hold": 0.2, "lead": 0.2, "drain": 0.2, "workers": 1,
+             "senders": 8},
 }
-WORKERS = 2  # client processes (the machine has 2 cores; more would only add switching)
 GOALS: dict[str, tuple[str, float]] = {
     "connections": (">=", 10_000), "conn_memory": ("<=", 100_000),  # 10k in <= 1 GB
     "msgs_per_s": (">=", 50_000), "latency_p99_us": ("<=", 20_000), "recovery_s": ("<=", 5)}
@@ -335,7 +340,7 @@ async def pairs(spec: dict[str, Any]) -> None:
     step = (interval or 0.0) / w
     await asyncio.gather(*(pump(s, f"r{i}", k * step + i % 97 * step / 97)
                            for s, i in zip(senders, ids) for k in range(w)))
-    await asyncio.sleep(1.0)  # deliveries of the last sends
+    await asyncio.sleep(spec["drain"])  # deliveries of the last sends
     say(delivered=delivered, errors=errors, latencies=latencies)
 
 
@@ -365,13 +370,13 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 class Workers:
-    """WORKERS worker processes running `spec` (each with its `index`)."""
+    """`spec["workers"]` worker processes running `spec` (each with its `index`)."""
 
     def __init__(self, spec: dict[str, Any], per: Callable[[int], dict[str, Any]]) -> None:
         self.procs = [subprocess.Popen([sys.executable, __file__, "--worker",
-                                        json.dumps({**spec, "index": w, "workers": WORKERS, **per(w)})],
+                                        json.dumps({**spec, "index": w, **per(w)})],
                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                      for w in range(WORKERS)]
+                      for w in range(spec["workers"])]
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
@@ -407,11 +412,12 @@ def line(system: str, workload: str, value: float, **details: Any) -> dict[str, 
 
 def connections(server: Server, spec: dict[str, Any], n: int) -> list[dict[str, Any]]:
     rss0 = proc_rss(server.proc.pid)
-    workers = Workers({**spec, "kind": "hold"}, lambda w: {"n": n // WORKERS + (w < n % WORKERS)})
+    k = spec["workers"]
+    workers = Workers({**spec, "kind": "hold"}, lambda w: {"n": n // k + (w < n % k)})
     with Load(lambda: [server.proc.pid, *workers.pids()]) as load:
         workers.read()
         connected = time.perf_counter() - load.started
-        time.sleep(2.0)  # held: the idle connections ping, the server settles
+        time.sleep(spec["hold"])  # held: the idle connections ping, the server settles
         rss = proc_rss(server.proc.pid) - rss0
         workers.tell("count")
         held = sum(r["open"] for r in workers.read())
@@ -424,11 +430,11 @@ def connections(server: Server, spec: dict[str, Any], n: int) -> list[dict[str, 
 def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple[float, np.ndarray, dict]:
     """(delivered msg/s, latencies in µs, details) of one pairs run."""
     n = spec["pairs_n"]
-    workers = Workers({**spec, "kind": "pairs"}, lambda w: {"pairs": list(range(w, n, WORKERS))})
+    workers = Workers({**spec, "kind": "pairs"}, lambda w: {"pairs": list(range(w, n, spec["workers"]))})
     workers.read()
     with Load(lambda: [server.proc.pid, *workers.pids()]) as load:
         server_cpu, clients_cpu = proc_cpu(server.proc.pid), sum(map(proc_cpu, workers.pids()))
-        workers.tell("go", time.monotonic() + 0.5, "max" if rate is None else rate)
+        workers.tell("go", time.monotonic() + spec["lead"], "max" if rate is None else rate)
         out = workers.read()
         took = time.perf_counter() - load.started
         server_cpu = (proc_cpu(server.proc.pid) - server_cpu) / took
@@ -451,8 +457,8 @@ def latency_lines(system: str, latencies: np.ndarray, rate: float, details: dict
 
 def recovery(server: Server, spec: dict[str, Any], n: int, recipients: int) -> list[dict[str, Any]]:
     # Many senders, a few pipelined sends in flight each: the fill shares group commits.
-    workers = Workers({**spec, "kind": "fill", "senders": 200, "window": 2, "recipients": recipients},
-                      lambda w: {"count": n // WORKERS + (w < n % WORKERS)})
+    workers = Workers({**spec, "kind": "fill", "window": 2, "recipients": recipients},
+                      lambda w: {"count": n // spec["workers"] + (w < n % spec["workers"])})
     filled = time.perf_counter()
     pending = sum(r["sent"] for r in workers.read())
     filled = time.perf_counter() - filled
@@ -499,8 +505,8 @@ def run(mode: str, workloads: list[str], durability: str, emit: Callable[[dict],
     secret = tmp / "secret"
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
-    spec = {"secret": SECRET.hex(), "system": "letitcrash", "window": size["window"],
-            "seconds": size["seconds"], "warmup": size["warmup"], "pairs_n": size["pairs"]}
+    spec = {"secret": SECRET.hex(), "system": "letitcrash", "pairs_n": size["pairs"],
+            **{k: size[k] for k in ("window", "seconds", "warmup", "hold", "lead", "drain", "workers", "senders")}}
     results: list[dict] = []
 
     def out(lines: list[dict]) -> None:

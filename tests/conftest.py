@@ -1,7 +1,58 @@
-"""What the tests share: paths, and helpers used by more than one test module (import
-them with `from conftest import ...`; fixtures here are found by pytest)."""
+"""What the tests share: paths, bounded waits, quiet crash reports and the benchmark smoke
+runner. Test modules import the functions with `from conftest import ...`; pytest finds
+the fixtures.
+
+Every real-time wait in a test is bounded, so a regression fails instead of hanging: a
+wait here takes a bound, and pytest-timeout (pyproject.toml) bounds each test as a whole.
+The bounds are safety margins for a loaded machine, never measurements."""
 from __future__ import annotations
 
+import asyncio
+import logging
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+BENCH = ROOT / "bench"
+BOUND = 60.0  # seconds for one real-time wait
+T = TypeVar("T")
+
+
+def arun(coro: Awaitable[T], bound: float = BOUND) -> T:
+    """`asyncio.run(coro)`, failing with TimeoutError after `bound` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, bound))
+
+
+async def eventually(predicate: Callable[[], Any], bound: float = BOUND, every: float = 0.001) -> None:
+    """Poll until `predicate()` is true; fail after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    while not predicate():
+        assert time.monotonic() < deadline, f"still false after {bound} s"
+        await asyncio.sleep(every)
+
+
+def run_bench(script: str, *args: str, bound: float = 120.0) -> subprocess.CompletedProcess:
+    """`python bench/SCRIPT --tiny ARGS...`: a benchmark's smoke run (tiny sizes, so it checks
+    that every workload runs and reports, not how fast)."""
+    return subprocess.run([sys.executable, str(BENCH / script), "--tiny", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=bound)
+
+
+def bench_output(script: str, *args: str) -> str:
+    """The standard output of a smoke run that must succeed."""
+    proc = run_bench(script, *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.fixture
+def quiet_crash_reports(caplog):
+    """Crash reports of processes a test crashes on purpose (`actors` logger) stay out of
+    its output; the level comes back after the test."""
+    caplog.set_level(logging.CRITICAL, logger="actors")
