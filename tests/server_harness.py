@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from conftest import ROOT
 
 from apps.server import Client
 from apps.server import protocol as P
 from apps.server.auth import prove, token_for
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = bytes(range(1, 33))
 START_TIMEOUT = 30.0  # a safety bound on a loaded machine, not a measurement
 LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "

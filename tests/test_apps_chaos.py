@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from conftest import SCENARIOS
 
 from sim.cli import main
 from sim.faults import PROFILES
 from sim.scenario import load
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 SCRIPT_BY = 3.0  # the scripted faults (a node restart) come by then
 SEEDS = (11, 15)
 

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "kernel.py"
+from conftest import bench_output
+
 SYSTEMS = ["letitcrash", "asyncio", "pykka", "otpylib", "floor"]
 HAS_OTPYLIB = importlib.util.find_spec("otpylib") is not None
-
-
-def run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--tiny", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+run = partial(bench_output, "kernel.py")
 
 
 def expected_measurements() -> set[tuple[str, str]]:

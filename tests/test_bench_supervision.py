@@ -5,19 +5,12 @@ few seconds; only the shape of the output is checked.
 """
 import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "supervision.py"
+from conftest import bench_output
+
 HAS_OTPYLIB = importlib.util.find_spec("otpylib") is not None
-
-
-def run(*args):
-    proc = subprocess.run([sys.executable, str(BENCH), "--tiny", *args], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+run = partial(bench_output, "supervision.py")
 
 
 def test_json_lines_cover_every_workload_and_the_ratio():

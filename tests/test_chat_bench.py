@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from conftest import BENCH
+
 # bench/apps.py under another name: "apps" is the package of the case studies.
 _spec = importlib.util.spec_from_file_location("bench_apps_runner", BENCH / "apps.py")
 runner = importlib.util.module_from_spec(_spec)

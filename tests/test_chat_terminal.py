@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import arun
 from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
 
 from apps.server import Message
@@ -27,9 +28,6 @@ def server(tmp_path_factory):
     assert "Traceback" not in srv.log()
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
 
 def chat(server: ServerProcess, user: str, **options) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "apps.cli", "chat", "--user", user, "--port", str(server.port),
@@ -44,7 +42,7 @@ def test_quitting_during_a_backlog_leaves_what_was_not_shown_for_next_time(serve
         alice = await server.client("alice1")
         await asyncio.gather(*(alice.send("bob1", f"m{i}".encode(), cid=i) for i in range(n)))
         await alice.close()
-    run(fill())
+    arun(fill())
     bob = ChatProcess(server, "bob1")
     try:
         bob.expect("alice1: m0")
@@ -60,7 +58,7 @@ def test_quitting_during_a_backlog_leaves_what_was_not_shown_for_next_time(serve
         got = await take(again, Message, n - len(shown))
         await again.close()
         return [m.body.decode() for m in got]
-    assert run(next_time()) == [f"m{i}" for i in range(len(shown), n)]  # each once, none lost
+    assert arun(next_time()) == [f"m{i}" for i in range(len(shown), n)]  # each once, none lost
 
 
 def free_port() -> int:
@@ -88,7 +86,7 @@ def test_the_client_reconnects_after_a_restart_and_still_names_its_messages(tmp_
             got = await take(bob, Message, 2)
             await bob.close()
             return got
-        got = run(bob_takes())
+        got = arun(bob_takes())
         assert [m.body for m in got] == [b"sent before the restart", b"sent after it"]
         alice.expect("[delivered] bob: sent before the restart")
         alice.expect("[delivered] bob: sent after it")
@@ -100,7 +98,7 @@ def test_the_client_reconnects_after_a_restart_and_still_names_its_messages(tmp_
         bob = await srv.client("bob", last_seq=got[-1].seq)
         await bob.read([m.msg_id for m in got])
         await bob.close()
-    run(bob_reads())
+    arun(bob_reads())
     later = ChatProcess(srv, "alice")  # a new process: the receipts still name the messages
     try:
         later.expect("[read] bob: sent before the restart")
@@ -164,7 +162,7 @@ def test_typing_survives_incoming_lines_and_the_arrow_keys_recall_history(server
             bob = await server.client("bob4")
             await bob.send("alice4", text)
             await bob.close()
-        run(bob_says(b"an incoming line"))
+        arun(bob_says(b"an incoming line"))
         screen.expect(b"bob4: an incoming line")
         screen.expect(b"@bob4 typed while")  # drawn again, below the incoming line
         screen.type(b" a message came\r")
@@ -177,7 +175,7 @@ def test_typing_survives_incoming_lines_and_the_arrow_keys_recall_history(server
             got = await take(bob, Message, 2)
             await bob.close()
             return [m.body for m in got]
-        assert run(bob_reads()) == [b"typed while a message came"] * 2
+        assert arun(bob_reads()) == [b"typed while a message came"] * 2
         screen.type(b"/quit\r")
         assert screen.proc.wait(timeout=WAIT) == 0
     finally:

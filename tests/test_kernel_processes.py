@@ -1,5 +1,4 @@
 """Coroutine processes, selective receive, links, monitors, exit signals, names, timers."""
-import logging
 
 import pytest
 
@@ -7,11 +6,7 @@ from actors import (AlreadyRegistered, Down, Exit, GenServer, Node, NoProc, Rece
                     Registry)
 
 
-@pytest.fixture(autouse=True)
-def quiet_crash_reports():
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
-    yield
-    logging.getLogger("actors").setLevel(logging.NOTSET)
+pytestmark = pytest.mark.usefixtures("quiet_crash_reports")  # processes crash on purpose here
 
 
 def recorder(node, trap=False):

@@ -5,6 +5,7 @@ import threading
 
 import pykka
 import pytest
+from conftest import BOUND, arun
 
 from actors import (CallExit, CallTimeout, Exit, GenServer, Node, NoReply, Pid, Ref,
                     ThreadWorker, packb, unpackb)
@@ -46,7 +47,7 @@ def test_realtime_calls_timers_and_timeouts():
                 await node.call(pid, "never", timeout=0.02)
         return node
 
-    node = asyncio.run(main())
+    node = arun(main())
     assert len(node) == 0  # leaving the block stopped every process
 
 
@@ -65,7 +66,7 @@ def test_calls_from_other_threads():
             with pytest.raises(CallTimeout):
                 await asyncio.to_thread(node.call_from_thread, pid, "never", 0.05)
 
-    asyncio.run(main())
+    arun(main())
 
 
 def test_deterministic_node_refuses_thread_entry_points():
@@ -90,7 +91,7 @@ def test_stop_shuts_trapping_processes_down_and_kills_stragglers():
             await node.stop(timeout=0.05)
             return node, stubborn_seen
 
-    node, seen = asyncio.run(main())
+    node, seen = arun(main())
     assert len(node) == 0 and seen == [Exit(None, "shutdown")]
 
 
@@ -118,10 +119,10 @@ def test_thread_worker_runs_on_its_own_thread_and_its_failure_is_an_exit_signal(
             return out
 
     with caplog.at_level(logging.CRITICAL, logger="actors"):
-        (value, thread), ref, reason, exit_msg = asyncio.run(main())
+        (value, thread), ref, reason, exit_msg = arun(main())
     assert value == 49 and thread != threading.current_thread().name
     assert isinstance(reason, ValueError) and exit_msg.reason is reason
-    ref.actor_stopped.wait(2)
+    assert ref.actor_stopped.wait(BOUND)
     assert not ref.is_alive()  # the pykka actor stops with its process
 
 
@@ -177,7 +178,7 @@ def test_stop_signals_roots_and_lets_parents_stop_their_children():
             await asyncio.sleep(0.01)
         return seen, rpid
 
-    seen, rpid = asyncio.run(main())
+    seen, rpid = arun(main())
     assert seen == [Exit(None, "shutdown"), Exit(rpid, "shutdown")]  # the child heard its parent
 
 
@@ -194,7 +195,7 @@ def test_a_node_on_its_own_thread_serves_other_threads_until_stopped(caplog):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(BOUND)
     assert sorted(results)[-1] == 13 and len(results) == 8
     assert node.run_from_thread(node.call, pid, "get") == 13  # a returned Future is awaited
     with pytest.raises(ZeroDivisionError):

@@ -1,5 +1,4 @@
 """Scheduling: fairness, mailbox limits, determinism, node limits, output hold, pass hooks."""
-import logging
 import os
 import subprocess
 import sys
@@ -41,8 +40,7 @@ def test_a_flooded_process_does_not_starve_the_others():
     assert order.index("cold") == 16  # one batch of the hot process, then the cold one
 
 
-def test_mailbox_limit_crash_and_drop():
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
+def test_mailbox_limit_crash_and_drop(quiet_crash_reports):
     node = Node(seed=1)
     crashy = node.spawn(Sink, mailbox_limit=3)
     droppy = node.spawn(Sink, mailbox_limit=3, overflow="drop")
@@ -67,7 +65,6 @@ def test_mailbox_limit_crash_and_drop():
         node.spawn(Sink, overflow="explode")
     with pytest.raises(TypeError, match="unknown option"):
         node.spawn(Sink, nmae="typo")
-    logging.getLogger("actors").setLevel(logging.NOTSET)
 
 
 def test_spawn_rejects_what_it_cannot_run():

@@ -1,5 +1,4 @@
 """Ride matching: geography, pricing, ranking, and the processes on the deterministic driver."""
-import logging
 
 import geohash2
 import numpy as np
@@ -11,6 +10,8 @@ from apps.rides import geo, pricing
 from apps.rides.cell import COLUMNS
 from apps.rides.service import CityContext
 from storage import Store
+
+pytestmark = pytest.mark.usefixtures("quiet_crash_reports")  # rides and drivers crash on purpose
 
 SF = (37.7749, -122.4194)
 
@@ -225,7 +226,6 @@ def test_match_config_limits():
 # -- processes --------------------------------------------------------------------------------
 
 def make_city(path, match_limit=30.0, seed=5, creation=0, clock=0.0):
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
     node = Node(seed=seed, creation=creation)
     node.advance(clock)
     store = Store(path, node)

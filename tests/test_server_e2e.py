@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import arun
 from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
 
 from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
@@ -21,9 +22,6 @@ def server(tmp_path_factory):
     assert srv.terminate() == 0, srv.log()
     assert "Traceback" not in srv.log()
 
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_two_users_chat_with_receipts(server):
@@ -40,7 +38,7 @@ def test_two_users_chat_with_receipts(server):
         assert receipts == [(msg_id, "delivered"), (msg_id, "read")]  # in order, each once
         await alice.close()
         await bob.close()
-    run(main())
+    arun(main())
 
 
 def test_offline_delivery_after_reconnect(server):
@@ -64,7 +62,7 @@ def test_offline_delivery_after_reconnect(server):
         assert (last.body, last.seq) == (b"after", 6)
         await alice.close()
         await bob.close()
-    run(main())
+    arun(main())
 
 
 def test_presence_reaches_contacts(server):
@@ -81,7 +79,7 @@ def test_presence_reaches_contacts(server):
         (gone,) = await take(bob, Presence)
         assert (gone.user, gone.status) == ("alice3", "offline") and gone.last_seen is not None
         await bob.close()
-    run(main())
+    arun(main())
 
 
 def test_timeline_post_seen_by_follower(server):
@@ -97,7 +95,7 @@ def test_timeline_post_seen_by_follower(server):
         assert await author.post("hello, timeline", cid="same") == await author.post("x", cid="same")
         await author.close()
         await reader.close()
-    run(main())
+    arun(main())
 
 
 def test_a_closed_connection_fails_its_requests_cleanly(server):
@@ -106,7 +104,7 @@ def test_a_closed_connection_fails_its_requests_cleanly(server):
         await alice.close()
         with pytest.raises(ConnectionClosed):
             await alice.send("bob5", b"late")
-    run(main())
+    arun(main())
 
 
 def test_a_second_login_replaces_the_first(server):
@@ -121,7 +119,7 @@ def test_a_second_login_replaces_the_first(server):
         assert msg.body == b"to the laptop"
         await laptop.close()
         await bob.close()
-    run(main())
+    arun(main())
 
 
 # -- pipelining: requests sent without waiting for answers ------------------------------------------------
@@ -145,7 +143,7 @@ def test_pipelined_sends_are_each_answered_and_stored_in_order(server):
         got = await take(client, Message, n)
         await client.close()
         return got
-    got = run(sink())
+    got = arun(sink())
     assert [int.from_bytes(m.body, "big") for m in got] == list(range(n))  # in the order sent
     assert [m.msg_id for m in got] == [answers[100 + i] for i in range(n)]
     conn.close()
@@ -167,7 +165,7 @@ def test_other_requests_wait_for_those_before_them(server):
         assert (seen.user, seen.status) == ("alice8", "away")
         conn.close()
         await bob.close()
-    run(main())
+    arun(main())
 
 
 # -- the terminal client, as a person would use it ---------------------------------------------------
@@ -217,7 +215,7 @@ def test_sigterm_stops_in_order_and_keeps_everything(tmp_path):
         closed = await take(bob, Closed)
         return msg_id, closed[0].reason
 
-    msg_id, reason = run(before())
+    msg_id, reason = arun(before())
     assert reason == "server shutting down"
     assert srv.proc.wait(timeout=WAIT * 2) == 0
     log = srv.log()
@@ -232,7 +230,7 @@ def test_sigterm_stops_in_order_and_keeps_everything(tmp_path):
         assert (msg.msg_id, msg.body) == (msg_id, b"kept")
         await carol.close()
 
-    run(after())
+    arun(after())
     assert srv.terminate() == 0
 
 
@@ -273,7 +271,7 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_message(tmp_path):
         await sink.close()
         return got
 
-    got = run(main())
+    got = arun(main())
     assert killed.is_set() and reconnects  # the crash path ran
     bodies = [m.body.decode() for m in got]
     assert len(bodies) == len(set(bodies)) == 4 * per_sender  # exactly once

@@ -1,8 +1,8 @@
 """Property tests: the kernel's exit signals, links, monitors and names against a small
 pure-Python reference model of the Erlang rules.
 
-Rules modelled (Erlang semantics; /work/shared/research/otp-semantics.md, which cites
-the OTP reference manual `ref_man_processes.md` and Elixir's `process.ex` for exit/2):
+Rules modelled (Erlang semantics, after the OTP reference manual `ref_man_processes.md`
+and Elixir's `process.ex` for exit/2):
 
 L1  Links go both ways, at most one per pair; linking again does nothing; linking oneself
     does nothing. Links are removed when either end exits or on unlink.    [ref_man §Links]
@@ -29,8 +29,8 @@ N1  A registered name is removed when its process exits.        [erlang:register
 G1  A GenServer that traps exits and gets `Exit(parent, R)` runs terminate and exits
     with R, whatever R is ("normal" too) [gen_server.erl]. A server spawned from outside
     any process has the outside as its parent, so `node.exit(server, R)` stops it so
-    (the kernel's choice, commit da795c9: a top-level server behaves like a supervised
-    child when the node shuts it down).
+    (the kernel's choice: a top-level server behaves like a supervised child when the
+    node shuts it down).
 O1  Signals from one sender to one receiver keep their order: a message sent before a
     process exits arrives before its Exit/Down.                      [ref_man §Delivery]
 
@@ -62,7 +62,6 @@ hold and one seed still replays exactly. Plain tests below pin the trickiest rul
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 
@@ -75,14 +74,7 @@ from actors import Down, Exit, GenServer, Node, NoProc, ReceiveTimeout
 REASONS = ["normal", "shutdown", ("shutdown", 1), "kill", "boom"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def quiet_crash_reports():
-    """Scripted crashes log crash reports on the `actors` logger; keep the output clean."""
-    logger = logging.getLogger("actors")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("quiet_crash_reports")  # scripted crashes log crash reports
 
 
 # -- messages the test itself sends ----------------------------------------------------------

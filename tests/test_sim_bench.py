@@ -3,19 +3,16 @@ assertions: the hidden `--tiny` flag runs one short seed; only the output's shap
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "sim.py"
+from conftest import run_bench
+
 WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "speedup", "seeds_per_min",
              "events_per_s_recorded", "trace_cost", "outside_share", "jobs_wall_1", "jobs_wall_2", "jobs_speedup"]
 PARTS = ["driver", "network", "faults", "checks", "trace"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH), "--tiny", *args], capture_output=True,
-                          text=True, timeout=300)
+run = partial(run_bench, "sim.py")
 
 
 def test_json_lines_name_every_workload_with_a_value_and_a_unit():

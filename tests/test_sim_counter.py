@@ -11,17 +11,16 @@ import io
 import logging
 import os
 from collections import Counter
-from pathlib import Path
 
 import msgpack
 import pytest
+from conftest import SCENARIOS
 
 from sim.faults import KINDS
 from sim.runner import run
 from sim.scenario import load
 from sim.shrink import shrink, size
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
 
 

@@ -6,6 +6,7 @@ import os
 
 import lmdb
 import pytest
+from conftest import arun
 
 from actors import CallExit, CallTimeout, Future, GenServer, Node, StartError
 from storage import (CorruptedValue, EventSourcedServer, ForeignStore, FormatVersionError, LimitExceeded,
@@ -302,7 +303,7 @@ def run_real_time(main):
         async with Node() as node:
             return await main(node)
 
-    result, store = asyncio.run(runner())
+    result, store = arun(runner())
     store.close()
     return result
 

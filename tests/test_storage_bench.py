@@ -3,18 +3,11 @@ shape of the output is checked, never a timing)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+from functools import partial
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "storage.py"
+from conftest import bench_output
 
-
-def run(*args: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH), "--tiny", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+run = partial(bench_output, "storage.py")
 
 
 def test_json_lines_cover_every_workload():

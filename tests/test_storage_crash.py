@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import BOUND
 from storage_servers import checked
 
 CHILD = Path(__file__).resolve().parent / "storage_crash_child.py"
@@ -66,7 +67,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
             acked_counters, acked_ledgers, rounds = counters, ledgers, [0] * LEDGERS
             lines = [child.stdout.readline() for _ in range(rng.randint(1, 400))]
             os.kill(child.pid, signal.SIGKILL)
-            child.wait()
+            child.wait(timeout=BOUND)
             lines += child.stdout.readlines()  # acks printed before the kill landed count too
             for line in lines:
                 if not line.endswith("\n"):
@@ -82,6 +83,6 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
                     assert int(words[3]) == len(acked_ledgers[i])
         finally:
             child.kill()
-            child.wait()
+            child.wait(timeout=BOUND)
             child.stdout.close()
     assert sum(acked_counters) > 0 and any(acked_ledgers)

@@ -1,5 +1,5 @@
 """Supervision on the real-time driver, inside asyncio: the same code as under the simulator."""
-import asyncio
+from conftest import arun, eventually
 
 from actors import Node
 from supervision import (Application, ChildSpec, DynamicSupervisor, Flags, Supervisor, start_child,
@@ -19,8 +19,7 @@ def test_restarts_and_application_stop_in_asyncio():
             before = {c.id: c.pid for c in await which_children(node, top)}
             gone = watch(node, before["a"])
             node.cast(before["a"], ("raise", "boom"))
-            while not gone:
-                await asyncio.sleep(0.001)
+            await eventually(lambda: gone)
             after = {c.id: c.pid for c in await which_children(node, top)}
             assert all(after[k] != before[k] for k in after)  # a and everything after it
             session = await start_child(node, after["sessions"], worker("s", events))
@@ -29,7 +28,7 @@ def test_restarts_and_application_stop_in_asyncio():
             assert len(node) == 0
             return [e[:2] for e in events]
 
-    assert asyncio.run(main()) == [
+    assert arun(main()) == [
         ("start", "a"), ("start", "b"), ("stop", "a"), ("stop", "b"), ("start", "a"), ("start", "b"),
         ("start", "s"), ("stop", "b"), ("stop", "a")]
 
@@ -46,7 +45,7 @@ def test_a_stubborn_child_is_killed_after_its_real_shutdown_time():
             await terminate_child(node, sup, "s")
             return gone[0][0], node.is_alive(sup)
 
-    assert asyncio.run(main()) == ("killed", True)
+    assert arun(main()) == ("killed", True)
 
 
 def test_calls_from_a_process_in_real_time():
@@ -60,8 +59,7 @@ def test_calls_from_a_process_in_real_time():
         async with Node("rt") as node:
             sup = node.spawn(Supervisor, [])
             node.spawn(manager, sup)
-            while len(seen) < 2:
-                await asyncio.sleep(0.001)
+            await eventually(lambda: len(seen) == 2)
 
-    asyncio.run(main())
+    arun(main())
     assert seen[1] == "w"

@@ -1,9 +1,9 @@
 """The video service's processes on the deterministic driver: uploads, transcoding,
 restarts, playback through edge caches, recommendations."""
-import logging
 import zlib
 
 import pytest
+from conftest import arun
 
 from actors import Node
 from apps.video import BlobError, UploadError, VideoConfig, VideoService
@@ -11,11 +11,11 @@ from apps.video.ladder import ladder_for
 from apps.video.transcode import synthetic_source
 from storage import Store
 
+pytestmark = pytest.mark.usefixtures("quiet_crash_reports")  # jobs and workers crash on purpose
 SCALE = 0.02
 
 
 def make(path, seed=3, creation=0, clock=0.0, **config):
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
     node = Node(seed=seed, creation=creation)
     node.advance(clock)
     store = Store(path, node)
@@ -213,7 +213,7 @@ def test_transcoder_threads_killed_mid_job_on_the_real_time_driver(tmp_path):
             store.close()
         return st, stored
 
-    st, stored = asyncio.run(body())
+    st, stored = arun(body())
     want = [r.name for r in ladder_for(1080)]
     assert st["status"] == "ready" and sorted(st["done"]) == sorted(want)
     assert stored["attempts"] == {}  # a killed worker is not its task's fault
