@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 BENCH = ROOT / "bench"
 BOUND = 60.0  # seconds for one real-time wait
+SIM_SEEDS = int(os.environ.get("LETITCRASH_SIM_SEEDS", "2"))
+"""Seeds per simulation test: CI runs a few; LETITCRASH_SIM_SEEDS=N runs N (a longer soak)."""
 T = TypeVar("T")
 
 

@@ -4,18 +4,16 @@ catch a service that stores a retried message twice.
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
+from conftest import SCENARIOS, SIM_SEEDS
 
 from apps.chat.shard import Shard
 from sim.cli import apply_faults
 from sim.runner import run
 from sim.scenario import load
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "chat.toml"
-SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
+SCENARIO = SCENARIOS / "chat.toml"
+SEEDS = range(1, SIM_SEEDS + 1)
 SYSTEM = "chat"
 
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections import Counter
 
 import msgpack
 import pytest
-from conftest import SCENARIOS
+from conftest import SCENARIOS, SIM_SEEDS
 
 from sim.faults import KINDS
 from sim.runner import run
 from sim.scenario import load
 from sim.shrink import shrink, size
 
-SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
+SEEDS = range(1, SIM_SEEDS + 1)
 
 
 def counter(*overrides: tuple[str, object], name: str = "counter.toml"):

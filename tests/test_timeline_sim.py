@@ -5,17 +5,14 @@ never resends a lost insert.
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
+from conftest import SCENARIOS, SIM_SEEDS
 
 from apps.timeline.fanout import Fanout
 from sim.runner import run
 from sim.scenario import load
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-SEEDS = range(1, int(os.environ.get("LETITCRASH_SIM_SEEDS", "2")) + 1)
+SEEDS = range(1, SIM_SEEDS + 1)
 SYSTEM = "timeline"
 
 
