@@ -15,9 +15,10 @@ import pytest
 from conftest import arun
 from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
 
-from apps.server import Message
+from apps.server import ConnectionClosed, Message
 from apps.server import terminal
-from apps.server.terminal import LocalState
+from apps.server.terminal import Chat, LocalState
+from supervision import Backoff
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,39 @@ def test_the_client_reconnects_after_a_restart_and_still_names_its_messages(tmp_
     finally:
         later.kill()
     assert srv.terminate() == 0
+
+
+def test_a_replaced_client_does_not_reconnect(server):
+    async def main():
+        said = []
+        chat = Chat(lambda last: server.client("alice5", device="terminal", last_seq=last, auto_confirm=False),
+                    LocalState(None), said.append)
+        await chat.start()
+        phone = await server.client("alice5", device="phone")  # the newer connection wins
+        status = await chat.receive()
+        await phone.close()
+        return status, said
+    assert arun(main()) == (terminal.FAILED, ["* disconnected: replaced"])
+
+
+def test_the_client_gives_up_reconnecting_after_its_attempts(tmp_path, monkeypatch):
+    monkeypatch.setattr(terminal, "RECONNECT_ATTEMPTS", 3)
+    monkeypatch.setattr(terminal, "RECONNECT", Backoff(min_delay=0.01, max_delay=0.02))
+    srv = ServerProcess(tmp_path, "--durability", "process").start()
+
+    async def main():
+        said = []
+        chat = Chat(lambda last: srv.client("alice", last_seq=last, auto_confirm=False), LocalState(None),
+                    said.append)
+        await chat.start()
+        srv.kill()
+        status = await chat.receive()
+        with pytest.raises(ConnectionClosed):  # a command then fails at once, never waits
+            await chat.call(lambda client: client.presence_of("bob"))
+        return status, said
+    status, said = arun(main())
+    assert status == terminal.FAILED and said[0] == "* disconnected: connection lost; reconnecting"
+    assert said[1].startswith("* could not reconnect (3 attempts): ") and len(said) == 2
 
 
 @pytest.mark.parametrize("kind", ["devnull", "file", "pipe", "closed"])
