@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 EXAMPLES = ROOT / "examples"
 BOUND = 30.0  # seconds
 
