@@ -35,7 +35,8 @@ Workloads (value and unit per JSON line; `n` says how many were measured):
 Then `ratio` lines: letitcrash's value divided by a peer's, for the same metric.
 
 Method: every (system, workload) pair runs in its own subprocess (`--worker`), so one
-system's heap never inflates another's memory or timing. spawn, tell, call and ring report
+system's heap never inflates another's memory or timing (the tests' `--tiny` smoke run
+only checks that each runs: one worker per system, two at a time). spawn, tell, call and ring report
 the median of 5 repetitions (3 with --quick, 1 with --tiny); memory and million are one
 pass each. pykka and otpylib run smaller n where they are slow (a thread per pykka actor;
 ~60 µs per otpylib spawn): their per-actor and per-message figures do not depend much on
@@ -606,13 +607,15 @@ async def measure(system: System, workload: str, n: int, reps: int) -> list[dict
     raise ValueError(workload)
 
 
-def worker(system: str, workload: str, mode: str) -> None:
-    n = size(system, workload, mode)
-    lines = asyncio.run(measure(FACTORIES[system](), workload, n, REPS[mode]))
-    for line in lines:
-        w = line.pop("workload", workload)
-        print(json.dumps({"system": system, "workload": w, "value": line.pop("value"),
-                          "unit": UNITS[w], **line}), flush=True)
+def worker(system: str, workloads: str, mode: str) -> None:
+    """Measure `workloads` (comma-separated; one, except in a --tiny run) of `system`."""
+    for workload in workloads.split(","):
+        n = size(system, workload, mode)
+        lines = asyncio.run(measure(FACTORIES[system](), workload, n, REPS[mode]))
+        for line in lines:
+            w = line.pop("workload", workload)
+            print(json.dumps({"system": system, "workload": w, "value": line.pop("value"),
+                              "unit": UNITS[w], **line}), flush=True)
 
 
 # -- the driver (parent process) ----------------------------------------------------------------
@@ -649,22 +652,27 @@ def check(goal: tuple[str, float] | None, value: float) -> dict[str, Any]:
     return {"goal": f"{op} {limit:.10g}", "met": value <= limit if op == "<=" else value >= limit}
 
 
-def run_worker(system: str, workload: str, mode: str) -> list[dict[str, Any]]:
-    if (system, workload) in SKIP:
-        return [{"system": system, "workload": workload, "skipped": SKIP[system, workload]}]
-    if system in ("pykka", "otpylib") and importlib.util.find_spec(system) is None:
-        return [{"system": system, "workload": workload,
-                 "skipped": f"{system} is not installed (pip install 'letitcrash[bench]')"}]
-    cmd = [sys.executable, __file__, "--worker", system, workload, "--mode", mode]
+def run_worker(system: str, workloads: list[str], mode: str) -> list[dict[str, Any]]:
+    """The lines of one worker subprocess measuring `workloads` of `system`."""
+    skipped = [{"system": system, "workload": w, "skipped": SKIP[system, w]}
+               for w in workloads if (system, w) in SKIP]
+    todo = [w for w in workloads if (system, w) not in SKIP]
+    if todo and system in ("pykka", "otpylib") and importlib.util.find_spec(system) is None:
+        return skipped + [{"system": system, "workload": w,
+                           "skipped": f"{system} is not installed (pip install 'letitcrash[bench]')"}
+                          for w in todo]
+    if not todo:
+        return skipped
+    cmd = [sys.executable, __file__, "--worker", system, ",".join(todo), "--mode", mode]
     try:
         proc, others = others_cpu(
             lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=900))
     except subprocess.TimeoutExpired:
-        return [{"system": system, "workload": workload, "error": "timed out after 900 s"}]
+        return skipped + [{"system": system, "workload": w, "error": "timed out after 900 s"} for w in todo]
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [{"system": system, "workload": workload,
-                 "error": f"worker exited {proc.returncode}: {tail}"}]
+        return skipped + [{"system": system, "workload": w,
+                           "error": f"worker exited {proc.returncode}: {tail}"} for w in todo]
     lines = [json.loads(s) for s in proc.stdout.splitlines() if s.startswith("{")]
     for line in lines:
         line["value"] = sig(line["value"])
@@ -672,7 +680,7 @@ def run_worker(system: str, workload: str, mode: str) -> list[dict[str, Any]]:
             line["others_cpu"] = round(others, 2)
         if line["system"] == "letitcrash":
             line.update(check(GOALS.get(line["workload"]), line["value"]))
-    return lines
+    return skipped + lines
 
 
 def ratios(results: list[dict[str, Any]], workloads: list[str]) -> list[dict[str, Any]]:
@@ -750,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help=f"comma-separated workloads of {','.join(WORKLOADS)}")
     ap.add_argument("--systems", help=f"comma-separated systems of {','.join(SYSTEMS)}")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
-    ap.add_argument("--worker", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=2, metavar=("SYSTEM", "WORKLOADS"), help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -767,15 +775,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: other processes are using {busy:.1f} CPU cores; expect noisy figures",
               file=sys.stderr, flush=True)
     results = []
-    pairs = [(s, w) for w in WORKLOADS for s in SYSTEMS if w in workloads and s in systems]
-    # Measured one at a time; a --tiny run only checks that each runs, so its workers overlap.
+    if mode == "tiny":  # a smoke run checks that each runs: a worker per system, side by side
+        jobs = [(s, [w for w in WORKLOADS if w in workloads]) for s in SYSTEMS if s in systems]
+    else:  # each measurement alone, in a fresh process
+        jobs = [(s, [w]) for w in WORKLOADS for s in SYSTEMS if w in workloads and s in systems]
     with ThreadPoolExecutor(os.cpu_count() or 1 if mode == "tiny" else 1) as pool:
-        for (s, w), lines in zip(pairs, pool.map(lambda pair: run_worker(*pair, mode), pairs)):
+        for (s, ws), lines in zip(jobs, pool.map(lambda job: run_worker(*job, mode), jobs)):
             results += lines
             if args.json:
                 print("\n".join(map(json.dumps, lines)), flush=True)
             else:
-                print(f"  {s} {w} done", file=sys.stderr, flush=True)
+                print(f"  {s} {','.join(ws)} done", file=sys.stderr, flush=True)
     extra = ratios(results, workloads)
     if args.json:
         for line in extra:

@@ -1,6 +1,6 @@
 """Every ```python block of README.md and examples/README.md runs as written: each alone,
 in a process of its own, with a fresh namespace (its imports are its own), in an empty
-temporary directory, and exits as a script would (its threads finished). A block that
+temporary directory, and ends as a script would (once its threads have finished). A block that
 is deliberately a fragment (code from inside a larger program) says so on its first
 line, `# fragment: why`, where a reader sees it too; it is only compiled.
 
@@ -21,8 +21,13 @@ DOCS = ["README.md", "examples/README.md"]
 BOUND = 60  # seconds for one block: a safety bound on a loaded machine, not a measurement
 FRAGMENT = "# fragment:"
 RUNNER = r"""
-import json, os, select, signal, sys, time, traceback
-import numpy, actors, storage, supervision, sim, apps.chat, apps.rides, apps.timeline, apps.video
+import importlib, json, os, select, signal, sys, threading, time, traceback
+for name in ("numpy", "actors", "storage", "supervision", "sim", "apps.chat", "apps.rides", "apps.timeline",
+             "apps.video", "apps.embed", "fastapi.testclient", "aiohttp.test_utils", "flask"):
+    try:
+        importlib.import_module(name)
+    except ImportError:  # the block that needs it says so itself
+        pass
 
 bound, blocks = json.load(sys.stdin)
 results = []
@@ -30,17 +35,23 @@ for n, code in enumerate(blocks):
     os.mkdir(str(n))
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the block, as a script: output to the pipe, then the interpreter's exit
+    if pid == 0:  # the block, as a script: output to the pipe; it ends once its threads have
         os.close(read_end)
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
         os.chdir(str(n))
+        status = 0
         try:
             exec(compile(code, f"block {n}", "exec"), {"__name__": "__main__"})
+            for thread in threading.enumerate():  # as the interpreter waits at exit
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
         except BaseException:
             traceback.print_exc()
-            sys.exit(1)
-        sys.exit(0)
+            status = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # skips tearing down the modules imported for every block
     os.close(write_end)
     output, deadline = b"", time.monotonic() + bound
     while (left := deadline - time.monotonic()) > 0 and select.select([read_end], [], [], left)[0]:
