@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from conftest import ROOT
 from trace_files import rewrite, tamper
 
 from sim.replay import replay
@@ -18,7 +19,6 @@ from sim.runner import run
 from sim.scenario import load
 from sim.trace import TraceError, TraceReader
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT = [("phases", [{"name": "chaos", "duration": 4.0, "faults": True},
                      {"name": "heal", "duration": 1.0, "heal": True},
                      {"name": "quiesce", "duration": 3.0, "workload": False}])]
@@ -32,7 +32,7 @@ def test_the_same_seed_gives_the_same_trace_in_processes_with_different_hash_see
     path = tmp_path / "short.toml"
     path.write_text(scenario().to_toml())
     hashes = set()
-    for hash_seed in ("0", "1", "4242"):
+    for hash_seed in ("0", "4242"):  # and this process's own, below
         out = subprocess.run([sys.executable, "-m", "sim.cli", "sim", str(path), "--seed", "5", "--json"],
                              capture_output=True, text=True, cwd=ROOT, timeout=120,
                              env={**os.environ, "PYTHONHASHSEED": hash_seed})
@@ -41,7 +41,7 @@ def test_the_same_seed_gives_the_same_trace_in_processes_with_different_hash_see
         assert report["faults"] and report["events"] > 1000
         hashes.add(report["trace_hash"])
     assert len(hashes) == 1
-    assert run(scenario(), 5).trace_hash in hashes  # and in this process too
+    assert run(scenario(), 5).trace_hash in hashes
 
 
 def test_different_seeds_give_different_traces():
