@@ -13,10 +13,11 @@ import time
 
 import pytest
 from conftest import arun
-from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
+from server_harness import ROOT, SECRET, WAIT, ChatProcess, ServerProcess, take
 
 from apps.server import ConnectionClosed, Message
 from apps.server import terminal
+from apps.server.auth import token_for
 from apps.server.terminal import Chat, LocalState
 from supervision import Backoff
 
@@ -143,7 +144,7 @@ def test_the_client_gives_up_reconnecting_after_its_attempts(tmp_path, monkeypat
     assert said[1].startswith("* could not reconnect (3 attempts): ") and len(said) == 2
 
 
-@pytest.mark.parametrize("kind", ["devnull", "file", "pipe", "closed"])
+@pytest.mark.parametrize("kind", ["devnull", "file", "closed"])  # a pipe: the test after this one
 def test_any_standard_input_works(server, tmp_path, kind):
     script = "@bob2 from standard input\n/who bob2\n"
     if kind == "devnull":
@@ -153,17 +154,11 @@ def test_any_standard_input_works(server, tmp_path, kind):
         path.write_text(script)
         with open(path) as f:
             done = chat(server, "alice2", stdin=f)
-    elif kind == "pipe":
-        read_end, write_end = os.pipe()
-        os.write(write_end, script.encode())
-        os.close(write_end)
-        with os.fdopen(read_end) as f:
-            done = chat(server, "alice2", stdin=f)
     else:
         done = chat(server, "alice2", stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("* connected as alice2")
-    if kind in ("file", "pipe"):  # each line a command, then the end of input quits
+    if kind == "file":  # each line a command, then the end of input quits
         assert "[sent] bob2: from standard input\n* bob2 is offline\n" in done.stdout
 
 
@@ -177,10 +172,19 @@ def test_a_command_that_cannot_work_gets_a_clear_message(server):
         "/foo bar": "! unknown command /foo; /help lists them",
         "hello": "! to send a message, start the line with @ and the user: @bob hello",
     }
-    done = chat(server, "alice3", input="\n".join(said) + "\n")
+    done = chat(server, "alice3", input="\n".join(said) + "\n")  # on a pipe
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.splitlines()[1:] == list(said.values())
     assert not list(server.data.glob("chat-alice3@*"))  # nothing was sent
+
+
+def test_chat_takes_its_token_from_the_variable(server, tmp_path):
+    env = {**os.environ, "LETITCRASH_TOKEN": token_for(SECRET, "alice6").hex()}
+    done = subprocess.run([sys.executable, "-m", "apps.cli", "chat", "--user", "alice6", "--port", str(server.port),
+                           "--secret-file", str(tmp_path / "no such file")],
+                          cwd=ROOT, env=env, input="/who alice6\n", capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert "* connected as alice6" in done.stdout and "* alice6 is online" in done.stdout
 
 
 def test_typing_survives_incoming_lines_and_the_arrow_keys_recall_history(server):
