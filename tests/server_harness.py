@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import msgpack
 from conftest import ROOT
@@ -93,6 +94,15 @@ class ServerProcess:
 
     def raw(self, **options: Any) -> RawConnection:
         return RawConnection(self.port, **options)
+
+
+@contextmanager
+def running_server(data: Path, *flags: str) -> Iterator[ServerProcess]:
+    """A started server; at the end it must stop cleanly, having logged no traceback."""
+    srv = ServerProcess(data, *flags).start()
+    yield srv
+    assert srv.terminate() == 0, srv.log()
+    assert "Traceback" not in srv.log()
 
 
 class RawConnection:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import arun
-from server_harness import ROOT, SECRET, WAIT, ChatProcess, ServerProcess, take
+from server_harness import ROOT, SECRET, WAIT, ChatProcess, ServerProcess, running_server, take
 
 from apps.server import ConnectionClosed, Message
 from apps.server import terminal
@@ -24,10 +24,8 @@ from supervision import Backoff
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("terminal"), "--durability", "process").start()
-    yield srv
-    assert srv.terminate() == 0, srv.log()
-    assert "Traceback" not in srv.log()
+    with running_server(tmp_path_factory.mktemp("terminal"), "--durability", "process") as srv:
+        yield srv
 
 
 

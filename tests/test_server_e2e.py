@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import arun
-from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, take
+from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, running_server, take
 
 from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
 from apps.server import protocol as P
@@ -17,10 +17,8 @@ from apps.server import protocol as P
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("chat"), "--idle-timeout", "3").start()
-    yield srv
-    assert srv.terminate() == 0, srv.log()
-    assert "Traceback" not in srv.log()
+    with running_server(tmp_path_factory.mktemp("chat"), "--idle-timeout", "3") as srv:
+        yield srv
 
 
 
