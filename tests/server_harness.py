@@ -6,7 +6,6 @@ to the server across a real loopback socket and a process boundary.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import select
 import signal
@@ -155,11 +154,6 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def run(coro: Any) -> Any:
-    """Run a test's client side, bounded (a regression fails instead of hanging)."""
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def error(frame: dict[str, Any], code: str, req_id: int | None = None) -> str:

@@ -48,12 +48,13 @@ def test_serve_and_chat_show_their_defaults_and_agree_on_the_secret(capsys, monk
     home = tmp_path / "letitcrash"
     serve = help_of(capsys, "serve")
     for default in (f"(default: {home})", "(default: DATA/secret, made on first start)", "(default: 127.0.0.1)",
-                    "(default: 7400)", "(default: sync)", "(default: 60.0)", "(default: 10.0)", "(default: 2000.0)",
+                    "(default: 7400; 0: any free port)", "(default: sync)", "(default: 60.0)", "(default: 10.0)", "(default: 2000.0)",
                     "(default: 4000)", "(default: 1048576)", "(default: 4194304)", "(default: 100000)"):
         assert default in serve
     chat = help_of(capsys, "chat")
     assert f"(default: {home / 'secret'}, where 'letitcrash serve' makes it)" in chat
     assert "unless LETITCRASH_TOKEN is set" in chat and "(default: terminal)" in chat
+    assert "TCP port, 1-65535 (default: 7400)" in chat
     assert f"(default: {home / 'secret'})" in help_of(capsys, "token")
 
 

@@ -3,10 +3,10 @@ Runtime started and stopped on a loop and on a thread, with a real LMDB store. (
 adapters run on the real servers in test_examples.py.)"""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
+from conftest import arun
 
 from actors import (
     CallExit,
@@ -136,10 +136,6 @@ def counter_tree(node, store):
     return [ChildSpec("counter", Counter, args=(store, "counter"), options={"name": "counter"})]
 
 
-def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, BOUND))
-
-
 def test_a_runtime_on_the_running_loop_keeps_its_state_across_a_stop_and_a_start(tmp_path):
     runtime = Runtime(counter_tree, tmp_path / "store")
 
@@ -151,8 +147,8 @@ def test_a_runtime_on_the_running_loop_keeps_its_state_across_a_stop_and_a_start
             await embedded.stop()
             assert embedded.store.closed and not embedded.node.processes()
 
-    assert run(count(2)) == 2
-    assert run(count(3)) == 5
+    assert arun(count(2)) == 2
+    assert arun(count(3)) == 5
 
 
 def test_a_failed_start_undoes_what_started_and_leaves_the_directory_free(tmp_path):
@@ -160,7 +156,7 @@ def test_a_failed_start_undoes_what_started_and_leaves_the_directory_free(tmp_pa
         return [*counter_tree(node, store), ChildSpec("broken", Broken)]
 
     with pytest.raises(StartError, match="cannot start"):
-        run(Runtime(tree, tmp_path, store_per_process=True).start())
+        arun(Runtime(tree, tmp_path, store_per_process=True).start())
     with pytest.raises(StartError, match="cannot start"):
         Runtime(tree, tmp_path, store_per_process=True).start_thread()
     embedded = Runtime(counter_tree, tmp_path, store_per_process=True).start_thread()

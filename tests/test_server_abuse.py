@@ -13,7 +13,8 @@ import time
 
 import msgpack
 import pytest
-from server_harness import ServerProcess, error, run
+from conftest import arun
+from server_harness import ServerProcess, error
 
 from apps.chat import ChatConfig
 from apps.chat.router import HashRing
@@ -84,7 +85,7 @@ def test_eight_senders_do_not_cut_off_a_reader_who_confirms_everything(server):
         await reader.close()
         return seen
 
-    events = run(main())
+    events = arun(main())
     assert [e for e in events if not isinstance(e, Message)] == []  # no rate_limited, no close
     bodies = [e.body.decode() for e in events]
     assert sorted(bodies) == sorted(f"{k}.{i}" for k in range(8) for i in range(per_sender))
@@ -218,7 +219,7 @@ def test_a_read_naming_one_id_a_thousand_times_logs_one_line(server):
         return msg_id, log_lines(server)[before:]
 
     reader = neighbour("mallory9.", "bob9")
-    msg_id, lines = run(main())
+    msg_id, lines = arun(main())
     about = [line for line in lines if str(msg_id) in line]
     assert len(about) == 1 and repr(reader) in about[0], lines
 
@@ -272,7 +273,7 @@ def test_client_values_cannot_forge_a_log_line(server):
 
     async def main():
         await asyncio.gather(*(flood(k) for k in range(8)))
-    run(main())
+    arun(main())
     slow.close()
     lines = log_lines(server)
     assert not [line for line in lines if "FORGED" in line and not line.startswith("20") or
@@ -319,4 +320,4 @@ def test_frame_too_large_reaches_a_client_whose_input_was_left_unread(server):
         assert await reader.read() == b""  # then the end of the stream
         writer.close()
         return frame
-    assert f"the limit is {MAX_FRAME}" in error(run(main()), P.FRAME_TOO_LARGE)
+    assert f"the limit is {MAX_FRAME}" in error(arun(main()), P.FRAME_TOO_LARGE)

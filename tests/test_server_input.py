@@ -10,7 +10,8 @@ import time
 
 import msgpack
 import pytest
-from server_harness import SECRET, ServerProcess, error, run
+from conftest import arun
+from server_harness import SECRET, ServerProcess, error
 
 from apps.server import Message, Receipt
 from apps.server import protocol as P
@@ -84,7 +85,7 @@ def test_unknown_types_missing_and_wrong_fields_are_named(server):
         first = await bob.next_event(WAIT)
         assert isinstance(first, Message) and first.body == b"the only one" and first.seq == 1
         await bob.close()
-    run(nothing_was_stored())
+    arun(nothing_was_stored())
 
 
 def test_another_protocol_version_is_refused(server):
@@ -150,7 +151,7 @@ def test_a_slow_reader_is_paced_and_loses_nothing(server):
         for sender in senders:
             await sender.close()
         return await reading
-    assert run(flood()) == list(range(count))
+    assert arun(flood()) == list(range(count))
     slow.send(t="ping", id=2)
     assert slow.recv() == {"v": P.VERSION, "t": "ok", "id": 2}  # still connected
     slow.close()
@@ -208,7 +209,7 @@ def test_an_authenticated_connection_cannot_act_as_another_user(server):
         assert statuses == ["delivered", "read"]  # had mallory's read counted, "read" came first
         await alice.close()
         await carol.close()
-    run(receipts_are_the_recipients_own())
+    arun(receipts_are_the_recipients_own())
     conn.close()
 
 
