@@ -9,6 +9,7 @@ import struct
 
 import aiohttp
 import pytest
+from conftest import arun
 from prometheus_client.parser import text_string_to_metric_families
 
 from observer_harness import Cart, Worker
@@ -86,7 +87,7 @@ def test_a_real_time_trace_ends_at_its_deadline_without_any_event():
             node.spawn(Worker, name="quiet")
             t = observer.trace(node, "quiet", seconds=0.2)
             return await asyncio.wait_for(t, TIMEOUT)
-    assert asyncio.run(main()) == []
+    assert arun(main()) == []
 
 
 def test_a_trace_by_name_follows_the_restarted_process():
@@ -144,7 +145,7 @@ def test_an_observer_refuses_what_it_cannot_watch_safely():
             with pytest.raises(ValueError, match="needs a secret"):
                 await observer.start(node, port=None, attach="x.sock")
             assert node.tracer is None
-    asyncio.run(main())
+    arun(main())
     with pytest.raises(ValueError, match="watches a real-time node"):
         observer.Agent(Node(seed=1))
 
@@ -184,7 +185,7 @@ def test_the_api_shows_the_tree_processes_a_detail_and_a_kill_seen_as_a_restart(
                     assert r.status == 404  # the killed one is gone
                 async with http.post(base + "/api/kill", json={"pid": worker["pid"]}) as r:
                     assert r.status == 404 and await r.json() == {"killed": False}
-    asyncio.run(main())
+    arun(main())
 
 
 @contextlib.asynccontextmanager
@@ -213,7 +214,7 @@ def test_a_crash_report_reaches_the_event_stream_and_the_detail(tmp_path):
             await until(lambda: node.whereis("worker") is not None, "the restart")
             detail = obs.agent.process(repr(node.whereis("worker")))
             assert detail["last_crash"]["reason"] == "RuntimeError('let it crash')"  # of the one it replaced
-    asyncio.run(main())
+    arun(main())
 
 
 def test_a_wrong_token_is_refused_everywhere_on_the_page(tmp_path):
@@ -234,7 +235,7 @@ def test_a_wrong_token_is_refused_everywhere_on_the_page(tmp_path):
                 async with http.get(base + "/") as r:
                     assert r.status == 200 and "letitcrash observer" in await r.text()  # no data in it
             assert repr(node.whereis("worker")) == pid  # nothing was killed
-    asyncio.run(main())
+    arun(main())
 
 
 def test_a_trace_streams_from_the_page_and_ends_at_its_bound(tmp_path):
@@ -247,7 +248,7 @@ def test_a_trace_streams_from_the_page_and_ends_at_its_bound(tmp_path):
                 async with asyncio.timeout(TIMEOUT):
                     body = (await stream.read()).decode()  # the server ends the stream
             assert body.count("event: trace") == 2 and "event: end\ndata: 2" in body
-    asyncio.run(main())
+    arun(main())
 
 
 def test_metrics_parse_with_the_client_librarys_own_parser(tmp_path):
@@ -263,7 +264,7 @@ def test_metrics_parse_with_the_client_librarys_own_parser(tmp_path):
                     text = await r.text()
         return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
-    samples = asyncio.run(main())
+    samples = arun(main())
     assert samples["letitcrash_processes"] == 4  # the supervisor and its three children
     assert samples["letitcrash_restarts_total"] == 1 and samples["letitcrash_exits_total"] == 1
     assert samples["letitcrash_turns_total"] >= 3 and samples["letitcrash_mailbox_messages"] == 0
@@ -305,7 +306,7 @@ def test_the_attach_socket_answers_ops_and_runs_shell_code(tmp_path):
                 assert "NameError" in result["error"]
             finally:
                 await other.close()
-    asyncio.run(main())
+    arun(main())
 
 
 def test_the_attach_socket_refuses_a_wrong_secret_and_a_bad_frame(tmp_path):
@@ -325,7 +326,7 @@ def test_the_attach_socket_refuses_a_wrong_secret_and_a_bad_frame(tmp_path):
             client = await observer.Client.connect_unix(sock, SECRET)  # the node still serves
             assert len(await client.ask("processes", {})) == 4
             await client.close()
-    asyncio.run(main())
+    arun(main())
 
 
 def test_a_client_refuses_a_node_that_cannot_prove_the_secret(tmp_path):
@@ -348,5 +349,5 @@ def test_a_client_refuses_a_node_that_cannot_prove_the_secret(tmp_path):
             with pytest.raises(ProtocolError, match="did not prove it holds the secret"):
                 await observer.Client.connect_unix(sock, SECRET)
             await asyncio.sleep(0.05)
-    asyncio.run(main())
+    arun(main())
     assert requests == []
