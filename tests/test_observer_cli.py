@@ -44,7 +44,9 @@ def test_remsh_is_an_interactive_shell_with_the_nodes_api(served):
     assert done.returncode == 0, done.stderr
     assert "42\n" in done.stdout and "line 0\nline 1\n" in done.stdout
     assert "ZeroDivisionError: division by zero" in done.stderr
-    assert "chat.shard." in done.stdout or "timeline." in done.stdout  # the busiest processes
+    rows = [line for line in done.stdout.splitlines() if "turns=" in line]
+    turns = [int(row.split("turns=")[1].split()[0]) for row in rows]
+    assert len(rows) == 2 and turns == sorted(turns, reverse=True), done.stdout  # the busiest first
 
 
 def test_remsh_traces_a_process_for_a_bounded_number_of_events(served):
