@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from actors import Node
-from apps.rides import MatchConfig, RideService
-from apps.rides import matcher
+from apps.rides import MatchConfig, RideService, matcher
 from apps.rides.service import RideCity
 from apps.timeline import TimelineConfig, TimelineService
 from apps.video import VideoConfig, VideoService
@@ -26,8 +27,12 @@ def call(node, fut):
     return node.run_until_complete(fut)
 
 
+@pytest.fixture(autouse=True)
+def quiet_crashes(caplog):
+    caplog.set_level(logging.CRITICAL, logger="actors")  # restored after each test
+
+
 def boot(path, seed=1, creation=0, clock=0.0):
-    logging.getLogger("actors").setLevel(logging.CRITICAL)
     node = Node(seed=seed, creation=creation)
     node.advance(clock)
     return node, Store(path, node, mode="process", max_value_bytes=SMALL)

@@ -157,7 +157,8 @@ def test_any_standard_input_works(server, tmp_path, kind):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("* connected as alice2")
     if kind == "file":  # each line a command, then the end of input quits
-        assert "[sent] bob2: from standard input\n* bob2 is offline\n" in done.stdout
+        assert ("[sent] bob2: from standard input\n! forbidden: presence_of: 'bob2' shares presence "
+                "with its contacts only") in done.stdout  # both lines ran; bob2 never listed alice2
 
 
 def test_a_command_that_cannot_work_gets_a_clear_message(server):
