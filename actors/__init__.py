@@ -19,13 +19,13 @@ node-local tables.
 from .bridge import ThreadWorker
 from .codec import packb, unpackb
 from .errors import (ActorError, AlreadyRegistered, CallExit, CallingSelf, CallTimeout,
-                     MailboxOverflow, NoProc, ReceiveTimeout, StartError)
+                     MailboxOverflow, NoProc, ReceiveTimeout, StartError, SystemLimit)
 from .future import Future
 from .genserver import GenServer, NoReply
 from .ids import Pid, Ref
 from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit,
                        is_normal_exit)
-from .node import Node, SystemLimit, seed_for
+from .node import Node, seed_for
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Registry, RemoteName, Via
 from .tables import Table, TableError

@@ -77,7 +77,7 @@ class ThreadWorkerProcess(GenServer):
 
     def init(self, worker_class: type[ThreadWorker], *args: Any) -> None:
         self.worker_class = worker_class
-        if self.node._virtual:
+        if self._node._clock.virtual:
             self.worker = worker_class(*args)  # built, never started: no thread
             self.worker.on_start()
             self.ref = None
@@ -93,7 +93,7 @@ class ThreadWorkerProcess(GenServer):
         self._submit(msg, None)
 
     def _submit(self, request: Any, caller: From | None) -> None:
-        node = self.node
+        node = self._node
         if self.ref is not None:
             self.ref.ask(request, block=False).on_done(
                 lambda future: self._post_result(caller, future))
@@ -103,12 +103,14 @@ class ThreadWorkerProcess(GenServer):
             future.set(self.worker.on_receive(request))
         except Exception:  # noqa: BLE001 - delivered below, at its virtual time
             future.set_exception()
-        node._add_timer(self.worker_class.sim_seconds, node._run_callback, (self, self._done, caller, future))
+        node._add_timer(self.worker_class.sim_seconds, node._scheduler.run_callback,
+                        (self, self._done, caller, future))
 
     def _post_result(self, caller: From | None, future: _NotifyingFuture) -> None:
         """On the worker's thread: hand the result to the node's thread."""
         try:
-            self.node._loop.call_soon_threadsafe(self.node._run_callback, self, self._done, caller, future)
+            node = self._node
+            node._clock.loop.call_soon_threadsafe(node._scheduler.run_callback, self, self._done, caller, future)
         except RuntimeError:
             pass  # the node's loop has closed: nobody is left to receive the result
 

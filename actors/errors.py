@@ -54,6 +54,10 @@ class MailboxOverflow(ActorError):
     """A process with `mailbox_limit` and `overflow="crash"` received one message too many."""
 
 
+class SystemLimit(Exception):
+    """A node limit (processes, timers, names, tables) was reached."""
+
+
 class AlreadyRegistered(ActorError):
     """The name (or registry key) is taken; `pid` is its current owner."""
 

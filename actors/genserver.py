@@ -40,6 +40,8 @@ from typing import Any
 
 from .messages import Exit
 from .process import CALL, INFO, NONE, ExitNow, From, Process
+from .runq import make_runnable
+from .scheduler import log_unexpected
 
 
 class _NoReply:
@@ -78,7 +80,7 @@ class GenServer(Process):
 
     def handle_info(self, msg: Any) -> Any:
         """By default unexpected messages are logged and dropped, as in OTP."""
-        self.node._log_unexpected(self, msg)
+        log_unexpected(self, msg)
 
     def handle_continue(self, arg: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no handle_continue for {arg!r:.200}")
@@ -116,19 +118,18 @@ class GenServer(Process):
             self._run_async(result, None)
         elif self._stop is not NONE:
             self._exit_with(self._stop)
-        elif self._cont is not NONE and not self._queued:
+        elif self._cont is not NONE:
             # handle_continue runs on the server's own turn, after spawn has returned.
-            self._queued = True
-            self.node._enqueue(self)
+            make_runnable(self._node, self)
 
     def _serve(self) -> None:
         if self._idle is not None:
-            self.node._timers.cancel(self._idle)
+            self._node._timers.cancel(self._idle)
             self._idle = None
         if self._halt and self._after_halt():
             return
         mb = self._mbox
-        n = self.node.batch
+        n = self._node.batch
         m = None
         try:
             while mb and n:
@@ -140,11 +141,11 @@ class GenServer(Process):
                     if type(r) is CoroutineType:
                         self._run_async(r, m[2])
                     elif r is not NoReply:
-                        caller = m[2]
-                        if self._held is None and caller.owner.node is self.node:
-                            caller.owner._on_reply(caller, r)
+                        caller = m[2]  # inlined copy of actors.calls.Calls.reply:
+                        if self._held is None and caller.owner._node is self._node:
+                            caller.owner._on_reply(caller, r)  # local and not held
                         else:
-                            self.node.reply(caller, r)
+                            self._node._calls.reply(caller, r)
                 elif tag is INFO:
                     info = m[1]
                     if type(info) is Exit and self._trap and info.pid == self._parent:
@@ -163,10 +164,9 @@ class GenServer(Process):
             self._last = m  # for the crash report; kept off the per-message path
             raise
         if mb:
-            self._queued = True
-            self.node._enqueue(self)
+            make_runnable(self._node, self)
         elif self.idle_timeout is not None and self._coro is None:
-            self._idle = self.node._add_timer(self.idle_timeout, self._on_idle, ())
+            self._idle = self._node._add_timer(self.idle_timeout, self._on_idle, ())
 
     def _after_halt(self) -> bool:
         """Handle what a callback asked for; True when the server must stop its turn."""
@@ -205,7 +205,7 @@ class GenServer(Process):
 
     def _on_idle(self) -> None:
         self._idle = None
-        self.node._run_callback(self, self._idle_callback)
+        self._node._scheduler.run_callback(self, self._idle_callback)
 
     def _idle_callback(self) -> None:
         r = self.handle_idle()
@@ -222,7 +222,7 @@ class GenServer(Process):
     async def _finish_async(self, coro: CoroutineType, caller: From | None) -> None:
         r = await coro
         if caller is not None and r is not NoReply:
-            self.node.reply(caller, r)
+            self._node._calls.reply(caller, r)
 
     def _finished(self) -> None:
         # An async callback completed: carry on with whatever it asked for, then the mailbox.
@@ -232,7 +232,7 @@ class GenServer(Process):
 
     def _release(self) -> None:
         if self._idle is not None:
-            self.node._timers.cancel(self._idle)
+            self._node._timers.cancel(self._idle)
             self._idle = None
 
     def _post(self, msg: Any) -> None:

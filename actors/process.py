@@ -14,9 +14,10 @@ from collections import deque
 from itertools import islice
 from typing import Any, Callable, NamedTuple
 
-from .errors import CallTimeout, ReceiveTimeout
+from .errors import CallExit, CallTimeout, NoProc, ReceiveTimeout
 from .ids import Pid, Ref
-from .messages import Down
+from .messages import NOPROC, Down
+from .runq import make_runnable
 
 
 class _Tag:
@@ -71,6 +72,11 @@ class From:
         return f"From({self.pid!r}, {self.serial})"
 
 
+def call_failure(pid: Pid, reason: Any) -> Exception:
+    """What a caller raises when the server exited before replying."""
+    return NoProc(pid) if reason == NOPROC else CallExit(pid, reason)
+
+
 class ExitNow(BaseException):
     """Unwinds a process that exits on purpose; a BaseException so `except Exception` in user
     code cannot swallow it."""
@@ -85,7 +91,7 @@ class Process:
     `proc.` in a coroutine process)."""
 
     __slots__ = (
-        "pid", "node", "_mbox", "_queued", "_alive", "_halt",
+        "_pid", "_node", "_mbox", "_queued", "_alive", "_halt",
         "_coro", "_match", "_scan", "_resume", "_resume_exc", "_wait_ref", "_wait_target", "_timer",
         "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
         "_dropped", "_parent", "_last", "_held",
@@ -109,8 +115,8 @@ class Process:
                                 f"{name}, which {base.__module__} reserves; use another name")
 
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
-        self.pid = pid
-        self.node = node
+        self._pid = pid
+        self._node = node
         self._mbox: deque | None = None  # made on first message: idle processes stay small
         self._queued = False
         self._alive = True
@@ -142,15 +148,15 @@ class Process:
         if mb is None:
             mb = self._mbox = deque()
         elif len(mb) >= self._limit:
-            self.node._overflowed(self, msg)
+            self._node._overflowed(self, msg)
             return
         mb.append(msg)
-        if not self._queued:  # Node._enqueue, inlined: this is every message's path
+        if not self._queued:  # inlined copy of actors.scheduler.make_runnable: every message's path
             self._queued = True
-            node = self.node
+            node = self._node
             node._runq.append(self)
             if node._idle:
-                node._schedule_tick()
+                node._wake()
 
     def _post(self, msg: Any) -> None:
         """Deliver a plain message (a send, a timer, `Exit`, `Down`)."""
@@ -160,7 +166,7 @@ class Process:
         timer = self._timer
         if timer is not None:
             self._timer = None
-            self.node._timers.cancel(timer)
+            self._node._timers.cancel(timer)
         self._match = None
 
     def _wake(self, value: Any, exc: BaseException | None) -> None:
@@ -168,9 +174,7 @@ class Process:
         self._clear_wait()
         self._resume = value
         self._resume_exc = exc
-        if not self._queued:
-            self._queued = True
-            self.node._enqueue(self)
+        make_runnable(self._node, self)
 
     def _run(self) -> None:
         if self._coro is not None and not self._advance():
@@ -211,7 +215,7 @@ class Process:
             self._match = req[1] if req[1] is not None else _accept_any
             self._scan = len(self._mbox) if self._mbox else 0
             if req[2] is not None:
-                self._timer = self.node._add_timer(
+                self._timer = self._node._add_timer(
                     req[2], self._wake, (None, ReceiveTimeout(f"no message in {req[2]} s")))
         elif req is not WAIT:
             raise TypeError(f"a process may only await its own receive/call/sleep (driven by the node, "
@@ -255,21 +259,21 @@ class Process:
                 watchers.pop(ref, None)
             self._wait_target = None
             if self._timer is not None:
-                self.node._timers.cancel(self._timer)
+                self._node._timers.cancel(self._timer)
                 self._timer = None
             self._resume = value
-            if not self._queued:
+            if not self._queued:  # inlined copy of actors.scheduler.make_runnable
                 self._queued = True
-                node = self.node
+                node = self._node
                 node._runq.append(self)
                 if node._idle:
-                    node._schedule_tick()
+                    node._wake()
         # else: the call already timed out or ended; a late reply is dropped (OTP 24+).
 
     def _on_down(self, ref: Any, pid: Pid, reason: Any) -> None:
         if self._wait_ref is ref:
             self._end_call(ref)
-            self._wake(None, self.node._call_failure(pid, reason))
+            self._wake(None, call_failure(pid, reason))
             return
         if self._watching is None or self._watching.pop(ref, None) is None:
             return  # demonitored while the Down travelled from another node: never seen
@@ -285,6 +289,24 @@ class Process:
     # -- the API process code uses --------------------------------------------------------
 
     @property
+    def pid(self) -> Pid:
+        """This process's pid."""
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: Any) -> None:
+        _reserved(self, "pid")
+
+    @property
+    def node(self) -> Any:
+        """The `Node` this process runs on."""
+        return self._node
+
+    @node.setter
+    def node(self, value: Any) -> None:
+        _reserved(self, "node")
+
+    @property
     def trap_exit(self) -> bool:
         """When True, exit signals (but `kill`) arrive as `Exit(pid, reason)` messages."""
         return self._trap
@@ -295,15 +317,15 @@ class Process:
 
     def now(self) -> float:
         """The node's clock in seconds (virtual time under the deterministic driver)."""
-        return self.node.now()
+        return self._node.now()
 
     def send(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a pid, a registered name or a `via` key; never blocks."""
-        self.node.send(dest, msg)
+        self._node.send(dest, msg)
 
     def cast(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`. Always returns, even if dest is gone."""
-        self.node.cast(dest, msg)
+        self._node.cast(dest, msg)
 
     @types.coroutine
     def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None):
@@ -322,7 +344,7 @@ class Process:
     @types.coroutine
     def sleep(self, seconds: float):
         """Suspend this process for `seconds` of node time; its messages stay queued."""
-        self._timer = self.node._add_timer(seconds, self._wake, (None, None))
+        self._timer = self._node._add_timer(seconds, self._wake, (None, None))
         return (yield WAIT)
 
     @types.coroutine
@@ -334,7 +356,7 @@ class Process:
 
             total = await self.call(counter, "get")
         """
-        self.node._start_call(self, dest, request, timeout)
+        self._node._calls.start(self, dest, request, timeout)
         try:
             return (yield WAIT)
         except CallTimeout:
@@ -342,58 +364,64 @@ class Process:
 
     def reply(self, caller: From, value: Any) -> None:
         """Answer a call later (its handler returned `NoReply`, or a coroutine got a `Call`)."""
-        self.node.reply(caller, value)
+        self._node._calls.reply(caller, value)
 
     def spawn(self, target: Any, *args: Any, **options: Any) -> Pid:
         """Start a process (see `Node.spawn`); it is not linked to this one."""
-        return self.node._spawn(target, args, options, parent=self)
+        return self._node._spawn(target, args, options, parent=self)
 
     def spawn_link(self, target: Any, *args: Any, **options: Any) -> Pid:
         """Start a process linked to this one, atomically."""
-        return self.node._spawn(target, args, options, parent=self, link=True)
+        return self._node._spawn(target, args, options, parent=self, link=True)
 
     def spawn_monitor(self, target: Any, *args: Any, **options: Any) -> tuple[Pid, Ref]:
         """Start a process monitored by this one, atomically: returns `(pid, ref)`."""
-        pid = self.node._spawn(target, args, options, parent=self)
+        pid = self._node._spawn(target, args, options, parent=self)
         return pid, self.monitor(pid)
 
     def link(self, dest: Any) -> None:
         """Link to dest (both ways; once per pair). Linking a dead process raises `NoProc`,
         or, when trapping exits, delivers `Exit(dest, "noproc")` instead."""
-        self.node._link(self, dest)
+        self._node._signals.link(self, dest)
 
     def unlink(self, dest: Any) -> None:
         """Remove the link to dest, if any."""
-        self.node._unlink(self, dest)
+        self._node._signals.unlink(self, dest)
 
     def monitor(self, dest: Any) -> Ref:
         """Watch dest: one `Down(ref, pid, reason)` arrives when it exits (at once, with
         reason "noproc", if it is already gone)."""
-        return self.node._monitor(self, dest)
+        return self._node._signals.monitor(self, dest)
 
     def demonitor(self, ref: Ref, flush: bool = False) -> None:
         """Stop watching; with `flush`, also drop a `Down` for ref already queued."""
-        self.node._demonitor(self, ref, flush)
+        self._node._signals.demonitor(self, ref, flush)
 
     def exit(self, dest: Any, reason: Any) -> None:
         """Send an exit signal (Erlang's `exit/2`); sent to oneself it ends this process,
         even with reason "normal", unless trapping exits."""
-        self.node._send_exit(self, dest, reason)
+        self._node._signals.send_exit(self, dest, reason)
 
     def register(self, name: Any) -> None:
         """Register this process under `name` (see `Node.register`)."""
-        self.node.register(name, self.pid)
+        self._node.register(name, self._pid)
 
     def send_after(self, delay: float, dest: Any, msg: Any) -> Ref:
         """Deliver `msg` to dest after `delay` seconds (never synchronously)."""
-        return self.node.send_after(delay, dest, msg)
+        return self._node.send_after(delay, dest, msg)
 
     def cancel_timer(self, ref: Ref) -> float | bool:
         """Cancel a `send_after` timer: seconds it had left, or False if it already fired."""
-        return self.node.cancel_timer(ref)
+        return self._node.cancel_timer(ref)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.pid!r}>"
+        return f"<{type(self).__name__} {self._pid!r}>"
+
+
+def _reserved(proc: Process, name: str) -> None:
+    raise AttributeError(f"{type(proc).__qualname__}.{name} is the kernel's (this process's "
+                         f"{'pid' if name == 'pid' else 'Node'}) and cannot be assigned; "
+                         f"give yours another name")
 
 
 class CoroutineProcess(Process):

@@ -36,11 +36,12 @@ class Registry:
 
     def register(self, key: Any, pid: Pid) -> None:
         """Map key to the live process `pid`; raises `AlreadyRegistered` if the key is taken."""
-        self.node._bind_name(self._table, key, self.node._live(pid), self.limit)
+        names = self.node._names
+        names.bind(self._table, key, names.live(pid), self.limit)
 
     def unregister(self, key: Any) -> None:
         """Remove key, if present."""
-        self.node._unbind_name(self._table, key)
+        self.node._names.unbind(self._table, key)
 
     def lookup(self, key: Any) -> Pid | None:
         """The pid registered under key, or None."""

@@ -77,7 +77,7 @@ class Table:
         return self.get(key, _NONE) is not _NONE
 
     def __repr__(self) -> str:
-        owner = "deleted" if self.owner is None else f"owner {self.owner.pid!r}"
+        owner = "deleted" if self.owner is None else f"owner {self.owner._pid!r}"
         return f"<Table {self.name!r} {owner}, {len(self._data)} keys>"
 
     def _check_owner(self, what: str) -> None:
@@ -85,5 +85,37 @@ class Table:
             raise TableError(f"table {self.name!r} was deleted when its owner exited")
         current = self._node._current
         if current is not self.owner:
-            raise TableError(f"table {self.name!r} is written by its owner {self.owner.pid!r} only; "
-                             f"{'no process' if current is None else repr(current.pid)} tried to {what}")
+            raise TableError(f"table {self.name!r} is written by its owner {self.owner._pid!r} only; "
+                             f"{'no process' if current is None else repr(current._pid)} tried to {what}")
+
+
+class Tables:
+    """A node's tables by name, and which process owns which (so an exit deletes them)."""
+
+    __slots__ = ("node", "by_name", "owned", "limit")
+
+    def __init__(self, node: Node, limit: int) -> None:
+        self.node = node
+        self.by_name: dict[Any, Table] = {}
+        self.owned: dict[Process, list[Table]] = {}
+        self.limit = limit
+
+    def new(self, name: Any, limit: int) -> Table:
+        owner = self.node._current
+        if owner is None:
+            raise TableError(f"new_table({name!r}) must be called by a process, in its turn")
+        if name in self.by_name:
+            raise TableError(f"table {name!r} already exists, owned by {self.by_name[name].owner._pid!r}")
+        if len(self.by_name) >= self.limit:
+            raise TableError(f"node {self.node.name} is at its limit of {self.limit} tables")
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"a table's limit must be a positive int, got {limit!r}")
+        table = self.by_name[name] = Table(self.node, name, owner, limit)
+        self.owned.setdefault(owner, []).append(table)
+        return table
+
+    def drop_owned(self, proc: Process) -> None:
+        """`proc` exited: its tables go with it."""
+        for table in self.owned.pop(proc, ()):
+            del self.by_name[table.name]
+            table.owner = None

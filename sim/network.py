@@ -27,7 +27,7 @@ from .faults import MESSAGE_FAULTS, Draw, EventFaults
 
 # What a delivery is, by the kernel method that completes it.
 _KINDS = {"_post": "msg", "_deliver": "msg", "_on_reply": "reply",
-          "_signal": "exit", "_linked_exit": "exit", "_signal_from_outside": "exit", "_on_down": "down"}
+          "_signal": "exit", "linked_exit": "exit", "from_outside": "exit", "_on_down": "down"}
 
 
 class Link:

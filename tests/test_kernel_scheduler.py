@@ -1,4 +1,6 @@
 """Scheduling: fairness, mailbox limits, determinism, node limits, output hold, pass hooks."""
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +24,6 @@ class Sink(GenServer):
 
 
 def test_a_flooded_process_does_not_starve_the_others():
-    node = Node(seed=None, batch=16)  # real-time policy (FIFO), driven by hand below
     order = []
 
     class Tracker(GenServer):
@@ -32,12 +33,19 @@ def test_a_flooded_process_does_not_starve_the_others():
         def handle_cast(self, msg):
             order.append(self.name)
 
-    hot = node.spawn(Tracker, "hot")
-    cold = node.spawn(Tracker, "cold")
-    for _ in range(100):
-        node.cast(hot, 1)
-    node.cast(cold, 1)
-    node._run_ready(10**6)
+        def handle_call(self, request, caller):
+            return len(order)
+
+    async def main():
+        async with Node(batch=16) as node:  # real time: the FIFO run queue
+            hot = node.spawn(Tracker, "hot")
+            cold = node.spawn(Tracker, "cold")
+            for _ in range(100):
+                node.cast(hot, 1)
+            node.cast(cold, 1)
+            await node.call(cold, "done")  # queued behind cold's cast
+
+    asyncio.run(asyncio.wait_for(main(), 10))
     assert order.index("cold") == 16  # one batch of the hot process, then the cold one
 
 

@@ -1,0 +1,165 @@
+"""Calls: a request, one reply, and what ends a call without one.
+
+Contract (OTP's gen:call):
+- A call monitors the server: the monitor's tag is the call's `From`, which the server
+  answers with `reply(caller, value)`. It ends at the first of: the reply, the server's
+  exit (`CallExit`, or `NoProc` when there was no such process), the timeout
+  (`CallTimeout`), or the caller's own exit. A late reply is dropped (OTP 24+).
+- Timeouts are armed lazily: a call's deadline is only noted, and goes on the timer heap
+  before the heap is read or fired past the earliest noted deadline, so most calls
+  (answered in time) never cost a timer and none times out late.
+  `CALL_WAITS_LIMIT` bounds the deadlines noted but not armed.
+- A call from outside any process (`node.call`) has an `ExternalCall` as its caller: a
+  `Future` the caller awaits or runs the node until.
+- A process's call, a forward and a reply are its output: held like its messages while
+  its output is held (see `actors.output`).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from .errors import CallingSelf, CallTimeout, NoProc
+from .future import Future
+from .ids import Pid
+from .output import defer
+from .process import CALL, From, Process, call_failure
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .timers import Timer
+
+CALL_WAITS_LIMIT = 4096  # unarmed call timeouts kept before they are armed anyway (memory bound)
+
+
+class ExternalCall:
+    """The caller side of `node.call` made from outside any process."""
+
+    __slots__ = ("_node", "future", "target", "timer", "dest", "request")
+
+    def __init__(self, node: Node, dest: Any, request: Any) -> None:
+        self._node = node
+        self.future = Future()
+        self.target: Process | None = None
+        self.timer: Timer | None = None
+        self.dest = dest
+        self.request = request
+
+    def _on_reply(self, ref: From, value: Any) -> None:
+        if self._finish(ref):
+            self.future.set_result(value)
+
+    def _on_down(self, ref: From, pid: Pid, reason: Any) -> None:
+        if self._finish(ref):
+            self.future.set_exception(call_failure(pid, reason))
+
+    def _on_timeout(self, ref: From, timeout: float) -> None:
+        self.timer = None
+        if self._finish(ref):
+            self.future.set_exception(CallTimeout(self.dest, self.request, timeout))
+
+    def _finish(self, ref: From) -> bool:
+        if self.future.done():
+            return False  # a late reply after the timeout: dropped
+        if self.timer is not None:
+            self._node._timers.cancel(self.timer)
+            self.timer = None  # the timer's args hold this waiter: no cycle left for the GC
+        if self.target._watchers is not None:
+            self.target._watchers.pop(ref, None)
+        return True
+
+
+class Calls:
+    """The node's side of calls; see the module docstring."""
+
+    __slots__ = ("node", "waits", "waits_due")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.waits: list[From] = []  # call timeouts not yet on the timer heap
+        self.waits_due = math.inf  # the earliest deadline among them
+
+    def call(self, dest: Any, request: Any, timeout: float | None) -> Future:
+        """`node.call`: a call from outside any process."""
+        node = self.node
+        waiter = ExternalCall(node, dest, request)
+        target = node._names.lookup(dest)
+        if target is None:
+            waiter.future.set_exception(NoProc(dest))
+            return waiter.future
+        node._refs += 1
+        ref = From(waiter, node._refs)
+        if target._watchers is None:
+            target._watchers = {}
+        target._watchers[ref] = waiter
+        waiter.target = target
+        if timeout is not None:
+            waiter.timer = node._add_timer(timeout, waiter._on_timeout, (ref, timeout))
+        node._boundary.deliver(target, (CALL, request, ref))
+        return waiter.future
+
+    def start(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
+        """`proc.call`: send the request and note what the caller now waits for."""
+        node = self.node
+        target = dest._proc if type(dest) is Pid else node._names.by_name(dest, strict=False)
+        if target is caller:
+            raise CallingSelf(f"{caller._pid!r} called itself with {request!r:.200}")
+        if target is None or not target._alive:
+            raise NoProc(dest)
+        # The call monitors the server, and the monitor's tag doubles as the reply tag.
+        node._refs += 1
+        ref = From(caller, node._refs)
+        watchers = target._watchers
+        if watchers is None:
+            watchers = target._watchers = {}
+        watchers[ref] = caller
+        caller._wait_target = target
+        caller._wait_ref = ref
+        if timeout is not None:
+            ref.deadline = deadline = node.now() + timeout
+            waits = self.waits
+            waits.append(ref)
+            if deadline < self.waits_due:
+                self.waits_due = deadline
+            if len(waits) > CALL_WAITS_LIMIT:
+                self.arm_timeouts()
+        if not defer(caller, node._boundary.deliver, (target, (CALL, request, ref))):
+            node._boundary.deliver(target, (CALL, request, ref))
+        return ref
+
+    def forward(self, dest: Any, request: Any, caller: From) -> None:
+        node = self.node
+        if defer(node._current, self.forward, (dest, request, caller)):
+            return
+        target = node._names.lookup(dest)
+        if target is not None:
+            node._boundary.deliver(target, (CALL, request, caller))
+
+    def reply(self, caller: From, value: Any) -> None:
+        """Deliver a reply: the one copy of reply delivery (GenServer's turn inlines its
+        local, unheld case and says so)."""
+        node = self.node
+        if defer(node._current, self.reply, (caller, value)):
+            return
+        owner = caller.owner
+        if owner._node is node:
+            owner._on_reply(caller, value)
+        else:
+            node._boundary.cross(owner, owner._on_reply, (caller, value))
+
+    def arm_timeouts(self) -> None:
+        """Put the timeouts of calls still unanswered on the timer heap, at their original
+        deadlines (see the module docstring)."""
+        waits, self.waits = self.waits, []
+        self.waits_due = math.inf
+        add = self.node._timers.add
+        for ref in waits:
+            caller = ref.owner
+            if caller._wait_ref is ref:
+                caller._timer = add(ref.deadline, self.timed_out, (caller, ref))
+
+    def timed_out(self, caller: Process, ref: From) -> None:
+        if caller._wait_ref is ref:
+            caller._timer = None
+            caller._end_call(ref)
+            caller._wake(None, CallTimeout(None, None, 0))  # call() fills in dest and request

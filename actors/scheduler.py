@@ -1,0 +1,143 @@
+"""The turn loop: runnable processes get turns, and a turn's end is handled.
+
+Contract:
+- The run queue (`actors.runq`) says which process runs next.
+- A turn runs with `node._current` set to its process. A turn that raises `ExitNow` exits
+  the process with its reason; any other exception crashes it: a crash report goes to
+  logger "actors" (pid, registered name, last message, traceback), the tracer hears
+  "crash", and the process's `_on_crash` gives the reason it exits with.
+- Exits decided during a turn (a kill, a crash) take effect once the turn is over, never
+  in the middle of another process's code. After every pass (a batch of turns, or a
+  round of timers) the node's pass hooks run (see `actors.output`).
+"""
+from __future__ import annotations
+
+import logging
+import reprlib
+from typing import TYPE_CHECKING, Any, Callable
+
+from .process import NONE, ExitNow, Process
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("actors")
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 200
+
+
+class _Short:
+    """A log argument shown as its shortened repr, computed only if a handler formats
+    the record: a crash storm's reports cost little when nobody prints them."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return _short.repr(self.value)
+
+
+class Scheduler:
+    """Gives turns to runnable processes; see the module docstring."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def run_ready(self, budget: int) -> int:
+        """Give up to `budget` turns to runnable processes; returns the turns taken."""
+        node = self.node
+        runq = node._runq
+        take = runq.take
+        exits = node._exits
+        drain = node._signals.drain_exits
+        turns = 0
+        while runq and turns < budget:
+            proc = take()
+            proc._queued = False
+            if not proc._alive:
+                continue  # doomed while queued; its exit is already pending
+            turns += 1
+            if node.tracer is not None:
+                node.tracer("run", proc._pid, None)
+            node._current = proc
+            try:
+                proc._run()
+            except ExitNow as exc:
+                self.exit_self(proc, exc.reason, None)
+            except Exception as exc:  # noqa: BLE001 - let it crash
+                self.exit_self(proc, exc, exc)
+            node._current = None
+            if exits:
+                drain()
+        if node._pass_hooks:
+            node._output.end_pass()
+        return turns
+
+    def fire_due(self, now: float) -> None:
+        """Fire the timers due at `now` (a pass of its own), then the pass hooks."""
+        node = self.node
+        calls = node._calls
+        if now >= calls.waits_due:
+            calls.arm_timeouts()
+        pop = node._timers.pop_due
+        timer = pop(now)
+        while timer is not None:
+            timer.action(*timer.args)
+            timer = pop(now)
+        if node._pass_hooks:
+            node._output.end_pass()
+
+    def run_callback(self, proc: Process, fn: Callable[..., Any], *args: Any) -> None:
+        """Run kernel-triggered process code (an idle timeout, a worker's result) as a turn."""
+        if not proc._alive:
+            return
+        node = self.node
+        previous, node._current = node._current, proc
+        try:
+            fn(*args)
+        except ExitNow as exc:
+            self.exit_self(proc, exc.reason, None)
+        except Exception as exc:  # noqa: BLE001 - let it crash: the process's own failure
+            self.exit_self(proc, exc, exc)
+        finally:
+            node._current = previous
+        if previous is None:
+            node._signals.drain_exits()
+
+    def exit_self(self, proc: Process, reason: Any, exc: BaseException | None) -> None:
+        """The process's own code ended it: with `reason` on purpose, or crashing with `exc`."""
+        node = self.node
+        if exc is not None:
+            if node.tracer is not None:
+                node.tracer("crash", proc._pid, exc)
+            crash_report(proc, exc)
+            reason = proc._on_crash(exc)
+            if reason is NONE:
+                return  # an async terminate is running; its end exits the process
+        node._exits.appendleft((proc, reason))
+        if node._current is None or node._current is proc:
+            node._signals.drain_exits()
+
+
+def crash_report(proc: Process, reason: Any) -> None:
+    """Log a crash on logger "actors", with structured `extra` fields."""
+    if not log.isEnabledFor(logging.ERROR):
+        return
+    names = [key for _, key in proc._names] if proc._names else []
+    last = None if proc._last is NONE else proc._last
+    log.error("crash report: process %r%s crashed with %s; last message %s",
+              proc._pid, f" {names[0]!r}" if names else "", _Short(reason),
+              "-" if proc._last is NONE else _Short(last),
+              exc_info=reason if isinstance(reason, BaseException) else None,
+              extra={"pid": proc._pid, "registered_name": names[0] if names else None,
+                     "last_message": last, "reason": reason})
+
+
+def log_unexpected(proc: Process, msg: Any) -> None:
+    """A GenServer's default `handle_info`: log the message and drop it, as OTP does."""
+    log.warning("%r got an unexpected message %s", proc._pid, _Short(msg),
+                extra={"pid": proc._pid, "unexpected_message": msg})

@@ -1,0 +1,269 @@
+"""Signals: links, monitors, exit signals, and a process's end.
+
+Contract (Erlang's, with the deviations the README lists):
+- A link is both ways, once per pair. When a process exits, each linked process gets an
+  exit signal with its reason: one that traps exits gets `Exit(pid, reason)` as a
+  message; otherwise "normal" is ignored and any other reason kills it with that reason.
+  `exit(pid, "kill")` kills even a trapping process, with reason "killed".
+- A monitor delivers `Down(ref, pid, reason)` once; on a process already gone, at once
+  with "noproc". Demonitoring (with `flush`) also drops a `Down` already queued.
+- An exit that kills takes effect once the running process's turn is over (`doom`):
+  from then on the process counts as dead, takes no messages and ignores signals.
+  `drain_exits` terminates doomed processes when no process is running.
+- `terminate` removes a process: its names, timers of its waits, tables and monitors go;
+  then its links and monitors hear (`notify_exit`), behind any output it still holds.
+- Between nodes, a link ends when its exit signal arrives (unlinked meanwhile, it is
+  ignored), and a connection lost with the signal in flight still ends the link, with
+  reason "noconnection".
+- `shutdown` stops the node: roots (processes without a live parent) get "shutdown",
+  newest first; whatever outlives every root gets "shutdown" next; after the timeout
+  the rest are killed.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .errors import NoProc
+from .future import Future
+from .ids import Pid, Ref
+from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit
+from .process import ExitNow, Process
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("actors")
+
+
+class Signals:
+    """The node's signal handling; see the module docstring."""
+
+    __slots__ = ("node", "exits", "draining", "stopping", "stop_timer", "stop_roots")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.exits: deque[tuple[Process, Any]] = deque()  # doomed, to terminate after the turn
+        self.draining = False
+        self.stopping: Future | None = None
+        self.stop_timer: Any = None
+        self.stop_roots: dict[int, Process] = {}
+
+    # -- exit signals ----------------------------------------------------------------------
+
+    def send_exit(self, sender: Process | None, dest: Any, reason: Any) -> None:
+        """Erlang's `exit(dest, reason)` from `sender` (None: from outside the node)."""
+        node = self.node
+        target = node._names.lookup(dest)
+        if target is None:
+            return
+        sender_pid = sender._pid if sender is not None else None
+        if target is sender:
+            if reason == KILL:
+                raise ExitNow(KILLED)
+            if target._trap:
+                target._post(Exit(sender_pid, reason))
+                return
+            raise ExitNow(reason)
+        if target._node is not node:
+            node._boundary.cross(target, target._node._signals.from_outside, (sender_pid, target, reason))
+        elif reason == KILL:
+            self.doom(target, KILLED)
+        else:
+            self.signal(sender_pid, target, reason)
+
+    def from_outside(self, sender: Pid | None, target: Process, reason: Any) -> None:
+        """An exit signal sent by `exit/2` from another node."""
+        if reason == KILL:
+            self.doom(target, KILLED)
+        else:
+            self.signal(sender, target, reason)
+
+    def linked_exit(self, dead: Process, target: Process, reason: Any) -> None:
+        """A linked process of another node exited: the link ends as the signal arrives."""
+        links = target._links
+        if links is not None and dead in links:
+            del links[dead]
+            self.signal(dead._pid, target, reason)
+
+    def signal(self, sender: Pid | None, target: Process, reason: Any) -> None:
+        """Deliver an exit signal: a message if `target` traps exits, else maybe its end."""
+        if not target._alive:
+            return
+        if target._trap:
+            target._post(Exit(sender, reason))
+        elif reason != NORMAL:
+            self.doom(target, reason)
+
+    # -- links and monitors -------------------------------------------------------------------
+
+    def add_link(self, a: Process, b: Process) -> None:
+        if a._links is None:
+            a._links = {}
+        if b._links is None:
+            b._links = {}
+        a._links[b] = None
+        b._links[a] = None
+
+    def link(self, proc: Process, dest: Any) -> None:
+        target = self.node._names.lookup(dest)
+        if target is proc:
+            return
+        if target is None:
+            if proc._trap:
+                proc._post(Exit(dest, NOPROC))
+                return
+            raise NoProc(dest)
+        self.add_link(proc, target)
+
+    def unlink(self, proc: Process, dest: Any) -> None:
+        node = self.node
+        target = dest._proc if type(dest) is Pid else node._names.by_name(dest, strict=False)
+        if target is None and type(dest) is Pid and proc._links:
+            # dead, its exit held behind its output: unlinking still cancels that signal
+            target = next((peer for peer in proc._links if peer._pid == dest), None)
+        if target is not None and proc._links is not None and target in proc._links:
+            del proc._links[target]
+            if target._links is not None:  # else dead, its exit signal in flight to us
+                del target._links[proc]
+
+    def monitor(self, proc: Process, dest: Any) -> Ref:
+        node = self.node
+        ref = node.make_ref()
+        target = node._names.lookup(dest)
+        if target is None:
+            proc._post(Down(ref, dest, NOPROC))
+            return ref
+        if target._watchers is None:
+            target._watchers = {}
+        if proc._watching is None:
+            proc._watching = {}
+        target._watchers[ref] = proc
+        proc._watching[ref] = target
+        return ref
+
+    def demonitor(self, proc: Process, ref: Ref, flush: bool) -> None:
+        target = proc._watching.pop(ref, None) if proc._watching else None
+        if target is not None and target._watchers is not None:
+            target._watchers.pop(ref, None)
+        if flush and proc._mbox:
+            for queued in proc._mbox:
+                msg = proc._unwrap(queued)
+                if type(msg) is Down and msg.ref == ref:
+                    proc._mbox.remove(queued)
+                    break
+
+    # -- a process's end ------------------------------------------------------------------------
+
+    def doom(self, proc: Process, reason: Any) -> None:
+        """Make proc exit with reason once the running process's turn is over. It counts as
+        dead from now on: it takes no messages and ignores further signals."""
+        self.exits.append((proc, reason))
+        proc._alive = False
+        proc._halt = True
+        if self.node._current is None:
+            self.drain_exits()
+
+    def drain_exits(self) -> None:
+        if self.draining or not self.exits:
+            return
+        self.draining = True
+        try:
+            exits = self.exits
+            while exits:
+                proc, reason = exits.popleft()
+                self.terminate(proc, reason)
+        finally:
+            self.draining = False
+
+    def terminate(self, proc: Process, reason: Any) -> None:
+        """Remove a process and send its exit to its links and monitors."""
+        node = self.node
+        pid = proc._pid
+        if pid._proc is None:
+            return  # already gone
+        proc._alive = False
+        del node._procs[pid.serial]
+        if node.tracer is not None:
+            node.tracer("exit", pid, reason)
+        pid._proc = None
+        if proc._names:
+            for table, key in proc._names:
+                table.pop(key, None)
+        if proc._coro is not None:
+            coro, proc._coro = proc._coro, None
+            try:
+                coro.close()
+            except BaseException:  # noqa: BLE001 - a dying process's finally blocks cannot veto
+                log.exception("process %r raised while being closed", pid)
+        if proc._wait_ref is not None:
+            proc._end_call(proc._wait_ref)
+        proc._clear_wait()
+        proc._release()
+        if node._tables.owned:
+            node._tables.drop_owned(proc)
+        if proc._watching:
+            for ref, target in proc._watching.items():
+                if target._watchers is not None:
+                    target._watchers.pop(ref, None)
+        proc._mbox = proc._watching = None
+        if proc._held:
+            proc._held.append((self.notify_exit, (proc, reason)))  # after what it sent
+        else:
+            self.notify_exit(proc, reason)
+        if self.stopping is not None:
+            self.stopped(pid)
+
+    def notify_exit(self, proc: Process, reason: Any) -> None:
+        """Send a dead process's exit to its links and its Downs to its monitors."""
+        node = self.node
+        pid = proc._pid
+        if proc._links:
+            for peer in proc._links:
+                if peer._node is node:
+                    del peer._links[proc]
+                    self.signal(pid, peer, reason)
+                else:  # the far end's half of the link goes when the signal arrives
+                    node._boundary.cross(peer, peer._node._signals.linked_exit, (proc, peer, reason))
+        if proc._watchers:
+            for ref, watcher in list(proc._watchers.items()):
+                if watcher._node is node:
+                    watcher._on_down(ref, pid, reason)
+                else:
+                    node._boundary.cross(watcher, watcher._on_down, (ref, pid, reason))
+        proc._links = proc._watchers = None
+
+    # -- the node's shutdown ----------------------------------------------------------------------
+
+    def shutdown(self, timeout: float) -> Future:
+        """`node.stop`: see the module docstring."""
+        node = self.node
+        if self.stopping is None:
+            self.stopping = Future()
+            self.stop_roots = {serial: proc for serial, proc in node._procs.items()
+                               if proc._parent is None or node._names.lookup(proc._parent) is None}
+            for proc in reversed(list(self.stop_roots.values())):
+                self.send_exit(None, proc._pid, SHUTDOWN)
+            if node._procs:
+                self.stop_timer = node._add_timer(timeout, self.kill_all, ())
+            elif not self.stopping.done():
+                self.stopping.set_result(None)
+        return self.stopping
+
+    def stopped(self, pid: Pid) -> None:
+        """A process exited while the node stops."""
+        node = self.node
+        if self.stop_roots:
+            self.stop_roots.pop(pid.serial, None)
+            if not self.stop_roots:
+                for orphan in reversed(list(node._procs.values())):
+                    self.signal(None, orphan, SHUTDOWN)
+        if not node._procs and not self.stopping.done():
+            if self.stop_timer is not None:
+                node._timers.cancel(self.stop_timer)
+            self.stopping.set_result(None)
+
+    def kill_all(self) -> None:
+        for proc in reversed(list(self.node._procs.values())):
+            self.doom(proc, KILLED)
