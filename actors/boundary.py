@@ -1,86 +1,456 @@
-"""The boundary to other nodes (interim: the in-process form the next step replaces)."""
+"""The boundary to other nodes: what crosses it, and the one entry point on each side.
+
+Everything one node hands another is a *delivery*: a value of one of the small closed
+set of kinds below, carrying pids, refs, names and plain terms only, never a `Process`,
+a `Node` or a bound method, so a socket can carry it (msgpack, see `actors.codec`).
+
+| kind          | value                                  | what the receiving node does                |
+|---------------|----------------------------------------|---------------------------------------------|
+| `send`        | `Send(to, msg)`                        | a plain message to `to` (a pid or a name)   |
+| `cast`        | `Cast(to, msg)`                        | a message to a GenServer's `handle_cast`    |
+| `call`        | `CallRequest(to, caller, tag, request)`| a call; its `From` is `(caller, tag)`       |
+| `reply`       | `Reply(to, tag, value)`                | the reply to the call `tag` of `to`         |
+| `exit`        | `ExitSignal(to, sender, reason)`       | Erlang's `exit(to, reason)`                 |
+| `linked_exit` | `LinkedExit(to, sender, reason)`       | `sender`, linked to `to`, exited            |
+| `link`        | `Link(to, sender)`                     | record the link on `to`'s side             |
+| `unlink`      | `Unlink(to, sender)`                   | remove it                                   |
+| `monitor`     | `Monitor(to, watcher, ref)`            | `watcher` (None: a caller outside any process) watches `to`; a call's monitor has the call's tag as `ref` |
+| `demonitor`   | `Demonitor(to, ref)`                   | stop that                                   |
+| `down`        | `DownSignal(to, ref, pid, reason)`     | the monitored `pid` (or the called one) exited |
+
+As in Erlang, links and monitors across nodes are recorded on each side by pid: setting
+one up is a `link`/`monitor` signal the far node applies to its own tables, answered
+with a `linked_exit`/`down` with reason "noproc" when there is no such process there. A
+call is a monitor and a request (gen:call's order): `From` is `(caller pid, tag)`, a
+reply goes to the tag's node, and the caller's node takes the monitor down when the
+call ends (a reply, a timeout, the caller's exit).
+
+Deliveries leave through `node.transport(node, dst_name, delivery)` when one is installed
+(the simulator's network; a wire), else through the connection to that node. A node
+takes them in with `node.arrive(delivery)`: the one entry point a wire uses too. A
+delivery for a process that has exited meanwhile is dropped.
+
+`connect(other)` joins two nodes of one interpreter with a loopback connection (each
+side hands deliveries to the other's `arrive`); `disconnect(name)` acts on this node's
+tables only and closes the connection, whose far end then disconnects itself, as a
+closed socket tells the peer. Either way, each side's links across it break with
+"noconnection", its monitors fire `Down(..., "noconnection")` and its calls waiting
+across it fail with that reason.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from .messages import NOCONNECTION, Down
+from .ids import Pid, Ref
+from .messages import KILL, KILLED, NOCONNECTION, NOPROC, Down
+from .process import CALL, From, Process
+from .registry import RemoteName
 
 if TYPE_CHECKING:
     from .node import Node
-    from .process import Process
+
+
+class Send(NamedTuple):
+    """A plain message (`send`, a timer's) for `to`, a pid or a name registered there."""
+
+    to: Any
+    msg: Any
+    kind = "send"
+
+
+class Cast(NamedTuple):
+    """A message for `to`'s `handle_cast` (a coroutine process receives it bare)."""
+
+    to: Any
+    msg: Any
+    kind = "cast"
+
+
+class CallRequest(NamedTuple):
+    """A call of `to`; the caller is `(caller pid or None, tag)` (its `From`)."""
+
+    to: Any
+    caller: Pid | None
+    tag: Ref
+    request: Any
+    kind = "call"
+
+
+class Reply(NamedTuple):
+    """The reply to call `tag` of `to` (None: a caller outside any process)."""
+
+    to: Pid | None
+    tag: Ref
+    value: Any
+    kind = "reply"
+
+
+class ExitSignal(NamedTuple):
+    """Erlang's `exit(to, reason)` from `sender` (None: from outside any process)."""
+
+    to: Any
+    sender: Pid | None
+    reason: Any
+    kind = "exit"
+
+
+class LinkedExit(NamedTuple):
+    """`sender` exited (or was never there: "noproc"); `to` was linked to it."""
+
+    to: Pid
+    sender: Pid
+    reason: Any
+    kind = "linked_exit"
+
+
+class Link(NamedTuple):
+    """`sender` linked itself to `to`."""
+
+    to: Pid
+    sender: Pid
+    kind = "link"
+
+
+class Unlink(NamedTuple):
+    """`sender` removed its link to `to`."""
+
+    to: Pid
+    sender: Pid
+    kind = "unlink"
+
+
+class Monitor(NamedTuple):
+    """`watcher` (None: a caller outside any process) monitors `to` under `ref`."""
+
+    to: Any
+    watcher: Pid | None
+    ref: Ref
+    kind = "monitor"
+
+
+class Demonitor(NamedTuple):
+    """The monitor `ref` of `to` ends."""
+
+    to: Any
+    ref: Ref
+    kind = "demonitor"
+
+
+class DownSignal(NamedTuple):
+    """`pid`, monitored (or called) under `ref` by `to`, exited with `reason`."""
+
+    to: Pid | None
+    ref: Ref
+    pid: Any
+    reason: Any
+    kind = "down"
+
+
+Delivery = (Send | Cast | CallRequest | Reply | ExitSignal | LinkedExit | Link | Unlink | Monitor
+            | Demonitor | DownSignal)
+KINDS = {cls.kind: cls for cls in (Send, Cast, CallRequest, Reply, ExitSignal, LinkedExit, Link,
+                                   Unlink, Monitor, Demonitor, DownSignal)}
+MESSAGES = frozenset({"send", "cast", "call"})  # what a lossy network may drop or duplicate
+ADDRESSED = (Send, Cast, CallRequest, ExitSignal)  # what a sender addresses by its own choice
+SETUP = frozenset({"link", "unlink", "monitor", "demonitor"})
+
+
+class Remote:
+    """A process of another node as this node's tables hold it: a monitor's watcher, or a
+    call's caller (the owner of its `From`); `pid` is None for a caller outside any
+    process, found on its node by `ref`, the call's tag."""
+
+    __slots__ = ("pid", "ref")
+    _node = None  # never this node: the kernel's `x._node is node` tests say "remote"
+
+    def __init__(self, pid: Pid | None, ref: Ref) -> None:
+        self.pid = pid
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"<remote {self.pid!r} {self.ref!r}>"
+
+
+class RemoteTarget:
+    """What a caller waits on when the server is on another node."""
+
+    __slots__ = ("to", "node_name", "cleared")
+    _watchers = None  # the call's monitor lives on the far node
+
+    def __init__(self, to: Any, node_name: str) -> None:
+        self.to = to
+        self.node_name = node_name
+        self.cleared = False  # the far node dropped the monitor (the server exited, or is cut off)
+
+    @property
+    def _pid(self) -> Any:
+        return self.to if type(self.to) is Pid else RemoteName(self.to, self.node_name)
+
+    def release(self, node: Node, serial: int) -> None:
+        """The call ended on the caller's side: drop its monitor there, unless it is gone."""
+        if not self.cleared:
+            self.cleared = True
+            node._boundary.out(self.node_name, Demonitor(self.to, Ref(node.name, serial)))
+
+
+def node_of(address: Any) -> str:
+    """The node of a remote address as the kernel keeps it (a pid or a `RemoteName`)."""
+    return address.node_name if type(address) is Pid else address.node
+
+
+class Loopback:
+    """The connection between two nodes of one interpreter (`Node.connect`)."""
+
+    __slots__ = ("local", "remote", "twin")
+
+    def __init__(self, local: Node, remote: Node) -> None:
+        self.local = local
+        self.remote = remote
+        self.twin: Loopback | None = None
+
+    def send(self, delivery: Delivery) -> None:
+        self.remote.arrive(delivery)
+
+    def close(self) -> None:
+        """The far end notices, as a peer notices a closed socket."""
+        far = self.remote._boundary
+        if far.peers.get(self.local.name) is self.twin:
+            far.disconnect(self.local.name)
 
 
 class Boundary:
-    __slots__ = ("node", "peers")
+    """This node's side of the boundary; see the module docstring."""
+
+    __slots__ = ("node", "peers", "creations", "handlers")
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.peers: dict[str, Node] = {}
+        self.peers: dict[str, Loopback] = {}
+        self.creations: dict[str, int] = {}  # the incarnation of each node met, as of connecting
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            Send: self.take_send, Cast: self.take_cast, CallRequest: self.take_call,
+            Reply: self.take_reply, ExitSignal: self.take_exit, LinkedExit: self.take_linked_exit,
+            Link: self.take_link, Unlink: self.take_unlink, Monitor: self.take_monitor,
+            Demonitor: self.take_demonitor, DownSignal: self.take_down}
 
-    def post(self, proc: Process, msg: Any) -> None:
-        if proc._node is self.node:
-            proc._post(msg)
-        else:
-            self.cross(proc, proc._post, (msg,))
+    # -- leaving -------------------------------------------------------------------------------
 
-    def deliver(self, proc: Process, msg: Any) -> None:
-        if proc._node is self.node:
-            proc._deliver(msg)
-        else:
-            self.cross(proc, proc._deliver, (msg,))
-
-    def cross(self, receiver: Any, deliver: Callable[..., Any], args: tuple) -> None:
+    def out(self, dst: str, delivery: Delivery) -> None:
+        """Hand `delivery` to node `dst`."""
         node = self.node
-        if node.transport is None:
-            receiver._node.arrive(receiver, deliver, args)
+        if type(delivery) in ADDRESSED and type(delivery.to) is Pid \
+                and delivery.to.serial >> 40 < self.creations.get(dst, 0):
+            return  # for an earlier incarnation of that node: goes nowhere, as in Erlang
+        if dst == node.name:
+            self.arrive(delivery)  # a From or pid that came back to its own node
+        elif node.transport is not None:
+            node.transport(node, dst, delivery)
         else:
-            node.transport(node, receiver._node, receiver, deliver, args)
+            conn = self.peers.get(dst)
+            if conn is not None:
+                conn.send(delivery)
+            else:
+                self.unreachable(delivery)
 
-    def arrive(self, receiver: Any, deliver: Callable[..., Any], args: tuple) -> None:
-        if getattr(receiver, "_alive", True):
-            deliver(*args)
-        if self.node._current is None:
-            self.node._signals.drain_exits()
+    def unreachable(self, delivery: Delivery) -> None:
+        """No connection to the node: a link or monitor fails at once with noconnection,
+        as Erlang's does when the node cannot be reached; anything else goes nowhere."""
+        if type(delivery) is Monitor:
+            self.arrive(DownSignal(delivery.watcher, delivery.ref, delivery.to, NOCONNECTION))
+        elif type(delivery) is Link:
+            self.arrive(LinkedExit(delivery.sender, delivery.to, NOCONNECTION))
+
+    def route(self, dest: Any, msg: Any, kind: type, strict: bool) -> None:
+        """A message to `dest` wherever it is (`kind` is `Send` or `Cast`)."""
+        node = self.node
+        where = node._names.where(dest, strict)
+        if type(where) is tuple:
+            self.out(where[0], kind(where[1], msg))
+        elif where is not None and where._alive:
+            if kind is Send:
+                where._post(msg)
+            else:
+                where._deliver(msg)
+
+    def reply(self, caller: From, value: Any) -> None:
+        """A reply to a caller of another node (see `actors.calls.Calls.reply`)."""
+        pid, tag = self.call_tag(caller)
+        self.out(tag.node_name, Reply(pid, tag, value))
+
+    def call_tag(self, caller: From) -> tuple[Pid | None, Ref]:
+        """A `From` as it crosses: `(caller pid or None, tag)`."""
+        owner = caller.owner
+        if type(owner) is Remote:
+            return owner.pid, owner.ref
+        node = self.node
+        if owner._node is not node:  # a From of another node of this interpreter
+            return owner._node._boundary.call_tag(caller)
+        if not isinstance(owner, Process):  # an outside caller: replies find it by tag
+            node._calls.remote_waiters[caller.serial] = owner
+            owner.ref = caller
+        return owner.pid, Ref(node.name, caller.serial)
+
+    # -- arriving ----------------------------------------------------------------------------
+
+    def arrive(self, delivery: Delivery) -> None:
+        """Take a delivery from another node (see the module docstring)."""
+        self.handlers[type(delivery)](delivery)
+        node = self.node
+        if node._current is None:
+            node._signals.drain_exits()
+
+    def local(self, to: Any) -> Process | None:
+        """The live process of this node that `to` (a pid or a registered name) stands for."""
+        node = self.node
+        if type(to) is Pid:
+            proc = to._proc
+            if proc is None:
+                proc = node._procs.get(to.serial) if to.node_name == node.name else None
+            elif proc._node is not node:
+                return None
+        else:
+            proc = node._names.table.get(to)
+        return proc if proc is not None and proc._alive else None
+
+    def take_send(self, d: Send) -> None:
+        proc = self.local(d.to)
+        if proc is not None:
+            proc._post(d.msg)
+
+    def take_cast(self, d: Cast) -> None:
+        proc = self.local(d.to)
+        if proc is not None:
+            proc._deliver(d.msg)
+
+    def take_call(self, d: CallRequest) -> None:
+        proc = self.local(d.to)
+        if proc is None:
+            return  # the call's monitor says so to the caller
+        proc._deliver((CALL, d.request, From(Remote(d.caller, d.tag), d.tag.serial)))
+
+    def waiting(self, to: Pid | None, tag: Ref) -> tuple[Any, From | None]:
+        """The caller (a process, or an outside caller by tag) still waiting on call `tag`,
+        and its `From`; `(None, None)` once that call has ended."""
+        if to is None:
+            waiter: Any = self.node._calls.remote_waiters.get(tag.serial)
+            ref = waiter.ref if waiter is not None else None
+        else:
+            waiter = self.local(to)
+            ref = waiter._wait_ref if waiter is not None else None
+        if ref is None or ref.serial != tag.serial or tag.node_name != self.node.name:
+            return None, None
+        return waiter, ref
+
+    def take_reply(self, d: Reply) -> None:
+        waiter, ref = self.waiting(d.to, d.tag)
+        if waiter is None:
+            return  # the call ended: a late reply is dropped
+        target = remote_target(waiter)
+        if target is not None:
+            target.release(self.node, d.tag.serial)  # the call's monitor goes now
+        waiter._on_reply(ref, d.value)
+
+    def take_exit(self, d: ExitSignal) -> None:
+        proc = self.local(d.to)
+        if proc is not None:
+            signals = self.node._signals
+            if d.reason == KILL:
+                signals.doom(proc, KILLED)
+            else:
+                signals.signal(d.sender, proc, d.reason)
+
+    def take_linked_exit(self, d: LinkedExit) -> None:
+        proc = self.local(d.to)
+        if proc is not None:
+            self.node._signals.linked_exit(d.sender, proc, d.reason)
+
+    def take_link(self, d: Link) -> None:
+        proc = self.local(d.to)
+        if proc is None:
+            self.out(d.sender.node_name, LinkedExit(d.sender, d.to, NOPROC))
+            return
+        if proc._links is None:
+            proc._links = {}
+        proc._links[d.sender] = None
+
+    def take_unlink(self, d: Unlink) -> None:
+        proc = self.local(d.to)
+        if proc is not None and proc._links:
+            proc._links.pop(d.sender, None)
+
+    def take_monitor(self, d: Monitor) -> None:
+        proc = self.local(d.to)
+        if proc is None:
+            seen = d.to if type(d.to) is Pid else RemoteName(d.to, self.node.name)
+            self.out(d.ref.node_name, DownSignal(d.watcher, d.ref, seen, NOPROC))
+            return
+        if proc._watchers is None:
+            proc._watchers = {}
+        proc._watchers[d.ref] = Remote(d.watcher, d.ref)
+
+    def take_demonitor(self, d: Demonitor) -> None:
+        proc = self.local(d.to)
+        if proc is not None and proc._watchers:
+            proc._watchers.pop(d.ref, None)
+
+    def take_down(self, d: DownSignal) -> None:
+        waiter, ref = self.waiting(d.to, d.ref)
+        if waiter is not None:  # a call's server exited: its node dropped the monitor
+            target = remote_target(waiter)
+            if target is not None:
+                target.cleared = True
+            waiter._on_down(ref, d.pid, d.reason)
+        elif d.to is not None:
+            proc = self.local(d.to)
+            if proc is not None:
+                proc._on_down(d.ref, d.pid, d.reason)
+
+    # -- connections -------------------------------------------------------------------------
 
     def connect(self, other: Node) -> None:
         node = self.node
         assert other is not node, "a node is always connected to itself"
-        self.peers[other.name] = other
-        other._boundary.peers[node.name] = node
+        here, there = Loopback(node, other), Loopback(other, node)
+        here.twin, there.twin = there, here
+        self.peers[other.name] = here
+        self.creations[other.name] = other.creation
+        other._boundary.peers[node.name] = there
+        other._boundary.creations[node.name] = node.creation
 
     def disconnect(self, name: str) -> None:
-        node = self.node
-        peer = self.peers.pop(name, None)
-        if peer is not None and peer._boundary.peers.get(node.name) is node:
-            del peer._boundary.peers[node.name]
+        conn = self.peers.pop(name, None)
         self.break_connection(name)
-        if peer is not None:
-            peer._boundary.break_connection(node.name)
+        node = self.node
         if node._current is None:
             node._signals.drain_exits()
-        if peer is not None and peer._current is None:
-            peer._signals.drain_exits()
+        if conn is not None:
+            conn.close()
 
     def break_connection(self, name: str) -> None:
+        """Give this node's processes noconnection for every link, monitor and call they
+        have across to node `name`, and forget that node's links and monitors here."""
         node = self.node
         signals = node._signals
         for proc in list(node._procs.values()):
             links, watching, watchers = proc._links, proc._watching, proc._watchers
             if links:
-                for other in [p for p in links if p._node.name == name]:
-                    del links[other]
-                    if other._links is not None:
-                        del other._links[proc]
-                    signals.signal(other._pid, proc, NOCONNECTION)
-                    other._node._signals.signal(proc._pid, other, NOCONNECTION)
+                for peer in [p for p in links if type(p) is Pid and p.node_name == name]:
+                    del links[peer]
+                    signals.signal(peer, proc, NOCONNECTION)
             if watching:
-                for ref in [r for r, t in watching.items() if t._node.name == name]:
-                    target = watching.pop(ref)
-                    if target._watchers is not None:
-                        target._watchers.pop(ref, None)
-                    proc._post(Down(ref, target._pid, NOCONNECTION))
-            if proc._wait_target is not None and proc._wait_target._node.name == name:
-                proc._on_down(proc._wait_ref, proc._wait_target._pid, NOCONNECTION)
+                for ref in [r for r, t in watching.items() if type(t) is not Process and node_of(t) == name]:
+                    proc._post(Down(ref, watching.pop(ref), NOCONNECTION))
+            target = proc._wait_target
+            if type(target) is RemoteTarget and target.node_name == name:
+                target.cleared = True
+                proc._on_down(proc._wait_ref, target._pid, NOCONNECTION)
             if watchers:
-                for ref in [r for r, w in watchers.items() if w._node.name == name]:
-                    watchers.pop(ref)._on_down(ref, proc._pid, NOCONNECTION)
+                for ref in [r for r, w in watchers.items() if type(w) is Remote and r.node_name == name]:
+                    del watchers[ref]
+        node._calls.break_connection(name)
+
+
+def remote_target(waiter: Any) -> RemoteTarget | None:
+    """The server on another node a caller (a process, or an outside caller) waits on."""
+    target = waiter._wait_target if isinstance(waiter, Process) else waiter.target
+    return target if type(target) is RemoteTarget else None

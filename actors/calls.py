@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from .boundary import CallRequest, Monitor, RemoteTarget
 from .errors import CallingSelf, CallTimeout, NoProc
 from .future import Future
-from .ids import Pid
+from .ids import Pid, Ref
+from .messages import NOCONNECTION
 from .output import defer
-from .process import CALL, From, Process, call_failure
+from .process import CALL, NONE, From, Process, call_failure
 
 if TYPE_CHECKING:
     from .node import Node
@@ -35,15 +37,20 @@ CALL_WAITS_LIMIT = 4096  # unarmed call timeouts kept before they are armed anyw
 class ExternalCall:
     """The caller side of `node.call` made from outside any process."""
 
-    __slots__ = ("_node", "future", "target", "timer", "dest", "request")
+    __slots__ = ("_node", "future", "target", "timer", "dest", "request", "ref")
 
     def __init__(self, node: Node, dest: Any, request: Any) -> None:
         self._node = node
         self.future = Future()
-        self.target: Process | None = None
+        self.target: Process | RemoteTarget | None = None
         self.timer: Timer | None = None
         self.dest = dest
         self.request = request
+        self.ref: From | None = None
+
+    def wait_ref(self) -> From | None:
+        """The call's `From` while it waits (kept for a call to another node only)."""
+        return self.ref
 
     def _on_reply(self, ref: From, value: Any) -> None:
         if self._finish(ref):
@@ -64,26 +71,37 @@ class ExternalCall:
         if self.timer is not None:
             self._node._timers.cancel(self.timer)
             self.timer = None  # the timer's args hold this waiter: no cycle left for the GC
-        if self.target._watchers is not None:
-            self.target._watchers.pop(ref, None)
+        target = self.target
+        if self.ref is not None:  # its From went to another node
+            self.ref = None  # it refers to this waiter: no cycle left for the GC either
+            self._node._calls.remote_waiters.pop(ref.serial, None)
+        if type(target) is RemoteTarget:
+            target.release(self._node, ref.serial)
+        elif target._watchers is not None:
+            target._watchers.pop(ref, None)
         return True
 
 
 class Calls:
     """The node's side of calls; see the module docstring."""
 
-    __slots__ = ("node", "waits", "waits_due")
+    __slots__ = ("node", "waits", "waits_due", "remote_waiters")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.waits: list[From] = []  # call timeouts not yet on the timer heap
         self.waits_due = math.inf  # the earliest deadline among them
+        # Outside callers whose From went to another node, by tag: where replies find them.
+        self.remote_waiters: dict[int, ExternalCall] = {}
 
     def call(self, dest: Any, request: Any, timeout: float | None) -> Future:
         """`node.call`: a call from outside any process."""
         node = self.node
         waiter = ExternalCall(node, dest, request)
-        target = node._names.lookup(dest)
+        where = node._names.where(dest)
+        if type(where) is tuple:
+            return self.call_remote(waiter, where, timeout)
+        target = where if where is not None and where._alive else None
         if target is None:
             waiter.future.set_exception(NoProc(dest))
             return waiter.future
@@ -95,15 +113,34 @@ class Calls:
         waiter.target = target
         if timeout is not None:
             waiter.timer = node._add_timer(timeout, waiter._on_timeout, (ref, timeout))
-        node._boundary.deliver(target, (CALL, request, ref))
+        target._deliver((CALL, request, ref))
+        return waiter.future
+
+    def call_remote(self, waiter: ExternalCall, where: tuple[str, Any], timeout: float | None) -> Future:
+        node = self.node
+        dst, to = where
+        serial = node._refs + 1  # taken only if the call goes out, as for a local call
+        tag = Ref(node.name, serial)
+        ref = waiter.ref = From(waiter, serial)
+        waiter.target = RemoteTarget(to, dst)
+        self.remote_waiters[serial] = waiter
+        node._boundary.out(dst, Monitor(to, None, tag))
+        if waiter.future.done():
+            return waiter.future  # answered at once: no such process there
+        node._refs = serial
+        if timeout is not None:
+            waiter.timer = node._add_timer(timeout, waiter._on_timeout, (ref, timeout))
+        node._boundary.out(dst, CallRequest(to, None, tag, waiter.request))
         return waiter.future
 
     def start(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
         """`proc.call`: send the request and note what the caller now waits for."""
         node = self.node
-        target = dest._proc if type(dest) is Pid else node._names.by_name(dest, strict=False)
+        target = node._names.where(dest)
         if target is caller:
             raise CallingSelf(f"{caller._pid!r} called itself with {request!r:.200}")
+        if type(target) is tuple:
+            return self.start_remote(caller, target, request, timeout)
         if target is None or not target._alive:
             raise NoProc(dest)
         # The call monitors the server, and the monitor's tag doubles as the reply tag.
@@ -115,25 +152,58 @@ class Calls:
         watchers[ref] = caller
         caller._wait_target = target
         caller._wait_ref = ref
+        self.note_deadline(ref, timeout)
+        if not defer(caller, target._deliver, ((CALL, request, ref),)):
+            target._deliver((CALL, request, ref))
+        return ref
+
+    def start_remote(self, caller: Process, where: tuple[str, Any], request: Any,
+                     timeout: float | None) -> From:
+        """A call to a process of another node: a monitor, then the request (gen:call's order)."""
+        node = self.node
+        dst, to = where
+        serial = node._refs + 1  # taken only if the call goes out, as for a local call
+        tag = Ref(node.name, serial)
+        ref = From(caller, serial)
+        caller._wait_target = RemoteTarget(to, dst)
+        caller._wait_ref = ref
+        queued, caller._queued = caller._queued, True  # an answer now must not queue the caller
+        try:
+            node._boundary.out(dst, Monitor(to, caller._pid, tag))
+        finally:
+            caller._queued = queued
+        if caller._wait_ref is not ref:  # answered at once: no such process there
+            exc, caller._resume, caller._resume_exc = caller._resume_exc, NONE, None
+            assert exc is not None, "a call that ended at once ends with its failure"
+            raise exc
+        node._refs = serial
+        self.note_deadline(ref, timeout)
+        delivery = CallRequest(to, caller._pid, tag, request)
+        if not defer(caller, node._boundary.out, (dst, delivery)):
+            node._boundary.out(dst, delivery)
+        return ref
+
+    def note_deadline(self, ref: From, timeout: float | None) -> None:
+        """Note a call's timeout, armed later (see the module docstring)."""
         if timeout is not None:
-            ref.deadline = deadline = node.now() + timeout
+            ref.deadline = deadline = self.node.now() + timeout
             waits = self.waits
             waits.append(ref)
             if deadline < self.waits_due:
                 self.waits_due = deadline
             if len(waits) > CALL_WAITS_LIMIT:
                 self.arm_timeouts()
-        if not defer(caller, node._boundary.deliver, (target, (CALL, request, ref))):
-            node._boundary.deliver(target, (CALL, request, ref))
-        return ref
 
     def forward(self, dest: Any, request: Any, caller: From) -> None:
         node = self.node
         if defer(node._current, self.forward, (dest, request, caller)):
             return
-        target = node._names.lookup(dest)
-        if target is not None:
-            node._boundary.deliver(target, (CALL, request, caller))
+        where = node._names.where(dest)
+        if type(where) is tuple:
+            pid, tag = node._boundary.call_tag(caller)
+            node._boundary.out(where[0], CallRequest(where[1], pid, tag, request))
+        elif where is not None and where._alive:
+            where._deliver((CALL, request, caller))
 
     def reply(self, caller: From, value: Any) -> None:
         """Deliver a reply: the one copy of reply delivery (GenServer's turn inlines its
@@ -145,7 +215,15 @@ class Calls:
         if owner._node is node:
             owner._on_reply(caller, value)
         else:
-            node._boundary.cross(owner, owner._on_reply, (caller, value))
+            node._boundary.reply(caller, value)
+
+    def break_connection(self, name: str) -> None:
+        """Calls from outside any process waiting on node `name` fail with noconnection."""
+        for waiter in list(self.remote_waiters.values()):
+            target = waiter.target
+            if type(target) is RemoteTarget and target.node_name == name and waiter.ref is not None:
+                target.cleared = True
+                waiter._on_down(waiter.ref, target._pid, NOCONNECTION)
 
     def arm_timeouts(self) -> None:
         """Put the timeouts of calls still unanswered on the timer heap, at their original

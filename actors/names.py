@@ -64,15 +64,27 @@ class Names:
         """The name `proc` is registered under on this node, or None."""
         return next((k for t, k in proc._names or () if t is self.table), None)
 
-    def by_name(self, dest: Any, strict: bool) -> Process | None:
-        """The process a name, a via or a remote name stands for (dead or alive), or None."""
+    def where(self, dest: Any, strict: bool = False) -> Any:
+        """Where `dest` is: its process on this node (alive or not), a `(node name,
+        address there)` pair for a process of another node, or None (nobody holds the
+        name; `NoProc` with `strict`)."""
+        node = self.node
+        if type(dest) is Pid:
+            proc = dest._proc
+            if proc is not None and proc._node is node:
+                return proc
+            if dest.node_name == node.name:
+                return node._procs.get(dest.serial)  # a decoded pid, or a dead one: None
+            return (dest.node_name, dest)
         if type(dest) is Via:
             proc = dest.registry._table.get(dest.key)
+            if proc is not None and proc._node is not node:  # a registry of another node
+                return (proc._node.name, proc._pid)
         elif type(dest) is RemoteName:
-            node = self.node
-            peer = node if dest.node == node.name else node._boundary.peers.get(dest.node)
-            # Erlang's send to {Name, Node} never fails, whatever is (not) there.
-            return peer._names.table.get(dest.name) if peer is not None else None
+            if dest.node != node.name:
+                # Erlang's send to {Name, Node} never fails, whatever is (not) there.
+                return (dest.node, dest.name) if dest.node in node._boundary.peers else None
+            proc = self.table.get(dest.name)
         else:
             proc = self.table.get(dest)
         if proc is None and strict:
@@ -80,9 +92,9 @@ class Names:
         return proc
 
     def lookup(self, dest: Any) -> Process | None:
-        """The live process `dest` names, or None."""
-        proc = dest._proc if type(dest) is Pid else self.by_name(dest, strict=False)
-        return proc if proc is not None and proc._alive else None
+        """The live process of this node `dest` names, or None."""
+        proc = self.where(dest)
+        return proc if proc is not None and type(proc) is not tuple and proc._alive else None
 
     def live(self, pid: Pid) -> Process:
         """The live process of `pid`; `NoProc` if there is none."""

@@ -26,7 +26,7 @@ import random
 import sys
 from typing import Any, Callable
 
-from .boundary import Boundary
+from .boundary import Boundary, Cast, Delivery, Send
 from .calls import Calls
 from .clock import LoopClock, VirtualClock
 from .errors import MailboxOverflow, NoProc, StartError, SystemLimit
@@ -83,9 +83,10 @@ class Node:
         self.tracer: Callable[[str, Any, Any], None] | None = None
         """Called as tracer(event, pid, detail) for "spawn", "run" (a turn), "crash" (the turn
         raised: detail is the exception, as its crash report is logged) and "exit"."""
-        self.transport: Callable[..., None] | None = None
-        """How deliveries to processes of other nodes travel: None delivers them at once;
-        a simulated network installs a function that calls `dest.arrive(...)` later."""
+        self.transport: Callable[[Node, str, Delivery], None] | None = None
+        """How deliveries to other nodes leave: `transport(node, dst_name, delivery)`. None:
+        through the loopback connection (`connect`), at once. A simulated network or a
+        wire installs one; it hands each delivery to the far node's `arrive`."""
         self._procs: dict[int, Process] = {}
         self._serial = creation << 40
         self._refs = creation << 40
@@ -217,9 +218,13 @@ class Node:
         if current is not None and current._held is not None:
             current._held.append((self.send, (dest, msg)))
             return
-        proc = dest._proc if type(dest) is Pid else self._names.by_name(dest, strict=True)
-        if proc is not None and proc._alive:
-            self._boundary.post(proc, msg)
+        if type(dest) is Pid:
+            proc = dest._proc
+            if proc is not None and proc._node is self:  # the local fast path; else the boundary's
+                if proc._alive:
+                    proc._post(msg)
+                return
+        self._boundary.route(dest, msg, Send, True)
 
     def cast(self, dest: Any, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
@@ -227,12 +232,13 @@ class Node:
         if current is not None and current._held is not None:
             current._held.append((self.cast, (dest, msg)))
             return
-        proc = dest._proc if type(dest) is Pid else self._names.by_name(dest, strict=False)
-        if proc is not None and proc._alive:
-            if proc._node is self:
-                proc._deliver(msg)
-            else:
-                self._boundary.deliver(proc, msg)
+        if type(dest) is Pid:
+            proc = dest._proc
+            if proc is not None and proc._node is self:  # the local fast path; else the boundary's
+                if proc._alive:
+                    proc._deliver(msg)
+                return
+        self._boundary.route(dest, msg, Cast, False)
 
     def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Future:
         """Call a GenServer from outside any process: returns a `Future` to `await` (real
@@ -324,22 +330,25 @@ class Node:
     # -- other nodes (see actors.boundary) ----------------------------------------------------------
 
     def connect(self, other: Node) -> None:
-        """Connect two nodes (Erlang's `net_kernel:connect_node`): each can then address
-        the other's names with `RemoteName`. A node of the same name (a restarted one)
-        takes the old one's place. Deliveries between nodes go through `transport`."""
+        """Connect two nodes of this interpreter (Erlang's `net_kernel:connect_node`) with
+        a loopback connection: each can then address the other's names with `RemoteName`.
+        A node of the same name (a restarted one) takes the old one's place. Deliveries
+        between nodes go through `transport` if one is installed."""
         self._boundary.connect(other)
 
     def disconnect(self, name: str) -> None:
         """Lose the connection to node `name` (a crash, a partition detected, or on
-        purpose): as in Erlang, every link between the two nodes breaks with an exit
-        signal `noconnection` at both ends, every monitor across it fires a `Down` with
-        reason `noconnection`, and calls waiting across it fail with that reason."""
+        purpose). As in Erlang, this node's links to that node break with an exit signal
+        `noconnection`, its monitors across fire a `Down` with reason `noconnection`, and
+        its calls waiting across fail with that reason. It acts on this node's tables
+        only; closing the connection tells the far node, which does the same on its side."""
         self._boundary.disconnect(name)
 
-    def arrive(self, receiver: Any, deliver: Callable[..., Any], args: tuple) -> None:
-        """Complete a delivery from another node (called by the transport): dropped if the
-        receiving process has exited meanwhile."""
-        self._boundary.arrive(receiver, deliver, args)
+    def arrive(self, delivery: Delivery) -> None:
+        """Take a delivery from another node (see `actors.boundary`): the one entry point
+        of the boundary, for a transport or a wire. A delivery for a process that has
+        exited meanwhile is dropped."""
+        self._boundary.arrive(delivery)
 
     def nodes(self) -> list[str]:
         """The names of the connected nodes, sorted."""
@@ -363,15 +372,13 @@ class Node:
             return False
         self._timers.cancel(timer)
         dest = timer.args[1]
-        if type(dest) is Pid and (dest._proc is None or not dest._proc._alive):
-            return False
+        if type(dest) is Pid and dest.node_name == self.name and self._names.lookup(dest) is None:
+            return False  # its process exited (of another node's, nothing is known here)
         return max(0.0, timer.deadline - self.now())
 
     def _timer_send(self, ref: Ref, dest: Any, msg: Any) -> None:
         del self._timer_refs[ref]
-        proc = self._names.lookup(dest)
-        if proc is not None:
-            self._boundary.post(proc, msg)
+        self._boundary.route(dest, msg, Send, False)
 
     def _add_timer(self, delay: float, action: Callable[..., Any], args: tuple, ref: Any = None) -> Timer:
         timer = self._timers.add(self.now() + max(0.0, delay), action, args, ref)
@@ -404,8 +411,9 @@ class Node:
             "registered_name": self._names.name_of(proc),
             "mailbox_len": len(proc._mbox) if proc._mbox else 0,
             "dropped": proc._dropped,
-            "links": [p._pid for p in proc._links or ()],
-            "monitored_by": [w._pid for w in (proc._watchers or {}).values() if isinstance(w, Process)],
+            "links": [p if type(p) is Pid else p._pid for p in proc._links or ()],
+            "monitored_by": [w._pid if isinstance(w, Process) else w.pid
+                             for w in (proc._watchers or {}).values() if getattr(w, "pid", None) is not None],
             "trap_exit": proc._trap,
             "status": ("running" if proc is self._current else "runnable" if proc._queued
                        else "waiting"),

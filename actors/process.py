@@ -285,6 +285,8 @@ class Process:
         self._wait_target = None
         if target._watchers is not None:
             target._watchers.pop(ref, None)
+        elif not isinstance(target, Process):  # a server on another node (boundary.RemoteTarget)
+            target.release(self._node, ref.serial)
 
     # -- the API process code uses --------------------------------------------------------
 

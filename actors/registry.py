@@ -50,7 +50,7 @@ class Registry:
 
     def keys(self, pid: Pid) -> list[Any]:
         """The keys `pid` holds in this registry, in registration order."""
-        proc = pid._proc
+        proc = self.node._names.lookup(pid)
         if proc is None or not proc._names:
             return []
         return [key for table, key in proc._names if table is self._table]

@@ -25,11 +25,13 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .boundary import Demonitor, DownSignal, ExitSignal, Link, LinkedExit, Monitor, Unlink, node_of
 from .errors import NoProc
 from .future import Future
 from .ids import Pid, Ref
 from .messages import KILL, KILLED, NOPROC, NORMAL, SHUTDOWN, Down, Exit
 from .process import ExitNow, Process
+from .registry import RemoteName
 
 if TYPE_CHECKING:
     from .node import Node
@@ -55,10 +57,13 @@ class Signals:
     def send_exit(self, sender: Process | None, dest: Any, reason: Any) -> None:
         """Erlang's `exit(dest, reason)` from `sender` (None: from outside the node)."""
         node = self.node
-        target = node._names.lookup(dest)
-        if target is None:
-            return
+        target = node._names.where(dest)
         sender_pid = sender._pid if sender is not None else None
+        if type(target) is tuple:
+            node._boundary.out(target[0], ExitSignal(target[1], sender_pid, reason))
+            return
+        if target is None or not target._alive:
+            return
         if target is sender:
             if reason == KILL:
                 raise ExitNow(KILLED)
@@ -66,26 +71,18 @@ class Signals:
                 target._post(Exit(sender_pid, reason))
                 return
             raise ExitNow(reason)
-        if target._node is not node:
-            node._boundary.cross(target, target._node._signals.from_outside, (sender_pid, target, reason))
-        elif reason == KILL:
+        if reason == KILL:
             self.doom(target, KILLED)
         else:
             self.signal(sender_pid, target, reason)
 
-    def from_outside(self, sender: Pid | None, target: Process, reason: Any) -> None:
-        """An exit signal sent by `exit/2` from another node."""
-        if reason == KILL:
-            self.doom(target, KILLED)
-        else:
-            self.signal(sender, target, reason)
-
-    def linked_exit(self, dead: Process, target: Process, reason: Any) -> None:
-        """A linked process of another node exited: the link ends as the signal arrives."""
+    def linked_exit(self, dead: Pid, target: Process, reason: Any) -> None:
+        """A linked process of another node exited: the link ends as the signal arrives
+        (unlinked meanwhile, the signal is ignored)."""
         links = target._links
         if links is not None and dead in links:
             del links[dead]
-            self.signal(dead._pid, target, reason)
+            self.signal(dead, target, reason)
 
     def signal(self, sender: Pid | None, target: Process, reason: Any) -> None:
         """Deliver an exit signal: a message if `target` traps exits, else maybe its end."""
@@ -107,7 +104,18 @@ class Signals:
         b._links[a] = None
 
     def link(self, proc: Process, dest: Any) -> None:
-        target = self.node._names.lookup(dest)
+        node = self.node
+        where = node._names.where(dest)
+        if type(where) is tuple:  # recorded by pid here; the far node records its half
+            to = where[1]
+            if type(to) is not Pid:
+                raise TypeError(f"link to a process of another node takes its pid, not {dest!r}")
+            if proc._links is None:
+                proc._links = {}
+            proc._links[to] = None
+            node._boundary.out(where[0], Link(to, proc._pid))
+            return
+        target = where if where is not None and where._alive else None
         if target is proc:
             return
         if target is None:
@@ -119,10 +127,16 @@ class Signals:
 
     def unlink(self, proc: Process, dest: Any) -> None:
         node = self.node
-        target = dest._proc if type(dest) is Pid else node._names.by_name(dest, strict=False)
+        target = node._names.where(dest)
+        if type(target) is tuple:
+            to = target[1]
+            if proc._links and to in proc._links:
+                del proc._links[to]
+                node._boundary.out(target[0], Unlink(to, proc._pid))
+            return
         if target is None and type(dest) is Pid and proc._links:
             # dead, its exit held behind its output: unlinking still cancels that signal
-            target = next((peer for peer in proc._links if peer._pid == dest), None)
+            target = next((peer for peer in proc._links if type(peer) is not Pid and peer._pid == dest), None)
         if target is not None and proc._links is not None and target in proc._links:
             del proc._links[target]
             if target._links is not None:  # else dead, its exit signal in flight to us
@@ -131,7 +145,15 @@ class Signals:
     def monitor(self, proc: Process, dest: Any) -> Ref:
         node = self.node
         ref = node.make_ref()
-        target = node._names.lookup(dest)
+        where = node._names.where(dest)
+        if type(where) is tuple:  # recorded by address here; the far node records its half
+            dst, to = where
+            if proc._watching is None:
+                proc._watching = {}
+            proc._watching[ref] = to if type(to) is Pid else RemoteName(to, dst)
+            node._boundary.out(dst, Monitor(to, proc._pid, ref))
+            return ref
+        target = where if where is not None and where._alive else None
         if target is None:
             proc._post(Down(ref, dest, NOPROC))
             return ref
@@ -145,14 +167,22 @@ class Signals:
 
     def demonitor(self, proc: Process, ref: Ref, flush: bool) -> None:
         target = proc._watching.pop(ref, None) if proc._watching else None
-        if target is not None and target._watchers is not None:
-            target._watchers.pop(ref, None)
+        if target is not None:
+            self.unwatch(ref, target)
         if flush and proc._mbox:
             for queued in proc._mbox:
                 msg = proc._unwrap(queued)
                 if type(msg) is Down and msg.ref == ref:
                     proc._mbox.remove(queued)
                     break
+
+    def unwatch(self, ref: Ref, target: Any) -> None:
+        """Drop the far half of the monitor `ref` (a process here, or an address there)."""
+        if type(target) is Pid or type(target) is RemoteName:
+            to = target if type(target) is Pid else target.name
+            self.node._boundary.out(node_of(target), Demonitor(to, ref))
+        elif target._watchers is not None:
+            target._watchers.pop(ref, None)
 
     # -- a process's end ------------------------------------------------------------------------
 
@@ -205,8 +235,7 @@ class Signals:
             node._tables.drop_owned(proc)
         if proc._watching:
             for ref, target in proc._watching.items():
-                if target._watchers is not None:
-                    target._watchers.pop(ref, None)
+                self.unwatch(ref, target)
         proc._mbox = proc._watching = None
         if proc._held:
             proc._held.append((self.notify_exit, (proc, reason)))  # after what it sent
@@ -221,17 +250,17 @@ class Signals:
         pid = proc._pid
         if proc._links:
             for peer in proc._links:
-                if peer._node is node:
+                if type(peer) is Pid:  # the far end's half of the link goes when the signal arrives
+                    node._boundary.out(peer.node_name, LinkedExit(peer, pid, reason))
+                else:
                     del peer._links[proc]
                     self.signal(pid, peer, reason)
-                else:  # the far end's half of the link goes when the signal arrives
-                    node._boundary.cross(peer, peer._node._signals.linked_exit, (proc, peer, reason))
         if proc._watchers:
             for ref, watcher in list(proc._watchers.items()):
                 if watcher._node is node:
                     watcher._on_down(ref, pid, reason)
                 else:
-                    node._boundary.cross(watcher, watcher._on_down, (ref, pid, reason))
+                    node._boundary.out(ref.node_name, DownSignal(watcher.pid, ref, pid, reason))
         proc._links = proc._watchers = None
 
     # -- the node's shutdown ----------------------------------------------------------------------

@@ -1,22 +1,31 @@
 """The simulated network between nodes: latency, per-pair order, message faults, partitions.
 
-Every delivery from one node to another (a send, a cast, a call request, a reply, an exit
-signal, a Down) comes through `transport` and is scheduled to arrive after the link's
-latency. Deliveries on one (src, dst) link arrive in the order they were sent, as between
-two Erlang nodes, unless a fault says otherwise.
+It is the nodes' transport: every delivery one node hands another (see
+`actors.boundary` for the kinds) comes through `transport`, classified by its kind:
 
-Faults touch messages (sends, casts, call requests, replies): `drop`, `duplicate`,
-`delay` (late, holding back the later ones: order kept) and `reorder` (late, letting the
-later ones overtake). Signals (exits, Downs) are never dropped or doubled: Erlang only
-loses them with the connection, and then says so. A partition cuts links and
-disconnects the nodes on either side (`Node.disconnect`): links and monitors across it
-break with `noconnection`, calls waiting across it fail with it, and what was in flight
-or is sent across while cut is lost. The heal reconnects them. (Erlang notices a silent
-partition after `net_ticktime`; the simulation notices at once.)
+- messages (send, cast, call request) and replies are scheduled to arrive after the
+  link's latency, and faults touch them: `drop`, `duplicate`, `delay` (late, holding back
+  the later ones: order kept) and `reorder` (late, letting the later ones overtake);
+- signals (exit, linked exit, down) travel the same way but are never dropped or
+  doubled: Erlang only loses them with the connection, and then says so;
+- setting links and monitors up or down (link, unlink, monitor, demonitor) reaches the
+  far node at once, and so does its answer ("noproc"), even across a cut: setting one
+  up takes no time here (a wire carries them in order with the rest).
+
+Deliveries on one (src, dst) link arrive in the order they were sent, as between two
+Erlang nodes, unless a fault says otherwise. A delivery for a node that went down (or for
+a pid of its earlier incarnation) is lost on arrival. A partition cuts links and
+disconnects the nodes on either side (`Node.disconnect`, each side's own): links and
+monitors across it break with `noconnection`, calls waiting across it fail with it, and
+what was in flight or is sent across while cut is lost. The heal reconnects them.
+(Erlang notices a silent partition after `net_ticktime`; the simulation notices at once.)
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from actors import Pid
+from actors.boundary import SETUP, Delivery
 
 if TYPE_CHECKING:
     from actors import Node
@@ -25,9 +34,32 @@ if TYPE_CHECKING:
 
 from .faults import MESSAGE_FAULTS, Draw, EventFaults
 
-# What a delivery is, by the kernel method that completes it.
-_KINDS = {"_post": "msg", "_deliver": "msg", "_on_reply": "reply",
-          "_signal": "exit", "linked_exit": "exit", "from_outside": "exit", "_on_down": "down"}
+# What the trace calls each kind of delivery (see actors.boundary).
+TRACE_KIND = {"send": "msg", "cast": "msg", "call": "msg", "reply": "reply", "exit": "exit",
+              "linked_exit": "exit", "down": "down"}
+
+
+def _serial(dst: Node | None, delivery: Delivery) -> int:
+    """The serial of the process a delivery is for, as the trace shows it (0: a caller
+    outside any process, or a name nobody holds)."""
+    to = delivery.to
+    if to is None:
+        return 0
+    if type(to) is not Pid:
+        to = dst.whereis(to) if dst is not None else None
+        if to is None:
+            return 0
+    return to.serial
+
+
+def _meant_for(dst: Node, delivery: Delivery) -> bool:
+    """False for a delivery to a pid, or a reply to a call, of an earlier incarnation."""
+    to = delivery.to
+    if type(to) is Pid:
+        return to.serial >> 40 == dst.creation
+    if to is None:  # a caller outside any process: its call's tag says which incarnation
+        return delivery.tag.serial >> 40 == dst.creation  # type: ignore[union-attr]
+    return True
 
 
 class Link:
@@ -62,6 +94,7 @@ class Network:
         self.sent = 0
         self.partitioned = False
         self.arrive = self._arrive  # one bound method: the driver tells arrivals apart by it
+        self._answering: tuple[str, str] | None = None  # (src, dst) of answers that go at once
 
     # -- configuration -------------------------------------------------------------------
 
@@ -101,20 +134,26 @@ class Network:
 
     # -- deliveries ------------------------------------------------------------------------
 
-    def transport(self, src: Node, dst: Node, receiver: Any, deliver: Callable[..., Any],
-                  args: tuple) -> None:
-        """The kernel's transport hook: schedule the delivery's arrival."""
+    def transport(self, src: Node, dst_name: str, delivery: Delivery) -> None:
+        """The kernel's transport hook: schedule the delivery's arrival (see the module
+        docstring for what each kind of delivery meets on the way)."""
         sim = self.sim
+        kind = delivery.kind
+        if kind in SETUP or self._answering == (src.name, dst_name):
+            self._at_once(src.name, dst_name, delivery)
+            return
         record = sim.trace.append
-        src_name, dst_name = src.name, dst.name
+        src_name = src.name
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
-        kind = _KINDS[deliver.__name__]
-        pid = getattr(receiver, "pid", None)
-        serial = pid.serial if pid is not None else 0
+        kind = TRACE_KIND[kind]
+        dst = sim.node(dst_name)
+        serial = _serial(dst, delivery)
         self.sent += 1
         if link.cut:
             record(("send", src_name, dst_name, serial, kind, "cut"))
             return
+        if dst is not None and not _meant_for(dst, delivery):
+            dst = None  # a pid (or call) of an earlier incarnation: lost as if that node were down
         depart = sim.departure(src_name) if sim.stalls else sim.now
         arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
         fault = ""
@@ -128,8 +167,8 @@ class Network:
                     record(("send", src_name, dst_name, serial, kind, fault))
                     return
                 if fault == "duplicate":
-                    sim.call_at(max(arrival, link.last) + extra, self.arrive, dst, receiver, deliver,
-                                args, kind, serial, link, link.epoch)
+                    sim.call_at(max(arrival, link.last) + extra, self.arrive, dst_name, dst, delivery,
+                                kind, serial, link, link.epoch)
                 else:
                     arrival += extra
         if fault != "reorder":
@@ -138,18 +177,30 @@ class Network:
             link.last = arrival
         assert arrival > sim.now, f"{src_name} -> {dst_name}: a delivery must take time ({arrival})"
         record(("send", src_name, dst_name, serial, kind, fault, arrival))
-        sim.call_at(arrival, self.arrive, dst, receiver, deliver, args, kind, serial, link, link.epoch)
+        sim.call_at(arrival, self.arrive, dst_name, dst, delivery, kind, serial, link, link.epoch)
 
-    def _arrive(self, dst: Node, receiver: Any, deliver: Callable[..., Any], args: tuple,
-                kind: str, serial: int, link: Link, epoch: int) -> None:
-        if self.sim.node(dst.name) is not dst:
-            self.sim.trace.append(("arr", dst.name, serial, kind, "node down"))
+    def _arrive(self, dst_name: str, dst: Node | None, delivery: Delivery, kind: str, serial: int,
+                link: Link, epoch: int) -> None:
+        if dst is None or self.sim.node(dst_name) is not dst:
+            self.sim.trace.append(("arr", dst_name, serial, kind, "node down"))
             return
         if link.epoch != epoch:
-            self.sim.trace.append(("arr", dst.name, serial, kind, "connection lost"))
+            self.sim.trace.append(("arr", dst_name, serial, kind, "connection lost"))
             return
-        self.sim.trace.append(("arr", dst.name, serial, kind))
-        dst.arrive(receiver, deliver, args)  # the node's clock catches up before it next runs
+        self.sim.trace.append(("arr", dst_name, serial, kind))
+        dst.arrive(delivery)  # the node's clock catches up before it next runs
+
+    def _at_once(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
+        """A link or monitor being set up (or taken down) reaches the far node at once,
+        and so does that node's answer (a "noproc"): setting one up takes no time."""
+        dst = self.sim.node(dst_name)
+        if dst is None:
+            return
+        previous, self._answering = self._answering, (dst_name, src_name)
+        try:
+            dst.arrive(delivery)
+        finally:
+            self._answering = previous
 
     # -- partitions ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 import pytest
 
 from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName
+from actors.boundary import SETUP
 
 
 class Echo(GenServer):
@@ -10,25 +11,29 @@ class Echo(GenServer):
 
 
 class QueueTransport:
-    """Holds every cross-node delivery until `flush`; `drop` loses them instead."""
+    """Holds every cross-node delivery until `flush` (links and monitors being set up
+    arrive at once, as in the simulator); `drop` loses them instead."""
 
-    def __init__(self):
+    def __init__(self, *nodes):
+        self.nodes = {node.name: node for node in nodes}
         self.queue = []
         self.drop = False
 
-    def __call__(self, src, dst, receiver, deliver, args):
-        if not self.drop:
-            self.queue.append((dst, receiver, deliver, args))
+    def __call__(self, src, dst, delivery):
+        if delivery.kind in SETUP:
+            self.nodes[dst].arrive(delivery)
+        elif not self.drop:
+            self.queue.append((dst, delivery))
 
     def flush(self):
         while self.queue:
-            dst, receiver, deliver, args = self.queue.pop(0)
-            dst.arrive(receiver, deliver, args)
+            dst, delivery = self.queue.pop(0)
+            self.nodes[dst].arrive(delivery)
 
 
 def two_nodes():
     a, b = Node("a", seed=1), Node("b", seed=2)
-    net = QueueTransport()
+    net = QueueTransport(a, b)
     a.transport = b.transport = net
     return a, b, net
 
