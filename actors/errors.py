@@ -66,6 +66,15 @@ class AlreadyRegistered(ActorError):
         self.name, self.pid = name, pid
 
 
+class RemoteError(ActorError):
+    """An exception from another node of a type this node does not have (see
+    `actors.codec`): `type_name` is its type's qualified name, `args` its args."""
+
+    def __init__(self, type_name: str, *args: Any) -> None:
+        super().__init__(type_name, *args)
+        self.type_name = type_name
+
+
 class StartError(ActorError):
     """A GenServer's `init` failed; `reason` is why. No process was left running."""
 

@@ -31,7 +31,17 @@ Callbacks (each may be `async def` and then `await self.call(...)`, `self.receiv
   process, the outside (`node.exit`, `node.stop`). Not when it is killed outright, as in
   OTP. It may be `async def`; the server exits when it completes.
 
-Do not override `__init__`: the kernel builds the object; put setup in `init`.
+Do not override `__init__`: the kernel builds the object; put setup in `init`. The
+process's runtime fields are the kernel's: `pid` and `node` are read-only, and a subclass
+that assigns one of the kernel's own attributes (`self._timer = ...`) is refused when it
+is defined (see `actors.process`).
+
+The extension point for libraries: a subclass that defines `run_turn(self, turn)` has it
+called for every turn of the server, with `turn` running that turn (the queued messages,
+the next step of a suspended async callback, or an idle timeout) and returning True when
+the server is then suspended in an async callback. It must call `turn()` once and let its
+exceptions through (`actors.process.ExitNow` is a deliberate stop, anything else a
+crash). Storage's `PersistentServer` saves its state there. Servers without it pay nothing.
 """
 from __future__ import annotations
 
@@ -62,8 +72,13 @@ class GenServer(Process):
     """Seconds without a message after which `handle_idle()` runs; None disables it."""
 
     __slots__ = ("_stop", "_cont", "_idle", "_terminating")
-    # a turn, an idle timeout's turn, and the start (init, inside spawn)
-    _hooks = frozenset({"_run", "_idle_callback", "_start"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run_turn" in vars(cls):  # wire the extension point in: no cost for the others
+            cls._start = GenServer._hooked_start  # type: ignore[method-assign]
+            cls._run = GenServer._hooked_run  # type: ignore[method-assign]
+            cls._idle_callback = GenServer._hooked_idle  # type: ignore[method-assign]
 
     # -- callbacks (defaults) -----------------------------------------------------------
 
@@ -90,6 +105,25 @@ class GenServer(Process):
 
     def terminate(self, reason: Any) -> None:
         """Clean up before the server exits with `reason`."""
+
+    # -- the extension point for libraries (see the module docstring) ---------------------------
+
+    def _hooked_start(self, args: tuple) -> None:
+        self.run_turn(lambda: self._plain_start(args))  # type: ignore[attr-defined]
+
+    def _plain_start(self, args: tuple) -> bool:
+        GenServer._start(self, args)
+        return self._coro is not None
+
+    def _hooked_run(self) -> None:
+        self.run_turn(self._plain_run)  # type: ignore[attr-defined]
+
+    def _hooked_idle(self) -> None:
+        self.run_turn(self._plain_idle)  # type: ignore[attr-defined]
+
+    def _plain_run(self) -> bool:
+        Process._run(self)
+        return self._coro is not None
 
     # -- actions ----------------------------------------------------------------------
 
@@ -208,11 +242,15 @@ class GenServer(Process):
         self._node._scheduler.run_callback(self, self._idle_callback)
 
     def _idle_callback(self) -> None:
+        self._plain_idle()
+
+    def _plain_idle(self) -> bool:
         r = self.handle_idle()
         if type(r) is CoroutineType:
             self._run_async(r, None)
         elif self._halt:
             self._after_halt()
+        return self._coro is not None
 
     def _run_async(self, coro: CoroutineType, caller: From | None) -> None:
         self._coro = self._finish_async(coro, caller)

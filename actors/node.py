@@ -391,6 +391,12 @@ class Node:
     def is_alive(self, pid: Pid) -> bool:
         return self._names.lookup(pid) is not None
 
+    def is_suspended(self, pid: Pid) -> bool:
+        """True while the live process waits inside an `await` (a receive, a call, a sleep,
+        or a GenServer's async callback)."""
+        proc = self._names.lookup(pid)
+        return proc is not None and proc._coro is not None
+
     def processes(self) -> list[Pid]:
         """Live pids in spawn order."""
         return [proc._pid for proc in self._procs.values()]

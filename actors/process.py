@@ -9,6 +9,7 @@ can drive it exactly like the real-time loop does.
 """
 from __future__ import annotations
 
+import dis
 import types
 from collections import deque
 from itertools import islice
@@ -77,6 +78,23 @@ def call_failure(pid: Pid, reason: Any) -> Exception:
     return NoProc(pid) if reason == NOPROC else CallExit(pid, reason)
 
 
+def _assigned_on_self(code: types.CodeType) -> set[str]:
+    """The attributes a method assigns or deletes on its first argument (`self.x = ...`),
+    nested functions included: how a subclass would overwrite the kernel's fields."""
+    first = code.co_varnames[0] if code.co_argcount else None
+    found: set[str] = set()
+    previous = None
+    for ins in dis.get_instructions(code):
+        if (ins.opname in ("STORE_ATTR", "DELETE_ATTR") and previous is not None
+                and previous.opname in ("LOAD_FAST", "LOAD_DEREF") and previous.argval in (first, "self")):
+            found.add(ins.argval)
+        previous = ins
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _assigned_on_self(const)
+    return found
+
+
 class ExitNow(BaseException):
     """Unwinds a process that exits on purpose; a BaseException so `except Exception` in user
     code cannot swallow it."""
@@ -97,22 +115,25 @@ class Process:
         "_dropped", "_parent", "_last", "_held",
     )
 
-    _hooks: frozenset[str] = frozenset({"_run"})
-    """The private methods a subclass in another package may override: the kernel's
-    extension points. Any other private name of a base class in another package is
-    reserved, so that a subclass cannot replace kernel or storage internals by accident."""
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         package = cls.__module__.partition(".")[0]
-        for name in vars(cls):
-            if name[:1] != "_" or name[:2] == "__" or name == "_hooks":
-                continue
-            base = next((b for b in cls.__mro__[1:] if name in vars(b)), None)
-            if (base is not None and base.__module__.partition(".")[0] != package
-                    and name not in base._hooks):
-                raise TypeError(f"{cls.__qualname__}.{name} would replace {base.__qualname__}."
-                                f"{name}, which {base.__module__} reserves; use another name")
+        kernel = [b for b in cls.__mro__[1:] if b.__module__.partition(".")[0] != package
+                  and isinstance(b, type) and issubclass(b, Process)]
+        if not kernel:
+            return
+        reserved = {"pid", "node"}.union(*(  # and the private fields of those bases
+            [slot for slot in getattr(b, "__slots__", ()) if slot[:1] == "_"] for b in kernel))
+        for name, value in vars(cls).items():
+            if name[:1] == "_" and name[:2] != "__":
+                base = next((b for b in kernel if name in vars(b)), None)
+                if base is not None:
+                    raise TypeError(f"{cls.__qualname__}.{name} would replace {base.__qualname__}."
+                                    f"{name}, which {base.__module__} reserves; use another name")
+            code = getattr(getattr(value, "__func__", value), "__code__", None)
+            for attr in _assigned_on_self(code) & reserved if code is not None else ():
+                raise TypeError(f"{cls.__qualname__}.{name} assigns self.{attr}, a runtime field of "
+                                f"the process that its base classes reserve; use another name")
 
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
         self._pid = pid

@@ -22,10 +22,11 @@ what was in flight or is sent across while cut is lost. The heal reconnects them
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors import Pid
 from actors.boundary import SETUP, Delivery
+from actors.codec import decode_term, encode_term
 
 if TYPE_CHECKING:
     from actors import Node
@@ -37,6 +38,24 @@ from .faults import MESSAGE_FAULTS, Draw, EventFaults
 # What the trace calls each kind of delivery (see actors.boundary).
 TRACE_KIND = {"send": "msg", "cast": "msg", "call": "msg", "reply": "reply", "exit": "exit",
               "linked_exit": "exit", "down": "down"}
+
+
+class _Encoded(NamedTuple):
+    """A delivery in flight as the wire's bytes."""
+
+    cls: type
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind  # type: ignore[attr-defined, no-any-return]
+
+
+def _decoded(delivery: Any, dst: Node) -> Delivery:
+    """What the far node takes in: decoded there (its pids resolve to its processes)."""
+    if type(delivery) is _Encoded:
+        return delivery.cls(*decode_term(delivery.data, dst))  # type: ignore[no-any-return]
+    return delivery  # type: ignore[no-any-return]
 
 
 def _serial(dst: Node | None, delivery: Delivery) -> int:
@@ -95,6 +114,7 @@ class Network:
         self.partitioned = False
         self.arrive = self._arrive  # one bound method: the driver tells arrivals apart by it
         self._answering: tuple[str, str] | None = None  # (src, dst) of answers that go at once
+        self.codec = True  # deliveries cross as bytes, as on a wire (see `crossing`)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -139,6 +159,12 @@ class Network:
         docstring for what each kind of delivery meets on the way)."""
         sim = self.sim
         kind = delivery.kind
+        original = delivery
+        if self.codec:
+            data = self.crossing(src, dst_name, delivery)
+            if data is None:
+                return
+            delivery = _Encoded(type(delivery), data)  # type: ignore[assignment]
         if kind in SETUP or self._answering == (src.name, dst_name):
             self._at_once(src.name, dst_name, delivery)
             return
@@ -147,12 +173,12 @@ class Network:
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
         kind = TRACE_KIND[kind]
         dst = sim.node(dst_name)
-        serial = _serial(dst, delivery)
+        serial = _serial(dst, original)
         self.sent += 1
         if link.cut:
             record(("send", src_name, dst_name, serial, kind, "cut"))
             return
-        if dst is not None and not _meant_for(dst, delivery):
+        if dst is not None and not _meant_for(dst, original):
             dst = None  # a pid (or call) of an earlier incarnation: lost as if that node were down
         depart = sim.departure(src_name) if sim.stalls else sim.now
         arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
@@ -188,7 +214,7 @@ class Network:
             self.sim.trace.append(("arr", dst_name, serial, kind, "connection lost"))
             return
         self.sim.trace.append(("arr", dst_name, serial, kind))
-        dst.arrive(delivery)  # the node's clock catches up before it next runs
+        dst.arrive(_decoded(delivery, dst))  # the node's clock catches up before it next runs
 
     def _at_once(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
         """A link or monitor being set up (or taken down) reaches the far node at once,
@@ -198,9 +224,21 @@ class Network:
             return
         previous, self._answering = self._answering, (dst_name, src_name)
         try:
-            dst.arrive(delivery)
+            dst.arrive(_decoded(delivery, dst))
         finally:
             self._answering = previous
+
+    def crossing(self, src: Node, dst_name: str, delivery: Delivery) -> bytes | None:
+        """The delivery as the wire's bytes (`actors.codec`); None when it cannot cross: the
+        run then fails, naming what was sent and between which nodes."""
+        try:
+            return encode_term(list(delivery), src)
+        except (TypeError, ValueError, OverflowError) as exc:
+            payload = delivery[-1]
+            self.sim.fail("codec", f"a {delivery.kind} from node {src.name!r} to node {dst_name!r} "
+                                   f"cannot go over a wire: it carries a {type(payload).__qualname__} "
+                                   f"{payload!r:.200}; {exc}")
+            return None
 
     # -- partitions ---------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ def run(scenario: Scenario, seed: int | None = None, *, out: BinaryIO | None = N
 def _build(sim: Simulation, scenario: Scenario, systems: dict[str, System], data_dir: Path) -> Injector:
     """Set the world up: the network, the systems (into `systems`), the fault injector."""
     net = scenario.data["network"]
+    sim.network.codec = net["codec"]
     sim.network.set_latency(*net["latency"])
     for link in net["link"]:
         sim.network.set_latency(*link["latency"], between=tuple(link["between"]))

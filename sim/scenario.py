@@ -33,6 +33,8 @@ CHECKS = {
 NETWORK = {
     "latency": Field.range((0.001, 0.005), 1e-6, 60.0, "one-way latency, uniform in [min, max]"),
     "link": Field.tables("network.link", "links with their own latency"),
+    "codec": Field.bool(True, "what crosses between nodes goes through the wire's codec: a "
+                        "message that could not go over a socket fails the run"),
 }
 LINK = {
     "between": Field.names(REQUIRED, "the two nodes of the link"),
@@ -115,7 +117,7 @@ class Scenario:
         if not faults["script"]:
             del faults["script"]
         if not data["network"]["link"]:
-            data["network"] = {"latency": data["network"]["latency"]}
+            data["network"] = {k: v for k, v in data["network"].items() if k != "link"}
         return to_toml(data)
 
     def raw(self) -> dict[str, Any]:

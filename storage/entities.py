@@ -53,8 +53,7 @@ from typing import Any
 
 from actors import (KILL, SHUTDOWN, Exit, GenServer, NoReply, Node, Pid, Process, StartError,
                     SystemLimit, is_normal_exit)
-from supervision import ChildSpec
-from supervision._base import report, shutdown_children
+from supervision import ChildSpec, report, shutdown_children
 from supervision.client import request as _request
 
 from .errors import ActivationError, LimitExceeded, UnencodableValue

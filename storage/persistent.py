@@ -81,7 +81,7 @@ the size of the whole. A value is encoded when it is saved, so changes made to i
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from actors import GenServer, packb
 from actors.process import ExitNow
@@ -213,28 +213,18 @@ class PersistentServer(GenServer):
             self.revision += 1
             self._saved = data
 
-    def _start(self, args: tuple) -> None:
-        # `init` is a turn too: what it changed is saved and what it sent waits for that,
-        # and no longer. (Its sends held until a first turn that never came, a server
-        # killed before it would leave its exit stuck behind them: nobody would hear.)
-        self._fault = None
-        self._turn(lambda server: GenServer._start(server, args))
-
-    def _run(self) -> None:
-        self._turn(GenServer._run)  # a turn: an async callback's step, then queued messages
-
-    def _idle_callback(self) -> None:
-        self._turn(GenServer._idle_callback)
-
-    def _turn(self, body: Any) -> None:
-        # A turn's writes go to the batch when it ends; a deliberate stop (ExitNow) saves
-        # the state it stops with, a crash saves nothing of the turn.
-        if self._fault is not None:
-            raise self._fault
+    def run_turn(self, turn: Callable[[], bool]) -> None:
+        """The kernel's extension point (see `actors.genserver`): every turn, `init` too
+        (what it changed is saved and what it sent waits for that, and no longer). A
+        turn's writes go to the batch when it ends; a deliberate stop (ExitNow) saves the
+        state it stops with, a crash saves nothing of the turn."""
+        fault = getattr(self, "_fault", None)  # unset until init's turn has begun
+        if fault is not None:
+            raise fault
         mark = self.node.held_count(self)
         try:
             try:
-                body(self)
+                suspended = turn()
             except ExitNow:
                 self._stopping()
                 raise
@@ -244,7 +234,7 @@ class PersistentServer(GenServer):
         except BaseException:
             self.node.discard_output(self, keep=mark)  # a crashed turn's sends are never seen
             raise
-        self.store.end_turn(self, self._coro is not None)
+        self.store.end_turn(self, suspended)
 
     def _stopping(self) -> None:
         self._flush()

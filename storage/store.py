@@ -618,7 +618,7 @@ class Store:
     def _flush_suspended(self, proc: Process) -> None:
         # A suspended async callback may already have sent what its changes imply: save
         # them before releasing. Errors come back as the process's fault.
-        if not proc._alive or proc._coro is None:
+        if not self.node.is_suspended(proc.pid):  # exited, or its async callback ended
             del self._suspended[proc]
             return
         self._batch.held[proc] = None
@@ -738,7 +738,7 @@ class Store:
         self.node.discard_output(proc)
         if proc._fault is not None:
             return  # the first fault is the reason
-        if proc._alive:
+        if self.node.is_alive(proc.pid):
             proc._fail(exc)
         else:
             log.error("writes of exited process %r were not stored: %s", proc.pid, exc)

@@ -31,11 +31,14 @@ logger "supervision" with `extra={"report": kind, "supervisor", "child_id", "chi
 "reason", ...}`; kinds: child_started, child_restarted, child_terminated, start_error,
 shutdown_error, max_restart_intensity, auto_shutdown, application_stopped. A tool that
 only counts them can `add_report_listener(fn)` instead: a call per report, no log record.
+For code that supervises processes of its own (storage's `Entities`): `report(...)` files
+a report of these kinds, and `shutdown_children(proc, children)` runs OTP's shutdown
+protocol on them from inside the supervising process.
 
 Modules: `spec` (ChildSpec, Flags, DynamicFlags, Backoff), `supervisor`, `dynamic`,
 `client` (the run-time API), `application`, `breaker`, `tree`, `errors`.
 """
-from ._base import add_report_listener, remove_report_listener
+from ._base import add_report_listener, remove_report_listener, report, shutdown_children
 from .application import Application
 from .breaker import CircuitBreaker
 from .client import (count_children, delete_child, restart_child, start_child, terminate_child,
@@ -54,6 +57,7 @@ __all__ = [
     "ChildSpec", "CircuitBreaker", "CircuitOpen", "DynamicFlags", "DynamicSupervisor",
     "Flags", "Ignore", "MaxChildren", "StartChildError", "SupervisionError", "Supervisor",
     "Tree", "add_report_listener", "count_children", "delete_child", "remove_report_listener",
-    "render_tree", "restart_child", "start_child", "supervision_tree", "terminate_child",
+    "render_tree", "report", "restart_child", "shutdown_children", "start_child",
+    "supervision_tree", "terminate_child",
     "which_children",
 ]

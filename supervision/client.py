@@ -62,7 +62,8 @@ def request(caller: Node | Process, sup: Any, message: tuple, timeout: float | N
 
 def start_child(caller: Node | Process, sup: Any, spec: Any, *args: Any, timeout: float | None = None) -> Any:
     """Start a child from `spec`: its pid, or None if its init raised `Ignore`. For a
-    DynamicSupervisor, `args` follow the spec's own arguments."""
+    DynamicSupervisor, `args` follow the spec's own arguments, and `spec` None means its
+    `DynamicFlags.child`."""
     return request(caller, sup, ("start_child", spec, args), timeout)
 
 

@@ -145,6 +145,8 @@ class DynamicSupervisor(SupervisorBase):
 
     def _call_start_child(self, request: tuple) -> Any:
         _, spec, args = request
+        if spec is None:
+            spec = self._flags.child
         if not isinstance(spec, ChildSpec):
             return TypeError(f"expected a ChildSpec, got {spec!r:.200}")
         if spec.significant:

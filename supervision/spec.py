@@ -172,12 +172,15 @@ class Flags:
 @dataclass(frozen=True, slots=True)
 class DynamicFlags:
     """A `DynamicSupervisor`'s flags: intensity as for `Flags`; `max_children` (None: no
-    limit); `extra_arguments` go before each child's own start arguments."""
+    limit); `extra_arguments` go before each child's own start arguments; `child`, the
+    spec a `start_child` without one uses (OTP's simple_one_for_one), so a process of
+    another node can start children with plain arguments only."""
 
     max_restarts: int = 3
     max_seconds: float = 5.0
     max_children: int | None = None
     extra_arguments: tuple = ()
+    child: ChildSpec | None = None
 
     def __post_init__(self) -> None:
         _check_intensity("DynamicFlags", self.max_restarts, self.max_seconds)
@@ -186,3 +189,5 @@ class DynamicFlags:
         if not isinstance(self.extra_arguments, (tuple, list)):
             raise TypeError(f"DynamicFlags.extra_arguments must be a tuple, got {self.extra_arguments!r}")
         object.__setattr__(self, "extra_arguments", tuple(self.extra_arguments))
+        if self.child is not None and not isinstance(self.child, ChildSpec):
+            raise TypeError(f"DynamicFlags.child must be a ChildSpec or None, got {self.child!r:.200}")

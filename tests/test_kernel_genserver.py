@@ -5,6 +5,7 @@ import pytest
 
 from actors import (CallExit, CallingSelf, CallTimeout, Down, Exit, GenServer, Node, NoProc,
                     NoReply, StartError)
+from kernel_helpers import queued
 
 
 class Counter(GenServer):
@@ -45,7 +46,7 @@ def test_call_cast_info():
     node.cast(pid, 5)
     node.send(pid, "hello")
     assert call(node, pid, "get") == 15
-    assert pid._proc.log == ["hello"]
+    assert node.get_process(pid).log == ["hello"]
 
 
 def test_noreply_then_reply_later():
@@ -136,7 +137,7 @@ def test_idle_timeout_fires_only_after_quiet_period():
 
     node = Node(seed=1)
     pid = node.spawn(Idle)
-    server = pid._proc
+    server = node.get_process(pid)
     node.run_for(6)
     node.cast(pid, "poke")  # resets the idle timer
     node.run_for(6)
@@ -222,7 +223,7 @@ def test_trapping_server_terminates_on_parent_exit_but_not_others(quiet_crash_re
     child = result["child"]
     node.exit(child, "stranger")  # not from the parent: an ordinary message
     node.run()
-    assert node.is_alive(child) and child._proc.log == [Exit(None, "stranger")]
+    assert node.is_alive(child) and node.get_process(child).log == [Exit(None, "stranger")]
     node.send(ppid, "go")
     node.run()
     assert not node.is_alive(child)
@@ -251,7 +252,7 @@ def test_async_handlers_suspend_only_their_server():
     assert node.run_until_complete(fut) == 101
     node.run()
     # The cast waited for the suspended call to finish, as in OTP.
-    assert proxy._proc.handled == [("queued", 1.0)]
+    assert node.get_process(proxy).handled == [("queued", 1.0)]
 
 
 def test_async_terminate_can_wait():
@@ -299,7 +300,7 @@ def test_call_errors():
         # The late reply to the timed-out call must never arrive as a stray message.
         proc.send(pid, "answer")
         await proc.sleep(1.0)
-        results["stray"] = list(proc._mbox or [])
+        results["stray"] = await queued(proc)
 
     node.spawn(client)
     node.run()
@@ -449,11 +450,51 @@ def test_a_subclass_in_another_package_cannot_replace_kernel_internals():
             def _deliver(self, msg):  # an app's helper that happens to share a kernel name
                 pass
 
-    class Turns(GenServer):
-        def _run(self):  # an extension point: allowed, as storage's PersistentServer does
-            GenServer._run(self)
+    with pytest.raises(TypeError, match=r"Timed.init assigns self._timer, a runtime field"):
+        class Timed(GenServer):
+            def init(self):
+                self._timer = None  # a natural name, and the kernel's: refused at once
 
-    assert Turns._hooks == GenServer._hooks
+
+def test_a_server_that_sets_node_or_pid_gets_a_clear_error_at_once():
+    # A tree or a graph calls its parent "node": in a process that name is the runtime's.
+    with pytest.raises(TypeError, match=r"Branch.init assigns self.node"):
+        class Branch(GenServer):
+            def init(self, parent):
+                self.node = parent
+
+    class Sneaky(GenServer):
+        def init(self, field, value):
+            setattr(self, field, value)  # out of reach of the class check: caught when run
+
+    node = Node(seed=1)
+    for field in ("node", "pid"):
+        with pytest.raises(StartError) as err:
+            node.spawn(Sneaky, field, "elsewhere")
+        assert isinstance(err.value.reason, AttributeError)
+        assert f"Sneaky.{field} is the kernel's" in str(err.value.reason)
+    pid = node.spawn(Sneaky, "parent", "elsewhere")  # any other name is the server's own
+    assert node.get_process(pid).node is node and node.get_process(pid).pid == pid
+
+
+def test_run_turn_wraps_every_turn_of_a_server_that_defines_it():
+    class Turns(GenServer):
+        def init(self):
+            self.turns = []
+
+        def run_turn(self, turn):  # the extension point storage's PersistentServer uses
+            self.turns.append(turn())
+
+        def handle_cast(self, msg):
+            pass
+
+    node = Node(seed=1)
+    pid = node.spawn(Turns)
+    node.cast(pid, 1)
+    node.cast(pid, 2)
+    node.run()
+    assert node.get_process(pid).turns == [False]  # one turn took both messages, unsuspended
+    assert "run_turn" not in vars(GenServer)  # servers without it pay nothing for it
 
 
 def test_calls_from_outside_leave_no_garbage_cycles():

@@ -79,8 +79,8 @@ def test_exits_and_downs_cross_nodes_and_dropped_messages_are_lost():
 
     w = a.spawn(watcher)
     r = b.spawn(remote)
-    w._proc.link(r)
-    ref = w._proc.monitor(r)
+    a.get_process(w).link(r)
+    ref = a.get_process(w).monitor(r)
     net.drop = True
     a.send(r, "lost")
     net.drop = False

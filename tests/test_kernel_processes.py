@@ -4,6 +4,7 @@ import pytest
 
 from actors import (AlreadyRegistered, Down, Exit, GenServer, Node, NoProc, ReceiveTimeout,
                     Registry)
+from kernel_helpers import queued
 
 
 pytestmark = pytest.mark.usefixtures("quiet_crash_reports")  # processes crash on purpose here
@@ -43,7 +44,7 @@ def test_selective_receive_waits_past_non_matching_messages():
 
     async def body(proc):
         out.append(await proc.receive(lambda m: m == "wanted"))
-        out.append(list(proc._mbox))
+        out.append(await queued(proc))
 
     pid = node.spawn(body)
     node.run()
@@ -107,8 +108,8 @@ def test_links_propagate_abnormal_exits_and_trap_turns_them_into_messages():
 
     victim = node.spawn(doomed)
     node.run()
-    victim._proc.link(trapper)
-    victim._proc.link(plain)
+    node.get_process(victim).link(trapper)
+    node.get_process(victim).link(plain)
     node.send(victim, "die")
     node.run()
     assert not node.is_alive(plain)
@@ -187,7 +188,7 @@ def test_monitors_fire_once_and_noproc_for_dead_targets():
     node.run()
     r1, r2 = out[0]
     assert out[1:] == [Down(r1, target, "shutdown"), Down(r2, target, "shutdown")]
-    assert w._proc.monitor(target) != r1
+    assert node.get_process(w).monitor(target) != r1
     node.run()
     assert out[-1].reason == "noproc"
 
@@ -359,4 +360,4 @@ def test_nodes_are_isolated():
     a.send(pa, "only a")
     a.run()
     b.run()
-    assert pb._proc._mbox is None
+    assert b.process_info(pb)["mailbox_len"] == 0

@@ -103,7 +103,7 @@ def test_thread_worker_runs_on_its_own_thread_and_its_failure_is_an_exit_signal(
             async def user(proc):
                 worker = proc.spawn_link(Square)
                 out.append(await proc.call(worker, 7))
-                out.append(worker._proc.ref)
+                out.append(node.get_process(worker).ref)
                 proc.trap_exit = True
                 try:
                     await proc.call(worker, -1)
@@ -151,7 +151,7 @@ def test_codec_round_trips_pids_and_refs_and_names_bad_values():
     assert back["owner"] is pid  # the live pid object itself
     assert back["ref"] == ref and back["items"] == [1, b"x", "y", None]
     foreign = unpackb(packb(Pid("other", 9)))
-    assert foreign == Pid("other", 9) and foreign._proc is None
+    assert foreign == Pid("other", 9) and node.get_process(foreign) is None
     assert unpackb(packb(Ref("n1", 3))) == Ref("n1", 3)
     with pytest.raises(TypeError, match="set"):
         packb({"bad": {1, 2}})

@@ -66,7 +66,7 @@ def test_mailbox_limit_crash_and_drop(quiet_crash_reports):
         node.cast(droppy, i)
     node.run()
     assert isinstance(downs[0].reason, MailboxOverflow)
-    assert droppy._proc.seen == [0, 1, 2]
+    assert node.get_process(droppy).seen == [0, 1, 2]
     assert node.process_info(droppy)["dropped"] == 2
     with pytest.raises(ValueError):
         node.spawn(Sink, mailbox_limit=0)
@@ -140,11 +140,11 @@ def test_hold_output_until_release_and_pass_hooks():
     writer = node.spawn(Writer)
     fut = node.call(writer, 1)
     node.run(until=1)
-    assert not fut.done() and sink._proc.seen == []  # nothing acknowledged before release
-    node.release_output(writer._proc)
+    assert not fut.done() and node.get_process(sink).seen == []  # nothing acknowledged before release
+    node.release_output(node.get_process(writer))
     assert node.run_until_complete(fut) == "ack"
     node.run()
-    assert sink._proc.seen == [("wrote", 1)]
+    assert node.get_process(sink).seen == [("wrote", 1)]
     assert passes  # hooks ran after scheduler passes
 
 
@@ -175,7 +175,7 @@ def _killed_while_holding_a_reply(node):
     node.spawn(watcher)
     node.cast(writer, "hold")
     node.run()
-    proc = writer._proc
+    proc = node.get_process(writer)
     fut = node.call(writer, 1)
     node.run_for(0.5)  # less than the call's timeout
     node.exit(writer, "kill")  # killed after replying, before the reply was released
@@ -207,7 +207,7 @@ def test_discarded_output_is_never_seen_but_the_exit_still_goes_out():
 def test_unlinking_a_dead_process_whose_exit_is_held_cancels_the_signal():
     node = Node(seed=1)
     writer = node.spawn(HeldWriter)
-    proc = writer._proc
+    proc = node.get_process(writer)
     node.cast(writer, "hold")
     survived = []
 

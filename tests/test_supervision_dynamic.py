@@ -257,3 +257,18 @@ def test_refusals_raised_in_a_process_leave_no_garbage_cycles():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_default_child_spec_lets_plain_arguments_start_children():
+    # OTP's simple_one_for_one: the spec lives in the supervisor, so a caller of another
+    # node sends only plain terms (what a wire can carry).
+    node = Node(seed=1)
+    spec = ChildSpec("session", Session, args=("from spec",), restart="temporary")
+    sup = node.spawn(DynamicSupervisor, DynamicFlags(extra_arguments=("extra",), child=spec))
+    pid = run(node, start_child(node, sup, None, "alice"))
+    assert run(node, node.call(pid, "args")) == ("extra", "from spec", "alice")
+    bare = node.spawn(DynamicSupervisor, DynamicFlags())
+    with pytest.raises(TypeError, match="expected a ChildSpec, got None"):
+        run(node, start_child(node, bare, None, "bob"))
+    with pytest.raises(TypeError, match="DynamicFlags.child must be a ChildSpec"):
+        DynamicFlags(child=Session)

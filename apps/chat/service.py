@@ -77,7 +77,8 @@ class ChatService(TreeService):
         return [
             ChildSpec("shards", Supervisor, args=(shards, Flags("one_for_one", 10, 5.0))),
             ChildSpec("sessions", DynamicSupervisor,
-                      args=(DynamicFlags(max_children=self.max_sessions),),
+                      args=(DynamicFlags(max_children=self.max_sessions, extra_arguments=(self.hub,),
+                                         child=SESSION_SPEC),),
                       options={"name": SESSIONS_SUP}),
             ChildSpec("heartbeats", Heartbeats, args=(self.hub.beats, self.config.heartbeat_timeout,
                                                       self.config.heartbeat_check)),
@@ -95,8 +96,9 @@ class ChatService(TreeService):
         if type(outlet) is not Pid:
             raise BadRequest(f"outlet must be the pid that takes the session's frames, "
                              f"got {outlet!r:.80}")
-        return start_child(caller, self._local(SESSIONS_SUP), SESSION_SPEC, self.hub, user,
-                           device, outlet, timeout=self.config.call_timeout)
+        # The spec and the hub are the sessions supervisor's own: only plain terms cross.
+        return start_child(caller, self._local(SESSIONS_SUP), None, user, device, outlet,
+                           timeout=self.config.call_timeout)
 
     def send(self, caller: Node | Process, session: Pid, to: str, client_id: str | int,
              payload: bytes, preview: str = "") -> Any:
