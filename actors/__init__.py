@@ -19,7 +19,7 @@ node-local tables.
 from .bridge import ThreadWorker
 from .codec import packb, unpackb
 from .errors import (ActorError, AlreadyRegistered, CallExit, CallingSelf, CallTimeout,
-                     MailboxOverflow, NoProc, ReceiveTimeout, StartError, SystemLimit)
+                     MailboxOverflow, NoProc, ReceiveTimeout, RemoteError, StartError, SystemLimit)
 from .future import Future
 from .genserver import GenServer, NoReply
 from .ids import Pid, Ref
@@ -27,13 +27,13 @@ from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Dow
                        is_normal_exit)
 from .node import Node, seed_for
 from .process import Call, CoroutineProcess, From, Process
-from .registry import Registry, RemoteName, Via
+from .registry import Dest, Name, Registry, RemoteName, Via
 from .tables import Table, TableError
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
-    "CoroutineProcess", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
-    "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Node", "NoProc", "NoReply", "Pid", "Process",
-    "ReceiveTimeout", "Ref", "Registry", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
+    "CoroutineProcess", "Dest", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
+    "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Name", "Node", "NoProc", "NoReply", "Pid", "Process",
+    "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
     "Table", "TableError", "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
 ]

@@ -12,11 +12,14 @@ a `Node` or a bound method, so a socket can carry it (msgpack, see `actors.codec
 | `reply`       | `Reply(to, tag, value)`                | the reply to the call `tag` of `to`         |
 | `exit`        | `ExitSignal(to, sender, reason)`       | Erlang's `exit(to, reason)`                 |
 | `linked_exit` | `LinkedExit(to, sender, reason)`       | `sender`, linked to `to`, exited            |
-| `link`        | `Link(to, sender)`                     | record the link on `to`'s side             |
+| `link`        | `Link(to, sender)`                     | record the link on `to`'s side              |
 | `unlink`      | `Unlink(to, sender)`                   | remove it                                   |
-| `monitor`     | `Monitor(to, watcher, ref)`            | `watcher` (None: a caller outside any process) watches `to`; a call's monitor has the call's tag as `ref` |
+| `monitor`     | `Monitor(to, watcher, ref)`            | `watcher` watches `to` (see below)          |
 | `demonitor`   | `Demonitor(to, ref)`                   | stop that                                   |
-| `down`        | `DownSignal(to, ref, pid, reason)`     | the monitored `pid` (or the called one) exited |
+| `down`        | `DownSignal(to, ref, pid, reason)`     | the monitored (or called) `pid` exited      |
+
+A watcher or caller of None is a caller outside any process, found on its node by the
+call's tag; a call's monitor has that tag as its `ref`.
 
 As in Erlang, links and monitors across nodes are recorded on each side by pid: setting
 one up is a `link`/`monitor` signal the far node applies to its own tables, answered
@@ -55,7 +58,6 @@ class Send(NamedTuple):
 
     to: Any
     msg: Any
-    kind = "send"
 
 
 class Cast(NamedTuple):
@@ -63,7 +65,6 @@ class Cast(NamedTuple):
 
     to: Any
     msg: Any
-    kind = "cast"
 
 
 class CallRequest(NamedTuple):
@@ -73,7 +74,6 @@ class CallRequest(NamedTuple):
     caller: Pid | None
     tag: Ref
     request: Any
-    kind = "call"
 
 
 class Reply(NamedTuple):
@@ -82,7 +82,6 @@ class Reply(NamedTuple):
     to: Pid | None
     tag: Ref
     value: Any
-    kind = "reply"
 
 
 class ExitSignal(NamedTuple):
@@ -91,7 +90,6 @@ class ExitSignal(NamedTuple):
     to: Any
     sender: Pid | None
     reason: Any
-    kind = "exit"
 
 
 class LinkedExit(NamedTuple):
@@ -100,7 +98,6 @@ class LinkedExit(NamedTuple):
     to: Pid
     sender: Pid
     reason: Any
-    kind = "linked_exit"
 
 
 class Link(NamedTuple):
@@ -108,7 +105,6 @@ class Link(NamedTuple):
 
     to: Pid
     sender: Pid
-    kind = "link"
 
 
 class Unlink(NamedTuple):
@@ -116,7 +112,6 @@ class Unlink(NamedTuple):
 
     to: Pid
     sender: Pid
-    kind = "unlink"
 
 
 class Monitor(NamedTuple):
@@ -125,7 +120,6 @@ class Monitor(NamedTuple):
     to: Any
     watcher: Pid | None
     ref: Ref
-    kind = "monitor"
 
 
 class Demonitor(NamedTuple):
@@ -133,7 +127,6 @@ class Demonitor(NamedTuple):
 
     to: Any
     ref: Ref
-    kind = "demonitor"
 
 
 class DownSignal(NamedTuple):
@@ -143,13 +136,22 @@ class DownSignal(NamedTuple):
     ref: Ref
     pid: Any
     reason: Any
-    kind = "down"
 
 
 Delivery = (Send | Cast | CallRequest | Reply | ExitSignal | LinkedExit | Link | Unlink | Monitor
             | Demonitor | DownSignal)
-KINDS = {cls.kind: cls for cls in (Send, Cast, CallRequest, Reply, ExitSignal, LinkedExit, Link,
-                                   Unlink, Monitor, Demonitor, DownSignal)}
+KIND: dict[type, str] = {
+    Send: "send", Cast: "cast", CallRequest: "call", Reply: "reply", ExitSignal: "exit",
+    LinkedExit: "linked_exit", Link: "link", Unlink: "unlink", Monitor: "monitor",
+    Demonitor: "demonitor", DownSignal: "down"}
+"""Each kind of delivery by its class: the closed set that crosses between nodes."""
+
+
+def kind_of(delivery: Delivery) -> str:
+    """The kind of a delivery ("send", "call", "link", ...)."""
+    return KIND[type(delivery)]
+
+
 MESSAGES = frozenset({"send", "cast", "call"})  # what a lossy network may drop or duplicate
 ADDRESSED = (Send, Cast, CallRequest, ExitSignal)  # what a sender addresses by its own choice
 SETUP = frozenset({"link", "unlink", "monitor", "demonitor"})

@@ -77,6 +77,8 @@ class ThreadWorkerProcess(GenServer):
 
     def init(self, worker_class: type[ThreadWorker], *args: Any) -> None:
         self.worker_class = worker_class
+        self.worker: ThreadWorker | None
+        self.ref: Any  # the pykka ActorRef, or None
         if self._node._clock.virtual:
             self.worker = worker_class(*args)  # built, never started: no thread
             self.worker.on_start()
@@ -99,6 +101,7 @@ class ThreadWorkerProcess(GenServer):
                 lambda future: self._post_result(caller, future))
             return
         future = _NotifyingFuture()
+        assert self.worker is not None, "a worker without a thread runs inline"
         try:
             future.set(self.worker.on_receive(request))
         except Exception:  # noqa: BLE001 - delivered below, at its virtual time

@@ -77,7 +77,7 @@ class ExternalCall:
             self._node._calls.remote_waiters.pop(ref.serial, None)
         if type(target) is RemoteTarget:
             target.release(self._node, ref.serial)
-        elif target._watchers is not None:
+        elif target is not None and target._watchers is not None:
             target._watchers.pop(ref, None)
         return True
 

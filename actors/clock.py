@@ -110,13 +110,15 @@ class LoopClock:
 
     def tick(self) -> None:
         node = self.node
+        loop = self.loop
+        assert loop is not None, "ticks run on the attached loop"
         self.tick_handle = None
         try:
-            node._scheduler.fire_due(self.loop.time())
+            node._scheduler.fire_due(loop.time())
             node._scheduler.run_ready(4096)  # then yield to the loop so sockets and tasks run
         finally:  # even a kernel bug must not leave the node never ticking again
             if node._runq:
-                self.tick_handle = self.loop.call_soon(self.tick)
+                self.tick_handle = loop.call_soon(self.tick)
             else:
                 node._idle = True
                 self.arm_timer_wakeup()

@@ -160,7 +160,7 @@ def _decode_wire(code: int, payload: bytes, node: Any) -> Any:
         cls = _loaded(module, qualname)
         if cls is None or not issubclass(cls, tuple) or len(getattr(cls, "_fields", ())) != len(values):
             raise TypeError(f"a {module}.{qualname} from another node: no such named tuple here")
-        return cls._make(values)
+        return cls._make(values)  # type: ignore[attr-defined]
     return _decode_ext(code, payload, node)
 
 

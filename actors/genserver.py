@@ -77,7 +77,7 @@ class GenServer(Process):
         super().__init_subclass__(**kwargs)
         if "run_turn" in vars(cls):  # wire the extension point in: no cost for the others
             cls._start = GenServer._hooked_start  # type: ignore[method-assign]
-            cls._run = GenServer._hooked_run  # type: ignore[method-assign]
+            cls._run = GenServer._hooked_run  # type: ignore[method-assign, assignment]
             cls._idle_callback = GenServer._hooked_idle  # type: ignore[method-assign]
 
     # -- callbacks (defaults) -----------------------------------------------------------
@@ -103,8 +103,8 @@ class GenServer(Process):
     def handle_idle(self) -> Any:
         """Called after `idle_timeout` seconds without messages; does nothing by default."""
 
-    def terminate(self, reason: Any) -> None:
-        """Clean up before the server exits with `reason`."""
+    def terminate(self, reason: Any) -> Any:
+        """Clean up before the server exits with `reason` (may be `async def`)."""
 
     # -- the extension point for libraries (see the module docstring) ---------------------------
 

@@ -14,12 +14,14 @@ class _Id:
     """A value identified by `(node name, serial)`; hashes by its serial alone."""
 
     __slots__ = ("node_name", "serial")
+    node_name: str
+    serial: int
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return (type(other) is type(self) and other.serial == self.serial  # type: ignore[attr-defined]
-                and other.node_name == self.node_name)  # type: ignore[attr-defined]
+        return (type(other) is type(self) and other.serial == self.serial
+                and other.node_name == self.node_name)
 
     def __hash__(self) -> int:
         return self.serial

@@ -29,12 +29,13 @@ from typing import Any, Callable
 from .boundary import Boundary, Cast, Delivery, Send
 from .calls import Calls
 from .clock import LoopClock, VirtualClock
-from .errors import MailboxOverflow, NoProc, StartError, SystemLimit
+from .errors import MailboxOverflow, StartError, SystemLimit
 from .future import Future
 from .genserver import GenServer
 from .ids import Pid, Ref
 from .names import Names
 from .output import OutputGate
+from .registry import Dest, Name
 from .process import CoroutineProcess, ExitNow, From, Process
 from .runq import FifoQueue, SeededQueue, make_runnable
 from .scheduler import Scheduler
@@ -171,6 +172,7 @@ class Node:
                 del self._procs[self._serial]
                 raise
         if link:
+            assert parent is not None, "spawn_link is a process's"
             self._signals.add_link(parent, proc)
         if isinstance(proc, GenServer):
             self._start_server(proc, target, args, parent)
@@ -203,7 +205,7 @@ class Node:
             self._current = previous
         # A failed start is reported once, to the spawner, as StartError; not also as an
         # exit signal through the link (OTP sends both; a Python caller has the exception).
-        if parent is not None and parent._links is not None:
+        if parent is not None and parent._links is not None and proc._links is not None:
             parent._links.pop(proc, None)
             proc._links.pop(parent, None)
         self._signals.terminate(proc, reason)
@@ -211,7 +213,7 @@ class Node:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def send(self, dest: Any, msg: Any) -> None:
+    def send(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a pid (dropped if it is dead), a registered name or a `via`
         (`NoProc` if nobody holds it, as Erlang's badarg)."""
         current = self._current  # inlined copy of actors.output.defer
@@ -226,7 +228,7 @@ class Node:
                 return
         self._boundary.route(dest, msg, Send, True)
 
-    def cast(self, dest: Any, msg: Any) -> None:
+    def cast(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
         current = self._current  # inlined copy of actors.output.defer: the hottest path
         if current is not None and current._held is not None:
@@ -240,12 +242,12 @@ class Node:
                 return
         self._boundary.route(dest, msg, Cast, False)
 
-    def call(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Future:
+    def call(self, dest: Dest, request: Any, timeout: float | None = 5.0) -> Future:
         """Call a GenServer from outside any process: returns a `Future` to `await` (real
         time) or to pass to `run_until_complete` (deterministic)."""
         return self._calls.call(dest, request, timeout)
 
-    def forward(self, dest: Any, request: Any, caller: From) -> None:
+    def forward(self, dest: Dest, request: Any, caller: From) -> None:
         """Hand a call on to another server, which then replies to the original caller
         directly (a router's `handle_call` forwards and returns `NoReply`). The caller
         keeps watching only the process it called."""
@@ -255,7 +257,7 @@ class Node:
         """Answer a call whose handler returned `NoReply`."""
         self._calls.reply(caller, value)
 
-    def exit(self, dest: Any, reason: Any) -> None:
+    def exit(self, dest: Dest, reason: Any) -> None:
         """Send an exit signal from outside any process (Erlang's `exit/2`; the `Exit`
         message a trapping process gets has pid None)."""
         self._signals.send_exit(None, dest, reason)
@@ -314,7 +316,7 @@ class Node:
 
     # -- names (see actors.names) -------------------------------------------------------------------
 
-    def register(self, name: Any, pid: Pid) -> None:
+    def register(self, name: Name, pid: Pid) -> None:
         """Register a live process under `name` (one name per process; removed on exit)."""
         self._names.register(name, self._names.live(pid))
 
@@ -356,7 +358,7 @@ class Node:
 
     # -- timers --------------------------------------------------------------------------------
 
-    def send_after(self, delay: float, dest: Any, msg: Any) -> Ref:
+    def send_after(self, delay: float, dest: Dest, msg: Any) -> Ref:
         """Deliver `msg` to dest after `delay` seconds; never synchronously, even at 0.
         A timer to a pid is cancelled when that process exits; a name is looked up when
         the timer fires."""
@@ -376,7 +378,7 @@ class Node:
             return False  # its process exited (of another node's, nothing is known here)
         return max(0.0, timer.deadline - self.now())
 
-    def _timer_send(self, ref: Ref, dest: Any, msg: Any) -> None:
+    def _timer_send(self, ref: Ref, dest: Dest, msg: Any) -> None:
         del self._timer_refs[ref]
         self._boundary.route(dest, msg, Send, False)
 
@@ -522,18 +524,18 @@ class Node:
         For code on another thread; blocks it until then (or raises `TimeoutError`)."""
         return self._threads.run(fn, args, timeout)
 
-    def call_from_thread(self, dest: Any, request: Any, timeout: float | None = 5.0) -> Any:
+    def call_from_thread(self, dest: Dest, request: Any, timeout: float | None = 5.0) -> Any:
         """Blocking `call` for code on another thread (a WSGI worker, a pykka actor)."""
         # The node enforces `timeout`; the margin only guards against a loop that stopped.
         return self._threads.run(self.call, (dest, request, timeout),
                                  None if timeout is None else timeout + 5.0)
 
-    def send_from_thread(self, dest: Any, msg: Any) -> None:
+    def send_from_thread(self, dest: Dest, msg: Any) -> None:
         """`send` for code on another thread. A name nobody holds cannot raise in the
         sender here (the send runs later, on the node's thread): it is logged and dropped."""
         self._threads.send(dest, msg)
 
-    def cast_from_thread(self, dest: Any, msg: Any) -> None:
+    def cast_from_thread(self, dest: Dest, msg: Any) -> None:
         """`cast` for code on another thread."""
         self._threads.cast(dest, msg)
 

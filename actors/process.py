@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 from .errors import CallExit, CallTimeout, NoProc, ReceiveTimeout
 from .ids import Pid, Ref
 from .messages import NOPROC, Down
+from .registry import Dest, Name
 from .runq import make_runnable
 
 
@@ -114,6 +115,32 @@ class Process:
         "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
         "_dropped", "_parent", "_last", "_held",
     )
+    # The kernel's fields (set by _setup; see the module docstring of actors.node's parts).
+    _pid: Pid
+    _node: Any  # its Node
+    _mbox: deque | None
+    _queued: bool
+    _alive: bool
+    _halt: bool
+    _coro: Any  # the suspended coroutine, or None
+    _match: Callable[[Any], bool] | None
+    _scan: int
+    _resume: Any
+    _resume_exc: BaseException | None
+    _wait_ref: From | None
+    _wait_target: Any  # the called Process, or a boundary.RemoteTarget
+    _timer: Any
+    _links: dict | None
+    _watchers: dict | None
+    _watching: dict | None
+    _names: list | None
+    _trap: bool
+    _limit: int
+    _overflow: str
+    _dropped: int
+    _parent: Pid | None
+    _last: Any
+    _held: list | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -138,7 +165,7 @@ class Process:
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
         self._pid = pid
         self._node = node
-        self._mbox: deque | None = None  # made on first message: idle processes stay small
+        self._mbox = None  # made on first message: idle processes stay small
         self._queued = False
         self._alive = True
         self._halt = False
@@ -150,17 +177,17 @@ class Process:
         self._wait_ref = None
         self._wait_target = None
         self._timer = None
-        self._links: dict | None = None
-        self._watchers: dict | None = None  # monitor ref / call From -> watcher
-        self._watching: dict | None = None  # monitor ref -> watched process
-        self._names: list | None = None
+        self._links = None  # linked process (here) or pid (of another node) -> None
+        self._watchers = None  # monitor ref / call From -> watcher
+        self._watching = None  # monitor ref -> watched process, or its address on another node
+        self._names = None
         self._trap = False
         self._limit = limit
         self._overflow = overflow
         self._dropped = 0
         self._parent = parent
         self._last = NONE
-        self._held: list | None = None  # outgoing messages held until node.release_output
+        self._held = None  # outgoing messages held until node.release_output
 
     # -- kernel internals -------------------------------------------------------------
 
@@ -292,7 +319,7 @@ class Process:
         # else: the call already timed out or ended; a late reply is dropped (OTP 24+).
 
     def _on_down(self, ref: Any, pid: Pid, reason: Any) -> None:
-        if self._wait_ref is ref:
+        if self._wait_ref is ref and ref is not None:
             self._end_call(ref)
             self._wake(None, call_failure(pid, reason))
             return
@@ -342,11 +369,11 @@ class Process:
         """The node's clock in seconds (virtual time under the deterministic driver)."""
         return self._node.now()
 
-    def send(self, dest: Any, msg: Any) -> None:
+    def send(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a pid, a registered name or a `via` key; never blocks."""
         self._node.send(dest, msg)
 
-    def cast(self, dest: Any, msg: Any) -> None:
+    def cast(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`. Always returns, even if dest is gone."""
         self._node.cast(dest, msg)
 
@@ -371,7 +398,7 @@ class Process:
         return (yield WAIT)
 
     @types.coroutine
-    def call(self, dest: Any, request: Any, timeout: float | None = 5.0):
+    def call(self, dest: Dest, request: Any, timeout: float | None = 5.0):
         """Send `request` to a GenServer and wait for its reply.
 
         Raises `NoProc` if dest does not exist, `CallTimeout` after `timeout` seconds,
@@ -383,7 +410,7 @@ class Process:
         try:
             return (yield WAIT)
         except CallTimeout:
-            raise CallTimeout(dest, request, timeout) from None
+            raise CallTimeout(dest, request, timeout or 0.0) from None
 
     def reply(self, caller: From, value: Any) -> None:
         """Answer a call later (its handler returned `NoReply`, or a coroutine got a `Call`)."""
@@ -402,16 +429,16 @@ class Process:
         pid = self._node._spawn(target, args, options, parent=self)
         return pid, self.monitor(pid)
 
-    def link(self, dest: Any) -> None:
+    def link(self, dest: Dest) -> None:
         """Link to dest (both ways; once per pair). Linking a dead process raises `NoProc`,
         or, when trapping exits, delivers `Exit(dest, "noproc")` instead."""
         self._node._signals.link(self, dest)
 
-    def unlink(self, dest: Any) -> None:
+    def unlink(self, dest: Dest) -> None:
         """Remove the link to dest, if any."""
         self._node._signals.unlink(self, dest)
 
-    def monitor(self, dest: Any) -> Ref:
+    def monitor(self, dest: Dest) -> Ref:
         """Watch dest: one `Down(ref, pid, reason)` arrives when it exits (at once, with
         reason "noproc", if it is already gone)."""
         return self._node._signals.monitor(self, dest)
@@ -420,16 +447,16 @@ class Process:
         """Stop watching; with `flush`, also drop a `Down` for ref already queued."""
         self._node._signals.demonitor(self, ref, flush)
 
-    def exit(self, dest: Any, reason: Any) -> None:
+    def exit(self, dest: Dest, reason: Any) -> None:
         """Send an exit signal (Erlang's `exit/2`); sent to oneself it ends this process,
         even with reason "normal", unless trapping exits."""
         self._node._signals.send_exit(self, dest, reason)
 
-    def register(self, name: Any) -> None:
+    def register(self, name: Name) -> None:
         """Register this process under `name` (see `Node.register`)."""
         self._node.register(name, self._pid)
 
-    def send_after(self, delay: float, dest: Any, msg: Any) -> Ref:
+    def send_after(self, delay: float, dest: Dest, msg: Any) -> Ref:
         """Deliver `msg` to dest after `delay` seconds (never synchronously)."""
         return self._node.send_after(delay, dest, msg)
 

@@ -10,7 +10,7 @@ An entry disappears when its process exits. Plain names live on the node
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Hashable, NamedTuple, Union
 
 from .ids import Pid
 
@@ -84,6 +84,14 @@ class Via:
 
     def __repr__(self) -> str:
         return f"via({self.registry.name}, {self.key!r})"
+
+
+Name = Hashable
+"""A registered name: any hashable value but None, a pid or a `Via` (a str, a tuple...)."""
+
+Dest = Union[Pid, Via, RemoteName, Name]
+"""Where a message can go: a pid, a name registered on this node, a `Via` (a key of a
+`Registry`), or a `RemoteName` (a name on another node)."""
 
 
 def check_key(key: Any) -> None:

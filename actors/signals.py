@@ -64,6 +64,7 @@ class Signals:
             return
         if target is None or not target._alive:
             return
+        assert isinstance(target, Process)
         if target is sender:
             if reason == KILL:
                 raise ExitNow(KILLED)
@@ -179,7 +180,7 @@ class Signals:
     def unwatch(self, ref: Ref, target: Any) -> None:
         """Drop the far half of the monitor `ref` (a process here, or an address there)."""
         if type(target) is Pid or type(target) is RemoteName:
-            to = target if type(target) is Pid else target.name
+            to = target.name if isinstance(target, RemoteName) else target
             self.node._boundary.out(node_of(target), Demonitor(to, ref))
         elif target._watchers is not None:
             target._watchers.pop(ref, None)
@@ -283,15 +284,17 @@ class Signals:
     def stopped(self, pid: Pid) -> None:
         """A process exited while the node stops."""
         node = self.node
+        stopping = self.stopping
+        assert stopping is not None, "only while the node stops"
         if self.stop_roots:
             self.stop_roots.pop(pid.serial, None)
             if not self.stop_roots:
                 for orphan in reversed(list(node._procs.values())):
                     self.signal(None, orphan, SHUTDOWN)
-        if not node._procs and not self.stopping.done():
+        if not node._procs and not stopping.done():
             if self.stop_timer is not None:
                 node._timers.cancel(self.stop_timer)
-            self.stopping.set_result(None)
+            stopping.set_result(None)
 
     def kill_all(self) -> None:
         for proc in reversed(list(self.node._procs.values())):

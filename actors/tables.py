@@ -104,8 +104,10 @@ class Tables:
         owner = self.node._current
         if owner is None:
             raise TableError(f"new_table({name!r}) must be called by a process, in its turn")
-        if name in self.by_name:
-            raise TableError(f"table {name!r} already exists, owned by {self.by_name[name].owner._pid!r}")
+        taken = self.by_name.get(name)
+        if taken is not None:
+            raise TableError(f"table {name!r} already exists, owned by "
+                             f"{taken.owner._pid if taken.owner is not None else None!r}")
         if len(self.by_name) >= self.limit:
             raise TableError(f"node {self.node.name} is at its limit of {self.limit} tables")
         if type(limit) is not int or limit < 1:

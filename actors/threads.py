@@ -83,7 +83,7 @@ class ThreadBridge:
         import pykka
 
         loop = self.check_foreign_thread("run_from_thread")
-        done = pykka.ThreadingFuture()
+        done: Any = pykka.ThreadingFuture()
 
         def finish(fut: Future) -> None:
             exc = fut.exception()

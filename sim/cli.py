@@ -377,7 +377,7 @@ def _many(args: argparse.Namespace, scenario: Scenario) -> int:
     else:
         print(report.summary(results, elapsed, args.jobs))
         for r in results:
-            if not r.passed:
+            if r.failure is not None:
                 reproduce, shrink = commands(args, r)
                 print(f"\nseed {r.seed}: {r.failure.check}: {r.failure.message.splitlines()[0]}\n"
                       f"  reproduce: {reproduce}\n  shrink:    {shrink}")
@@ -386,7 +386,7 @@ def _many(args: argparse.Namespace, scenario: Scenario) -> int:
 
 def _seed_done(args: argparse.Namespace, result: Result) -> None:
     if sys.stderr.isatty() and not args.json:
-        verdict = "ok" if result.passed else f"FAIL {result.failure.check}"
+        verdict = "ok" if result.failure is None else f"FAIL {result.failure.check}"
         print(f"seed {result.seed}: {verdict} ({result.events:,} events, {result.wall:.1f} s)",
               file=sys.stderr)
 
@@ -403,6 +403,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.update(index=d.index, time=d.time, node=d.node, expected=repr(d.expected), got=repr(d.got),
                        checkpoint={"records": d.checkpoint[0], "time": d.checkpoint[1]})
         else:
+            assert done.result is not None, "a replay that did not diverge has its result"
             out.update(events=done.result.events, hash=done.result.trace_hash,
                        recorded_hash=done.recorded_hash, passed=done.result.passed)
         print(json.dumps(out, indent=2))
@@ -410,7 +411,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay {done.path} (seed {done.seed}): DIVERGED at {d}")
     else:
         result = done.result
-        verdict = "passed" if result.passed else f"failed {result.failure.check} again"
+        assert result is not None, "a replay that did not diverge has its result"
+        verdict = "passed" if result.failure is None else f"failed {result.failure.check} again"
         print(f"replay {done.path} (seed {done.seed}): identical, {result.events:,} events, "
               f"hash {result.trace_hash}; the run {verdict}")
     for note in done.notes:

@@ -188,8 +188,8 @@ class Simulation:
         if not self.buggify_on:
             return False
         if site not in self._sites:
-            stream = Stream(self.seed, "buggify/" + site)
-            self._sites[site] = stream if stream.random() < 0.25 else None
+            drawn = Stream(self.seed, "buggify/" + site)
+            self._sites[site] = drawn if drawn.random() < 0.25 else None
             self.trace.event("bug", site, self._sites[site] is not None)
         stream = self._sites[site]
         if stream is None or stream.random() >= p:
@@ -398,7 +398,7 @@ class Simulation:
         instant_limit = self.instant_limit
         inf = math.inf
         turns_here = 0
-        ready = [spec for spec in self._up if spec.node.runnable()]
+        ready = [spec for spec in self._up if spec.node.runnable()]  # type: ignore[union-attr]  # a spec in _up has its node
         while self.failure is None:
             # Run what is ready at this instant. Nodes meet only through the network, so
             # stepping one node can leave only that node runnable: no need to rescan.
@@ -408,16 +408,16 @@ class Simulation:
                 i = 0 if n == 1 else min(n - 1, int(sched() * n))
                 spec = ready[i]
                 node = spec.node
-                if node.now() < now + spec.skew:
+                if node.now() < now + spec.skew:  # type: ignore[union-attr]  # a spec in _up has its node
                     self._catch_up(spec)  # woken by an arrival or a kill's exit signals
-                turns_here += node.step(quantum)
+                turns_here += node.step(quantum)  # type: ignore[union-attr]  # a spec in _up has its node
                 spec.fresh = False
-                if not node.runnable() or spec.stall_until > now:
+                if not node.runnable() or spec.stall_until > now:  # type: ignore[union-attr]  # a spec in _up has its node
                     del ready[i]
                 if turns_here > instant_limit:
                     raise SimulationError(
                         f"livelock: more than {instant_limit} turns at virtual time "
-                        f"{now:.6f} without the clock moving (node {node.name})")
+                        f"{now:.6f} without the clock moving (node {node.name})")  # type: ignore[union-attr]  # a spec in _up has its node
                 if len(records) >= flush_at:
                     trace.flush()
                 if self.failure is not None:
@@ -429,8 +429,8 @@ class Simulation:
             for spec in self._up:
                 if not spec.fresh:
                     node = spec.node
-                    d = node.next_deadline()
-                    spec.fire = inf if d is None else now if d <= node.now() else d - spec.skew
+                    d = node.next_deadline()  # type: ignore[union-attr]  # a spec in _up has its node
+                    spec.fire = inf if d is None else now if d <= node.now() else d - spec.skew  # type: ignore[union-attr]  # a spec in _up has its node
                     spec.fresh = True
                 if spec.fire < t:
                     t = spec.fire
@@ -460,10 +460,10 @@ class Simulation:
             for spec in up:
                 if spec.fire <= t:
                     self._catch_up(spec)
-                if spec.node.runnable():
+                if spec.node.runnable():  # type: ignore[union-attr]  # a spec in _up has its node
                     ready.append(spec)
             if self._up is not up:  # a timer stalled a node (a slow commit)
-                ready = [spec for spec in self._up if spec.node.runnable()]
+                ready = [spec for spec in self._up if spec.node.runnable()]  # type: ignore[union-attr]  # a spec in _up has its node
             if len(records) >= flush_at:
                 trace.flush()
         if self.failure is None and self.now < until:
@@ -487,12 +487,12 @@ class Simulation:
         node = spec.node
         skew = spec.skew
         t = self.now
-        target = max(node.now(), t + skew)
+        target = max(node.now(), t + skew)  # type: ignore[union-attr]  # a spec in _up has its node
         if skew:
-            d = node.next_deadline()
+            d = node.next_deadline()  # type: ignore[union-attr]  # a spec in _up has its node
             if d is not None and d > target and d - skew <= t:
                 target = d
-        node.advance(target)
+        node.advance(target)  # type: ignore[union-attr]  # a spec in _up has its node
         spec.fresh = False
 
 

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from .schema import REQUIRED, Field
 
 if TYPE_CHECKING:
+    from actors import Node, Pid
+
     from .core import Simulation, Stream
 
 MESSAGE_FAULTS = ("drop", "duplicate", "delay", "reorder")  # in precedence order
@@ -299,19 +301,20 @@ class Injector:
         if name is None:
             return None
         node = self.sim.node(name)
+        assert node is not None, f"{name} was picked as a target: it is up"
         if entry.get("name") is not None:
             pid = node.whereis(entry["name"])
             return (name, pid, {"node": name, "name": entry["name"]}) if pid is not None else None
         pids = node.processes()
         if roots_only:
-            parents = {node.process_info(p)["parent"] for p in pids}  # only tested for membership
+            parents = {_info(node, p)["parent"] for p in pids}  # only tested for membership
             pids = [p for p in pids if p in parents]
         if not pids:
             return None
         index = (min(len(pids) - 1, int(entry["pick"] * len(pids))) if entry.get("pick") is not None
                  else stream.below(len(pids)))
         pid = pids[index]
-        registered = node.process_info(pid)["registered_name"]
+        registered = _info(node, pid)["registered_name"]
         target = {"name": registered} if type(registered) is str else {"pick": (index + 0.5) / len(pids)}
         return name, pid, {"node": name, **target}
 
@@ -321,7 +324,7 @@ class Injector:
             return None
         name, pid, target = victim
         self.sim.count_fault("kill_process", name, pid.serial)
-        self.sim.node(name).exit(pid, "kill")
+        _up(self.sim, name).exit(pid, "kill")
         return target
 
     def _kill_tree(self, entry: dict, params: dict, stream: Stream) -> dict | None:
@@ -329,11 +332,11 @@ class Injector:
         if victim is None:
             return None
         name, root, target = victim
-        node = self.sim.node(name)
+        node = _up(self.sim, name)
         tree = [root]
         members = {root}  # membership only, never iterated
         for pid in node.processes():  # spawn order: a parent comes before its children
-            if node.process_info(pid)["parent"] in members:
+            if _info(node, pid)["parent"] in members:
                 tree.append(pid)
                 members.add(pid)
         self.sim.count_fault("kill_tree", name, root.serial, len(tree))
@@ -371,7 +374,7 @@ class Injector:
             sides = [stream.below(2) for _ in names]
             if len(set(sides)) < 2:
                 sides[stream.below(len(sides))] ^= 1
-            groups = [[n for n, side in zip(names, sides) if side == g] for g in (0, 1)]
+            groups = [[n for n, side in zip(names, sides, strict=True) if side == g] for g in (0, 1)]
             if not all(groups):
                 return None  # a single node: nothing to cut
         duration = entry["duration"] if "duration" in entry else stream.uniform(*params["duration"])
@@ -409,3 +412,17 @@ class Injector:
         self.storages[name].fill_disk(True)
         self._undo_after(duration, ("disk_full", name), self.storages[name].fill_disk, False)
         return {"node": name, "duration": duration}
+
+
+def _up(sim: Simulation, name: str) -> Node:
+    """Node `name`, which the fault picked because it is up."""
+    node = sim.node(name)
+    assert node is not None, f"node {name} is down"
+    return node
+
+
+def _info(node: Node, pid: Pid) -> dict[str, Any]:
+    """`process_info` of a process the fault saw alive in this same instant."""
+    info = node.process_info(pid)
+    assert info is not None, f"{pid!r} is alive"
+    return info

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors import Pid
-from actors.boundary import SETUP, Delivery
+from actors.boundary import SETUP, Delivery, kind_of
 from actors.codec import decode_term, encode_term
 
 if TYPE_CHECKING:
@@ -46,16 +46,12 @@ class _Encoded(NamedTuple):
     cls: type
     data: bytes
 
-    @property
-    def kind(self) -> str:
-        return self.cls.kind  # type: ignore[attr-defined, no-any-return]
-
 
 def _decoded(delivery: Any, dst: Node) -> Delivery:
     """What the far node takes in: decoded there (its pids resolve to its processes)."""
     if type(delivery) is _Encoded:
-        return delivery.cls(*decode_term(delivery.data, dst))  # type: ignore[no-any-return]
-    return delivery  # type: ignore[no-any-return]
+        return delivery.cls(*decode_term(delivery.data, dst))
+    return delivery
 
 
 def _serial(dst: Node | None, delivery: Delivery) -> int:
@@ -158,7 +154,7 @@ class Network:
         """The kernel's transport hook: schedule the delivery's arrival (see the module
         docstring for what each kind of delivery meets on the way)."""
         sim = self.sim
-        kind = delivery.kind
+        kind = kind_of(delivery)
         original = delivery
         if self.codec:
             data = self.crossing(src, dst_name, delivery)
@@ -235,7 +231,7 @@ class Network:
             return encode_term(list(delivery), src)
         except (TypeError, ValueError, OverflowError) as exc:
             payload = delivery[-1]
-            self.sim.fail("codec", f"a {delivery.kind} from node {src.name!r} to node {dst_name!r} "
+            self.sim.fail("codec", f"a {kind_of(delivery)} from node {src.name!r} to node {dst_name!r} "
                                    f"cannot go over a wire: it carries a {type(payload).__qualname__} "
                                    f"{payload!r:.200}; {exc}")
             return None

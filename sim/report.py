@@ -123,7 +123,7 @@ def summary(results: list[Result], elapsed: float | None = None, jobs: int = 1) 
     time of all the runs (default: their sum, as in one process)."""
     lines = []
     for r in results:
-        verdict = "ok  " if r.passed else f"FAIL {r.failure.check} at t={r.failure.time:.3f} s"
+        verdict = "ok  " if r.failure is None else f"FAIL {r.failure.check} at t={r.failure.time:.3f} s"
         lines.append(f"  seed {r.seed:<8} {verdict}  {_n(r.events)} events, "
                      f"faults {sum(r.faults.values())}, hash {r.trace_hash[:12]}")
     failed = [r.seed for r in results if not r.passed]

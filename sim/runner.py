@@ -126,7 +126,9 @@ def _build(sim: Simulation, scenario: Scenario, systems: dict[str, System], data
     sim.network.codec = net["codec"]
     sim.network.set_latency(*net["latency"])
     for link in net["link"]:
-        sim.network.set_latency(*link["latency"], between=tuple(link["between"]))
+        lo, hi = link["latency"]
+        a, b = link["between"]
+        sim.network.set_latency(lo, hi, between=(a, b))
     for name, cls in scenario.system_classes.items():
         options = dict(scenario.data["systems"][name])
         workload = options.pop("workload")

@@ -6,6 +6,8 @@ where the key is and what was expected.
 """
 from __future__ import annotations
 
+import builtins
+
 import difflib
 import math
 import re
@@ -74,7 +76,7 @@ def _key_lines(text: str) -> dict[tuple, int]:
             continue
         header = _HEADER.match(line)
         if header:
-            path = tuple(_split_key(header.group(2)))
+            path: tuple = tuple(_split_key(header.group(2)))
             if header.group(1) == "[[":
                 index = counts.get(path, 0)
                 counts[path] = index + 1
@@ -132,7 +134,7 @@ class Field:
         return Field(f"a number in [{lo:g}, {hi:g}]", convert, default, doc, lo)
 
     @staticmethod
-    def seconds(default: Any, lo: float, hi: float, doc: str = "") -> Field:
+    def seconds(default: Any, lo: builtins.float, hi: builtins.float, doc: builtins.str = "") -> Field:
         def convert(v: Any) -> float:
             s = parse_seconds(v)
             if not lo <= s <= hi:
@@ -142,7 +144,7 @@ class Field:
                      convert, default, doc, lo)
 
     @staticmethod
-    def range(default: Any, lo: float, hi: float, doc: str = "") -> Field:
+    def range(default: Any, lo: builtins.float, hi: builtins.float, doc: builtins.str = "") -> Field:
         def convert(v: Any) -> tuple[float, float]:
             if type(v) is not list or len(v) != 2:
                 raise ValueError
@@ -170,7 +172,7 @@ class Field:
         return Field(expected, convert, default, doc)
 
     @staticmethod
-    def names(default: Any, doc: str = "") -> Field:
+    def names(default: Any, doc: builtins.str = "") -> Field:
         def convert(v: Any) -> list[str]:
             if type(v) is not list or not all(type(x) is str and x for x in v):
                 raise ValueError
@@ -178,7 +180,7 @@ class Field:
         return Field("a list of names (strings)", convert, default, doc)
 
     @staticmethod
-    def tables(name: str, doc: str = "") -> Field:
+    def tables(name: builtins.str, doc: builtins.str = "") -> Field:
         """An array of tables `[[name]]`, empty by default (each table checked by its own schema)."""
         def convert(v: Any) -> list[Any]:
             if type(v) is not list:
@@ -187,7 +189,7 @@ class Field:
         return Field(f"an array of [[{name}]] tables", convert, [], doc)
 
     @staticmethod
-    def groups(default: Any, doc: str = "") -> Field:
+    def groups(default: Any, doc: builtins.str = "") -> Field:
         def convert(v: Any) -> list[list[str]]:
             if (type(v) is not list or len(v) < 2
                     or not all(type(g) is list and g and all(type(x) is str for x in g) for g in v)):

@@ -98,7 +98,7 @@ def shrink(scenario: Scenario, seed: int, budget: int = 120,
            log: Callable[[str], None] = lambda line: None) -> Shrunk | None:
     """A smaller scenario that fails like `scenario` does with `seed`; None if it passes."""
     first: Result = run(scenario, seed)
-    if first.passed:
+    if first.failure is None:
         return None
     s = _Shrinker(seed, first.failure.check, budget, log)
     s.runs, s.failure = 1, first.failure
@@ -116,7 +116,8 @@ def shrink(scenario: Scenario, seed: int, budget: int = 120,
     while changed and s.runs < budget:
         changed = False
         script = current.data["faults"]["script"]
-        kept = _ddmin(script, lambda entries: s.fails(_with_script(current, entries)))
+        base = current  # this round's scenario (the loop rebinds `current`)
+        kept = _ddmin(script, lambda entries: s.fails(_with_script(base, entries)))  # noqa: B023
         if len(kept) < len(script):
             current = _with_script(current, kept)
             log(f"  faults: {len(script)} -> {len(kept)} scripted (run {s.runs})")

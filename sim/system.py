@@ -61,7 +61,7 @@ def check(when: str) -> Callable[[Callable], Callable]:
     assert when in WHEN, f"check when must be one of {WHEN}, got {when!r}"
 
     def mark(fn: Callable) -> Callable:
-        fn.check_when = when
+        fn.check_when = when  # type: ignore[attr-defined]
         return fn
     return mark
 

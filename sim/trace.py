@@ -97,9 +97,9 @@ class Trace:
         self._out = out
         self._expect = expect
         self._keep = keep
-        self._start = (0.0, None)  # the (time, node) context at the open chunk's start
+        self._start: tuple[float, str | None] = (0.0, None)  # the (time, node) context at the open chunk's start
         self._tail: list[Any] = []  # the last records of closed chunks, for failure reports
-        self._tail_start = (0.0, None)
+        self._tail_start: tuple[float, str | None] = (0.0, None)
         self.kinds: dict[tuple[str, int], str] = {}  # (node, serial) -> what was spawned
         self.crashes = 0  # process crashes (kernel crash reports)
 
@@ -222,7 +222,7 @@ def _context_at(records: list[Any], index: int, start: tuple[float, str | None])
     return (start[0] if t is None else t, start[1] if node is None else node)
 
 
-def pid_text(node: str, serial: int) -> str:
+def pid_text(node: str | None, serial: int) -> str:
     """A pid for people: `<node.n>`, or `<node#k.n>` in the node's k-th restart."""
     creation, n = divmod(serial, 1 << 40)
     return f"<{node}#{creation}.{n}>" if creation else f"<{node}.{n}>"

@@ -108,6 +108,9 @@ class Entities(GenServer):
         # How the entities are supervised: read by the shutdown protocol.
         self._spec = ChildSpec(server.__name__, server, args=(store,), restart="temporary",
                                options={"trap_exit": True})
+        shutdown = self._spec.shutdown
+        assert isinstance(shutdown, (int, float)), "entities stop within a number of seconds"
+        self._shutdown = float(shutdown)  # from "shutdown" to "kill"
         self._active: dict[Any, Pid] = {}  # key -> pid
         self._used: dict[Any, float] = {}  # key -> last used, of the active: least recent first
         self._keys: dict[Pid, Any] = {}  # pid -> key, for active and stopping entities
@@ -172,10 +175,11 @@ class Entities(GenServer):
                 else:
                     waiting.append((payload, caller))
                 return
-            pid = self._activate(key)
-            if type(pid) is not Pid:
-                self._refuse(key, payload, caller, pid)
+            started = self._activate(key)
+            if not isinstance(started, Pid):
+                self._refuse(key, payload, caller, started)
                 return
+            pid = started
         self._forward(pid, payload, caller)
 
     def _forward(self, pid: Pid, payload: Any, caller: Any) -> None:
@@ -221,7 +225,7 @@ class Entities(GenServer):
         self.passivations += 1
         self.exit(pid, SHUTDOWN)
         if self._kill_timer is None:
-            self._kill_timer = self.send_after(self._spec.shutdown, self.pid, _KILL)
+            self._kill_timer = self.send_after(self._shutdown, self.pid, _KILL)
 
     def _exited(self, pid: Pid, reason: Any) -> None:
         key = self._keys.pop(pid, None)
@@ -239,7 +243,7 @@ class Entities(GenServer):
             if waiting:  # the next incarnation takes what came meanwhile, in order
                 started = self._activate(key)
                 for payload, caller in waiting:
-                    if type(started) is Pid:
+                    if isinstance(started, Pid):
                         self._forward(started, payload, caller)
                     else:
                         self._refuse(key, payload, caller, started)
@@ -252,7 +256,7 @@ class Entities(GenServer):
     def _kill_stragglers(self) -> None:
         """Kill the entities that have not stopped within the shutdown time."""
         self._kill_timer = None
-        shutdown = self._spec.shutdown
+        shutdown = self._shutdown
         oldest = self.now() - shutdown
         for pid, since in self._stopping.values():
             if since > oldest:

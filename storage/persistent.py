@@ -99,6 +99,7 @@ class PersistentServer(GenServer):
 
     kind = STATE
     __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh")
+    _fault: Exception | None  # a storage fault: the server crashes with it on its next turn
 
     def init(self, store: Store, key: Any, *args: Any) -> None:
         """Load the stored state of `key` (and its records, if the class keeps records),

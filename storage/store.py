@@ -92,17 +92,19 @@ import os
 import struct
 import time
 import zlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import lmdb
 
 from actors import Node, packb, unpackb
-from actors.process import Process
 
 from .errors import (CorruptedValue, ForeignStore, FormatVersionError, LimitExceeded,
                      StaleWrite, StoreClosed, StoreFull, StorageError, StorageIOError,
                      UnencodableValue)
 from .lock import DirectoryLock
+
+if TYPE_CHECKING:
+    from .persistent import PersistentServer
 
 log = logging.getLogger("storage")
 
@@ -221,7 +223,7 @@ class Entry:
         self.snap_rev = 0
         self.events: list[tuple[int, bytes]] = []  # (seq, encoded value)
         self.records: dict[bytes, bytes | None] = {}  # records db key -> payload, None: delete
-        self.procs: list[Process] = []  # writers and readers: they fail with the batch
+        self.procs: list[PersistentServer] = []  # writers and readers: they fail with the batch
 
 
 class Batch:
@@ -231,7 +233,7 @@ class Batch:
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
-        self.held: dict[Process, None] = {}
+        self.held: dict[PersistentServer, None] = {}
         self.writes = 0
         self.bytes = 0
 
@@ -280,7 +282,7 @@ class Store:
         self._batch = Batch()  # gathering writes
         self._inflight: Batch | None = None  # with the writer thread, not yet committed
         self._inflight_future: concurrent.futures.Future | None = None
-        self._suspended: dict[Process, None] = {}  # in an async callback: flushed every pass
+        self._suspended: dict[PersistentServer, None] = {}  # in an async callback: flushed every pass
         self._reader: lmdb.Transaction | None = None
         self._undo: list[list[tuple[Any, bytes, bytes | None]]] | None = [] if simulated else None
         # key id -> revision of its stored snapshot, as this store last committed it (the
@@ -410,7 +412,7 @@ class Store:
             self._reader.abort()
             self._reader = None
 
-    def load(self, proc: Process | None, ref: KeyRef, kind: int
+    def load(self, proc: PersistentServer | None, ref: KeyRef, kind: int
              ) -> tuple[int, int, bytes | None, list[bytes]]:
         """The latest state of a key, committed or pending: (revision, snapshot revision,
         snapshot payload or None, event payloads after the snapshot). A process that reads
@@ -429,6 +431,7 @@ class Store:
             if self.holds:
                 self.node.hold_output(proc)
                 batch = self._batch if kid in self._batch.entries else self._inflight
+                assert batch is not None, "a pending write is in the open batch or in flight"
                 batch.held[proc] = None
         # Start from the newest pending snapshot, else from what is committed.
         start = next((i for i in range(len(pending) - 1, -1, -1) if pending[i].snap is not None), None)
@@ -547,7 +550,7 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def write(self, proc: Process, ref: KeyRef, kind: int, base: int, rev: int,
+    def write(self, proc: PersistentServer, ref: KeyRef, kind: int, base: int, rev: int,
               snap: bytes | None, events: list[bytes],
               records: dict[bytes, bytes | None] | None = None) -> None:
         """Add a process's writes to the batch: the state at `rev` (if `snap`), the
@@ -591,10 +594,10 @@ class Store:
         if batch.writes >= self.max_batch_writes or batch.bytes >= self.max_batch_bytes:
             self._settle()
 
-    def _waits(self, proc: Process) -> bool:
+    def _waits(self, proc: PersistentServer) -> bool:
         return proc in self._batch.held or (self._inflight is not None and proc in self._inflight.held)
 
-    def end_turn(self, proc: Process, suspended: bool) -> None:
+    def end_turn(self, proc: PersistentServer, suspended: bool) -> None:
         """A persistent process finished a turn: let its outputs go unless they wait for
         a batch (it wrote, read a pending write, or is suspended in an async callback)."""
         if not self.holds or self.crashed:
@@ -615,7 +618,7 @@ class Store:
         if self._reader is not None:
             self._abort_reader()
 
-    def _flush_suspended(self, proc: Process) -> None:
+    def _flush_suspended(self, proc: PersistentServer) -> None:
         # A suspended async callback may already have sent what its changes imply: save
         # them before releasing. Errors come back as the process's fault.
         if not self.node.is_suspended(proc.pid):  # exited, or its async callback ended
@@ -666,8 +669,9 @@ class Store:
 
     def _start_writer(self, batch: Batch) -> None:
         self._inflight = batch
-        future = self._inflight_future = self._writer.submit(self._write_batch, batch.entries)
-        loop = self._loop
+        writer, loop = self._writer, self._loop
+        assert writer is not None and loop is not None, "a writer thread runs on a loop"
+        future = self._inflight_future = writer.submit(self._write_batch, batch.entries)
 
         def committed(done: concurrent.futures.Future) -> None:
             try:
@@ -705,6 +709,7 @@ class Store:
         """Wait for the writer (blocking the node's thread) and handle what it finished."""
         while self._inflight is not None:
             batch, future = self._inflight, self._inflight_future
+            assert future is not None, "a batch in flight has its writer's future"
             concurrent.futures.wait([future])
             self._committed(batch, future)
 
@@ -716,7 +721,7 @@ class Store:
 
     def _finish(self, batch: Batch, outcome: list[tuple[Entry, StorageError]] | StorageError) -> None:
         """Fail the writers of refused entries (all of them for an error), release the rest."""
-        failed: dict[Process, StorageError] = {}
+        failed: dict[PersistentServer, StorageError] = {}
         if isinstance(outcome, StorageError):
             log.error("commit of %d keys to %s failed: %s", len(batch.entries), self.path, outcome)
             outcome = [(entry, outcome) for entry in batch.entries.values()]
@@ -730,7 +735,7 @@ class Store:
             if proc._fault is None and proc not in later:  # else it waits for the open batch
                 node.release_output(proc, keep_holding=True)
 
-    def _fail(self, proc: Process, exc: StorageError) -> None:
+    def _fail(self, proc: PersistentServer, exc: StorageError) -> None:
         """Crash a process whose writes (or reads) were not stored: it raises `exc` on its
         next turn. Its held outputs are dropped, never seen (its exit, if it has exited,
         goes out now)."""
@@ -770,7 +775,7 @@ class Store:
         self.writes += writes
         if self.on_commit is not None:
             self.on_commit(writes, time.perf_counter() - started)
-        if undo is not None:
+        if undo is not None and self._undo is not None:
             self._undo.append(undo)
         return refused
 

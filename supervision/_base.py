@@ -82,6 +82,11 @@ class _Kill(NamedTuple):
     token: Any
 
 
+def _kill_for(token: Any) -> Callable[[Any], bool]:
+    """Matches the shutdown timer's message of group `token`."""
+    return lambda m: type(m) is _Kill and m.token == token
+
+
 def _clean_exit(spec: ChildSpec, reason: Any) -> bool:
     """OTP's verdict on a reason seen while shutting a child down (supervisor:shutdown/1)."""
     if reason == (KILLED if spec.shutdown == "brutal_kill" else SHUTDOWN):
@@ -116,7 +121,7 @@ async def shutdown_children(proc: GenServer, children: Iterable[tuple[Pid, Child
             proc.exit(pid, KILL)
             continue
         proc.exit(pid, SHUTDOWN)
-        if spec.shutdown != "infinity":
+        if not isinstance(spec.shutdown, str):  # seconds, not "infinity"
             groups.setdefault(spec.shutdown, []).append(pid)
     timers: dict[Any, tuple[Any, list[Pid]]] = {}
     for seconds, pids in groups.items():
@@ -138,7 +143,7 @@ async def shutdown_children(proc: GenServer, children: Iterable[tuple[Pid, Child
             failures.append((pid, msg.reason))
     for token, (timer, _) in timers.items():
         if proc.cancel_timer(timer) is False:  # it fired: its message is queued
-            await proc.receive(lambda m: type(m) is _Kill and m.token == token, 0)
+            await proc.receive(_kill_for(token), 0)
     assert not live, f"children left alive after shutdown: {list(live)[:5]}"
     return failures
 
@@ -173,6 +178,15 @@ class SupervisorBase(GenServer):
 
     # -- shared state ------------------------------------------------------------------------
 
+    def tree_entries(self, limit: int) -> tuple[list[tuple[Any, Pid | None, str, int | None]], int]:
+        """Up to `limit` children as (id, pid, type, restarts), and how many there are in
+        all (for `supervision.tree`)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The strategy line `supervision.tree` shows."""
+        raise NotImplementedError
+
     def _init_common(self, max_restarts: int, max_seconds: float) -> None:
         self.trap_exit = True
         self._max_restarts = max_restarts
@@ -194,7 +208,7 @@ class SupervisorBase(GenServer):
 
     def _backoff_delay(self, backoff: Backoff, attempts: int, started_at: float) -> tuple[float, int]:
         """The delay before this restart, and the attempt count to keep."""
-        if self.now() - started_at >= backoff.reset_after:
+        if backoff.reset_after is not None and self.now() - started_at >= backoff.reset_after:
             attempts = 0  # the child ran quietly long enough: start the ladder over
         if self._rand is None:
             node = self.node

@@ -43,14 +43,14 @@ class Application:
     @property
     def supervisor(self) -> Pid | None:
         """The top supervisor's pid while the application runs, else None."""
-        if self._top is None or not self._node.is_alive(self._top):
+        if self._top is None or self._node is None or not self._node.is_alive(self._top):
             return None
         return self._top
 
     def start(self, node: Node) -> Pid:
         """Start the tree on `node` (from outside any process); returns the top
         supervisor's pid. A failed start raises the top supervisor's `StartError`."""
-        if self._master is not None and self._node.is_alive(self._master):
+        if self._master is not None and self._node is not None and self._node.is_alive(self._master):
             raise RuntimeError(f"application {self.spec.id!r} is already running")
         self._node = node
         try:
@@ -64,7 +64,7 @@ class Application:
         """Shut the tree down; the Future resolves once every process of it has exited
         (at once if the application is not running)."""
         done = Future()
-        if self._master is None or not self._node.is_alive(self._master):
+        if self._master is None or self._node is None or not self._node.is_alive(self._master):
             done.set_result(None)
             return done
 

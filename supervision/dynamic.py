@@ -195,9 +195,10 @@ class DynamicSupervisor(SupervisorBase):
 
     # -- introspection (supervision.tree) -----------------------------------------------------------
 
-    def tree_entries(self, limit: int) -> tuple[list[tuple[Any, Pid | None, str, None]], int]:
+    def tree_entries(self, limit: int) -> tuple[list[tuple[Any, Pid | None, str, int | None]], int]:
         """Up to `limit` children as (None, pid, type, None), and how many there are."""
-        entries = [(None, pid, entry[0].type, None) for pid, entry in islice(self._children.items(), limit)]
+        entries: list[tuple[Any, Pid | None, str, int | None]] = [
+            (None, pid, entry[0].type, None) for pid, entry in islice(self._children.items(), limit)]
         return entries, len(self._children) + len(self._restarting)
 
     def describe(self) -> str:

@@ -97,8 +97,8 @@ class ChildSpec:
     start: Any
     args: tuple = ()
     restart: str = "permanent"
-    shutdown: float | str | None = None
-    type: str | None = None
+    shutdown: float | str = None  # type: ignore[assignment]  # None: the type's default, set at init
+    type: str = None  # type: ignore[assignment]  # None: derived from `start` at init
     significant: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     backoff: Backoff | None = None
@@ -125,7 +125,7 @@ class ChildSpec:
             object.__setattr__(self, "shutdown",
                                "infinity" if kind == "supervisor" else DEFAULT_WORKER_SHUTDOWN)
         elif shutdown not in ("brutal_kill", "infinity") and not (
-                type(shutdown) in (int, float) and shutdown >= 0 and math.isfinite(shutdown)):
+                (type(shutdown) is int or type(shutdown) is float) and shutdown >= 0 and math.isfinite(shutdown)):
             raise ValueError(f"ChildSpec.shutdown must be seconds >= 0, 'brutal_kill' or 'infinity', "
                              f"got {shutdown!r}")
         if type(self.significant) is not bool:

@@ -150,7 +150,7 @@ class Supervisor(SupervisorBase):
             shutdown = child.spec.shutdown
             self.exit(pid, KILL if shutdown == "brutal_kill" else SHUTDOWN)
             self.unlink(pid)
-            if shutdown not in ("brutal_kill", "infinity"):
+            if not isinstance(shutdown, str):  # seconds, not "brutal_kill" or "infinity"
                 deadlines.append((pid, self.now() + shutdown))
         if deadlines:
             self.spawn(_reap, deadlines)
@@ -388,10 +388,11 @@ class Supervisor(SupervisorBase):
 
     # -- introspection (supervision.tree) -----------------------------------------------------------
 
-    def tree_entries(self, limit: int) -> tuple[list[tuple[Any, Pid | None, str, int]], int]:
+    def tree_entries(self, limit: int) -> tuple[list[tuple[Any, Pid | None, str, int | None]], int]:
         """Up to `limit` children as (id, pid, type, restarts), in start order, and how
         many there are in all."""
-        entries = [(c.spec.id, c.pid, c.spec.type, max(0, c.starts - 1)) for c in self._children[:limit]]
+        entries: list[tuple[Any, Pid | None, str, int | None]] = [
+            (c.spec.id, c.pid, c.spec.type, max(0, c.starts - 1)) for c in self._children[:limit]]
         return entries, len(self._children)
 
     def describe(self) -> str:
@@ -405,6 +406,7 @@ async def _reap(proc: Any, deadlines: list[tuple[Pid, float]]) -> None:
     refs = [(pid, deadline, proc.monitor(pid)) for pid, deadline in deadlines]
     for pid, deadline, ref in refs:
         try:
-            await proc.receive(lambda m: type(m) is Down and m.ref == ref, max(0.0, deadline - proc.now()))
+            await proc.receive(lambda m, ref=ref: type(m) is Down and m.ref == ref,
+                               max(0.0, deadline - proc.now()))
         except ReceiveTimeout:
             proc.exit(pid, KILL)

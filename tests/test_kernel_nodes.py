@@ -2,7 +2,7 @@
 import pytest
 
 from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName
-from actors.boundary import SETUP
+from actors.boundary import SETUP, kind_of
 
 
 class Echo(GenServer):
@@ -20,7 +20,7 @@ class QueueTransport:
         self.drop = False
 
     def __call__(self, src, dst, delivery):
-        if delivery.kind in SETUP:
+        if kind_of(delivery) in SETUP:
             self.nodes[dst].arrive(delivery)
         elif not self.drop:
             self.queue.append((dst, delivery))

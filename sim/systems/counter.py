@@ -30,7 +30,8 @@ Deliberate bugs (`bug = ...`), for newcomers to break an invariant on purpose:
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from actors import CallExit, CallTimeout, Node, NoProc, RemoteName
 from storage import PersistentServer, Store
@@ -40,6 +41,9 @@ from ..core import buggify
 from ..disk import Disk
 from ..schema import Field
 from ..system import System, check
+
+if TYPE_CHECKING:
+    from ..faults import Storage
 
 BUGS = ("none", "ack_before_persist", "unsynced_ack", "no_dedupe")
 _STORE_MODE = {"ack_before_persist": "none", "unsynced_ack": "process"}
@@ -107,7 +111,7 @@ class CounterSystem(System):
         self.shards = [RemoteName(f"shard-{c}", self.server_of(c)) for c in range(n)]
         for name in self.servers:
             self.sim.add_node(name, self._start_server, on_crash=self.disks[name].crash)
-            self.sim.heart(name, lambda name=name: self.apps[name].supervisor is not None)
+            self.sim.heart(name, functools.partial(self._app_up, name))
         self.sim.add_node("clients", self._start_clients, targets=False)
 
     def server_of(self, counter: int) -> str:
@@ -133,8 +137,11 @@ class CounterSystem(System):
         app.start(node)
         self.apps[node.name] = app
 
-    def storages(self) -> dict[str, Disk]:
-        return self.disks
+    def _app_up(self, name: str) -> bool:
+        return self.apps[name].supervisor is not None
+
+    def storages(self) -> dict[str, Storage]:
+        return dict(self.disks)
 
     def close(self) -> None:
         for disk in self.disks.values():
