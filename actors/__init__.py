@@ -15,6 +15,28 @@ node-local tables.
     pid = node.spawn(Counter, 41)
     node.cast(pid, 1)
     assert node.run_until_complete(node.call(pid, "get")) == 42
+
+The kernel map (each module's docstring states its part's contract):
+
+    node.py       Node, the façade: wiring, spawn, send/cast/call/reply/forward, names,
+                  timers, introspection, the drivers' entry points
+    process.py    a process's runtime fields and the API its code calls; reserved fields
+    genserver.py  GenServer callbacks; the run_turn extension point
+    spawn.py      making a process (options, limits, a GenServer's init as StartError)
+    runq.py       the run queue and make_runnable, the one way a process becomes runnable
+    scheduler.py  turns: the turn loop, timers due, crash reports
+    clock.py      the clock strategy: virtual time, or an asyncio loop
+    names.py      registered names, registries' keys, and what a destination means
+    calls.py      calls: request, reply, lazy timeouts, callers outside any process
+    signals.py    links, monitors, exit signals, a process's end, the node's shutdown
+    boundary.py   what crosses to other nodes (delivery kinds), connect and disconnect
+    output.py     held output and pass hooks (what storage needs from the scheduler)
+    threads.py    the thread bridge: *_from_thread and start_thread
+    bridge.py     ThreadWorker: blocking work on pykka threads, as a process
+    tables.py     node-local tables (ETS's protected named set)
+    registry.py   Registry, Via, RemoteName, and the Dest and Name types
+    codec.py      msgpack: storage's encoding, and the wire's (encode_term/decode_term)
+    timers.py, ids.py, messages.py, errors.py, future.py: the small vocabulary
 """
 from .bridge import ThreadWorker
 from .codec import packb, unpackb

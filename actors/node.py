@@ -20,34 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import math
 import random
-import sys
 from typing import Any, Callable
 
 from .boundary import Boundary, Cast, Delivery, Send
 from .calls import Calls
 from .clock import LoopClock, VirtualClock
-from .errors import MailboxOverflow, StartError, SystemLimit
+from .errors import MailboxOverflow, SystemLimit
 from .future import Future
-from .genserver import GenServer
 from .ids import Pid, Ref
 from .names import Names
 from .output import OutputGate
 from .registry import Dest, Name
-from .process import CoroutineProcess, ExitNow, From, Process
-from .runq import FifoQueue, SeededQueue, make_runnable
+from .process import From, Process
+from .runq import FifoQueue, SeededQueue
 from .scheduler import Scheduler
+from .spawn import spawn
 from .signals import Signals
 from .tables import Table, Tables
 from .threads import ThreadBridge
 from .timers import Timer, TimerHeap
 
 __all__ = ["Node", "SystemLimit", "seed_for"]
-
-_OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
-_OVERFLOW = ("crash", "drop")
 
 
 def seed_for(seed: int, stream: str) -> int:
@@ -143,73 +138,7 @@ class Node:
 
     def _spawn(self, target: Any, args: tuple, options: dict, parent: Process | None = None,
                link: bool = False) -> Pid:
-        unknown = options.keys() - _OPTIONS
-        if unknown:
-            raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
-        limit = options.get("mailbox_limit")
-        overflow = options.get("overflow", "crash")
-        if overflow not in _OVERFLOW:
-            raise ValueError(f"overflow must be one of {_OVERFLOW}, got {overflow!r}")
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise ValueError(f"mailbox_limit must be a positive int, got {limit!r}")
-        if len(self._procs) >= self.max_processes:
-            raise SystemLimit(f"node {self.name} is at its limit of {self.max_processes} processes")
-        proc, args = self._new_process(target, args)
-        self._serial += 1
-        pid = Pid(self.name, self._serial, proc)
-        proc._setup(self, pid, parent._pid if parent is not None else None, limit or sys.maxsize, overflow)
-        proc._trap = bool(options.get("trap_exit", False))
-        if not isinstance(proc, GenServer):
-            proc._coro = target(proc, *args)  # bad arguments fail here, before anything is registered
-        self._procs[self._serial] = proc
-        if self.tracer is not None:
-            self.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
-        name = options.get("name")
-        if name is not None:
-            try:
-                self._names.register(name, proc)
-            except BaseException:
-                del self._procs[self._serial]
-                raise
-        if link:
-            assert parent is not None, "spawn_link is a process's"
-            self._signals.add_link(parent, proc)
-        if isinstance(proc, GenServer):
-            self._start_server(proc, target, args, parent)
-        else:
-            proc._resume = None
-            make_runnable(self, proc)
-        return pid
-
-    def _new_process(self, target: Any, args: tuple) -> tuple[Process, tuple]:
-        if isinstance(target, type) and issubclass(target, GenServer):
-            return target.__new__(target), args
-        if inspect.iscoroutinefunction(target):
-            return CoroutineProcess(), args
-        from .bridge import ThreadWorker, ThreadWorkerProcess
-        if isinstance(target, type) and issubclass(target, ThreadWorker):
-            return ThreadWorkerProcess.__new__(ThreadWorkerProcess), (target, *args)
-        raise TypeError(f"spawn takes a GenServer subclass, an async def function or a "
-                        f"ThreadWorker subclass, not {target!r}")
-
-    def _start_server(self, proc: GenServer, target: Any, args: tuple, parent: Process | None) -> None:
-        previous, self._current = self._current, proc
-        try:
-            proc._start(args)
-            return
-        except ExitNow as exc:
-            reason = exc.reason
-        except Exception as exc:  # noqa: BLE001 - init's failure is the start error
-            reason = exc
-        finally:
-            self._current = previous
-        # A failed start is reported once, to the spawner, as StartError; not also as an
-        # exit signal through the link (OTP sends both; a Python caller has the exception).
-        if parent is not None and parent._links is not None and proc._links is not None:
-            parent._links.pop(proc, None)
-            proc._links.pop(parent, None)
-        self._signals.terminate(proc, reason)
-        raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
+        return spawn(self, target, args, options, parent, link)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -273,11 +202,8 @@ class Node:
 
     def hold_output(self, proc: Process) -> None:
         """Hold what `proc` sends (send, cast, call requests, replies) from now on, in order,
-        until `release_output(proc)`. The storage layer uses this so a process's reply is
-        not seen before the write it acknowledges has committed. Timers are not held. If
-        `proc` exits with output held, its exit signals and Downs wait behind that output
-        (a message sent before a death arrives before the death, as in Erlang): whoever
-        holds must then `release_output` or `discard_output`, or its links never hear."""
+        until `release_output(proc)`: so a reply is never seen before the write it
+        acknowledges has committed. Timers are not held. See `actors.output`."""
         self._output.hold(proc)
 
     def release_output(self, proc: Process, keep_holding: bool = False) -> None:

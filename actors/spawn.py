@@ -1,0 +1,105 @@
+"""Spawning: a new process, from a GenServer class, an async function or a ThreadWorker.
+
+Contract:
+- Options are checked before anything is created: `name` (a str, or a `via`),
+  `trap_exit`, `mailbox_limit` (messages) with `overflow` "crash" or "drop". Unknown
+  options, bad limits and the node's `max_processes` are refused with a clear error.
+- A GenServer's `init(*args)` runs inside `spawn`, as the new process's own turn: if it
+  raises, `spawn` raises `StartError`, no process is left behind, and no exit signal goes
+  through the new link (the spawner has the exception; OTP would send both).
+- A coroutine process's body is called at once (bad arguments fail here, before anything
+  is registered) and first runs on its own turn.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .errors import StartError, SystemLimit
+from .genserver import GenServer
+from .ids import Pid
+from .process import CoroutineProcess, ExitNow, Process
+from .runq import make_runnable
+
+if TYPE_CHECKING:
+    from .node import Node
+
+OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
+OVERFLOW = ("crash", "drop")
+
+
+def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process | None = None,
+          link: bool = False) -> Pid:
+    """Start a process (see `Node.spawn`): its pid."""
+    unknown = options.keys() - OPTIONS
+    if unknown:
+        raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    limit = options.get("mailbox_limit")
+    overflow = options.get("overflow", "crash")
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValueError(f"mailbox_limit must be a positive int, got {limit!r}")
+    if len(node._procs) >= node.max_processes:
+        raise SystemLimit(f"node {node.name} is at its limit of {node.max_processes} processes")
+    proc, args = new_process(target, args)
+    node._serial += 1
+    pid = Pid(node.name, node._serial, proc)
+    proc._setup(node, pid, parent._pid if parent is not None else None, limit or sys.maxsize, overflow)
+    proc._trap = bool(options.get("trap_exit", False))
+    if not isinstance(proc, GenServer):
+        proc._coro = target(proc, *args)  # bad arguments fail here, before anything is registered
+    node._procs[node._serial] = proc
+    if node.tracer is not None:
+        node.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
+    name = options.get("name")
+    if name is not None:
+        try:
+            node._names.register(name, proc)
+        except BaseException:
+            del node._procs[node._serial]
+            raise
+    if link:
+        assert parent is not None, "spawn_link is a process's"
+        node._signals.add_link(parent, proc)
+    if isinstance(proc, GenServer):
+        start_server(node, proc, target, args, parent)
+    else:
+        proc._resume = None
+        make_runnable(node, proc)
+    return pid
+
+
+def new_process(target: Any, args: tuple) -> tuple[Process, tuple]:
+    """The process object for `target`, and the arguments its code starts with."""
+    if isinstance(target, type) and issubclass(target, GenServer):
+        return target.__new__(target), args
+    if inspect.iscoroutinefunction(target):
+        return CoroutineProcess(), args
+    from .bridge import ThreadWorker, ThreadWorkerProcess
+    if isinstance(target, type) and issubclass(target, ThreadWorker):
+        return ThreadWorkerProcess.__new__(ThreadWorkerProcess), (target, *args)
+    raise TypeError(f"spawn takes a GenServer subclass, an async def function or a "
+                    f"ThreadWorker subclass, not {target!r}")
+
+
+def start_server(node: Node, proc: GenServer, target: Any, args: tuple, parent: Process | None) -> None:
+    """Run a GenServer's `init` as its first turn; `StartError` if it fails."""
+    previous, node._current = node._current, proc
+    try:
+        proc._start(args)
+        return
+    except ExitNow as exc:
+        reason = exc.reason
+    except Exception as exc:  # noqa: BLE001 - init's failure is the start error
+        reason = exc
+    finally:
+        node._current = previous
+    # A failed start is reported once, to the spawner, as StartError; not also as an
+    # exit signal through the link (OTP sends both; a Python caller has the exception).
+    if parent is not None and parent._links is not None and proc._links is not None:
+        parent._links.pop(proc, None)
+        proc._links.pop(parent, None)
+    node._signals.terminate(proc, reason)
+    raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
