@@ -1,7 +1,7 @@
 """Several nodes in one interpreter: deliveries between them go through the transport."""
 import pytest
 
-from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName
+from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName, packb, unpackb
 from actors.boundary import SETUP, kind_of
 
 
@@ -216,3 +216,72 @@ def test_an_exit_in_flight_to_a_process_that_unlinked_is_ignored_and_a_demonitor
     b.send(w, "still here")
     run_all(net, a, b)
     assert seen == ["still here"]  # not killed by the signal, and no Down came first
+
+
+def test_a_pid_decoded_on_its_own_node_reaches_the_live_process():
+    node = Node("n1", seed=1)
+    seen = []
+
+    async def sink(proc):
+        seen.append(await proc.receive())
+
+    pid = node.spawn(sink)
+    decoded = unpackb(packb(pid))  # decoded without the node: a plain value, no process object
+    assert decoded == pid and decoded is not pid
+    assert node.is_alive(decoded) and node.get_process(decoded) is node.get_process(pid)
+    node.send(decoded, "found by its serial")
+    node.run()
+    assert seen == ["found by its serial"] and not node.is_alive(decoded)
+
+
+def test_loopback_connection_carries_calls_and_links_and_closes_both_ways():
+    a, b = Node("a", seed=1), Node("b", seed=2)  # no transport: the loopback delivers at once
+    a.connect(b)
+    server = b.spawn(Echo)
+    out = []
+
+    async def client(proc):
+        proc.trap_exit = True
+        proc.link(server)
+        out.append(await proc.call(server, "over the loopback"))
+        out.append(await proc.receive())
+
+    a.spawn(client)
+    for _ in range(3):  # what is ready, on each node in turn, without moving the clocks
+        a.run(until=0)
+        b.run(until=0)
+    assert out == [("echo", "over the loopback")]
+    b.disconnect("a")  # b's side; the closed connection tells a
+    a.run(until=0)
+    assert a.nodes() == [] and b.nodes() == [] and out[1] == Exit(server, NOCONNECTION)
+
+
+def test_without_a_route_to_a_node_a_monitor_fires_noconnection_at_once():
+    a = Node("a", seed=1)
+    elsewhere = Node("b", seed=1).spawn(Echo)  # never connected, no transport
+    seen = []
+
+    async def watcher(proc):
+        ref = proc.monitor(elsewhere)
+        seen.append((ref, await proc.receive()))
+
+    a.spawn(watcher)
+    a.run()
+    ref, down = seen[0]
+    assert down == Down(ref, elsewhere, NOCONNECTION)
+
+
+def test_linking_to_a_dead_process_of_another_node_gives_noproc_as_a_signal():
+    a, b, net = two_nodes()
+    gone = b.spawn(Echo)
+    b.exit(gone, "kill")
+    seen = []
+
+    async def linker(proc):
+        proc.trap_exit = True
+        proc.link(gone)  # no error here: the far node answers, as Erlang's does
+        seen.append(await proc.receive())
+
+    a.spawn(linker)
+    run_all(net, a, b)
+    assert seen == [Exit(gone, "noproc")]
