@@ -136,7 +136,9 @@ class Calls:
     def start(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
         """`proc.call`: send the request and note what the caller now waits for."""
         node = self.node
-        target = node._names.where(dest)
+        target = dest._proc if type(dest) is Pid else None  # the local fast path of Names.where
+        if target is None or target._node is not node:
+            target = node._names.where(dest)
         if target is caller:
             raise CallingSelf(f"{caller._pid!r} called itself with {request!r:.200}")
         if type(target) is tuple:

@@ -87,8 +87,10 @@ EXT_FROM = 6
 
 def _wire_default(obj: Any) -> Any:
     kind = type(obj)
-    if kind is Pid or kind is Ref:
-        return _default(obj)
+    if kind is Pid:  # the same bytes as _default's, from a pooled packer
+        return msgpack.ExtType(EXT_PID, _nested([obj.node_name, obj.serial]))
+    if kind is Ref:
+        return msgpack.ExtType(EXT_REF, _nested([obj.node_name, obj.serial]))
     if kind is tuple:
         return msgpack.ExtType(EXT_TUPLE, _nested(list(obj)))
     if kind is From:

@@ -29,7 +29,10 @@ Workloads (value and unit per JSON line):
   counter system count as the system under test even when the driver called them;
 - jobs_wall_1, jobs_wall_2: true wall seconds of `letitcrash sim counter.toml --seeds
   1..2n --jobs 1` and `--jobs 2` (subprocesses, interpreter start included);
-  jobs_speedup: their ratio (at most 2 on two idle cores).
+  jobs_speedup: their ratio (at most 2 on two idle cores);
+- events_per_s_codec_off: as events_per_s with `[network] codec = false` (what crosses
+  between nodes is not put through the wire's codec);
+- codec_cost: how much slower the codec makes a run, in % of events_per_s_codec_off.
 Each figure takes the fastest of `reps` passes over the seeds, the kinds of pass
 interleaved (other processes on the machine only ever slow a pass down); `cpu_share`
 appears when this process got less than 90 % of a core, and then the figures are low.
@@ -183,8 +186,10 @@ def measure(mode: str) -> list[dict[str, Any]]:
     extra = TINY if mode == "tiny" else []
     seeds = range(1, n + 1)
     plain, dense = load(SCENARIO, extra), load(SCENARIO, [*extra, ("systems.counter.workload.clients", 64)])
+    raw = load(SCENARIO, [*extra, ("network.codec", False)])
     passes = {
         "plain": lambda: counter_pass(plain, seeds, record=False),
+        "raw": lambda: counter_pass(raw, seeds, record=False),
         "recorded": lambda: counter_pass(plain, seeds, record=True),
         "dense": lambda: counter_pass(dense, seeds, record=False),
         "core": lambda: core_pass(seeds, 4.0 if mode == "tiny" else 30.0),
@@ -201,6 +206,7 @@ def measure(mode: str) -> list[dict[str, Any]]:
     plain_p, recorded_p = best["plain"], best["recorded"]
     rate = plain_p["events"] / plain_p["wall"]
     recorded_rate = recorded_p["events"] / recorded_p["wall"]
+    raw_rate = best["raw"]["events"] / best["raw"]["wall"]
     return [
         line("events_per_s", rate, "events/s", plain_p),
         line("events_per_s_64_clients", best["dense"]["events"] / best["dense"]["wall"], "events/s",
@@ -215,6 +221,8 @@ def measure(mode: str) -> list[dict[str, Any]]:
         line("jobs_wall_1", best["jobs1"]["wall"], "s", best["jobs1"]),
         line("jobs_wall_2", best["jobs2"]["wall"], "s", best["jobs2"]),
         line("jobs_speedup", best["jobs1"]["wall"] / best["jobs2"]["wall"], "x", best["jobs2"]),
+        line("events_per_s_codec_off", raw_rate, "events/s", best["raw"]),
+        line("codec_cost", max(0.0, 100 * (1 - rate / raw_rate)), "%", plain_p),
     ]
 
 

@@ -12,6 +12,11 @@ It is the nodes' transport: every delivery one node hands another (see
   far node at once, and so does its answer ("noproc"), even across a cut: setting one
   up takes no time here (a wire carries them in order with the rest).
 
+With `codec` on (a scenario's `[network] codec`, on by default), every delivery crosses as
+the wire's bytes (`actors.codec.encode_term`), decoded on arrival by the far node: a
+value that could not go over a socket fails the run, naming its kind, what it carries
+and the two nodes.
+
 Deliveries on one (src, dst) link arrive in the order they were sent, as between two
 Erlang nodes, unless a fault says otherwise. A delivery for a node that went down (or for
 a pid of its earlier incarnation) is lost on arrival. A partition cuts links and
@@ -41,17 +46,22 @@ TRACE_KIND = {"send": "msg", "cast": "msg", "call": "msg", "reply": "reply", "ex
 
 
 class _Encoded(NamedTuple):
-    """A delivery in flight as the wire's bytes."""
+    """A delivery in flight, its payload (and a name it is addressed to) as the wire's bytes."""
 
-    cls: type
+    delivery: Delivery
     data: bytes
 
 
 def _decoded(delivery: Any, dst: Node) -> Delivery:
     """What the far node takes in: decoded there (its pids resolve to its processes)."""
-    if type(delivery) is _Encoded:
-        return delivery.cls(*decode_term(delivery.data, dst))
-    return delivery
+    if type(delivery) is not _Encoded:
+        return delivery
+    original, data = delivery
+    decoded = decode_term(data, dst)
+    if type(original.to) is Pid:
+        return original._replace(**{original._fields[-1]: decoded})
+    to, payload = decoded
+    return original._replace(**{"to": to, original._fields[-1]: payload})
 
 
 def _serial(dst: Node | None, delivery: Delivery) -> int:
@@ -110,7 +120,7 @@ class Network:
         self.partitioned = False
         self.arrive = self._arrive  # one bound method: the driver tells arrivals apart by it
         self._answering: tuple[str, str] | None = None  # (src, dst) of answers that go at once
-        self.codec = True  # deliveries cross as bytes, as on a wire (see `crossing`)
+        self.codec = False  # deliveries cross as bytes, as on a wire (see `crossing`); scenarios turn it on
 
     # -- configuration -------------------------------------------------------------------
 
@@ -156,11 +166,11 @@ class Network:
         sim = self.sim
         kind = kind_of(delivery)
         original = delivery
-        if self.codec:
+        if self.codec:  # the kernel's envelope is ids by construction: its payload crosses as bytes
             data = self.crossing(src, dst_name, delivery)
             if data is None:
                 return
-            delivery = _Encoded(type(delivery), data)  # type: ignore[assignment]
+            delivery = _Encoded(delivery, data)  # type: ignore[assignment]
         if kind in SETUP or self._answering == (src.name, dst_name):
             self._at_once(src.name, dst_name, delivery)
             return
@@ -227,10 +237,10 @@ class Network:
     def crossing(self, src: Node, dst_name: str, delivery: Delivery) -> bytes | None:
         """The delivery as the wire's bytes (`actors.codec`); None when it cannot cross: the
         run then fails, naming what was sent and between which nodes."""
+        payload = delivery[-1]  # the message, request, reply, reason (or an id of a setup signal)
         try:
-            return encode_term(list(delivery), src)
+            return encode_term(payload if type(delivery.to) is Pid else (delivery.to, payload), src)
         except (TypeError, ValueError, OverflowError) as exc:
-            payload = delivery[-1]
             self.sim.fail("codec", f"a {kind_of(delivery)} from node {src.name!r} to node {dst_name!r} "
                                    f"cannot go over a wire: it carries a {type(payload).__qualname__} "
                                    f"{payload!r:.200}; {exc}")

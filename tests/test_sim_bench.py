@@ -8,7 +8,8 @@ from functools import partial
 from conftest import run_bench
 
 WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "speedup", "seeds_per_min",
-             "events_per_s_recorded", "trace_cost", "outside_share", "jobs_wall_1", "jobs_wall_2", "jobs_speedup"]
+             "events_per_s_recorded", "trace_cost", "outside_share", "jobs_wall_1", "jobs_wall_2", "jobs_speedup",
+             "events_per_s_codec_off", "codec_cost"]
 PARTS = ["driver", "network", "faults", "checks", "trace"]
 
 
@@ -22,7 +23,7 @@ def test_json_lines_name_every_workload_with_a_value_and_a_unit():
     assert [d["workload"] for d in lines] == WORKLOADS
     for d in lines:
         assert d["system"] == "letitcrash" and d["unit"] and d["n"] == (2 if d["workload"].startswith("jobs") else 1)
-        assert d["value"] >= 0 and (d["value"] > 0 or d["workload"] == "trace_cost")
+        assert d["value"] >= 0 and (d["value"] > 0 or d["workload"] in ("trace_cost", "codec_cost"))
     outside = lines[WORKLOADS.index("outside_share")]
     assert list(outside["parts"]) == PARTS and outside["samples"] > 0
     assert abs(sum(outside["parts"].values()) - outside["value"]) < 0.5 and 0 <= outside["value"] <= 100

@@ -27,7 +27,7 @@ class Sink(GenServer):
 
 def world(codec=True):
     sim = Simulation(seed=1)
-    sim.network.codec = codec
+    sim.network.codec = codec  # scenarios turn it on by default (the runner)
     got = []
     sim.add_node("server", start=lambda node: node.register("sink", node.spawn(Sink, got)))
     client = sim.add_node("client", start=lambda node: None)
@@ -98,3 +98,14 @@ def test_a_caller_handed_on_in_a_message_gets_its_reply():
     finally:
         Sink.handle_cast = original
     assert sim.failure is None and out == ["late answer"]
+
+
+def test_scenarios_turn_the_codec_on_unless_they_say_otherwise():
+    from sim.scenario import load, parse
+
+    scenario = load("scenarios/counter.toml")
+    assert scenario.data["network"]["codec"] is True
+    text = scenario.to_toml()
+    assert "codec = true" in text  # every default spelled out
+    off = parse(text.replace("codec = true", "codec = false"), "off.toml")
+    assert off.data["network"]["codec"] is False
