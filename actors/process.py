@@ -6,6 +6,13 @@ coroutine function `async def body(proc, *args)`. Any of that code may `await`
 `proc.receive(...)`, `proc.call(...)` or `proc.sleep(...)`: the node drives the coroutine
 itself (`coro.send`), so a suspended process costs one coroutine frame and the simulator
 can drive it exactly like the real-time loop does.
+
+A process's runtime fields belong to the kernel and are safe from its subclass: `pid`
+and `node` are read-only, and a subclass from another package is refused when it is
+defined if it redefines one of its bases' private names or if one of its methods
+assigns `self.pid`, `self.node` or a base's private field (`self._timer = ...`): the
+error names the method and the field. Private names are the kernel's own extension
+points for its parts; libraries use the public ones (`GenServer.run_turn`).
 """
 from __future__ import annotations
 
