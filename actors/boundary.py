@@ -298,7 +298,7 @@ class Boundary:
         """Take a delivery from another node (see the module docstring)."""
         self.handlers[type(delivery)](delivery)
         node = self.node
-        if node._current is None:
+        if node._current is None and node._exits:
             node._signals.drain_exits()
 
     def local(self, to: Any) -> Process | None:

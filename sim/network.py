@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from actors import Pid
-from actors.boundary import SETUP, Delivery, kind_of
+from actors import Pid, Ref
+from actors.boundary import KIND, SETUP, Delivery, kind_of
 from actors.codec import decode_term, encode_term
 
 if TYPE_CHECKING:
@@ -62,6 +62,30 @@ def _decoded(delivery: Any, dst: Node) -> Delivery:
         return original._replace(**{original._fields[-1]: decoded})
     to, payload = decoded
     return original._replace(**{"to": to, original._fields[-1]: payload})
+
+
+_SCALARS = frozenset({str, bytes, float, bool, type(None), Pid, Ref})
+_INT = (-(1 << 63), 1 << 64)  # what msgpack's integers hold
+
+
+def _plain(value: Any) -> bool:
+    """True for immutable data whose round trip through the codec changes nothing: a
+    scalar, or a tuple of them (one level), every int within msgpack's range."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return _INT[0] <= value < _INT[1]
+    if kind is not tuple or len(value) > 16:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is int:
+            if not _INT[0] <= item < _INT[1]:
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
 
 
 def _serial(dst: Node | None, delivery: Delivery) -> int:
@@ -163,10 +187,11 @@ class Network:
     def transport(self, src: Node, dst_name: str, delivery: Delivery) -> None:
         """The kernel's transport hook: schedule the delivery's arrival (see the module
         docstring for what each kind of delivery meets on the way)."""
-        sim = self.sim
-        kind = kind_of(delivery)
+        kind = KIND[type(delivery)]
         original = delivery
-        if self.codec:  # the kernel's envelope is ids by construction: its payload crosses as bytes
+        # The kernel's envelope is ids by construction: what the application put in crosses
+        # as bytes, unless it is plain immutable data (its round trip would change nothing).
+        if self.codec and not (_plain(delivery.to) and _plain(delivery[-1])):
             data = self.crossing(src, dst_name, delivery)
             if data is None:
                 return
@@ -174,6 +199,7 @@ class Network:
         if kind in SETUP or self._answering == (src.name, dst_name):
             self._at_once(src.name, dst_name, delivery)
             return
+        sim = self.sim
         record = sim.trace.append
         src_name = src.name
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
@@ -230,7 +256,7 @@ class Network:
             return
         previous, self._answering = self._answering, (dst_name, src_name)
         try:
-            dst.arrive(_decoded(delivery, dst))
+            dst.arrive(delivery if type(delivery) is not _Encoded else _decoded(delivery, dst))
         finally:
             self._answering = previous
 
