@@ -330,6 +330,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         else:
             print(report.text(result, *commands(args, result)))
         if args.html:
+            assert trace is not None, "an --html run records its trace"
             _write_html(args.html, report_html.page(trace.format(seed=seed), result,
                                                     command=commands(args, result)[0]))
     return OK if result.passed else FAILED
@@ -419,7 +420,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     if args.html:
         _write_html(args.html, report_html.page(done.path, done.result, d))
-    return OK if d is None and done.result.passed else FAILED
+    return OK if d is None and done.result is not None and done.result.passed else FAILED
 
 
 TRACE_KINDS_HELP = """\

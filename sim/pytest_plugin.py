@@ -30,7 +30,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import pytest
 
@@ -79,13 +79,14 @@ def letitcrash_run(request: pytest.FixtureRequest) -> Result:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo
+                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     found = item.stash.get(_RUN, None)
     if report.when == "call" and report.failed and found is not None:
         scenario, result, prefix = found
         lines = [f"{result.name}, seed {result.seed}: " + (
-            "every check held" if result.passed else
+            "every check held" if result.failure is None else
             f"{result.failure.check} failed at t={result.failure.time:.6f} s: {result.failure.message}"),
             f"reproduce: {prefix}{reproduce_command(result)}",
             f"shrink:    {prefix}{shrink_command(result)}",

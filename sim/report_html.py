@@ -105,7 +105,7 @@ def _tell(story: _Story, evs: Iterator[Event], last: deque[Event]) -> None:
     partition: tuple[float, float, list] | None = None
     for e in evs:
         last.append(e)
-        lane = None
+        lane: Any = None  # every event that marks a lane has a node
         if e.node is not None:
             lane = story.lanes.get(e.node) or story.lanes.setdefault(e.node, _Lane(e.node))
         k = e.kind
@@ -142,7 +142,7 @@ def _tell(story: _Story, evs: Iterator[Event], last: deque[Event]) -> None:
                 partition = (e.time, e.time + e.fields[4], e.fields[2])
                 continue
             _mark(lane, "fault", e.time, end, e.text, color)
-            if kind in ("kill_node", "power_loss"):
+            if kind in ("kill_node", "power_loss") and e.node is not None:
                 down[e.node] = (e.time, kind)
             elif kind in ("clock_skew", "disk_full"):
                 span = e.fields[-1]
@@ -197,7 +197,8 @@ def page(trace_path: str, result: Result | None, divergence: Divergence | None =
     its replay) returned, None when a replay diverged (then `divergence` says where)."""
     require()
     started = time.perf_counter()  # wall clock: shown on the page only
-    story = _read(trace_path, result.simulated if result is not None else divergence.time,
+    assert result is not None or divergence is not None, "a run's result, or where its replay diverged"
+    story = _read(trace_path, result.simulated if result is not None else divergence.time,  # type: ignore[union-attr]
                   divergence.index if divergence is not None else None)
     failure = result.failure if result is not None else None
     fail_at = failure.time if failure is not None else (divergence.time if divergence else None)

@@ -100,7 +100,7 @@ class Trace:
         self._start: tuple[float, str | None] = (0.0, None)  # the (time, node) context at the open chunk's start
         self._tail: list[Any] = []  # the last records of closed chunks, for failure reports
         self._tail_start: tuple[float, str | None] = (0.0, None)
-        self.kinds: dict[tuple[str, int], str] = {}  # (node, serial) -> what was spawned
+        self.kinds: dict[tuple[str | None, int], str] = {}  # (node, serial) -> what was spawned
         self.crashes = 0  # process crashes (kernel crash reports)
 
     # -- recording (hot) -------------------------------------------------------------
@@ -254,12 +254,13 @@ class Event:
 
 
 def events(records: Iterable[Any], start: tuple[float, str | None] = (0.0, None),
-           kinds: dict[tuple[str, int], str] | None = None, first: int = 0) -> Iterator[Event]:
+           kinds: dict[tuple[str | None, int], str] | None = None, first: int = 0) -> Iterator[Event]:
     """The event records among `records` (which start in the (time, node) context `start`
     at record number `first`) as Events; `kinds` names spawned processes, and learns
     the spawns it sees."""
     kinds = {} if kinds is None else kinds
     t, node = start
+    pid: str | None
     for n, rec in enumerate(records, first):
         if type(rec) is int:
             pid = pid_text(node, rec)
@@ -298,7 +299,7 @@ def events(records: Iterable[Any], start: tuple[float, str | None] = (0.0, None)
 
 
 def describe(records: list[Any], start: tuple[float, str | None],
-             kinds: dict[tuple[str, int], str] | None = None) -> Iterator[str]:
+             kinds: dict[tuple[str | None, int], str] | None = None) -> Iterator[str]:
     """Readable lines for event records, given the (time, node) context they start in."""
     return (event.text for event in events(records, start, kinds))
 
@@ -393,7 +394,7 @@ class TraceReader:
         ("damaged") for a truncated or altered file. Reads the file through its own
         handle, so the reader's position is unchanged."""
         digest = hashlib.blake2b(digest_size=16)
-        count, records = 0, []
+        count, records = 0, []  # type: tuple[int, list[Any]]
         with open(self.path, "rb") as f:
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
             try:
