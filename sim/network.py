@@ -188,6 +188,9 @@ class Network:
         """The kernel's transport hook: schedule the delivery's arrival (see the module
         docstring for what each kind of delivery meets on the way)."""
         kind = KIND[type(delivery)]
+        if kind in SETUP and type(delivery.to) is Pid:  # ids only, at once: the most frequent case
+            self._at_once(src.name, dst_name, delivery)
+            return
         original = delivery
         # The kernel's envelope is ids by construction: what the application put in crosses
         # as bytes, unless it is plain immutable data (its round trip would change nothing).
