@@ -46,8 +46,9 @@ at the end of every scheduler pass in which it is suspended, before what it sent
 
 State must be msgpack-encodable (dicts, lists, str, bytes, numbers, bool, None, Pid,
 Ref). A server that keeps part of it as a live object (a CRDT document) overrides
-`snapshot_state()` to return the state with that part encoded, at the moment of saving. A server that needs more set-up overrides `init` and calls
-`super().init(store, key, *args)` first.
+`snapshot_state()` to return the state with that part encoded, at the moment of saving.
+A server that needs more set-up overrides `init` and calls `super().init(store, key,
+*args)` first.
 
 Records: a server that owns many values (a chat shard: every user's inbox, every
 message's receipts) keeps them as records, each saved on its own, so no stored value
