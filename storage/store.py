@@ -34,9 +34,10 @@ writer; read and checksummed otherwise): a write from a stale incarnation is ref
 Space. The data file's blocks are reserved (`posix_fallocate`) for the whole map before
 LMDB may use it: a new store starts with an 8 MiB map (1 MiB simulated); a full map is
 grown (doubling, by at most 1 GiB at a time, or by a sixteenth on a disk too full to
-double; up to `max_map_size`), its blocks reserved first, and the batch retried; users never see `MapFullError`. So LMDB never writes a page
-the file system has no room for (through a writable map that would be a SIGBUS killing
-the process; in `sync` mode a short write LMDB reports as EIO). On a full disk the
+double; up to `max_map_size`), its blocks reserved first, and the batch retried; users
+never see `MapFullError`. So LMDB never writes a page the file system has no room for
+(through a writable map that would be a SIGBUS killing the process; in `sync` mode a
+short write LMDB reports as EIO). On a full disk the
 reservation fails instead: that batch's writers get `StoreFull` (nothing of it is
 written, nothing acknowledged is lost), reads go on, and a later batch grows the map once
 space is freed. A store opened on a full disk maps only the pages in use. Copy-on-write
