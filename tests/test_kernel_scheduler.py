@@ -1,6 +1,5 @@
 """Scheduling: fairness, mailbox limits, determinism, node limits, output hold, pass hooks."""
 import asyncio
-import logging
 import os
 import subprocess
 import sys
