@@ -76,11 +76,12 @@ def finished(box: dict):
 
 
 def stored_state(directory: Path, key: str) -> dict:
-    """The state a PersistentServer stored under `key`, read from its LMDB directory."""
+    """The state a PersistentServer stored under `key`, read from its LMDB directory
+    (empty when nothing was stored there: a worker that took no request)."""
     node = Node(seed=1)
     with Store(directory, node) as store:
-        _, state, _ = store.read(key)
-    return state
+        found = store.read(key)
+    return {} if found is None else found[1]
 
 
 # -- FastAPI on uvicorn ------------------------------------------------------------------------
