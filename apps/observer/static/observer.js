@@ -203,7 +203,8 @@ async function refreshDetail() {
   if (view.detail !== pid) return;
   $("d-title").textContent = pid;
   if (res.status === 404) {
-    $("d-message").textContent = "this process has exited";
+    // A kill's answer already says the process is gone; the next refresh keeps it.
+    if (!$("d-message").textContent) $("d-message").textContent = "this process has exited";
     return;
   }
   const p = await res.json();
