@@ -87,6 +87,10 @@ class ThreadWorkerProcess(GenServer):
             self.worker = None
             self.ref = worker_class.start(*args)
 
+    def _initial_call(self) -> str:
+        worker_class = getattr(self, "worker_class", None)
+        return worker_class.__qualname__ if worker_class is not None else type(self).__qualname__
+
     def handle_call(self, request: Any, caller: From) -> Any:
         self._submit(request, caller)
         return NoReply

@@ -155,8 +155,12 @@ class Calls:
         caller._wait_target = target
         caller._wait_ref = ref
         self.note_deadline(ref, timeout)
-        if not defer(caller, target._deliver, ((CALL, request, ref),)):
-            target._deliver((CALL, request, ref))
+        entry = (CALL, request, ref)
+        caller._sent += 1
+        if caller._held is None and caller._tracer is None:  # inlined test of defer: one call less
+            target._deliver(entry)
+        elif not defer(caller, target._deliver, (entry,), target._pid, entry):
+            target._deliver(entry)
         return ref
 
     def start_remote(self, caller: Process, where: tuple[str, Any], request: Any,
@@ -181,7 +185,8 @@ class Calls:
         node._refs = serial
         self.note_deadline(ref, timeout)
         delivery = CallRequest(to, caller._pid, tag, request)
-        if not defer(caller, node._boundary.out, (dst, delivery)):
+        caller._sent += 1
+        if not defer(caller, node._boundary.out, (dst, delivery), to, (CALL, request, ref)):
             node._boundary.out(dst, delivery)
         return ref
 
@@ -198,21 +203,28 @@ class Calls:
 
     def forward(self, dest: Any, request: Any, caller: From) -> None:
         node = self.node
-        if defer(node._current, self.forward, (dest, request, caller)):
-            return
+        entry = (CALL, request, caller)
+        current = node._current
+        if current is not None:
+            current._sent += 1
+            if defer(current, self.forward, (dest, request, caller), dest, entry):
+                return
         where = node._names.where(dest)
         if type(where) is tuple:
             pid, tag = node._boundary.call_tag(caller)
             node._boundary.out(where[0], CallRequest(where[1], pid, tag, request))
         elif where is not None and where._alive:
-            where._deliver((CALL, request, caller))
+            where._deliver(entry)
 
     def reply(self, caller: From, value: Any) -> None:
         """Deliver a reply: the one copy of reply delivery (GenServer's turn inlines its
         local, unheld case and says so)."""
         node = self.node
-        if defer(node._current, self.reply, (caller, value)):
-            return
+        current = node._current
+        if current is not None:
+            current._sent += 1
+            if defer(current, self.reply, (caller, value), caller, value):  # to the caller's tag
+                return
         owner = caller.owner
         if owner._node is node:
             owner._on_reply(caller, value)

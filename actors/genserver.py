@@ -122,7 +122,7 @@ class GenServer(Process):
         self.run_turn(self._plain_idle)  # type: ignore[attr-defined]
 
     def _plain_run(self) -> bool:
-        Process._run(self)
+        GenServer._run(self)
         return self._coro is not None
 
     # -- actions ----------------------------------------------------------------------
@@ -156,16 +156,23 @@ class GenServer(Process):
             # handle_continue runs on the server's own turn, after spawn has returned.
             make_runnable(self._node, self)
 
-    def _serve(self) -> None:
-        if self._idle is not None:
-            self._node._timers.cancel(self._idle)
-            self._idle = None
-        if self._halt and self._after_halt():
-            return
-        mb = self._mbox
-        n = self._node.batch
-        m = None
+    def _run(self) -> None:
+        """A turn: the suspended callback moved on, then up to `batch` messages handled.
+        It counts as one message taken (see `_messages_in`): only a turn that takes
+        another number corrects the count, so the commonest turn pays nothing for it."""
+        self._turns += 1
+        node = self._node
+        n = batch = node.batch
+        m = self._last
         try:
+            if self._coro is not None and not self._advance():
+                return
+            if self._idle is not None:
+                node._timers.cancel(self._idle)
+                self._idle = None
+            if self._halt and self._after_halt():
+                return
+            mb = self._mbox
             while mb and n:
                 n -= 1
                 m = mb.popleft()
@@ -176,10 +183,11 @@ class GenServer(Process):
                         self._run_async(r, m[2])
                     elif r is not NoReply:
                         caller = m[2]  # inlined copy of actors.calls.Calls.reply:
-                        if self._held is None and caller.owner._node is self._node:
-                            caller.owner._on_reply(caller, r)  # local and not held
+                        if self._held is None and self._tracer is None and caller.owner._node is node:
+                            self._sent += 1
+                            caller.owner._on_reply(caller, r)  # local, not held, not traced
                         else:
-                            self._node._calls.reply(caller, r)
+                            node._calls.reply(caller, r)
                 elif tag is INFO:
                     info = m[1]
                     if type(info) is Exit and self._trap and info.pid == self._parent:
@@ -194,13 +202,15 @@ class GenServer(Process):
                         self._run_async(r, None)
                 if self._halt and self._after_halt():
                     return
-        except BaseException:
-            self._last = m  # for the crash report; kept off the per-message path
-            raise
+        finally:
+            if n != batch - 1:
+                self._taken += batch - n - 1
+                node._scheduler.taken += batch - n - 1
+            self._last = m  # the last message taken (crash reports, process_info)
         if mb:
-            make_runnable(self._node, self)
+            make_runnable(node, self)
         elif self.idle_timeout is not None and self._coro is None:
-            self._idle = self._node._add_timer(self.idle_timeout, self._on_idle, ())
+            self._idle = node._add_timer(self.idle_timeout, self._on_idle, ())
 
     def _after_halt(self) -> bool:
         """Handle what a callback asked for; True when the server must stop its turn."""
@@ -275,6 +285,9 @@ class GenServer(Process):
 
     def _post(self, msg: Any) -> None:
         self._deliver((INFO, msg))
+
+    def _messages_in(self) -> int:
+        return self._turns + self._taken  # _taken: less one a turn (see _run)
 
     def _unwrap(self, msg: Any) -> Any:
         # A GenServer's selective receive sees only info messages; calls and casts stay

@@ -27,13 +27,13 @@ from typing import Any, Callable
 from .boundary import Boundary, Cast, Delivery, Send
 from .calls import Calls
 from .clock import LoopClock, VirtualClock
-from .errors import MailboxOverflow, SystemLimit
+from .errors import MailboxOverflow, NoProc, SystemLimit
 from .future import Future
 from .ids import Pid, Ref
 from .names import Names
-from .output import OutputGate
+from .output import OutputGate, defer
 from .registry import Dest, Name
-from .process import From, Process
+from .process import NONE, From, Process, current_function, memory_estimate, visible
 from .runq import FifoQueue, SeededQueue
 from .scheduler import Scheduler
 from .spawn import spawn
@@ -146,10 +146,12 @@ class Node:
     def send(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a pid (dropped if it is dead), a registered name or a `via`
         (`NoProc` if nobody holds it, as Erlang's badarg)."""
-        current = self._current  # inlined copy of actors.output.defer
-        if current is not None and current._held is not None:
-            current._held.append((self.send, (dest, msg)))
-            return
+        current = self._current  # inlined copy of actors.output.defer's test
+        if current is not None:
+            current._sent += 1
+            if (current._held is not None or current._tracer is not None) and defer(
+                    current, self.send, (dest, msg), dest, msg):
+                return
         if type(dest) is Pid:
             proc = dest._proc
             if proc is not None and proc._node is self:  # the local fast path; else the boundary's
@@ -160,10 +162,12 @@ class Node:
 
     def cast(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`; returns at once even if dest is gone."""
-        current = self._current  # inlined copy of actors.output.defer: the hottest path
-        if current is not None and current._held is not None:
-            current._held.append((self.cast, (dest, msg)))
-            return
+        current = self._current  # inlined copy of actors.output.defer's test: the hottest path
+        if current is not None:
+            current._sent += 1
+            if (current._held is not None or current._tracer is not None) and defer(
+                    current, self.cast, (dest, msg), dest, msg):
+                return
         if type(dest) is Pid:
             proc = dest._proc
             if proc is not None and proc._node is self:  # the local fast path; else the boundary's
@@ -336,24 +340,89 @@ class Node:
         return self._names.lookup(pid)
 
     def process_info(self, pid: Pid) -> dict[str, Any] | None:
-        """What the node knows of a live process, or None if it is gone."""
+        """What the node knows of a live process, or None if it is gone:
+
+        `kind` (its class), `initial_call` (the function or class it was spawned with),
+        `registered_name`, `status` ("running", "runnable" or "waiting"), `mailbox_len`,
+        `dropped` (by its mailbox limit), `links`, `monitors` (the pids, or `RemoteName`s,
+        it monitors), `monitored_by`, `trap_exit`, `parent`, `turns` (turns the scheduler
+        gave it: its "reductions"), `messages_in` (messages it took from its mailbox, and
+        replies to its calls), `messages_out` (sends, casts, call requests and replies it
+        made), `last_message` (the last of those, or None), `current_function` (see
+        `actors.process.current_function`), `memory` (bytes, an estimate: see
+        `actors.process.memory_estimate`) and `traced` (see `trace`). The work is
+        bounded, whatever the process holds.
+        """
         proc = self._names.lookup(pid)
         if proc is None:
             return None
         return {
             "pid": proc._pid,
             "kind": type(proc).__name__,
+            "initial_call": proc._initial_call(),
             "registered_name": self._names.name_of(proc),
             "mailbox_len": len(proc._mbox) if proc._mbox else 0,
             "dropped": proc._dropped,
             "links": [p if type(p) is Pid else p._pid for p in proc._links or ()],
+            "monitors": [w._pid if isinstance(w, Process) else w for w in (proc._watching or {}).values()],
             "monitored_by": [w._pid if isinstance(w, Process) else w.pid
                              for w in (proc._watchers or {}).values() if getattr(w, "pid", None) is not None],
             "trap_exit": proc._trap,
             "status": ("running" if proc is self._current else "runnable" if proc._queued
                        else "waiting"),
             "parent": proc._parent,
+            "turns": proc._turns,
+            "messages_in": proc._messages_in(),
+            "messages_out": proc._sent,
+            "last_message": None if proc._last is NONE else visible(proc._last),
+            "current_function": current_function(proc),
+            "memory": memory_estimate(proc),
+            "traced": proc._tracer is not None,
         }
+
+    def statistics(self) -> dict[str, int]:
+        """The node's counters since it started, in O(1) (Erlang's `statistics/1`):
+        `processes` (alive), `spawns`, `exits`, `crashes` (turns that raised), `turns`,
+        `messages` (taken from mailboxes by their processes) and `run_queue` (processes
+        queued for a turn). Rates are differences of two readings."""
+        spawns = self._serial - (self.creation << 40)
+        counted = self._scheduler
+        return {"processes": len(self._procs), "spawns": spawns, "exits": spawns - len(self._procs),
+                "crashes": counted.crashes, "turns": counted.turns, "messages": counted.messages,
+                "run_queue": len(self._runq)}
+
+    def pid_of(self, serial: int) -> Pid | None:
+        """The live process of this node with that serial (a pid's `serial`), in O(1),
+        or None."""
+        proc = self._procs.get(serial)
+        return proc._pid if proc is not None and proc._alive else None
+
+    def trace(self, dest: Dest, tracer: Callable[[str, Pid, Any], None] | None) -> Any:
+        """Trace one live process of this node (Erlang's `erlang:trace/3` with `send`,
+        `'receive'` and `procs`): from now on `tracer(event, pid, detail)` is called, in
+        the process's turn (or the sender's), for each of its
+
+            "send"     detail (dest, msg): a send or cast as sent; a call's request as
+                       `Call(request, caller)` to the server; a reply as (caller, value)
+                       to the caller's `From`
+            "receive"  detail msg: a message queued for it (as its code sees it, a call as
+                       `Call`), or a reply to its call as (caller, value)
+            "crash"    detail the exception (before its crash report)
+            "exit"     detail the reason; the trace ends with it
+
+        `tracer=None` stops tracing. Returns the process's previous tracer (or None), so
+        tracers can be chained. `NoProc` if dest is not a live process of this node.
+        Cost: an untraced process pays one flag test per send and per reply it makes, and
+        nothing per message it receives (its mailbox's fast path stays as it was).
+        """
+        if tracer is not None and not callable(tracer):
+            raise TypeError(f"tracer must be a callable(event, pid, detail) or None, not {tracer!r:.80}")
+        proc = self._names.lookup(dest)
+        if proc is None:
+            raise NoProc(dest)
+        previous, proc._tracer = proc._tracer, tracer
+        proc._fast_below = proc._limit if tracer is None else 0  # 0: every delivery takes the slow path
+        return previous
 
     def __len__(self) -> int:
         return len(self._procs)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from .process import visible
+
 if TYPE_CHECKING:
     from .node import Node
     from .process import Process
@@ -23,9 +25,15 @@ if TYPE_CHECKING:
 MAX_PASS_HOOKS = 64
 
 
-def defer(proc: Process | None, fn: Callable[..., Any], args: tuple) -> bool:
-    """If `proc`'s output is held, queue `fn(*args)` behind it and return True."""
-    if proc is not None and proc._held is not None:
+def defer(proc: Process | None, fn: Callable[..., Any], args: tuple, dest: Any, msg: Any) -> bool:
+    """The prelude of `proc` sending `msg` to `dest` by `fn(*args)`: a traced process's
+    tracer hears "send" (see `Node.trace`); if its output is held, `fn(*args)` is queued
+    behind it and True returned."""
+    if proc is None:
+        return False
+    if proc._tracer is not None:
+        proc._tracer("send", proc._pid, (dest, visible(msg)))
+    if proc._held is not None:
         proc._held.append((fn, args))
         return True
     return False

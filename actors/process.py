@@ -17,6 +17,8 @@ points for its parts; libraries use the public ones (`GenServer.run_turn`).
 from __future__ import annotations
 
 import dis
+import os
+import sys
 import types
 from collections import deque
 from itertools import islice
@@ -53,6 +55,17 @@ WAIT = _Tag("$wait")  # a call reply or a sleep: resumed by the kernel, not by a
 
 def _accept_any(msg: Any) -> bool:
     return True
+
+
+def visible(entry: Any) -> Any:
+    """A mailbox entry as its process's code sees it: a call as `Call(request, caller)`,
+    anything else as it was sent (a GenServer's info messages unwrapped)."""
+    if type(entry) is tuple and entry:
+        if entry[0] is CALL:
+            return Call(entry[1], entry[2])
+        if entry[0] is INFO:
+            return entry[1]
+    return entry
 
 
 class Call(NamedTuple):
@@ -120,7 +133,7 @@ class Process:
         "_pid", "_node", "_mbox", "_queued", "_alive", "_halt",
         "_coro", "_match", "_scan", "_resume", "_resume_exc", "_wait_ref", "_wait_target", "_timer",
         "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
-        "_dropped", "_parent", "_last", "_held",
+        "_dropped", "_parent", "_last", "_held", "_turns", "_taken", "_sent", "_tracer", "_fast_below",
     )
     # The kernel's fields (set by _setup; see the module docstring of actors.node's parts).
     _pid: Pid
@@ -148,6 +161,11 @@ class Process:
     _parent: Pid | None
     _last: Any
     _held: list | None
+    _turns: int
+    _taken: int
+    _sent: int
+    _tracer: Callable[[str, Pid, Any], None] | None
+    _fast_below: int
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -193,17 +211,20 @@ class Process:
         self._overflow = overflow
         self._dropped = 0
         self._parent = parent
-        self._last = NONE
+        self._last = NONE  # the last message taken (crash reports, process_info)
         self._held = None  # outgoing messages held until node.release_output
+        self._turns = 0  # turns the scheduler gave it ("reductions"); see actors.scheduler
+        self._taken = 0  # messages taken (a GenServer's: less one a turn; see _messages_in)
+        self._sent = 0  # messages sent, casts, call requests and replies (counted by the sender)
+        self._tracer = None  # see Node.trace
+        self._fast_below = limit  # the mailbox length from which a delivery takes _deliver_slow
 
     # -- kernel internals -------------------------------------------------------------
 
     def _deliver(self, msg: Any) -> None:
         mb = self._mbox
-        if mb is None:
-            mb = self._mbox = deque()
-        elif len(mb) >= self._limit:
-            self._node._overflowed(self, msg)
+        if mb is None or len(mb) >= self._fast_below:
+            self._deliver_slow(msg)
             return
         mb.append(msg)
         if not self._queued:  # inlined copy of actors.scheduler.make_runnable: every message's path
@@ -212,6 +233,20 @@ class Process:
             node._runq.append(self)
             if node._idle:
                 node._wake()
+
+    def _deliver_slow(self, msg: Any) -> None:
+        """A delivery off the fast path: the first message (the mailbox is made), a full
+        mailbox, or a traced process (its `_fast_below` is 0: untraced ones pay nothing)."""
+        mb = self._mbox
+        if mb is None:
+            mb = self._mbox = deque()
+        elif len(mb) >= self._limit:
+            self._node._overflowed(self, msg)
+            return
+        if self._tracer is not None:
+            self._tracer("receive", self._pid, visible(msg))
+        mb.append(msg)
+        make_runnable(self._node, self)
 
     def _post(self, msg: Any) -> None:
         """Deliver a plain message (a send, a timer, `Exit`, `Down`)."""
@@ -232,12 +267,13 @@ class Process:
         make_runnable(self._node, self)
 
     def _run(self) -> None:
-        if self._coro is not None and not self._advance():
-            return
-        self._serve()
-
-    def _serve(self) -> None:
-        """Handle queued messages; only GenServers have a loop of their own."""
+        """A turn: move the suspended coroutine on (a GenServer's also serves its mailbox).
+        Its messages are counted as it takes them: the turn is counted apart, so the
+        node's count of messages stays exact (see actors.scheduler)."""
+        self._turns += 1  # counted here, not in the scheduler's loop: this code is quickened sooner
+        self._node._scheduler.other_turns += 1
+        if self._coro is not None:
+            self._advance()
 
     def _advance(self) -> bool:
         """Move a suspended coroutine on if it can; True once it has finished."""
@@ -287,6 +323,14 @@ class Process:
     def _release(self) -> None:
         """Free what the process holds outside the kernel (called once, as it exits)."""
 
+    def _initial_call(self) -> str:
+        """What the process was spawned to run (Erlang's `initial_call`), for process_info."""
+        return type(self).__qualname__
+
+    def _messages_in(self) -> int:
+        """Messages the process has taken from its mailbox."""
+        return self._taken
+
     def _take(self, match: Callable[[Any], bool] | None, start: int = 0) -> Any:
         """Remove and return the first message at or after `start` that `match` accepts."""
         mb = self._mbox
@@ -296,15 +340,16 @@ class Process:
             msg = self._unwrap(msg)
             if msg is not NONE and (match is None or match(msg)):
                 del mb[i]
+                self._taken += 1
+                self._node._scheduler.taken += 1
+                self._last = msg
                 return msg
         return NONE
 
     def _unwrap(self, msg: Any) -> Any:
         """What `receive` sees of a queued message: a coroutine process gets sends and
         casts alike, and calls as `Call(request, caller)`."""
-        if type(msg) is tuple and msg and msg[0] is CALL:
-            return Call(msg[1], msg[2])
-        return msg
+        return visible(msg)
 
     def _on_reply(self, ref: From, value: Any) -> None:
         if self._wait_ref is ref:  # the hot half of every call: _end_call and _wake inlined
@@ -316,6 +361,10 @@ class Process:
             if self._timer is not None:
                 self._node._timers.cancel(self._timer)
                 self._timer = None
+            self._taken += 1  # a reply is a message received, as in Erlang
+            self._node._scheduler.taken += 1
+            if self._tracer is not None:
+                self._tracer("receive", self._pid, (ref, value))  # the reply, as Erlang's {Tag, Reply}
             self._resume = value
             if not self._queued:  # inlined copy of actors.scheduler.make_runnable
                 self._queued = True
@@ -382,7 +431,16 @@ class Process:
 
     def cast(self, dest: Dest, msg: Any) -> None:
         """Send `msg` to a GenServer's `handle_cast`. Always returns, even if dest is gone."""
-        self._node.cast(dest, msg)
+        node = self._node
+        current = node._current
+        if type(dest) is Pid and current is not None and current._held is None and current._tracer is None:
+            proc = dest._proc  # inlined copy of Node.cast's local fast path: one call less
+            if proc is not None and proc._node is node:
+                current._sent += 1
+                if proc._alive:
+                    proc._deliver(msg)
+                return
+        node.cast(dest, msg)
 
     @types.coroutine
     def receive(self, match: Callable[[Any], bool] | None = None, timeout: float | None = None):
@@ -486,3 +544,72 @@ class CoroutineProcess(Process):
     body returns and crashes when it raises."""
 
     __slots__ = ()
+
+    def _initial_call(self) -> str:
+        return self._coro.__qualname__ if self._coro is not None else type(self).__qualname__
+
+
+# -- introspection (Node.process_info): bounded work, never on a turn's path ---------------------
+
+KERNEL_FILES = os.path.dirname(os.path.abspath(__file__)) + os.sep  # frames here are the kernel's
+MAX_AWAIT_DEPTH = 64  # links of an await chain (or frames of a stack) looked at
+MEMORY_SAMPLE = 32  # mailbox entries and attributes measured; the rest count at their mean
+
+
+def current_function(proc: Process) -> str | None:
+    """Where `proc`'s own code is: `module.qualname:line` of the innermost frame outside the
+    kernel, of its stack if it is running, else of its suspended coroutine's await chain
+    (`cr_await`); None when it is neither (a GenServer waiting for its next message)."""
+    frame = None
+    if proc._node._current is proc:
+        caller = sys._getframe(1)
+        for _ in range(MAX_AWAIT_DEPTH):
+            if caller is None:
+                break
+            if caller.f_locals.get("self") is proc and not caller.f_code.co_filename.startswith(KERNEL_FILES):
+                frame = caller
+                break
+            caller = caller.f_back
+    else:
+        link = proc._coro
+        for _ in range(MAX_AWAIT_DEPTH):
+            at = getattr(link, "cr_frame", None) or getattr(link, "gi_frame", None)
+            if at is None:
+                break
+            if not at.f_code.co_filename.startswith(KERNEL_FILES):
+                frame = at
+            link = getattr(link, "cr_await", None) if hasattr(link, "cr_await") else getattr(link, "gi_yieldfrom", None)
+    if frame is None:
+        return None
+    return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_qualname}:{frame.f_lineno}"
+
+
+def memory_estimate(proc: Process) -> int:
+    """Bytes `proc` holds, estimated from shallow sizes (`sys.getsizeof`): the process
+    object, its `__dict__` and the values in it (its state), its suspended coroutine, its
+    link and monitor tables, its mailbox and the entries in it (a tuple's items too). Of a
+    large mailbox or `__dict__`, `MEMORY_SAMPLE` entries are measured and the rest counted
+    at their mean: the work is bounded whatever the process holds."""
+    size = sys.getsizeof(proc) + sum(sys.getsizeof(table) for table in (
+        proc._links, proc._watchers, proc._watching, proc._coro) if table is not None)
+    attrs = getattr(proc, "__dict__", None)
+    if attrs:
+        size += sys.getsizeof(attrs) + _sampled(attrs.values(), len(attrs), sys.getsizeof)
+    mb = proc._mbox
+    if mb is not None:
+        size += sys.getsizeof(mb) + _sampled(mb, len(mb), _entry_size)
+    return size
+
+
+def _sampled(values: Any, count: int, size_of: Callable[[Any], int]) -> int:
+    if not count:
+        return 0
+    measured = [size_of(v) for v in islice(values, MEMORY_SAMPLE)]
+    return sum(measured) * count // len(measured)
+
+
+def _entry_size(entry: Any) -> int:
+    size = sys.getsizeof(entry)
+    if type(entry) is tuple:
+        size += sum(sys.getsizeof(item) for item in entry[:8])
+    return size

@@ -42,10 +42,20 @@ class _Short:
 class Scheduler:
     """Gives turns to runnable processes; see the module docstring."""
 
-    __slots__ = ("node",)
+    __slots__ = ("node", "turns", "other_turns", "taken", "crashes")
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        # The node's counters (see the module docstring).
+        self.turns = 0
+        self.other_turns = 0  # turns that are not a GenServer's (they count no message)
+        self.taken = 0  # messages taken, less one for each GenServer turn
+        self.crashes = 0
+
+    @property
+    def messages(self) -> int:
+        """Messages taken from mailboxes by their processes, since the node started."""
+        return self.turns - self.other_turns + self.taken
 
     def run_ready(self, budget: int) -> int:
         """Give up to `budget` turns to runnable processes; returns the turns taken."""
@@ -73,6 +83,7 @@ class Scheduler:
             node._current = None
             if exits:
                 drain()
+        self.turns += turns
         if node._pass_hooks:
             node._output.end_pass()
         return turns
@@ -112,8 +123,11 @@ class Scheduler:
         """The process's own code ended it: with `reason` on purpose, or crashing with `exc`."""
         node = self.node
         if exc is not None:
+            self.crashes += 1
             if node.tracer is not None:
                 node.tracer("crash", proc._pid, exc)
+            if proc._tracer is not None:
+                proc._tracer("crash", proc._pid, exc)
             crash_report(proc, exc)
             reason = proc._on_crash(exc)
             if reason is NONE:

@@ -218,6 +218,9 @@ class Signals:
         del node._procs[pid.serial]
         if node.tracer is not None:
             node.tracer("exit", pid, reason)
+        if proc._tracer is not None:
+            proc._tracer("exit", pid, reason)
+            proc._tracer = None
         pid._proc = None
         if proc._names:
             for table, key in proc._names:

@@ -32,8 +32,8 @@ OVERFLOW = ("crash", "drop")
 def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process | None = None,
           link: bool = False) -> Pid:
     """Start a process (see `Node.spawn`): its pid."""
-    unknown = options.keys() - OPTIONS
-    if unknown:
+    if not OPTIONS.issuperset(options):  # no set made on the common path
+        unknown = options.keys() - OPTIONS
         raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
     limit = options.get("mailbox_limit")
     overflow = options.get("overflow", "crash")
