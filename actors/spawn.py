@@ -51,8 +51,6 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
     if not isinstance(proc, GenServer):
         proc._coro = target(proc, *args)  # bad arguments fail here, before anything is registered
     node._procs[node._serial] = proc
-    if node.tracer is not None:
-        node.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
     name = options.get("name")
     if name is not None:
         try:
@@ -60,6 +58,8 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
         except BaseException:
             del node._procs[node._serial]
             raise
+    if node.tracer is not None:  # after its name: a tracer following a name sees the new holder
+        node.tracer("spawn", pid, getattr(target, "__qualname__", repr(target)))
     if link:
         assert parent is not None, "spawn_link is a process's"
         node._signals.add_link(parent, proc)

@@ -64,15 +64,17 @@ def test_a_trace_stops_after_max_events():
     for i in range(10):
         node.cast(pid, i)
         node.run()
-    assert t.done.done() and [e["event"] for e in t.events] == ["run"] * 3 and seen == t.events
+    assert t.done.done() and seen == t.events
+    assert [(e["event"], e["detail"]) for e in t.events] == [("receive", "0"), ("run", None), ("receive", "1")]
     assert all(e["pid"] == repr(pid) for e in t.events)
     assert node.tracer is None  # the probe is gone with the last trace
+    assert node.process_info(pid)["traced"] is False  # and so is the process's own trace
 
 
 def test_a_trace_stops_after_its_seconds_on_the_nodes_clock():
     node = Node(seed=1)
     pid = node.spawn(Worker)
-    t = observer.trace(node, pid, max_events=100, seconds=1.0)
+    t = observer.trace(node, pid, max_events=100, seconds=1.0, events={"run"})
     node.cast(pid, 1)
     node.run_for(0.5)
     node.run_for(1.0)
@@ -95,7 +97,7 @@ def test_a_trace_by_name_follows_the_restarted_process():
     node.spawn(Supervisor, [ChildSpec("worker", Worker, options={"name": "worker"})])
     node.run()
     first = node.whereis("worker")
-    t = observer.trace(node, "worker", max_events=4, seconds=60)
+    t = observer.trace(node, "worker", max_events=7, seconds=60)
     node.cast("worker", "boom")
     node.run()
     node.cast("worker", 1)
@@ -103,8 +105,32 @@ def test_a_trace_by_name_follows_the_restarted_process():
     second = node.whereis("worker")
     assert second != first
     assert [(e["event"], e["pid"]) for e in t.events] == [
-        ("run", repr(first)), ("crash", repr(first)), ("exit", repr(first)), ("run", repr(second))]
-    assert "let it crash" in t.events[1]["detail"]
+        ("receive", repr(first)), ("run", repr(first)), ("crash", repr(first)), ("exit", repr(first)),
+        ("spawn", repr(second)), ("receive", repr(second)), ("run", repr(second))]
+    assert "let it crash" in t.events[2]["detail"]
+    assert node.process_info(second)["traced"] is False  # the trace ended with max_events
+
+
+def test_a_trace_sees_the_sends_and_receives_of_a_call_on_both_sides():
+    node = Node(seed=1)
+    server = node.spawn(Worker, name="w")
+    answers = []
+
+    async def client(proc):
+        answers.append(await proc.call("w", "ping"))
+
+    pid = node.spawn(client)
+    t_client = observer.trace(node, pid, max_events=10, seconds=60, events={"send", "receive"})
+    t_server = observer.trace(node, "w", max_events=10, seconds=60, events={"send", "receive"})
+    node.run()
+    t_client.stop()
+    t_server.stop()
+    assert answers == [0]
+    assert [e["event"] for e in t_client.events] == ["send", "receive"]
+    assert "request='ping'" in t_client.events[0]["detail"] and t_client.events[1]["detail"].endswith(", 0)")
+    assert [e["event"] for e in t_server.events] == ["receive", "send"]
+    assert t_server.events[0]["detail"].startswith("Call(request='ping'")
+    assert node.process_info(server)["traced"] is False
 
 
 @pytest.mark.parametrize("target, options, message", [

@@ -59,7 +59,7 @@ def test_remsh_traces_a_process_for_a_bounded_number_of_events(served):
     done = remsh(served, "-c", code)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[2] for line in lines[:3]] == ["run"] * 3
+    assert [line.split()[2:] for line in lines[:3]] == [["receive", "0"], ["run"], ["receive", "1"]]
     assert lines[3].startswith("3 events traced from echo (<nonode@nohost.")
 
 

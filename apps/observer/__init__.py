@@ -43,7 +43,7 @@ from .agent import Agent
 from .attach import AttachServer, Client, is_loopback
 from .probe import Probe
 from .source import Local, OpError
-from .trace import Trace, format_event
+from .trace import EVENTS, Trace, format_event
 
 __all__ = ["Agent", "AttachServer", "Client", "Local", "Observer", "OpError", "Trace", "format_event",
            "start", "start_from_thread", "trace", "web_token"]
@@ -135,13 +135,15 @@ def _on_loop(coroutine: Any) -> Any:
     return begin
 
 
-def trace(node: Node, target: Any, *, max_events: int = 100, seconds: float = 10.0, emit: Any = None) -> Trace:
+def trace(node: Node, target: Any, *, max_events: int = 100, seconds: float = 10.0, emit: Any = None,
+          events: Any = EVENTS) -> Trace:
     """Trace `target` (a pid or a registered name) on `node` for at most `max_events`
     events or `seconds` seconds: `await` the result for the events, or pass `emit(event)`
-    to see each as it happens. Call it on the node's thread."""
+    to see each as it happens; `events` picks some of `EVENTS` (see `apps.observer.trace`).
+    Call it on the node's thread."""
     probe = Probe.of(node)
     try:
-        session = Trace(probe, target, emit, max_events=max_events, seconds=seconds)
+        session = Trace(probe, target, emit, max_events=max_events, seconds=seconds, events=events)
     except BaseException:
         probe.release()
         raise

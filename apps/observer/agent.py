@@ -15,7 +15,7 @@ The web page (`apps.observer.web`) calls it in-process; the attach server
 plain data (dicts, lists, str, numbers): it travels as JSON or msgpack unchanged.
 
 Every second the agent samples the node's counters into `history` (the last
-`HISTORY_SECONDS` points: processes, turns, spawns, exits, crashes, restarts per second,
+`HISTORY_SECONDS` points: processes, run queue, turns, messages, spawns, exits, crashes, restarts per second,
 store commits per second and their mean latency); a scan of the processes
 (`Probe.scan`, bounded by `scan_limit`) runs only when asked for, and is reused for a
 second.
@@ -31,7 +31,7 @@ from actors import KILL, Node
 from supervision import supervision_tree
 
 from .metrics import Metrics
-from .probe import KERNEL_GAPS, Probe, label, pid_text, store_bytes
+from .probe import Probe, label, pid_text, store_bytes
 
 HISTORY_SECONDS = 600
 SORTS = ("mailbox", "turns", "memory", "pid")
@@ -93,15 +93,12 @@ class Agent:
         self._last = now
         span = max(now["at"] - last["at"], 1e-9)
         timed = now["timed_commits"] - last["timed_commits"]
-        point = {key: (now[key] - last[key]) / span for key in ("turns", "spawns", "exits", "crashes",
+        point = {key: (now[key] - last[key]) / span for key in ("turns", "messages", "spawns", "exits", "crashes",
                                                                   "restarts", "commits")}
         point.update(at=now["at"], processes=len(self.node),
                      commit_ms=(now["commit_time"] - last["commit_time"]) / timed * 1000 if timed else None,
-                     run_queue=self._scan["run_queue"] if self._fresh() else None)
+                     run_queue=self.node.statistics()["run_queue"])
         self.history.append(point)
-
-    def _fresh(self) -> bool:
-        return self._scan is not None and self.node.now() - self._scan_at < SCAN_TTL * 2
 
     def scan(self) -> dict[str, Any]:
         """The processes now (reused for `SCAN_TTL` seconds)."""
@@ -122,8 +119,7 @@ class Agent:
         points = list(self.history)[-max(0, min(history, HISTORY_SECONDS)):] if history else []
         return {"node": self.node.name, "processes": scan["processes"], "scanned": scan["scanned"],
                 "run_queue": scan["run_queue"], "mailbox_total": scan["mailbox_total"],
-                "totals": dict(self.probe.totals), "store": store, "history": points,
-                "kernel_gaps": list(KERNEL_GAPS)}
+                "totals": dict(self.probe.totals), "store": store, "history": points}
 
     def processes(self, sort: str = "mailbox", limit: int = 50, query: str = "") -> list[dict[str, Any]]:
         """The top `limit` processes by `sort` (largest first; "pid": oldest first) whose
@@ -186,12 +182,12 @@ class Agent:
                 info = self.node.process_info(pid)
                 if info is not None:
                     kids.append(_node_dict(None, pid, "worker", None, None, info["mailbox_len"],
-                                           info["registered_name"], [], 0, self.probe.kind(pid, info)))
+                                           info["registered_name"], [], 0, info["initial_call"]))
             omitted += max(0, len(spawned) - max_children)
         info = self.node.process_info(tree.pid) if tree.pid is not None else None
         return _node_dict(tree.id, tree.pid, tree.type, tree.kind, tree.restarts, tree.mailbox_len,
                           tree.registered_name, kids, omitted,
-                          self.probe.kind(tree.pid, info) if info is not None else None)
+                          info["initial_call"] if info is not None else None)
 
 
 def _node_dict(id_: Any, pid: Any, type_: str, kind: str | None, restarts: int | None, mailbox: int | None,

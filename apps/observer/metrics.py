@@ -6,10 +6,11 @@
 Each observer has its own registry (never the library's global one), read at scrape time:
 
     letitcrash_processes                     gauge    live processes
-    letitcrash_run_queue                     gauge    processes ready to run (from a scan)
+    letitcrash_run_queue                     gauge    processes queued for a turn
     letitcrash_mailbox_messages              gauge    messages queued in all mailboxes
     letitcrash_spawns_total                  counter  processes spawned
     letitcrash_turns_total                   counter  process turns (a turn takes 1..batch messages)
+    letitcrash_messages_total                counter  messages taken from mailboxes, and call replies
     letitcrash_crashes_total                 counter  turns that raised
     letitcrash_exits_total                   counter  processes exited
     letitcrash_restarts_total                counter  children restarted by supervisors
@@ -18,8 +19,8 @@ Each observer has its own registry (never the library's global one), read at scr
     letitcrash_store_bytes                   gauge    bytes of LMDB pages in use
     letitcrash_store_commit_seconds          histogram  time in one commit transaction
 
-Counters count from the moment the observer started (its probe), except the store's,
-which count from the store's opening.
+The kernel's counters count from the node's start, restarts from the moment the
+observer started (its probe), the store's from the store's opening.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _COUNTERS = (("spawns", "processes spawned"), ("turns", "process turns (a turn takes 1..batch messages)"),
+             ("messages", "messages taken by processes from their mailboxes, and call replies"),
              ("crashes", "turns that raised"), ("exits", "processes exited"),
              ("restarts", "children restarted by supervisors"))
 
@@ -68,7 +70,7 @@ class _NodeCollector(Collector):
         scan = agent.scan()
         label = [agent.node.name]
         for name, doc, value in (("processes", "live processes", scan["processes"]),
-                                 ("run_queue", "processes ready to run", scan["run_queue"]),
+                                 ("run_queue", "processes queued for a turn", agent.node.statistics()["run_queue"]),
                                  ("mailbox_messages", "messages queued in all mailboxes", scan["mailbox_total"])):
             gauge = GaugeMetricFamily(f"letitcrash_{name}", doc, labels=["node"])
             gauge.add_metric(label, value)

@@ -1,62 +1,46 @@
 """The observer's one adapter to the kernel: everything it knows of a node comes through here.
 
     probe = Probe(node, store=store)       # installs itself; probe.close() takes it out
-    probe.process(pid)                     # process_info plus turns, memory, state, last crash
+    probe.process(pid)                     # process_info plus state and last crash
     probe.scan(limit=100_000)              # one pass over the processes: totals and rows
     probe.subscribe(fn)                    # fn(event, pid, detail) for every kernel event
+    probe.trace_process(pid, fn)           # fn(event, pid, detail) for its sends and receives
 
 It uses only the kernel's public surface, so it works on any node:
-- `node.tracer`, one slot, is multiplexed: the probe chains whatever tracer was there
-  before, and fans the events ("spawn", "run", "crash", "exit") out to its subscribers
-  (trace sessions). It counts turns per process ("reductions") and per node from "run",
-  and spawns, crashes and exits from the others.
+- `node.statistics()` for the node's counters (spawns, exits, crashes, turns, messages,
+  run queue: all kept by the kernel, read in O(1)); `node.process_info(pid)` for one
+  process (its turns, messages in and out, links, monitors, current function, memory
+  estimate, last message); `node.pid_of(serial)` to find a pid shown as text.
+- `node.tracer`, one slot, is multiplexed while some trace session subscribes: the
+  probe chains whatever tracer was there before and fans the events ("spawn", "run",
+  "crash", "exit") out to its subscribers. `node.trace(pid, fn)`, one slot a process,
+  is multiplexed the same way for the "send" and "receive" events of traced processes.
 - supervision's report listener counts restarts; a handler on logger "actors" keeps the
   node's crash reports (pid, name, reason, last message, traceback), the last
   `MAX_CRASHES` of them.
-- `node.processes()`, `node.process_info(pid)`, `node.get_process(pid)` for the rest;
-  a pid given as text is resolved through the kernel codec (`unpackb(..., node=node)`).
 
-What the kernel does not offer yet is estimated here or left out, and `KERNEL_GAPS`
-lists it; each gap is one method of this class, so a kernel hook replaces one body:
-messages sent and received (only turns are counted: a turn takes 1 to `node.batch`
-messages), a trace of one process's sends and receives (a trace session sees its turns,
-spawns, crash and exit), the run queue's length (counted from the scan), the processes a
-process monitors, where a process is suspended ("current function"; the function it was
-spawned with is shown), and its memory (estimated from `sys.getsizeof` of the process
-object and its attributes, plus a fixed cost per queued message).
-
-Cost: while a probe is installed, every kernel event is one extra Python call and a dict
-update on the node's thread: a node doing nothing but one-message turns ran 0.65 to 0.83
-times as many turns per second with it (100 processes, 200k casts, three interleaved
-runs); a per-process turn counter in the kernel would make this nearly free. A scan
-costs a `process_info` per process and is bounded by `limit`. A node runs without a
-probe until an observer (or a trace) asks for one, and the last one to stop removes it.
+Cost: an installed probe costs the node nothing per turn or per message: the counters
+are the kernel's own, and the node's tracer is set only while a trace session runs
+(then every kernel event is one extra Python call on the node's thread). A scan costs
+a `process_info` per process and is bounded by `limit`. A node runs without a probe
+until an observer (or a trace) asks for one, and the last one to stop removes it.
 """
 from __future__ import annotations
 
 import logging
 import reprlib
-import sys
 import traceback
 import weakref
 from collections import deque
 from typing import Any, Callable
 
-from actors import Node, Pid, packb, unpackb
+from actors import Node, Pid
 from supervision import DynamicSupervisor, Supervisor, add_report_listener, remove_report_listener
 
 MAX_CRASHES = 200  # crash reports kept per node
 MAX_SUBSCRIBERS = 64
-QUEUED_MESSAGE_BYTES = 64  # the memory estimate's cost of one queued message
-KERNEL_GAPS = (
-    "messages in/out per process and per node (turns are counted instead)",
-    "send and receive events for a traced process",
-    "run queue length (counted from a scan)",
-    "monitors held by a process",
-    "current function of a suspended process (the spawned function is shown)",
-    "memory per process (estimated from its attributes)",
-    "a pid from its serial in O(1) (done through the codec)",
-)
+MAX_REPLACED = MAX_CRASHES * 100  # restarted children whose predecessor is remembered
+COUNTERS = ("spawns", "exits", "crashes", "turns", "messages")  # of node.statistics()
 
 Event = Callable[[str, Pid, Any], None]
 _short = reprlib.Repr()
@@ -120,16 +104,15 @@ class Probe:
         self.node = node
         self.store = store
         self.users = 0
-        self.turns: dict[Pid, int] = {}
-        self.spawned_as: dict[Pid, str] = {}
-        self.totals = {"spawns": 0, "turns": 0, "crashes": 0, "exits": 0, "restarts": 0}
+        self.restarts = 0
         self.crashes: deque[dict[str, Any]] = deque(maxlen=MAX_CRASHES)
         self.replaced: dict[Pid, Pid] = {}  # a restarted child's pid -> the pid it replaced
         self._last_child: dict[tuple[Pid, Any], Pid] = {}
         self._subscribers: list[Event] = []
+        self._process_tracers: dict[Pid, list[Event]] = {}
+        self._process_chained: dict[Pid, Event | None] = {}
         self._crash_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._chained = node.tracer
-        node.tracer = self._on_event
+        self._chained: Event | None = None
         add_report_listener(self._on_report)
         self._handler = _CrashHandler(self)
         logging.getLogger("actors").addHandler(self._handler)
@@ -140,8 +123,11 @@ class Probe:
         if self.closed:
             return
         self.closed = True
-        if self.node.tracer == self._on_event:
-            self.node.tracer = self._chained
+        self._subscribers.clear()
+        self._untap()
+        for pid in list(self._process_tracers):
+            self._process_tracers[pid].clear()
+            self._untrace(pid)
         remove_report_listener(self._on_report)
         logging.getLogger("actors").removeHandler(self._handler)
         if Probe._installed.get(self.node) is self:
@@ -149,32 +135,37 @@ class Probe:
 
     # -- events (on the node's thread) -------------------------------------------------------
 
+    @property
+    def totals(self) -> dict[str, int]:
+        """The node's counters since it started, and the restarts since the probe was installed."""
+        stats = self.node.statistics()
+        return {**{key: stats[key] for key in COUNTERS}, "restarts": self.restarts}
+
     def _on_event(self, event: str, pid: Pid, detail: Any) -> None:
         if self._chained is not None:
             self._chained(event, pid, detail)
-        if event == "run":
-            self.totals["turns"] += 1
-            self.turns[pid] = self.turns.get(pid, 0) + 1
-        elif event == "spawn":
-            self.totals["spawns"] += 1
-            self.spawned_as[pid] = detail
-        elif event == "exit":
-            self.totals["exits"] += 1
-            self.turns.pop(pid, None)
-            self.spawned_as.pop(pid, None)
-            self.replaced.pop(pid, None)
-        elif event == "crash":
-            self.totals["crashes"] += 1
         for fn in self._subscribers:
             fn(event, pid, detail)
+
+    def _tap(self) -> None:
+        """Set the node's tracer (chaining the one there) while anybody subscribes."""
+        if self.node.tracer != self._on_event:
+            self._chained, self.node.tracer = self.node.tracer, self._on_event
+
+    def _untap(self) -> None:
+        if self.node.tracer == self._on_event:
+            self.node.tracer = self._chained
+            self._chained = None
 
     def _on_report(self, kind: str, sup: Pid, child_id: Any, child_pid: Any, reason: Any) -> None:
         if sup.node_name != self.node.name:
             return
         if kind == "child_restarted":
-            self.totals["restarts"] += 1
+            self.restarts += 1
             old = self._last_child.get((sup, child_id))
             if old is not None and child_pid is not None:
+                if len(self.replaced) >= MAX_REPLACED:
+                    del self.replaced[next(iter(self.replaced))]  # the oldest restart is forgotten
                 self.replaced[child_pid] = old
         if kind in ("child_started", "child_restarted") and child_id is not None:
             if len(self._last_child) < MAX_CRASHES * 100 or (sup, child_id) in self._last_child:
@@ -191,10 +182,48 @@ class Probe:
         if len(self._subscribers) >= MAX_SUBSCRIBERS:
             raise ValueError(f"at most {MAX_SUBSCRIBERS} trace sessions at once on a node")
         self._subscribers.append(fn)
+        self._tap()
 
     def unsubscribe(self, fn: Event) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+        if not self._subscribers:
+            self._untap()
+
+    def trace_process(self, pid: Pid, fn: Event) -> None:
+        """Call `fn(event, pid, detail)` for the "send" and "receive" events of the live
+        process `pid` (the kernel's `Node.trace`) until `untrace_process` or its exit;
+        `fn` must be quick and must not raise."""
+        fns = self._process_tracers.get(pid)
+        if fns is None:
+            if len(self._process_tracers) >= MAX_SUBSCRIBERS:
+                raise ValueError(f"at most {MAX_SUBSCRIBERS} traced processes at once on a node")
+            fns = self._process_tracers[pid] = []
+            self._process_chained[pid] = self.node.trace(pid, self._on_process_event)
+        fns.append(fn)
+
+    def untrace_process(self, pid: Pid, fn: Event) -> None:
+        fns = self._process_tracers.get(pid)
+        if fns is not None and fn in fns:
+            fns.remove(fn)
+            if not fns:
+                self._untrace(pid)
+
+    def _untrace(self, pid: Pid) -> None:
+        del self._process_tracers[pid]
+        chained = self._process_chained.pop(pid)
+        if self.node.is_alive(pid):
+            self.node.trace(pid, chained)
+
+    def _on_process_event(self, event: str, pid: Pid, detail: Any) -> None:
+        chained = self._process_chained.get(pid)
+        if chained is not None:
+            chained(event, pid, detail)
+        for fn in self._process_tracers.get(pid, ()):
+            fn(event, pid, detail)
+        if event == "exit" and pid in self._process_tracers:  # the kernel ended its trace
+            del self._process_tracers[pid]
+            del self._process_chained[pid]
 
     def on_crash(self, fn: Callable[[dict[str, Any]], None] | None, remove: bool = False) -> None:
         """Call `fn(report)` with each crash report of the node from now on (or stop)."""
@@ -203,26 +232,13 @@ class Probe:
         else:
             self._crash_listeners.append(fn)
 
-    # -- the kernel gaps: one method each ----------------------------------------------------
+    # -- lookups ---------------------------------------------------------------------------
 
     def live_pid(self, pid: Pid | str) -> Pid | None:
-        """The live pid object for a pid (or its text), or None if no such process runs."""
+        """The live pid object for a pid (or its text), or None if no such process runs here."""
         if isinstance(pid, str):
             pid = parse_pid(pid)
-        found = unpackb(packb(pid), node=self.node)
-        return found if self.node.is_alive(found) else None
-
-    def memory(self, pid: Pid, info: dict[str, Any]) -> int:
-        """Bytes a process holds, estimated: the process object, its attributes (shallow)
-        and its queued messages at a fixed cost each."""
-        proc = self.node.get_process(pid)
-        if proc is None:
-            return 0
-        size = sys.getsizeof(proc)
-        attrs = getattr(proc, "__dict__", None)
-        if attrs:
-            size += sys.getsizeof(attrs) + sum(sys.getsizeof(v) for v in attrs.values())
-        return size + info["mailbox_len"] * QUEUED_MESSAGE_BYTES
+        return self.node.pid_of(pid.serial) if pid.node_name == self.node.name else None
 
     def state(self, pid: Pid) -> str | None:
         """A short summary of a process's own public attributes (a GenServer's state,
@@ -236,14 +252,8 @@ class Probe:
         """What the process table shows of one process."""
         name = info["registered_name"]
         return {"pid": pid_text(pid), "name": label(name),
-                "kind": self.kind(pid, info), "mailbox": info["mailbox_len"],
-                "turns": self.turns.get(pid, 0), "memory": self.memory(pid, info),
-                "status": info["status"]}
-
-    def kind(self, pid: Pid, info: dict[str, Any]) -> str:
-        """What the process runs: the function or class it was spawned with, if the probe
-        saw the spawn, else its class."""
-        return self.spawned_as.get(pid) or info["kind"]
+                "kind": info["initial_call"], "mailbox": info["mailbox_len"],
+                "turns": info["turns"], "memory": info["memory"], "status": info["status"]}
 
     def scan(self, limit: int = 100_000) -> dict[str, Any]:
         """One pass over (at most `limit` of) the processes: totals, per-process rows, the
@@ -253,14 +263,13 @@ class Probe:
         rows: list[dict[str, Any]] = []
         children: dict[Pid, list[Pid]] = {}
         roots: list[Pid] = []
-        mailbox = runnable = 0
+        mailbox = 0
         pids = node.processes()
         for pid in pids[:limit]:
             info = node.process_info(pid)
             if info is None:
                 continue
             mailbox += info["mailbox_len"]
-            runnable += info["status"] != "waiting"
             rows.append(self.row(pid, info))
             parent = info["parent"]
             if parent is not None:
@@ -268,7 +277,7 @@ class Probe:
             if self.is_supervisor(pid) and (parent is None or not self.is_supervisor(parent)):
                 roots.append(pid)
         return {"processes": len(pids), "scanned": len(rows), "mailbox_total": mailbox,
-                "run_queue": runnable, "rows": rows, "roots": roots, "children": children}
+                "run_queue": node.statistics()["run_queue"], "rows": rows, "roots": roots, "children": children}
 
     def is_supervisor(self, pid: Pid) -> bool:
         return isinstance(self.node.get_process(pid), (Supervisor, DynamicSupervisor))
@@ -282,11 +291,15 @@ class Probe:
         return {
             **self.row(live, info),
             "links": [pid_text(p) for p in info["links"]],
+            "monitors": [pid_text(p) if isinstance(p, Pid) else summary(p) for p in info["monitors"]],
             "monitored_by": [pid_text(p) for p in info["monitored_by"]],
             "trap_exit": info["trap_exit"],
             "parent": pid_text(info["parent"]),
             "dropped": info["dropped"],
-            "spawned_as": self.spawned_as.get(live),
+            "messages_in": info["messages_in"],
+            "messages_out": info["messages_out"],
+            "current_function": info["current_function"],
+            "last_message": None if info["last_message"] is None else summary(info["last_message"]),
             "state": self.state(live),
             "last_crash": self.last_crash(live, info["registered_name"]),
         }

@@ -25,7 +25,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .probe import summary
-from .trace import Trace, format_event
+from .trace import EVENTS, Trace, format_event
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -54,9 +54,9 @@ class Session:
             self.out(f"{row['pid']:<24} {row['kind'][:28]:<28} mailbox={row['mailbox']} "
                      f"turns={row['turns']} {row['name'] or ''}\n")
 
-    def _trace(self, target: Any, max_events: int = 20, seconds: float = 10.0) -> Trace:
+    def _trace(self, target: Any, max_events: int = 20, seconds: float = 10.0, events: Any = EVENTS) -> Trace:
         return Trace(self.agent.probe, target, lambda e: self.out(format_event(e) + "\n"),
-                     max_events=max_events, seconds=seconds)
+                     max_events=max_events, seconds=seconds, events=events)
 
     async def run(self, source: str, out: Callable[[str], None]) -> dict[str, Any]:
         """Run `source`; `out(text)` receives what it prints. Returns the last

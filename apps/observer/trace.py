@@ -9,9 +9,12 @@ a ValueError. A name is followed: when the
 process holding it exits and another takes the name (a supervisor's restart), the trace
 goes on with the new holder, so a trace shows a crash and the restart after it.
 
-Events are dicts `{"event", "pid", "detail", "at"}` (`at` on the node's clock). What a
-trace sees is what the probe sees (`apps.observer.probe`): "spawn", "run" (a turn),
-"crash" (detail: the exception) and "exit" (detail: the reason) of the target. A trace
+Events are dicts `{"event", "pid", "detail", "at"}` (`at` on the node's clock): the
+target's "send" (detail: `(dest, msg)`), "receive" (detail: the message as it was
+queued, or a call's reply), "run" (a turn), "crash" (detail: the exception) and "exit"
+(detail: the reason), and "spawn" of a new holder of a traced name. `events=` picks
+some of them. Send and receive come from the kernel's per-process trace
+(`Probe.trace_process`), the others from the node's tracer. A trace
 stops after `max_events` events or `seconds` seconds, whichever comes first, or at
 `stop()`; `max_events` is at most `MAX_EVENTS` and `seconds` at most `MAX_SECONDS`.
 """
@@ -26,7 +29,8 @@ from .probe import Probe, label, pid_text, summary
 
 MAX_EVENTS = 10_000
 MAX_SECONDS = 3600.0
-EVENTS = frozenset({"spawn", "run", "crash", "exit"})
+EVENTS = frozenset({"spawn", "run", "send", "receive", "crash", "exit"})
+PROCESS_EVENTS = frozenset({"send", "receive"})  # from the kernel's per-process trace
 
 
 class Trace:
@@ -67,21 +71,37 @@ class Trace:
         except RuntimeError:
             pass  # a deterministic node: the deadline is checked at each event instead
         probe.subscribe(self._on_event)
+        self._traced: Pid | None = None  # the process whose sends and receives are traced
+        self._follow()
 
     @property
     def target(self) -> str:
         return pid_text(self.pid) if self.name is None else f"{label(self.name)} ({pid_text(self.pid)})"
 
+    def _follow(self) -> None:
+        """Trace the sends and receives of the target's process (a name's new holder too)."""
+        if self.pid is not None and self.pid != self._traced and self.kinds & PROCESS_EVENTS:
+            self._traced = self.pid
+            self.probe.trace_process(self.pid, self._on_process_event)
+
     def _on_event(self, event: str, pid: Pid, detail: Any) -> None:
         if self.name is not None and self.pid is None and event != "exit":
             self.pid = self.node.whereis(self.name)  # a new holder of the name
+            self._follow()
         if pid != self.pid:
-            return
-        if self.node.now() > self.deadline:
-            self.stop()
             return
         if event == "exit" and self.name is not None:
             self.pid = None  # whoever takes the name next is traced next
+        self._record(event, pid, detail)
+
+    def _on_process_event(self, event: str, pid: Pid, detail: Any) -> None:
+        if event in PROCESS_EVENTS:  # its crash and exit come through _on_event
+            self._record(event, pid, detail)
+
+    def _record(self, event: str, pid: Pid, detail: Any) -> None:
+        if self.node.now() > self.deadline:
+            self.stop()
+            return
         if event not in self.kinds:
             return
         record = {"event": event, "pid": pid_text(pid),
@@ -97,6 +117,8 @@ class Trace:
         if self.done.done():
             return
         self.probe.unsubscribe(self._on_event)
+        if self._traced is not None:
+            self.probe.untrace_process(self._traced, self._on_process_event)
         if self._timer is not None:
             self._timer.cancel()
         self.done.set_result(self.events)

@@ -182,9 +182,11 @@ function crash(r) {
 
 // -- one process -----------------------------------------------------------------------------
 
-const FIELDS = [["pid", "pid"], ["name", "name"], ["kind", "kind"], ["spawned_as", "spawned as"],
-  ["status", "status"], ["mailbox", "mailbox"], ["turns", "turns"], ["memory", "memory (est.)"],
-  ["parent", "parent"], ["links", "links"], ["monitored_by", "monitored by"], ["trap_exit", "trap exit"],
+const FIELDS = [["pid", "pid"], ["name", "name"], ["kind", "spawned as"],
+  ["status", "status"], ["current_function", "current function"], ["mailbox", "mailbox"],
+  ["turns", "turns"], ["messages_in", "messages in"], ["messages_out", "messages out"],
+  ["memory", "memory (est.)"], ["last_message", "last message"], ["parent", "parent"], ["links", "links"],
+  ["monitors", "monitors"], ["monitored_by", "monitored by"], ["trap_exit", "trap exit"],
   ["dropped", "dropped"], ["state", "state"]];
 
 async function openDetail(pid) {
