@@ -77,7 +77,7 @@ class GenServer(Process):
         super().__init_subclass__(**kwargs)
         if "run_turn" in vars(cls):  # wire the extension point in: no cost for the others
             cls._start = GenServer._hooked_start  # type: ignore[method-assign]
-            cls._run = GenServer._hooked_run  # type: ignore[method-assign, assignment]
+            cls._run = GenServer._hooked_run  # type: ignore[method-assign]
             cls._idle_callback = GenServer._hooked_idle  # type: ignore[method-assign]
 
     # -- callbacks (defaults) -----------------------------------------------------------

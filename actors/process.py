@@ -558,15 +558,14 @@ MEMORY_SAMPLE = 32  # mailbox entries and attributes measured; the rest count at
 
 def current_function(proc: Process) -> str | None:
     """Where `proc`'s own code is: `module.qualname:line` of the innermost frame outside the
-    kernel, of its stack if it is running, else of its suspended coroutine's await chain
-    (`cr_await`); None when it is neither (a GenServer waiting for its next message)."""
+    kernel, of its stack if it is running (the code that asked, as Erlang's
+    `process_info(self(), current_function)`), else of its suspended coroutine's await
+    chain (`cr_await`); None when it is neither (a GenServer waiting for its next message)."""
     frame = None
     if proc._node._current is proc:
-        caller = sys._getframe(1)
+        caller: types.FrameType | None = sys._getframe(1)
         for _ in range(MAX_AWAIT_DEPTH):
-            if caller is None:
-                break
-            if caller.f_locals.get("self") is proc and not caller.f_code.co_filename.startswith(KERNEL_FILES):
+            if caller is None or not caller.f_code.co_filename.startswith(KERNEL_FILES):
                 frame = caller
                 break
             caller = caller.f_back
