@@ -15,6 +15,13 @@ only the clock and the choice of the next runnable process differ:
 
 Limits: `max_processes`, `max_timers`, `max_tables`, per-process `mailbox_limit`, and
 `batch` messages per turn so one busy process cannot starve the others.
+
+Introspection (what an observer reads; all of it kept by the kernel or computed on
+request): `process_info(pid)`, `statistics()` (counters and the run queue, in O(1)),
+`pid_of(serial)` (O(1)), `trace(pid, fn)` (one process's sends, receives, crash and
+exit) and `tracer` (every process's spawns, turns, crashes and exits). Counting costs an
+int increment on paths a turn or a send already takes; an untraced process pays one
+flag test per send and nothing per message it receives.
 """
 from __future__ import annotations
 
@@ -77,8 +84,9 @@ class Node:
         self.max_processes = max_processes
         self.creation = creation
         self.tracer: Callable[[str, Any, Any], None] | None = None
-        """Called as tracer(event, pid, detail) for "spawn", "run" (a turn), "crash" (the turn
-        raised: detail is the exception, as its crash report is logged) and "exit"."""
+        """Called as tracer(event, pid, detail) for "spawn" (once its name, if any, is
+        registered), "run" (a turn), "crash" (the turn raised: detail is the exception, as
+        its crash report is logged) and "exit". One process's sends and receives: `trace`."""
         self.transport: Callable[[Node, str, Delivery], None] | None = None
         """How deliveries to other nodes leave: `transport(node, dst_name, delivery)`. None:
         through the loopback connection (`connect`), at once. A simulated network or a

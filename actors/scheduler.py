@@ -9,6 +9,11 @@ Contract:
 - Exits decided during a turn (a kill, a crash) take effect once the turn is over, never
   in the middle of another process's code. After every pass (a batch of turns, or a
   round of timers) the node's pass hooks run (see `actors.output`).
+- Counters (read by `Node.statistics`): turns given, turns that raised, and messages
+  taken. A process counts its own turns and the messages it takes (`Process._run`,
+  `GenServer._run`, `Process._take`); a GenServer's turn counts as one message taken and
+  only a turn that takes another number corrects the count, so the node's total is
+  `turns - other_turns + taken`, exact, at no cost per message.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ class Scheduler:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        # The node's counters (see the module docstring).
+        # The node's counters (see the module docstring); they only grow.
         self.turns = 0
         self.other_turns = 0  # turns that are not a GenServer's (they count no message)
         self.taken = 0  # messages taken, less one for each GenServer turn
