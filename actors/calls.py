@@ -94,8 +94,8 @@ class Calls:
         # Outside callers whose From went to another node, by tag: where replies find them.
         self.remote_waiters: dict[int, ExternalCall] = {}
 
-    def call(self, dest: Any, request: Any, timeout: float | None) -> Future:
-        """`node.call`: a call from outside any process."""
+    def call(self, dest: Any, request: Any, timeout: float | None, tag: Any = CALL) -> Future:
+        """`node.call`: a call from outside any process (`tag` SYS: a system message)."""
         node = self.node
         waiter = ExternalCall(node, dest, request)
         where = node._names.where(dest)
@@ -105,6 +105,13 @@ class Calls:
         if target is None:
             waiter.future.set_exception(NoProc(dest))
             return waiter.future
+        target._deliver((tag, request, self.watch(waiter, target, timeout)))
+        return waiter.future
+
+    def watch(self, waiter: ExternalCall, target: Process, timeout: float | None) -> From:
+        """An outside caller waits on a live `target` of this node: it monitors it, the
+        monitor's tag being the `From` a reply answers, and its timeout is armed."""
+        node = self.node
         node._refs += 1
         ref = From(waiter, node._refs)
         if target._watchers is None:
@@ -113,8 +120,7 @@ class Calls:
         waiter.target = target
         if timeout is not None:
             waiter.timer = node._add_timer(timeout, waiter._on_timeout, (ref, timeout))
-        target._deliver((CALL, request, ref))
-        return waiter.future
+        return ref
 
     def call_remote(self, waiter: ExternalCall, where: tuple[str, Any], timeout: float | None) -> Future:
         node = self.node
@@ -133,8 +139,10 @@ class Calls:
         node._boundary.out(dst, CallRequest(to, None, tag, waiter.request))
         return waiter.future
 
-    def start(self, caller: Process, dest: Any, request: Any, timeout: float | None) -> From:
-        """`proc.call`: send the request and note what the caller now waits for."""
+    def start(self, caller: Process, dest: Any, request: Any, timeout: float | None, tag: Any = CALL) -> From:
+        """`proc.call`: send the request and note what the caller now waits for. `tag`: SYS
+        for a system message; None sends nothing (a start waiting for a server's init,
+        which replies to the `From` itself)."""
         node = self.node
         target = dest._proc if type(dest) is Pid else None  # the local fast path of Names.where
         if target is None or target._node is not node:
@@ -155,12 +163,13 @@ class Calls:
         caller._wait_target = target
         caller._wait_ref = ref
         self.note_deadline(ref, timeout)
-        entry = (CALL, request, ref)
-        caller._sent += 1
-        if caller._held is None and caller._tracer is None:  # inlined test of defer: one call less
-            target._deliver(entry)
-        elif not defer(caller, target._deliver, (entry,), target._pid, entry):
-            target._deliver(entry)
+        if tag is not None:  # None: a start waiting for an init, which replies itself
+            entry = (tag, request, ref)
+            caller._sent += 1
+            if caller._held is None and caller._tracer is None:  # inlined test of defer: one call less
+                target._deliver(entry)
+            elif not defer(caller, target._deliver, (entry,), target._pid, entry):
+                target._deliver(entry)
         return ref
 
     def start_remote(self, caller: Process, where: tuple[str, Any], request: Any,

@@ -17,19 +17,43 @@
 Callbacks (each may be `async def` and then `await self.call(...)`, `self.receive(...)`,
 `self.sleep(...)`; while one is suspended the server handles nothing else, as in OTP):
 
-- `init(*args)`: runs inside `spawn`, before it returns. An exception makes `spawn` raise
-  `StartError` and leaves no process behind.
+- `init(*args)`: runs inside `spawn`, before it returns. If it raises or calls
+  `self.stop(reason)`, the start fails: `spawn` raises `StartError`, no process is left
+  behind and `terminate` is not called (OTP's `{stop, Reason}` from init). An `async def
+  init` that awaits finishes on the server's own turns (messages wait meanwhile): `spawn`
+  has then returned its pid and a failure after the first `await` ends the process with
+  that reason, seen through its links and monitors; `await self.start(...)` /
+  `self.start_link(...)` in a process and `node.start(...)` outside wait for the whole
+  `init` and raise `StartError` instead (see `actors.spawn`).
 - `handle_call(request, caller)`: return the reply, or `NoReply` and answer later with
   `self.reply(caller, value)`.
 - `handle_cast(msg)`, `handle_info(msg)`: the return value is ignored. `handle_info` gets
   every message that is neither a call nor a cast (`Exit`, `Down`, `send`s, timers).
 - `handle_continue(arg)`: runs before the next message after `self.continue_with(arg)`.
-- `handle_idle()`: runs when `idle_timeout` seconds pass with no message (OTP's `timeout`).
+- `handle_idle()`: runs when `idle_timeout` seconds pass with no message, counted from
+  the end of `init` too (OTP's `{ok, State, Timeout}` and `timeout`).
 - `terminate(reason)`: runs when the server stops itself (`self.stop`), when a callback
-  raises, and when it traps exits and its parent sends an exit signal: the parent is the
-  process that spawned it (e.g. its supervisor), or, for a server spawned from outside any
-  process, the outside (`node.exit`, `node.stop`). Not when it is killed outright, as in
-  OTP. It may be `async def`; the server exits when it completes.
+  raises, when it is stopped from outside (`actors.system.stop`), and when it traps exits
+  and its parent sends an exit signal: the parent is the process that spawned it (e.g.
+  its supervisor), or, for a server spawned from outside any process, the outside
+  (`node.exit`, `node.stop`). Not when it is killed outright, nor when `init` fails, as
+  in OTP. It may be `async def`; the server exits when it completes. A stop with a reason
+  other than "normal", "shutdown" or ("shutdown", x) logs a stop report on logger "actors"
+  (a crash logs its crash report instead).
+- `code_change(old_vsn, state, extra)`: returns the state moved to the new code, during a
+  hot code upgrade (`actors.upgrade`); raising keeps the server on its old code.
+- `on_hibernate()`: drop what can be rebuilt, as the server hibernates (after
+  `self.hibernate()`, or `hibernate_after` seconds without a message); its empty mailbox
+  is freed too. The next message wakes it. Must not change the state.
+- `format_status(state)`: what `actors.system.get_status` shows of the state (hide secrets).
+
+System messages (OTP's `sys`; see `actors.system`): `get_state`, `replace_state`,
+`suspend`, `resume`, `get_status`, `stop` and the upgrade's `change_code` are answered by
+`GenServer` itself, in mailbox order, without user code; while suspended a server handles
+only system messages (and its parent's exit signal), the others wait. A behaviour built
+on GenServer (a state machine) inherits this: it only defines what its state is, with
+`system_get_state()` and `system_replace_state(state)` (by default, a dict of the
+server's own attributes).
 
 Do not override `__init__`: the kernel builds the object; put setup in `init`. The
 process's runtime fields are the kernel's: `pid` and `node` are read-only, and a subclass
@@ -38,18 +62,19 @@ is defined (see `actors.process`).
 
 The extension point for libraries: a subclass that defines `run_turn(self, turn)` has it
 called for every turn of the server, with `turn` running that turn (the queued messages,
-the next step of a suspended async callback, or an idle timeout) and returning True when
-the server is then suspended in an async callback. It must call `turn()` once and let its
-exceptions through (`actors.process.ExitNow` is a deliberate stop, anything else a
-crash). Storage's `PersistentServer` saves its state there. Servers without it pay nothing.
+system messages included, the next step of a suspended async callback, or an idle
+timeout) and returning True when the server is then suspended in an async callback. It
+must call `turn()` once and let its exceptions through (`actors.process.ExitNow` is a
+deliberate stop, anything else a crash). Storage's `PersistentServer` saves its state
+there. Servers without it pay nothing.
 """
 from __future__ import annotations
 
 from types import CoroutineType
 from typing import Any
 
-from .messages import Exit
-from .process import CALL, INFO, NONE, ExitNow, From, Process
+from .messages import Exit, is_normal_exit
+from .process import CALL, INFO, NONE, SYS, ExitNow, From, Process, _Tag
 from .runq import make_runnable
 from .scheduler import log_unexpected
 
@@ -64,6 +89,17 @@ class _NoReply:
 NoReply = _NoReply()
 """Return this from `handle_call` to reply later with `self.reply(caller, value)`."""
 
+STARTING = _Tag("$starting")  # a server's _starter while its init runs and nobody waits for it
+
+
+class Failed:
+    """A system message's answer when the server could not do it: the client raises `error`."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
 
 class GenServer(Process):
     """Base class of OTP-style servers; see the module docstring for the callbacks."""
@@ -71,7 +107,15 @@ class GenServer(Process):
     idle_timeout: float | None = None
     """Seconds without a message after which `handle_idle()` runs; None disables it."""
 
-    __slots__ = ("_stop", "_cont", "_idle", "_terminating")
+    hibernate_after: float | None = None
+    """Seconds without a message after which the server hibernates; None: never on its own."""
+
+    vsn: Any = None
+    """The code's version, passed as `old_vsn` to the next version's `code_change`."""
+
+    # _idle: the timer of the next quiet event (idle_timeout, hibernation); _starter: while
+    # init runs, STARTING or the From of a start waiting for it; _suspended: by `suspend`.
+    __slots__ = ("_stop", "_cont", "_idle", "_terminating", "_starter", "_suspended")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -106,6 +150,32 @@ class GenServer(Process):
     def terminate(self, reason: Any) -> Any:
         """Clean up before the server exits with `reason` (may be `async def`)."""
 
+    def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
+        """Return `state` (from `system_get_state`, made by code `old_vsn`) for this code;
+        raise to stay on the old code. Runs on the new class, during `actors.upgrade`."""
+        return state
+
+    def on_hibernate(self) -> None:
+        """Called as the server hibernates: drop what can be rebuilt."""
+
+    def format_status(self, state: Any) -> Any:
+        """What `get_status` shows of the state; the state itself by default."""
+        return state
+
+    def system_get_state(self) -> Any:
+        """The state system messages see (`get_state`, `replace_state`, `code_change`): by
+        default a dict of the server's own attributes, a copy."""
+        return dict(getattr(self, "__dict__", ()))
+
+    def system_replace_state(self, state: Any) -> None:
+        """Make `state` (a changed `system_get_state()`) the server's state."""
+        attributes = getattr(self, "__dict__", None)
+        if type(state) is not dict or (attributes is None and state):
+            raise TypeError(f"{type(self).__name__}'s state is a dict of its attributes; got {state!r:.200}")
+        if attributes is not None:
+            attributes.clear()
+            attributes.update(state)
+
     # -- the extension point for libraries (see the module docstring) ---------------------------
 
     def _hooked_start(self, args: tuple) -> None:
@@ -137,6 +207,13 @@ class GenServer(Process):
         self._cont = arg
         self._halt = True
 
+    def hibernate(self) -> None:
+        """Hibernate once the current callback returns, if no message is waiting (OTP's
+        `hibernate`): see `on_hibernate`."""
+        if self._idle is not None:
+            self._node._timers.cancel(self._idle)
+        self._idle = self._node._add_timer(0.0, self._on_quiet, (None,))
+
     # -- kernel side --------------------------------------------------------------------
 
     def _setup(self, *a: Any) -> None:
@@ -145,14 +222,35 @@ class GenServer(Process):
         self._cont = NONE
         self._idle = None
         self._terminating = False
+        self._starter = None
+        self._suspended = False
 
     def _start(self, args: tuple) -> None:
+        self._starter = STARTING
         result = self.init(*args)
         if type(result) is CoroutineType:
-            self._run_async(result, None)
-        elif self._stop is not NONE:
+            self._coro = self._init_then(result)
+            self._halt = True
+            self._step(None, None)
+        else:
+            self._init_returned()
+        if (self._coro is None and self._cont is NONE and self._idle is None
+                and (self.idle_timeout is not None or self.hibernate_after is not None)):
+            self._arm_quiet(None)  # OTP's {ok, State, Timeout}: the quiet starts after init
+
+    async def _init_then(self, init: CoroutineType) -> None:
+        await init
+        self._init_returned()
+
+    def _init_returned(self) -> None:
+        """`init` has returned: stop if it asked to (no terminate), else the server runs and
+        a start waiting for it gets the pid."""
+        if self._stop is not NONE:
             self._exit_with(self._stop)
-        elif self._cont is not NONE:
+        starter, self._starter = self._starter, None
+        if starter is not STARTING:
+            self._node._calls.reply(starter, self._pid)
+        if self._cont is not NONE and self._coro is None:
             # handle_continue runs on the server's own turn, after spawn has returned.
             make_runnable(self._node, self)
 
@@ -196,6 +294,8 @@ class GenServer(Process):
                         r = self.handle_info(info)
                         if r is not None and type(r) is CoroutineType:
                             self._run_async(r, None)
+                elif tag is SYS:
+                    self._system(m[1], m[2])
                 else:
                     r = self.handle_cast(m)
                     if r is not None and type(r) is CoroutineType:
@@ -209,8 +309,9 @@ class GenServer(Process):
             self._last = m  # the last message taken (crash reports, process_info)
         if mb:
             make_runnable(node, self)
-        elif self.idle_timeout is not None and self._coro is None:
-            self._idle = node._add_timer(self.idle_timeout, self._on_idle, ())
+        elif (self._coro is None and self._idle is None
+              and (self.idle_timeout is not None or self.hibernate_after is not None)):
+            self._arm_quiet(None)
 
     def _after_halt(self) -> bool:
         """Handle what a callback asked for; True when the server must stop its turn."""
@@ -221,6 +322,8 @@ class GenServer(Process):
                 self._exit_with(self._stop)
                 return True  # an async terminate is running
             if self._cont is NONE:
+                if self._suspended and self._serve_suspended():
+                    return True
                 return not self._alive  # halted by a pending exit signal
             self._halt = False
             arg, self._cont = self._cont, NONE
@@ -230,26 +333,55 @@ class GenServer(Process):
             if not self._halt:
                 return False
 
-    def _exit_with(self, reason: Any) -> None:
+    def _exit_with(self, reason: Any, crashed: bool = False) -> None:
         """Run terminate, then exit with reason. An async terminate runs as this process's
-        coroutine (it may await, e.g. children going down) and the exit follows it."""
+        coroutine (it may await, e.g. children going down) and the exit follows it. A
+        failed init exits at once (OTP calls no terminate then)."""
         if self._terminating:
+            raise ExitNow(reason)
+        report = not crashed and not is_normal_exit(reason)
+        starter = self._starter
+        if starter is not None:
+            if starter is STARTING:
+                raise ExitNow(reason, report)  # nobody waits for this start: log it
+            owner = starter.owner  # a waiting start gets StartError; no exit signal too
+            if self._links is not None and owner in self._links:
+                del self._links[owner]
+                del owner._links[self]
             raise ExitNow(reason)
         self._terminating = True
         r = self.terminate(reason)
         if type(r) is not CoroutineType:
-            raise ExitNow(reason)
-        self._coro = self._exit_after(r, reason)
+            raise ExitNow(reason, report)
+        self._coro = self._exit_after(r, reason, report)
         self._halt = True
         self._step(None, None)
 
-    async def _exit_after(self, terminating: CoroutineType, reason: Any) -> None:
+    async def _exit_after(self, terminating: CoroutineType, reason: Any, report: bool) -> None:
         await terminating
-        raise ExitNow(reason)
+        raise ExitNow(reason, report)
 
-    def _on_idle(self) -> None:
+    # -- quiet: idle_timeout and hibernation ---------------------------------------------
+
+    def _arm_quiet(self, quiet: float | None) -> None:
+        """Arm the timer of the next quiet event (idle, hibernation) after `quiet` seconds
+        without a message have been handled (None: none yet)."""
+        due = None
+        for after in (self.idle_timeout, self.hibernate_after):
+            if after is not None and (quiet is None or after > quiet) and (due is None or after < due):
+                due = after
+        if due is not None:
+            self._idle = self._node._add_timer(due - (quiet or 0.0), self._on_quiet, (due,))
+
+    def _on_quiet(self, quiet: float | None) -> None:
+        """`quiet` seconds passed without a message (None: `hibernate()` was called)."""
         self._idle = None
-        self._node._scheduler.run_callback(self, self._idle_callback)
+        self._arm_quiet(quiet)
+        run = self._node._scheduler.run_callback
+        if quiet is not None and self.idle_timeout == quiet:
+            run(self, self._idle_callback)
+        if quiet is None or self.hibernate_after == quiet:
+            run(self, self._hibernate_now)
 
     def _idle_callback(self) -> None:
         self._plain_idle()
@@ -261,6 +393,95 @@ class GenServer(Process):
         elif self._halt:
             self._after_halt()
         return self._coro is not None
+
+    def _hibernate_now(self) -> None:
+        if self._coro is None and not self._mbox and not self._halt:
+            self._mbox = None  # an empty deque still holds a block of memory
+            self._last = NONE
+            self.on_hibernate()
+
+    # -- system messages (see actors.system): the one place behaviours get them from -------
+
+    def _system(self, request: tuple, caller: From | None) -> None:
+        """Answer a system message: `(kind, *args)` from actors.system."""
+        kind = request[0]
+        if kind == "terminate":
+            self._exit_with(request[1])  # raises, or runs an async terminate
+            return
+        try:
+            if kind == "get_state":
+                answer = self.system_get_state()
+            elif kind == "replace_state":
+                answer = request[1](self.system_get_state())
+                self.system_replace_state(answer)
+            elif kind == "get_status":
+                answer = self._status()
+            elif kind == "suspend":
+                answer = None
+                self._suspended = self._halt = True
+                self._scan = 0
+            elif kind == "resume":
+                answer = None
+                self._suspended = False
+            elif kind == "change_code":
+                answer = self._change_code(request[1], request[2])
+            else:
+                raise ValueError(f"unknown system message {request!r:.200}")
+        except Exception as exc:  # noqa: BLE001 - the server carries on; the caller raises it
+            answer = Failed(exc)
+        if caller is not None:
+            self._node._calls.reply(caller, answer)
+
+    def _serve_suspended(self) -> bool:
+        """While suspended, handle only system messages and the parent's exit signal, in
+        mailbox order, the others staying queued (OTP's sys suspend loop); True while still
+        suspended. `_scan` keeps where the scan stopped: the messages before it are not
+        system messages."""
+        mb = self._mbox
+        while mb and self._scan < len(mb):
+            m = mb[self._scan]
+            tag = m[0] if type(m) is tuple and m else None
+            if tag is SYS:
+                del mb[self._scan]
+                self._system(m[1], m[2])
+                if self._coro is not None:
+                    return True  # an async terminate is running
+                if not self._suspended:
+                    self._halt = not self._alive
+                    return False
+            elif tag is INFO and type(m[1]) is Exit and self._trap and m[1].pid == self._parent:
+                del mb[self._scan]
+                self._exit_with(m[1].reason)  # raises, or runs an async terminate
+                return True
+            else:
+                self._scan += 1
+        return True
+
+    def _status(self) -> dict[str, Any]:
+        cls = type(self)
+        return {"pid": self._pid, "class": f"{cls.__module__}.{cls.__qualname__}", "vsn": cls.vsn,
+                "status": "suspended" if self._suspended else "running", "parent": self._parent,
+                "registered_name": self._node._names.name_of(self), "trap_exit": self._trap,
+                "mailbox_len": len(self._mbox) if self._mbox else 0,
+                "state": self.format_status(self.system_get_state())}
+
+    def _change_code(self, new: type, extra: Any) -> tuple[Any, Any]:
+        """Move this suspended server to class `new` (the same class, reloaded) through its
+        `code_change`; on any failure it stays on its old class with its old state."""
+        if not self._suspended:
+            raise RuntimeError(f"{self._pid!r} must be suspended to change code")
+        old = type(self)
+        state = self.system_get_state()
+        try:
+            self.__class__ = new  # refused (TypeError) if the new class lays its slots out anew
+            self.system_replace_state(self.code_change(old.vsn, state, extra))
+        except BaseException:
+            self.__class__ = old
+            self.system_replace_state(state)
+            raise
+        return old.vsn, new.vsn
+
+    # -- async callbacks ------------------------------------------------------------------
 
     def _run_async(self, coro: CoroutineType, caller: From | None) -> None:
         self._coro = self._finish_async(coro, caller)
@@ -290,17 +511,18 @@ class GenServer(Process):
         return self._turns + self._taken  # _taken: less one a turn (see _run)
 
     def _unwrap(self, msg: Any) -> Any:
-        # A GenServer's selective receive sees only info messages; calls and casts stay
-        # queued for their handlers.
+        # A GenServer's selective receive sees only info messages; calls, casts and system
+        # messages stay queued for their handlers.
         return msg[1] if type(msg) is tuple and msg and msg[0] is INFO else NONE
 
     def _on_crash(self, reason: Any) -> Any:
         """A callback raised: run terminate, whose own failure replaces the reason. Returns
         NONE while an async terminate is still running (the exit then follows it)."""
         try:
-            self._exit_with(reason)
+            self._exit_with(reason, crashed=True)
         except ExitNow as done:
             return done.reason
         except Exception as exc:  # noqa: BLE001 - OTP: terminate's crash becomes the reason
             return exc
         return NONE
+

@@ -43,7 +43,7 @@ from .registry import Dest, Name
 from .process import NONE, From, Process, current_function, memory_estimate, visible
 from .runq import FifoQueue, SeededQueue
 from .scheduler import Scheduler
-from .spawn import spawn
+from .spawn import spawn, start_from, start_outside
 from .signals import Signals
 from .tables import Table, Tables
 from .threads import ThreadBridge
@@ -137,17 +137,30 @@ class Node:
     def spawn(self, target: Any, *args: Any, **options: Any) -> Pid:
         """Start a process and return its pid.
 
-        `target` is a `GenServer` subclass (its `init(*args)` runs before spawn returns),
-        an `async def body(proc, *args)` function, or a `ThreadWorker` subclass.
+        `target` is a `GenServer` subclass (its `init(*args)` runs before spawn returns;
+        an async `init` that awaits finishes later: `start` waits for it), an
+        `async def body(proc, *args)` function, or a `ThreadWorker` subclass.
         Options: `name` (a str or a `via`), `trap_exit`, `mailbox_limit` (messages) with
         `overflow` = "crash" (the process exits with `MailboxOverflow`) or "drop" (the
         message is dropped and counted).
         """
         return self._spawn(target, args, options)
 
+    def start(self, target: Any, *args: Any, timeout: float | None = None, **options: Any) -> Future:
+        """Start a process from outside any process, as `spawn`, and wait until its `init`
+        has finished, an async `init` included (OTP's synchronous start): a `Future` of its
+        pid, or of `StartError` if `init` fails (or `timeout` seconds pass: it is then
+        killed). `await node.start(...)` in asyncio code; `node.run_until_complete(...)`
+        under the deterministic driver."""
+        return start_outside(self, target, args, options, timeout)
+
     def _spawn(self, target: Any, args: tuple, options: dict, parent: Process | None = None,
                link: bool = False) -> Pid:
         return spawn(self, target, args, options, parent, link)
+
+    def _start_from(self, proc: Process, target: Any, args: tuple, options: dict,
+                    timeout: float | None, link: bool) -> Any:
+        return start_from(proc, target, args, options, timeout, link)
 
     # -- messages ------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class _Tag:
 # for handle_info, are tuples tagged with these sentinels.
 CALL = _Tag("$call")
 INFO = _Tag("$info")
+SYS = _Tag("$system")  # a system message for a GenServer (see actors.system): (SYS, request, caller)
 NONE = _Tag("$none")  # "no value" where None is a valid message or result
 
 # What a suspended coroutine yields to the node.
@@ -118,11 +119,13 @@ def _assigned_on_self(code: types.CodeType) -> set[str]:
 
 class ExitNow(BaseException):
     """Unwinds a process that exits on purpose; a BaseException so `except Exception` in user
-    code cannot swallow it."""
+    code cannot swallow it. `report`: log a stop report as the process exits (a GenServer
+    that stopped with an abnormal reason)."""
 
-    def __init__(self, reason: Any) -> None:
+    def __init__(self, reason: Any, report: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.report = report
 
 
 class Process:
@@ -488,6 +491,18 @@ class Process:
     def spawn_link(self, target: Any, *args: Any, **options: Any) -> Pid:
         """Start a process linked to this one, atomically."""
         return self._node._spawn(target, args, options, parent=self, link=True)
+
+    def start(self, target: Any, *args: Any, timeout: float | None = None, **options: Any) -> Any:
+        """Start a process (as `spawn`) and wait until its `init` has finished, an async
+        `init` included (OTP's start): `pid = await self.start(Server, arg)`. A failed
+        `init` raises `StartError`; after `timeout` seconds (None: no limit) the process
+        is killed and `StartError` has the reason "timeout"."""
+        return self._node._start_from(self, target, args, options, timeout, False)
+
+    def start_link(self, target: Any, *args: Any, timeout: float | None = None, **options: Any) -> Any:
+        """`start`, linked to this process (OTP's start_link). A failed `init` raises
+        `StartError` here and sends no exit signal through the link."""
+        return self._node._start_from(self, target, args, options, timeout, True)
 
     def spawn_monitor(self, target: Any, *args: Any, **options: Any) -> tuple[Pid, Ref]:
         """Start a process monitored by this one, atomically: returns `(pid, ref)`."""

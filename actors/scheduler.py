@@ -3,9 +3,10 @@
 Contract:
 - The run queue (`actors.runq`) says which process runs next.
 - A turn runs with `node._current` set to its process. A turn that raises `ExitNow` exits
-  the process with its reason; any other exception crashes it: a crash report goes to
-  logger "actors" (pid, registered name, last message, traceback), the tracer hears
-  "crash", and the process's `_on_crash` gives the reason it exits with.
+  the process with its reason (and logs a stop report if the `ExitNow` asks: a GenServer
+  that stopped with an abnormal reason); any other exception crashes it: a crash report
+  goes to logger "actors" (pid, registered name, last message, traceback), the tracer
+  hears "crash", and the process's `_on_crash` gives the reason it exits with.
 - Exits decided during a turn (a kill, a crash) take effect once the turn is over, never
   in the middle of another process's code. After every pass (a batch of turns, or a
   round of timers) the node's pass hooks run (see `actors.output`).
@@ -82,7 +83,7 @@ class Scheduler:
             try:
                 proc._run()
             except ExitNow as exc:
-                self.exit_self(proc, exc.reason, None)
+                self.exit_self(proc, exc.reason, None, exc.report)
             except Exception as exc:  # noqa: BLE001 - let it crash
                 self.exit_self(proc, exc, exc)
             node._current = None
@@ -116,7 +117,7 @@ class Scheduler:
         try:
             fn(*args)
         except ExitNow as exc:
-            self.exit_self(proc, exc.reason, None)
+            self.exit_self(proc, exc.reason, None, exc.report)
         except Exception as exc:  # noqa: BLE001 - let it crash: the process's own failure
             self.exit_self(proc, exc, exc)
         finally:
@@ -124,9 +125,12 @@ class Scheduler:
         if previous is None:
             node._signals.drain_exits()
 
-    def exit_self(self, proc: Process, reason: Any, exc: BaseException | None) -> None:
-        """The process's own code ended it: with `reason` on purpose, or crashing with `exc`."""
+    def exit_self(self, proc: Process, reason: Any, exc: BaseException | None, report: bool = False) -> None:
+        """The process's own code ended it: with `reason` on purpose (`report`: log a stop
+        report), or crashing with `exc`."""
         node = self.node
+        if report:
+            stop_report(proc, reason)
         if exc is not None:
             self.crashes += 1
             if node.tracer is not None:
@@ -144,14 +148,23 @@ class Scheduler:
 
 def crash_report(proc: Process, reason: Any) -> None:
     """Log a crash on logger "actors", with structured `extra` fields."""
+    _report(proc, "crash report: process %r%s crashed with %s; last message %s", reason,
+            reason if isinstance(reason, BaseException) else None)
+
+
+def stop_report(proc: Process, reason: Any) -> None:
+    """Log, on logger "actors", a GenServer that stopped itself with an abnormal reason (OTP
+    logs every reason but "normal", "shutdown" and ("shutdown", x))."""
+    _report(proc, "stop report: server %r%s stopped with reason %s; last message %s", reason, None)
+
+
+def _report(proc: Process, text: str, reason: Any, exc_info: BaseException | None) -> None:
     if not log.isEnabledFor(logging.ERROR):
         return
     names = [key for _, key in proc._names] if proc._names else []
     last = None if proc._last is NONE else proc._last
-    log.error("crash report: process %r%s crashed with %s; last message %s",
-              proc._pid, f" {names[0]!r}" if names else "", _Short(reason),
-              "-" if proc._last is NONE else _Short(last),
-              exc_info=reason if isinstance(reason, BaseException) else None,
+    log.error(text, proc._pid, f" {names[0]!r}" if names else "", _Short(reason),
+              "-" if proc._last is NONE else _Short(last), exc_info=exc_info,
               extra={"pid": proc._pid, "registered_name": names[0] if names else None,
                      "last_message": last, "reason": reason})
 

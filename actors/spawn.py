@@ -5,21 +5,36 @@ Contract:
   `trap_exit`, `mailbox_limit` (messages) with `overflow` "crash" or "drop". Unknown
   options, bad limits and the node's `max_processes` are refused with a clear error.
 - A GenServer's `init(*args)` runs inside `spawn`, as the new process's own turn: if it
-  raises, `spawn` raises `StartError`, no process is left behind, and no exit signal goes
-  through the new link (the spawner has the exception; OTP would send both).
+  raises (or stops), `spawn` raises `StartError`, no process is left behind, and no exit
+  signal goes through the new link (the spawner has the exception; OTP would send both).
+- `spawn` never waits: an `async def init` that awaits has not finished when `spawn`
+  returns the pid; it finishes on the server's own turns, and if it fails then, the
+  process exits with the reason (its links and monitors hear it, as for any exit).
+- `start` / `start_link` (a process's, awaited) and `node.start` (outside, a `Future`) are
+  OTP's synchronous start: they return the pid once `init` has finished, an async one
+  included, and raise `StartError` if it fails, with no exit signal through the link
+  either. With a `timeout` (seconds) a start not finished by then is killed (unlinked
+  first) and fails with the reason "timeout".
 - A coroutine process's body is called at once (bad arguments fail here, before anything
   is registered) and first runs on its own turn.
+- After a hot code upgrade (`actors.upgrade`), spawning a class that was upgraded starts
+  its new version (`redirect`): a supervisor's child spec or any other holder of the old
+  class object restarts children on the new code, as OTP's code server would.
 """
 from __future__ import annotations
 
 import inspect
 import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-from .errors import StartError, SystemLimit
-from .genserver import GenServer
+from .calls import ExternalCall
+from .errors import CallExit, CallTimeout, NoProc, StartError, SystemLimit
+from .future import Future
+from .genserver import STARTING, GenServer
 from .ids import Pid
-from .process import CoroutineProcess, ExitNow, Process
+from .messages import KILL, NOPROC
+from .process import WAIT, CoroutineProcess, ExitNow, Process
 from .runq import make_runnable
 
 if TYPE_CHECKING:
@@ -27,6 +42,8 @@ if TYPE_CHECKING:
 
 OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 OVERFLOW = ("crash", "drop")
+redirect: dict[type, type] = {}
+"""Upgraded GenServer classes: old class -> its current version (see `actors.upgrade`)."""
 
 
 def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process | None = None,
@@ -73,6 +90,8 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
 
 def new_process(target: Any, args: tuple) -> tuple[Process, tuple]:
     """The process object for `target`, and the arguments its code starts with."""
+    if redirect:
+        target = redirect.get(target, target)
     if isinstance(target, type) and issubclass(target, GenServer):
         return target.__new__(target), args
     if inspect.iscoroutinefunction(target):
@@ -103,3 +122,66 @@ def start_server(node: Node, proc: GenServer, target: Any, args: tuple, parent: 
         proc._links.pop(parent, None)
     node._signals.terminate(proc, reason)
     raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
+
+
+def _starting(node: Node, pid: Pid) -> GenServer | None:
+    """The server of `pid` if its init has not finished; `StartError` if it is failing."""
+    server = pid._proc
+    if not isinstance(server, GenServer) or server._starter is not STARTING:
+        return None
+    if not server._alive:  # doomed during its init's first steps: its exit is pending
+        reason = next((r for p, r in node._signals.exits if p is server), NOPROC)
+        raise StartError(type(server), reason)
+    return server
+
+
+@types.coroutine
+def start_from(proc: Process, target: Any, args: tuple, options: dict, timeout: float | None,
+               link: bool) -> Any:
+    """`proc.start` / `proc.start_link`: spawn, then wait for the server's init."""
+    node = proc._node
+    pid = spawn(node, target, args, options, proc, link)
+    server = _starting(node, pid)
+    if server is None:
+        return pid
+    server._starter = node._calls.start(proc, pid, None, timeout, None)  # the server replies
+    try:
+        return (yield WAIT)
+    except (CallExit, NoProc) as exc:
+        raise StartError(target, getattr(exc, "reason", NOPROC)) from None
+    except CallTimeout:
+        if link:
+            proc.unlink(pid)  # then killed, as OTP's proc_lib does
+        node._signals.send_exit(proc, pid, KILL)
+        raise StartError(target, "timeout") from None
+
+
+def start_outside(node: Node, target: Any, args: tuple, options: dict, timeout: float | None) -> Future:
+    """`node.start`: spawn from outside any process; a Future of the pid once init is done."""
+    started = Future()
+    try:
+        pid = spawn(node, target, args, options)
+        server = _starting(node, pid)
+    except StartError as exc:
+        started.set_exception(exc)
+        return started
+    if server is None:
+        started.set_result(pid)
+        return started
+    waiter = ExternalCall(node, pid, "start")
+    server._starter = node._calls.watch(waiter, server, timeout)  # the server replies to it
+
+    def done(init: Future) -> None:
+        exc = init.exception()
+        if exc is None:
+            started.set_result(init.result())
+            return
+        if isinstance(exc, CallTimeout):
+            node._signals.send_exit(None, pid, KILL)
+            exc = StartError(target, "timeout")
+        else:
+            exc = StartError(target, getattr(exc, "reason", NOPROC))
+        started.set_exception(exc)
+
+    waiter.future.add_done_callback(done)
+    return started

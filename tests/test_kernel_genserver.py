@@ -95,6 +95,34 @@ def test_init_arguments_are_checked():
     assert "takes no arguments" in str(info.value.reason)
 
 
+def test_init_that_stops_itself_fails_the_start_and_runs_no_terminate():
+    terminated = []
+
+    class Refuses(GenServer):
+        def init(self, when):
+            if when == "at once":
+                self.stop("no config")
+            else:
+                return self.later()
+
+        async def later(self):
+            await self.sleep(1.0)
+            self.stop("no config")
+
+        def terminate(self, reason):
+            terminated.append(reason)
+
+    node = Node(seed=1)
+    with pytest.raises(StartError) as info:
+        node.spawn(Refuses, "at once", name="refuses")
+    assert info.value.reason == "no config"
+    with pytest.raises(StartError) as info:
+        node.run_until_complete(node.start(Refuses, "after an await", name="refuses"))
+    assert info.value.reason == "no config"
+    assert terminated == [] and node.processes() == []  # OTP: init's {stop, R} calls no terminate
+    assert node.whereis("refuses") is None
+
+
 def test_continue_runs_after_spawn_returns_and_before_messages():
     order = []
 
@@ -145,6 +173,48 @@ def test_idle_timeout_fires_only_after_quiet_period():
     node.run_for(10)
     assert server.idled_at == [16.0]
     assert not node.is_alive(pid)
+
+
+def test_idle_timeout_counts_from_init_when_no_message_ever_arrives():
+    class Lonely(GenServer):
+        idle_timeout = 5.0
+
+        def init(self):
+            self.idled_at = []
+
+        def handle_idle(self):
+            self.idled_at.append(self.now())
+
+    node = Node(seed=1)
+    pid = node.spawn(Lonely)
+    node.run_for(12)
+    # Once from init (OTP's {ok, State, Timeout}); then only after the next message.
+    assert node.get_process(pid).idled_at == [5.0]
+
+
+@pytest.mark.parametrize("reason, logged", [
+    ("bad_thing", True), (("error", 42), True),
+    ("normal", False), ("shutdown", False), (("shutdown", "maintenance"), False),
+])
+def test_a_stop_with_an_abnormal_reason_logs_a_stop_report(caplog, reason, logged):
+    class Quits(GenServer):
+        def handle_cast(self, why):
+            self.stop(why)
+
+    node = Node(seed=1)
+    pid = node.spawn(Quits, name="quits")
+    with caplog.at_level(logging.ERROR, logger="actors"):
+        node.cast(pid, reason)
+        node.run()
+    reports = [r for r in caplog.records if "stop report" in r.getMessage()]
+    assert not node.is_alive(pid)
+    if not logged:
+        assert reports == []
+        return
+    (report,) = reports
+    assert report.levelno == logging.ERROR and report.reason == reason
+    assert report.pid == pid and report.registered_name == "quits" and report.last_message == reason
+    assert report.exc_info is None  # a deliberate stop: no traceback
 
 
 def test_crash_runs_terminate_logs_report_and_keeps_node(caplog):
