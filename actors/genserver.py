@@ -116,6 +116,12 @@ class GenServer(Process):
     # _idle: the timer of the next quiet event (idle_timeout, hibernation); _starter: while
     # init runs, STARTING or the From of a start waiting for it; _suspended: by `suspend`.
     __slots__ = ("_stop", "_cont", "_idle", "_terminating", "_starter", "_suspended")
+    _stop: Any  # the reason of a pending stop, or NONE
+    _cont: Any  # the argument of a pending handle_continue, or NONE
+    _idle: Any  # a Timer, or None
+    _terminating: bool
+    _starter: Any  # None, STARTING or a From
+    _suspended: bool
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -465,7 +471,7 @@ class GenServer(Process):
                 "mailbox_len": len(self._mbox) if self._mbox else 0,
                 "state": self.format_status(self.system_get_state())}
 
-    def _change_code(self, new: type, extra: Any) -> tuple[Any, Any]:
+    def _change_code(self, new: type[GenServer], extra: Any) -> tuple[Any, Any]:
         """Move this suspended server to class `new` (the same class, reloaded) through its
         `code_change`; on any failure it stays on its old class with its old state."""
         if not self._suspended:

@@ -120,6 +120,10 @@ def start_server(node: Node, proc: GenServer, target: Any, args: tuple, parent: 
     if parent is not None and parent._links is not None and proc._links is not None:
         parent._links.pop(proc, None)
         proc._links.pop(parent, None)
+    if previous is None:
+        # Outside any process the init's turn is over: the exits it caused (children it
+        # started, then stopped) take effect now, so their names are free for a retry.
+        node._signals.drain_exits()
     node._signals.terminate(proc, reason)
     raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
 
@@ -140,7 +144,12 @@ def start_from(proc: Process, target: Any, args: tuple, options: dict, timeout: 
                link: bool) -> Any:
     """`proc.start` / `proc.start_link`: spawn, then wait for the server's init."""
     node = proc._node
-    pid = spawn(node, target, args, options, proc, link)
+    try:
+        pid = spawn(node, target, args, options, proc, link)
+    except StartError:
+        if node._signals.exits:  # the failed init stopped processes: they exit after this
+            yield from proc.sleep(0.0)  # turn, and the start returns once they are gone
+        raise
     server = _starting(node, pid)
     if server is None:
         return pid

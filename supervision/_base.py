@@ -217,14 +217,15 @@ class SupervisorBase(GenServer):
             self._rand = random.Random(seed).random
         return backoff.delay(attempts, self._rand), attempts + 1
 
-    def _spawn_child(self, spec: ChildSpec, args: tuple) -> Pid | None:
-        """Start and link a child; None if its init raised `Ignore`. Raises
-        `StartChildError` on any failure, leaving no process behind."""
+    async def _spawn_child(self, spec: ChildSpec, args: tuple) -> Pid | None:
+        """Start and link a child, waiting for its `init` to finish, an async one included
+        (OTP's start_link); None if its init raised `Ignore`. Raises `StartChildError` on
+        any failure, leaving no process behind."""
         start = spec.start
         try:
             if spec.options:
-                return self.spawn_link(start, *args, **spec.options)
-            return self.spawn_link(start, *args)
+                return await self.start_link(start, *args, **spec.options)
+            return await self.start_link(start, *args)
         except StartError as exc:
             if isinstance(exc.reason, Ignore):
                 return None

@@ -59,13 +59,13 @@ class DynamicSupervisor(SupervisorBase):
         self._restarting: dict[Pid, tuple[ChildSpec, tuple]] = {}  # keyed by the exited pid
         self._backoff: dict[Pid, tuple[int, float]] = {}  # pid -> (attempts, started_at)
 
-    def _start_entry(self, entry: tuple[ChildSpec, tuple], kind: str = "child_started") -> Pid | None:
+    async def _start_entry(self, entry: tuple[ChildSpec, tuple], kind: str = "child_started") -> Pid | None:
         spec, args = entry
         if self._extra or args:
             args = (*self._extra, *spec.args, *args)
         else:
             args = spec.args
-        pid = self._spawn_child(spec, args)
+        pid = await self._spawn_child(spec, args)
         if pid is not None:
             assert pid not in self._children
             self._children[pid] = entry
@@ -76,38 +76,38 @@ class DynamicSupervisor(SupervisorBase):
 
     # -- exits and restarts ---------------------------------------------------------------------
 
-    def _child_exit(self, pid: Pid, reason: Any) -> None:
+    def _child_exit(self, pid: Pid, reason: Any) -> Any:
         entry = self._children.pop(pid, None)
         if entry is None:
-            return  # not a child (any more): ignored
+            return None  # not a child (any more): ignored
         restart = entry[0].restart
         if restart == "permanent" or (restart == "transient" and not is_normal_exit(reason)):
             report(ERROR, "child_terminated", self.pid, None, pid, reason)
-            self._restart(pid, entry)
-            return
+            return self._restart(pid, entry)
         if not is_normal_exit(reason):
             report(ERROR, "child_terminated", self.pid, None, pid, reason)
         if entry[0].backoff is not None:
             del self._backoff[pid]
+        return None
 
-    def _restart(self, old: Pid, entry: tuple[ChildSpec, tuple]) -> None:
+    def _restart(self, old: Pid, entry: tuple[ChildSpec, tuple]) -> Any:
         if not self._add_restart():
             report(ERROR, "max_restart_intensity", self.pid, None, old,
                    max_restarts=self._max_restarts, max_seconds=self._max_seconds)
             self.stop(SHUTDOWN)
-            return
+            return None
         backoff = entry[0].backoff
         if backoff is None:
-            self._do_restart(old, entry)
-            return
+            return self._do_restart(old, entry)
         delay, attempts = self._backoff_delay(backoff, *self._backoff.pop(old))
         self._backoff[old] = (attempts, self.now())
         self._restarting[old] = entry
         self.send_after(delay, self.pid, Retry(old, False))
+        return None
 
-    def _do_restart(self, old: Pid, entry: tuple[ChildSpec, tuple]) -> None:
+    async def _do_restart(self, old: Pid, entry: tuple[ChildSpec, tuple]) -> None:
         try:
-            pid = self._start_entry(entry, "child_restarted")
+            pid = await self._start_entry(entry, "child_restarted")
         except StartChildError as err:
             report(ERROR, "start_error", self.pid, None, old, err.reason)
             self._restarting[old] = entry
@@ -118,14 +118,13 @@ class DynamicSupervisor(SupervisorBase):
             if pid is not None:
                 self._backoff[pid] = (attempts, self.now())
 
-    def _retry(self, msg: Retry) -> None:
+    def _retry(self, msg: Retry) -> Any:
         entry = self._restarting.pop(msg.key, None)
         if entry is None:
-            return  # terminated meanwhile
+            return None  # terminated meanwhile
         if msg.counted:
-            self._restart(msg.key, entry)
-        else:
-            self._do_restart(msg.key, entry)
+            return self._restart(msg.key, entry)
+        return self._do_restart(msg.key, entry)
 
     # -- terminate --------------------------------------------------------------------------------
 
@@ -143,7 +142,7 @@ class DynamicSupervisor(SupervisorBase):
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def _call_start_child(self, request: tuple) -> Any:
+    async def _call_start_child(self, request: tuple) -> Any:
         _, spec, args = request
         if spec is None:
             spec = self._flags.child
@@ -155,7 +154,7 @@ class DynamicSupervisor(SupervisorBase):
         if self._max_children is not None and len(self._children) + len(self._restarting) >= self._max_children:
             return MaxChildren(self._max_children)
         try:
-            return self._start_entry((spec, args))
+            return await self._start_entry((spec, args))
         except StartChildError as err:
             report(ERROR, "start_error", self.pid, None, None, err.reason)
             return err

@@ -9,11 +9,18 @@
 
 Semantics (OTP's supervisor.erl, in order of appearance):
 
-- Start: the supervisor traps exits, then starts its children in list order, each linked.
-  If one fails (its `init` raises), the ones already started are sent their shutdown
-  signals in reverse order, and `spawn` raises `StartError` whose reason is
-  `StartChildError(id, reason)`. A child whose `init` raises `Ignore` is kept, not
-  running (a temporary one is dropped).
+- Start: the supervisor traps exits, then starts its children in list order, each linked
+  and waited for (an async `init` included, as OTP's start_link). If one fails (its
+  `init` raises or stops), the ones already started are stopped in reverse order, each
+  waited for (a child that does not trap exits dies of its shutdown signal at once and
+  needs no waiting), and then the supervisor's own start fails with `StartError` whose
+  reason is `StartChildError(id, reason)`: its children are gone and their names free,
+  so a retry works at once. `node.start` / `start_link` wait for all of this; `spawn`
+  does not wait: when the supervisor had to wait (a child's async `init`, or a started
+  child that traps exits), `spawn` has returned its pid and it then exits with that
+  reason. A child whose `init` raises `Ignore` is kept, not running (a temporary one is
+  dropped). Starts and restarts of a child whose `init` awaits keep the supervisor
+  waiting meanwhile, as in OTP.
 - A child exits: permanent children are always restarted; transient ones unless the
   reason is "normal", "shutdown" or ("shutdown", x); temporary ones never, and their spec
   is dropped. Exits that are not restarted may trigger `auto_shutdown` (below).
@@ -55,7 +62,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple, Sequence
 
-from actors import KILL, SHUTDOWN, Down, Pid, ReceiveTimeout, is_normal_exit
+from actors import KILL, SHUTDOWN, Pid, is_normal_exit
 
 from ._base import Retry, SupervisorBase, report, shutdown_children
 from .errors import (AlreadyPresent, AlreadyStarted, BadCombination, ChildError, ChildNotFound,
@@ -119,7 +126,7 @@ class Supervisor(SupervisorBase):
         takes them as they are (flags default to `Flags()`)."""
         return children, flags if flags is not None else Flags()
 
-    def init(self, *args: Any) -> None:
+    async def init(self, *args: Any) -> None:
         config = self.configure(*args)
         if type(config) is not tuple or len(config) != 2 or not isinstance(config[1], Flags):
             raise TypeError(f"{type(self).__name__}.configure() must return (children, Flags), "
@@ -133,38 +140,40 @@ class Supervisor(SupervisorBase):
         self._pids: dict[Pid, _Child] = {}
         for child in list(self._children):
             try:
-                self._start_child(child)
-            except StartChildError:
-                self._abandon_started()
-                raise
+                await self._start_child(child)
+            except StartChildError as failure:
+                await self._stop_started()
+                self.stop(failure)  # the start fails with it (init's {stop, Reason})
+                return
 
-    def _abandon_started(self) -> None:
-        """A child failed to start: signal the started ones in reverse order. `spawn` is
-        synchronous, so they cannot be waited for here; a reaper process kills those that
-        outlive their shutdown time."""
-        deadlines = []
+    async def _stop_started(self) -> None:
+        """A child failed to start: stop the started ones in reverse start order, each
+        waited for. One that is killed, or does not trap exits, can run no code once
+        signalled: it is not waited for (the start fails without waiting if none traps)."""
         for child in reversed(self._children):
             pid = child.pid
             if pid is None:
                 continue
-            shutdown = child.spec.shutdown
-            self.exit(pid, KILL if shutdown == "brutal_kill" else SHUTDOWN)
+            info = self.node.process_info(pid)
+            brutal = child.spec.shutdown == "brutal_kill"
+            if info is not None and info["trap_exit"] and not brutal:
+                await self._shutdown(child)
+                continue
             self.unlink(pid)
-            if not isinstance(shutdown, str):  # seconds, not "brutal_kill" or "infinity"
-                deadlines.append((pid, self.now() + shutdown))
-        if deadlines:
-            self.spawn(_reap, deadlines)
+            self.exit(pid, KILL if brutal else SHUTDOWN)
+            del self._pids[pid]
+            child.pid = None
 
     # -- starting and restarting -------------------------------------------------------------
 
-    def _start_child(self, child: _Child) -> Pid | None:
+    async def _start_child(self, child: _Child) -> Pid | None:
         """Start one child; raises StartChildError (reported)."""
         assert child.pid is None and child.retry is None, f"child {child.spec.id!r} is already running or pending"
         spec = child.spec
         if spec.backoff is not None:
             child.started_at = self.now()
         try:
-            pid = self._spawn_child(spec, spec.args)
+            pid = await self._spawn_child(spec, spec.args)
         except StartChildError as err:
             report(ERROR, "start_error", self.pid, spec.id, None, err.reason)
             raise
@@ -223,11 +232,13 @@ class Supervisor(SupervisorBase):
         if delay > 0:
             self._retry_later(child, delay, counted=False)
             return None
+        return self._restart_one(child)
+
+    async def _restart_one(self, child: _Child) -> None:
         try:
-            self._start_child(child)
+            await self._start_child(child)
         except StartChildError:
             self._retry_later(child, 0.0, counted=True)
-        return None
 
     async def _restart_group(self, child: _Child, delay: float) -> None:
         """one_for_all / rest_for_one: stop the group in reverse start order, then start
@@ -247,7 +258,7 @@ class Supervisor(SupervisorBase):
             if sibling.spec.restart == "temporary":
                 continue  # removed above
             try:
-                self._start_child(sibling)
+                await self._start_child(sibling)
             except StartChildError:
                 self._retry_later(sibling, 0.0, counted=True)
                 return
@@ -301,7 +312,7 @@ class Supervisor(SupervisorBase):
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def _call_start_child(self, request: tuple) -> Any:
+    async def _call_start_child(self, request: tuple) -> Any:
         _, spec, args = request
         if args:
             return ValueError("a Supervisor's child takes its arguments from its ChildSpec; "
@@ -315,7 +326,7 @@ class Supervisor(SupervisorBase):
             return AlreadyStarted(spec.id, old.pid) if old.pid is not None else AlreadyPresent(spec.id)
         child = _Child(spec)
         try:
-            pid = self._start_child(child)
+            pid = await self._start_child(child)
         except StartChildError as err:
             return err
         if pid is not None or spec.restart != "temporary":
@@ -351,12 +362,12 @@ class Supervisor(SupervisorBase):
             return ChildRunning(child_id)
         return child
 
-    def _call_restart_child(self, request: tuple) -> Any:
+    async def _call_restart_child(self, request: tuple) -> Any:
         child = self._stopped(request[1])
         if not isinstance(child, _Child):
             return child
         try:
-            return self._start_child(child)
+            return await self._start_child(child)
         except StartChildError as err:
             return err
 
@@ -399,14 +410,3 @@ class Supervisor(SupervisorBase):
         """The strategy, as trees show it."""
         return self._flags.strategy
 
-
-async def _reap(proc: Any, deadlines: list[tuple[Pid, float]]) -> None:
-    """Kill the children of a supervisor whose start failed once their shutdown time is
-    up (their supervisor is gone and cannot)."""
-    refs = [(pid, deadline, proc.monitor(pid)) for pid, deadline in deadlines]
-    for pid, deadline, ref in refs:
-        try:
-            await proc.receive(lambda m, ref=ref: type(m) is Down and m.ref == ref,
-                               max(0.0, deadline - proc.now()))
-        except ReceiveTimeout:
-            proc.exit(pid, KILL)

@@ -125,19 +125,63 @@ def test_children_start_in_order_and_stop_in_reverse_order():
     assert len(node) == 0
 
 
-def test_failed_start_stops_the_started_children_and_fails_the_supervisor():
+def test_failed_start_stops_the_started_children_first_so_a_retry_works_at_once():
     events = []
     node = Node(seed=1)
-    children = [worker("a", events, trap=True), worker("b", events, trap=True),
+    children = [worker("a", events, trap=True, options={"name": "a"}),
+                worker("b", events, trap=True, options={"name": "b"}),
                 ChildSpec("bad", Broken), worker("never", events)]
     with pytest.raises(StartError) as info:
-        node.spawn(Supervisor, children)
+        run(node, node.start(Supervisor, children, name="top"))
     failure = info.value.reason
     assert isinstance(failure, StartChildError) and failure.child == "bad"
     assert isinstance(failure.reason, ValueError)
-    node.run()
+    # OTP: the started children are terminated in reverse order, each waited for, before
+    # the start returns its error: nothing is left, every name is free.
     assert events == [("start", "a"), ("start", "b"), ("stop", "b", "shutdown"), ("stop", "a", "shutdown")]
-    assert len(node) == 0
+    assert len(node) == 0 and node.whereis("a") is None and node.whereis("b") is None
+    top = run(node, node.start(Supervisor, children[:2], name="top"))  # a retry works at once
+    assert list(pids(node, top)) == ["b", "a"] and node.whereis("a") == pids(node, top)["a"]
+
+
+def test_failed_start_from_a_process_returns_once_the_children_are_gone():
+    events = []
+    got = []
+    children = [worker("a", events, options={"name": "a"}),
+                worker("b", events, trap=True, options={"name": "b"}), ChildSpec("bad", Broken)]
+
+    async def starter(proc):
+        for _ in range(2):
+            try:
+                await proc.start_link(Supervisor, children)
+            except StartError as exc:
+                got.append((exc.reason.child, proc.node.whereis("a"), proc.node.whereis("b")))
+
+    node = Node(seed=1)
+    node.spawn(starter)
+    node.run()
+    assert got == [("bad", None, None), ("bad", None, None)]  # the second attempt got as far
+    assert events.count(("start", "a")) == 2 and len(node) == 0
+
+
+def test_a_failed_start_that_waits_is_an_exit_when_spawned():
+    events = []
+    node = Node(seed=1)
+    children = [worker("a", events, trap=True), ChildSpec("bad", Broken)]
+    sup = node.spawn(Supervisor, children)  # spawn does not wait for the trapping child
+    gone = watch(node, sup)
+    node.run()
+    assert events == [("start", "a"), ("stop", "a", "shutdown")]
+    assert [type(reason) for reason, _ in gone] == [StartChildError] and len(node) == 0
+
+
+def test_failed_start_without_trapping_children_fails_spawn_at_once():
+    events = []
+    node = Node(seed=1)
+    children = [worker("a", events, options={"name": "a"}), ChildSpec("bad", Broken)]
+    with pytest.raises(StartError):
+        node.spawn(Supervisor, children)  # "a" dies of its shutdown signal: nothing to wait for
+    assert len(node) == 0 and node.whereis("a") is None
 
 
 def test_failed_start_kills_a_stubborn_child_after_its_shutdown_time():
@@ -146,12 +190,31 @@ def test_failed_start_kills_a_stubborn_child_after_its_shutdown_time():
     children = [ChildSpec("s", stubborn, args=(events,), shutdown=3.0, options={"trap_exit": True}),
                 ChildSpec("bad", Broken)]
     with pytest.raises(StartError):
-        node.spawn(Supervisor, children)
-    stuck, _reaper = node.processes()
-    gone = watch(node, stuck)
-    node.run()
-    assert gone == [("killed", 3.0)]
-    assert len(node) == 0
+        run(node, node.start(Supervisor, children))
+    assert node.now() == 3.0 and len(node) == 0  # the start failed once "s" was killed
+
+
+def test_children_whose_init_awaits_are_started_one_after_the_other():
+    class Slow(GenServer):
+        async def init(self, name, events, fail=False):
+            events.append(("init", name, self.now()))
+            await self.sleep(1.0)
+            if fail:
+                raise ConnectionError(name)
+            events.append(("ready", name, self.now()))
+
+    events = []
+    node = Node(seed=1)
+    sup = run(node, node.start(Supervisor, [ChildSpec("x", Slow, args=("x", events)),
+                                            ChildSpec("y", Slow, args=("y", events))]))
+    assert events == [("init", "x", 0.0), ("ready", "x", 1.0), ("init", "y", 1.0), ("ready", "y", 2.0)]
+    with pytest.raises(StartChildError) as info:
+        run(node, start_child(node, sup, ChildSpec("z", Slow, args=("z", events, True))))
+    assert isinstance(info.value.reason, ConnectionError) and node.now() == 3.0
+    assert [c.id for c in run(node, which_children(node, sup))] == ["y", "x"]
+    dyn = node.spawn(DynamicSupervisor)
+    assert node.is_alive(run(node, start_child(node, dyn, ChildSpec("w", Slow, args=("w", events)))))
+    assert events[-1] == ("ready", "w", 4.0)
 
 
 def test_ignore_keeps_the_spec_unless_temporary():
