@@ -21,8 +21,10 @@ The kernel map (each module's docstring states its part's contract):
     node.py       Node, the façade: wiring, spawn, send/cast/call/reply/forward, names,
                   timers, introspection, the drivers' entry points
     process.py    a process's runtime fields and the API its code calls; reserved fields
-    genserver.py  GenServer callbacks; the run_turn extension point
-    spawn.py      making a process (options, limits, a GenServer's init as StartError)
+    genserver.py  GenServer callbacks; system messages, hibernation; the run_turn extension point
+    spawn.py      making a process (options, limits, a GenServer's init as StartError), and
+                  the starts that wait for an async init
+    system.py     OTP's sys: get_state, replace_state, suspend, resume, get_status, stop
     runq.py       the run queue and make_runnable, the one way a process becomes runnable
     scheduler.py  turns: the turn loop, timers due, crash reports
     clock.py      the clock strategy: virtual time, or an asyncio loop

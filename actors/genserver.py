@@ -218,7 +218,7 @@ class GenServer(Process):
         `hibernate`): see `on_hibernate`."""
         if self._idle is not None:
             self._node._timers.cancel(self._idle)
-        self._idle = self._node._add_timer(0.0, self._on_quiet, (None,))
+        self._idle = self._node._add_timer(0.0, self._on_quiet, (0.0, True))
 
     # -- kernel side --------------------------------------------------------------------
 
@@ -369,24 +369,26 @@ class GenServer(Process):
 
     # -- quiet: idle_timeout and hibernation ---------------------------------------------
 
-    def _arm_quiet(self, quiet: float | None) -> None:
-        """Arm the timer of the next quiet event (idle, hibernation) after `quiet` seconds
-        without a message have been handled (None: none yet)."""
+    def _arm_quiet(self, done: float | None, hibernated: bool = False) -> None:
+        """Arm the timer of the next quiet event, counted from the last message: the idle
+        timeout, and hibernation unless it `hibernated` already in this quiet period.
+        `done`: the seconds of quiet already handled (None: none)."""
         due = None
-        for after in (self.idle_timeout, self.hibernate_after):
-            if after is not None and (quiet is None or after > quiet) and (due is None or after < due):
+        for after in (self.idle_timeout, None if hibernated else self.hibernate_after):
+            if after is not None and (done is None or after > done) and (due is None or after < due):
                 due = after
         if due is not None:
-            self._idle = self._node._add_timer(due - (quiet or 0.0), self._on_quiet, (due,))
+            self._idle = self._node._add_timer(due - (done or 0.0), self._on_quiet, (due, False))
 
-    def _on_quiet(self, quiet: float | None) -> None:
-        """`quiet` seconds passed without a message (None: `hibernate()` was called)."""
+    def _on_quiet(self, quiet: float, asked: bool) -> None:
+        """`quiet` seconds passed without a message (`asked`: `hibernate()` was called)."""
         self._idle = None
-        self._arm_quiet(quiet)
+        hibernate = asked or self.hibernate_after == quiet
+        self._arm_quiet(quiet, hibernate)
         run = self._node._scheduler.run_callback
-        if quiet is not None and self.idle_timeout == quiet:
+        if not asked and self.idle_timeout == quiet:
             run(self, self._idle_callback)
-        if quiet is None or self.hibernate_after == quiet:
+        if hibernate:
             run(self, self._hibernate_now)
 
     def _idle_callback(self) -> None:

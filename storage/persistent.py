@@ -70,6 +70,11 @@ before replaying events). Record keys are str, int, bytes or tuples of them (at 
             self.put_record(user, self.boxes[user])    # saved at the end of this turn
             self.state["messages"] += 1
 
+System messages (`actors.system`) and a hot code upgrade's `code_change` see
+`self.state`: `replace_state` sets it and it is stored like any change (an event-sourced
+server saves it as a snapshot) before the caller hears back. A hibernating server keeps a
+digest of its saved state instead of a copy of its encoding.
+
 A server whose state held a growing dict moves it to records with `take_table(name,
 records)` in `recover_records`; it also converts a state stored the old way.
 
@@ -82,6 +87,7 @@ the size of the whole. A value is encoded when it is saved, so changes made to i
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable
 
 from actors import GenServer, packb
@@ -94,6 +100,15 @@ _WAKE = ("$storage_fault",)
 _DELETE = object()  # a staged deletion
 
 
+class _Digest(bytes):
+    """What a hibernating server keeps of its saved state: a digest of its encoding, enough
+    to tell whether the state changed since, instead of a copy of it."""
+
+
+def _digest(data: bytes) -> _Digest:
+    return _Digest(hashlib.blake2b(data, digest_size=16).digest())
+
+
 class PersistentServer(GenServer):
     """A GenServer whose `state` is saved after each turn that changed it; see the module
     docstring."""
@@ -101,6 +116,7 @@ class PersistentServer(GenServer):
     kind = STATE
     __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh")
     _fault: Exception | None  # a storage fault: the server crashes with it on its next turn
+    _saved: bytes  # the saved state's encoding (a _Digest of it while hibernating)
 
     def init(self, store: Store, key: Any, *args: Any) -> None:
         """Load the stored state of `key` (and its records, if the class keeps records),
@@ -131,6 +147,20 @@ class PersistentServer(GenServer):
     @property
     def key(self) -> Any:
         return self._ref.key
+
+    def system_get_state(self) -> Any:
+        """What system messages (`actors.system`) and `code_change` see: `self.state`."""
+        return self.state
+
+    def system_replace_state(self, state: Any) -> None:
+        """`replace_state` and `code_change` set `self.state`; it is saved with the turn."""
+        self.state = state
+
+    def on_hibernate(self) -> None:
+        """Hibernating: keep a digest of the saved state's encoding instead of the copy
+        used to skip saving an unchanged state."""
+        if type(self._saved) is bytes:
+            self._saved = _digest(self._saved)
 
     def snapshot_state(self) -> Any:
         """What is saved as the state: `self.state`, unless a server keeps part of it as a
@@ -208,7 +238,8 @@ class PersistentServer(GenServer):
         """Hand the state (and staged records) to the store if they changed since the
         last save."""
         data = self._encode("state", self.snapshot_state())
-        if data != self._saved or self._staged:
+        saved = self._saved
+        if (data != saved if type(saved) is bytes else _digest(data) != saved) or self._staged:
             records = self._encode_records() if self._staged else None
             self.store.write(self, self._ref, STATE, self.revision, self.revision + 1, data, [],
                              records)
@@ -294,6 +325,12 @@ class EventSourcedServer(PersistentServer):
         """Snapshot the state at the end of this turn, deleting the events it covers
         (even with no new event: say after the state changed its stored form)."""
         self._snap_due = True
+
+    def system_replace_state(self, state: Any) -> None:
+        """A state set from outside (`replace_state`, `code_change`) comes from no event:
+        it is saved as a snapshot at the end of the turn."""
+        self.state = state
+        self.save_snapshot()
 
     def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
         if type(self.snapshot_every) is not int or self.snapshot_every < 1:

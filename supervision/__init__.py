@@ -41,8 +41,8 @@ Modules: `spec` (ChildSpec, Flags, DynamicFlags, Backoff), `supervisor`, `dynami
 from ._base import add_report_listener, remove_report_listener, report, shutdown_children
 from .application import Application
 from .breaker import CircuitBreaker
-from .client import (count_children, delete_child, restart_child, start_child, terminate_child,
-                     which_children)
+from .client import (count_children, delete_child, get_childspec, restart_child, start_child,
+                     terminate_child, which_children)
 from .dynamic import DynamicSupervisor
 from .errors import (AlreadyPresent, AlreadyStarted, BadCombination, ChildError, ChildNotFound,
                      ChildRestarting, ChildRunning, CircuitOpen, Ignore, MaxChildren,
@@ -56,7 +56,8 @@ __all__ = [
     "ChildError", "ChildInfo", "ChildNotFound", "ChildRestarting", "ChildRunning",
     "ChildSpec", "CircuitBreaker", "CircuitOpen", "DynamicFlags", "DynamicSupervisor",
     "Flags", "Ignore", "MaxChildren", "StartChildError", "SupervisionError", "Supervisor",
-    "Tree", "add_report_listener", "count_children", "delete_child", "remove_report_listener",
+    "Tree", "add_report_listener", "count_children", "delete_child", "get_childspec",
+    "remove_report_listener",
     "render_tree", "report", "restart_child", "shutdown_children", "start_child",
     "supervision_tree", "terminate_child",
     "which_children",

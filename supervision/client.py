@@ -91,3 +91,9 @@ def which_children(caller: Node | Process, sup: Any, timeout: float | None = Non
 def count_children(caller: Node | Process, sup: Any, timeout: float | None = None) -> Any:
     """`{"specs", "active", "supervisors", "workers"}` counts."""
     return request(caller, sup, ("count_children",), timeout)
+
+
+def get_childspec(caller: Node | Process, sup: Any, child: Any, timeout: float | None = None) -> Any:
+    """The `ChildSpec` of a child: by id (Supervisor) or by pid (DynamicSupervisor, whose
+    answer has the arguments that child was started with). `ChildNotFound` if none."""
+    return request(caller, sup, ("get_childspec", child), timeout)

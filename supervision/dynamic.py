@@ -17,7 +17,8 @@ Semantics (Elixir's dynamic_supervisor.ex):
   messages and counts again. A child that is not restarted is forgotten. `Backoff`
   specs delay restarts as in `Supervisor`.
 - `terminate_child(pid)` stops one child (OTP shutdown protocol); `which_children` and
-  `count_children` are O(children). `restart_child` and `delete_child` do not exist here
+  `count_children` are O(children); `get_childspec(pid)` gives the spec with the
+  arguments that child was started with. `restart_child` and `delete_child` do not exist here
   (OTP's simple_one_for_one rejects them too); `significant` children are rejected
   (no auto_shutdown).
 - Shutdown is parallel: every child is monitored, unlinked and sent its shutdown signal at
@@ -26,6 +27,7 @@ Semantics (Elixir's dynamic_supervisor.ex):
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -185,11 +187,20 @@ class DynamicSupervisor(SupervisorBase):
         return {"specs": len(every), "active": len(self._children),
                 "supervisors": supervisors, "workers": len(every) - supervisors}
 
+    def _call_get_childspec(self, request: tuple) -> Any:
+        pid = request[1]
+        entry = self._children.get(pid) or self._restarting.get(pid)
+        if entry is None:
+            return ChildNotFound(pid)
+        spec, args = entry
+        return replace(spec, args=(*self._extra, *spec.args, *args))
+
     _REQUESTS = {
         "start_child": (_call_start_child, 3),
         "terminate_child": (_call_terminate_child, 2),
         "which_children": (_call_which_children, 1),
         "count_children": (_call_count_children, 1),
+        "get_childspec": (_call_get_childspec, 2),
     }
 
     # -- introspection (supervision.tree) -----------------------------------------------------------

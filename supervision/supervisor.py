@@ -388,6 +388,10 @@ class Supervisor(SupervisorBase):
         return {"specs": len(self._children), "active": active,
                 "supervisors": len(self._children) - workers, "workers": workers}
 
+    def _call_get_childspec(self, request: tuple) -> Any:
+        child = self._ids.get(request[1])
+        return child.spec if child is not None else ChildNotFound(request[1])
+
     _REQUESTS = {
         "start_child": (_call_start_child, 3),
         "terminate_child": (_call_terminate_child, 2),
@@ -395,6 +399,7 @@ class Supervisor(SupervisorBase):
         "delete_child": (_call_delete_child, 2),
         "which_children": (_call_which_children, 1),
         "count_children": (_call_count_children, 1),
+        "get_childspec": (_call_get_childspec, 2),
     }
 
     # -- introspection (supervision.tree) -----------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from conftest import arun
 
 from actors import CallExit, CallTimeout, Future, GenServer, Node, StartError
+from actors.system import get_state, replace_state
 from storage import (CorruptedValue, EventSourcedServer, ForeignStore, FormatVersionError, LimitExceeded,
                      PersistentServer,
                      StaleWrite, Store, StoreFull, StorageIOError, UnencodableValue)
@@ -381,6 +382,43 @@ def test_same_seed_same_bytes_on_disk(tmp_path):
     first = run_workload(str(tmp_path / "a"), seed=5)
     assert first == run_workload(str(tmp_path / "b"), seed=5)
     assert first[0] > 1
+
+
+def test_replace_state_on_a_persistent_server_is_stored_before_it_is_acknowledged(path):
+    node, store = boot(path)
+    pid = node.spawn(Counter, store, "k", 1)
+    assert node.run_until_complete(get_state(node, pid)) == checked(1)
+    commits = store.commits
+    assert node.run_until_complete(replace_state(node, pid, lambda state: checked(41))) == checked(41)
+    assert store.commits == commits + 1  # acknowledged means stored
+    node, store = reopen(store)
+    assert call(node, node.spawn(Counter, store, "k"), "get") == 41
+
+
+def test_replace_state_on_an_event_sourced_server_is_stored_as_a_snapshot(path):
+    node, store = boot(path)
+    pid = node.spawn(Ledger, store, "l")
+    call(node, pid, ("append", "a"))
+    node.run_until_complete(replace_state(node, pid, lambda state: {"items": ["replaced"]}))
+    call(node, pid, ("append", "b"))
+    node, store = reopen(store)
+    assert call(node, node.spawn(Ledger, store, "l"), "get") == ["replaced", "b"]
+
+
+class Dozing(Counter):
+    hibernate_after = 10.0
+
+
+def test_a_hibernated_persistent_server_still_saves_only_what_changed(path):
+    node, store = boot(path)
+    pid = node.spawn(Dozing, store, "k", 5)
+    call(node, pid, ("add", 1))
+    node.run_for(11.0)  # hibernated: it keeps a digest of its saved state, not a copy
+    writes = store.writes
+    assert call(node, pid, "get") == 6 and store.writes == writes  # unchanged: not written
+    assert call(node, pid, ("add", 1)) == 7 and store.writes == writes + 1
+    node, store = reopen(store)
+    assert call(node, node.spawn(Counter, store, "k"), "get") == 7
 
 
 # -- event sourcing -----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from supervision import (AlreadyPresent, AlreadyStarted, Application, Backoff, B
                          ChildInfo, ChildNotFound, ChildRestarting, ChildRunning, ChildSpec,
                          DynamicFlags, DynamicSupervisor, Flags, Ignore, MaxChildren,
                          StartChildError, Supervisor, add_report_listener,
-                         count_children, delete_child, remove_report_listener, render_tree,
+                         count_children, delete_child, get_childspec, remove_report_listener,
+                         render_tree,
                          restart_child, start_child, supervision_tree, terminate_child,
                          which_children)
 
@@ -614,6 +615,24 @@ def test_count_children():
     sup = node.spawn(Supervisor, [worker("a", events), worker("b", events), inner])
     run(node, terminate_child(node, sup, "b"))
     assert run(node, count_children(node, sup)) == {"specs": 3, "active": 2, "supervisors": 1, "workers": 2}
+
+
+def test_get_childspec_by_id_and_for_a_dynamic_child_by_pid():
+    events = []
+    node = Node(seed=1)
+    spec = worker("a", events, restart="transient")
+    sup = node.spawn(Supervisor, [spec])
+    assert run(node, get_childspec(node, sup, "a")) == spec
+    run(node, terminate_child(node, sup, "a"))
+    assert run(node, get_childspec(node, sup, "a")) == spec  # kept while not running
+    with pytest.raises(ChildNotFound):
+        run(node, get_childspec(node, sup, "nobody"))
+    dyn = node.spawn(DynamicSupervisor, DynamicFlags(extra_arguments=("d",)))
+    template = ChildSpec("session", Worker, args=(events,))
+    child = run(node, start_child(node, dyn, template, True))
+    assert run(node, get_childspec(node, dyn, child)).args == ("d", events, True)  # as started
+    with pytest.raises(ChildNotFound):
+        run(node, get_childspec(node, dyn, sup))
 
 
 def test_calls_from_a_process_raise_the_same_errors():
