@@ -25,6 +25,7 @@ The kernel map (each module's docstring states its part's contract):
     spawn.py      making a process (options, limits, a GenServer's init as StartError), and
                   the starts that wait for an async init
     system.py     OTP's sys: get_state, replace_state, suspend, resume, get_status, stop
+    upgrade.py    hot code upgrade: load a module's new code, move its servers (code_change)
     runq.py       the run queue and make_runnable, the one way a process becomes runnable
     scheduler.py  turns: the turn loop, timers due, crash reports
     clock.py      the clock strategy: virtual time, or an asyncio loop
