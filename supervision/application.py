@@ -11,6 +11,12 @@ If the top supervisor exits on its own (its intensity was exceeded), the restart
 decides, as in OTP: "permanent" stops the whole node, "transient" stops it unless the
 exit was normal ("normal", "shutdown", ("shutdown", x)), "temporary" only reports it.
 The application's end is reported on logger "supervision" as `application_stopped`.
+
+`start` is called from outside any process and, like `spawn`, does not wait: a tree whose
+start fails without having to wait raises `StartError`; one that had to wait (a child's
+async `init`, or started children that trap exits to stop after a later one failed) has
+returned the top supervisor's pid, and its failure stops the application as above
+(`node.start(Supervisor, ...)` is the start that waits for the whole tree).
 """
 from __future__ import annotations
 
@@ -49,7 +55,8 @@ class Application:
 
     def start(self, node: Node) -> Pid:
         """Start the tree on `node` (from outside any process); returns the top
-        supervisor's pid. A failed start raises the top supervisor's `StartError`."""
+        supervisor's pid. A failed start raises the top supervisor's `StartError`, unless
+        the tree had to wait first (see the module docstring)."""
         if self._master is not None and self._node is not None and self._node.is_alive(self._master):
             raise RuntimeError(f"application {self.spec.id!r} is already running")
         self._node = node

@@ -831,6 +831,19 @@ def test_application_start_stop_and_failure(caplog):
     assert isinstance(info.value.reason, StartChildError) and len(node) == 0
 
 
+def test_an_application_whose_tree_had_to_wait_fails_after_start_returns(caplog):
+    caplog.set_level(logging.INFO, "supervision")
+    events = []
+    node = Node(seed=1)
+    app = Application(Supervisor, [worker("a", events, trap=True), ChildSpec("x", Broken)])
+    top = app.start(node)  # "a" traps exits: stopping it is waited for, and start does not wait
+    node.run()
+    assert events == [("start", "a"), ("stop", "a", "shutdown")] and len(node) == 0
+    assert app.supervisor is None and not node.is_alive(top)
+    (stopped,) = reports(caplog, "application_stopped")
+    assert isinstance(stopped.reason, StartChildError)
+
+
 @pytest.mark.parametrize("restart, node_stops", [("permanent", True), ("transient", False), ("temporary", False)])
 def test_application_restart_type_decides_when_its_tree_gives_up(restart, node_stops, caplog):
     caplog.set_level(logging.INFO, "supervision")
