@@ -89,7 +89,11 @@ class _NoReply:
 NoReply = _NoReply()
 """Return this from `handle_call` to reply later with `self.reply(caller, value)`."""
 
-STARTING = _Tag("$starting")  # a server's _starter while its init runs and nobody waits for it
+# A server's _phase: None while it runs; while its init runs, STARTING, or the From of a start
+# waiting for it; SUSPENDED by the system message; TERMINATING while its terminate runs.
+STARTING = _Tag("$starting")
+SUSPENDED = _Tag("$suspended")
+TERMINATING = _Tag("$terminating")
 
 
 class Failed:
@@ -113,15 +117,12 @@ class GenServer(Process):
     vsn: Any = None
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
-    # _idle: the timer of the next quiet event (idle_timeout, hibernation); _starter: while
-    # init runs, STARTING or the From of a start waiting for it; _suspended: by `suspend`.
-    __slots__ = ("_stop", "_cont", "_idle", "_terminating", "_starter", "_suspended")
+    __slots__ = ("_stop", "_cont", "_idle", "_phase", "_replying")
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE
-    _idle: Any  # a Timer, or None
-    _terminating: bool
-    _starter: Any  # None, STARTING or a From
-    _suspended: bool
+    _idle: Any  # the Timer of the next quiet event (idle timeout, hibernation), or None
+    _phase: Any  # None, STARTING or a From, SUSPENDED, TERMINATING (see above)
+    _replying: From | None  # the caller an async handle_call answers when it returns
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -227,38 +228,35 @@ class GenServer(Process):
         self._stop = NONE
         self._cont = NONE
         self._idle = None
-        self._terminating = False
-        self._starter = None
-        self._suspended = False
+        self._phase = None
+        self._replying = None
 
     def _start(self, args: tuple) -> None:
-        self._starter = STARTING
+        self._phase = STARTING
         result = self.init(*args)
         if type(result) is CoroutineType:
-            self._coro = self._init_then(result)
+            self._coro = result  # _finished knows init's end by the phase
             self._halt = True
             self._step(None, None)
         else:
-            self._init_returned()
-        if (self._coro is None and self._cont is NONE and self._idle is None
+            if self._stop is not NONE:
+                self._exit_with(self._stop)  # a failed start: no terminate
+            self._phase = None  # nobody waits yet: a waiting start registers after spawn
+            if self._cont is not NONE:
+                make_runnable(self._node, self)  # handle_continue: its own turn, after spawn
+                return
+        if (self._coro is None and self._idle is None
                 and (self.idle_timeout is not None or self.hibernate_after is not None)):
             self._arm_quiet(None)  # OTP's {ok, State, Timeout}: the quiet starts after init
-
-    async def _init_then(self, init: CoroutineType) -> None:
-        await init
-        self._init_returned()
 
     def _init_returned(self) -> None:
         """`init` has returned: stop if it asked to (no terminate), else the server runs and
         a start waiting for it gets the pid."""
         if self._stop is not NONE:
             self._exit_with(self._stop)
-        starter, self._starter = self._starter, None
+        starter, self._phase = self._phase, None
         if starter is not STARTING:
             self._node._calls.reply(starter, self._pid)
-        if self._cont is not NONE and self._coro is None:
-            # handle_continue runs on the server's own turn, after spawn has returned.
-            make_runnable(self._node, self)
 
     def _run(self) -> None:
         """A turn: the suspended callback moved on, then up to `batch` messages handled.
@@ -328,7 +326,7 @@ class GenServer(Process):
                 self._exit_with(self._stop)
                 return True  # an async terminate is running
             if self._cont is NONE:
-                if self._suspended and self._serve_suspended():
+                if self._phase is SUSPENDED and self._serve_suspended():
                     return True
                 return not self._alive  # halted by a pending exit signal
             self._halt = False
@@ -343,19 +341,19 @@ class GenServer(Process):
         """Run terminate, then exit with reason. An async terminate runs as this process's
         coroutine (it may await, e.g. children going down) and the exit follows it. A
         failed init exits at once (OTP calls no terminate then)."""
-        if self._terminating:
+        phase = self._phase
+        if phase is TERMINATING:
             raise ExitNow(reason)
         report = not crashed and not is_normal_exit(reason)
-        starter = self._starter
-        if starter is not None:
-            if starter is STARTING:
+        if phase is not None and phase is not SUSPENDED:  # init failed
+            if phase is STARTING:
                 raise ExitNow(reason, report)  # nobody waits for this start: log it
-            owner = starter.owner  # a waiting start gets StartError; no exit signal too
+            owner = phase.owner  # a waiting start gets StartError; no exit signal too
             if self._links is not None and owner in self._links:
                 del self._links[owner]
                 del owner._links[self]
             raise ExitNow(reason)
-        self._terminating = True
+        self._phase = TERMINATING
         r = self.terminate(reason)
         if type(r) is not CoroutineType:
             raise ExitNow(reason, report)
@@ -426,11 +424,13 @@ class GenServer(Process):
                 answer = self._status()
             elif kind == "suspend":
                 answer = None
-                self._suspended = self._halt = True
+                self._phase = SUSPENDED
+                self._halt = True
                 self._scan = 0
             elif kind == "resume":
                 answer = None
-                self._suspended = False
+                if self._phase is SUSPENDED:
+                    self._phase = None
             elif kind == "change_code":
                 answer = self._change_code(request[1], request[2])
             else:
@@ -454,7 +454,7 @@ class GenServer(Process):
                 self._system(m[1], m[2])
                 if self._coro is not None:
                     return True  # an async terminate is running
-                if not self._suspended:
+                if self._phase is not SUSPENDED:
                     self._halt = not self._alive
                     return False
             elif tag is INFO and type(m[1]) is Exit and self._trap and m[1].pid == self._parent:
@@ -468,7 +468,7 @@ class GenServer(Process):
     def _status(self) -> dict[str, Any]:
         cls = type(self)
         return {"pid": self._pid, "class": f"{cls.__module__}.{cls.__qualname__}", "vsn": cls.vsn,
-                "status": "suspended" if self._suspended else "running", "parent": self._parent,
+                "status": "suspended" if self._phase is SUSPENDED else "running", "parent": self._parent,
                 "registered_name": self._node._names.name_of(self), "trap_exit": self._trap,
                 "mailbox_len": len(self._mbox) if self._mbox else 0,
                 "state": self.format_status(self.system_get_state())}
@@ -476,7 +476,7 @@ class GenServer(Process):
     def _change_code(self, new: type[GenServer], extra: Any) -> tuple[Any, Any]:
         """Move this suspended server to class `new` (the same class, reloaded) through its
         `code_change`; on any failure it stays on its old class with its old state."""
-        if not self._suspended:
+        if self._phase is not SUSPENDED:
             raise RuntimeError(f"{self._pid!r} must be suspended to change code")
         old = type(self)
         state = self.system_get_state()
@@ -492,17 +492,21 @@ class GenServer(Process):
     # -- async callbacks ------------------------------------------------------------------
 
     def _run_async(self, coro: CoroutineType, caller: From | None) -> None:
-        self._coro = self._finish_async(coro, caller)
+        self._coro = coro
+        self._replying = caller
         self._halt = True
         self._step(None, None)
 
-    async def _finish_async(self, coro: CoroutineType, caller: From | None) -> None:
-        r = await coro
-        if caller is not None and r is not NoReply:
-            self._node._calls.reply(caller, r)
-
-    def _finished(self) -> None:
-        # An async callback completed: carry on with whatever it asked for, then the mailbox.
+    def _finished(self, result: Any) -> None:
+        # An async callback (or init) returned: answer its caller, then carry on with
+        # whatever it asked for, then the mailbox.
+        caller = self._replying
+        if caller is not None:
+            self._replying = None
+            if result is not NoReply:
+                self._node._calls.reply(caller, result)
+        elif self._phase is not None:  # init returned: no other phase has a callback return
+            self._init_returned()
         self._halt = self._stop is not NONE or self._cont is not NONE or not self._alive
         if self._halt:
             self._after_halt()

@@ -158,9 +158,7 @@ class Node:
                link: bool = False) -> Pid:
         return spawn(self, target, args, options, parent, link)
 
-    def _start_from(self, proc: Process, target: Any, args: tuple, options: dict,
-                    timeout: float | None, link: bool) -> Any:
-        return start_from(proc, target, args, options, timeout, link)
+    _start_from = staticmethod(start_from)  # a process's start and start_link
 
     # -- messages ------------------------------------------------------------------------------
 

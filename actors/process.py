@@ -300,12 +300,11 @@ class Process:
         coro = self._coro
         try:
             req = coro.send(value) if exc is None else coro.throw(exc)
-        except StopIteration:
-            req = NONE
-        if req is NONE:
+        except StopIteration as done:
             self._coro = None
-            self._finished()
-        elif type(req) is tuple and req[0] is RECEIVE:
+            self._finished(done.value)
+            return
+        if type(req) is tuple and req[0] is RECEIVE:
             self._match = req[1] if req[1] is not None else _accept_any
             self._scan = len(self._mbox) if self._mbox else 0
             if req[2] is not None:
@@ -315,8 +314,8 @@ class Process:
             raise TypeError(f"a process may only await its own receive/call/sleep (driven by the node, "
                             f"not asyncio), not {req!r:.200}")
 
-    def _finished(self) -> None:
-        """The process's coroutine returned: a coroutine process exits normally."""
+    def _finished(self, result: Any) -> None:
+        """The process's coroutine returned `result`: a coroutine process exits normally."""
         raise ExitNow("normal")
 
     def _on_crash(self, reason: Any) -> Any:

@@ -131,7 +131,7 @@ def start_server(node: Node, proc: GenServer, target: Any, args: tuple, parent: 
 def _starting(node: Node, pid: Pid) -> GenServer | None:
     """The server of `pid` if its init has not finished; `StartError` if it is failing."""
     server = pid._proc
-    if not isinstance(server, GenServer) or server._starter is not STARTING:
+    if not isinstance(server, GenServer) or server._phase is not STARTING:
         return None
     if not server._alive:  # doomed during its init's first steps: its exit is pending
         reason = next((r for p, r in node._signals.exits if p is server), NOPROC)
@@ -150,10 +150,11 @@ def start_from(proc: Process, target: Any, args: tuple, options: dict, timeout: 
         if node._signals.exits:  # the failed init stopped processes: they exit after this
             yield from proc.sleep(0.0)  # turn, and the start returns once they are gone
         raise
+    if getattr(pid._proc, "_phase", None) is not STARTING:
+        return pid  # init has finished (or it is no GenServer)
     server = _starting(node, pid)
-    if server is None:
-        return pid
-    server._starter = node._calls.start(proc, pid, None, timeout, None)  # the server replies
+    assert server is not None
+    server._phase = node._calls.start(proc, pid, None, timeout, None)  # the server replies
     try:
         return (yield WAIT)
     except (CallExit, NoProc) as exc:
@@ -178,7 +179,7 @@ def start_outside(node: Node, target: Any, args: tuple, options: dict, timeout: 
         started.set_result(pid)
         return started
     waiter = ExternalCall(node, pid, "start")
-    server._starter = node._calls.watch(waiter, server, timeout)  # the server replies to it
+    server._phase = node._calls.watch(waiter, server, timeout)  # the server replies to it
 
     def done(init: Future) -> None:
         exc = init.exception()
