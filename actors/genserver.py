@@ -89,11 +89,22 @@ class _NoReply:
 NoReply = _NoReply()
 """Return this from `handle_call` to reply later with `self.reply(caller, value)`."""
 
-# A server's _phase: None while it runs; while its init runs, STARTING, or the From of a start
-# waiting for it; SUSPENDED by the system message; TERMINATING while its terminate runs.
+# A server's _phase: None while it runs, or the From an async handle_call answers when it
+# returns; while its init runs, STARTING, or a StartWaiter; SUSPENDED by the system message;
+# TERMINATING while its terminate runs. One field for all: it is in every idle server.
 STARTING = _Tag("$starting")
 SUSPENDED = _Tag("$suspended")
 TERMINATING = _Tag("$terminating")
+
+
+class StartWaiter:
+    """The phase of a server whose init a start waits for (see `actors.spawn`): `caller`
+    gets the pid when init returns."""
+
+    __slots__ = ("caller",)
+
+    def __init__(self, caller: From) -> None:
+        self.caller = caller
 
 
 class Failed:
@@ -117,12 +128,11 @@ class GenServer(Process):
     vsn: Any = None
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
-    __slots__ = ("_stop", "_cont", "_idle", "_phase", "_replying")
+    __slots__ = ("_stop", "_cont", "_idle", "_phase")
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE
     _idle: Any  # the Timer of the next quiet event (idle timeout, hibernation), or None
-    _phase: Any  # None, STARTING or a From, SUSPENDED, TERMINATING (see above)
-    _replying: From | None  # the caller an async handle_call answers when it returns
+    _phase: Any  # None or a From, STARTING or a StartWaiter, SUSPENDED, TERMINATING (see above)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -229,7 +239,6 @@ class GenServer(Process):
         self._cont = NONE
         self._idle = None
         self._phase = None
-        self._replying = None
 
     def _start(self, args: tuple) -> None:
         self._phase = STARTING
@@ -256,7 +265,7 @@ class GenServer(Process):
             self._exit_with(self._stop)
         starter, self._phase = self._phase, None
         if starter is not STARTING:
-            self._node._calls.reply(starter, self._pid)
+            self._node._calls.reply(starter.caller, self._pid)
 
     def _run(self) -> None:
         """A turn: the suspended callback moved on, then up to `batch` messages handled.
@@ -345,10 +354,10 @@ class GenServer(Process):
         if phase is TERMINATING:
             raise ExitNow(reason)
         report = not crashed and not is_normal_exit(reason)
-        if phase is not None and phase is not SUSPENDED:  # init failed
-            if phase is STARTING:
-                raise ExitNow(reason, report)  # nobody waits for this start: log it
-            owner = phase.owner  # a waiting start gets StartError; no exit signal too
+        if phase is STARTING:  # init failed and nobody waits for this start: log it
+            raise ExitNow(reason, report)
+        if type(phase) is StartWaiter:  # init failed: the start gets StartError, no exit signal
+            owner = phase.caller.owner
             if self._links is not None and owner in self._links:
                 del self._links[owner]
                 del owner._links[self]
@@ -492,20 +501,22 @@ class GenServer(Process):
     # -- async callbacks ------------------------------------------------------------------
 
     def _run_async(self, coro: CoroutineType, caller: From | None) -> None:
+        if caller is not None:
+            assert self._phase is None, f"an async handle_call in phase {self._phase!r}"
+            self._phase = caller
         self._coro = coro
-        self._replying = caller
         self._halt = True
         self._step(None, None)
 
     def _finished(self, result: Any) -> None:
         # An async callback (or init) returned: answer its caller, then carry on with
         # whatever it asked for, then the mailbox.
-        caller = self._replying
-        if caller is not None:
-            self._replying = None
+        phase = self._phase
+        if type(phase) is From:
+            self._phase = None
             if result is not NoReply:
-                self._node._calls.reply(caller, result)
-        elif self._phase is not None:  # init returned: no other phase has a callback return
+                self._node._calls.reply(phase, result)
+        elif phase is not None:  # init returned: no other phase has a callback return
             self._init_returned()
         self._halt = self._stop is not NONE or self._cont is not NONE or not self._alive
         if self._halt:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .calls import ExternalCall
 from .errors import CallExit, CallTimeout, NoProc, StartError, SystemLimit
 from .future import Future
-from .genserver import STARTING, GenServer
+from .genserver import STARTING, GenServer, StartWaiter
 from .ids import Pid
 from .messages import KILL, NOPROC
 from .process import WAIT, CoroutineProcess, ExitNow, Process
@@ -154,7 +154,7 @@ def start_from(proc: Process, target: Any, args: tuple, options: dict, timeout: 
         return pid  # init has finished (or it is no GenServer)
     server = _starting(node, pid)
     assert server is not None
-    server._phase = node._calls.start(proc, pid, None, timeout, None)  # the server replies
+    server._phase = StartWaiter(node._calls.start(proc, pid, None, timeout, None))  # init replies
     try:
         return (yield WAIT)
     except (CallExit, NoProc) as exc:
@@ -179,7 +179,7 @@ def start_outside(node: Node, target: Any, args: tuple, options: dict, timeout: 
         started.set_result(pid)
         return started
     waiter = ExternalCall(node, pid, "start")
-    server._phase = node._calls.watch(waiter, server, timeout)  # the server replies to it
+    server._phase = StartWaiter(node._calls.watch(waiter, server, timeout))  # init replies
 
     def done(init: Future) -> None:
         exc = init.exception()
