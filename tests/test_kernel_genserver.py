@@ -325,6 +325,35 @@ def test_async_handlers_suspend_only_their_server():
     assert node.get_process(proxy).handled == [("queued", 1.0)]
 
 
+def test_an_async_handle_call_that_crashes_runs_terminate_and_its_caller_gets_the_exit(
+        quiet_crash_reports):
+    events = []
+
+    class Flaky(GenServer):
+        async def handle_call(self, request, caller):
+            await self.sleep(1.0)
+            if request == "crash":
+                raise ValueError("mid-call")
+            if request == "stop":
+                self.stop("done")
+            return ("ok", request)
+
+        def terminate(self, reason):
+            events.append(("terminate", reason, self.now()))
+
+    node = Node(seed=1)
+    pid = node.spawn(Flaky)
+    assert node.run_until_complete(node.call(pid, 1)) == ("ok", 1)
+    with pytest.raises(CallExit) as crashed:
+        node.run_until_complete(node.call(pid, "crash"))
+    assert isinstance(crashed.value.reason, ValueError)
+    assert len(events) == 1 and isinstance(events[0][1], ValueError) and events[0][2] == 2.0
+    other = node.spawn(Flaky)
+    assert node.run_until_complete(node.call(other, "stop")) == ("ok", "stop")  # answered, then stopped
+    node.run()
+    assert events[1] == ("terminate", "done", 3.0) and not node.is_alive(other)
+
+
 def test_async_terminate_can_wait():
     events = []
 

@@ -283,3 +283,65 @@ def test_a_stop_from_outside_exit_is_an_ordinary_exit_for_links():
     run(node, stop(node, pid, "shutdown"))
     node.run()
     assert got == [Exit(pid, "shutdown")]
+
+
+class Tally(GenServer):
+    """Counts casts; its init awaits, it hibernates when quiet and answers calls late."""
+
+    hibernate_after = 0.5
+
+    async def init(self, log):
+        self.log = log
+        await self.sleep(0.25)
+        self.n = 0
+
+    def handle_cast(self, msg):
+        self.n += 1
+        self.log.append(("cast", msg, self.now()))
+
+    async def handle_call(self, request, caller):
+        await self.sleep(0.1)
+        return self.n
+
+    def on_hibernate(self):
+        self.log.append(("hibernated", self.now()))
+
+
+def otp_scenario(seed):
+    """Clients racing an administrator that starts, suspends, edits, resumes and stops a
+    server: what happens, in which order, depends on the seed alone."""
+    node = Node(seed=seed)
+    log = []
+
+    async def client(proc, server, name):
+        for i in range(3):
+            proc.cast(server, (name, i))
+            await proc.sleep(0)
+        log.append((name, "got", await proc.call(server, "n"), proc.now()))
+
+    async def admin(proc):
+        server = await proc.start_link(Tally, log)
+        log.append(("started", proc.now()))
+        for name in "abc":
+            proc.spawn(client, server, name)
+        await proc.sleep(0)
+        await suspend(proc, server)
+        log.append(("suspended", (await get_status(proc, server))["mailbox_len"]))
+        await replace_state(proc, server, lambda s: {**s, "n": s["n"] + 100})
+        await resume(proc, server)
+        await proc.sleep(2.0)
+        await stop(proc, server)  # "normal": the link does not take the admin down
+        log.append(("stopped", proc.now()))
+
+    node.spawn(admin)
+    node.run()
+    assert len(node) == 0
+    return log
+
+
+def test_system_messages_start_and_hibernation_are_deterministic_per_seed():
+    events = otp_scenario(3)
+    assert events == otp_scenario(3)
+    assert events[0] == ("started", 0.25) and events[-1] == ("stopped", 2.25)
+    assert sum(e[0] == "cast" for e in events) == 9 and ("hibernated", pytest.approx(1.05)) in events
+    assert len({tuple(otp_scenario(seed)) for seed in range(8)}) > 1
