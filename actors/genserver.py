@@ -254,8 +254,8 @@ class GenServer(Process):
             if self._cont is not NONE:
                 make_runnable(self._node, self)  # handle_continue: its own turn, after spawn
                 return
-        if (self._coro is None and self._idle is None
-                and (self.idle_timeout is not None or self.hibernate_after is not None)):
+        if ((self.idle_timeout is not None or self.hibernate_after is not None)
+                and self._coro is None and self._idle is None):
             self._arm_quiet(None)  # OTP's {ok, State, Timeout}: the quiet starts after init
 
     def _init_returned(self) -> None:
@@ -322,8 +322,8 @@ class GenServer(Process):
             self._last = m  # the last message taken (crash reports, process_info)
         if mb:
             make_runnable(node, self)
-        elif (self._coro is None and self._idle is None
-              and (self.idle_timeout is not None or self.hibernate_after is not None)):
+        elif ((self.idle_timeout is not None or self.hibernate_after is not None)
+              and self._coro is None and self._idle is None):  # most servers: two tests
             self._arm_quiet(None)
 
     def _after_halt(self) -> bool:
