@@ -459,7 +459,7 @@ class GenServer(Process):
             m = mb[self._scan]
             tag = m[0] if type(m) is tuple and m else None
             if tag is SYS:
-                del mb[self._scan]
+                self._take_at(self._scan, m)
                 self._system(m[1], m[2])
                 if self._coro is not None:
                     return True  # an async terminate is running
@@ -467,12 +467,21 @@ class GenServer(Process):
                     self._halt = not self._alive
                     return False
             elif tag is INFO and type(m[1]) is Exit and self._trap and m[1].pid == self._parent:
-                del mb[self._scan]
+                self._take_at(self._scan, m)
                 self._exit_with(m[1].reason)  # raises, or runs an async terminate
                 return True
             else:
                 self._scan += 1
         return True
+
+    def _take_at(self, i: int, m: Any) -> None:
+        """Take the mailbox's message `m` at index `i`, counted as every message taken is."""
+        mb = self._mbox
+        assert mb is not None and mb[i] is m, "takes a message it has just seen"
+        del mb[i]
+        self._taken += 1
+        self._node._scheduler.taken += 1
+        self._last = m
 
     def _status(self) -> dict[str, Any]:
         cls = type(self)

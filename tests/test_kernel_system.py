@@ -345,3 +345,15 @@ def test_system_messages_start_and_hibernation_are_deterministic_per_seed():
     assert events[0] == ("started", 0.25) and events[-1] == ("stopped", 2.25)
     assert sum(e[0] == "cast" for e in events) == 9 and ("hibernated", pytest.approx(1.05)) in events
     assert len({tuple(otp_scenario(seed)) for seed in range(8)}) > 1
+
+
+def test_system_messages_a_suspended_server_takes_are_counted_as_messages_in():
+    node = Node(seed=1)
+    pid = node.spawn(Counter)
+    run(node, suspend(node, pid))
+    node.cast(pid, "a")  # waits behind the suspension
+    run(node, get_state(node, pid))
+    run(node, resume(node, pid))
+    node.run_for(0.5)
+    assert node.process_info(pid)["messages_in"] == 4  # suspend, get_state, resume, "a"
+    assert node.statistics()["messages"] == 4  # the node's count agrees
