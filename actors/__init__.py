@@ -22,6 +22,8 @@ The kernel map (each module's docstring states its part's contract):
                   timers, introspection, the drivers' entry points
     process.py    a process's runtime fields and the API its code calls; reserved fields
     genserver.py  GenServer callbacks; the run_turn extension point
+    statem.py     GenStateMachine (gen_statem) on GenServer's loop: states, postpone,
+                  inserted events, event/state/generic timeouts on the node's clock
     spawn.py      making a process (options, limits, a GenServer's init as StartError)
     runq.py       the run queue and make_runnable, the one way a process becomes runnable
     scheduler.py  turns: the turn loop, timers due, crash reports
@@ -50,12 +52,16 @@ from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Dow
 from .node import Node, seed_for
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Dest, Name, Registry, RemoteName, Via
+from .statem import (EventTimeout, GenericTimeout, GenStateMachine, KeepState, NextEvent, NextState,
+                     Postpone, RepeatState, Reply, StateTimeout, Stop)
 from .tables import Table, TableError
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
-    "CoroutineProcess", "Dest", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
-    "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Name", "Node", "NoProc", "NoReply", "Pid", "Process",
-    "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
-    "Table", "TableError", "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
+    "CoroutineProcess", "Dest", "Down", "EventTimeout", "Exit", "From", "Future", "GenServer",
+    "GenStateMachine", "GenericTimeout", "KILL", "KILLED", "KeepState", "MailboxOverflow", "NOCONNECTION",
+    "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "Node", "NoProc", "NoReply", "Pid", "Postpone",
+    "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "RepeatState", "Reply",
+    "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table", "TableError", "ThreadWorker",
+    "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
 ]

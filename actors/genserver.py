@@ -147,7 +147,11 @@ class GenServer(Process):
         self._terminating = False
 
     def _start(self, args: tuple) -> None:
-        result = self.init(*args)
+        self._init_returned(self.init(*args))
+
+    def _init_returned(self, result: Any) -> None:
+        """Carry on from what `init` returned (a behaviour built on GenServer, such as
+        GenStateMachine, reads the value first)."""
         if type(result) is CoroutineType:
             self._run_async(result, None)
         elif self._stop is not NONE:
