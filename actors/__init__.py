@@ -34,6 +34,7 @@ The kernel map (each module's docstring states its part's contract):
     boundary.py   what crosses to other nodes (delivery kinds), connect and disconnect
     output.py     held output and pass hooks (what storage needs from the scheduler)
     threads.py    the thread bridge: *_from_thread and start_thread
+    watch.py      waiting from outside: monitors and exit waits for asyncio code and threads
     bridge.py     ThreadWorker: blocking work on pykka threads, as a process
     tables.py     node-local tables (ETS's protected named set)
     registry.py   Registry, Via, RemoteName, and the Dest and Name types
@@ -55,10 +56,11 @@ from .registry import Dest, Name, Registry, RemoteName, Via
 from .statem import (EventTimeout, GenericTimeout, GenStateMachine, KeepState, NextEvent, NextState,
                      Postpone, RepeatState, Reply, StateTimeout, Stop)
 from .tables import Table, TableError
+from .watch import ExitWatch
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
-    "CoroutineProcess", "Dest", "Down", "EventTimeout", "Exit", "From", "Future", "GenServer",
+    "CoroutineProcess", "Dest", "Down", "EventTimeout", "Exit", "ExitWatch", "From", "Future", "GenServer",
     "GenStateMachine", "GenericTimeout", "KILL", "KILLED", "KeepState", "MailboxOverflow", "NOCONNECTION",
     "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "Node", "NoProc", "NoReply", "Pid", "Postpone",
     "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "RepeatState", "Reply",
