@@ -37,6 +37,7 @@ The kernel map (each module's docstring states its part's contract):
     watch.py      waiting from outside: monitors and exit waits for asyncio code and threads
     bridge.py     ThreadWorker: blocking work on pykka threads, as a process
     tables.py     node-local tables (ETS's protected named set)
+    task.py       tasks (Elixir's Task): async, await, await_many, yield, shutdown, async_stream
     registry.py   Registry, Via, RemoteName, and the Dest and Name types
     codec.py      msgpack: storage's encoding, and the wire's (encode_term/decode_term)
     timers.py, ids.py, messages.py, errors.py, future.py: the small vocabulary
@@ -56,6 +57,8 @@ from .registry import Dest, Name, Registry, RemoteName, Via
 from .statem import (EventTimeout, GenericTimeout, GenStateMachine, KeepState, NextEvent, NextState,
                      Postpone, RepeatState, Reply, StateTimeout, Stop)
 from .tables import Table, TableError
+from .task import (Task, TaskExit, TaskTimeout, async_stream, async_task, await_many, await_task,
+                   shutdown_task, yield_task)
 from .watch import ExitWatch
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "GenStateMachine", "GenericTimeout", "KILL", "KILLED", "KeepState", "MailboxOverflow", "NOCONNECTION",
     "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "Node", "NoProc", "NoReply", "Pid", "Postpone",
     "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "RepeatState", "Reply",
-    "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table", "TableError", "ThreadWorker",
-    "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
+    "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table", "TableError", "Task",
+    "TaskExit", "TaskTimeout", "ThreadWorker", "Via", "async_stream", "async_task", "await_many", "await_task",
+    "is_normal_exit", "packb", "seed_for", "shutdown_task", "unpackb", "yield_task",
 ]
