@@ -65,7 +65,7 @@ from .errors import SystemLimit
 from .genserver import GenServer, NoReply
 from .process import NONE, From
 
-Engine = Generator[CoroutineType, Any, None]  # see GenStateMachine._engine
+Engine = Generator[CoroutineType, Any, None]  # see GenStateMachine._sm_engine
 EVENT_TIMEOUT = "timeout"
 STATE_TIMEOUT = "state_timeout"
 
@@ -217,11 +217,11 @@ class GenStateMachine(GenServer):
     # -- GenServer's callbacks feed the machine ---------------------------------------------------
 
     def handle_call(self, request: Any, caller: From) -> Any:
-        running = self._drive(self._engine(("call", caller), request))
+        running = self._sm_event(("call", caller), request)
         return NoReply if running is None else running
 
     def handle_cast(self, msg: Any) -> Any:
-        return self._drive(self._engine("cast", msg))
+        return self._sm_event("cast", msg)
 
     def handle_info(self, msg: Any) -> Any:
         if type(msg) is _Fired:
@@ -229,8 +229,8 @@ class GenStateMachine(GenServer):
             if timeouts is None or timeouts.get(msg.key) is not msg.entry:
                 return None  # cancelled or set again after it fired: never an event
             del timeouts[msg.key]
-            return self._drive(self._engine(msg.key, msg.entry[1]))
-        return self._drive(self._engine("info", msg))
+            return self._sm_event(msg.key, msg.entry[1])
+        return self._sm_event("info", msg)
 
     # -- kernel side --------------------------------------------------------------------------
 
@@ -244,26 +244,26 @@ class GenStateMachine(GenServer):
 
     def _init_returned(self, result: Any) -> None:
         if type(result) is CoroutineType:
-            result = self._enter_after(result)
+            result = self._sm_enter_after(result)
         elif self._stop is NONE:  # init did not stop itself
-            result = self._drive(self._engine(None, NONE, result))
+            result = self._sm_drive(self._sm_engine(None, NONE, result))
         GenServer._init_returned(self, result)
 
-    async def _enter_after(self, init: CoroutineType) -> None:
-        running = self._drive(self._engine(None, NONE, await init))
+    async def _sm_enter_after(self, init: CoroutineType) -> None:
+        running = self._sm_drive(self._sm_engine(None, NONE, await init))
         if running is not None:
             await running
 
-    def _drive(self, engine: Engine) -> Any:
+    def _sm_drive(self, engine: Engine) -> Any:
         """Run the engine; None if it finished, else a coroutine to finish it (a callback
         was `async def`), for GenServer to run as an async callback."""
         try:
             pending = next(engine)
         except StopIteration:
             return None
-        return self._drive_async(engine, pending)
+        return self._sm_drive_async(engine, pending)
 
-    async def _drive_async(self, engine: Engine, pending: CoroutineType) -> Any:
+    async def _sm_drive_async(self, engine: Engine, pending: CoroutineType) -> Any:
         while True:
             result = await pending
             try:
@@ -271,19 +271,49 @@ class GenStateMachine(GenServer):
             except StopIteration:
                 return NoReply
 
-    def _engine(self, event: Any, content: Any, result: Any = NONE) -> Engine:
+    def _sm_event(self, event: Any, content: Any) -> Any:
+        """An event from the mailbox (nothing is queued inside the machine between two).
+        A callback that keeps the state with no action costs one call; anything else goes
+        through the engine."""
+        if self._sm_timeouts and EVENT_TIMEOUT in self._sm_timeouts:
+            self._sm_disarm(EVENT_TIMEOUT)  # any event cancels the event timeout
+        result = self._sm_callback(event, content)
+        if result is None:
+            return None
+        return self._sm_drive(self._sm_engine(event, content, result))
+
+    def _sm_engine(self, event: Any, content: Any, result: Any = NONE) -> Engine:
         """Handle `(event, content)` (or, with event None, init's result), then the events
         queued inside the machine; yields the coroutine of an async callback to have it
         awaited and sent back."""
         handled = 0
         while True:
             if result is NONE:
-                self._disarm(EVENT_TIMEOUT)  # any event cancels the event timeout
-                result = self._callback(event, content)
+                if self._sm_timeouts and EVENT_TIMEOUT in self._sm_timeouts:
+                    self._sm_disarm(EVENT_TIMEOUT)  # any event cancels the event timeout
+                result = self._sm_callback(event, content)
             if type(result) is CoroutineType:
                 result = yield result
-            stopped = yield from self._transition((event, content) if event is not None else None, result)
-            if stopped or self._stop is not NONE:
+            # gen_statem's transition: actions (replies now), enter calls, then what they asked for
+            before = self._sm_state
+            kind, state, actions = _parse(result, before)
+            t = self._sm_act(actions, None, "init" if event is None else "a state callback") if actions else None
+            if kind is Stop:
+                self.stop(state)
+                return
+            if state is NONE:
+                raise ValueError(f"{type(self).__name__}.init returned no state (None); return the initial state")
+            if state is not before:
+                self._sm_check_state(state)
+                self._sm_state = state
+            changed = event is None or state != before
+            if self.state_enter and (changed or kind is RepeatState):
+                t = yield from self._sm_enter(before if event is not None else state, state, t)
+                if t is Stop:
+                    return
+            if t is not None or changed:
+                self._sm_settle(None if event is None else (event, content), t, changed)
+            if self._stop is not NONE:
                 return
             queue, t0q = self._sm_queue, self._sm_t0q
             if queue:
@@ -299,55 +329,56 @@ class GenStateMachine(GenServer):
                                   f"events inserted for one message (a NextEvent loop?)")
             result = NONE
 
-    def _callback(self, event: Any, content: Any) -> Any:
+    def _sm_callback(self, event: Any, content: Any) -> Any:
         state = self._sm_state
         if self._sm_mode == "handle_event_function":
             return self.handle_event(event, content, state)
         return getattr(self, state)(event, content)
 
-    def _transition(self, event: tuple | None, result: Any) -> Generator[CoroutineType, Any, bool]:
-        """Apply a callback's result, with the enter calls it causes: gen_statem's
-        transition steps. Returns True when the machine stops."""
-        before = self._sm_state
-        kind, state, actions = _parse(result, before)
-        t = _Transition()
-        self._act(actions, t, "init" if event is None else "a state callback")
-        if kind is Stop:
-            self.stop(state)
-            return True
-        if state is NONE:
-            raise ValueError(f"{type(self).__name__}.init returned no state (None); return the initial state")
-        self._check_state(state)
-        self._sm_state = state
-        changed = event is None or state != before
-        enter = self.state_enter and (changed or kind is RepeatState)
-        old = before if event is not None else state
-        while enter:
-            result = self._callback("enter", old)
+    def _sm_enter(self, old: Any, state: Any, t: _Transition | None) -> Generator[CoroutineType, Any, Any]:
+        """The enter calls of `state` (repeated while they ask to): their actions join the
+        transition's `t`; returns it, or `Stop` if one stopped the machine."""
+        while True:
+            result = self._sm_callback("enter", old)
             if type(result) is CoroutineType:
                 result = yield result
             kind, same, actions = _parse(result, state)
             if kind is NextState and same != state:
                 raise ValueError(f"{type(self).__name__}: the enter call of {state!r} returned "
                                  f"{same!r}; an enter call may not change the state")
-            self._act(actions, t, "an enter call")
+            if actions:
+                t = self._sm_act(actions, t, "an enter call")
             if kind is Stop:
                 self.stop(same)
-                return True
-            enter, old = kind is RepeatState, state
-        self._queue_events(event, t, changed)
-        if changed:
-            self._disarm(STATE_TIMEOUT)  # a state timeout set by these actions is the new state's
-        for timeout in t.timeouts:
-            self._arm(timeout)
-        return False
+                return Stop
+            if kind is not RepeatState:
+                return t
+            old = state
 
-    def _act(self, actions: tuple, t: _Transition, where: str) -> None:
+    def _sm_settle(self, event: tuple | None, t: _Transition | None, changed: bool) -> None:
+        """The end of a transition: postpone, retry the postponed after a state change,
+        insert events, then the timeouts (a state change first ends the state timeout, so
+        one set by these actions is the new state's)."""
+        if t is not None:
+            self._sm_queue_events(event, t, changed)
+        elif changed and self._sm_postponed:
+            self._sm_queue_events(event, _Transition(), changed)
+        if changed and self._sm_timeouts:
+            self._sm_disarm(STATE_TIMEOUT)
+        if t is not None:
+            for timeout in t.timeouts:
+                self._sm_arm(timeout)
+
+    def _sm_act(self, actions: tuple, t: _Transition | None, where: str) -> _Transition | None:
+        """Run the replies now; note the rest in `t` (made if needed), which it returns."""
         for action in actions:
             kind = type(action)
             if kind is Reply:
                 self.reply(action.caller, action.value)
-            elif kind in _TIMEOUTS:
+                continue
+            if t is None:
+                t = _Transition()
+            if kind in _TIMEOUTS:
                 _check_timeout(action)
                 t.timeouts.append(action)
             elif kind is Postpone:
@@ -362,8 +393,9 @@ class GenStateMachine(GenServer):
                 raise TypeError(f"{type(self).__name__}: {where} returned {action!r:.200}, which is not "
                                 "an action (Reply, Postpone, NextEvent, EventTimeout, StateTimeout, "
                                 "GenericTimeout)")
+        return t
 
-    def _queue_events(self, event: tuple | None, t: _Transition, changed: bool) -> None:
+    def _sm_queue_events(self, event: tuple | None, t: _Transition, changed: bool) -> None:
         """Postpone the event, retry the postponed after a state change, insert new events."""
         postponed = self._sm_postponed
         if t.postpone:
@@ -383,7 +415,7 @@ class GenStateMachine(GenServer):
         if postponed and len(postponed) > self.max_events:
             raise SystemLimit(f"{self._pid!r} postponed more than max_events={self.max_events} events")
 
-    def _check_state(self, state: Any) -> None:
+    def _sm_check_state(self, state: Any) -> None:
         cls = type(self)
         if cls._sm_mode != "state_functions" or state in cls._sm_states:
             return
@@ -395,11 +427,11 @@ class GenStateMachine(GenServer):
 
     # -- timeouts -----------------------------------------------------------------------------
 
-    def _arm(self, timeout: Any) -> None:
+    def _sm_arm(self, timeout: Any) -> None:
         kind = type(timeout)
         key = (EVENT_TIMEOUT if kind is EventTimeout else STATE_TIMEOUT if kind is StateTimeout
                else ("timeout", timeout.name))
-        self._disarm(key)
+        self._sm_disarm(key)
         if timeout.seconds is None:
             return
         if self._sm_timeouts is None:
@@ -412,13 +444,13 @@ class GenStateMachine(GenServer):
                 self._sm_t0q = []
             self._sm_t0q.append(key)
         else:
-            entry[0] = self._node._add_timer(delay, self._fired, (key, entry))
+            entry[0] = self._node._add_timer(delay, self._sm_fired, (key, entry))
 
-    def _fired(self, key: Any, entry: list) -> None:
+    def _sm_fired(self, key: Any, entry: list) -> None:
         if self._alive:
             self._post(_Fired(key, entry))  # a message, in order with the others
 
-    def _disarm(self, key: Any) -> None:
+    def _sm_disarm(self, key: Any) -> None:
         timeouts = self._sm_timeouts
         entry = timeouts.pop(key, None) if timeouts else None
         if entry is None:
