@@ -106,14 +106,14 @@ class UploadJob(PersistentServer, GenStateMachine):
     def processing(self, event: Any, content: Any) -> Any:
         if event == "enter":
             return self._entered(content)
-        if event == "state_timeout" or content == _RESUME:
+        if event == "state_timeout" or (event == "info" and content == _RESUME):
             return self._process()
         return self._in_any_state(event, content)
 
     def transcoding(self, event: Any, content: Any) -> Any:
         if event == "enter":
             return self._entered(content)
-        if event == "state_timeout" or content == _RESUME:
+        if event == "state_timeout" or (event == "info" and content == _RESUME):
             return self._transcode()
         if event == "info" and type(content) is tuple and content[0] == "$task":
             return self._task_done(*content[1:])
