@@ -40,6 +40,9 @@ entities get the exit through their links and stop, saving their states.
 Reminders. An entity's durable reminders (`storage.reminders`) fire while it is active;
 when it stops (passivated, crashed or stopped by itself) the router reads its next due
 time from the store and activates it again then, as Orleans' reminders activate a grain.
+A reminder already due when its entity exits wakes it `REWAKE_AFTER` seconds later, not
+at once: an entity that exits whenever its reminder fires (a crash on a full disk, say)
+is retried at that pace instead of spinning the node at one instant.
 What the router so remembers is lost with it: after the router (or the node) restarts,
 an entity's reminders fire at its next activation.
 
@@ -70,6 +73,7 @@ log = logging.getLogger("storage")
 
 _CAST, _CALL, _INFO = "$entity_cast", "$entity_call", "$entity_info"
 _SWEEP, _KILL, _WAKE = "$sweep", "$kill", "$wake"
+REWAKE_AFTER = 1.0  # seconds before an entity that exited with a reminder due is woken again
 
 
 def entity_cast(caller: Node | Process, entities: Any, key: Any, msg: Any) -> None:
@@ -271,12 +275,14 @@ class Entities(GenServer):
     # -- reminders of inactive entities ----------------------------------------------------------
 
     def _note_reminders(self, key: Any) -> None:
-        """An entity stopped: if it has a reminder stored, activate it again when it is due."""
+        """An entity stopped: if it has a reminder stored, activate it again when it is due
+        (one already due: after REWAKE_AFTER)."""
         if not self._server._remindable():
             return
         at = next_due(self._store, key)
         if at is not None:
-            self._wakes[key] = at
+            now = durable_now(self.node)
+            self._wakes[key] = at if at > now else now + REWAKE_AFTER
             self._arm_wake()
 
     def _arm_wake(self) -> None:

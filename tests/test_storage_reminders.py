@@ -214,3 +214,23 @@ def test_an_idle_entity_is_passivated_and_activated_again_for_its_reminder(tmp_p
     assert store.read_records(("inv", 1)) == {}
     node.run_for(100.0)  # nothing left to wake
     assert node.run_until_complete(entities_info(node, invoices))["activations"] == 3
+
+
+def test_an_entity_that_crashes_whenever_its_reminder_fires_is_retried_at_a_pace_not_in_a_loop(
+        tmp_path, quiet_crash_reports):
+    from storage import Entities, entities_info, entity_cast
+    from storage.entities import REWAKE_AFTER
+    node, store = boot(tmp_path)
+    invoices = node.spawn(Entities, store, Invoice, 60.0)
+    entity_cast(node, invoices, ("inv", 1), ("remind", "overdue", 0.5, None))
+    node.run_for(0.1)
+    CRASHES.extend([1] * 1000)  # its handler crashes every time (a full disk, say)
+    node.run_for(5.0, max_turns=100_000)  # bounded: a wake loop at one instant never gets there
+    assert node.now() == 5.1
+    fired = [t for _, _, t in FIRED]
+    assert fired[0] == 0.5 and len(fired) == 1 + int((5.1 - 0.5) / REWAKE_AFTER)
+    assert all(later - earlier >= REWAKE_AFTER for earlier, later in zip(fired, fired[1:]))
+    CRASHES.clear()  # the disk has room again: the next wake fires it for good
+    node.run_for(2.0)
+    assert store.read_records(("inv", 1)) == {}
+    assert node.run_until_complete(entities_info(node, invoices))["activations"] == len(FIRED)
