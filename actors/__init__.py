@@ -22,6 +22,8 @@ The kernel map (each module's docstring states its part's contract):
                   timers, introspection, the drivers' entry points
     process.py    a process's runtime fields and the API its code calls; reserved fields
     genserver.py  GenServer callbacks; system messages, hibernation; the run_turn extension point
+    statem.py     GenStateMachine (gen_statem) on GenServer's loop: states, postpone,
+                  inserted events, event/state/generic timeouts on the node's clock
     spawn.py      making a process (options, limits, a GenServer's init as StartError), and
                   the starts that wait for an async init
     system.py     OTP's sys: get_state, replace_state, suspend, resume, get_status, stop
@@ -35,8 +37,10 @@ The kernel map (each module's docstring states its part's contract):
     boundary.py   what crosses to other nodes (delivery kinds), connect and disconnect
     output.py     held output and pass hooks (what storage needs from the scheduler)
     threads.py    the thread bridge: *_from_thread and start_thread
+    watch.py      waiting from outside: monitors and exit waits for asyncio code and threads
     bridge.py     ThreadWorker: blocking work on pykka threads, as a process
     tables.py     node-local tables (ETS's protected named set)
+    task.py       tasks (Elixir's Task): async, await, await_many, yield, shutdown, async_stream
     registry.py   Registry, Via, RemoteName, and the Dest and Name types
     codec.py      msgpack: storage's encoding, and the wire's (encode_term/decode_term)
     timers.py, ids.py, messages.py, errors.py, future.py: the small vocabulary
@@ -53,12 +57,20 @@ from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Dow
 from .node import Node, seed_for
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Dest, Name, Registry, RemoteName, Via
+from .statem import (EventTimeout, GenericTimeout, GenStateMachine, KeepState, NextEvent, NextState,
+                     Postpone, RepeatState, Reply, StateTimeout, Stop)
 from .tables import Table, TableError
+from .task import (Task, TaskExit, TaskTimeout, async_stream, async_task, await_many, await_task,
+                   shutdown_task, yield_task)
+from .watch import ExitWatch
 
 __all__ = [
     "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
-    "CoroutineProcess", "Dest", "Down", "Exit", "From", "Future", "GenServer", "KILL", "KILLED",
-    "MailboxOverflow", "NOCONNECTION", "NOPROC", "NORMAL", "Name", "Node", "NoProc", "NoReply", "Pid", "Process",
-    "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "SHUTDOWN", "StartError", "SystemLimit",
-    "Table", "TableError", "ThreadWorker", "Via", "is_normal_exit", "packb", "seed_for", "unpackb",
+    "CoroutineProcess", "Dest", "Down", "EventTimeout", "Exit", "ExitWatch", "From", "Future", "GenServer",
+    "GenStateMachine", "GenericTimeout", "KILL", "KILLED", "KeepState", "MailboxOverflow", "NOCONNECTION",
+    "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "Node", "NoProc", "NoReply", "Pid", "Postpone",
+    "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "RepeatState", "Reply",
+    "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table", "TableError", "Task",
+    "TaskExit", "TaskTimeout", "ThreadWorker", "Via", "async_stream", "async_task", "await_many", "await_task",
+    "is_normal_exit", "packb", "seed_for", "shutdown_task", "unpackb", "yield_task",
 ]

@@ -242,7 +242,11 @@ class GenServer(Process):
 
     def _start(self, args: tuple) -> None:
         self._phase = STARTING
-        result = self.init(*args)
+        self._init_result(self.init(*args))
+
+    def _init_result(self, result: Any) -> None:
+        """Carry on from what `init` returned (a behaviour built on GenServer, such as
+        GenStateMachine, reads the value first)."""
         if type(result) is CoroutineType:
             self._coro = result  # _finished knows init's end by the phase
             self._halt = True

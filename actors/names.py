@@ -6,6 +6,8 @@ Contract:
   up there).
 - A process has at most one registered name and any number of registry keys; all go
   when it exits. A name is bound to one live process at a time (`AlreadyRegistered`).
+  The process keeps each as `(table, key)`, and `table.pop(key, None)` removes it (a
+  duplicate registry's table there is the process's membership under that key).
 - Sending to a name nobody holds raises `NoProc` (Erlang's badarg); a cast, a monitor, a
   link or a call resolve it quietly and treat it as a missing process.
 """

@@ -48,6 +48,8 @@ from .signals import Signals
 from .tables import Table, Tables
 from .threads import ThreadBridge
 from .timers import Timer, TimerHeap
+from . import watch
+from .watch import ExitWatch
 
 __all__ = ["Node", "SystemLimit", "seed_for"]
 
@@ -305,6 +307,22 @@ class Node:
     def nodes(self) -> list[str]:
         """The names of the connected nodes, sorted."""
         return sorted(self._boundary.peers)
+
+    # -- waiting from outside (see actors.watch) ---------------------------------------------
+
+    def monitor(self, dest: Dest) -> ExitWatch:
+        """Watch dest from outside any process: a `Future` of its `Down(ref, pid, reason)`
+        (at once, with "noproc", if it is gone); `watch.demonitor()` stops watching."""
+        return watch.monitor(self, dest)
+
+    def wait_exit(self, dest: Dest, timeout: float | None = None) -> Future:
+        """A `Future` of dest's exit reason ("noproc" if it is gone): `await` it, or pass
+        it to `run_until_complete`. After `timeout` seconds it raises `TimeoutError`."""
+        return watch.wait_exit(self, dest, timeout)
+
+    def wait_exit_from_thread(self, dest: Dest, timeout: float | None = None) -> Any:
+        """`wait_exit` for code on another thread: blocks until dest exits, returns the reason."""
+        return self._threads.run(self.wait_exit, (dest, timeout), None if timeout is None else timeout + 5.0)
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -177,8 +177,11 @@ class Process:
                   and isinstance(b, type) and issubclass(b, Process)]
         if not kernel:
             return
+        # A kernel class without slots (so that it mixes with others: GenStateMachine)
+        # lists its private fields in `_fields`.
         reserved = {"pid", "node"}.union(*(  # and the private fields of those bases
-            [slot for slot in getattr(b, "__slots__", ()) if slot[:1] == "_"] for b in kernel))
+            [slot for slot in (*getattr(b, "__slots__", ()), *vars(b).get("_fields", ()))
+             if slot[:1] == "_"] for b in kernel))
         for name, value in vars(cls).items():
             if name[:1] == "_" and name[:2] != "__":
                 base = next((b for b in kernel if name in vars(b)), None)

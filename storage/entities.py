@@ -37,6 +37,15 @@ wait for its next incarnation). When `Entities` terminates, it shuts every entit
 in parallel and exits once all are gone (their states saved); if it is killed, the
 entities get the exit through their links and stop, saving their states.
 
+Reminders. An entity's durable reminders (`storage.reminders`) fire while it is active;
+when it stops (passivated, crashed or stopped by itself) the router reads its next due
+time from the store and activates it again then, as Orleans' reminders activate a grain.
+A reminder already due when its entity exits wakes it `REWAKE_AFTER` seconds later, not
+at once: an entity that exits whenever its reminder fires (a crash on a full disk, say)
+is retried at that pace instead of spinning the node at one instant.
+What the router so remembers is lost with it: after the router (or the node) restarts,
+an entity's reminders fire at its next activation.
+
 Many entities and Python's garbage collector. Each live entity is a handful of objects
 that CPython's cyclic collector walks again on every full collection, so activating
 100k entities at once (a recovery) spends about a quarter of its time there with the
@@ -58,11 +67,13 @@ from supervision.client import request as _request
 
 from .errors import ActivationError, LimitExceeded, UnencodableValue
 from .persistent import PersistentServer
+from .reminders import durable_now, next_due
 
 log = logging.getLogger("storage")
 
 _CAST, _CALL, _INFO = "$entity_cast", "$entity_call", "$entity_info"
-_SWEEP, _KILL = "$sweep", "$kill"
+_SWEEP, _KILL, _WAKE = "$sweep", "$kill", "$wake"
+REWAKE_AFTER = 1.0  # seconds before an entity that exited with a reminder due is woken again
 
 
 def entity_cast(caller: Node | Process, entities: Any, key: Any, msg: Any) -> None:
@@ -118,6 +129,8 @@ class Entities(GenServer):
         self._stopping: dict[Any, tuple[Pid, float]] = {}  # key -> (pid, since), oldest first
         self._sweep_armed = False
         self._kill_timer: Any = None
+        self._wakes: dict[Any, float] = {}  # inactive key -> when its next reminder is due
+        self._wake_timer: Any = None
         self.activations = 0
         self.passivations = 0
 
@@ -143,6 +156,8 @@ class Entities(GenServer):
             self._sweep()
         elif msg == _KILL:
             self._kill_stragglers()
+        elif msg == _WAKE:
+            self._wake_due()
         else:
             super().handle_info(msg)
 
@@ -210,6 +225,7 @@ class Entities(GenServer):
         except SystemLimit as exc:  # this key fails, the others carry on
             return ActivationError(key, exc)
         self.activations += 1
+        self._wakes.pop(key, None)  # active: its own timers fire its reminders
         self._active[key] = pid
         self._used[key] = self.node.now()
         self._keys[pid] = key
@@ -247,11 +263,47 @@ class Entities(GenServer):
                         self._forward(started, payload, caller)
                     else:
                         self._refuse(key, payload, caller, started)
+            else:
+                self._note_reminders(key)
             return
         # Crashed or stopped by itself: the next message starts it again.
         del self._active[key], self._used[key]
         if not is_normal_exit(reason):
             report(logging.ERROR, "child_terminated", self.pid, self._spec.id, pid, reason)
+        self._note_reminders(key)
+
+    # -- reminders of inactive entities ----------------------------------------------------------
+
+    def _note_reminders(self, key: Any) -> None:
+        """An entity stopped: if it has a reminder stored, activate it again when it is due
+        (one already due: after REWAKE_AFTER)."""
+        if not self._server._remindable():
+            return
+        at = next_due(self._store, key)
+        if at is not None:
+            now = durable_now(self.node)
+            self._wakes[key] = at if at > now else now + REWAKE_AFTER
+            self._arm_wake()
+
+    def _arm_wake(self) -> None:
+        if self._wake_timer is not None:
+            self.cancel_timer(self._wake_timer)
+            self._wake_timer = None
+        if self._wakes:
+            soonest = min(self._wakes.values())
+            self._wake_timer = self.send_after(max(0.0, soonest - durable_now(self.node)), self.pid, _WAKE)
+
+    def _wake_due(self) -> None:
+        """Activate the entities whose reminders are due (their `init` re-arms them)."""
+        self._wake_timer = None
+        now = durable_now(self.node)
+        for key in [k for k, at in self._wakes.items() if at <= now]:
+            del self._wakes[key]
+            if key not in self._active and key not in self._stopping:
+                started = self._activate(key)
+                if not isinstance(started, Pid):
+                    log.error("entity %r not activated for its reminder: %s", key, started)
+        self._arm_wake()
 
     def _kill_stragglers(self) -> None:
         """Kill the entities that have not stopped within the shutdown time."""

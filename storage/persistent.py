@@ -75,6 +75,10 @@ System messages (`actors.system`) and a hot code upgrade's `code_change` see
 server saves it as a snapshot) before the caller hears back. A hibernating server keeps a
 digest of its saved state instead of a copy of its encoding.
 
+Reminders: `remind(name, due, period=None)` keeps a timer as a record of the server's
+key; `handle_reminder(name)` runs when it is due, after restarts too (see
+`storage.reminders`).
+
 A server whose state held a growing dict moves it to records with `take_table(name,
 records)` in `recover_records`; it also converts a state stored the old way.
 
@@ -94,6 +98,7 @@ from actors import GenServer, packb
 from actors.process import ExitNow
 
 from .errors import LimitExceeded, UnencodableValue
+from .reminders import Due, Reminders, is_reminder
 from .store import MAX_RECORD_KEY_BYTES, SNAPSHOT, STATE, KeyRef, Store, decode_payload, record_key
 
 _WAKE = ("$storage_fault",)
@@ -114,7 +119,9 @@ class PersistentServer(GenServer):
     docstring."""
 
     kind = STATE
-    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh")
+    max_reminders: int = 1000
+    """Reminders (see `storage.reminders`) a server keeps at most."""
+    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh", "_reminders")
     _fault: Exception | None  # a storage fault: the server crashes with it on its next turn
     _saved: bytes  # the saved state's encoding (a _Digest of it while hibernating)
 
@@ -131,11 +138,17 @@ class PersistentServer(GenServer):
         rev, snap_rev, snap, events = store.load(self, self._ref, self.kind)
         self.state = self.initial_state(*args) if snap is None else self._decode("state", snap)
         self.revision = rev
-        if self._keeps_records():
+        self._reminders = Reminders(self) if self._remindable() else None
+        if self._keeps_records() or self._reminders is not None:
             path, ref, node = store.path, self._ref, self.node
-            self.recover_records([(record_key(rkey, path, "records", ref),
-                                   decode_payload("record", payload, node, path, "records", ref))
-                                  for rkey, payload in store.load_records(ref)])
+            records = [(record_key(rkey, path, "records", ref),
+                        decode_payload("record", payload, node, path, "records", ref))
+                       for rkey, payload in store.load_records(ref)]
+            if self._reminders is not None:
+                self._reminders.recover([r for r in records if is_reminder(r[0])])
+                records = [r for r in records if not is_reminder(r[0])]
+            if self._keeps_records():
+                self.recover_records(records)
         self._recovered(snap, snap_rev, events)
 
     def initial_state(self, *args: Any) -> Any:
@@ -206,13 +219,52 @@ class PersistentServer(GenServer):
             self.put_record((name, key), value)
         return table
 
+    # -- reminders (see storage.reminders) ---------------------------------------------------
+
+    def remind(self, name: str, due: float, period: float | None = None) -> None:
+        """Register (or replace) the durable reminder `name`: `handle_reminder(name)` runs
+        `due` seconds from now, then every `period` seconds if given; saved with this turn."""
+        self._reminder_table().set(name, due, period)
+
+    def cancel_reminder(self, name: str) -> bool:
+        """Remove reminder `name`; False if there was none."""
+        return self._reminder_table().cancel(name)
+
+    def reminders(self) -> dict[str, tuple[float, float | None]]:
+        """name -> (next time, period) of this server's reminders (times on the clock
+        `storage.reminders.durable_now` reads)."""
+        return self._reminder_table().listing()
+
+    def handle_reminder(self, name: str) -> Any:
+        """Callback: reminder `name` is due (at least once per due time; see
+        `storage.reminders`). A class that uses reminders defines it."""
+        raise NotImplementedError(f"{type(self).__name__} uses reminders: it must define handle_reminder")
+
+    def handle_info(self, msg: Any) -> Any:
+        if type(msg) is Due and self._reminders is not None:
+            return self.handle_reminder(msg.name) if self._reminders.fire(msg) else None
+        return super().handle_info(msg)
+
+    def _reminder_table(self) -> Reminders:
+        if self._reminders is None:
+            raise TypeError(f"{type(self).__name__} has no handle_reminder: define it to use reminders")
+        return self._reminders
+
+    @classmethod
+    def _remindable(cls) -> bool:
+        return cls.handle_reminder is not PersistentServer.handle_reminder
+
+    def _save_staged(self) -> None:
+        """Records staged now are saved at the end of this turn (an EventSourcedServer
+        otherwise waits for its next snapshot)."""
+
     @classmethod
     def _keeps_records(cls) -> bool:
         return cls.recover_records is not PersistentServer.recover_records
 
     def _encode_records(self) -> dict[bytes, bytes | None]:
         """The staged records, encoded (and the stage emptied)."""
-        if not self._keeps_records():
+        if not self._keeps_records() and not self._remindable():
             raise TypeError(f"{type(self).__name__} staged records but does not define recover_records")
         out: dict[bytes, bytes | None] = {}
         for key, value in self._staged.items():
@@ -331,6 +383,9 @@ class EventSourcedServer(PersistentServer):
         it is saved as a snapshot at the end of the turn."""
         self.state = state
         self.save_snapshot()
+
+    def _save_staged(self) -> None:
+        self._snap_due = True  # reminders are records, and must not wait for the next snapshot
 
     def _recovered(self, snap: bytes | None, snap_rev: int, events: list[bytes]) -> None:
         if type(self.snapshot_every) is not int or self.snapshot_every < 1:

@@ -36,7 +36,8 @@ a report of these kinds, and `shutdown_children(proc, children)` runs OTP's shut
 protocol on them from inside the supervising process.
 
 Modules: `spec` (ChildSpec, Flags, DynamicFlags, Backoff), `supervisor`, `dynamic`,
-`client` (the run-time API), `application`, `breaker`, `tree`, `errors`.
+`tasks` (TaskSupervisor, async_nolink), `client` (the run-time API), `application`,
+`breaker`, `tree`, `errors`.
 """
 from ._base import add_report_listener, remove_report_listener, report, shutdown_children
 from .application import Application
@@ -49,14 +50,15 @@ from .errors import (AlreadyPresent, AlreadyStarted, BadCombination, ChildError,
                      StartChildError, SupervisionError)
 from .spec import Backoff, ChildSpec, DynamicFlags, Flags
 from .supervisor import ChildInfo, Supervisor
+from .tasks import TaskSupervisor, async_nolink
 from .tree import Tree, render_tree, supervision_tree
 
 __all__ = [
     "AlreadyPresent", "AlreadyStarted", "Application", "Backoff", "BadCombination",
     "ChildError", "ChildInfo", "ChildNotFound", "ChildRestarting", "ChildRunning",
     "ChildSpec", "CircuitBreaker", "CircuitOpen", "DynamicFlags", "DynamicSupervisor",
-    "Flags", "Ignore", "MaxChildren", "StartChildError", "SupervisionError", "Supervisor",
-    "Tree", "add_report_listener", "count_children", "delete_child", "get_childspec",
+    "Flags", "Ignore", "MaxChildren", "StartChildError", "SupervisionError", "Supervisor", "TaskSupervisor",
+    "Tree", "add_report_listener", "async_nolink", "count_children", "delete_child", "get_childspec",
     "remove_report_listener",
     "render_tree", "report", "restart_child", "shutdown_children", "start_child",
     "supervision_tree", "terminate_child",

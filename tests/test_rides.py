@@ -521,6 +521,27 @@ def test_a_killed_driver_keeps_its_trip(city):
     assert st["trip"] == "r1" and st["status"] == "busy"
 
 
+def test_a_drivers_claim_and_trip_timers_are_durable_reminders_that_outlive_its_crashes(city):
+    node, rides, _ = city
+    placed_and_requested(node, rides, ["d1"])
+    driver = lambda: node.get_process(rides.city.registry.lookup(("driver", "d1")))  # noqa: E731
+    node.exit(rides.city.registry.lookup(("ride", "r1")), "kill")  # the claim goes to a dead ride
+    accepted = rides.accept(node, "d1", "r1")
+    node.run_for(0.01)
+    assert not accepted.done() and list(driver().reminders()) == ["resolve"]
+    node.exit(driver().pid, "kill")  # the claim's answer is lost with it
+    assert call(node, rides.driver(node, "d1"))["claim"] == "r1"  # started again by the query
+    assert list(driver().reminders()) == ["resolve"]  # re-armed from the store
+    node.run_for(2.5)  # the reminder asks the restarted ride again, and the claim wins
+    st = call(node, rides.driver(node, "d1"))
+    assert (st["claim"], st["trip"], st["status"]) == (None, "r1", "busy")
+    assert list(driver().reminders()) == ["trip_check"]
+    assert call(node, rides.pickup(node, "r1", "d1"))["status"] == "in_progress"
+    call(node, rides.dropoff(node, "r1", "d1"))
+    node.run_for(0.5)
+    assert call(node, rides.driver(node, "d1"))["trip"] is None and driver().reminders() == {}
+
+
 def test_a_node_restart_resumes_open_rides_from_the_store(tmp_path):
     node, rides, store = make_city(tmp_path, seed=2)
     place(node, rides, ["d1"])

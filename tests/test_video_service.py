@@ -137,6 +137,26 @@ def test_killed_workers_and_jobs_redo_only_unfinished_renditions(service):
         assert done["done"][name] == checkpoint  # not redone
 
 
+def test_a_jobs_state_machine_state_is_its_status_and_a_restarted_job_resumes_in_it(service):
+    node, videos, store = service
+    parts = upload(node, videos, "v1", synthetic_source(6, 1280, 720, 2.0, SCALE), send=[0, 1, 2])
+    job = lambda: node.get_process(videos.ctx.registry.lookup(("job", "v1")))  # noqa: E731
+    assert job().current_state == "uploading"
+    call(node, videos.upload_chunk(node, "v1", 3, parts[3]))
+    node.run_for(0.1)
+    first = job()
+    assert first.current_state == "transcoding" == store.read(("video", "v1"))[1]["status"]
+    node.exit(first.pid, "kill")
+    for _ in range(100):  # restarted after its supervisor's backoff
+        node.run_for(0.05)
+        if videos.ctx.registry.lookup(("job", "v1")) is not None:
+            break
+    assert job() is not first and job().current_state == "transcoding"  # not processed again
+    node.run_for(10.0)
+    assert call(node, videos.status(node, "v1"))["status"] == "ready"
+    assert videos.ctx.registry.lookup(("job", "v1")) is None  # a job that ended has stopped
+
+
 def test_a_node_restart_resumes_unfinished_jobs(tmp_path):
     node, videos, store = make(tmp_path)
     parts = upload(node, videos, "v1", synthetic_source(6, 640, 360, 2.0, SCALE), send=[0, 1])

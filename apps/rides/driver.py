@@ -25,6 +25,11 @@ process ever waits suspended; the phone's `accept` call is answered with the out
 The ride is the authority on who won; the driver takes a trip only when the ride says it
 is the one. So no driver ever holds two rides and no ride two drivers.
 
+Two durable reminders (`storage.reminders`), stored with the turn that starts them, so a
+restarted driver needs no timer re-armed by hand: "resolve" asks the ride again every
+`RESOLVE_EVERY` seconds while a claim is unanswered, and "trip_check" checks every
+`TRIP_CHECK_EVERY` seconds that the trip's ride still runs.
+
 Casts: `("update", lat, lon, heading, phone)`, `("offline",)`,
 `("offer", ride, ride_pid, info, expires)`, `("withdraw", ride)`, `("remind", ride, ride_pid)`,
 `("trip_over", ride)`.
@@ -47,7 +52,7 @@ DEFAULT_ACCEPTANCE = 0.8  # before a driver has had any offer
 RESOLVE_EVERY = 2.0  # seconds between retries of a claim whose answer was lost
 TRIP_CHECK_EVERY = 10.0  # seconds between checks that the trip's ride still runs
 MAX_OFFERS = 16  # live offers a driver holds at once
-_STALE, _RESOLVE, _TRIP_CHECK = ("$stale",), ("$resolve",), ("$trip_check",)
+_STALE = ("$stale",)
 
 
 class OfferError(ValueError):
@@ -70,15 +75,10 @@ class Driver(PersistentServer):
         self.offers: dict[Any, tuple] = {}  # ride -> (ride pid, info, expires)
         self.stale_armed = False
         self.claimant = None  # the phone waiting for a claim's answer
-        self.resolve_timer = None
         self.told_available: bool | None = None  # what the cell last heard (soft, like the cell)
         self.city.registry.register(("driver", self.id), self.pid)  # for introspection and checks
         if self.state["status"] != "offline":
             self._arm_stale()
-        if self.state["claim"] is not None:
-            self._arm_resolve(0)  # a claim whose answer this incarnation never got
-        if self.state["trip"] is not None:
-            self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
 
     def initial_state(self) -> dict[str, Any]:
         return {"status": "offline", "rating": DEFAULT_RATING, "offered": 0, "accepted": 0,
@@ -188,6 +188,7 @@ class Driver(PersistentServer):
         """The trip is over: back online if the driver is still reporting, else offline."""
         s = self.state
         s["trip"] = None
+        self.cancel_reminder("trip_check")
         if self.lat is not None and self.now() - self.seen < OFFLINE_AFTER:
             s["status"] = "online"
             self._report()
@@ -231,7 +232,7 @@ class Driver(PersistentServer):
         # refused here (`_offer`), and the cell hears when the driver becomes busy.
         # The ride may have restarted since its offer: ask its current incarnation.
         self.cast(self.city.registry.lookup(("ride", ride)) or offer[0], ("claim", self.id, self.pid))
-        self._arm_resolve(RESOLVE_EVERY)
+        self.remind("resolve", RESOLVE_EVERY, period=RESOLVE_EVERY)
         return NoReply  # answered when the ride answers the claim
 
     def _claimed(self, ride: Any, ride_pid: Any, won: bool) -> None:
@@ -240,14 +241,12 @@ class Driver(PersistentServer):
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
         s["claim"] = None
-        if self.resolve_timer is not None:
-            self.cancel_timer(self.resolve_timer)
-            self.resolve_timer = None
+        self.cancel_reminder("resolve")
         if won is True:
             s["trip"] = ride
             s["status"] = "busy"
             self.offers.clear()
-            self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
+            self.remind("trip_check", TRIP_CHECK_EVERY, period=TRIP_CHECK_EVERY)
             self.cast(ride_pid, ("confirm", self.id))
             answer: Any = "accepted"
         else:
@@ -271,12 +270,13 @@ class Driver(PersistentServer):
             elif self.state["status"] != "offline":
                 self._offline()
             return None
-        if msg == _RESOLVE:
-            self.resolve_timer = None
-            return self._resolve()
-        if msg == _TRIP_CHECK:
-            return self._check_trip()
-        return super().handle_info(msg)
+        return super().handle_info(msg)  # reminders among them
+
+    def handle_reminder(self, name: str) -> None:
+        if name == "resolve":
+            self._resolve()
+        else:
+            self._check_trip()
 
     def _arm_stale(self, after: float = OFFLINE_AFTER) -> None:
         if not self.stale_armed:
@@ -292,17 +292,10 @@ class Driver(PersistentServer):
         pid = self.city.registry.lookup(("ride", ride))
         if pid is not None:
             self.cast(pid, ("claim", self.id, self.pid))
-        else:
-            stored = self.store.read(("ride", ride))
-            if stored is not None and stored[1]["status"] in ("completed", "cancelled"):
-                self._claimed(ride, None, False)
-                return
-        self._arm_resolve(RESOLVE_EVERY)
-
-    def _arm_resolve(self, after: float) -> None:
-        if self.resolve_timer is not None:
-            self.cancel_timer(self.resolve_timer)
-        self.resolve_timer = self.send_after(after, self.pid, _RESOLVE)
+            return
+        stored = self.store.read(("ride", ride))
+        if stored is not None and stored[1]["status"] in ("completed", "cancelled"):
+            self._claimed(ride, None, False)
 
     def _check_trip(self) -> None:
         """A trip whose ride ended while its `trip_over` was lost must not keep the driver busy."""
@@ -314,8 +307,6 @@ class Driver(PersistentServer):
             if stored is not None and (stored[1]["status"] in ("completed", "cancelled")
                                        or stored[1]["driver"] != self.id):
                 self._free()
-                return
-        self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
 
 
 def check_heading(heading: Any) -> float:

@@ -20,10 +20,15 @@ State is stored after every turn that changes it: the quote and the offers out (
 they leave), the winner (before any driver hears it won), each later transition. The
 request itself is the city's (its journal); the ranked candidates not offered yet are
 not stored (a restarted ride searches again, skipping every driver already tried). A
-crashed ride restarts (transient child) from what was stored and resumes: its deadline
-and batch timers are re-armed from the stored times, its live offers stay live, a claim
-is idempotent for the driver that won, and no other driver can win once one has.
+crashed ride restarts (transient child) from what was stored and resumes in its stored
+status, whose timeouts start again from the stored times: its live offers stay live, a
+claim is idempotent for the driver that won, and no other driver can win once one has.
 Nothing is decided twice.
+
+The lifecycle is a state machine (`actors.GenStateMachine`) whose state is the status:
+the match deadline is the state timeout of "requested" and the confirmation reminders
+that of "matched", so leaving a status ends its timer; the offers out are the generic
+timeout "batch".
 
 Messages to drivers and cells go straight to their running process when there is one
 (`CityContext.cast`): a hop through their router is saved on every offer, withdrawal
@@ -39,6 +44,7 @@ from typing import Any, Collection
 
 import numpy as np
 
+from actors import GenericTimeout, GenServer, GenStateMachine, KeepState, NextState, Reply, StateTimeout, Stop
 from storage import PersistentServer
 
 from . import geo, pricing
@@ -49,7 +55,7 @@ TERMINAL = ("completed", "cancelled")
 CONFIRM_EVERY = 2.0  # seconds between reminders to a matched driver that has not confirmed
 MAX_QUEUE = 60  # ranked candidates kept per search, at most (see MatchConfig.queue)
 MAX_DECLINED = 1_000  # drivers who declined a ride, the newest kept (older ones may be asked again)
-_DEADLINE, _BATCH, _CONFIRM, _STOP = ("$deadline",), ("$batch",), ("$confirm",), ("$stop",)
+_BATCH, _STOP = ("timeout", "batch"), ("$stop",)
 
 
 @dataclass(frozen=True)
@@ -130,19 +136,20 @@ class RideError(ValueError):
     """A trip transition that cannot be taken; the message says why."""
 
 
-class Ride(PersistentServer):
+class Ride(PersistentServer, GenStateMachine):
     """See the module docstring. `init(store, key, request, config, city)`; the request is
     `{"rider", "pickup", "dropoff", "at", "deadline"}` as the city stored it."""
 
-    def init(self, store: Any, key: Any, request: dict, config: MatchConfig, city: Any) -> None:
+    state_enter = True
+
+    def init(self, store: Any, key: Any, request: dict, config: MatchConfig, city: Any) -> str:
         self.id = key[1]  # before the state, which holds it
         super().init(store, key, request)
         self.config = config
         self.city = city
         self.queue: list[Any] = []  # the ranked candidates not offered yet: soft, a restart searches again
-        self.deadline_timer = self.batch_timer = self.confirm_timer = None
         city.registry.register(("ride", self.id), self.pid)
-        self.continue_with("resume")
+        return self.state["status"]  # a restarted ride resumes in its stored status
 
     def initial_state(self, request: dict) -> dict[str, Any]:
         return {"id": self.id, "rider": request["rider"], "pickup": request["pickup"],
@@ -154,21 +161,37 @@ class Ride(PersistentServer):
                 "eta_min": None, "started_at": None, "completed_at": None, "distance_km": None,
                 "minutes": None, "fare": None, "reason": None, "decided_at": None}
 
-    # -- resume ---------------------------------------------------------------------------
+    # -- the lifecycle ------------------------------------------------------------------------
 
-    def handle_continue(self, arg: str) -> None:
-        assert arg == "resume"
+    def handle_event(self, event: Any, content: Any, state: str) -> Any:
+        if event == "enter":
+            return self._entered(state, content)
+        if event == "cast":
+            return self._cast(content)
+        if event == "state_timeout":
+            return self._timed_out(content)
+        if event == _BATCH:
+            return self._timed_out("batch")
+        if event == "info":
+            return Stop() if content == _STOP else GenServer.handle_info(self, content)  # logged, dropped
+        return self._call(content, event[1])
+
+    def _entered(self, state: str, old: str) -> Any:
         s = self.state
-        if s["status"] in TERMINAL:
+        if state == "requested":  # new, or resumed: its live offers stay live
+            deadline = StateTimeout(s["deadline"], "deadline", absolute=True)
+            if s["outstanding"] and s["batch_until"] is not None:
+                return KeepState(deadline, GenericTimeout("batch", s["batch_until"], absolute=True))
+            return KeepState(deadline, self._search())
+        if state == "matched":  # reminders until the driver confirms; at once when resumed
+            return KeepState(StateTimeout(0 if old == state else CONFIRM_EVERY, "confirm"))
+        if state in TERMINAL:
             self._finish()
-        elif s["status"] == "requested":
-            self.deadline_timer = self._at(s["deadline"], _DEADLINE)
-            if s["outstanding"] and s["batch_until"] is not None:  # its live offers stay live
-                self.batch_timer = self._at(s["batch_until"], _BATCH)
-            else:
-                self._search()
-        elif s["status"] == "matched":
-            self.confirm_timer = self.send_after(0, self.pid, _CONFIRM)
+        return None
+
+    def _to(self, status: str, *actions: Any) -> NextState:
+        self.state["status"] = status
+        return NextState(status, *actions)
 
     def _quote(self, surge: float, ratio: float) -> None:
         """Lock the surge of the pickup cell and the time-of-day multiplier; quote a fare."""
@@ -178,18 +201,16 @@ class Ride(PersistentServer):
         km = geo.distance_km(*s["pickup"], *s["dropoff"])
         s["quote"] = pricing.fare(km, pricing.trip_minutes_estimate(km), s["surge"], s["time_mult"])
 
-    def _at(self, t: float, msg: tuple) -> Any:
-        return self.send_after(max(0.0, t - self.now()), self.pid, msg)
-
     # -- the match ------------------------------------------------------------------------
 
-    def _search(self) -> None:
+    def _search(self) -> GenericTimeout:
         """Rank the members of the live cells within the current radius, read from the
         tables they publish (a cell not running has no members: they come back with its
         drivers' next updates), and offer to the best. The first search locks the pickup
         cell's surge into the quote; every search from the narrowest radius records the
         ride's demand with the pickup cell (started if need be: recording it again is
-        harmless, and a demand whose message was lost is recorded at the next sweep)."""
+        harmless, and a demand whose message was lost is recorded at the next sweep).
+        Returns the timeout of the offers it made."""
         s = self.state
         if s["step"] == 0:
             self.city.cast(self, ("cell", s["cell"]), ("demand", self.id, s["deadline"]))
@@ -209,21 +230,21 @@ class Ride(PersistentServer):
         self.queue = best(ids, table, lat, lon, self.config.radii_km[s["step"]], self.config.queue, skip)
         s["searched"] += 1
         s["found"] += len(self.queue)
-        self._offer_next()
+        return self._offer_next()
 
-    def _offer_next(self) -> None:
+    def _offer_next(self) -> GenericTimeout:
+        """Offer to the next batch (or search wider, or pause before a new sweep); returns
+        the timeout of what it started."""
         s = self.state
         cfg = self.config
         if not self.queue:
             if s["step"] + 1 < len(cfg.radii_km):
                 s["step"] += 1
-                self._search()
-            else:  # a new sweep from the narrowest radius: everyone may be asked again
-                s["step"] = 0
-                s["tried"] = []
-                s["batch_until"] = self.now() + cfg.sweep_pause
-                self.batch_timer = self._at(s["batch_until"], _BATCH)
-            return
+                return self._search()
+            s["step"] = 0  # a new sweep from the narrowest radius: everyone may be asked again
+            s["tried"] = []
+            s["batch_until"] = self.now() + cfg.sweep_pause
+            return GenericTimeout("batch", s["batch_until"], absolute=True)
         batch, self.queue = self.queue[:cfg.batch], self.queue[cfg.batch:]
         expires = min(self.now() + cfg.offer_timeout, s["deadline"])
         s["outstanding"] = batch
@@ -234,80 +255,58 @@ class Ride(PersistentServer):
                 "km": round(km, 3), "rider": s["rider"]}
         for driver in batch:
             self.city.cast(self, ("driver", driver), ("offer", self.id, self.pid, info, expires))
-        self.batch_timer = self._at(expires, _BATCH)
+        return GenericTimeout("batch", expires, absolute=True)
 
-    def _withdraw(self, keep: Any = None) -> None:
+    def _withdraw(self, keep: Any = None) -> GenericTimeout:
+        """Withdraw the offers out (but `keep`'s); returns the cancellation of their timeout."""
         s = self.state
         for driver in s["outstanding"]:
             if driver != keep:
                 self.city.cast(self, ("driver", driver), ("withdraw", self.id))
         s["outstanding"] = []
         s["batch_until"] = None
+        return GenericTimeout("batch", None)
 
-    def _claim(self, driver: Any) -> bool:
+    def _claim(self, driver: Any) -> tuple[bool, Any]:
+        """Whether `driver` holds the ride (a claim is idempotent for the winner), and the
+        transition if this claim won it."""
         s = self.state
         if s["driver"] is not None:
-            return s["driver"] == driver and s["status"] not in TERMINAL  # idempotent for the winner
+            return s["driver"] == driver and s["status"] not in TERMINAL, None
         if s["status"] != "requested" or driver not in s["outstanding"] or self.now() > s["deadline"]:
-            return False
+            return False, None
         s["driver"] = driver
-        s["status"] = "matched"
         s["matched_at"] = s["decided_at"] = self.now()
-        self._withdraw(keep=driver)
+        withdrawn = self._withdraw(keep=driver)
         self.city.cast(self, ("cell", s["cell"]), ("undemand", self.id))
-        self._cancel_timers()
-        self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
-        return True
+        return True, self._to("matched", withdrawn)
 
-    def _cancel_timers_batch(self) -> None:
-        if self.batch_timer is not None:
-            self.cancel_timer(self.batch_timer)
-            self.batch_timer = None
+    # -- events ---------------------------------------------------------------------------------
 
-    def _cancel_timers(self) -> None:
-        for timer in (self.deadline_timer, self.batch_timer):
-            if timer is not None:
-                self.cancel_timer(timer)
-        self.deadline_timer = self.batch_timer = None
-
-    # -- messages ---------------------------------------------------------------------------
-
-    def handle_info(self, msg: Any) -> None:
+    def _timed_out(self, what: str) -> Any:
         s = self.state
-        if msg == _BATCH:
-            self.batch_timer = None
-            if s["status"] == "requested":
-                self._withdraw()
-                if self.queue:
-                    self._offer_next()
-                else:
-                    self._search()
-        elif msg == _DEADLINE:
-            self.deadline_timer = None
-            if s["status"] == "requested":
-                reason = ("no driver accepted within %g s" % self.config.match_limit if s["found"]
-                          else "no available driver within %g km" % self.config.radii_km[-1])
-                self._cancel(reason)
-        elif msg == _STOP:
-            self.stop()
-        elif msg == _CONFIRM:
-            if s["status"] == "matched":
-                self.city.cast(self, ("driver", s["driver"]), ("remind", self.id, self.pid))
-                self.confirm_timer = self.send_after(CONFIRM_EVERY, self.pid, _CONFIRM)
-        else:
-            super().handle_info(msg)
+        if what == "batch":  # the offers out expired: the next batch, or a new search
+            self._withdraw()
+            return KeepState(self._offer_next() if self.queue else self._search())
+        if what == "deadline":
+            return self._cancel("no driver accepted within %g s" % self.config.match_limit if s["found"]
+                                else "no available driver within %g km" % self.config.radii_km[-1])
+        assert what == "confirm" and s["status"] == "matched", (what, s["status"])
+        self.city.cast(self, ("driver", s["driver"]), ("remind", self.id, self.pid))
+        return KeepState(StateTimeout(CONFIRM_EVERY, "confirm"))
 
-    def handle_cast(self, msg: tuple) -> None:
+    def _cast(self, msg: tuple) -> Any:
         s = self.state
         tag = msg[0]
         if tag == "claim":
             _, driver, reply_to = msg
-            self.send(reply_to, ("claimed", self.id, self.pid, self._claim(driver)))
-        elif tag == "confirm":
+            won, transition = self._claim(driver)
+            self.send(reply_to, ("claimed", self.id, self.pid, won))
+            return transition
+        if tag == "confirm":
             if s["status"] == "matched" and msg[1] == s["driver"]:
-                s["status"] = "accepted"
                 s["accepted_at"] = self.now()
-                self.cancel_timer(self.confirm_timer)
+                return self._to("accepted")
         elif tag == "decline":
             if s["status"] == "requested" and msg[1] in s["outstanding"]:
                 s["outstanding"].remove(msg[1])
@@ -315,69 +314,73 @@ class Ride(PersistentServer):
                 if len(s["declined"]) > MAX_DECLINED:  # the stored state stays bounded
                     del s["declined"][0]
                 if not s["outstanding"]:
-                    self._cancel_timers_batch()
-                    self._offer_next()
+                    return KeepState(self._offer_next())
         elif tag == "driver_at":
             if s["status"] in ("accepted", "arriving") and msg[1] == s["driver"]:
-                s["status"] = "arriving"
                 s["eta_min"] = round(pricing.pickup_eta_minutes(geo.distance_km(msg[2], msg[3], *s["pickup"])), 3)
+                return self._to("arriving")
         else:
             raise ValueError(f"ride {self.id}: unknown message {msg!r:.200}")
+        return None
 
-    def handle_call(self, request: tuple, caller: Any) -> Any:
+    def _call(self, request: tuple, caller: Any) -> Any:
         tag = request[0]
         if tag == "status":
-            return dict(self.state)
+            return KeepState(Reply(caller, dict(self.state)))
         if tag == "pickup":
-            return self._transition(request[1], ("accepted", "arriving"), "in_progress")
+            return self._transition(caller, request[1], ("accepted", "arriving"), "in_progress")
         if tag == "dropoff":
-            return self._transition(request[1], ("in_progress",), "completed")
+            return self._transition(caller, request[1], ("in_progress",), "completed")
         if tag == "cancel":
-            return self._cancel_by(request[1], request[2])
-        return ValueError(f"ride {self.id}: unknown request {request!r:.200}")
+            return self._cancel_by(caller, request[1], request[2])
+        return KeepState(Reply(caller, ValueError(f"ride {self.id}: unknown request {request!r:.200}")))
 
-    def _transition(self, driver: Any, allowed: tuple, to: str) -> Any:
+    def _transition(self, caller: Any, driver: Any, allowed: tuple, to: str) -> Any:
         s = self.state
         if s["driver"] != driver:
-            return RideError(f"ride {self.id}: driver {driver!r} is not its driver ({s['driver']!r})")
+            return KeepState(Reply(caller, RideError(f"ride {self.id}: driver {driver!r} is not its driver "
+                                                     f"({s['driver']!r})")))
         if s["status"] == to:
-            return dict(s)  # a retried request
+            return KeepState(Reply(caller, dict(s)))  # a retried request
         if s["status"] not in allowed:
-            return RideError(f"ride {self.id} is {s['status']}; {to} needs {' or '.join(allowed)}")
+            return KeepState(Reply(caller, RideError(f"ride {self.id} is {s['status']}; {to} needs "
+                                                     f"{' or '.join(allowed)}")))
         now = self.now()
         if to == "in_progress":
-            s["status"], s["started_at"], s["eta_min"] = to, now, 0.0
-            return dict(s)
-        km = geo.distance_km(*s["pickup"], *s["dropoff"])
-        minutes = (now - s["started_at"]) / 60.0
-        s["distance_km"], s["minutes"] = km, minutes
-        s["fare"] = pricing.fare(km, minutes, s["surge"], s["time_mult"])
-        s["status"], s["completed_at"] = to, now
-        self._finish()
-        return dict(s)
+            s["started_at"], s["eta_min"] = now, 0.0
+        else:
+            km = geo.distance_km(*s["pickup"], *s["dropoff"])
+            minutes = (now - s["started_at"]) / 60.0
+            s["distance_km"], s["minutes"] = km, minutes
+            s["fare"] = pricing.fare(km, minutes, s["surge"], s["time_mult"])
+            s["completed_at"] = now
+        transition = self._to(to)
+        return NextState(to, Reply(caller, dict(s)), *transition.actions)
 
-    def _cancel_by(self, who: Any, reason: str) -> Any:
+    def _cancel_by(self, caller: Any, who: Any, reason: str) -> Any:
         s = self.state
         if s["status"] == "cancelled":
-            return dict(s)
+            return KeepState(Reply(caller, dict(s)))
         if s["status"] not in ("requested",) + ACTIVE[:3]:
-            return RideError(f"ride {self.id} is {s['status']}: too late to cancel")
-        if who != s["rider"] and who != s["driver"]:
-            return RideError(f"ride {self.id}: {who!r} is neither its rider nor its driver")
-        if type(reason) is not str or not reason:
-            return RideError(f"ride {self.id}: a cancellation needs a reason (a non-empty string)")
-        self._cancel(f"cancelled by {who}: {reason}")
-        return dict(s)
+            error = RideError(f"ride {self.id} is {s['status']}: too late to cancel")
+        elif who != s["rider"] and who != s["driver"]:
+            error = RideError(f"ride {self.id}: {who!r} is neither its rider nor its driver")
+        elif type(reason) is not str or not reason:
+            error = RideError(f"ride {self.id}: a cancellation needs a reason (a non-empty string)")
+        else:
+            transition = self._cancel(f"cancelled by {who}: {reason}")
+            return NextState("cancelled", Reply(caller, dict(s)), *transition.actions)
+        return KeepState(Reply(caller, error))
 
-    def _cancel(self, reason: str) -> None:
+    def _cancel(self, reason: str) -> NextState:
         s = self.state
+        actions = []
         if s["status"] == "requested":
-            self._withdraw()
+            actions.append(self._withdraw())
             self.city.cast(self, ("cell", s["cell"]), ("undemand", self.id))
             s["decided_at"] = self.now()
-        self._cancel_timers()
-        s["status"], s["reason"] = "cancelled", reason
-        self._finish()
+        s["reason"] = reason
+        return self._to("cancelled", *actions)
 
     def _finish(self) -> None:
         """A terminal ride frees its driver, leaves the city's open set and stops."""
@@ -385,6 +388,6 @@ class Ride(PersistentServer):
         if s["driver"] is not None:
             self.city.cast(self, ("driver", s["driver"]), ("trip_over", self.id))
         self.cast(self.city.gateway, ("closed", self.id))
-        # Stopped from a message of its own: this may run at the end of an async callback,
-        # where a stop would skip saving the state (HOOK-NEEDED: storage).
+        # Stopped from a message of its own: a stop during init would fail the start of
+        # a ride restarted when it had just ended.
         self.send_after(0, self.pid, _STOP)

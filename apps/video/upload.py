@@ -1,6 +1,8 @@
 """One process per upload job: chunked resumable upload, then processing and transcoding.
 
-Status: uploading -> processing -> transcoding -> ready | failed (with a reason).
+Status: uploading -> processing -> transcoding -> ready | failed (with a reason). The job
+is a state machine (`actors.GenStateMachine`) whose state is the status: a status's work
+starts from its enter call, and a restarted job resumes in its stored status.
 
 Upload. Chunks are numbered 0..chunks-1 and carry their crc32; each is stored as a blob
 and recorded in the job's stored state before it is acknowledged, so an acknowledged chunk
@@ -26,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from actors import Exit, Pid
+from actors import Exit, GenServer, GenStateMachine, KeepState, NextState, Pid, Reply, StateTimeout, Stop
 from sim.core import buggify
 from storage import PersistentServer, entity_call
 
@@ -37,7 +39,7 @@ TERMINAL = ("ready", "failed")
 THUMBS = "thumbnails"
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 20
-_STOP = ("$stop",)
+_STOP, _RESUME = ("$stop",), ("$resume",)
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,15 @@ class UploadError(ValueError):
     """A chunk or request the job refuses; the message says why. Nothing stored changes."""
 
 
-class UploadJob(PersistentServer):
-    """`init(store, key, meta, config, ctx)`; `meta` = {"owner", "title", "genres", "chunks"}."""
+class UploadJob(PersistentServer, GenStateMachine):
+    """`init(store, key, meta, config, ctx)`; `meta` = {"owner", "title", "genres", "chunks"}.
+    A state machine whose state is the status: a method per status says what the job does
+    in it (only an uploading job takes new chunks, only a transcoding one hears from
+    workers); each status's work starts from its enter call."""
 
-    def init(self, store: Any, key: Any, meta: dict, config: VideoConfig, ctx: Any) -> None:
+    state_enter = True
+
+    def init(self, store: Any, key: Any, meta: dict, config: VideoConfig, ctx: Any) -> str:
         super().init(store, key, meta)
         self.id = key[1]
         self.config = config
@@ -77,7 +84,7 @@ class UploadJob(PersistentServer):
         self.source: bytes | None = None
         self.running: dict[str, Pid] = {}  # task -> worker
         ctx.registry.register(("job", self.id), self.pid)
-        self.continue_with("resume")
+        return self.state["status"]  # a restarted job resumes in its stored status
 
     def initial_state(self, meta: dict) -> dict[str, Any]:
         return {"owner": meta["owner"], "title": meta["title"], "genres": meta["genres"],
@@ -85,63 +92,106 @@ class UploadJob(PersistentServer):
                 "source": None, "ladder": [], "done": {}, "thumbs": None, "attempts": {},
                 "reason": None}
 
-    # -- upload -------------------------------------------------------------------------
-
-    def handle_call(self, request: tuple, caller: Any) -> Any:
-        if request[0] == "chunk":
-            return self._chunk(*request[1:])
-        if request[0] == "status":
-            return self.status()
-        return ValueError(f"job {self.id}: unknown request {request!r:.200}")
-
     def status(self) -> dict[str, Any]:
         s = self.state
         return {"video": self.id, "status": s["status"], "received": len(s["chunks"]),
                 "chunks": s["chunks_total"], "ladder": list(s["ladder"]), "done": sorted(s["done"]),
                 "reason": s["reason"], "source": s["source"]}
 
-    def _chunk(self, n: int, data: bytes, crc: int) -> Any:
+    # -- the states ---------------------------------------------------------------------------
+
+    def uploading(self, event: Any, content: Any) -> Any:
+        return None if event == "enter" else self._in_any_state(event, content)
+
+    def processing(self, event: Any, content: Any) -> Any:
+        if event == "enter":
+            return self._entered(content)
+        if event == "state_timeout" or (event == "info" and content == _RESUME):
+            return self._process()
+        return self._in_any_state(event, content)
+
+    def transcoding(self, event: Any, content: Any) -> Any:
+        if event == "enter":
+            return self._entered(content)
+        if event == "state_timeout" or (event == "info" and content == _RESUME):
+            return self._transcode()
+        if event == "info" and type(content) is tuple and content[0] == "$task":
+            return self._task_done(*content[1:])
+        return self._in_any_state(event, content)
+
+    def ready(self, event: Any, content: Any) -> Any:
+        return self._entered(content) if event == "enter" else self._in_any_state(event, content)
+
+    failed = ready  # a terminal status of its own name: nothing left to do but stop
+
+    def _entered(self, old: Any) -> Any:
+        """Tell the catalog, then start the status's work: at once after a transition; by a
+        message when init resumed it, so that the work (which awaits other servers, the
+        catalog among them) runs once the start has returned."""
+        status = self.state["status"]
+        self.cast(self.ctx.catalog, ("status", self.id, status))
+        if status in TERMINAL:
+            # Stopped from a message of its own, not here: this may run at the end of an
+            # async callback, where a stop would skip saving the state (HOOK-NEEDED: storage).
+            self.send_after(0, self.pid, _STOP)
+            return None
+        if old == status:
+            self.send(self.pid, _RESUME)
+            return None
+        return KeepState(StateTimeout(0, "work"))
+
+    def _to(self, status: str, *actions: Any) -> NextState:
+        self.state["status"] = status
+        return NextState(status, *actions)
+
+    def _in_any_state(self, event: Any, content: Any) -> Any:
+        """What a job does whatever its status: answer chunks and status requests, stop."""
+        if event == "info":
+            if content == _STOP:
+                return Stop()
+            if type(content) is Exit or (type(content) is tuple and content[0] == "$task"):
+                return None  # a worker's end, or one of a status left since: its outcome is moot
+            return GenServer.handle_info(self, content)  # logged, dropped
+        if event == "cast":
+            return GenServer.handle_cast(self, content)
+        caller = event[1]
+        if content[0] == "chunk":
+            return self._chunk(caller, *content[1:])
+        answer = (self.status() if content[0] == "status"
+                  else ValueError(f"job {self.id}: unknown request {content!r:.200}"))
+        return KeepState(Reply(caller, answer))
+
+    # -- upload -------------------------------------------------------------------------
+
+    def _chunk(self, caller: Any, n: int, data: bytes, crc: int) -> Any:
         s = self.state
         if type(n) is not int or not 0 <= n < s["chunks_total"]:
-            return UploadError(f"video {self.id}: chunk number must be in 0..{s['chunks_total'] - 1}, got {n!r}")
-        if type(data) is not bytes or not 0 < len(data) <= MAX_CHUNK_BYTES:
-            return UploadError(f"video {self.id}: chunk {n} must be 1..{MAX_CHUNK_BYTES} bytes")
-        if zlib.crc32(data) != crc:
-            return UploadError(f"video {self.id}: chunk {n} fails its checksum (sent {crc}, "
-                               f"computed {zlib.crc32(data)})")
-        stored = s["chunks"].get(str(n))
-        if stored is not None:
-            if stored != crc:
-                return UploadError(f"video {self.id}: chunk {n} is already stored with crc {stored}; not replaced")
-            return {"chunk": n, "received": len(s["chunks"])}  # a retry
-        if s["status"] != "uploading":
-            return UploadError(f"video {self.id} is {s['status']}: chunk {n} is not part of it")
-        return self._store_chunk(n, data, crc)
+            error = UploadError(f"video {self.id}: chunk number must be in 0..{s['chunks_total'] - 1}, got {n!r}")
+        elif type(data) is not bytes or not 0 < len(data) <= MAX_CHUNK_BYTES:
+            error = UploadError(f"video {self.id}: chunk {n} must be 1..{MAX_CHUNK_BYTES} bytes")
+        elif zlib.crc32(data) != crc:
+            error = UploadError(f"video {self.id}: chunk {n} fails its checksum (sent {crc}, "
+                                f"computed {zlib.crc32(data)})")
+        elif (stored := s["chunks"].get(str(n))) is not None:
+            if stored == crc:
+                return KeepState(Reply(caller, {"chunk": n, "received": len(s["chunks"])}))  # a retry
+            error = UploadError(f"video {self.id}: chunk {n} is already stored with crc {stored}; not replaced")
+        elif s["status"] != "uploading":
+            error = UploadError(f"video {self.id} is {s['status']}: chunk {n} is not part of it")
+        else:
+            return self._store_chunk(caller, n, data, crc)
+        return KeepState(Reply(caller, error))
 
-    async def _store_chunk(self, n: int, data: bytes, crc: int) -> Any:
+    async def _store_chunk(self, caller: Any, n: int, data: bytes, crc: int) -> Any:
         await entity_call(self, self.ctx.blobs, ("chunk", self.id, n), ("put", data))
         s = self.state
-        if str(n) not in s["chunks"]:  # another call for the same chunk may have won meanwhile
-            s["chunks"][str(n)] = crc
-        if len(s["chunks"]) == s["chunks_total"] and s["status"] == "uploading":
-            s["status"] = "processing"
-            self._status_changed()
-            self.continue_with("resume")
-        return {"chunk": n, "received": len(s["chunks"])}
+        s["chunks"][str(n)] = crc
+        answer = Reply(caller, {"chunk": n, "received": len(s["chunks"])})
+        if len(s["chunks"]) == s["chunks_total"]:
+            return self._to("processing", answer)
+        return KeepState(answer)
 
     # -- the pipeline ----------------------------------------------------------------------
-
-    async def handle_continue(self, arg: str) -> None:
-        assert arg == "resume", arg
-        s = self.state
-        if s["status"] in TERMINAL:
-            self._status_changed()
-            return
-        if s["status"] == "processing":
-            await self._process()
-        if s["status"] == "transcoding":
-            await self._load_source()
-            self._dispatch()
 
     async def _load_source(self) -> None:
         if self.source is None:
@@ -149,24 +199,25 @@ class UploadJob(PersistentServer):
                      for n in range(self.state["chunks_total"])]
             self.source = b"".join(parts)
 
-    async def _process(self) -> None:
+    async def _process(self) -> NextState:
         s = self.state
         await self._load_source()
         digest = hashlib.sha256(self.source).hexdigest()
         owner = await self.call(self.ctx.catalog, ("hash", self.id, digest))
         s["hash"] = digest
         if owner != self.id:
-            self._give_up(f"duplicate content: video {owner!r} has the same sha256")
-            return
+            return self._give_up(f"duplicate content: video {owner!r} has the same sha256")
         try:
             frames, fps, (width, height) = read_source(self.source)
             s["ladder"] = [r.name for r in ladders.ladder_for(height)]
         except ValueError as exc:  # SourceError, or a size outside the ladder
-            self._give_up(f"unreadable source: {exc}")
-            return
+            return self._give_up(f"unreadable source: {exc}")
         s["source"] = {"width": width, "height": height, "frames": frames.shape[0], "fps": fps}
-        s["status"] = "transcoding"
-        self._status_changed()
+        return self._to("transcoding")
+
+    async def _transcode(self) -> NextState | None:
+        await self._load_source()
+        return self._dispatch()
 
     def _todo(self) -> list[str]:
         s = self.state
@@ -175,11 +226,9 @@ class UploadJob(PersistentServer):
             tasks.append(THUMBS)
         return [t for t in tasks if t not in self.running]
 
-    def _dispatch(self) -> None:
-        """Start workers for pending tasks, `parallel` at a time; finish when none is left."""
+    def _dispatch(self) -> NextState | None:
+        """Start workers for pending tasks, `parallel` at a time; ready when none is left."""
         s = self.state
-        if s["status"] != "transcoding":
-            return
         for task in self._todo()[:max(0, self.config.parallel - len(self.running))]:
             assert task not in s["done"], f"rendition {task} of {self.id} is already checkpointed"
             worker = self.spawn_link(Transcoder)
@@ -191,37 +240,25 @@ class UploadJob(PersistentServer):
             me, node = self.pid, self.node
             node.call(worker, req, None).add_done_callback(
                 lambda fut, task=task, worker=worker: node.send(me, ("$task", task, worker, fut)))
-        if not self.running and not self._todo():
-            s["status"] = "ready"
-            self._status_changed()
+        return self._to("ready") if not self.running and not self._todo() else None
 
-    async def handle_info(self, msg: Any) -> None:
-        if type(msg) is Exit:
-            return None  # a worker's end; its call's outcome says what happened
-        if msg == _STOP:
-            self.stop()
-            return None
-        if type(msg) is not tuple or msg[0] != "$task":
-            return super().handle_info(msg)
-        _, task, worker, fut = msg
+    async def _task_done(self, task: str, worker: Pid, fut: Any) -> NextState | None:
         if self.running.get(task) != worker:
             return None  # a worker of an earlier dispatch
         del self.running[task]
         self.unlink(worker)
         self.exit(worker, "shutdown")
         error = fut.exception()
-        s = self.state
-        if error is not None:
+        if error is None:
+            await self._checkpoint(task, fut.result())
+        else:
             reason = getattr(error, "reason", error)
             if isinstance(reason, Exception):  # the task's own failure, not a kill
-                n = s["attempts"][task] = s["attempts"].get(task, 0) + 1
+                attempts = self.state["attempts"]
+                n = attempts[task] = attempts.get(task, 0) + 1
                 if n >= self.config.max_attempts:
-                    self._give_up(f"{task} failed {n} times: {reason}")
-                    return None
-        elif s["status"] == "transcoding":
-            await self._checkpoint(task, fut.result())
-        self._dispatch()
-        return None
+                    return self._give_up(f"{task} failed {n} times: {reason}")
+        return self._dispatch()
 
     async def _checkpoint(self, task: str, result: Any) -> None:
         """Store a finished task's output as blobs, then record it as done."""
@@ -237,19 +274,10 @@ class UploadJob(PersistentServer):
                                     "segments": len(result["segments"]), "crcs": result["crcs"],
                                     "bytes": sum(map(len, result["segments"])), "at": self.now()}
 
-    def _give_up(self, reason: str) -> None:
-        s = self.state
-        s["status"], s["reason"] = "failed", reason
+    def _give_up(self, reason: str) -> NextState:
+        self.state["reason"] = reason
         for worker in self.running.values():
             self.unlink(worker)
             self.exit(worker, "shutdown")
         self.running.clear()
-        self._status_changed()
-
-    def _status_changed(self) -> None:
-        s = self.state
-        self.cast(self.ctx.catalog, ("status", self.id, s["status"]))
-        if s["status"] in TERMINAL:
-            # Stopped from a message of its own, not here: this may run at the end of an
-            # async callback, where a stop would skip saving the state (HOOK-NEEDED: storage).
-            self.send_after(0, self.pid, _STOP)
+        return self._to("failed")
