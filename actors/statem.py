@@ -182,6 +182,7 @@ class _Transition:
 class GenStateMachine(GenServer):
     """Base class of OTP-style state machines; see the module docstring."""
 
+    _sm_state: Any  # the state, NONE until init has returned it
     state_enter: bool = False
     """Make enter calls after every state change (and for the initial state)."""
 
@@ -255,7 +256,7 @@ class GenStateMachine(GenServer):
 
     def _setup(self, *a: Any) -> None:
         GenServer._setup(self, *a)
-        self._sm_state: Any = NONE
+        self._sm_state = NONE
         self._sm_queue: deque | None = None  # events inserted or retried: made when needed
         self._sm_postponed: list | None = None
         self._sm_t0q: list | None = None  # keys of the timeouts of 0 s, due before any message
