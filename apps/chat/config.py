@@ -3,13 +3,17 @@
 Numbers follow the WhatsApp design notes: a session with no heartbeat for 30 s is closed,
 checked every 10 s; a push notification is titled "Message from X" with the body cut to
 50 characters; messages are kept on the server only until delivered, then for a
-retention period (the notes give 24-48 hours of temporary storage).
+retention period (the notes give 24-48 hours of temporary storage). Where the notes are
+silent, WhatsApp's multi-device rules: a user links at most 5 devices (a phone and 4
+companions), and a device unseen for 30 days is logged out.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from apps.common import check_limits, check_nodes
+
+MAX_DEVICES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,12 @@ class ChatConfig:
     call_timeout: float = 5.0
     snapshot_every: int = 2_000
     """Shard events between snapshots (a snapshot saves the records they changed)."""
+    max_devices: int = 5
+    """Devices one user may have linked (WhatsApp: a phone and 4 companions); connecting
+    one more is refused (QuotaExceeded) until one is unlinked or expires."""
+    device_expiry: float = 30 * 24 * 3600.0
+    """Seconds a device may stay unseen (not connected) before it is unlinked and its
+    delivery state dropped; connecting again makes it a new device."""
 
     def __post_init__(self) -> None:
         if type(self.shards) is not int or not 1 <= self.shards <= 1024:
@@ -66,13 +76,16 @@ class ChatConfig:
         check_limits(self, ints=("max_payload", "max_id_len", "max_pending", "max_pending_bytes",
                                  "max_sender_bytes", "max_sender_offline", "window", "max_contacts",
                                  "max_push_records", "push_body", "room_max_chars", "room_burst",
-                                 "room_max_members", "snapshot_every"),
+                                 "room_max_members", "snapshot_every", "max_devices"),
                      seconds=("heartbeat_timeout", "heartbeat_check", "retention", "resend_after",
-                              "room_rate", "call_timeout"))
+                              "room_rate", "call_timeout", "device_expiry"))
         for name in ("max_pending_bytes", "max_sender_bytes"):
             if getattr(self, name) < self.max_payload:
                 raise ValueError(f"ChatConfig.{name} ({getattr(self, name)}) must be at least "
                                  f"max_payload ({self.max_payload}): no message could be stored")
+        if self.max_devices > MAX_DEVICES:
+            raise ValueError(f"ChatConfig.max_devices must be at most {MAX_DEVICES} (a user's devices are "
+                             f"scanned one by one), got {self.max_devices}")
         if self.heartbeat_check > self.heartbeat_timeout:
             raise ValueError(f"ChatConfig.heartbeat_check ({self.heartbeat_check}) must not exceed "
                              f"heartbeat_timeout ({self.heartbeat_timeout})")

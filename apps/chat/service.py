@@ -24,6 +24,14 @@ The device side: `outlet` is the pid that gets the session's frames (see
 directly); the device confirms the items it took (`confirm(upto)`, a cast),
 heartbeats at least every 30 s, and sends its messages in order, retrying an
 unacknowledged one with the same client id before sending the next.
+
+Devices: a user may be connected from up to `max_devices` devices at once (a phone and
+companions), each named by the device id given to `connect` and with its own delivery
+state: every message reaches all of them (and the sender's other devices, as a copy),
+each confirms on its own, the sender hears `delivered` when the first took it and
+`read` once, however many read it (the reader's other devices learn it was read). A
+device unseen for `device_expiry` is unlinked (`unlink` does it at once); connecting
+again with the same device id replaces that device's older session only.
 """
 from __future__ import annotations
 
@@ -90,7 +98,10 @@ class ChatService(TreeService):
 
     def connect(self, caller: Node | Process, user: str, device: str, outlet: Pid) -> Any:
         """Start a session for `user` on `device` on this node: its pid. Its frames go to
-        `outlet`. An older session of the same user is closed ("replaced")."""
+        `outlet`. An older session of the same device is closed ("replaced"); the user's
+        other devices stay connected. The session attaches to the user's shard right
+        after (see `attached`); a device past the user's `max_devices` is refused there,
+        and its session closed."""
         check_name("user", user, self.config)
         check_name("device", device, self.config)
         if type(outlet) is not Pid:
@@ -99,6 +110,13 @@ class ChatService(TreeService):
         # The spec and the hub are the sessions supervisor's own: only plain terms cross.
         return start_child(caller, self._local(SESSIONS_SUP), None, user, device, outlet,
                            timeout=self.config.call_timeout)
+
+    def attached(self, caller: Node | Process, session: Pid) -> Any:
+        """Once `session` has attached: `{"acked", "seq", "devices", "new"}` (`acked`: its
+        device's position; `devices`: how many the user has linked; `new`: the device was
+        linked now, starting from the user's first device's position, with nothing from an
+        earlier link kept). Raises `QuotaExceeded` for a device past `max_devices`."""
+        return self._ask(caller, session, ("attached",))
 
     def send(self, caller: Node | Process, session: Pid, to: str, client_id: str | int,
              payload: bytes, preview: str = "") -> Any:
@@ -157,8 +175,20 @@ class ChatService(TreeService):
         return self._shard_ask(caller, user, ("pushes", user))
 
     def pending(self, caller: Node | Process, user: str) -> Any:
-        """`user`'s undelivered items (for tools and tests)."""
+        """`user`'s stored items: those some linked device has not confirmed (for tools
+        and tests)."""
         return self._shard_ask(caller, user, ("pending", user))
+
+    def devices(self, caller: Node | Process, user: str) -> Any:
+        """`user`'s linked devices: `[[device, online, last_seen], ...]`."""
+        return self._shard_ask(caller, user, ("devices", user))
+
+    def unlink(self, caller: Node | Process, user: str, device: str) -> Any:
+        """Unlink a device of `user`: its session is closed ("unlinked"), its delivery
+        state and the items only it still needed are dropped; "ok". `BadRequest` if it
+        is not linked."""
+        check_name("device", device, self.config)
+        return self._shard_ask(caller, user, ("unlink", user, device))
 
     # -- plumbing -------------------------------------------------------------------------------
 

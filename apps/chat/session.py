@@ -2,10 +2,17 @@
 
 Started by `ChatService.connect` under the node's session DynamicSupervisor (temporary:
 a broken connection is not restarted; the device connects again). It attaches to its
-user's home shard, which links to it and from then on sends the user's items and the
-contacts' presence straight to the device's `outlet` (a hop less per frame than passing
-them through the session); the session forwards room messages to the outlet, and the
-device's requests to the shards.
+user's home shard, which links the device if it is new (see `apps.chat.shard`), links
+to the session and from then on sends the device's items and the contacts' presence
+straight to the device's `outlet` (a hop less per frame than passing them through the
+session); the session forwards room messages to the outlet, and the device's requests
+to the shards. `("attached",)` answers the attach's outcome once there is one (the
+shard's answer, or the refusal of a device past the user's `max_devices`, after which
+the session closes).
+
+A user with several devices linked gets a copy of each message it sends on all of them:
+the session, told the count by the shard, asks the recipient's shard for it with the
+message.
 
 `send` and `read` are forwarded to the shard that handles them with the device's own
 caller (OTP's forwarding of `From`), so the shard answers the device directly, once the
@@ -32,13 +39,15 @@ from actors import Exit, GenServer, NoProc, NoReply, Pid
 
 from apps.common import RETRYABLE
 
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest, QuotaExceeded, Unavailable
 from .protocol import PRESENCE, check_ids, check_message, check_name, check_seq
 from .rooms import join_room, room_request
 from .router import Router
 
 log = logging.getLogger("apps.chat")
 ATTACH = ("$chat.attach",)
+REFUSED = ("$chat.refused",)
+MAX_WAITING = 8  # callers of `attached` waiting for the outcome at most
 
 
 class Hub:
@@ -54,7 +63,7 @@ class Hub:
 class Session(GenServer):
     """See the module docstring. Spawned as `(hub, user, device, outlet)`."""
 
-    __slots__ = ("hub", "user", "device", "outlet", "home", "attached")
+    __slots__ = ("hub", "user", "device", "outlet", "home", "attached", "refused", "siblings", "waiting")
 
     def init(self, hub: Hub, user: str, device: str, outlet: Pid) -> None:
         self.trap_exit = True
@@ -63,7 +72,10 @@ class Session(GenServer):
         self.device = device
         self.outlet = outlet
         self.home: Pid | None = None
-        self.attached = False  # once attached, attaching again must not displace a newer session
+        self.attached: dict | None = None  # the shard's answer, once attached (it must not displace a newer session)
+        self.refused: QuotaExceeded | None = None  # the device may not link: the session ends
+        self.siblings = False  # the user has other devices linked: its messages are copied to them
+        self.waiting: list[Any] = []  # callers of `attached`
         hub.beats[self.pid] = self.now()
         self.continue_with(ATTACH)
 
@@ -82,17 +94,33 @@ class Session(GenServer):
             if shard is None:
                 raise NoProc(router.name_of(router.home(self.user)))
             info = await self.call(shard, ("attach", self.user, self.pid, self.outlet, self.device,
-                                           self.attached), router.config.call_timeout)
+                                           self.attached is not None), router.config.call_timeout)
         except RETRYABLE:
             self.send_after(router.config.resend_after, self.pid, ATTACH)
             return
-        if info == "replaced":  # the device connected again meanwhile: this one is stale
-            self._close("replaced")
+        if info in ("replaced", "unlinked"):  # connected again meanwhile, or dropped: this one is stale
+            self._close(info)
+            return
+        if isinstance(info, QuotaExceeded):  # one device more than the user may link
+            self.refused = info
+            if self.waiting:
+                self._answer_waiting(info)
+                self._close(f"device limit: {info}")
+            else:  # the caller of `attached` may be on its way: it hears why, then the session ends
+                self.send_after(router.config.call_timeout, self.pid, REFUSED)
             return
         if isinstance(info, Exception):
             raise info  # the ring disagrees with itself: nothing a retry can fix
         self.home = shard  # it linked to us: its exit reaches us as an Exit
-        self.attached = True
+        self.siblings = info["devices"] > 1
+        if self.attached is None:
+            self.attached = info
+        self._answer_waiting(self.attached)
+
+    def _answer_waiting(self, answer: Any) -> None:
+        waiting, self.waiting = self.waiting, []
+        for caller in waiting:
+            self.reply(caller, answer)
 
     def handle_info(self, msg: Any) -> Any:
         if type(msg) is Exit:
@@ -102,6 +130,8 @@ class Session(GenServer):
             return None  # anyone else's exit (a replaced shard link) is not ours to act on
         if msg == ATTACH:
             return self._attach() if self.home is None else None
+        if msg == REFUSED:
+            return self._close(f"device limit: {self.refused}")
         return super().handle_info(msg)
 
     def _close(self, reason: str) -> None:
@@ -117,8 +147,21 @@ class Session(GenServer):
             if kind == "send":
                 _, to, cid, payload, preview = request
                 check_message(to, cid, payload, preview, config)
-                return self._forward(self.hub.router.locate(to), to,
-                                     ("store", self.user, to, cid, payload, preview), caller)
+                if self.attached is None:  # a device sends once it is linked
+                    raise Unavailable(f"this session of {self.user!r} is attaching to its chat shard; retry")
+                store = ("store", self.user, to, cid, payload, preview, True) if self.siblings else \
+                    ("store", self.user, to, cid, payload, preview)
+                return self._forward(self.hub.router.locate(to), to, store, caller)
+            if kind == "attached":
+                if self.attached is not None:
+                    return self.attached
+                if self.refused is not None:  # answered, then the session ends
+                    self._close(f"device limit: {self.refused}")
+                    return self.refused
+                if len(self.waiting) >= MAX_WAITING:
+                    raise Unavailable(f"{len(self.waiting)} callers already wait for this session to attach")
+                self.waiting.append(caller)
+                return NoReply
             if kind == "heartbeat":
                 now = self.hub.beats[self.pid] = self.now()
                 return now
@@ -170,12 +213,14 @@ class Session(GenServer):
         kind = msg[0]
         if kind == "confirm":
             try:
-                self._home_cast(("confirm", self.user, check_seq(msg[1])))
+                self._home_cast(("confirm", self.user, self.device, check_seq(msg[1])))
             except BadRequest as exc:  # a cast has no one to answer (ChatService.confirm checks)
                 log.warning("chat session of %r dropped a confirm: %s", self.user, exc)
         elif kind == "room":
             self.send(self.outlet, msg)
         elif kind == "close":
             self._close(msg[1])
+        elif kind == "devices":  # the count of the user's linked devices changed
+            self.siblings = msg[1] > 1
         else:
             GenServer.handle_info(self, msg)  # logged and dropped, as OTP does

@@ -13,24 +13,33 @@ Requests (calls answer a value, or an error object the client API raises):
   holds `max_pending` items or `max_pending_bytes`, and with `QuotaExceeded` when the
   sender's undelivered messages on this shard would pass `max_sender_bytes` or reach
   `max_sender_offline` offline recipients (see `apps.chat.config`).
-- `("attach", user, session, outlet, device, again)` -> `{"acked", "seq"}`: the
-  session's device (`outlet`) now gets the user's items (up to `window` unconfirmed) and
-  contacts' presence as frames (`apps.chat.protocol`), sent to it directly; an older
-  session of the user is closed ("replaced"). A session attaching `again` (its shard
-  went down) is answered "replaced" if another session of the user is attached: that
-  one is newer. The shard
-  links to the session (both trap exits): the session's end means offline, with a last
-  seen time; the shard's end makes the session attach again. One link costs less than
-  a monitor each way, and a node holds a million sessions.
+- `("attach", user, session, outlet, device, again)` -> `{"acked", "seq", "devices",
+  "new"}`: the session's device (`outlet`) now gets the user's items (up to `window`
+  unconfirmed, from its own position) and contacts' presence as frames
+  (`apps.chat.protocol`), sent to it directly. A device not linked yet is linked (a
+  stored event; `new`), starting where the user's first device is (see
+  `apps.chat.store`), unless the user has `max_devices` linked: `QuotaExceeded`. An
+  older session of the same device is closed ("replaced"); the user's other devices
+  stay. A session attaching `again` (its shard went down) is answered "replaced" if
+  another session of its device is attached (that one is newer), and "unlinked" if its
+  device was unlinked meanwhile. The shard links to the session (both trap exits): the
+  session's end means the device is offline (the user, once it was its last), with a
+  last seen time; the shard's end makes the session attach again. One link costs less
+  than a monitor each way, and a node holds a million sessions. Sessions hear
+  `("devices", n)` when their user's count of linked devices changes: a user with
+  several sends a copy of each message to all of them.
 - `("read", user, ids)` -> "ok" once the read receipts are stored.
 - `("presence_of", user, viewer)` -> `(status, last_seen)` if `user` lists `viewer` as
   a contact (or is the viewer), else `Forbidden`; `("contacts", user, list)`;
-  `("pushes", user)` -> push notification records; `("pending", user)` -> items.
+  `("pushes", user)` -> push notification records; `("pending", user)` -> items;
+  `("devices", user)` -> `[[device, online, last_seen], ...]`; `("unlink", user,
+  device)` -> "ok" once the device's state is dropped (its session is closed,
+  "unlinked").
 `store` and `read` come forwarded by a session with its device's caller: the answer goes
 straight to the device.
-Casts: `("confirm", user, upto)` (a lost one heals itself: the items come again and are
-confirmed again), `("presence", user, status, session)`; between shards `("receipts",
-from_shard, [[sender, msg_id, status]])`, `("acked", [[msg_id, status]])`,
+Casts: `("confirm", user, device, upto)` (a lost one heals itself: the items come again
+and are confirmed again), `("presence", user, status, session)`; between shards
+`("receipts", from_shard, [[sender, msg_id, status(, to, payload)]])`, `("acked", [[msg_id, status]])`,
 `("peer_presence", contact, user, status, last_seen)`.
 
 Presence goes only between contacts both ways: a user's changes go to the contacts it
@@ -55,7 +64,9 @@ recognises repeats (receipts never go back).
 Every `resend_after` seconds a tick resends what is stalled: items a session has not
 confirmed since the last tick (go-back-N from the first unconfirmed one), receipts no
 shard has acknowledged (never one older than `retention`); and forgets records older than
-`retention`.
+`retention`. It also marks the connected devices seen now and then (every quarter of
+`device_expiry`, so a restart does not take them for gone) and unlinks the devices unseen
+for `device_expiry`.
 """
 from __future__ import annotations
 
@@ -76,6 +87,24 @@ from .router import Router
 log = logging.getLogger("apps.chat")
 TICK = ("$chat.tick",)
 FLUSH = ("$chat.flush",)
+SHOWN_DEVICES = 5  # device names an error message lists at most
+
+
+class Conn:
+    """An attached device: its session (linked), where its frames go, its stored state
+    (`[acked, seen]`, shared with the book), the highest seq pushed to it, and its
+    position at the last tick while it had unconfirmed items."""
+
+    __slots__ = ("user", "device", "session", "outlet", "dev", "pushed", "stalled")
+
+    def __init__(self, user: str, device: str, session: Pid, outlet: Pid, dev: list) -> None:
+        self.user = user
+        self.device = device
+        self.session = session
+        self.outlet = outlet
+        self.dev = dev
+        self.pushed = 0
+        self.stalled: int | None = None
 
 
 class Shard(EventSourcedServer):
@@ -90,7 +119,8 @@ class Shard(EventSourcedServer):
         self.snapshot_every = config.snapshot_every
         self.book = book.ShardBook(config.retention, config.max_push_records,
                                    lambda user: router.home(user) == index,
-                                   self.put_record, self.delete_record)
+                                   self.put_record, self.delete_record,
+                                   max_items=config.max_pending, max_bytes=config.max_pending_bytes)
         self._effects: book.Effects | None = None
         self.trap_exit = True  # sessions are linked: their exits come as messages
         super().init(store, ("chat.shard", index))
@@ -100,17 +130,14 @@ class Shard(EventSourcedServer):
         if self._migrated:
             self.save_snapshot()  # saved at the end of init (a turn): the old snapshot as records
         self.gen = Snowflake(index, self.state["gen"])
-        self.sessions: dict[str, Pid] = {}  # user -> its attached session (linked)
-        self.outlets: dict[str, Pid] = {}  # user -> its session's device: where frames go
-        self.users: dict[Pid, str] = {}
-        self.pushed: dict[str, int] = {}  # user -> highest seq pushed to its session
-        self.stalled: dict[str, int] = {}  # user -> acked at the last tick, while unconfirmed
+        self.conns: dict[str, list[Conn]] = {}  # user -> its attached devices
+        self.by_pid: dict[Pid, Conn] = {}  # session -> its device
         self.status: dict[str, str] = {}  # online or away; absent: offline
         self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
-        # Taken since the last flush (see _flush_batch): user -> confirmed seq; receipts
-        # from other shards, and what to acknowledge to each; their acknowledgements of
-        # ours (msg_id -> status).
-        self.confirms: dict[str, int] = {}
+        # Taken since the last flush (see _flush_batch): (user, device) -> confirmed seq;
+        # receipts from other shards, and what to acknowledge to each; their
+        # acknowledgements of ours (msg_id -> status).
+        self.confirms: dict[tuple[str, str], int] = {}
         self.inflow: list[list] = []
         self.acks: dict[int, list[list]] = {}
         self.acked: dict[int, int] = {}
@@ -163,6 +190,10 @@ class Shard(EventSourcedServer):
                 return "ok"
             if kind == "pending":
                 return [list(item) for item in book.pending(self.data, self._local_user(request[1]))]
+            if kind == "devices":
+                return self._devices(self._local_user(request[1]))
+            if kind == "unlink":
+                return self._unlink(self._local_user(request[1]), request[2])
         except ChatError as exc:
             return exc
         except LimitExceeded as exc:  # an event over the store's value limit: nothing was applied
@@ -174,15 +205,16 @@ class Shard(EventSourcedServer):
     def handle_cast(self, msg: Any) -> None:
         kind = msg[0]
         if kind == "confirm":
-            self._take_confirm(msg[1], msg[2])
+            self._take_confirm(msg[1], msg[2], msg[3])
         elif kind == "presence":
             _, user, status, session = msg
-            if self.sessions.get(user) == session and status in PRESENCE[:2]:
+            conn = self.by_pid.get(session)
+            if conn is not None and conn.user == user and status in PRESENCE[:2]:
                 self.status[user] = status
                 self._broadcast(user, status)
         elif kind == "receipts":
             self.inflow += msg[2]
-            self.acks.setdefault(msg[1], []).extend([[m, status] for _, m, status in msg[2]])
+            self.acks.setdefault(msg[1], []).extend([[r[1], r[2]] for r in msg[2]])
             self._flush_later()
         elif kind == "acked":
             outbox = self.data["outbox"]
@@ -217,7 +249,7 @@ class Shard(EventSourcedServer):
                              f"{self.index} (a client with another ring configuration?)")
         return user
 
-    def _store(self, sender: str, to: str, cid: Any, payload: bytes, preview: str) -> int:
+    def _store(self, sender: str, to: str, cid: Any, payload: bytes, preview: str, echo: bool = False) -> int:
         check_name("sender", sender, self.config)
         check_message(to, cid, payload, preview, self.config)
         self._local_user(to)
@@ -227,18 +259,22 @@ class Shard(EventSourcedServer):
         self._check_room(sender, to, len(payload))
         now = self.now()
         msg_id = self.gen.next(now)
-        push = None if to in self.sessions else push_record(sender, preview, self.config)
-        self._act(self._persist([book.E_STORE, msg_id, sender, cid, to, payload, now, push]))
+        push = None if to in self.conns else push_record(sender, preview, self.config)
+        event = [book.E_STORE, msg_id, sender, cid, to, payload, now, push]
+        if echo is True:  # the sender has other devices: they get a copy
+            event.append(True)
+        self._act(self._persist(event))
         return msg_id
 
     def _check_room(self, sender: str, to: str, size: int) -> None:
         """Refuse a message the recipient's pending store or the sender's quotas on this
-        shard cannot take (see `apps.chat.config`)."""
+        shard cannot take (see `apps.chat.config`). Items some device has taken do not
+        count: they make room (see `apps.chat.store`)."""
         config = self.config
         box = self.data["inbox"].get(to)
         if box is not None:
-            if len(box[2]) >= config.max_pending:
-                raise Overloaded(f"{to!r} has {len(box[2])} undelivered items (max_pending); retry later")
+            if box[0] - box[1] >= config.max_pending:
+                raise Overloaded(f"{to!r} has {box[0] - box[1]} undelivered items (max_pending); retry later")
             if box[3] + size > config.max_pending_bytes:
                 raise Overloaded(f"{to!r} has {box[3]} bytes of undelivered messages; this one would "
                                  f"pass max_pending_bytes ({config.max_pending_bytes}); retry later")
@@ -250,8 +286,8 @@ class Shard(EventSourcedServer):
             raise QuotaExceeded(f"{sender!r} has {held} bytes of messages not yet delivered on chat "
                                 f"shard {self.index}; this one would pass max_sender_bytes "
                                 f"({config.max_sender_bytes}); retry once they are delivered")
-        if to not in sent and to not in self.sessions:
-            offline = sum(1 for user in sent if user not in self.sessions)
+        if to not in sent and to not in self.conns:
+            offline = sum(1 for user in sent if user not in self.conns)
             if offline >= config.max_sender_offline:
                 raise QuotaExceeded(f"{sender!r} has messages waiting for {offline} offline users on "
                                     f"chat shard {self.index} (max_sender_offline); retry once they "
@@ -260,54 +296,106 @@ class Shard(EventSourcedServer):
     def _attach(self, user: str, session: Pid, outlet: Pid, device: str, again: bool) -> Any:
         self._local_user(user)
         check_name("device", device, self.config)
-        old = self.sessions.get(user)
-        if again and old is not None and old != session:
+        old = next((conn for conn in self.conns.get(user, ()) if conn.device == device), None)
+        if again and old is not None and old.session != session:
             return "replaced"
-        if old is not None and old != session:
-            self.unlink(old)
-            del self.users[old]
-            self.cast(old, ("close", "replaced"))
+        devs = self.data["devices"].get(user)
+        new = devs is None or device not in devs
+        if new:
+            if again:
+                return "unlinked"  # dropped while its session was away: it links again
+            self._link(user, device, devs)
+        if old is not None and old.session != session:
+            self._detach(old)
+            self.cast(old.session, ("close", "replaced"))
             old = None
         if old is None:
             self.link(session)  # a session already gone: its Exit(noproc) comes as a message
-            self.sessions[user] = session
-            self.users[session] = user
-            self.outlets[user] = outlet
+            old = Conn(user, device, session, outlet, self.data["devices"][user][device])
+            self.conns.setdefault(user, []).append(old)
+            self.by_pid[session] = old
         box = self.data["inbox"].get(user)
-        acked, seq = (box[1], box[0]) if box is not None else (0, 0)
-        self.pushed[user] = acked  # a (re)attached session gets everything unconfirmed
-        self.stalled.pop(user, None)
+        acked = max(old.dev[0], book.floor(box)) if box is not None else old.dev[0]
+        old.pushed = acked  # a (re)attached session gets everything unconfirmed
+        old.stalled = None
         if self.status.get(user) != "online":
             self.status[user] = "online"
             self._broadcast(user, "online")
-        self._push(user)
-        return {"acked": acked, "seq": seq}
+        if box is not None:
+            self._push_to(old, box)
+        if new:
+            self._tell_devices(user)
+        return {"acked": acked, "seq": box[0] if box is not None else 0,
+                "devices": len(self.data["devices"][user]), "new": new}
+
+    def _link(self, user: str, device: str, devs: dict | None) -> None:
+        if devs is not None and len(devs) >= self.config.max_devices:
+            names = ", ".join(repr(name) for name in list(devs)[:SHOWN_DEVICES])
+            more = f" and {len(devs) - SHOWN_DEVICES} more" if len(devs) > SHOWN_DEVICES else ""
+            raise QuotaExceeded(f"{user!r} has {len(devs)} devices linked ({names}{more}), the most "
+                                f"max_devices allows: unlink one first (a device unseen for "
+                                f"{self.config.device_expiry:g} s is unlinked by itself)")
+        self._act(self._persist([book.E_LINK, user, device, self.now()]))
+
+    def _tell_devices(self, user: str) -> None:
+        """Tell the user's sessions how many devices it has linked."""
+        linked = len(self.data["devices"].get(user, ()))
+        for conn in self.conns.get(user, ()):
+            self.cast(conn.session, ("devices", linked))
+
+    def _detach(self, conn: Conn) -> bool:
+        """Forget an attached device; True if it was its user's last."""
+        self.unlink(conn.session)
+        del self.by_pid[conn.session]
+        conns = self.conns[conn.user]
+        conns.remove(conn)
+        if conns:
+            return False
+        del self.conns[conn.user]
+        self.status.pop(conn.user, None)
+        return True
 
     def _push(self, user: str) -> None:
-        """Send the user's device the items after those already pushed, within the window."""
-        outlet = self.outlets.get(user)
-        box = self.data["inbox"].get(user)
-        if outlet is None or box is None or not box[2]:
-            return
-        seq, acked, items, _ = box
-        start = max(self.pushed.get(user, acked), acked) + 1
-        end = min(seq, acked + self.config.window)
-        if start > end:
+        """Send each of the user's attached devices the items after those already pushed
+        to it, within its window."""
+        conns = self.conns.get(user)
+        if conns:
+            box = self.data["inbox"].get(user)
+            if box is not None:
+                for conn in conns:
+                    self._push_to(conn, box)
+
+    def _push_to(self, conn: Conn, box: list) -> None:
+        items = box[2]
+        if not items:
             return
         first = items[0][0]
-        self.send(outlet, ("items", items[start - first:end - first + 1], acked))
-        self.pushed[user] = end
-
-    def _take_confirm(self, user: str, upto: int) -> None:
-        box = self.data["inbox"].get(user)
-        if box is None or upto <= box[1] or upto <= self.confirms.get(user, 0):
-            return  # nothing new: a repeat
-        if upto > box[0]:
-            log.warning("chat shard %d: %r confirmed item %d, but only %d exist; ignored",
-                        self.index, user, upto, box[0])
+        acked = conn.dev[0] if conn.dev[0] >= first else first - 1
+        start = max(conn.pushed, acked) + 1
+        end = min(box[0], acked + self.config.window)
+        if start > end:
             return
-        self.confirms[user] = upto
+        self.send(conn.outlet, ("items", items[start - first:end - first + 1], acked))
+        conn.pushed = end
+
+    def _take_confirm(self, user: str, device: str, upto: int) -> None:
+        box = self.data["inbox"].get(user)
+        key = (user, device)
+        if box is None or upto <= self.confirms.get(key, 0):
+            return
+        at = book.position(self.data, user, device)
+        if at is None or upto <= at:
+            return  # nothing new (a repeat), or a device unlinked meanwhile
+        if upto > box[0]:
+            log.warning("chat shard %d: %r (%r) confirmed item %d, but only %d exist; ignored",
+                        self.index, user, device, upto, box[0])
+            return
+        self.confirms[key] = upto
         self._flush_later()
+
+    def _chunks(self, entries: list) -> list[list]:
+        """`entries` in pieces that are each one stored event (see `apps.chat.store.chunks`)."""
+        return book.chunks(entries, self.store.max_value_bytes // 2)
 
     def _flush_later(self) -> None:
         """Have _flush_batch run after the messages queued now (one flush per batch)."""
@@ -322,18 +410,22 @@ class Shard(EventSourcedServer):
         self.flush_due = False
         now = self.now()
         if self.confirms:
-            confirms, self.confirms = list(self.confirms.items()), {}
-            for chunk in _chunks(confirms):
+            confirms, self.confirms = self.confirms, {}
+            entries = [[user, upto, device] for (user, device), upto in confirms.items()]
+            for chunk in self._chunks(entries):
                 self._act(self._persist([book.E_CONFIRM, chunk, now]))
-            for user, _ in confirms:
-                self.stalled.pop(user, None)
-                self._push(user)
+            inbox = self.data["inbox"]
+            for user, device in confirms:
+                for conn in self.conns.get(user, ()):
+                    if conn.device == device:
+                        conn.stalled = None
+                        self._push_to(conn, inbox[user])
         if self.inflow:
             inflow, acks, self.inflow, self.acks = self.inflow, self.acks, [], {}
             rstat, home = self.data["rstat"], self.router.home
             news = [r for r in inflow
                     if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
-            for chunk in _chunks(news):
+            for chunk in self._chunks(news):
                 self._act(self._persist([book.E_RECEIPTS, chunk, now]))
             for shard, done in acks.items():
                 peer = self.router.shard(shard)
@@ -344,7 +436,7 @@ class Shard(EventSourcedServer):
             done = [[msg_id, status] for msg_id, status in self.acked.items()
                     if msg_id in outbox and outbox[msg_id][1] <= status]
             self.acked = {}
-            for chunk in _chunks(done):
+            for chunk in self._chunks(done):
                 self._persist([book.E_ACKED, chunk])
 
     def _read(self, user: str, ids: list[int]) -> None:
@@ -355,7 +447,7 @@ class Shard(EventSourcedServer):
         for msg_id in dict.fromkeys(ids):  # each id once, however often it is named
             record = records.get(msg_id)
             if record is None or record[3] == book.READ:
-                continue  # forgotten after retention, or already read
+                continue  # forgotten after retention, or already read (on this device or another)
             if record[2] != user:
                 others.append(msg_id)
                 continue
@@ -384,6 +476,29 @@ class Shard(EventSourcedServer):
             if pid is not None:
                 self.cast(pid, ("receipts", self.index, batch))
 
+    # -- devices ----------------------------------------------------------------------------------
+
+    def _devices(self, user: str) -> list[list]:
+        online = {conn.device for conn in self.conns.get(user, ())}
+        return [[device, device in online, dev[1]]
+                for device, dev in self.data["devices"].get(user, {}).items()]
+
+    def _unlink(self, user: str, device: Any) -> str:
+        check_name("device", device, self.config)
+        devs = self.data["devices"].get(user)
+        if devs is None or device not in devs:
+            raise BadRequest(f"{user!r} has no device {device!r} linked (linked: "
+                             f"{', '.join(repr(name) for name in list(devs or ())[:SHOWN_DEVICES]) or 'none'})")
+        conn = next((conn for conn in self.conns.get(user, ()) if conn.device == device), None)
+        if conn is not None:
+            self.cast(conn.session, ("close", "unlinked"))
+            if self._detach(conn):
+                self._persist([book.E_SEEN, user, self.now()])
+                self._broadcast(user, "offline")
+        self._act(self._persist([book.E_UNLINK, [[user, device]]]))
+        self._tell_devices(user)
+        return "ok"
+
     # -- presence --------------------------------------------------------------------------------
 
     def _set_contacts(self, user: str, contacts: Any) -> str:
@@ -410,21 +525,20 @@ class Shard(EventSourcedServer):
                     self.cast(pid, ("peer_presence", contact, user, status, seen))
 
     def _tell_contact(self, contact: str, user: str, status: str, seen: float | None) -> None:
-        """Pass `user`'s presence to `contact`'s device if `contact` lists `user` too."""
-        outlet = self.outlets.get(contact)
-        if outlet is not None and user in self.data["contacts"].get(contact, ()):
-            self.send(outlet, ("presence", user, status, seen))
+        """Pass `user`'s presence to `contact`'s devices if `contact` lists `user` too."""
+        conns = self.conns.get(contact)
+        if conns and user in self.data["contacts"].get(contact, ()):
+            for conn in conns:
+                self.send(conn.outlet, ("presence", user, status, seen))
 
     def _session_down(self, pid: Pid) -> None:
-        user = self.users.pop(pid, None)
-        if user is None:
+        conn = self.by_pid.get(pid)
+        if conn is None:
             return  # a replaced session, or a stranger's exit
-        del self.sessions[user], self.outlets[user]
-        self.pushed.pop(user, None)
-        self.stalled.pop(user, None)
-        self.status.pop(user, None)
-        self._persist([book.E_SEEN, user, self.now()])
-        self._broadcast(user, "offline")
+        offline = self._detach(conn)
+        self._persist([book.E_SEEN, conn.user, self.now(), conn.device, offline])
+        if offline:
+            self._broadcast(conn.user, "offline")
 
     # -- the tick ---------------------------------------------------------------------------------
 
@@ -436,23 +550,39 @@ class Shard(EventSourcedServer):
                 rstat_expiry and rstat_expiry[0][0] <= now - book.RECEIPT_MEMORY * retention:
             self._persist([book.E_EXPIRE, now])  # first: what is forgotten is not resent
         inbox = self.data["inbox"]
-        for user in list(self.pushed):
-            acked = inbox[user][1] if user in inbox else 0
-            if self.pushed[user] <= acked:
-                self.stalled.pop(user, None)
-            elif self.stalled.get(user) == acked:  # no progress for a whole tick: go back
-                self.pushed[user] = acked
-                self._push(user)
+        alive, refresh = [], now - self.config.device_expiry / 4
+        for conn in self.by_pid.values():
+            box = inbox.get(conn.user)
+            acked = max(conn.dev[0], book.floor(box)) if box is not None else conn.pushed
+            if conn.pushed <= acked:
+                conn.stalled = None
+            elif conn.stalled == acked:  # no progress for a whole tick: go back
+                conn.pushed = acked
+                self._push_to(conn, box)
             else:
-                self.stalled[user] = acked
+                conn.stalled = acked
+            if conn.dev[1] <= refresh:
+                alive.append([conn.user, conn.device])
+        for chunk in self._chunks(alive):
+            self._persist([book.E_ALIVE, chunk, now])
+        self._expire_devices(now)
         horizon, oldest = now - self.config.resend_after, now - retention
-        due = [[entry[0], msg_id, entry[1]] for msg_id, entry in self.data["outbox"].items()
+        due = [[entry[0], msg_id, entry[1], *entry[3:]] for msg_id, entry in self.data["outbox"].items()
                if self.outbox_sent.get(msg_id, horizon) <= horizon and entry[2] > oldest]
         if due:
             self._forward(due)
         self.send_after(self.config.resend_after, self.pid, TICK)
 
-
-def _chunks(entries: list) -> list[list]:
-    """`entries` in pieces of at most EVENT_CHUNK: each piece is one stored event."""
-    return [entries[i:i + book.EVENT_CHUNK] for i in range(0, len(entries), book.EVENT_CHUNK)]
+    def _expire_devices(self, now: float) -> None:
+        """Unlink the devices unseen for `device_expiry` (a chunk of them a tick)."""
+        horizon = now - self.config.device_expiry
+        gone = []
+        for (user, device), dev in self.data["by_seen"].items():
+            if dev[1] > horizon or len(gone) == book.EVENT_CHUNK:
+                break
+            if not any(conn.device == device for conn in self.conns.get(user, ())):
+                gone.append([user, device])
+        if gone:
+            self._act(self._persist([book.E_UNLINK, gone]))
+            for user in dict.fromkeys(user for user, _ in gone):
+                self._tell_devices(user)

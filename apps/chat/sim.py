@@ -312,9 +312,11 @@ class ChatSystem(ServerSystem, System):
         """The stored state of every shard whose node is up (records plus journal)."""
         out = {}
         for index in range(self.chat.shards):
+            reader = book.ShardBook(self.chat.retention, self.chat.max_push_records,
+                                    lambda user, index=index: self.ring.owner(user) == index,
+                                    max_items=self.chat.max_pending, max_bytes=self.chat.max_pending_bytes)
             state = book.stored_shard(self.nodes.store(self.servers[index % len(self.servers)]), index,
-                                      self.chat.shards, self.chat.retention, self.chat.max_push_records,
-                                      lambda user, index=index: self.ring.owner(user) == index)
+                                      self.chat.shards, reader)
             if state is not None:  # else its node is down or its store failing: a later check looks
                 out[index] = state
         return out

@@ -12,43 +12,66 @@ The head: `{"format": 2, "shard", "shards", "gen"}` (`gen`: the last message id
 assigned, so a restarted shard never assigns one again). Records (key -> value):
 
 - `("box", user)` -> `[seq, acked]`: the head of the user's pending store, saved when a
-  confirmation moves it (a recovered `seq` is at least its last item's). Every item
-  gets the next `seq` of its user; the device confirms cumulatively (`acked`).
-- `("item", user, seq)` -> `[seq, "m", msg_id, sender, payload]` (a message to the user)
-  or `[seq, "r", msg_id, status, None]` (a receipt for one the user sent); deleted once
-  confirmed.
+  confirmation moves `acked` (a recovered `seq` is at least its last item's). Every item
+  gets the next `seq` of its user; `acked` is the highest seq one of its devices has
+  confirmed (the messages up to it are delivered).
+- `("item", user, seq)` -> `[seq, "m", msg_id, sender, payload]` (a message to the user),
+  `[seq, "r", msg_id, status, None]` (a receipt for one the user sent), `[seq, "s",
+  msg_id, to, payload]` (a message the user sent, copied to all its devices when it has
+  several) or `[seq, "v", msg_id, sender, None]` (a message to the user was read on one
+  of its devices, when it has several). Deleted once every linked device confirmed it.
+- `("dev", user, device)` -> `[acked, seen]`: a linked device (at most `max_devices` per
+  user) with its own cumulative confirmation and when it was last seen (linked,
+  disconnected, or still connected: refreshed). `acked` is saved only while the device
+  is ahead of the user's slowest device: the slowest is at the oldest stored item, so a
+  device's position is `max(acked, floor)` (`floor`: the seq before the oldest item,
+  or `seq` when none is left), and a single-device user's confirmations write no device
+  record. A device unlinked (by its user, or unseen for `device_expiry`) is deleted,
+  and the items only it still needed with it. A new device starts at the box's `acked`:
+  it gets what no device has taken yet, and everything after.
 - `("msg", msg_id)` -> `[sender, cid, to, status, delivered_at]` for messages stored
   here; kept after delivery for `retention` seconds so receipts and retried sends still
   find it.
-- `("out", msg_id)` -> `[sender, status, t]`: a receipt for a sender homed on another
-  shard (made at `t`), kept until that shard says it stored it; never sent once older
-  than `retention`.
+- `("out", msg_id)` -> `[sender, status, t]`, or `[sender, status, t, to, payload]` while
+  it carries the message for the sender's devices: a receipt for a sender homed on
+  another shard (made at `t`), kept until that shard says it stored it; never sent once
+  older than `retention`.
 - `("rcpt", msg_id)` -> `[status, t]`: the newest receipt put in a local sender's
-  inbox, so a late or repeated receipt never moves a message back. Kept for
-  `RECEIPT_MEMORY` x `retention`: longer than any shard may resend it, whatever the
-  clock skew between their nodes.
+  inbox (`sent` for a copy to its devices), so a late or repeated receipt never moves a
+  message back. Kept for `RECEIPT_MEMORY` x `retention`: longer than any shard may
+  resend it, whatever the clock skew between their nodes.
 - `("seen", user)` -> last seen; `("contacts", user)` -> the users who see its
   presence; `("push", msg_id)` -> `[to, title, body, t]` (push notification records,
   the newest `max_push_records`).
 
-In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes]`
-(items in order; bytes: their payloads' total); `records`, `outbox`, `rstat`, `seen`,
-`contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest first; and what
-is derived from them on recovery: `dedup` (sender -> {client id -> msg_id}: a retried
-send is recognised), `senders` (sender -> [bytes, {recipient -> [items, bytes]}] of its
-messages undelivered here: the per-sender quotas), `expiry` / `rstat_expiry` (`[t, msg_id]`, what to forget
-when).
+A user's pending store holds at most `max_pending` items and `max_pending_bytes` of
+payload: a message past them that no device has taken is refused (the shard checks),
+and items a device has taken but a slower one has not are dropped, oldest first, to
+make room (that device then misses them: its position jumps past them).
+
+In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes,
+held]` (items in order; bytes: the payloads of the undelivered ones, after `acked`;
+held: of the others); `devices`: user -> {device: [acked, seen]}; `records`, `outbox`,
+`rstat`, `seen`, `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest
+first; and what is derived from them on recovery: `dedup` (sender -> {client id ->
+msg_id}: a retried send is recognised), `senders` (sender -> [bytes, {recipient ->
+[items, bytes]}] of its messages undelivered here: the per-sender quotas), `expiry` /
+`rstat_expiry` (`[t, msg_id]`, what to forget when), `by_seen` ({(user, device): its
+[acked, seen]}, least recently seen first: what to expire).
 
 Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
-so `[E_CONFIRM, [[user, upto], ...], t]` and `[E_RECEIPTS, [[sender, msg_id, status], ...],
-t]` each cover many messages (at most `EVENT_CHUNK` each). `apply` returns the receipts
-to forward to other shards and the users whose inbox grew. A shard stored by the
-previous version (one snapshot holding the whole state, `"format": 1`) is converted by
-`from_v1` and saved as records at its first snapshot; its journal replays as it is.
-An event kind this version does not know (another version's) is refused by name.
+so `[E_CONFIRM, [[user, upto, device], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
+status(, to, payload)], ...], t]` each cover many messages (`chunks` cuts them to fit
+a stored value). `apply` returns the receipts to forward to other shards
+and the users whose inbox grew. A shard stored by the previous version (one snapshot
+holding the whole state, `"format": 1`) is converted by `from_v1` and saved as records
+at its first snapshot; its journal replays as it is (a confirmation naming no device,
+from before devices, moves the box as a single device's does). An event kind this
+version does not know (another version's) is refused by name.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Iterator
 
 from storage import StorageError, Store
@@ -58,8 +81,11 @@ from .receipts import DELIVERED, READ, SENT, advance
 FORMAT = 2
 E_STORE, E_CONFIRM, E_READ, E_RECEIPTS, E_ACKED, E_EXPIRE, E_SEEN, E_CONTACTS = (
     "m", "cs", "rd", "rc", "ok", "x", "s", "k")
+E_LINK, E_UNLINK, E_ALIVE = "dl", "du", "da"
+"""[E_LINK, user, device, t]: a new device; [E_UNLINK, [[user, device], ...]]: devices
+dropped; [E_ALIVE, [[user, device], ...], t]: connected devices seen now."""
 E_CONFIRM_ONE = "c"  # [E_CONFIRM_ONE, user, upto, t]: one user's, as journals before batching hold
-EVENT_CHUNK = 128  # entries of one batched event at most: an event is a stored value too
+EVENT_CHUNK = 128  # entries of one batched event at most (and they fit a stored value: see `chunks`)
 RECEIPT_MEMORY = 2  # a sender's shard remembers receipts this many retention periods
 Stage = Callable[..., None]
 
@@ -75,13 +101,29 @@ def empty_head(shard: int, shards: int) -> dict[str, Any]:
 def empty(shard: int = 0, shards: int = 1, head: dict[str, Any] | None = None) -> dict[str, Any]:
     """The in-memory state of a shard with nothing stored (see the module docstring)."""
     return {"head": head if head is not None else empty_head(shard, shards), "inbox": {},
-            "records": {}, "dedup": {}, "senders": {}, "outbox": {}, "rstat": {}, "expiry": [],
-            "rstat_expiry": [], "seen": {}, "contacts": {}, "pushes": []}
+            "devices": {}, "by_seen": {}, "records": {}, "dedup": {}, "senders": {}, "outbox": {},
+            "rstat": {}, "expiry": [], "rstat_expiry": [], "seen": {}, "contacts": {}, "pushes": []}
+
+
+def floor(box: list) -> int:
+    """The seq before the user's oldest stored item: what every device has confirmed."""
+    items = box[2]
+    return items[0][0] - 1 if items else box[0]
+
+
+def position(state: dict[str, Any], user: Any, device: Any) -> int | None:
+    """The seq up to which `device` of `user` has confirmed, or None if it is not linked."""
+    devs = state["devices"].get(user)
+    dev = devs.get(device) if devs is not None else None
+    if dev is None:
+        return None
+    box = state["inbox"].get(user)
+    return dev[0] if box is None else max(dev[0], floor(box))
 
 
 class Effects:
     """What an event asks the shard process to do: forward `receipts` ([sender, msg_id,
-    status]) to other shards, push to the sessions of `users`."""
+    status(, to, payload)]) to other shards, push to the sessions of `users`."""
 
     __slots__ = ("receipts", "users")
 
@@ -93,17 +135,21 @@ class Effects:
 class ShardBook:
     """Applies events to a shard's state, staging every record it changes with `put(key,
     value, new)` / `delete(key)` (the shard's `put_record` / `delete_record`; `new` for a
-    record made by this event). `is_local(user)`
-    says whether a user is homed on this shard (decided by the router, fixed for a
-    deployment)."""
+    record made by this event). `is_local(user)` says whether a user is homed on this
+    shard (decided by the router, fixed for a deployment). A user's pending store keeps at
+    most `max_items` items and `max_bytes` of payload, as far as dropping items some
+    device took makes room (see the module docstring); unbounded unless given."""
 
     def __init__(self, retention: float, max_pushes: int, is_local: Callable[[Any], bool],
-                 put: Stage = _no_stage, delete: Callable[[Any], None] = _no_stage) -> None:
+                 put: Stage = _no_stage, delete: Callable[[Any], None] = _no_stage, *,
+                 max_items: int = sys.maxsize, max_bytes: int = sys.maxsize) -> None:
         self.retention = retention
         self.max_pushes = max_pushes
         self.is_local = is_local
         self.put = put
         self.delete = delete
+        self.max_items = max_items
+        self.max_bytes = max_bytes
         self._handlers = {kind: getattr(self, "_" + name) for kind, name in _HANDLERS.items()}
 
     def apply(self, state: dict[str, Any], event: list) -> Effects:
@@ -118,7 +164,7 @@ class ShardBook:
     # -- events ----------------------------------------------------------------------------
 
     def _store(self, state: dict, event: list, out: Effects) -> None:
-        _, msg_id, sender, cid, to, payload, t, push = event
+        _, msg_id, sender, cid, to, payload, t, push = event[:8]
         head = state["head"]
         assert msg_id > head["gen"], f"message id {msg_id} not after {head['gen']}"
         head["gen"] = msg_id
@@ -127,6 +173,8 @@ class ShardBook:
         state["dedup"].setdefault(sender, {})[cid] = msg_id
         self._append(state, to, ["m", msg_id, sender, payload], out)
         _quota(state["senders"], sender, to, len(payload), 1)
+        if len(event) > 8 and event[8]:  # the sender has other devices: a copy for them
+            self._receipt(state, sender, msg_id, SENT, t, out, [to, payload])
         if push is not None:
             pushes = state["pushes"]
             pushes.append([to, push[0], push[1], msg_id, t])
@@ -136,29 +184,30 @@ class ShardBook:
 
     def _confirm(self, state: dict, event: list, out: Effects) -> None:
         _, confirms, t = event
-        records, expiry, senders = state["records"], state["expiry"], state["senders"]
-        for user, upto in confirms:
-            box = state["inbox"][user]
-            assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
-            items = box[2]
-            done = upto - items[0][0] + 1 if items and items[0][0] <= upto else 0
-            for item in items[:done]:
-                self.delete(("item", user, item[0]))
-                if item[1] != "m":
-                    continue
-                box[3] -= len(item[4])
-                _quota(senders, item[3], user, len(item[4]), -1)
-                record = records[item[2]]
-                if record[4] is None:
-                    record[4] = t
-                    expiry.append([t, item[2]])
-                if advance(record[3], DELIVERED):
-                    record[3] = DELIVERED
-                    self._receipt(state, record[0], item[2], DELIVERED, t, out)
-                self.put(("msg", item[2]), record)
-            del items[:done]
-            box[1] = upto
-            self.put(("box", user), box[:2])
+        inbox, devices = state["inbox"], state["devices"]
+        for entry in confirms:
+            user, upto = entry[0], entry[1]
+            box = inbox[user]
+            devs = devices.get(user)
+            if len(entry) < 3:  # from before devices: the box moves as its one device's
+                dev = None
+                assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
+            else:
+                dev = devs.get(entry[2]) if devs is not None else None
+                if dev is None:
+                    continue  # unlinked after this confirmation was taken
+                assert max(dev[0], floor(box)) <= upto <= box[0], \
+                    f"{user!r} {entry[2]!r}: confirm {upto} outside {max(dev[0], floor(box))}..{box[0]}"
+            if upto > box[1]:
+                self._deliver(state, user, box, upto, t, out)
+            lowest = upto if dev is not None else box[1]
+            if devs is not None and (dev is None or len(devs) > 1):
+                low = floor(box)
+                lowest = min(lowest, *(max(d[0], low) for d in devs.values() if d is not dev))
+            self._drop(user, box, lowest)
+            if dev is not None and upto > lowest:  # ahead of a slower device: its own record
+                dev[0] = upto
+                self.put(("dev", user, entry[2]), dev)
 
     def _confirm_one(self, state: dict, event: list, out: Effects) -> None:
         _, user, upto, t = event
@@ -167,6 +216,8 @@ class ShardBook:
     def _read(self, state: dict, event: list, out: Effects) -> None:
         _, user, ids, t = event
         records = state["records"]
+        devs = state["devices"].get(user)
+        others = devs is not None and len(devs) > 1  # they learn it was read
         for msg_id in ids:
             record = records.get(msg_id)
             if record is not None and advance(record[3], READ):
@@ -174,10 +225,13 @@ class ShardBook:
                 record[3] = READ
                 self.put(("msg", msg_id), record)
                 self._receipt(state, record[0], msg_id, READ, t, out)
+                if others:
+                    self._append(state, user, ["v", msg_id, record[0], None], out)
 
     def _receipts(self, state: dict, event: list, out: Effects) -> None:
-        for sender, msg_id, status in event[1]:
-            self._local_receipt(state, sender, msg_id, status, event[2], out)
+        for receipt in event[1]:
+            self._local_receipt(state, receipt[0], receipt[1], receipt[2], event[2], out,
+                                receipt[3:] if len(receipt) > 3 else None)
 
     def _acked(self, state: dict, event: list, out: Effects) -> None:
         outbox = state["outbox"]
@@ -211,8 +265,13 @@ class ShardBook:
                 self.delete(("rcpt", msg_id))
 
     def _seen(self, state: dict, event: list, out: Effects) -> None:
-        state["seen"][event[1]] = event[2]
-        self.put(("seen", event[1]), event[2])
+        user, t = event[1], event[2]
+        if len(event) > 3:  # [E_SEEN, user, t, device, offline]: a device disconnected
+            self._touch(state, user, event[3], t)
+            if not event[4]:
+                return  # another device is still connected: the user is not offline
+        state["seen"][user] = t
+        self.put(("seen", user), t)
 
     def _contacts(self, state: dict, event: list, out: Effects) -> None:
         if event[2]:
@@ -221,51 +280,151 @@ class ShardBook:
         elif state["contacts"].pop(event[1], None) is not None:
             self.delete(("contacts", event[1]))
 
+    def _link(self, state: dict, event: list, out: Effects) -> None:
+        _, user, device, t = event
+        devs = state["devices"].setdefault(user, {})
+        assert device not in devs, f"{user!r} {device!r} linked twice"
+        box = state["inbox"].get(user)
+        dev = devs[device] = [box[1] if box is not None else 0, t]
+        self.put(("dev", user, device), dev, True)
+        state["by_seen"][(user, device)] = dev
+
+    def _unlink(self, state: dict, event: list, out: Effects) -> None:
+        devices = state["devices"]
+        for user, device in event[1]:
+            devs = devices.get(user)
+            if devs is None or devs.pop(device, None) is None:
+                continue
+            self.delete(("dev", user, device))
+            del state["by_seen"][(user, device)]
+            if not devs:
+                del devices[user]
+            box = state["inbox"].get(user)
+            if box is not None:  # the items only it still needed go with it
+                low = floor(box)
+                self._drop(user, box, min((max(d[0], low) for d in devs.values()), default=box[1]))
+
+    def _alive(self, state: dict, event: list, out: Effects) -> None:
+        for user, device in event[1]:
+            self._touch(state, user, device, event[2])
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _append(self, state: dict, user: Any, item: list, out: Effects) -> None:
         box = state["inbox"].get(user)
         if box is None:
-            box = state["inbox"][user] = [0, 0, [], 0]
+            box = state["inbox"][user] = [0, 0, [], 0, 0]
         box[0] += 1
         stored = [box[0], *item]
-        box[2].append(stored)
-        if item[0] == "m":
+        items = box[2]
+        items.append(stored)
+        if item[3] is not None:
             box[3] += len(item[3])
         self.put(("item", user, box[0]), stored, True)
+        if len(items) > self.max_items or box[3] + box[4] > self.max_bytes:
+            self._make_room(user, box)
         if not out.users or out.users[-1] != user:
             out.users.append(user)
 
-    def _receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float, out: Effects) -> None:
+    def _make_room(self, user: Any, box: list) -> None:
+        """Drop the oldest items some device took while the box is over its limits."""
+        items, size, n = box[2], box[3] + box[4], 0
+        while n < len(items) and items[n][0] <= box[1] and \
+                (len(items) - n > self.max_items or size > self.max_bytes):
+            size -= _size(items[n])
+            n += 1
+        if n:
+            self._drop(user, box, items[n - 1][0])
+
+    def _deliver(self, state: dict, user: Any, box: list, upto: int, t: float, out: Effects) -> None:
+        """The first device took the items up to `upto`: delivered receipts for its messages."""
+        records, expiry, senders = state["records"], state["expiry"], state["senders"]
+        items = box[2]
+        first = items[0][0]
+        for item in items[box[1] + 1 - first:upto + 1 - first]:
+            if item[4] is None:
+                continue
+            size = len(item[4])
+            box[3] -= size
+            box[4] += size
+            if item[1] != "m":
+                continue
+            _quota(senders, item[3], user, size, -1)
+            record = records[item[2]]
+            if record[4] is None:
+                record[4] = t
+                expiry.append([t, item[2]])
+            if advance(record[3], DELIVERED):
+                record[3] = DELIVERED
+                self._receipt(state, record[0], item[2], DELIVERED, t, out)
+            self.put(("msg", item[2]), record)
+        box[1] = upto
+        self.put(("box", user), box[:2])
+
+    def _drop(self, user: Any, box: list, upto: int) -> None:
+        """Delete the items up to seq `upto`: every device has them (or does without)."""
+        items = box[2]
+        done = 0
+        for item in items:
+            if item[0] > upto:
+                break
+            assert item[0] <= box[1], f"{user!r}: item {item[0]} dropped before any device took it"
+            self.delete(("item", user, item[0]))
+            box[4] -= _size(item)
+            done += 1
+        del items[:done]
+
+    def _touch(self, state: dict, user: Any, device: Any, t: float) -> None:
+        """`device` of `user` was seen at `t` (nothing if it is not linked)."""
+        devs = state["devices"].get(user)
+        dev = devs.get(device) if devs is not None else None
+        if dev is None:
+            return
+        dev[1] = t
+        self.put(("dev", user, device), dev)
+        by_seen = state["by_seen"]
+        del by_seen[(user, device)]
+        by_seen[(user, device)] = dev  # to the end: the order is the order of last seen
+
+    def _receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float, out: Effects,
+                 echo: list | None = None) -> None:
         if self.is_local(sender):
-            self._local_receipt(state, sender, msg_id, status, t, out)
+            self._local_receipt(state, sender, msg_id, status, t, out, echo)
             return
         entry = state["outbox"].get(msg_id)
         if entry is None:
-            entry = state["outbox"][msg_id] = [sender, status, t]
+            entry = state["outbox"][msg_id] = [sender, status, t, *(echo or ())]
             self.put(("out", msg_id), entry, True)
-            out.receipts.append([sender, msg_id, status])
+            out.receipts.append([sender, msg_id, status, *entry[3:]])
             return
         if advance(entry[1], status):
             entry[1], entry[2] = status, t
         self.put(("out", msg_id), entry)
-        out.receipts.append([sender, msg_id, status])
+        out.receipts.append([sender, msg_id, status, *entry[3:]])
 
     def _local_receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float,
-                       out: Effects) -> None:
+                       out: Effects, echo: list | None = None) -> None:
         rstat = state["rstat"]
         entry = rstat.get(msg_id)
         if entry is not None and not advance(entry[0], status):
             return  # a repeat, or older than what the sender already has
+        if echo is not None and entry is None:  # the message itself, for the sender's devices
+            self._append(state, sender, ["s", msg_id, echo[0], echo[1]], out)
         rstat[msg_id] = [status, t]
         self.put(("rcpt", msg_id), rstat[msg_id], entry is None)
         state["rstat_expiry"].append([t, msg_id])
-        self._append(state, sender, ["r", msg_id, status, None], out)
+        if status != SENT:
+            self._append(state, sender, ["r", msg_id, status, None], out)
 
 
 _HANDLERS = {E_STORE: "store", E_CONFIRM: "confirm", E_CONFIRM_ONE: "confirm_one", E_READ: "read",
              E_RECEIPTS: "receipts", E_ACKED: "acked", E_EXPIRE: "expire", E_SEEN: "seen",
-             E_CONTACTS: "contacts"}
+             E_CONTACTS: "contacts", E_LINK: "link", E_UNLINK: "unlink", E_ALIVE: "alive"}
+
+
+def _size(item: list) -> int:
+    """The payload bytes of a stored item."""
+    return len(item[4]) if item[4] is not None else 0
 
 
 def _expired(entries: list[list], horizon: float) -> list[list]:
@@ -303,13 +462,16 @@ def _quota(senders: dict, sender: Any, to: Any, size: int, sign: int) -> None:
 def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[str, Any]:
     """The in-memory state from the stored head and records (see the module docstring)."""
     state = empty(head=head)
-    inbox, items = state["inbox"], []
+    inbox, devices, items, linked = state["inbox"], state["devices"], [], []
     for key, value in records:
         kind = key[0]
         if kind == "item":
             items.append((key[1], value))
         elif kind == "box":
-            inbox[key[1]] = [value[0], value[1], [], 0]
+            inbox[key[1]] = [value[0], value[1], [], 0, 0]
+        elif kind == "dev":
+            devices.setdefault(key[1], {})[key[2]] = value
+            linked.append((value[1], key[1], key[2]))
         elif kind in _TABLES:
             state[_TABLES[kind]][key[1]] = value
         elif kind == "push":
@@ -319,9 +481,11 @@ def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[s
     for user, item in sorted(items, key=lambda ui: ui[1][0]):
         box = inbox.get(user)
         if box is None:  # no confirmation yet
-            box = inbox[user] = [0, 0, [], 0]
+            box = inbox[user] = [0, 0, [], 0, 0]
         box[2].append(item)
         box[0] = max(box[0], item[0])
+    for seen, user, device in sorted(linked, key=lambda sud: sud[0]):  # (names need not compare)
+        state["by_seen"][(user, device)] = devices[user][device]
     state["pushes"].sort(key=lambda p: p[3])
     _derive(state)
     return state
@@ -340,9 +504,13 @@ def _derive(state: dict[str, Any]) -> None:
             state["expiry"].append([record[4], msg_id])
     for user, box in state["inbox"].items():
         for item in box[2]:
+            size = _size(item)
+            if item[0] <= box[1]:
+                box[4] += size
+                continue
+            box[3] += size
             if item[1] == "m":
-                box[3] += len(item[4])
-                _quota(senders, item[3], user, len(item[4]), 1)
+                _quota(senders, item[3], user, size, 1)
     state["expiry"].sort()
     state["rstat_expiry"] = sorted([entry[1], msg_id] for msg_id, entry in state["rstat"].items())
 
@@ -354,6 +522,9 @@ def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
             yield ("box", user), box[:2]
         for item in box[2]:
             yield ("item", user, item[0]), item
+    for user, devs in state["devices"].items():
+        for device, dev in devs.items():
+            yield ("dev", user, device), dev
     for kind, table in _TABLES.items():
         for key, value in state[table].items():
             yield (kind, key), value
@@ -367,7 +538,7 @@ def from_v1(old: dict[str, Any]) -> dict[str, Any]:
     assert old.get("format") == 1, old.get("format")
     state = empty(head={"format": FORMAT, "shard": old["shard"], "shards": old["shards"], "gen": old["gen"]})
     for user, (seq, acked, items) in old["inbox"].items():
-        state["inbox"][user] = [seq, acked, items, 0]
+        state["inbox"][user] = [seq, acked, items, 0, 0]
     records = state["records"]
     records.update(old["records"])
     state["outbox"] = {msg_id: [sender, status, (records.get(msg_id) or [None] * 5)[4] or 0.0]
@@ -378,10 +549,10 @@ def from_v1(old: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def stored_shard(store: Store | None, index: int, shards: int, retention: float, max_pushes: int,
-                 is_local: Callable[[Any], bool]) -> dict[str, Any] | None:
+def stored_shard(store: Store | None, index: int, shards: int, book: ShardBook) -> dict[str, Any] | None:
     """Shard `index`'s state as `store` has it (head and records, the journal after them
-    replayed), or None while the store is down or failing (a check looks again later)."""
+    replayed with `book`, which stages nothing), or None while the store is down or
+    failing (a check looks again later)."""
     if store is None or store.closed or store.crashed:
         return None
     key = ("chat.shard", index)
@@ -392,7 +563,6 @@ def stored_shard(store: Store | None, index: int, shards: int, retention: float,
         return None
     head = found[1] if found is not None and found[1] is not None else empty_head(index, shards)
     state = from_v1(head) if head["format"] == 1 else from_records(head, list(records.items()))
-    book = ShardBook(retention, max_pushes, is_local)
     for event in found[2] if found is not None else ():
         book.apply(state, event)
     return state
@@ -410,8 +580,6 @@ def check_fits(config: Any, max_value_bytes: int) -> None:
                   f"push_body ({config.push_body}) allow a stored message of"),
         (16 + name + config.max_contacts * name, f"max_contacts ({config.max_contacts}) and "
                                                   f"max_id_len ({config.max_id_len}) allow a contact list of"),
-        (16 + num + EVENT_CHUNK * (4 + name + 2 * num), f"max_id_len ({config.max_id_len}) allows a batch "
-                                                         f"of {EVENT_CHUNK} receipts of"),
     ]
     for size, what in largest:
         if size > max_value_bytes:
@@ -419,8 +587,31 @@ def check_fits(config: Any, max_value_bytes: int) -> None:
                              f"({max_value_bytes}): lower them or raise max_value_bytes")
 
 
+def chunks(entries: list, budget: int) -> list[list]:
+    """`entries` (lists of strs, ints and bytes) in pieces of at most `EVENT_CHUNK`, each
+    encoding to at most `budget` bytes (a larger entry alone): each piece is one stored
+    event. A batch of messages' copies or long names is cut by size, and one entry fits
+    whenever a message does (`check_fits`)."""
+    out: list[list] = []
+    chunk: list = []
+    total = 0
+    for entry in entries:
+        size = 8
+        for value in entry:  # an upper bound of the msgpack size: 4 bytes a character
+            kind = type(value)
+            size += 4 * len(value) + 5 if kind is str else len(value) + 5 if kind is bytes else 9
+        if chunk and (len(chunk) == EVENT_CHUNK or total + size > budget):
+            out.append(chunk)
+            chunk, total = [], 0
+        chunk.append(entry)
+        total += size
+    if chunk:
+        out.append(chunk)
+    return out
+
+
 def pending(state: dict[str, Any], user: Any) -> list[list]:
-    """The user's undelivered items, oldest first."""
+    """The user's stored items (those some linked device has not confirmed), oldest first."""
     box = state["inbox"].get(user)
     return box[2] if box is not None else []
 
@@ -431,7 +622,8 @@ def status_of(state: dict[str, Any], msg_id: int) -> int | None:
     return record[3] if record is not None else None
 
 
-__all__ = ["DELIVERED", "EVENT_CHUNK", "E_ACKED", "E_CONFIRM", "E_CONFIRM_ONE", "E_CONTACTS", "E_EXPIRE",
-           "E_READ", "E_RECEIPTS", "E_SEEN", "E_STORE", "Effects", "FORMAT", "READ", "RECEIPT_MEMORY", "SENT",
-           "ShardBook", "check_fits", "empty", "empty_head", "from_records", "from_v1", "pending", "records_of",
+__all__ = ["DELIVERED", "EVENT_CHUNK", "E_ACKED", "E_ALIVE", "E_CONFIRM", "E_CONFIRM_ONE",
+           "E_CONTACTS", "E_EXPIRE", "E_LINK", "E_READ", "E_RECEIPTS", "E_SEEN", "E_STORE", "E_UNLINK",
+           "Effects", "FORMAT", "READ", "RECEIPT_MEMORY", "SENT", "ShardBook", "check_fits", "chunks", "empty",
+           "empty_head", "floor", "from_records", "from_v1", "pending", "position", "records_of",
            "status_of", "stored_shard"]
