@@ -291,15 +291,17 @@ def test_a_heartbeat_check_is_not_fooled_by_float_rounding(tmp_path):
     assert not world.node.is_alive(alice) and frames[-1] == ("closed", "heartbeat timeout")
 
 
-def test_a_second_connection_of_a_user_replaces_the_first(world):
+def test_a_second_connection_of_a_device_replaces_the_first_and_other_devices_stay(world):
     old, _, old_frames = world.connect("bob", "phone")
-    new, newdev, _ = world.connect("bob", "laptop")
+    laptop, laptopdev, _ = world.connect("bob", "laptop")
+    new, newdev, _ = world.connect("bob", "phone")
     alice, _, _ = world.connect("alice")
     world.node.run_for(0.01)
     assert old_frames[-1] == ("closed", "replaced") and not world.node.is_alive(old)
+    assert world.node.is_alive(laptop)
     msg_id = world.run(world.svc.send(world.node, alice, "bob", 1, b"hi"))
     world.node.run_for(0.01)
-    assert [item[2] for item in world.took(newdev)] == [msg_id]
+    assert [item[2] for item in world.took(newdev)] == [msg_id] == [item[2] for item in world.took(laptopdev)]
 
 
 def test_a_stale_session_attaching_again_does_not_displace_a_newer_one(world):
@@ -421,9 +423,9 @@ def test_confirmations_a_shard_took_but_had_not_stored_are_lost_safely(world):
     ids = [world.run(world.svc.send(world.node, alice, "bob", i, b"m")) for i in range(3)]
     world.node.run_for(0.01)
     shard = world.svc.router.locate("bob")
-    world.node.cast(shard, ("confirm", "bob", 3))  # what bob's session passes on
+    world.node.cast(shard, ("confirm", "bob", "phone", 3))  # what bob's session passes on
     world.node.step(1)  # taken, to be stored with the rest of its batch...
-    assert world.node.get_process(shard).confirms == {"bob": 3}
+    assert world.node.get_process(shard).confirms == {("bob", "phone"): 3}
     world.node.exit(shard, "kill")  # ...which never comes
     world.node.run_for(3.0)
     assert [item[2] for item in world.run(world.svc.pending(world.node, "bob"))] == ids

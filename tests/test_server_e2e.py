@@ -105,17 +105,17 @@ def test_a_closed_connection_fails_its_requests_cleanly(server):
     arun(main())
 
 
-def test_a_second_login_replaces_the_first(server):
+def test_a_second_login_of_a_device_replaces_the_first(server):
     async def main():
-        phone = await server.client("alice7", device="phone")
-        laptop = await server.client("alice7", device="laptop")
-        (closed,) = await take(phone, Closed)
-        assert closed.reason == "replaced"
+        old = await server.client("alice7")  # no device named: the primary
+        new = await server.client("alice7")
+        (closed,) = await take(old, Closed)
+        assert closed.reason == "replaced" and (new.device, new.linked) == ("primary", False)
         bob = await server.client("bob7")
-        await bob.send("alice7", b"to the laptop")
-        (msg,) = await take(laptop, Message)
-        assert msg.body == b"to the laptop"
-        await laptop.close()
+        await bob.send("alice7", b"to the new one")
+        (msg,) = await take(new, Message)
+        assert msg.body == b"to the new one"
+        await new.close()
         await bob.close()
     arun(main())
 

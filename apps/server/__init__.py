@@ -7,10 +7,10 @@ with the client), `auth` (tokens and challenge-response), `client` (the asyncio 
 library), `terminal` (`letitcrash chat`). The wire protocol is in `docs/protocol.md`.
 """
 from .auth import load_secret, token_for
-from .client import (Client, Closed, ConnectionClosed, Event, Message, Presence, Receipt,
-                     ServerError, Tweet)
+from .client import (Client, Closed, ConnectionClosed, Event, Message, Presence, Read, Receipt,
+                     Sent, ServerError, Tweet)
 from .connection import Limits
 from .server import ChatServer
 
 __all__ = ["ChatServer", "Client", "Closed", "ConnectionClosed", "Event", "Limits", "Message",
-           "Presence", "Receipt", "ServerError", "Tweet", "load_secret", "token_for"]
+           "Presence", "Read", "Receipt", "Sent", "ServerError", "Tweet", "load_secret", "token_for"]

@@ -1,9 +1,15 @@
 """The asyncio client library of the chat server (see `docs/protocol.md`).
 
-    client = await Client.connect("127.0.0.1", 7400, "alice", token)
+    client = await Client.connect("127.0.0.1", 7400, "alice", token)   # device "primary"
     msg_id = await client.send("bob", b"hi", preview="hi")     # returns once stored
     event = await client.next_event(timeout=5)                  # Message, Receipt, Presence...
     await client.close()
+
+A user may be connected from several devices at once (`device="laptop"`): each gets
+every message, and a `Sent` copy of what its user sends from any of them; `Read` says a
+message to the user was read on one of them (only the first read sends the sender a
+receipt). `client.linked` says the server linked the device at this connect (new, or
+its earlier state dropped), so it starts from where the user's first device is.
 
 Events come from one reader task per client, in the order the server sent them, into a
 queue of at most `max_events` (then the reader waits: the server sees a slow reader), or
@@ -68,6 +74,25 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """A message this user sent, from this device or another of its devices."""
+
+    seq: int
+    msg_id: int
+    to: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A message to this user was read on one of its devices."""
+
+    seq: int
+    msg_id: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
 class Presence:
     user: str
     status: str
@@ -86,7 +111,7 @@ class Closed:
     reason: str
 
 
-Event = Message | Receipt | Presence | Tweet | Closed | ServerError
+Event = Message | Receipt | Sent | Read | Presence | Tweet | Closed | ServerError
 
 
 class Client:
@@ -96,6 +121,10 @@ class Client:
                  last_seq: int | None, max_events: int,
                  on_event: Callable[[Event], None] | None, auto_confirm: bool = True) -> None:
         self.user = user
+        self.device: str | None = None
+        """The device the server took this connection for."""
+        self.linked = False
+        """The server linked the device at this connect (see the module docstring)."""
         self.last_seq = last_seq
         """The seq of the last chat item taken (None before the first items frame)."""
         self.confirmed = last_seq
@@ -114,11 +143,13 @@ class Client:
         """Why the connection ended, once it has."""
 
     @classmethod
-    async def connect(cls, host: str, port: int, user: str, token: bytes, device: str = "default", *,
+    async def connect(cls, host: str, port: int, user: str, token: bytes, device: str | None = None, *,
                       last_seq: int | None = None, max_events: int = 10_000,
                       on_event: Callable[[Event], None] | None = None, timeout: float = 10.0,
                       auto_confirm: bool = True) -> Client:
-        """Connect and authenticate as `user` (raises `ServerError("auth_failed")`)."""
+        """Connect and authenticate as `user` on `device` (None: the server's "primary").
+        Raises `ServerError` with code `auth_failed`, or `quota_exceeded` when the user
+        has as many other devices linked as the server allows."""
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
             hello = await asyncio.wait_for(_read_frame(reader, MAX_INCOMING), timeout)
@@ -129,9 +160,11 @@ class Client:
             writer.close()
             raise
         client._tasks.append(asyncio.create_task(client._read_loop()))
+        named = {} if device is None else {"device": device}
         try:
-            await asyncio.wait_for(client.request("auth", user=user, device=device,
-                                                  proof=prove(token, hello["nonce"])), timeout)
+            answer = await asyncio.wait_for(client.request("auth", user=user, proof=prove(token, hello["nonce"]),
+                                                           **named), timeout)
+            client.device, client.linked = answer.get("device"), answer.get("linked", False)
         except BaseException:
             await client.close()
             raise
@@ -187,6 +220,14 @@ class Client:
     async def set_contacts(self, users: list[str]) -> None:
         """The users who may see this user's presence (those who list it too get its changes)."""
         await self.request("contacts", users=list(users))
+
+    async def devices(self) -> list[tuple[str, bool, float | None]]:
+        """This user's linked devices: (device, online, last seen)."""
+        return [tuple(d) for d in (await self.request("devices"))["devices"]]
+
+    async def unlink(self, device: str) -> None:
+        """Unlink one of this user's devices (its connection closes, "unlinked")."""
+        await self.request("unlink", device=device)
 
     async def post(self, text: str, cid: str | int | None = None) -> int:
         return (await self.request("post", text=text, cid=self.next_cid() if cid is None else cid))["tweet_id"]
@@ -274,7 +315,7 @@ class Client:
             if self.auto_confirm:
                 self.confirmed = seq
                 again = True
-            await self._emit(Message(seq, msg_id, who, body) if kind == "m" else Receipt(seq, msg_id, STATUS[who]))
+            await self._emit(_item(seq, kind, msg_id, who, body))
         if again and self.confirmed > acked:
             self._write_confirm()
 
@@ -296,6 +337,18 @@ class Client:
                 await self.request("ping")
             except (ServerError, ConnectionClosed):
                 return
+
+
+def _item(seq: int, kind: str, msg_id: int, who: Any, body: bytes | None) -> Event:
+    if kind == "m":
+        return Message(seq, msg_id, who, body)
+    if kind == "r":
+        return Receipt(seq, msg_id, STATUS[who])
+    if kind == "s":
+        return Sent(seq, msg_id, who, body)
+    if kind == "v":
+        return Read(seq, msg_id, who)
+    raise ServerError(P.UNKNOWN_TYPE, f"the server sent a chat item of unknown kind {kind!r:.40}")
 
 
 def _event(frame: dict[str, Any]) -> Event:

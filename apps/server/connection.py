@@ -14,9 +14,11 @@ before a `presence` must reach the shard first). A frame counts against `max_que
 until it is answered, so requests in flight and waiting are bounded too.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
-user's chat session with itself as the session's `outlet` (so the session's frames
-become pushes on the socket) and subscribes itself to the user's timeline pushes. Every
-later request acts as that user only: no request has a field naming another actor.
+chat session of the user's device (the `auth`'s `device`, else `protocol.PRIMARY`) with
+itself as the session's `outlet` (so the session's frames become pushes on the socket),
+waits for it to attach (a device past the user's limit is refused there), and subscribes
+itself to the user's timeline pushes. Every later request acts as that user only: no
+request has a field naming another actor.
 
 Limits, each answered with an error frame (see `protocol.FATAL` for those that close):
 frames over `max_frame` (the connection closes: its stream cannot be trusted further); a
@@ -487,7 +489,7 @@ class Connection(GenServer):
         finally:
             self.port.taken()
 
-    async def _auth(self, req_id: int, user: str, device: str, proof: bytes) -> None:
+    async def _auth(self, req_id: int, user: str, proof: bytes, device: str = P.PRIMARY) -> None:
         if self.user is not None:
             self.error(P.BAD_REQUEST, f"auth: this connection is already authenticated as {self.user!r}", req_id)
             return
@@ -502,8 +504,9 @@ class Connection(GenServer):
         await ctx.timeline.subscribe(self, tuser, self.pid)  # idempotent: first
         self.session = await ctx.chat.connect(self, user, device, self.pid)
         self.monitor(self.session)
+        attached = await ctx.chat.attached(self, self.session)  # QuotaExceeded past the device limit
         self.user, self.tuser = user, tuser
-        self.write({"t": "ok", "id": req_id, "user": user})
+        self.write({"t": "ok", "id": req_id, "user": user, "device": device, "linked": attached["new"]})
 
     def _timeline_user(self, name: str) -> int:
         return user_id(name, self.ctx.chat.config.max_id_len)
@@ -548,6 +551,12 @@ class Connection(GenServer):
     def _do_tweets(self, user: str, ids: list[int]) -> Answer:
         return self.ctx.timeline.tweets(self.node, self._timeline_user(user), ids), _tweets
 
+    def _do_devices(self) -> Answer:
+        return self.ctx.chat.devices(self.node, self.user), _devices
+
+    def _do_unlink(self, device: str) -> Answer:
+        return self.ctx.chat.unlink(self.node, self.user, device), _nothing
+
     def _do_bye(self) -> Answer:
         return DONE, _nothing
 
@@ -568,6 +577,10 @@ def _msg_id(msg_id: int) -> dict:
 
 def _presence(found: tuple[str, float | None]) -> dict:
     return {"status": found[0], "last_seen": found[1]}
+
+
+def _devices(devices: list[list]) -> dict:
+    return {"devices": devices}
 
 
 def _tweet_id(tweet_id: int) -> dict:

@@ -161,7 +161,7 @@ _KINDS: dict[Callable[[Any], bool], str] = {
 
 REQUESTS: dict[str, dict[str, tuple[Callable[[Any], bool], bool]]] = {
     # type: {field: (check, required)}
-    "auth": {"user": (_str, True), "device": (_str, True), "proof": (_bytes, True)},
+    "auth": {"user": (_str, True), "device": (_str, False), "proof": (_bytes, True)},
     "ping": {},
     "send": {"to": (_str, True), "cid": (_cid, True), "body": (_bytes, True), "preview": (_str, False)},
     "confirm": {"upto": (_int, True)},
@@ -174,9 +174,13 @@ REQUESTS: dict[str, dict[str, tuple[Callable[[Any], bool], bool]]] = {
     "unfollow": {"user": (_str, True)},
     "timeline": {"cursor": (_opt_int, False)},
     "tweets": {"user": (_str, True), "ids": (_ints, True)},
+    "devices": {},
+    "unlink": {"device": (_str, True)},
     "bye": {},
 }
 """What a client may send. Every request also needs `v` and `id`; other fields are refused."""
+PRIMARY = "primary"
+"""The device of a client whose `auth` names none."""
 
 
 def decode(body: bytes) -> tuple[str, int, dict[str, Any]]:

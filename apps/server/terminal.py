@@ -1,7 +1,8 @@
-"""`letitcrash chat --user alice`: the interactive terminal client.
+"""`letitcrash chat --user alice [--device laptop]`: the interactive terminal client.
 
 Type `@bob hello` to send bob "hello"; `/help` lists the commands (`COMMANDS`). A message
-shown is marked read, so its sender sees `[read]`.
+shown is marked read, so its sender sees `[read]`. A user may chat from several devices
+at once: what it sends from another one shows here as `[you] bob: ...`.
 
 - Shown means delivered: a chat item is confirmed to the server only once it has been
   printed, so quitting during a backlog leaves the rest on the server, pushed again to
@@ -10,7 +11,7 @@ shown is marked read, so its sender sees `[read]`.
   reconnects with exponential backoff (`RECONNECT`, at most `RECONNECT_ATTEMPTS` tries)
   and resumes: what was not shown comes again, and a command that was waiting is sent
   again (a message with its client id, so it is stored once). It does not reconnect
-  when a newer connection of the same user replaced it.
+  when a newer connection of the same device replaced it, or the device was unlinked.
 - What the server cannot say is kept in a small local file (`LocalState`): the
   messages sent from here, so that their receipts name them (`[read] bob: hello`), and
   the users followed, so that tweets show their text. It survives restarts of the
@@ -35,7 +36,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from supervision import Backoff
 
 from . import protocol as P
-from .client import Client, Closed, ConnectionClosed, Message, Presence, Receipt, ServerError, Tweet
+from .client import Client, Closed, ConnectionClosed, Message, Presence, Read, Receipt, Sent, ServerError, Tweet
 
 COMMANDS = {
     "@USER TEXT": "send USER a message",
@@ -47,12 +48,18 @@ COMMANDS = {
     "/who USER": "USER's presence",
     "/away": "show yourself away",
     "/online": "show yourself online",
+    "/devices": "your linked devices",
+    "/unlink DEVICE": "log DEVICE out (its state on the server is dropped)",
     "/help": "this list",
     "/quit": "leave (Ctrl-D too); what was not shown comes next time",
 }
 USAGE = {usage.split()[0]: usage for usage in COMMANDS}  # "/follow" -> "/follow USER"
-NO_RECONNECT = frozenset({"replaced"})
-"""Close reasons after which reconnecting would be wrong: a newer client took over."""
+NO_RECONNECT = frozenset({"replaced", "unlinked"})
+"""Close reasons after which reconnecting would be wrong: a newer client of the device
+took over, or the device was logged out."""
+NO_RETRY = frozenset({P.AUTH_FAILED, P.QUOTA_EXCEEDED})
+"""Refusals of a reconnection that trying again cannot help: a new server secret, or
+the user's other devices took every place."""
 RECONNECT = Backoff(min_delay=0.1, max_delay=5.0, jitter=0.5)
 RECONNECT_ATTEMPTS = 25  # about two minutes of trying, then the client gives up
 REQUEST_ATTEMPTS = 3  # a command is tried on at most this many connections
@@ -262,6 +269,15 @@ class Chat:
             users = rest.split()
             await self.call(lambda client: client.set_contacts(users))
             self.say(f"* contacts: {rest or '(none)'}")
+        elif word == "/devices":
+            devices = await self.call(lambda client: client.devices())
+            mine = self.client.device if self.client is not None else None
+            for device, online, seen in devices:
+                state = "online" if online else "offline" + (f", last seen at {seen:.0f}" if seen else "")
+                self.say(f"* {device} ({state})" + (" - this one" if device == mine else ""))
+        elif word == "/unlink":
+            await self.call(lambda client: client.unlink(rest))
+            self.say(f"* unlinked {rest}")
         elif word == "/who":
             status, last_seen = await self.call(lambda client: client.presence_of(rest))
             self.say(f"* {rest} is {status}" + (f" (last seen at {last_seen:.0f})" if last_seen else ""))
@@ -323,6 +339,14 @@ class Chat:
             self.say(f"[{event.status}] {to}: {text}" if to != "?" else
                      f"[{event.status}] message #{event.msg_id} (not sent from here)")
             client.confirm(event.seq)
+        elif isinstance(event, Sent):
+            if event.msg_id not in self.state.sent:  # sent from another device of this user
+                text = event.body.decode(errors="replace")
+                self.state.remember_sent(event.msg_id, event.to, text)
+                self.say(f"[you] {event.to}: {text}")
+            client.confirm(event.seq)
+        elif isinstance(event, Read):  # read on another device (or this one): nothing to show
+            client.confirm(event.seq)
         elif isinstance(event, Presence):
             self.say(f"* {event.user} is {event.status}")
         elif isinstance(event, Tweet):
@@ -360,10 +384,9 @@ class Chat:
             try:
                 client = await self.connect(old.confirmed)
             except ServerError as exc:
-                if exc.code == P.AUTH_FAILED:  # the server has a new secret: trying again cannot help
-                    last = exc
-                    break
                 last = exc
+                if exc.code in NO_RETRY:
+                    break
             except (OSError, EOFError, TimeoutError) as exc:  # not up yet
                 last = exc
             else:
@@ -456,7 +479,7 @@ class PromptInput:
             return None
 
 
-async def run(host: str, port: int, user: str, device: str, token: bytes, state_path: str | None) -> int:
+async def run(host: str, port: int, user: str, device: str | None, token: bytes, state_path: str | None) -> int:
     """Chat until /quit, the end of input, or a connection that cannot be made again;
     the exit status."""
     interactive = sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty()
@@ -469,7 +492,7 @@ async def run(host: str, port: int, user: str, device: str, token: bytes, state_
     return await _run(host, port, user, device, token, state_path, PlainInput(0 if sys.stdin else None))
 
 
-async def _run(host: str, port: int, user: str, device: str, token: bytes, state_path: str | None,
+async def _run(host: str, port: int, user: str, device: str | None, token: bytes, state_path: str | None,
                keyboard: PlainInput | PromptInput) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
@@ -480,7 +503,8 @@ async def _run(host: str, port: int, user: str, device: str, token: bytes, state
     state = LocalState(state_path)
     chat = Chat(connect, state, say)
     await chat.start()
-    say(f"* connected as {user}. Type @bob hi to send bob 'hi'; /help lists the commands.")
+    say(f"* connected as {user} on {chat.client.device}. Type @bob hi to send bob 'hi'; /help lists the "
+        "commands.")
     if state.problem:
         say(f"! {state.problem}")
     typing = asyncio.create_task(_type(chat, keyboard))
