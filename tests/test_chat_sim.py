@@ -1,5 +1,6 @@
-"""Chat under the simulator: the service holds every invariant under chaos, and the checks
-catch a service that stores a retried message twice.
+"""Chat under the simulator: the service holds every invariant under chaos, with users on
+several devices (some unlinked by expiry and linked again), and the checks catch a service
+that stores a retried message twice.
 
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
@@ -22,8 +23,10 @@ def test_every_acknowledged_message_is_delivered_once_in_order_under_chaos(seed)
     result = run(load(SCENARIO), seed)
     assert result.passed, f"seed {seed}: {result.failure}"
     stats = result.stats[SYSTEM]
-    assert stats["acked"] == stats["sent"] == stats["taken"] > 50
+    assert stats["acked"] == stats["sent"] == stats["delivered"] > 50
+    assert stats["taken"] > stats["delivered"]  # on every device of the recipients
     assert stats["receipts"] > stats["acked"] and stats["reads"] > 0
+    assert stats["copies"] > 0 and stats["read_syncs"] > 0 and stats["links"] > stats["devices"]
     assert sum(result.faults.values()) > 20 and result.faults.get("kill_node", 0) >= 1
 
 
@@ -43,9 +46,9 @@ def test_a_receipt_is_never_shown_twice_when_a_shard_keeps_dying_before_storing_
 
 
 def test_a_shard_that_stores_retries_again_is_caught(monkeypatch):
-    def forgetful(self, sender, to, cid, payload, preview):
+    def forgetful(self, sender, to, cid, *rest):
         self.data["dedup"].pop(sender, None)  # the bug: retries are not recognised
-        return original(self, sender, to, cid, payload, preview)
+        return original(self, sender, to, cid, *rest)
 
     original = Shard._store
     monkeypatch.setattr(Shard, "_store", forgetful)
@@ -53,3 +56,15 @@ def test_a_shard_that_stores_retries_again_is_caught(monkeypatch):
     caught = [f for f in failures if f is not None]
     assert caught, "three seeds of chaos and no check noticed duplicated messages"
     assert all("twice" in f.message or "never acknowledged" in f.message for f in caught), caught
+
+
+
+def test_a_shard_that_delivers_to_one_device_only_is_caught(monkeypatch):
+    def first_only(self, user):
+        conns = self.conns.get(user)
+        if conns:
+            self._push_to(conns[0], self.data["inbox"][user])  # the bug: the other devices wait
+
+    monkeypatch.setattr(Shard, "_push", first_only)
+    failures = [run(load(SCENARIO), seed).failure for seed in (1, 2)]
+    assert all(f is not None and "never took message" in f.message for f in failures), failures

@@ -112,10 +112,11 @@ class ChatService(TreeService):
                            timeout=self.config.call_timeout)
 
     def attached(self, caller: Node | Process, session: Pid) -> Any:
-        """Once `session` has attached: `{"acked", "seq", "devices", "new"}` (`acked`: its
-        device's position; `devices`: how many the user has linked; `new`: the device was
-        linked now, starting from the user's first device's position, with nothing from an
-        earlier link kept). Raises `QuotaExceeded` for a device past `max_devices`."""
+        """Once `session` has attached: `{"acked", "seq", "devices", "new", "linked"}`
+        (`acked`: its device's position; `devices`: how many the user has linked; `new`:
+        this attach linked the device, starting from the user's first device's position,
+        with nothing from an earlier link kept; `linked`: the node time it was linked, the
+        same until it is unlinked). Raises `QuotaExceeded` for a device past `max_devices`."""
         return self._ask(caller, session, ("attached",))
 
     def send(self, caller: Node | Process, session: Pid, to: str, client_id: str | int,

@@ -14,7 +14,7 @@ Requests (calls answer a value, or an error object the client API raises):
   sender's undelivered messages on this shard would pass `max_sender_bytes` or reach
   `max_sender_offline` offline recipients (see `apps.chat.config`).
 - `("attach", user, session, outlet, device, again)` -> `{"acked", "seq", "devices",
-  "new"}`: the session's device (`outlet`) now gets the user's items (up to `window`
+  "new", "linked"}`: the session's device (`outlet`) now gets the user's items (up to `window`
   unconfirmed, from its own position) and contacts' presence as frames
   (`apps.chat.protocol`), sent to it directly. A device not linked yet is linked (a
   stored event; `new`), starting where the user's first device is (see
@@ -92,7 +92,7 @@ SHOWN_DEVICES = 5  # device names an error message lists at most
 
 class Conn:
     """An attached device: its session (linked), where its frames go, its stored state
-    (`[acked, seen]`, shared with the book), the highest seq pushed to it, and its
+    (`[acked, seen, linked]`, shared with the book), the highest seq pushed to it, and its
     position at the last tick while it had unconfirmed items."""
 
     __slots__ = ("user", "device", "session", "outlet", "dev", "pushed", "stalled")
@@ -314,6 +314,8 @@ class Shard(EventSourcedServer):
             old = Conn(user, device, session, outlet, self.data["devices"][user][device])
             self.conns.setdefault(user, []).append(old)
             self.by_pid[session] = old
+            if old.dev[1] <= self.now() - self.config.device_expiry / 4:  # seen now (see _tick)
+                self._persist([book.E_ALIVE, [[user, device]], self.now()])
         box = self.data["inbox"].get(user)
         acked = max(old.dev[0], book.floor(box)) if box is not None else old.dev[0]
         old.pushed = acked  # a (re)attached session gets everything unconfirmed
@@ -326,7 +328,7 @@ class Shard(EventSourcedServer):
         if new:
             self._tell_devices(user)
         return {"acked": acked, "seq": box[0] if box is not None else 0,
-                "devices": len(self.data["devices"][user]), "new": new}
+                "devices": len(self.data["devices"][user]), "new": new, "linked": old.dev[2]}
 
     def _link(self, user: str, device: str, devs: dict | None) -> None:
         if devs is not None and len(devs) >= self.config.max_devices:

@@ -1,23 +1,35 @@
 """Chat as a simulated system (scenarios name it `chat`, or `"apps.chat.sim:ChatSystem"`).
 
 Server nodes "chat1".. each run a `ChatService` on a real LMDB store (sync mode) and host
-their share of the shards; node "phones" (spared by random faults) runs one phone per
-user. A phone connects through its gateway node (its session may live on another node
-than its home shard), keeps a heartbeat, sends messages to its contacts one at a time
-(retrying an unacknowledged one with the same client id until it is acknowledged, then
-the next), takes its items in seq order, confirms them, reads some, and now and then
-goes offline for a while or goes silent until its session times out. While the workload
-is off nothing new starts; phones reconnect, finish sends under way and confirm.
+their share of the shards; node "phones" (spared by random faults) runs every device:
+user i has `1 + i % devices` of them ("phone", "laptop", "tablet"...), each its own
+process with its own session. A device connects through its gateway node (its session
+may live on another node than its home shard), keeps a heartbeat, sends messages to its
+user's contacts one at a time (retrying an unacknowledged one with the same client id
+until it is acknowledged, then the next), takes its items in seq order, confirms them,
+reads some, and now and then goes offline for a while, goes silent until its session
+times out, or (not the first device) goes away for longer than `device_expiry`, so the
+server unlinks it and it comes back as a new device. While the workload is off nothing
+new starts; devices reconnect, finish sends under way and confirm.
+
+A device linked (the session's `attached` answer says `new`) at time T is owed every
+message to its user whose send began after T, and the receipts of every message its
+user sent after T (the server starts a new device where the user's first device is).
 
 Checks:
-- always: a receipt never moves back (each phone sees sent < delivered < read, each
-  status at most once per message); no message is taken twice or stored twice; every
-  acknowledged message not yet taken is in its recipient's stored pending store;
-- eventually: every acknowledged message was taken by its recipient exactly once, each
-  sender's messages to a recipient in the order they were acknowledged; every user's
-  stored pending store is empty; every sender saw `delivered` for each of its messages
-  and `read` for those read (within `retention` of being taken: the server forgets a
-  delivered message's record after it, and a later read sends no receipt).
+- always: a receipt never moves back (each device sees sent < delivered < read, each
+  status at most once per message: the sender gets one read receipt however many of
+  the recipient's devices read it); no device takes a message twice; no message is
+  stored twice; every acknowledged message no device has taken is in its recipient's
+  stored pending store;
+- eventually: every acknowledged message was taken by its recipient's devices, each
+  device taking every message it is owed, each sender device's messages in the order
+  they were acknowledged; every copy of a sent message ("s" item) a device got is one
+  its user sent, every "read elsewhere" ("v") one its user received; every user's stored
+  pending store is empty; every device saw `delivered` for each message its user sent
+  that it is owed, and `read` for those read (within `retention` of being taken: the
+  server forgets a delivered message's record after it, and a later read sends no
+  receipt).
 """
 from __future__ import annotations
 
@@ -41,23 +53,29 @@ TICK = 0.1
 # Twice the simulator's default largest clock skew (2 s): between a message's delivery and
 # its read, a server node's clock may go from one extreme to the other.
 SKEW_MARGIN = 4.0
+DEVICE_NAMES = ("phone", "laptop", "tablet", "desktop", "watch")
 
 
 def _is_frame(msg: Any) -> bool:
     return type(msg) is tuple and bool(msg) and msg[0] in ("items", "closed", "presence", "room")
 
 
-class _Phone:
-    """What one user's phone remembers (its storage survives reconnects)."""
+class _Device:
+    """What one device remembers (its storage survives reconnects)."""
 
-    __slots__ = ("user", "session", "last", "current", "next_cid", "to_read", "offline_until",
-                 "silent_until", "next_beat", "wait_until", "receipts")
+    __slots__ = ("user", "name", "session", "last", "linked", "since", "unsure", "current", "next_cid", "to_read",
+                 "offline_until", "silent_until", "next_beat", "wait_until", "receipts", "taken",
+                 "copies", "read_syncs")
 
-    def __init__(self, user: str) -> None:
+    def __init__(self, user: str, name: str) -> None:
         self.user = user
+        self.name = name
         self.session: Pid | None = None
         self.last = 0  # the seq of the last item taken
-        self.current: tuple | None = None  # the message being sent: (to, cid, payload, preview)
+        self.linked: float | None = None  # the server's link time, as an attach answered it
+        self.since: float | None = None  # when it learned of that link (after it: owed messages)
+        self.unsure = False  # a session that may have linked it anew went unanswered
+        self.current: tuple | None = None  # the message being sent: (to, cid, payload, preview, began)
         self.next_cid = 0
         self.to_read: list[tuple[int, str, float]] = []  # (msg_id, sender, taken at) to mark read
         self.offline_until = 0.0
@@ -65,6 +83,13 @@ class _Phone:
         self.next_beat = 0.0
         self.wait_until = 0.0  # backoff after a failed send
         self.receipts: dict[int, int] = {}  # msg_id -> newest status seen
+        self.taken: set[int] = set()  # messages taken (membership only)
+        self.copies: list[tuple[int, str]] = []  # (msg_id, to) of "s" items: its user's sends
+        self.read_syncs: list[int] = []  # msg_ids of "v" items: read on one of its user's devices
+
+    @property
+    def key(self) -> str:
+        return f"{self.user}/{self.name}"
 
 
 class ChatSystem(ServerSystem, System):
@@ -78,17 +103,21 @@ class ChatSystem(ServerSystem, System):
         "retention": Field.seconds(20.0, 1.0, 86_400.0, "delivered messages are forgotten after this"),
         "window": Field.int(16, 1, 10_000, "unconfirmed items pushed to a session at most"),
         "resend_after": Field.seconds(1.0, 0.05, 60.0, "stalled items and receipts go again after this"),
+        "device_expiry": Field.seconds(10.0, 1.0, 86_400.0, "a device unseen this long is unlinked"),
         "top_restarts": top_restarts(20),
     }
     workload_options = {
-        "users": Field.int(16, 2, 10_000, "users, one phone each"),
+        "users": Field.int(16, 2, 10_000, "users"),
+        "devices": Field.int(3, 1, len(DEVICE_NAMES), "most devices a user has: user i has 1 + i % devices"),
         "contacts": Field.int(3, 1, 100, "contacts per user (whom it writes to, who see its presence)"),
-        "rate": Field.float(1.0, 0.01, 1000.0, "messages per second per online phone"),
-        "reads": Field.float(0.5, 0.0, 1.0, "fraction of received messages the user reads"),
-        "offline": Field.float(0.05, 0.0, 10.0, "per second: chance an online phone goes offline a while"),
-        "silent": Field.float(0.02, 0.0, 10.0, "per second: chance a phone stops heartbeating"),
-        "beat": Field.seconds(1.5, 0.1, 600.0, "heartbeat period of a phone"),
-        "timeout": Field.seconds(2.0, 0.01, 60.0, "a phone's call timeout"),
+        "rate": Field.float(1.0, 0.01, 1000.0, "messages per second per online user, shared by its devices"),
+        "reads": Field.float(0.5, 0.0, 1.0, "fraction of received messages a device reads"),
+        "offline": Field.float(0.05, 0.0, 10.0, "per second: chance an online device goes offline a while"),
+        "silent": Field.float(0.02, 0.0, 10.0, "per second: chance a device stops heartbeating"),
+        "away": Field.float(0.01, 0.0, 10.0, "per second: chance a companion device goes away past "
+                                             "device_expiry (it is unlinked, and links again)"),
+        "beat": Field.seconds(1.5, 0.1, 600.0, "heartbeat period of a device"),
+        "timeout": Field.seconds(2.0, 0.01, 60.0, "a device's call timeout"),
         "backoff": Field.seconds(0.2, 0.0, 60.0, "mean wait before a retry"),
     }
 
@@ -99,33 +128,40 @@ class ChatSystem(ServerSystem, System):
             shards=opts["shards"], nodes=tuple(self.servers), heartbeat_timeout=opts["heartbeat_timeout"],
             heartbeat_check=min(opts["heartbeat_check"], opts["heartbeat_timeout"]),
             retention=opts["retention"], window=opts["window"], resend_after=opts["resend_after"],
-            call_timeout=self.load["timeout"] / 2, snapshot_every=200)
+            device_expiry=opts["device_expiry"], call_timeout=self.load["timeout"] / 2, snapshot_every=200)
         self.ring = HashRing(self.chat.shards)
         users = [f"u{i}" for i in range(self.load["users"])]
         self.users = users
         n = len(users)
         self.contacts = {u: [users[(i + k) % n] for k in range(1, min(self.load["contacts"], n - 1) + 1)]
                          for i, u in enumerate(users)}
-        self.phones = {u: _Phone(u) for u in users}
-        # The model: what was acknowledged and what each phone took, in order.
+        self.devices = {u: [_Device(u, DEVICE_NAMES[d]) for d in range(1 + i % self.load["devices"])]
+                        for i, u in enumerate(users)}
+        # The model: what was acknowledged and what each device took, in order.
         self.acked: dict[tuple[str, Any], int] = {}  # (sender, cid) -> msg_id
-        self.sent: dict[str, list[tuple[str, int]]] = {u: [] for u in users}  # sender -> [(to, id)]
-        self.taken: dict[str, list[tuple[str, int]]] = {u: [] for u in users}  # user -> [(sender, id)]
-        self.taken_ids: dict[int, str] = {}
+        self.sent: dict[str, list[tuple[str, int, str, float]]] = {u: [] for u in users}
+        """sender -> [(to, msg_id, sending device, when its send began)], in acknowledgement order"""
+        self.taken: dict[str, list[tuple[str, int]]] = {}  # device key -> [(sender, msg_id)] in order
+        self.delivered: dict[int, str] = {}  # msg_id -> its recipient, once a device took it
         self.read: dict[int, str] = {}  # msg_id -> sender, for reads the server stored
         self.violations: list[str] = []
-        self.counts = {"sent": 0, "acked": 0, "taken": 0, "receipts": 0, "reads": 0, "retries": 0,
-                       "connects": 0, "closed": 0, "presence": 0}
+        self.counts = {"sent": 0, "acked": 0, "delivered": 0, "taken": 0, "devices": 0, "copies": 0,
+                       "read_syncs": 0, "receipts": 0, "reads": 0, "retries": 0, "connects": 0, "links": 0,
+                       "closed": 0, "presence": 0}
+        self.counts["devices"] = sum(len(devices) for devices in self.devices.values())
         self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: ChatService(
             node, store, self.chat, resolve=resolve, max_restarts=opts["top_restarts"]))
         self.nodes.add()
-        self.sim.add_node("phones", self._start_phones, targets=False)
+        self.sim.add_node("phones", self._start_devices, targets=False)
 
-    # -- phones ----------------------------------------------------------------------------------
+    # -- devices ---------------------------------------------------------------------------------
 
-    def _start_phones(self, node: Node) -> None:
-        for i, user in enumerate(self.users):
-            node.spawn(self._phone, user, i)
+    def _start_devices(self, node: Node) -> None:
+        index = 0
+        for user in self.users:
+            for device in self.devices[user]:
+                node.spawn(self._device, device, index)
+                index += 1
 
     def _gateway(self, index: int) -> ChatService | None:
         for k in range(len(self.servers)):  # its own gateway, else the next one up
@@ -134,62 +170,71 @@ class ChatSystem(ServerSystem, System):
                 return service
         return None
 
-    async def _phone(self, proc: Any, user: str, index: int) -> None:
+    async def _device(self, proc: Any, device: _Device, index: int) -> None:
         try:
-            await self._phone_loop(proc, user, index)
-        except Exception as exc:  # a phone that crashes is a bug of the service's API (or ours)
-            self.violations.append(f"phone {user} crashed: {exc!r}")
+            await self._device_loop(proc, device, index)
+        except Exception as exc:  # a device that crashes is a bug of the service's API (or ours)
+            self.violations.append(f"device {device.key} crashed: {exc!r}")
             raise
 
-    async def _phone_loop(self, proc: Any, user: str, index: int) -> None:
-        rng = self.sim.stream(f"workload/phone-{user}")
-        phone = self.phones[user]
+    async def _device_loop(self, proc: Any, device: _Device, index: int) -> None:
+        rng = self.sim.stream(f"workload/device-{device.key}")
         load = self.load
-        await self._set_contacts(proc, user, index, rng)
+        user = device.user
+        first = device is self.devices[user][0]
+        rate = load["rate"] / len(self.devices[user])
+        if first:
+            await self._set_contacts(proc, user, index, rng)
         while True:
             try:
                 frame = await proc.receive(_is_frame, timeout=TICK)
             except ReceiveTimeout:
                 frame = None
             if frame is not None:
-                await self._frame(proc, phone, index, frame)
+                await self._frame(proc, device, index, frame)
                 continue
             now = proc.now()
-            if now < phone.silent_until:
+            if now < device.silent_until:
                 continue  # no network: nothing goes out
-            if phone.session is None:
-                if now >= phone.offline_until:
-                    await self._connect(proc, phone, index, rng)
+            if device.session is None:
+                if now >= device.offline_until:
+                    await self._connect(proc, device, index, rng)
+                continue
+            if self.workload_on and not first and rng.random() < load["away"] * TICK:
+                await self._ask(proc, device, index, "disconnect")
+                device.session = None  # back after its link expired (well before the run ends)
+                device.offline_until = now + self.chat.device_expiry + rng.uniform(2.0, 4.0)
                 continue
             if self.workload_on and rng.random() < load["offline"] * TICK:
-                await self._ask(proc, phone, index, "disconnect")
-                phone.session = None
-                phone.offline_until = now + rng.uniform(1.0, 5.0)
+                await self._ask(proc, device, index, "disconnect")
+                device.session = None
+                device.offline_until = now + rng.uniform(1.0, 5.0)
                 continue
             if self.workload_on and rng.random() < load["silent"] * TICK:
-                phone.silent_until = now + rng.uniform(1.0, 2.0) * self.chat.heartbeat_timeout
+                device.silent_until = now + rng.uniform(1.0, 2.0) * self.chat.heartbeat_timeout
                 continue
-            if now >= phone.next_beat:
-                if await self._ask(proc, phone, index, "heartbeat") is not None:
-                    phone.next_beat = now + load["beat"]
-            if phone.to_read and phone.session is not None:
-                batch = phone.to_read[:50]
-                if await self._ask(proc, phone, index, "read", [m for m, _, _ in batch]) is not None:
-                    del phone.to_read[:len(batch)]
+            if now >= device.next_beat:
+                if await self._ask(proc, device, index, "heartbeat") is not None:
+                    device.next_beat = now + load["beat"]
+            if device.to_read and device.session is not None:
+                batch = device.to_read[:50]
+                if await self._ask(proc, device, index, "read", [m for m, _, _ in batch]) is not None:
+                    del device.to_read[:len(batch)]
                     # A read the server answered once the message's record was forgotten
                     # (`retention` after its delivery) sends no receipt: expected only
                     # within it, less what clock skew can take off it.
                     kept = proc.now() - (self.chat.retention - SKEW_MARGIN)
                     self.read.update((m, sender) for m, sender, taken in batch if taken > kept)
                     self.counts["reads"] += len(batch)
-            if phone.current is None and self.workload_on and rng.random() < load["rate"] * TICK:
-                to = self.contacts[user][rng.below(len(self.contacts[user]))]
-                phone.next_cid += 1
-                cid = phone.next_cid
-                phone.current = (to, cid, f"{user}>{to}#{cid}".encode(), f"message {cid} from {user}")
+            if device.current is None and self.workload_on and rng.random() < rate * TICK:
+                contacts = self.contacts[user]
+                to = contacts[rng.below(len(contacts))]
+                device.next_cid += 1
+                cid = f"{device.name}-{device.next_cid}"
+                device.current = (to, cid, f"{device.key}>{to}#{cid}".encode(), f"message {cid} from {user}", now)
                 self.counts["sent"] += 1
-            if phone.current is not None and now >= phone.wait_until and phone.session is not None:
-                await self._send(proc, phone, index, rng)
+            if device.current is not None and now >= device.wait_until and device.session is not None:
+                await self._send(proc, device, index, rng)
 
     async def _set_contacts(self, proc: Any, user: str, index: int, rng: Any) -> None:
         while True:
@@ -202,65 +247,79 @@ class ChatSystem(ServerSystem, System):
                 pass
             await proc.sleep(rng.uniform(0.0, 2.0 * self.load["backoff"]) + TICK)
 
-    async def _connect(self, proc: Any, phone: _Phone, index: int, rng: Any) -> None:
+    async def _connect(self, proc: Any, device: _Device, index: int, rng: Any) -> None:
         service = self._gateway(index)
         try:
             if service is None:
                 raise NoProc("every chat node")
-            phone.session = await service.connect(proc, phone.user, "phone", proc.pid)
-            phone.next_beat = 0.0
-            self.counts["connects"] += 1
-        except (*RETRYABLE, ChildError, ChatError):
-            phone.offline_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
+            session = await service.connect(proc, device.user, device.name, proc.pid)
+        except (*RETRYABLE, ChildError, ChatError) as exc:
+            device.unsure |= isinstance(exc, RETRYABLE)  # a session may have started, and linked
+            device.offline_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
+            return
+        try:
+            info = await service.attached(proc, session)
+        except (*RETRYABLE, ChatError):  # it may still link (and push): we cannot tell
+            device.unsure = True
+            device.offline_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
+            return
+        device.session = session
+        device.unsure = False
+        if info["linked"] != device.linked:  # (re)linked: by this session, or one it never heard of
+            device.linked, device.since = info["linked"], proc.now()  # owed what is sent from now on,
+            device.last = max(device.last, info["acked"])  # from the server's position
+            self.counts["links"] += 1
+        device.next_beat = 0.0
+        self.counts["connects"] += 1
 
-    async def _ask(self, proc: Any, phone: _Phone, index: int, what: str, *args: Any) -> Any:
-        """One request to the phone's session; None if it failed (the session is then
-        presumed gone: the phone connects again)."""
+    async def _ask(self, proc: Any, device: _Device, index: int, what: str, *args: Any) -> Any:
+        """One request to the device's session; None if it failed (the session is then
+        presumed gone: the device connects again)."""
         service = self._gateway(index) or next(iter(self.nodes.services.values()))
         try:
-            return await getattr(service, what)(proc, phone.session, *args)
+            return await getattr(service, what)(proc, device.session, *args)
         except RETRYABLE:
-            phone.session = None
+            device.session = None
             return None
         except BadRequest as exc:
-            self.violations.append(f"{phone.user}: {what} refused as a bad request: {exc}")
+            self.violations.append(f"{device.key}: {what} refused as a bad request: {exc}")
             return None
         except ChatError:  # the session is attaching to its shard: later
             return None
 
-    async def _send(self, proc: Any, phone: _Phone, index: int, rng: Any) -> None:
-        to, cid, payload, preview = phone.current
+    async def _send(self, proc: Any, device: _Device, index: int, rng: Any) -> None:
+        to, cid, payload, preview, began = device.current
         service = self._gateway(index) or next(iter(self.nodes.services.values()))
         try:
-            msg_id = await service.send(proc, phone.session, to, cid, payload, preview)
+            msg_id = await service.send(proc, device.session, to, cid, payload, preview)
         except RETRYABLE:
-            phone.session = None
+            device.session = None
             self.counts["retries"] += 1
             return
         except BadRequest as exc:
-            self.violations.append(f"{phone.user}: a send was refused as a bad request: {exc}")
-            phone.current = None
+            self.violations.append(f"{device.key}: a send was refused as a bad request: {exc}")
+            device.current = None
             return
         except ChatError:  # unavailable or overloaded: the same message again, later
             self.counts["retries"] += 1
-            phone.wait_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
+            device.wait_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
             return
-        key = (phone.user, cid)
+        key = (device.user, cid)
         known = self.acked.get(key)
         if known is not None and known != msg_id:
-            self.violations.append(f"{phone.user}'s message {cid} was stored twice: ids {known} and {msg_id}")
+            self.violations.append(f"{device.user}'s message {cid} was stored twice: ids {known} and {msg_id}")
         if known is None:
             self.acked[key] = msg_id
-            self.sent[phone.user].append((to, msg_id))
+            self.sent[device.user].append((to, msg_id, device.name, began))
             self.counts["acked"] += 1
-        phone.current = None
+        device.current = None
 
-    async def _frame(self, proc: Any, phone: _Phone, index: int, frame: tuple) -> None:
+    async def _frame(self, proc: Any, device: _Device, index: int, frame: tuple) -> None:
         kind = frame[0]
         if kind == "closed":
             self.counts["closed"] += 1
-            if phone.session is not None:  # which session closed? ask the current one
-                await self._ask(proc, phone, index, "heartbeat")
+            if device.session is not None:  # which session closed? ask the current one
+                await self._ask(proc, device, index, "heartbeat")
             return
         if kind == "presence":
             self.counts["presence"] += 1
@@ -268,43 +327,54 @@ class ChatSystem(ServerSystem, System):
         if kind != "items":
             return
         items, acked = frame[1], frame[2]
-        if acked > phone.last:
-            self.violations.append(f"{phone.user}: the server says items up to {acked} are confirmed, "
-                                   f"but the phone took only up to {phone.last}")
-            phone.last = acked
+        if acked > device.last:
+            if not device.unsure:
+                self.violations.append(f"{device.key}: the server says items up to {acked} are confirmed, "
+                                       f"but the device took only up to {device.last}")
+            device.last = acked
         confirm = False
         for item in items:
-            if item[0] <= phone.last:
+            if item[0] <= device.last:
                 confirm = True  # a repeat: our confirmation was lost, say it again
-            if item[0] != phone.last + 1:
+            if item[0] != device.last + 1:
                 continue  # a repeat, or after a gap: it comes again
-            phone.last = item[0]
+            device.last = item[0]
             confirm = True
-            if item[1] == "m":
-                self._take(phone, item[2], item[3], proc.now())
+            kind = item[1]
+            if kind == "m":
+                self._take(device, item[2], item[3], proc.now())
+            elif kind == "r":
+                self._receipt(device, item[2], item[3])
+            elif kind == "s":
+                device.copies.append((item[2], item[3]))
+                self.counts["copies"] += 1
             else:
-                self._receipt(phone, item[2], item[3])
-        if confirm and phone.session is not None:
-            await self._ask(proc, phone, index, "confirm", phone.last)
+                device.read_syncs.append(item[2])
+                self.counts["read_syncs"] += 1
+        if confirm and device.session is not None:
+            await self._ask(proc, device, index, "confirm", device.last)
 
-    def _take(self, phone: _Phone, msg_id: int, sender: str, now: float) -> None:
-        if msg_id in self.taken_ids:
-            self.violations.append(f"{phone.user} took message {msg_id} from {sender} twice")
+    def _take(self, device: _Device, msg_id: int, sender: str, now: float) -> None:
+        if msg_id in device.taken:
+            self.violations.append(f"{device.key} took message {msg_id} from {sender} twice")
             return
-        self.taken_ids[msg_id] = phone.user
-        self.taken[phone.user].append((sender, msg_id))
+        device.taken.add(msg_id)
+        self.taken.setdefault(device.key, []).append((sender, msg_id))
         self.counts["taken"] += 1
-        if self.sim.stream(f"workload/reads-{phone.user}").random() < self.load["reads"]:
-            phone.to_read.append((msg_id, sender, now))
+        if msg_id not in self.delivered:
+            self.delivered[msg_id] = device.user
+            self.counts["delivered"] += 1
+        if self.sim.stream(f"workload/reads-{device.key}").random() < self.load["reads"]:
+            device.to_read.append((msg_id, sender, now))
 
-    def _receipt(self, phone: _Phone, msg_id: int, status: int) -> None:
+    def _receipt(self, device: _Device, msg_id: int, status: int) -> None:
         self.counts["receipts"] += 1
-        seen = phone.receipts.get(msg_id)
+        seen = device.receipts.get(msg_id)
         if seen is not None and status <= seen:
-            self.violations.append(f"{phone.user}: the receipt of message {msg_id} went from "
+            self.violations.append(f"{device.key}: the receipt of message {msg_id} went from "
                                    f"{NAMES[seen]} to {NAMES[status]}")
             return
-        phone.receipts[msg_id] = status
+        device.receipts[msg_id] = status
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -328,11 +398,12 @@ class ChatSystem(ServerSystem, System):
 
     @check("always")
     def acknowledged_messages_are_stored(self) -> str | None:
-        """Every acknowledged message is taken by its recipient or in its stored pending store."""
+        """Every acknowledged message no device has taken is in its recipient's stored
+        pending store."""
         shards = self._stored_shards()
         for sender, messages in self.sent.items():
-            for to, msg_id in messages:
-                if msg_id in self.taken_ids:
+            for to, msg_id, _, _ in messages:
+                if msg_id in self.delivered:
                     continue
                 state = shards.get(self.ring.owner(to))
                 if state is None:
@@ -343,36 +414,54 @@ class ChatSystem(ServerSystem, System):
         return None
 
     @check("eventually")
-    def delivered_exactly_once_in_order(self) -> str | None:
-        """Every message was acknowledged, and taken once, in each sender's order."""
-        for phone in self.phones.values():
-            if phone.current is not None:
-                return f"{phone.user}'s message {phone.current[1]} to {phone.current[0]} was never acknowledged"
+    def delivered_to_every_device_once_in_order(self) -> str | None:
+        """Every message was acknowledged and taken by its recipient's devices: each device
+        took every one it is owed, each sender device's in acknowledgement order."""
+        for devices in self.devices.values():
+            for device in devices:
+                if device.current is not None:
+                    return (f"{device.key}'s message {device.current[1]} to {device.current[0]} was "
+                            "never acknowledged")
         if not self.counts["acked"]:
             return "no message was acknowledged at all"
+        order: dict[int, tuple[str, int]] = {}  # msg_id -> (sending device, rank among its messages)
         for sender, messages in self.sent.items():
-            for to, msg_id in messages:
-                if self.taken_ids.get(msg_id) != to:
+            for rank, (to, msg_id, name, began) in enumerate(messages):
+                order[msg_id] = (f"{sender}/{name}", rank)
+                if self.delivered.get(msg_id) != to:
                     return f"message {msg_id} from {sender} to {to} was acknowledged but never taken"
-        for user, taken in self.taken.items():
+                for device in self.devices[to]:
+                    if device.since is not None and began > device.since and msg_id not in device.taken:
+                        return (f"{device.key}, linked at {device.since:.2f}, never took message {msg_id} "
+                                f"from {sender}, sent at {began:.2f}")
+        for key, taken in self.taken.items():
             last: dict[str, int] = {}
-            order = {msg_id: i for i, (_, msg_id) in enumerate(self.sent_ids(user))}
             for sender, msg_id in taken:
-                rank = order.get(msg_id)
-                if rank is None:
-                    return f"{user} took message {msg_id} from {sender}, which was never acknowledged"
-                if rank < last.get(sender, -1):
-                    return f"{user} took {sender}'s messages out of order (message {msg_id})"
-                last[sender] = rank
+                if msg_id not in order:
+                    return f"{key} took message {msg_id} from {sender}, which was never acknowledged"
+                origin, rank = order[msg_id]
+                if rank < last.get(origin, -1):
+                    return f"{key} took {origin}'s messages out of order (message {msg_id})"
+                last[origin] = rank
         return None
 
-    def sent_ids(self, user: str) -> list[tuple[str, int]]:
-        """Every acknowledged message to `user`, in each sender's acknowledgement order."""
-        return [(s, m) for s, messages in self.sent.items() for to, m in messages if to == user]
+    @check("eventually")
+    def copies_and_read_syncs_are_the_users_own(self) -> str | None:
+        """A copy of a sent message is one its user sent; a "read elsewhere" one it received."""
+        mine = {u: {msg_id: to for to, msg_id, _, _ in messages} for u, messages in self.sent.items()}
+        for user, devices in self.devices.items():
+            for device in devices:
+                for msg_id, to in device.copies:
+                    if mine[user].get(msg_id) != to:
+                        return f"{device.key} got a copy of message {msg_id} to {to}, which {user} never sent"
+                for msg_id in device.read_syncs:
+                    if self.delivered.get(msg_id) != user:
+                        return f"{device.key} heard that message {msg_id} was read, but it is not {user}'s"
+        return None
 
     @check("eventually")
     def pending_stores_drained(self) -> str | None:
-        """Every user came online and confirmed: every stored pending store is empty."""
+        """Every device came online and confirmed: every stored pending store is empty."""
         shards = self._stored_shards()
         if len(shards) < self.chat.shards:
             return f"shards {sorted(set(range(self.chat.shards)) - set(shards))} are not up"
@@ -385,14 +474,18 @@ class ChatSystem(ServerSystem, System):
 
     @check("eventually")
     def senders_saw_their_receipts(self) -> str | None:
-        """Every sender saw `delivered` for its messages and `read` for those read."""
+        """Every device saw `delivered` for the messages its user sent that it is owed, and
+        `read` for those read."""
         for sender, messages in self.sent.items():
-            seen = self.phones[sender].receipts
-            for _, msg_id in messages:
-                want = READ if msg_id in self.read else DELIVERED
-                if seen.get(msg_id, 0) < want:
-                    return (f"{sender} saw {NAMES.get(seen.get(msg_id), 'no receipt')} for message "
-                            f"{msg_id}, expected {NAMES[want]}")
+            for device in self.devices[sender]:
+                for _, msg_id, _, began in messages:
+                    if device.since is None or began <= device.since:
+                        continue
+                    want = READ if msg_id in self.read else DELIVERED
+                    seen = device.receipts.get(msg_id, 0)
+                    if seen < want:
+                        return (f"{device.key} saw {NAMES.get(seen, 'no receipt')} for message "
+                                f"{msg_id}, expected {NAMES[want]}")
         return None
 
     def stats(self) -> dict[str, int]:

@@ -20,9 +20,10 @@ assigned, so a restarted shard never assigns one again). Records (key -> value):
   msg_id, to, payload]` (a message the user sent, copied to all its devices when it has
   several) or `[seq, "v", msg_id, sender, None]` (a message to the user was read on one
   of its devices, when it has several). Deleted once every linked device confirmed it.
-- `("dev", user, device)` -> `[acked, seen]`: a linked device (at most `max_devices` per
-  user) with its own cumulative confirmation and when it was last seen (linked,
-  disconnected, or still connected: refreshed). `acked` is saved only while the device
+- `("dev", user, device)` -> `[acked, seen, linked]`: a linked device (at most
+  `max_devices` per user) with its own cumulative confirmation, when it was last seen
+  (linked, disconnected, or still connected: refreshed) and when it was linked (which
+  tells a device that was unlinked and linked again from one that was not). `acked` is saved only while the device
   is ahead of the user's slowest device: the slowest is at the oldest stored item, so a
   device's position is `max(acked, floor)` (`floor`: the seq before the oldest item,
   or `seq` when none is left), and a single-device user's confirmations write no device
@@ -51,13 +52,13 @@ make room (that device then misses them: its position jumps past them).
 
 In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes,
 held]` (items in order; bytes: the payloads of the undelivered ones, after `acked`;
-held: of the others); `devices`: user -> {device: [acked, seen]}; `records`, `outbox`,
+held: of the others); `devices`: user -> {device: [acked, seen, linked]}; `records`, `outbox`,
 `rstat`, `seen`, `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest
 first; and what is derived from them on recovery: `dedup` (sender -> {client id ->
 msg_id}: a retried send is recognised), `senders` (sender -> [bytes, {recipient ->
 [items, bytes]}] of its messages undelivered here: the per-sender quotas), `expiry` /
 `rstat_expiry` (`[t, msg_id]`, what to forget when), `by_seen` ({(user, device): its
-[acked, seen]}, least recently seen first: what to expire).
+[acked, seen, linked]}, least recently seen first: what to expire).
 
 Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
 so `[E_CONFIRM, [[user, upto, device], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
@@ -285,7 +286,7 @@ class ShardBook:
         devs = state["devices"].setdefault(user, {})
         assert device not in devs, f"{user!r} {device!r} linked twice"
         box = state["inbox"].get(user)
-        dev = devs[device] = [box[1] if box is not None else 0, t]
+        dev = devs[device] = [box[1] if box is not None else 0, t, t]
         self.put(("dev", user, device), dev, True)
         state["by_seen"][(user, device)] = dev
 
