@@ -167,10 +167,10 @@ class ChatProcess:
     """`letitcrash chat` in a subprocess, its output read line by line without buffering
     (a buffered reader could hold a line that select() then never reports)."""
 
-    def __init__(self, server: ServerProcess, user: str, **popen: Any) -> None:
+    def __init__(self, server: ServerProcess, user: str, *flags: str, **popen: Any) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apps.cli", "chat", "--user", user, "--port", str(server.port),
-             "--secret-file", str(server.data / "secret")],
+             "--secret-file", str(server.data / "secret"), *flags],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         self.seen: list[str] = []
         self.pending = b""
