@@ -131,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                           "for their receipts, and whom you follow) is kept next to the secret file, "
                           "in chat-USER@HOST-PORT.jsonl.")
     chat.add_argument("--user", required=True, help="who you are")
-    chat.add_argument("--device", default=None, help="this device's name (default: the user's primary "
-                      "device); a user may chat from several devices at once")
+    chat.add_argument("--device", default="primary", help="this device's name (default: %(default)s, the "
+                      "user's first device); a user may chat from several devices at once")
     _address(chat, lowest=1)
     chat.add_argument("--secret-file", default=os.path.join(home, "secret"),
                       help=f"the server secret, from which your token is derived, unless {TOKEN_VARIABLE} "

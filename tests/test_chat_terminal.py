@@ -115,11 +115,25 @@ def test_a_replaced_client_does_not_reconnect(server):
         chat = Chat(lambda last: server.client("alice5", device="terminal", last_seq=last, auto_confirm=False),
                     LocalState(None), said.append)
         await chat.start()
-        phone = await server.client("alice5", device="phone")  # the newer connection wins
+        again = await server.client("alice5", device="terminal")  # the device's newer connection wins
+        status = await chat.receive()
+        await again.close()
+        return status, said
+    assert arun(main()) == (terminal.FAILED, ["* disconnected: replaced"])
+
+
+def test_an_unlinked_device_does_not_reconnect(server):
+    async def main():
+        said = []
+        chat = Chat(lambda last: server.client("alice9", device="terminal", last_seq=last, auto_confirm=False),
+                    LocalState(None), said.append)
+        await chat.start()
+        phone = await server.client("alice9", device="phone")  # another device: both stay...
+        await phone.unlink("terminal")  # ...until it logs the terminal out
         status = await chat.receive()
         await phone.close()
         return status, said
-    assert arun(main()) == (terminal.FAILED, ["* disconnected: replaced"])
+    assert arun(main()) == (terminal.FAILED, ["* disconnected: unlinked"])
 
 
 def test_the_client_gives_up_reconnecting_after_its_attempts(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_serve_and_chat_show_their_defaults_and_agree_on_the_secret(capsys, monk
         assert default in serve
     chat = help_of(capsys, "chat")
     assert f"(default: {home / 'secret'}, where 'letitcrash serve' makes it)" in chat
-    assert "unless LETITCRASH_TOKEN is set" in chat and "(default: terminal)" in chat
+    assert "unless LETITCRASH_TOKEN is set" in chat and "(default: primary, the user's first device)" in chat
     assert "TCP port, 1-65535 (default: 7400)" in chat
     assert f"(default: {home / 'secret'})" in help_of(capsys, "token")
 
