@@ -48,6 +48,8 @@ log = logging.getLogger("apps.chat")
 ATTACH = ("$chat.attach",)
 REFUSED = ("$chat.refused",)
 MAX_WAITING = 8  # callers of `attached` waiting for the outcome at most
+ATTACHED = ("acked", "seq", "devices", "new", "linked")
+"""The fields of the shard's answer to an attach (a tuple: sessions are many)."""
 
 
 class Hub:
@@ -72,10 +74,10 @@ class Session(GenServer):
         self.device = device
         self.outlet = outlet
         self.home: Pid | None = None
-        self.attached: dict | None = None  # the shard's answer, once attached (it must not displace a newer session)
+        self.attached: tuple | None = None  # the shard's first answer (attaching again must not displace a newer session)
         self.refused: QuotaExceeded | None = None  # the device may not link: the session ends
         self.siblings = False  # the user has other devices linked: its messages are copied to them
-        self.waiting: list[Any] = []  # callers of `attached`
+        self.waiting: list[Any] | None = None  # callers of `attached`, until it is known
         hub.beats[self.pid] = self.now()
         self.continue_with(ATTACH)
 
@@ -112,14 +114,14 @@ class Session(GenServer):
         if isinstance(info, Exception):
             raise info  # the ring disagrees with itself: nothing a retry can fix
         self.home = shard  # it linked to us: its exit reaches us as an Exit
-        self.siblings = info["devices"] > 1
+        self.siblings = info[2] > 1
         if self.attached is None:
             self.attached = info
-        self._answer_waiting(self.attached)
+        self._answer_waiting(dict(zip(ATTACHED, self.attached)))
 
     def _answer_waiting(self, answer: Any) -> None:
-        waiting, self.waiting = self.waiting, []
-        for caller in waiting:
+        waiting, self.waiting = self.waiting, None
+        for caller in waiting or ():
             self.reply(caller, answer)
 
     def handle_info(self, msg: Any) -> Any:
@@ -154,13 +156,14 @@ class Session(GenServer):
                 return self._forward(self.hub.router.locate(to), to, store, caller)
             if kind == "attached":
                 if self.attached is not None:
-                    return self.attached
+                    return dict(zip(ATTACHED, self.attached))
                 if self.refused is not None:  # answered, then the session ends
                     self._close(f"device limit: {self.refused}")
                     return self.refused
-                if len(self.waiting) >= MAX_WAITING:
-                    raise Unavailable(f"{len(self.waiting)} callers already wait for this session to attach")
-                self.waiting.append(caller)
+                waiting = self.waiting = self.waiting or []
+                if len(waiting) >= MAX_WAITING:
+                    raise Unavailable(f"{len(waiting)} callers already wait for this session to attach")
+                waiting.append(caller)
                 return NoReply
             if kind == "heartbeat":
                 now = self.hub.beats[self.pid] = self.now()

@@ -13,8 +13,8 @@ Requests (calls answer a value, or an error object the client API raises):
   holds `max_pending` items or `max_pending_bytes`, and with `QuotaExceeded` when the
   sender's undelivered messages on this shard would pass `max_sender_bytes` or reach
   `max_sender_offline` offline recipients (see `apps.chat.config`).
-- `("attach", user, session, outlet, device, again)` -> `{"acked", "seq", "devices",
-  "new", "linked"}`: the session's device (`outlet`) now gets the user's items (up to `window`
+- `("attach", user, session, outlet, device, again)` -> `(acked, seq, devices, new,
+  linked)` (see `ChatService.attached`): the session's device (`outlet`) now gets the user's items (up to `window`
   unconfirmed, from its own position) and contacts' presence as frames
   (`apps.chat.protocol`), sent to it directly. A device not linked yet is linked (a
   stored event; `new`), starting where the user's first device is (see
@@ -90,23 +90,6 @@ FLUSH = ("$chat.flush",)
 SHOWN_DEVICES = 5  # device names an error message lists at most
 
 
-class Conn:
-    """An attached device: its session (linked), where its frames go, its stored state
-    (`[acked, seen, linked]`, shared with the book), the highest seq pushed to it, and its
-    position at the last tick while it had unconfirmed items."""
-
-    __slots__ = ("user", "device", "session", "outlet", "dev", "pushed", "stalled")
-
-    def __init__(self, user: str, device: str, session: Pid, outlet: Pid, dev: list) -> None:
-        self.user = user
-        self.device = device
-        self.session = session
-        self.outlet = outlet
-        self.dev = dev
-        self.pushed = 0
-        self.stalled: int | None = None
-
-
 class Shard(EventSourcedServer):
     """One chat shard; see the module docstring. Spawned as `(store, index, router)`."""
 
@@ -122,6 +105,10 @@ class Shard(EventSourcedServer):
                                    self.put_record, self.delete_record,
                                    max_items=config.max_pending, max_bytes=config.max_pending_bytes)
         self._effects: book.Effects | None = None
+        # Entries of two names and three numbers (a confirmation, a receipt without its
+        # message...) that fit half a stored value, with room for the event around them.
+        entry = 8 + 2 * (4 * config.max_id_len + 5) + 3 * 9
+        self.small_chunk = max(1, min(book.EVENT_CHUNK, store.max_value_bytes // 2 // entry))
         self.trap_exit = True  # sessions are linked: their exits come as messages
         super().init(store, ("chat.shard", index))
         if (self.state["shard"], self.state["shards"]) != (index, config.shards):
@@ -130,9 +117,8 @@ class Shard(EventSourcedServer):
         if self._migrated:
             self.save_snapshot()  # saved at the end of init (a turn): the old snapshot as records
         self.gen = Snowflake(index, self.state["gen"])
-        self.conns: dict[str, list[Conn]] = {}  # user -> its attached devices
-        self.by_pid: dict[Pid, Conn] = {}  # session -> its device
-        self.status: dict[str, str] = {}  # online or away; absent: offline
+        self.by_pid: dict[Pid, book.Device] = {}  # session -> its device (attached: see book.Device)
+        self.status: dict[str, str] = {}  # online or away, while a device is attached; absent: offline
         self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
         # Taken since the last flush (see _flush_batch): (user, device) -> confirmed seq;
         # receipts from other shards, and what to acknowledge to each; their
@@ -208,8 +194,8 @@ class Shard(EventSourcedServer):
             self._take_confirm(msg[1], msg[2], msg[3])
         elif kind == "presence":
             _, user, status, session = msg
-            conn = self.by_pid.get(session)
-            if conn is not None and conn.user == user and status in PRESENCE[:2]:
+            dev = self.by_pid.get(session)
+            if dev is not None and dev.user == user and status in PRESENCE[:2]:
                 self.status[user] = status
                 self._broadcast(user, status)
         elif kind == "receipts":
@@ -259,7 +245,7 @@ class Shard(EventSourcedServer):
         self._check_room(sender, to, len(payload))
         now = self.now()
         msg_id = self.gen.next(now)
-        push = None if to in self.conns else push_record(sender, preview, self.config)
+        push = None if to in self.status else push_record(sender, preview, self.config)
         event = [book.E_STORE, msg_id, sender, cid, to, payload, now, push]
         if echo is True:  # the sender has other devices: they get a copy
             event.append(True)
@@ -286,8 +272,8 @@ class Shard(EventSourcedServer):
             raise QuotaExceeded(f"{sender!r} has {held} bytes of messages not yet delivered on chat "
                                 f"shard {self.index}; this one would pass max_sender_bytes "
                                 f"({config.max_sender_bytes}); retry once they are delivered")
-        if to not in sent and to not in self.conns:
-            offline = sum(1 for user in sent if user not in self.conns)
+        if to not in sent and to not in self.status:
+            offline = sum(1 for user in sent if user not in self.status)
             if offline >= config.max_sender_offline:
                 raise QuotaExceeded(f"{sender!r} has messages waiting for {offline} offline users on "
                                     f"chat shard {self.index} (max_sender_offline); retry once they "
@@ -296,98 +282,102 @@ class Shard(EventSourcedServer):
     def _attach(self, user: str, session: Pid, outlet: Pid, device: str, again: bool) -> Any:
         self._local_user(user)
         check_name("device", device, self.config)
-        old = next((conn for conn in self.conns.get(user, ()) if conn.device == device), None)
-        if again and old is not None and old.session != session:
+        dev = book.device_of(self.data, user, device)
+        if again and dev is not None and dev.session not in (None, session):
             return "replaced"
-        devs = self.data["devices"].get(user)
-        new = devs is None or device not in devs
+        new = dev is None
         if new:
             if again:
                 return "unlinked"  # dropped while its session was away: it links again
-            self._link(user, device, devs)
-        if old is not None and old.session != session:
-            self._detach(old)
-            self.cast(old.session, ("close", "replaced"))
-            old = None
-        if old is None:
+            dev = self._link(user, device)
+        if dev.session not in (None, session):  # the device connected again: its older session goes
+            self.unlink(dev.session)
+            del self.by_pid[dev.session]
+            self.cast(dev.session, ("close", "replaced"))
+            dev.session = None
+        now = self.now()
+        if dev.session is None:
             self.link(session)  # a session already gone: its Exit(noproc) comes as a message
-            old = Conn(user, device, session, outlet, self.data["devices"][user][device])
-            self.conns.setdefault(user, []).append(old)
-            self.by_pid[session] = old
-            if old.dev[1] <= self.now() - self.config.device_expiry / 4:  # seen now (see _tick)
-                self._persist([book.E_ALIVE, [[user, device]], self.now()])
+            dev.session = session
+            self.by_pid[session] = dev
+            if dev.seen <= now - self.config.device_expiry / 4:  # seen now (see _tick)
+                self._persist([book.E_ALIVE, [[user, device]], now])
+        dev.outlet = outlet
         box = self.data["inbox"].get(user)
-        acked = max(old.dev[0], book.floor(box)) if box is not None else old.dev[0]
-        old.pushed = acked  # a (re)attached session gets everything unconfirmed
-        old.stalled = None
+        acked = max(dev.acked, book.floor(box)) if box is not None else dev.acked
+        dev.pushed = acked  # a (re)attached session gets everything unconfirmed
+        dev.stalled = None
         if self.status.get(user) != "online":
             self.status[user] = "online"
             self._broadcast(user, "online")
         if box is not None:
-            self._push_to(old, box)
+            self._push_to(dev, box)
+        linked = len(self.data["devices"][user])
         if new:
-            self._tell_devices(user)
-        return {"acked": acked, "seq": box[0] if box is not None else 0,
-                "devices": len(self.data["devices"][user]), "new": new, "linked": old.dev[2]}
+            self._tell_devices(user, but=session)
+        return acked, box[0] if box is not None else 0, linked, new, dev.linked
 
-    def _link(self, user: str, device: str, devs: dict | None) -> None:
-        if devs is not None and len(devs) >= self.config.max_devices:
-            names = ", ".join(repr(name) for name in list(devs)[:SHOWN_DEVICES])
+    def _link(self, user: str, device: str) -> book.Device:
+        devs = self.data["devices"].get(user, ())
+        if len(devs) >= self.config.max_devices:
+            names = ", ".join(repr(dev.name) for dev in devs[:SHOWN_DEVICES])
             more = f" and {len(devs) - SHOWN_DEVICES} more" if len(devs) > SHOWN_DEVICES else ""
             raise QuotaExceeded(f"{user!r} has {len(devs)} devices linked ({names}{more}), the most "
                                 f"max_devices allows: unlink one first (a device unseen for "
                                 f"{self.config.device_expiry:g} s is unlinked by itself)")
         self._act(self._persist([book.E_LINK, user, device, self.now()]))
+        return self.data["devices"][user][-1]
 
-    def _tell_devices(self, user: str) -> None:
-        """Tell the user's sessions how many devices it has linked."""
-        linked = len(self.data["devices"].get(user, ()))
-        for conn in self.conns.get(user, ()):
-            self.cast(conn.session, ("devices", linked))
+    def _tell_devices(self, user: str, but: Pid | None = None) -> None:
+        """Tell the user's sessions (but the one that knows) how many devices it has linked."""
+        devs = self.data["devices"].get(user, ())
+        for dev in devs:
+            if dev.session not in (None, but):
+                self.cast(dev.session, ("devices", len(devs)))
 
-    def _detach(self, conn: Conn) -> bool:
-        """Forget an attached device; True if it was its user's last."""
-        self.unlink(conn.session)
-        del self.by_pid[conn.session]
-        conns = self.conns[conn.user]
-        conns.remove(conn)
-        if conns:
+    def _detach(self, dev: book.Device) -> bool:
+        """Forget an attached device's session; True if it was its user's last."""
+        self.unlink(dev.session)
+        del self.by_pid[dev.session]
+        dev.session = dev.outlet = None
+        if any(other.session is not None for other in self.data["devices"][dev.user]):
             return False
-        del self.conns[conn.user]
-        self.status.pop(conn.user, None)
+        self.status.pop(dev.user, None)
         return True
 
     def _push(self, user: str) -> None:
         """Send each of the user's attached devices the items after those already pushed
         to it, within its window."""
-        conns = self.conns.get(user)
-        if conns:
+        devs = self.data["devices"].get(user)
+        if devs:
             box = self.data["inbox"].get(user)
             if box is not None:
-                for conn in conns:
-                    self._push_to(conn, box)
+                for dev in devs:
+                    if dev.session is not None:
+                        self._push_to(dev, box)
 
-    def _push_to(self, conn: Conn, box: list) -> None:
+    def _push_to(self, dev: book.Device, box: list) -> None:
         items = box[2]
         if not items:
             return
         first = items[0][0]
-        acked = conn.dev[0] if conn.dev[0] >= first else first - 1
-        start = max(conn.pushed, acked) + 1
+        acked = dev.acked if dev.acked >= first else first - 1
+        start = max(dev.pushed, acked) + 1
         end = min(box[0], acked + self.config.window)
         if start > end:
             return
-        self.send(conn.outlet, ("items", items[start - first:end - first + 1], acked))
-        conn.pushed = end
+        self.send(dev.outlet, ("items", items[start - first:end - first + 1], acked))
+        dev.pushed = end
 
     def _take_confirm(self, user: str, device: str, upto: int) -> None:
         box = self.data["inbox"].get(user)
         key = (user, device)
         if box is None or upto <= self.confirms.get(key, 0):
             return
-        at = book.position(self.data, user, device)
-        if at is None or upto <= at:
-            return  # nothing new (a repeat), or a device unlinked meanwhile
+        dev = book.device_of(self.data, user, device)
+        items = box[2]
+        if dev is None or upto <= dev.acked or upto <= (items[0][0] - 1 if items else box[0]):
+            return  # a device unlinked meanwhile, or nothing new (a repeat): below its floor
         if upto > box[0]:
             log.warning("chat shard %d: %r (%r) confirmed item %d, but only %d exist; ignored",
                         self.index, user, device, upto, box[0])
@@ -395,9 +385,14 @@ class Shard(EventSourcedServer):
         self.confirms[key] = upto
         self._flush_later()
 
-    def _chunks(self, entries: list) -> list[list]:
-        """`entries` in pieces that are each one stored event (see `apps.chat.store.chunks`)."""
-        return book.chunks(entries, self.store.max_value_bytes // 2)
+    def _chunks(self, entries: list, sized: bool = False) -> list[list]:
+        """`entries` in pieces that are each one stored event: cut by size if `sized` (they
+        may carry messages: see `apps.chat.store.chunks`), else by count (names and
+        numbers only: `small_chunk` of them fit)."""
+        if sized:
+            return book.chunks(entries, self.store.max_value_bytes // 2)
+        n = self.small_chunk
+        return [entries[i:i + n] for i in range(0, len(entries), n)]
 
     def _flush_later(self) -> None:
         """Have _flush_batch run after the messages queued now (one flush per batch)."""
@@ -418,16 +413,16 @@ class Shard(EventSourcedServer):
                 self._act(self._persist([book.E_CONFIRM, chunk, now]))
             inbox = self.data["inbox"]
             for user, device in confirms:
-                for conn in self.conns.get(user, ()):
-                    if conn.device == device:
-                        conn.stalled = None
-                        self._push_to(conn, inbox[user])
+                dev = book.device_of(self.data, user, device)
+                if dev is not None and dev.session is not None:
+                    dev.stalled = None
+                    self._push_to(dev, inbox[user])
         if self.inflow:
             inflow, acks, self.inflow, self.acks = self.inflow, self.acks, [], {}
             rstat, home = self.data["rstat"], self.router.home
             news = [r for r in inflow
                     if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
-            for chunk in self._chunks(news):
+            for chunk in self._chunks(news, any(len(receipt) > 3 for receipt in news)):
                 self._act(self._persist([book.E_RECEIPTS, chunk, now]))
             for shard, done in acks.items():
                 peer = self.router.shard(shard)
@@ -481,20 +476,17 @@ class Shard(EventSourcedServer):
     # -- devices ----------------------------------------------------------------------------------
 
     def _devices(self, user: str) -> list[list]:
-        online = {conn.device for conn in self.conns.get(user, ())}
-        return [[device, device in online, dev[1]]
-                for device, dev in self.data["devices"].get(user, {}).items()]
+        return [[dev.name, dev.session is not None, dev.seen] for dev in self.data["devices"].get(user, ())]
 
     def _unlink(self, user: str, device: Any) -> str:
         check_name("device", device, self.config)
-        devs = self.data["devices"].get(user)
-        if devs is None or device not in devs:
-            raise BadRequest(f"{user!r} has no device {device!r} linked (linked: "
-                             f"{', '.join(repr(name) for name in list(devs or ())[:SHOWN_DEVICES]) or 'none'})")
-        conn = next((conn for conn in self.conns.get(user, ()) if conn.device == device), None)
-        if conn is not None:
-            self.cast(conn.session, ("close", "unlinked"))
-            if self._detach(conn):
+        dev = book.device_of(self.data, user, device)
+        if dev is None:
+            names = ", ".join(repr(dev.name) for dev in self.data["devices"].get(user, ())[:SHOWN_DEVICES])
+            raise BadRequest(f"{user!r} has no device {device!r} linked (linked: {names or 'none'})")
+        if dev.session is not None:
+            self.cast(dev.session, ("close", "unlinked"))
+            if self._detach(dev):
                 self._persist([book.E_SEEN, user, self.now()])
                 self._broadcast(user, "offline")
         self._act(self._persist([book.E_UNLINK, [[user, device]]]))
@@ -528,19 +520,19 @@ class Shard(EventSourcedServer):
 
     def _tell_contact(self, contact: str, user: str, status: str, seen: float | None) -> None:
         """Pass `user`'s presence to `contact`'s devices if `contact` lists `user` too."""
-        conns = self.conns.get(contact)
-        if conns and user in self.data["contacts"].get(contact, ()):
-            for conn in conns:
-                self.send(conn.outlet, ("presence", user, status, seen))
+        if contact in self.status and user in self.data["contacts"].get(contact, ()):
+            for dev in self.data["devices"][contact]:
+                if dev.session is not None:
+                    self.send(dev.outlet, ("presence", user, status, seen))
 
     def _session_down(self, pid: Pid) -> None:
-        conn = self.by_pid.get(pid)
-        if conn is None:
+        dev = self.by_pid.get(pid)
+        if dev is None:
             return  # a replaced session, or a stranger's exit
-        offline = self._detach(conn)
-        self._persist([book.E_SEEN, conn.user, self.now(), conn.device, offline])
+        offline = self._detach(dev)
+        self._persist([book.E_SEEN, dev.user, self.now(), dev.name, offline])
         if offline:
-            self._broadcast(conn.user, "offline")
+            self._broadcast(dev.user, "offline")
 
     # -- the tick ---------------------------------------------------------------------------------
 
@@ -553,18 +545,18 @@ class Shard(EventSourcedServer):
             self._persist([book.E_EXPIRE, now])  # first: what is forgotten is not resent
         inbox = self.data["inbox"]
         alive, refresh = [], now - self.config.device_expiry / 4
-        for conn in self.by_pid.values():
-            box = inbox.get(conn.user)
-            acked = max(conn.dev[0], book.floor(box)) if box is not None else conn.pushed
-            if conn.pushed <= acked:
-                conn.stalled = None
-            elif conn.stalled == acked:  # no progress for a whole tick: go back
-                conn.pushed = acked
-                self._push_to(conn, box)
+        for dev in self.by_pid.values():
+            box = inbox.get(dev.user)
+            acked = max(dev.acked, book.floor(box)) if box is not None else dev.pushed
+            if dev.pushed <= acked:
+                dev.stalled = None
+            elif dev.stalled == acked:  # no progress for a whole tick: go back
+                dev.pushed = acked
+                self._push_to(dev, box)
             else:
-                conn.stalled = acked
-            if conn.dev[1] <= refresh:
-                alive.append([conn.user, conn.device])
+                dev.stalled = acked
+            if dev.seen <= refresh:
+                alive.append([dev.user, dev.name])
         for chunk in self._chunks(alive):
             self._persist([book.E_ALIVE, chunk, now])
         self._expire_devices(now)
@@ -579,11 +571,11 @@ class Shard(EventSourcedServer):
         """Unlink the devices unseen for `device_expiry` (a chunk of them a tick)."""
         horizon = now - self.config.device_expiry
         gone = []
-        for (user, device), dev in self.data["by_seen"].items():
-            if dev[1] > horizon or len(gone) == book.EVENT_CHUNK:
+        for dev in self.data["by_seen"]:
+            if dev.seen > horizon or len(gone) == self.small_chunk:
                 break
-            if not any(conn.device == device for conn in self.conns.get(user, ())):
-                gone.append([user, device])
+            if dev.session is None:
+                gone.append([dev.user, dev.name])
         if gone:
             self._act(self._persist([book.E_UNLINK, gone]))
             for user in dict.fromkeys(user for user, _ in gone):

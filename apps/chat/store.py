@@ -52,13 +52,13 @@ make room (that device then misses them: its position jumps past them).
 
 In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes,
 held]` (items in order; bytes: the payloads of the undelivered ones, after `acked`;
-held: of the others); `devices`: user -> {device: [acked, seen, linked]}; `records`, `outbox`,
+held: of the others); `devices`: user -> its `Device`s (a tuple, in link order); `records`, `outbox`,
 `rstat`, `seen`, `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest
 first; and what is derived from them on recovery: `dedup` (sender -> {client id ->
 msg_id}: a retried send is recognised), `senders` (sender -> [bytes, {recipient ->
 [items, bytes]}] of its messages undelivered here: the per-sender quotas), `expiry` /
-`rstat_expiry` (`[t, msg_id]`, what to forget when), `by_seen` ({(user, device): its
-[acked, seen, linked]}, least recently seen first: what to expire).
+`rstat_expiry` (`[t, msg_id]`, what to forget when), `by_seen` (every `Device` as a key,
+least recently seen first: what to expire).
 
 Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
 so `[E_CONFIRM, [[user, upto, device], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
@@ -106,6 +106,42 @@ def empty(shard: int = 0, shards: int = 1, head: dict[str, Any] | None = None) -
             "rstat": {}, "expiry": [], "rstat_expiry": [], "seen": {}, "contacts": {}, "pushes": []}
 
 
+class Device:
+    """A linked device: its stored `acked`, `seen` and `linked` (see the module docstring),
+    and what the shard process keeps of it while it is connected, never stored: its
+    `session` (None while offline), the `outlet` its frames go to, the highest seq
+    `pushed` to it, and its position at the last tick while it had unconfirmed items
+    (`stalled`). One object a device: a node holds a million of them."""
+
+    __slots__ = ("user", "name", "acked", "seen", "linked", "session", "outlet", "pushed", "stalled")
+
+    def __init__(self, user: Any, name: Any, acked: int, seen: float, linked: float) -> None:
+        self.user = user
+        self.name = name
+        self.acked = acked
+        self.seen = seen
+        self.linked = linked
+        self.session: Any = None
+        self.outlet: Any = None
+        self.pushed = 0
+        self.stalled: int | None = None
+
+    def record(self) -> list:
+        """The stored value."""
+        return [self.acked, self.seen, self.linked]
+
+    def __repr__(self) -> str:
+        return f"<Device {self.user!r:.40} {self.name!r:.40} acked={self.acked}>"
+
+
+def device_of(state: dict[str, Any], user: Any, name: Any) -> Device | None:
+    """`user`'s device `name`, or None if it is not linked."""
+    for dev in state["devices"].get(user, ()):
+        if dev.name == name:
+            return dev
+    return None
+
+
 def floor(box: list) -> int:
     """The seq before the user's oldest stored item: what every device has confirmed."""
     items = box[2]
@@ -114,12 +150,11 @@ def floor(box: list) -> int:
 
 def position(state: dict[str, Any], user: Any, device: Any) -> int | None:
     """The seq up to which `device` of `user` has confirmed, or None if it is not linked."""
-    devs = state["devices"].get(user)
-    dev = devs.get(device) if devs is not None else None
+    dev = device_of(state, user, device)
     if dev is None:
         return None
     box = state["inbox"].get(user)
-    return dev[0] if box is None else max(dev[0], floor(box))
+    return dev.acked if box is None else max(dev.acked, floor(box))
 
 
 class Effects:
@@ -165,7 +200,11 @@ class ShardBook:
     # -- events ----------------------------------------------------------------------------
 
     def _store(self, state: dict, event: list, out: Effects) -> None:
-        _, msg_id, sender, cid, to, payload, t, push = event[:8]
+        if len(event) > 8:  # the sender has other devices: they get a copy
+            _, msg_id, sender, cid, to, payload, t, push, echo = event
+        else:
+            _, msg_id, sender, cid, to, payload, t, push = event
+            echo = False
         head = state["head"]
         assert msg_id > head["gen"], f"message id {msg_id} not after {head['gen']}"
         head["gen"] = msg_id
@@ -174,7 +213,7 @@ class ShardBook:
         state["dedup"].setdefault(sender, {})[cid] = msg_id
         self._append(state, to, ["m", msg_id, sender, payload], out)
         _quota(state["senders"], sender, to, len(payload), 1)
-        if len(event) > 8 and event[8]:  # the sender has other devices: a copy for them
+        if echo:
             self._receipt(state, sender, msg_id, SENT, t, out, [to, payload])
         if push is not None:
             pushes = state["pushes"]
@@ -189,26 +228,28 @@ class ShardBook:
         for entry in confirms:
             user, upto = entry[0], entry[1]
             box = inbox[user]
+            items = box[2]
+            low = items[0][0] - 1 if items else box[0]  # floor(box)
             devs = devices.get(user)
             if len(entry) < 3:  # from before devices: the box moves as its one device's
                 dev = None
                 assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
+                lowest = max(upto, box[1])
             else:
-                dev = devs.get(entry[2]) if devs is not None else None
+                dev = next((d for d in devs if d.name == entry[2]), None) if devs is not None else None
                 if dev is None:
                     continue  # unlinked after this confirmation was taken
-                assert max(dev[0], floor(box)) <= upto <= box[0], \
-                    f"{user!r} {entry[2]!r}: confirm {upto} outside {max(dev[0], floor(box))}..{box[0]}"
-            if upto > box[1]:
-                self._deliver(state, user, box, upto, t, out)
-            lowest = upto if dev is not None else box[1]
+                assert max(dev.acked, low) <= upto <= box[0], \
+                    f"{user!r} {entry[2]!r}: confirm {upto} outside {max(dev.acked, low)}..{box[0]}"
+                lowest = upto
             if devs is not None and (dev is None or len(devs) > 1):
-                low = floor(box)
-                lowest = min(lowest, *(max(d[0], low) for d in devs.values() if d is not dev))
-            self._drop(user, box, lowest)
+                for other in devs:
+                    if other is not dev:
+                        lowest = min(lowest, max(other.acked, low))
+            self._move(state, user, box, upto, lowest, t, out)
             if dev is not None and upto > lowest:  # ahead of a slower device: its own record
-                dev[0] = upto
-                self.put(("dev", user, entry[2]), dev)
+                dev.acked = upto
+                self.put(("dev", user, dev.name), dev.record())
 
     def _confirm_one(self, state: dict, event: list, out: Effects) -> None:
         _, user, upto, t = event
@@ -217,8 +258,7 @@ class ShardBook:
     def _read(self, state: dict, event: list, out: Effects) -> None:
         _, user, ids, t = event
         records = state["records"]
-        devs = state["devices"].get(user)
-        others = devs is not None and len(devs) > 1  # they learn it was read
+        others = len(state["devices"].get(user, ())) > 1  # they learn it was read
         for msg_id in ids:
             record = records.get(msg_id)
             if record is not None and advance(record[3], READ):
@@ -283,27 +323,28 @@ class ShardBook:
 
     def _link(self, state: dict, event: list, out: Effects) -> None:
         _, user, device, t = event
-        devs = state["devices"].setdefault(user, {})
-        assert device not in devs, f"{user!r} {device!r} linked twice"
+        assert device_of(state, user, device) is None, f"{user!r} {device!r} linked twice"
         box = state["inbox"].get(user)
-        dev = devs[device] = [box[1] if box is not None else 0, t, t]
-        self.put(("dev", user, device), dev, True)
-        state["by_seen"][(user, device)] = dev
+        dev = Device(user, device, box[1] if box is not None else 0, t, t)
+        state["devices"][user] = (*state["devices"].get(user, ()), dev)
+        self.put(("dev", user, device), dev.record(), True)
+        state["by_seen"][dev] = None
 
     def _unlink(self, state: dict, event: list, out: Effects) -> None:
         devices = state["devices"]
         for user, device in event[1]:
-            devs = devices.get(user)
-            if devs is None or devs.pop(device, None) is None:
+            dev = device_of(state, user, device)
+            if dev is None:
                 continue
+            devs = devices[user] = tuple(d for d in devices[user] if d is not dev)
             self.delete(("dev", user, device))
-            del state["by_seen"][(user, device)]
+            del state["by_seen"][dev]
             if not devs:
                 del devices[user]
             box = state["inbox"].get(user)
             if box is not None:  # the items only it still needed go with it
                 low = floor(box)
-                self._drop(user, box, min((max(d[0], low) for d in devs.values()), default=box[1]))
+                self._drop(user, box, min((max(d.acked, low) for d in devs), default=box[1]))
 
     def _alive(self, state: dict, event: list, out: Effects) -> None:
         for user, device in event[1]:
@@ -337,30 +378,45 @@ class ShardBook:
         if n:
             self._drop(user, box, items[n - 1][0])
 
-    def _deliver(self, state: dict, user: Any, box: list, upto: int, t: float, out: Effects) -> None:
-        """The first device took the items up to `upto`: delivered receipts for its messages."""
-        records, expiry, senders = state["records"], state["expiry"], state["senders"]
+    def _move(self, state: dict, user: Any, box: list, upto: int, lowest: int, t: float, out: Effects) -> None:
+        """A device confirmed up to `upto`: the items after the box's `acked` up to it are
+        delivered (receipts for its messages), and those up to `lowest` (every device has
+        them now) deleted. One pass: a single device's confirmation does both at once."""
         items = box[2]
-        first = items[0][0]
-        for item in items[box[1] + 1 - first:upto + 1 - first]:
-            if item[4] is None:
-                continue
-            size = len(item[4])
-            box[3] -= size
-            box[4] += size
-            if item[1] != "m":
-                continue
-            _quota(senders, item[3], user, size, -1)
-            record = records[item[2]]
-            if record[4] is None:
-                record[4] = t
-                expiry.append([t, item[2]])
-            if advance(record[3], DELIVERED):
-                record[3] = DELIVERED
-                self._receipt(state, record[0], item[2], DELIVERED, t, out)
-            self.put(("msg", item[2]), record)
-        box[1] = upto
-        self.put(("box", user), box[:2])
+        if not items:
+            return
+        first, acked = items[0][0], box[1]
+        start, drop = acked + 1 - first, lowest + 1 - first if lowest >= first else 0
+        for item in items[:min(start, drop)]:  # delivered before, kept for a slower device until now
+            self.delete(("item", user, item[0]))
+            box[4] -= _size(item)
+        if upto > acked:
+            records, expiry, senders = state["records"], state["expiry"], state["senders"]
+            for item in items[start:upto + 1 - first]:
+                kept = item[0] > lowest
+                if not kept:
+                    self.delete(("item", user, item[0]))
+                if item[4] is None:
+                    continue
+                size = len(item[4])
+                box[3] -= size
+                if kept:
+                    box[4] += size
+                if item[1] != "m":
+                    continue
+                _quota(senders, item[3], user, size, -1)
+                record = records[item[2]]
+                if record[4] is None:
+                    record[4] = t
+                    expiry.append([t, item[2]])
+                if advance(record[3], DELIVERED):
+                    record[3] = DELIVERED
+                    self._receipt(state, record[0], item[2], DELIVERED, t, out)
+                self.put(("msg", item[2]), record)
+            box[1] = upto
+            self.put(("box", user), box[:2])
+        assert lowest <= box[1], f"{user!r}: items up to {lowest} dropped, but only {box[1]} delivered"
+        del items[:drop]
 
     def _drop(self, user: Any, box: list, upto: int) -> None:
         """Delete the items up to seq `upto`: every device has them (or does without)."""
@@ -377,15 +433,14 @@ class ShardBook:
 
     def _touch(self, state: dict, user: Any, device: Any, t: float) -> None:
         """`device` of `user` was seen at `t` (nothing if it is not linked)."""
-        devs = state["devices"].get(user)
-        dev = devs.get(device) if devs is not None else None
+        dev = device_of(state, user, device)
         if dev is None:
             return
-        dev[1] = t
-        self.put(("dev", user, device), dev)
+        dev.seen = t
+        self.put(("dev", user, device), dev.record())
         by_seen = state["by_seen"]
-        del by_seen[(user, device)]
-        by_seen[(user, device)] = dev  # to the end: the order is the order of last seen
+        del by_seen[dev]
+        by_seen[dev] = None  # to the end: the order is the order of last seen
 
     def _receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float, out: Effects,
                  echo: list | None = None) -> None:
@@ -471,8 +526,7 @@ def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[s
         elif kind == "box":
             inbox[key[1]] = [value[0], value[1], [], 0, 0]
         elif kind == "dev":
-            devices.setdefault(key[1], {})[key[2]] = value
-            linked.append((value[1], key[1], key[2]))
+            linked.append(Device(key[1], key[2], *value))
         elif kind in _TABLES:
             state[_TABLES[kind]][key[1]] = value
         elif kind == "push":
@@ -485,8 +539,10 @@ def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[s
             box = inbox[user] = [0, 0, [], 0, 0]
         box[2].append(item)
         box[0] = max(box[0], item[0])
-    for seen, user, device in sorted(linked, key=lambda sud: sud[0]):  # (names need not compare)
-        state["by_seen"][(user, device)] = devices[user][device]
+    for dev in sorted(linked, key=lambda dev: dev.linked):  # link order, as they were
+        devices[dev.user] = (*devices.get(dev.user, ()), dev)
+    for dev in sorted(linked, key=lambda dev: dev.seen):
+        state["by_seen"][dev] = None
     state["pushes"].sort(key=lambda p: p[3])
     _derive(state)
     return state
@@ -524,8 +580,8 @@ def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
         for item in box[2]:
             yield ("item", user, item[0]), item
     for user, devs in state["devices"].items():
-        for device, dev in devs.items():
-            yield ("dev", user, device), dev
+        for dev in devs:
+            yield ("dev", user, dev.name), dev.record()
     for kind, table in _TABLES.items():
         for key, value in state[table].items():
             yield (kind, key), value
@@ -625,6 +681,7 @@ def status_of(state: dict[str, Any], msg_id: int) -> int | None:
 
 __all__ = ["DELIVERED", "EVENT_CHUNK", "E_ACKED", "E_ALIVE", "E_CONFIRM", "E_CONFIRM_ONE",
            "E_CONTACTS", "E_EXPIRE", "E_LINK", "E_READ", "E_RECEIPTS", "E_SEEN", "E_STORE", "E_UNLINK",
-           "Effects", "FORMAT", "READ", "RECEIPT_MEMORY", "SENT", "ShardBook", "check_fits", "chunks", "empty",
+           "Device", "Effects", "FORMAT", "READ", "RECEIPT_MEMORY", "SENT", "ShardBook", "check_fits", "chunks",
+           "device_of", "empty",
            "empty_head", "floor", "from_records", "from_v1", "pending", "position", "records_of",
            "status_of", "stored_shard"]
