@@ -425,7 +425,7 @@ def test_confirmations_a_shard_took_but_had_not_stored_are_lost_safely(world):
     shard = world.svc.router.locate("bob")
     world.node.cast(shard, ("confirm", "bob", "phone", 3))  # what bob's session passes on
     world.node.step(1)  # taken, to be stored with the rest of its batch...
-    assert world.node.get_process(shard).confirms == {("bob", "phone"): 3}
+    assert list(world.node.get_process(shard).confirms.values()) == [["bob", 3, "phone"]]
     world.node.exit(shard, "kill")  # ...which never comes
     world.node.run_for(3.0)
     assert [item[2] for item in world.run(world.svc.pending(world.node, "bob"))] == ids

@@ -120,10 +120,12 @@ class Shard(EventSourcedServer):
         self.by_pid: dict[Pid, book.Device] = {}  # session -> its device (attached: see book.Device)
         self.status: dict[str, str] = {}  # online or away, while a device is attached; absent: offline
         self.outbox_sent: dict[int, float] = {}  # msg_id -> when its receipt last went out
-        # Taken since the last flush (see _flush_batch): (user, device) -> confirmed seq;
+        # Taken since the last flush (see _flush_batch): device -> [user, confirmed seq,
+        # device name] (the keys hash by identity; a dict iterates in insertion order, so
+        # nothing depends on it);
         # receipts from other shards, and what to acknowledge to each; their
         # acknowledgements of ours (msg_id -> status).
-        self.confirms: dict[tuple[str, str], int] = {}
+        self.confirms: dict[book.Device, list] = {}
         self.inflow: list[list] = []
         self.acks: dict[int, list[list]] = {}
         self.acked: dict[int, int] = {}
@@ -371,18 +373,28 @@ class Shard(EventSourcedServer):
 
     def _take_confirm(self, user: str, device: str, upto: int) -> None:
         box = self.data["inbox"].get(user)
-        key = (user, device)
-        if box is None or upto <= self.confirms.get(key, 0):
+        if box is None:
             return
-        dev = book.device_of(self.data, user, device)
-        items = box[2]
-        if dev is None or upto <= dev.acked or upto <= (items[0][0] - 1 if items else box[0]):
-            return  # a device unlinked meanwhile, or nothing new (a repeat): below its floor
-        if upto > box[0]:
+        for dev in self.data["devices"].get(user, ()):
+            if dev.name == device:
+                break
+        else:
+            return  # a device unlinked meanwhile
+        taken = self.confirms.get(dev)
+        if taken is not None and upto <= taken[1]:
+            return  # taken already
+        if upto <= box[1]:  # some device has these: news only to a device behind it
+            items = box[2]
+            if upto <= dev.acked or upto <= (items[0][0] - 1 if items else box[0]):
+                return  # below its position: a repeat
+        elif upto > box[0]:
             log.warning("chat shard %d: %r (%r) confirmed item %d, but only %d exist; ignored",
                         self.index, user, device, upto, box[0])
             return
-        self.confirms[key] = upto
+        if taken is None:
+            self.confirms[dev] = [user, upto, device]  # as the stored event has it
+        else:
+            taken[1] = upto
         self._flush_later()
 
     def _chunks(self, entries: list, sized: bool = False) -> list[list]:
@@ -408,21 +420,19 @@ class Shard(EventSourcedServer):
         now = self.now()
         if self.confirms:
             confirms, self.confirms = self.confirms, {}
-            entries = [[user, upto, device] for (user, device), upto in confirms.items()]
-            for chunk in self._chunks(entries):
+            for chunk in self._chunks(list(confirms.values())):
                 self._act(self._persist([book.E_CONFIRM, chunk, now]))
             inbox = self.data["inbox"]
-            for user, device in confirms:
-                dev = book.device_of(self.data, user, device)
-                if dev is not None and dev.session is not None:
+            for dev in confirms:
+                if dev.session is not None:  # (None too once unlinked)
                     dev.stalled = None
-                    self._push_to(dev, inbox[user])
+                    self._push_to(dev, inbox[dev.user])
         if self.inflow:
             inflow, acks, self.inflow, self.acks = self.inflow, self.acks, [], {}
             rstat, home = self.data["rstat"], self.router.home
             news = [r for r in inflow
                     if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
-            for chunk in self._chunks(news, any(len(receipt) > 3 for receipt in news)):
+            for chunk in self._chunks(news, max(map(len, news), default=0) > 3):  # copies: by size
                 self._act(self._persist([book.E_RECEIPTS, chunk, now]))
             for shard, done in acks.items():
                 peer = self.router.shard(shard)
@@ -489,6 +499,7 @@ class Shard(EventSourcedServer):
             if self._detach(dev):
                 self._persist([book.E_SEEN, user, self.now()])
                 self._broadcast(user, "offline")
+        self.confirms.pop(dev, None)  # (a device linked again under its name starts afresh)
         self._act(self._persist([book.E_UNLINK, [[user, device]]]))
         self._tell_devices(user)
         return "ok"
@@ -576,6 +587,7 @@ class Shard(EventSourcedServer):
                 break
             if dev.session is None:
                 gone.append([dev.user, dev.name])
+                self.confirms.pop(dev, None)
         if gone:
             self._act(self._persist([book.E_UNLINK, gone]))
             for user in dict.fromkeys(user for user, _ in gone):

@@ -223,30 +223,66 @@ class ShardBook:
                 self.delete(("push", pushes.pop(0)[3]))
 
     def _confirm(self, state: dict, event: list, out: Effects) -> None:
+        """Each entry: a device confirmed up to `upto`. The items after the box's `acked`
+        up to it are delivered (receipts for its messages), and those up to `lowest` (what
+        every device has now) deleted; one pass for a single device, whose confirmation
+        does both at once."""
         _, confirms, t = event
-        inbox, devices = state["inbox"], state["devices"]
+        inbox, devices, records, expiry, senders = (state["inbox"], state["devices"], state["records"],
+                                                    state["expiry"], state["senders"])
+        delete = self.delete
         for entry in confirms:
             user, upto = entry[0], entry[1]
             box = inbox[user]
             items = box[2]
-            low = items[0][0] - 1 if items else box[0]  # floor(box)
-            devs = devices.get(user)
-            if len(entry) < 3:  # from before devices: the box moves as its one device's
-                dev = None
-                assert box[1] <= upto <= box[0], f"{user!r}: confirm {upto} outside {box[1]}..{box[0]}"
-                lowest = max(upto, box[1])
-            else:
-                dev = next((d for d in devs if d.name == entry[2]), None) if devs is not None else None
-                if dev is None:
+            if not items:
+                continue  # a repeat (the shard drops them, but a journal may hold one)
+            first, acked = items[0][0], box[1]
+            devs = devices.get(user, ())
+            if len(entry) > 2:
+                for dev in devs:
+                    if dev.name == entry[2]:
+                        break
+                else:
                     continue  # unlinked after this confirmation was taken
-                assert max(dev.acked, low) <= upto <= box[0], \
-                    f"{user!r} {entry[2]!r}: confirm {upto} outside {max(dev.acked, low)}..{box[0]}"
                 lowest = upto
-            if devs is not None and (dev is None or len(devs) > 1):
+            else:  # from before devices: the box moves as its one device's
+                dev, lowest = None, max(upto, acked)
+            if len(devs) > 1 or dev is None:
                 for other in devs:
                     if other is not dev:
-                        lowest = min(lowest, max(other.acked, low))
-            self._move(state, user, box, upto, lowest, t, out)
+                        lowest = min(lowest, max(other.acked, first - 1))
+            if first <= acked and lowest >= first:  # delivered before, kept for a slower device until now
+                for item in items[:min(acked, lowest) + 1 - first]:
+                    delete(("item", user, item[0]))
+                    box[4] -= _size(item)
+            if upto > acked:
+                for item in items[acked + 1 - first:upto + 1 - first]:
+                    kept = item[0] > lowest
+                    if not kept:
+                        delete(("item", user, item[0]))
+                    if item[4] is None:
+                        continue
+                    size = len(item[4])
+                    box[3] -= size
+                    if kept:
+                        box[4] += size
+                    if item[1] != "m":
+                        continue
+                    _quota(senders, item[3], user, size, -1)
+                    record = records[item[2]]
+                    if record[4] is None:
+                        record[4] = t
+                        expiry.append([t, item[2]])
+                    if advance(record[3], DELIVERED):
+                        record[3] = DELIVERED
+                        self._receipt(state, record[0], item[2], DELIVERED, t, out)
+                    self.put(("msg", item[2]), record)
+                box[1] = upto
+                self.put(("box", user), box[:2])
+            assert lowest <= box[1], f"{user!r}: items up to {lowest} to drop, {box[1]} delivered"
+            if lowest >= first:
+                del items[:lowest + 1 - first]
             if dev is not None and upto > lowest:  # ahead of a slower device: its own record
                 dev.acked = upto
                 self.put(("dev", user, dev.name), dev.record())
@@ -363,8 +399,8 @@ class ShardBook:
         if item[3] is not None:
             box[3] += len(item[3])
         self.put(("item", user, box[0]), stored, True)
-        if len(items) > self.max_items or box[3] + box[4] > self.max_bytes:
-            self._make_room(user, box)
+        if items[0][0] <= box[1] and (len(items) > self.max_items or box[3] + box[4] > self.max_bytes):
+            self._make_room(user, box)  # (only items some device took can make room)
         if not out.users or out.users[-1] != user:
             out.users.append(user)
 
@@ -377,46 +413,6 @@ class ShardBook:
             n += 1
         if n:
             self._drop(user, box, items[n - 1][0])
-
-    def _move(self, state: dict, user: Any, box: list, upto: int, lowest: int, t: float, out: Effects) -> None:
-        """A device confirmed up to `upto`: the items after the box's `acked` up to it are
-        delivered (receipts for its messages), and those up to `lowest` (every device has
-        them now) deleted. One pass: a single device's confirmation does both at once."""
-        items = box[2]
-        if not items:
-            return
-        first, acked = items[0][0], box[1]
-        start, drop = acked + 1 - first, lowest + 1 - first if lowest >= first else 0
-        for item in items[:min(start, drop)]:  # delivered before, kept for a slower device until now
-            self.delete(("item", user, item[0]))
-            box[4] -= _size(item)
-        if upto > acked:
-            records, expiry, senders = state["records"], state["expiry"], state["senders"]
-            for item in items[start:upto + 1 - first]:
-                kept = item[0] > lowest
-                if not kept:
-                    self.delete(("item", user, item[0]))
-                if item[4] is None:
-                    continue
-                size = len(item[4])
-                box[3] -= size
-                if kept:
-                    box[4] += size
-                if item[1] != "m":
-                    continue
-                _quota(senders, item[3], user, size, -1)
-                record = records[item[2]]
-                if record[4] is None:
-                    record[4] = t
-                    expiry.append([t, item[2]])
-                if advance(record[3], DELIVERED):
-                    record[3] = DELIVERED
-                    self._receipt(state, record[0], item[2], DELIVERED, t, out)
-                self.put(("msg", item[2]), record)
-            box[1] = upto
-            self.put(("box", user), box[:2])
-        assert lowest <= box[1], f"{user!r}: items up to {lowest} dropped, but only {box[1]} delivered"
-        del items[:drop]
 
     def _drop(self, user: Any, box: list, upto: int) -> None:
         """Delete the items up to seq `upto`: every device has them (or does without)."""
@@ -449,14 +445,13 @@ class ShardBook:
             return
         entry = state["outbox"].get(msg_id)
         if entry is None:
-            entry = state["outbox"][msg_id] = [sender, status, t, *(echo or ())]
+            entry = state["outbox"][msg_id] = [sender, status, t] if echo is None else [sender, status, t, *echo]
             self.put(("out", msg_id), entry, True)
-            out.receipts.append([sender, msg_id, status, *entry[3:]])
-            return
-        if advance(entry[1], status):
-            entry[1], entry[2] = status, t
-        self.put(("out", msg_id), entry)
-        out.receipts.append([sender, msg_id, status, *entry[3:]])
+        else:
+            if advance(entry[1], status):
+                entry[1], entry[2] = status, t
+            self.put(("out", msg_id), entry)
+        out.receipts.append([sender, msg_id, status] if len(entry) == 3 else [sender, msg_id, status, *entry[3:]])
 
     def _local_receipt(self, state: dict, sender: Any, msg_id: int, status: int, t: float,
                        out: Effects, echo: list | None = None) -> None:
