@@ -1,6 +1,7 @@
 """Chat under the simulator: the service holds every invariant under chaos, with users on
 several devices (some unlinked by expiry and linked again), and the checks catch a service
-that stores a retried message twice.
+that stores a retried message twice, delivers to one device only, or keeps a sender's or
+reader's other devices unaware.
 
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pytest
 from conftest import SCENARIOS, SIM_SEEDS
 
 from apps.chat.shard import Shard
+from apps.chat.store import ShardBook
 from sim.cli import apply_faults
 from sim.runner import run
 from sim.scenario import load
@@ -68,3 +70,24 @@ def test_a_shard_that_delivers_to_one_device_only_is_caught(monkeypatch):
     monkeypatch.setattr(Shard, "_push", first_only)
     failures = [run(load(SCENARIO), seed).failure for seed in (1, 2)]
     assert all(f is not None and "never took message" in f.message for f in failures), failures
+
+
+def test_a_service_that_copies_no_sent_message_to_the_senders_devices_is_caught(monkeypatch):
+    def no_copy(self, sender, to, cid, payload, preview, echo=False):
+        return original(self, sender, to, cid, payload, preview)  # the bug: echo ignored
+
+    original = Shard._store
+    monkeypatch.setattr(Shard, "_store", no_copy)
+    failure = run(load(SCENARIO), 1).failure
+    assert failure is not None and "never got a copy of message" in failure.message, failure
+
+
+def test_a_service_that_tells_no_other_device_of_a_read_is_caught(monkeypatch):
+    def no_read_sync(self, state, user, item, out):
+        if item[0] != "v":  # the bug: a read on one device stays unknown to the others
+            original(self, state, user, item, out)
+
+    original = ShardBook._append
+    monkeypatch.setattr(ShardBook, "_append", no_read_sync)
+    failure = run(load(SCENARIO), 1).failure
+    assert failure is not None and "was read on another device" in failure.message, failure

@@ -63,7 +63,8 @@ def _is_frame(msg: Any) -> bool:
 class _Device:
     """What one device remembers (its storage survives reconnects)."""
 
-    __slots__ = ("user", "name", "session", "last", "linked", "since", "unsure", "current", "next_cid", "to_read",
+    __slots__ = ("user", "name", "session", "session_began", "last", "linked", "since", "unsure", "current",
+                 "next_cid", "to_read",
                  "offline_until", "silent_until", "next_beat", "wait_until", "receipts", "taken",
                  "copies", "read_syncs")
 
@@ -71,11 +72,13 @@ class _Device:
         self.user = user
         self.name = name
         self.session: Pid | None = None
+        self.session_began = 0.0  # when the connect that made `session` began
         self.last = 0  # the seq of the last item taken
         self.linked: float | None = None  # the server's link time, as an attach answered it
         self.since: float | None = None  # when it learned of that link (after it: owed messages)
         self.unsure = False  # a session that may have linked it anew went unanswered
-        self.current: tuple | None = None  # the message being sent: (to, cid, payload, preview, began)
+        self.current: list | None = None  # the message being sent: [to, cid, payload, preview, began, via]
+        # (via: when the session of its first try began connecting, None before a try)
         self.next_cid = 0
         self.to_read: list[tuple[int, str, float]] = []  # (msg_id, sender, taken at) to mark read
         self.offline_until = 0.0
@@ -139,11 +142,13 @@ class ChatSystem(ServerSystem, System):
                         for i, u in enumerate(users)}
         # The model: what was acknowledged and what each device took, in order.
         self.acked: dict[tuple[str, Any], int] = {}  # (sender, cid) -> msg_id
-        self.sent: dict[str, list[tuple[str, int, str, float]]] = {u: [] for u in users}
-        """sender -> [(to, msg_id, sending device, when its send began)], in acknowledgement order"""
+        self.sent: dict[str, list[tuple[str, int, str, float, float]]] = {u: [] for u in users}
+        """sender -> [(to, msg_id, sending device, when its send began, when the session of its
+        first try began connecting)], in acknowledgement order"""
         self.taken: dict[str, list[tuple[str, int]]] = {}  # device key -> [(sender, msg_id)] in order
         self.delivered: dict[int, str] = {}  # msg_id -> its recipient, once a device took it
         self.read: dict[int, str] = {}  # msg_id -> sender, for reads the server stored
+        self.read_asked: dict[int, tuple[float, set[str]]] = {}  # msg_id -> (first asked, the devices that asked)
         self.violations: list[str] = []
         self.counts = {"sent": 0, "acked": 0, "delivered": 0, "taken": 0, "devices": 0, "copies": 0,
                        "read_syncs": 0, "receipts": 0, "reads": 0, "retries": 0, "connects": 0, "links": 0,
@@ -218,6 +223,8 @@ class ChatSystem(ServerSystem, System):
                     device.next_beat = now + load["beat"]
             if device.to_read and device.session is not None:
                 batch = device.to_read[:50]
+                for msg_id, _, _ in batch:
+                    self.read_asked.setdefault(msg_id, (now, set()))[1].add(device.key)
                 if await self._ask(proc, device, index, "read", [m for m, _, _ in batch]) is not None:
                     del device.to_read[:len(batch)]
                     # A read the server answered once the message's record was forgotten
@@ -231,7 +238,8 @@ class ChatSystem(ServerSystem, System):
                 to = contacts[rng.below(len(contacts))]
                 device.next_cid += 1
                 cid = f"{device.name}-{device.next_cid}"
-                device.current = (to, cid, f"{device.key}>{to}#{cid}".encode(), f"message {cid} from {user}", now)
+                device.current = [to, cid, f"{device.key}>{to}#{cid}".encode(), f"message {cid} from {user}", now,
+                                  None]
                 self.counts["sent"] += 1
             if device.current is not None and now >= device.wait_until and device.session is not None:
                 await self._send(proc, device, index, rng)
@@ -249,6 +257,7 @@ class ChatSystem(ServerSystem, System):
 
     async def _connect(self, proc: Any, device: _Device, index: int, rng: Any) -> None:
         service = self._gateway(index)
+        began = proc.now()
         try:
             if service is None:
                 raise NoProc("every chat node")
@@ -263,7 +272,7 @@ class ChatSystem(ServerSystem, System):
             device.unsure = True
             device.offline_until = proc.now() + rng.uniform(0.0, 2.0 * self.load["backoff"])
             return
-        device.session = session
+        device.session, device.session_began = session, began
         device.unsure = False
         if info["linked"] != device.linked:  # (re)linked: by this session, or one it never heard of
             device.linked, device.since = info["linked"], proc.now()  # owed what is sent from now on,
@@ -288,7 +297,9 @@ class ChatSystem(ServerSystem, System):
             return None
 
     async def _send(self, proc: Any, device: _Device, index: int, rng: Any) -> None:
-        to, cid, payload, preview, began = device.current
+        if device.current[5] is None:
+            device.current[5] = device.session_began
+        to, cid, payload, preview, began, via = device.current
         service = self._gateway(index) or next(iter(self.nodes.services.values()))
         try:
             msg_id = await service.send(proc, device.session, to, cid, payload, preview)
@@ -310,7 +321,7 @@ class ChatSystem(ServerSystem, System):
             self.violations.append(f"{device.user}'s message {cid} was stored twice: ids {known} and {msg_id}")
         if known is None:
             self.acked[key] = msg_id
-            self.sent[device.user].append((to, msg_id, device.name, began))
+            self.sent[device.user].append((to, msg_id, device.name, began, via))
             self.counts["acked"] += 1
         device.current = None
 
@@ -402,7 +413,7 @@ class ChatSystem(ServerSystem, System):
         pending store."""
         shards = self._stored_shards()
         for sender, messages in self.sent.items():
-            for to, msg_id, _, _ in messages:
+            for to, msg_id, _, _, _ in messages:
                 if msg_id in self.delivered:
                     continue
                 state = shards.get(self.ring.owner(to))
@@ -426,7 +437,7 @@ class ChatSystem(ServerSystem, System):
             return "no message was acknowledged at all"
         order: dict[int, tuple[str, int]] = {}  # msg_id -> (sending device, rank among its messages)
         for sender, messages in self.sent.items():
-            for rank, (to, msg_id, name, began) in enumerate(messages):
+            for rank, (to, msg_id, name, began, _) in enumerate(messages):
                 order[msg_id] = (f"{sender}/{name}", rank)
                 if self.delivered.get(msg_id) != to:
                     return f"message {msg_id} from {sender} to {to} was acknowledged but never taken"
@@ -446,17 +457,47 @@ class ChatSystem(ServerSystem, System):
         return None
 
     @check("eventually")
-    def copies_and_read_syncs_are_the_users_own(self) -> str | None:
-        """A copy of a sent message is one its user sent; a "read elsewhere" one it received."""
-        mine = {u: {msg_id: to for to, msg_id, _, _ in messages} for u, messages in self.sent.items()}
+    def copies_and_read_syncs_reach_the_users_other_devices_once(self) -> str | None:
+        """Every device got, once each, a copy of each message its user sent from another
+        device (in that device's order) and word of each message to its user read on
+        another device; and nothing else: a copy is of a message its user sent, a "read
+        elsewhere" of one it received. Owed where the server knew of both devices when it
+        decided: a copy when the sending session began connecting after the device was
+        linked (a session hears of a newer device by a cast that may come late), word of a
+        read when the device was linked before the first read of it was asked."""
+        mine = {u: {msg_id: (to, name, rank, via) for rank, (to, msg_id, name, _, via) in enumerate(messages)}
+                for u, messages in self.sent.items()}
         for user, devices in self.devices.items():
             for device in devices:
+                copies: dict[int, str] = {}
+                last: dict[str, int] = {}
                 for msg_id, to in device.copies:
-                    if mine[user].get(msg_id) != to:
+                    sent = mine[user].get(msg_id)
+                    if sent is None or sent[0] != to:
                         return f"{device.key} got a copy of message {msg_id} to {to}, which {user} never sent"
+                    if msg_id in copies:
+                        return f"{device.key} got a copy of message {msg_id} twice"
+                    if sent[2] < last.get(sent[1], -1):
+                        return f"{device.key} got the copies of {user}/{sent[1]}'s messages out of order"
+                    copies[msg_id], last[sent[1]] = to, sent[2]
+                syncs = set()
                 for msg_id in device.read_syncs:
                     if self.delivered.get(msg_id) != user:
                         return f"{device.key} heard that message {msg_id} was read, but it is not {user}'s"
+                    if msg_id in syncs:
+                        return f"{device.key} heard twice that message {msg_id} was read"
+                    syncs.add(msg_id)
+                if device.since is None:
+                    continue
+                for msg_id, (to, name, _, via) in mine[user].items():
+                    if name != device.name and via > device.since and msg_id not in copies:
+                        return (f"{device.key}, linked at {device.since:.2f}, never got a copy of message "
+                                f"{msg_id} that {user}/{name} sent to {to} from a session begun at {via:.2f}")
+                for msg_id, (asked, askers) in self.read_asked.items():
+                    if msg_id in self.read and self.delivered.get(msg_id) == user and asked > device.since \
+                            and device.key not in askers and msg_id not in syncs:
+                        return (f"{device.key}, linked at {device.since:.2f}, never heard that message {msg_id} "
+                                f"was read on another device (asked at {asked:.2f})")
         return None
 
     @check("eventually")
@@ -478,7 +519,7 @@ class ChatSystem(ServerSystem, System):
         `read` for those read."""
         for sender, messages in self.sent.items():
             for device in self.devices[sender]:
-                for _, msg_id, _, began in messages:
+                for _, msg_id, _, began, _ in messages:
                     if device.since is None or began <= device.since:
                         continue
                     want = READ if msg_id in self.read else DELIVERED
