@@ -116,6 +116,8 @@ def test_reads_are_one_receipt_and_the_readers_other_devices_learn_of_them():
 def test_a_senders_devices_get_a_copy_carried_with_its_receipts_to_another_shard():
     mine, theirs = book.empty(), book.empty()
     local = shard_book()  # alice's shard
+    for device in ("phone", "laptop"):
+        local.apply(mine, [book.E_LINK, "alice", device, 0.0])
     remote = book.ShardBook(100.0, 10, lambda user: user == "bob")  # bob's: alice lives elsewhere
     effects = remote.apply(theirs, message(1, payload=b"hi", echo=True))
     assert effects.receipts == [["alice", 1, book.SENT, "bob", b"hi"]]
@@ -124,6 +126,16 @@ def test_a_senders_devices_get_a_copy_carried_with_its_receipts_to_another_shard
     for receipt in (effects.receipts[0], ["alice", 1, DELIVERED, "bob", b"hi"]):
         local.apply(mine, [book.E_RECEIPTS, [receipt], 2.0])
     assert [i[1:] for i in book.pending(mine, "alice")] == [["s", 1, "bob", b"hi"], ["r", 1, DELIVERED, None]]
+
+
+def test_a_copy_for_a_sender_down_to_one_device_is_dropped_where_it_is_stored():
+    """Its session asked for the copy while it had a laptop too (or heard so late)."""
+    state, b = book.empty(), shard_book()
+    for device in ("phone", "laptop"):
+        b.apply(state, [book.E_LINK, "alice", device, 0.0])
+    b.apply(state, [book.E_UNLINK, [["alice", "laptop"]]])
+    b.apply(state, message(1, echo=True))
+    assert book.pending(state, "alice") == []
 
 
 def test_device_records_bring_the_positions_back():
@@ -183,6 +195,19 @@ def test_a_read_on_one_device_is_one_receipt_and_the_other_devices_learn_it(worl
     world.node.run_for(0.01)
     assert [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, READ)]  # a read implies delivered
     assert items(world, blaptopdev, "v") == items(world, bphonedev, "v") == [("v", msg_id)]
+
+
+def test_a_device_count_that_comes_late_stops_no_copies(world):
+    """The count casts of one shard to a session may be reordered (a network between
+    nodes): an older, lower one arriving last must not stop the copies."""
+    phone, phonedev, _ = world.connect("alice", "phone")
+    _, laptop, _ = world.connect("alice", "laptop")
+    world.connect("bob")
+    world.node.run_for(0.01)
+    world.node.cast(phone, ("devices", 1))  # from before the laptop was linked
+    msg_id = world.run(world.svc.send(world.node, phone, "bob", "c1", b"hi"))
+    world.node.run_for(0.01)
+    assert items(world, laptop, "s") == items(world, phonedev, "s") == [("s", msg_id)]
 
 
 def test_a_device_that_was_offline_catches_up_on_what_it_missed(world):

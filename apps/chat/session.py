@@ -11,8 +11,9 @@ shard's answer, or the refusal of a device past the user's `max_devices`, after 
 the session closes).
 
 A user with several devices linked gets a copy of each message it sends on all of them:
-the session, told the count by the shard, asks the recipient's shard for it with the
-message.
+the session, told the count when it attaches and when another device is linked, asks the
+recipient's shard for it with the message (the user's own shard drops it if the user is
+down to one device by then).
 
 `send` and `read` are forwarded to the shard that handles them with the device's own
 caller (OTP's forwarding of `From`), so the shard answers the device directly, once the
@@ -223,7 +224,8 @@ class Session(GenServer):
             self.send(self.outlet, msg)
         elif kind == "close":
             self._close(msg[1])
-        elif kind == "devices":  # the count of the user's linked devices changed
-            self.siblings = msg[1] > 1
+        elif kind == "devices":  # another device was linked: copy from now on. Never lowered
+            self.siblings |= msg[1] > 1  # here: such casts may come out of order, and the user's
+            # shard drops the copy of one left alone
         else:
             GenServer.handle_info(self, msg)  # logged and dropped, as OTP does

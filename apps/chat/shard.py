@@ -26,8 +26,8 @@ Requests (calls answer a value, or an error object the client API raises):
   session's end means the device is offline (the user, once it was its last), with a
   last seen time; the shard's end makes the session attach again. One link costs less
   than a monitor each way, and a node holds a million sessions. Sessions hear
-  `("devices", n)` when their user's count of linked devices changes: a user with
-  several sends a copy of each message to all of them.
+  `("devices", n)` when another device of their user is linked: a user with several
+  sends a copy of each message to all of them.
 - `("read", user, ids)` -> "ok" once the read receipts are stored.
 - `("presence_of", user, viewer)` -> `(status, last_seen)` if `user` lists `viewer` as
   a contact (or is the viewer), else `Forbidden`; `("contacts", user, list)`;
@@ -330,8 +330,9 @@ class Shard(EventSourcedServer):
         self._act(self._persist([book.E_LINK, user, device, self.now()]))
         return self.data["devices"][user][-1]
 
-    def _tell_devices(self, user: str, but: Pid | None = None) -> None:
-        """Tell the user's sessions (but the one that knows) how many devices it has linked."""
+    def _tell_devices(self, user: str, but: Pid) -> None:
+        """Tell the user's sessions (but the one that knows) how many devices it has linked
+        (once a device is linked: copies are dropped, if need be, where they are stored)."""
         devs = self.data["devices"].get(user, ())
         for dev in devs:
             if dev.session not in (None, but):
@@ -501,7 +502,6 @@ class Shard(EventSourcedServer):
                 self._broadcast(user, "offline")
         self.confirms.pop(dev, None)  # (a device linked again under its name starts afresh)
         self._act(self._persist([book.E_UNLINK, [[user, device]]]))
-        self._tell_devices(user)
         return "ok"
 
     # -- presence --------------------------------------------------------------------------------
@@ -590,5 +590,3 @@ class Shard(EventSourcedServer):
                 self.confirms.pop(dev, None)
         if gone:
             self._act(self._persist([book.E_UNLINK, gone]))
-            for user in dict.fromkeys(user for user, _ in gone):
-                self._tell_devices(user)

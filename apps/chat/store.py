@@ -18,7 +18,7 @@ assigned, so a restarted shard never assigns one again). Records (key -> value):
 - `("item", user, seq)` -> `[seq, "m", msg_id, sender, payload]` (a message to the user),
   `[seq, "r", msg_id, status, None]` (a receipt for one the user sent), `[seq, "s",
   msg_id, to, payload]` (a message the user sent, copied to all its devices when it has
-  several) or `[seq, "v", msg_id, sender, None]` (a message to the user was read on one
+  several when the copy reaches its shard) or `[seq, "v", msg_id, sender, None]` (a message to the user was read on one
   of its devices, when it has several). Deleted once every linked device confirmed it.
 - `("dev", user, device)` -> `[acked, seen, linked]`: a linked device (at most
   `max_devices` per user) with its own cumulative confirmation, when it was last seen
@@ -459,7 +459,9 @@ class ShardBook:
         entry = rstat.get(msg_id)
         if entry is not None and not advance(entry[0], status):
             return  # a repeat, or older than what the sender already has
-        if echo is not None and entry is None:  # the message itself, for the sender's devices
+        if echo is not None and entry is None and len(state["devices"].get(sender, ())) > 1:
+            # the message itself, for the sender's devices (its session may think it has
+            # several after one was unlinked: the copy is decided here, where they are)
             self._append(state, sender, ["s", msg_id, echo[0], echo[1]], out)
         rstat[msg_id] = [status, t]
         self.put(("rcpt", msg_id), rstat[msg_id], entry is None)
