@@ -109,31 +109,26 @@ def test_the_client_reconnects_after_a_restart_and_still_names_its_messages(tmp_
     assert srv.terminate() == 0
 
 
-def test_a_replaced_client_does_not_reconnect(server):
-    async def main():
-        said = []
-        chat = Chat(lambda last: server.client("alice5", device="terminal", last_seq=last, auto_confirm=False),
-                    LocalState(None), said.append)
-        await chat.start()
-        again = await server.client("alice5", device="terminal")  # the device's newer connection wins
-        status = await chat.receive()
-        await again.close()
-        return status, said
-    assert arun(main()) == (terminal.FAILED, ["* disconnected: replaced"])
+async def _replace(server, user):  # the device's newer connection wins
+    await (await server.client(user, device="terminal")).close()
 
 
-def test_an_unlinked_device_does_not_reconnect(server):
+async def _unlink(server, user):  # another device (both stay) logs the terminal out
+    phone = await server.client(user, device="phone")
+    await phone.unlink("terminal")
+    await phone.close()
+
+
+@pytest.mark.parametrize("user, end, reason", [("alice5", _replace, "replaced"), ("alice9", _unlink, "unlinked")])
+def test_a_replaced_or_unlinked_device_does_not_reconnect(server, user, end, reason):
     async def main():
         said = []
-        chat = Chat(lambda last: server.client("alice9", device="terminal", last_seq=last, auto_confirm=False),
+        chat = Chat(lambda last: server.client(user, device="terminal", last_seq=last, auto_confirm=False),
                     LocalState(None), said.append)
         await chat.start()
-        phone = await server.client("alice9", device="phone")  # another device: both stay...
-        await phone.unlink("terminal")  # ...until it logs the terminal out
-        status = await chat.receive()
-        await phone.close()
-        return status, said
-    assert arun(main()) == (terminal.FAILED, ["* disconnected: unlinked"])
+        await end(server, user)
+        return await chat.receive(), said
+    assert arun(main()) == (terminal.FAILED, [f"* disconnected: {reason}"])
 
 
 def test_the_client_gives_up_reconnecting_after_its_attempts(tmp_path, monkeypatch):

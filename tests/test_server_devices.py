@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from server_harness import ChatProcess, ServerProcess
+from server_harness import ChatProcess, ServerProcess, take
 
 from apps.chat import ChatConfig
 from apps.chat.router import HashRing
 from apps.server import Closed, Message, Read, Receipt, Sent, ServerError
-
-WAIT = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +24,6 @@ def server(tmp_path_factory):
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def take(client, kind, n=1):
-    """The next `n` events of type `kind`, skipping others."""
-    got = []
-    while len(got) < n:
-        event = await client.next_event(WAIT)
-        if isinstance(event, kind):
-            got.append(event)
-    return got
 
 
 def neighbours(tag):
