@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                           epilog=f"Set {TOKEN_VARIABLE} to a token from 'letitcrash token' to chat "
                           "without the server secret. What the client remembers (the messages sent, "
                           "for their receipts, and whom you follow) is kept next to the secret file, "
-                          "in chat-USER@HOST-PORT.jsonl.")
+                          "in chat-USER@HOST-PORT.jsonl (chat-USER+DEVICE@... for another device).")
     chat.add_argument("--user", required=True, help="who you are")
     chat.add_argument("--device", default="primary", help="this device's name (default: %(default)s, the "
                       "user's first device); a user may chat from several devices at once")
@@ -166,9 +166,11 @@ def _port(text: str, lowest: int) -> int:
     return port
 
 
-def chat_state_path(secret_file: str, user: str, host: str, port: int) -> str:
-    """Where `letitcrash chat` keeps what it remembers: next to the secret file."""
-    name = f"chat-{quote(user, safe='')}@{quote(host, safe='')}-{port}.jsonl"
+def chat_state_path(secret_file: str, user: str, host: str, port: int, device: str = "primary") -> str:
+    """Where `letitcrash chat` keeps what it remembers: next to the secret file, one file
+    a device (each rewrites its own; the primary's name is the one from before devices)."""
+    who = quote(user, safe='') if device == "primary" else f"{quote(user, safe='')}+{quote(device, safe='')}"
+    name = f"chat-{who}@{quote(host, safe='')}-{port}.jsonl"
     return os.path.join(os.path.dirname(os.path.abspath(secret_file)), name)
 
 
@@ -336,7 +338,7 @@ def _chat(args: argparse.Namespace) -> int:
 
     try:
         token = _user_token(args)
-        state = chat_state_path(args.secret_file, args.user, args.host, args.port)
+        state = chat_state_path(args.secret_file, args.user, args.host, args.port, args.device)
         return asyncio.run(run(args.host, args.port, args.user, args.device, token, state))
     except (SecretError, ValueError) as exc:
         return _fail(str(exc), BAD_INPUT)

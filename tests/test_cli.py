@@ -13,7 +13,7 @@ import tomllib
 import pytest
 from server_harness import ROOT, SECRET, START_TIMEOUT, WAIT
 
-from apps.cli import main
+from apps.cli import chat_state_path, main
 from apps.server.auth import token_for
 from sim.cli import COMMANDS as SIM_COMMANDS
 
@@ -56,6 +56,16 @@ def test_serve_and_chat_show_their_defaults_and_agree_on_the_secret(capsys, monk
     assert "unless LETITCRASH_TOKEN is set" in chat and "(default: primary, the user's first device)" in chat
     assert "TCP port, 1-65535 (default: 7400)" in chat
     assert f"(default: {home / 'secret'})" in help_of(capsys, "token")
+
+
+def test_each_device_of_a_chat_user_keeps_its_own_state_file():
+    """Two terminals of one user each rewrite their file: shared, one would lose the other's
+    lines. The primary device keeps the name from before devices."""
+    paths = {(user, device): os.path.basename(chat_state_path("/d/secret", user, "h", 1, device))
+             for user, device in [("bob", "primary"), ("bob", "laptop"), ("bob+laptop", "primary"), ("a.b", "primary"),
+                                  ("a", "b")]}
+    assert paths[("bob", "primary")] == "chat-bob@h-1.jsonl"
+    assert len(set(paths.values())) == len(paths)  # no two users or devices share one
 
 
 def test_token_help_does_not_claim_to_read_the_token_variable(capsys, monkeypatch, tmp_path):
