@@ -46,15 +46,17 @@ The kernel map (each module's docstring states its part's contract):
     timers.py, ids.py, messages.py, errors.py, future.py: the small vocabulary
 """
 from .bridge import ThreadWorker
+from .dist import Distribution, new_creation
 from .codec import packb, unpackb
 from .errors import (ActorError, AlreadyRegistered, CallExit, CallingSelf, CallTimeout,
                      MailboxOverflow, NoProc, ReceiveTimeout, RemoteError, StartError, SystemLimit)
 from .future import Future
 from .genserver import GenServer, NoReply
 from .ids import Pid, Ref
-from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit,
-                       is_normal_exit)
+from .messages import (KILL, KILLED, NOCONNECTION, NOPROC, NORMAL, SHUTDOWN, Down, Exit, NodeDown,
+                       NodeUp, is_normal_exit)
 from .node import Node, seed_for
+from .peers import PeerTable
 from .process import Call, CoroutineProcess, From, Process
 from .registry import Dest, Name, Registry, RemoteName, Via
 from .statem import (EventTimeout, GenericTimeout, GenStateMachine, KeepState, NextEvent, NextState,
@@ -65,12 +67,13 @@ from .task import (Task, TaskExit, TaskTimeout, async_stream, async_task, await_
 from .watch import ExitWatch
 
 __all__ = [
-    "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf",
-    "CoroutineProcess", "Dest", "Down", "EventTimeout", "Exit", "ExitWatch", "From", "Future", "GenServer",
+    "ActorError", "AlreadyRegistered", "Call", "CallExit", "CallTimeout", "CallingSelf", "CoroutineProcess",
+    "Dest", "Distribution", "Down", "EventTimeout", "Exit", "ExitWatch", "From", "Future", "GenServer",
     "GenStateMachine", "GenericTimeout", "KILL", "KILLED", "KeepState", "MailboxOverflow", "NOCONNECTION",
-    "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "Node", "NoProc", "NoReply", "Pid", "Postpone",
-    "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName", "RepeatState", "Reply",
-    "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table", "TableError", "Task",
-    "TaskExit", "TaskTimeout", "ThreadWorker", "Via", "async_stream", "async_task", "await_many", "await_task",
-    "is_normal_exit", "packb", "seed_for", "shutdown_task", "unpackb", "yield_task",
+    "NOPROC", "NORMAL", "Name", "NextEvent", "NextState", "NoProc", "NoReply", "Node", "NodeDown", "NodeUp",
+    "PeerTable", "Pid", "Postpone", "Process", "ReceiveTimeout", "Ref", "Registry", "RemoteError", "RemoteName",
+    "RepeatState", "Reply", "SHUTDOWN", "StartError", "StateTimeout", "Stop", "SystemLimit", "Table",
+    "TableError", "Task", "TaskExit", "TaskTimeout", "ThreadWorker", "Via", "async_stream", "async_task",
+    "await_many", "await_task", "is_normal_exit", "new_creation", "packb", "seed_for", "shutdown_task",
+    "unpackb", "yield_task",
 ]

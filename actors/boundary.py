@@ -33,19 +33,36 @@ Deliveries leave through `node.transport(node, dst_name, delivery)` when one is 
 takes them in with `node.arrive(delivery)`: the one entry point a wire uses too. A
 delivery for a process that has exited meanwhile is dropped.
 
-`connect(other)` joins two nodes of one interpreter with a loopback connection (each
-side hands deliveries to the other's `arrive`); `disconnect(name)` acts on this node's
-tables only and closes the connection, whose far end then disconnects itself, as a
-closed socket tells the peer. Either way, each side's links across it break with
-"noconnection", its monitors fire `Down(..., "noconnection")` and its calls waiting
-across it fail with that reason.
+A connection is any object with `send(delivery)` and `close()`, attached for a node
+name and that node's incarnation (`attach`): the loopback between two nodes of one
+interpreter (`connect(other)`: each side hands deliveries to the other's `arrive`), or a
+socket's (`actors.dist`). A `connector`, when set (by `actors.dist`), is asked for a
+connection to a node that has none: it may start connecting and buffer meanwhile
+(Erlang's connect on first use). `disconnect(name)` acts on this node's tables only and
+closes the connection, whose far end then disconnects itself, as a closed socket tells
+the peer. Either way, each side's links across it break with "noconnection", its
+monitors fire `Down(..., "noconnection")` and its calls waiting across it fail with that
+reason. It is idempotent, and several detectors may call it (a closed stream, missed
+ticks, a cluster manager's death report): given the connection it saw fail, a detector
+that comes late never takes down a newer connection to the same node.
+
+A delivery addressed (send, cast, call, exit) to a pid of an incarnation of `dst` other
+than the connected one goes nowhere, as in Erlang: a restarted node never receives what
+was meant for its previous life.
+
+Node monitoring (Erlang's `monitor_node` and `net_kernel:monitor_nodes`): a process that
+watches every node gets `NodeUp(name)` when a connection is attached and
+`NodeDown(name, reason)` when it goes; one that watches node `name` gets one
+`NodeDown(name, reason)` when that connection goes (or at once, with "noconnection",
+when there is none to be had), and the watch ends there. Watches go with their process.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
+from .errors import SystemLimit
 from .ids import Pid, Ref
-from .messages import KILL, KILLED, NOCONNECTION, NOPROC, Down
+from .messages import KILL, KILLED, NOCONNECTION, NOPROC, Down, NodeDown, NodeUp
 from .process import CALL, From, Process
 from .registry import RemoteName
 
@@ -213,22 +230,42 @@ class Loopback:
     def send(self, delivery: Delivery) -> None:
         self.remote.arrive(delivery)
 
+    def message(self, kind: type, to: Any, msg: Any) -> None:
+        self.remote.arrive(kind(to, msg))
+
     def close(self) -> None:
         """The far end notices, as a peer notices a closed socket."""
-        far = self.remote._boundary
-        if far.peers.get(self.local.name) is self.twin:
-            far.disconnect(self.local.name)
+        assert self.twin is not None, "a loopback is made in pairs"
+        self.remote._boundary.disconnect(self.local.name, "connection_closed", self.twin)
+
+
+class Connection(Protocol):
+    """What the boundary needs of a connection to another node (`Loopback`, or a socket's):
+    `send` a delivery, `message` the delivery `kind(to, msg)` of a send or cast, `close`."""
+
+    def send(self, delivery: Delivery) -> None: ...
+
+    def message(self, kind: type, to: Any, msg: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+MAX_NODE_WATCHES = 100_000  # processes watching nodes, and per-node watches, per node
 
 
 class Boundary:
     """This node's side of the boundary; see the module docstring."""
 
-    __slots__ = ("node", "peers", "creations", "handlers")
+    __slots__ = ("node", "peers", "creations", "handlers", "connector", "node_watchers", "node_watches")
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.peers: dict[str, Loopback] = {}
+        self.peers: dict[str, Connection] = {}
         self.creations: dict[str, int] = {}  # the incarnation of each node met, as of connecting
+        self.connector: Callable[[str], Connection | None] | None = None
+        """Asked for a connection to a node that has none (see the module docstring)."""
+        self.node_watchers: dict[Process, None] = {}  # monitor_nodes: every node's up and down
+        self.node_watches: dict[str, dict[Process, int]] = {}  # monitor_node: name -> watcher -> count
         self.handlers: dict[type, Callable[[Any], None]] = {
             Send: self.take_send, Cast: self.take_cast, CallRequest: self.take_call,
             Reply: self.take_reply, ExitSignal: self.take_exit, LinkedExit: self.take_linked_exit,
@@ -240,19 +277,26 @@ class Boundary:
     def out(self, dst: str, delivery: Delivery) -> None:
         """Hand `delivery` to node `dst`."""
         node = self.node
-        if type(delivery) in ADDRESSED and type(delivery.to) is Pid \
-                and delivery.to.serial >> 40 < self.creations.get(dst, 0):
-            return  # for an earlier incarnation of that node: goes nowhere, as in Erlang
+        if type(delivery) in ADDRESSED and type(delivery.to) is Pid and dst in self.peers \
+                and delivery.to.serial >> 40 != self.creations[dst]:
+            return  # for another incarnation of the connected node: goes nowhere, as in Erlang
         if dst == node.name:
             self.arrive(delivery)  # a From or pid that came back to its own node
         elif node.transport is not None:
             node.transport(node, dst, delivery)
         else:
-            conn = self.peers.get(dst)
+            conn = self.peers.get(dst) or self.reach(dst)
             if conn is not None:
                 conn.send(delivery)
             else:
                 self.unreachable(delivery)
+
+    def reach(self, dst: str) -> Connection | None:
+        """The connection to node `dst`, or one the connector starts; None: no way there."""
+        conn = self.peers.get(dst)
+        if conn is None and self.connector is not None and self.node.transport is None:
+            conn = self.connector(dst)
+        return conn
 
     def unreachable(self, delivery: Delivery) -> None:
         """No connection to the node: a link or monitor fails at once with noconnection,
@@ -263,16 +307,35 @@ class Boundary:
             self.arrive(LinkedExit(delivery.sender, delivery.to, NOCONNECTION))
 
     def route(self, dest: Any, msg: Any, kind: type, strict: bool) -> None:
-        """A message to `dest` wherever it is (`kind` is `Send` or `Cast`)."""
+        """A message to `dest` wherever it is (`kind` is `Send` or `Cast`). What `out`
+        does with `kind(to, msg)`, without making the delivery when a connection takes
+        the message as it is (the hottest path to another node)."""
         node = self.node
-        where = node._names.where(dest, strict)
-        if type(where) is tuple:
-            self.out(where[0], kind(where[1], msg))
-        elif where is not None and where._alive:
-            if kind is Send:
-                where._post(msg)
-            else:
-                where._deliver(msg)
+        if type(dest) is Pid and dest.node_name != node.name:
+            dst, to = dest.node_name, dest
+        elif type(dest) is RemoteName and dest.node != node.name:
+            dst, to = dest.node, dest.name
+        else:
+            where = node._names.where(dest, strict)
+            if type(where) is not tuple:
+                if where is not None and where._alive:
+                    if kind is Send:
+                        where._post(msg)
+                    else:
+                        where._deliver(msg)
+                return
+            dst, to = where
+        conn = self.peers.get(dst)
+        if node.transport is not None:
+            if conn is not None or type(to) is Pid:  # a name is looked up on connected nodes only
+                self.out(dst, kind(to, msg))
+        elif conn is not None:
+            if type(to) is not Pid or to.serial >> 40 == self.creations[dst]:  # else: see `out`
+                conn.message(kind, to, msg)
+        else:
+            conn = self.reach(dst)
+            if conn is not None:
+                conn.message(kind, to, msg)
 
     def reply(self, caller: From, value: Any) -> None:
         """A reply to a caller of another node (see `actors.calls.Calls.reply`)."""
@@ -290,6 +353,7 @@ class Boundary:
         if not isinstance(owner, Process):  # an outside caller: replies find it by tag
             node._calls.remote_waiters[caller.serial] = owner
             owner.ref = caller
+            return None, Ref(node.name, caller.serial)
         return owner.pid, Ref(node.name, caller.serial)
 
     # -- arriving ----------------------------------------------------------------------------
@@ -297,6 +361,20 @@ class Boundary:
     def arrive(self, delivery: Delivery) -> None:
         """Take a delivery from another node (see the module docstring)."""
         self.handlers[type(delivery)](delivery)
+        node = self.node
+        if node._current is None and node._exits:
+            node._signals.drain_exits()
+
+    def arrive_run(self, kind: type, to: Any, msgs: list) -> None:
+        """Several sends (`kind` Send) or casts (Cast) to `to`, in order: what `arrive`
+        does with each, its process found once (a wire's batches carry them so)."""
+        proc = self.local(to)
+        if proc is not None:
+            deliver = proc._post if kind is Send else proc._deliver
+            for msg in msgs:
+                if not proc._alive:
+                    break  # its mailbox overflowed, say
+                deliver(msg)
         node = self.node
         if node._current is None and node._exits:
             node._signals.drain_exits()
@@ -410,46 +488,131 @@ class Boundary:
     # -- connections -------------------------------------------------------------------------
 
     def connect(self, other: Node) -> None:
+        """Join `other`, a node of this interpreter, with a loopback (see the module docstring)."""
         node = self.node
         assert other is not node, "a node is always connected to itself"
+        current = self.peers.get(other.name)
+        if type(current) is Loopback and current.remote is other:
+            return  # connected already
         here, there = Loopback(node, other), Loopback(other, node)
         here.twin, there.twin = there, here
-        self.peers[other.name] = here
-        self.creations[other.name] = other.creation
-        other._boundary.peers[node.name] = there
-        other._boundary.creations[node.name] = node.creation
+        self.attach(other.name, here, other.creation)
+        other._boundary.attach(node.name, there, node.creation)
 
-    def disconnect(self, name: str) -> None:
-        conn = self.peers.pop(name, None)
+    def attach(self, name: str, conn: Connection, creation: int) -> None:
+        """Make `conn` the connection to node `name` (incarnation `creation`): one that
+        was there goes first, with its links and monitors. Watchers hear `NodeUp`."""
+        assert name != self.node.name, "a node is always connected to itself"
+        if name in self.peers:
+            self.disconnect(name, "connection_replaced")
+        self.peers[name] = conn
+        self.creations[name] = creation
+        self.tell_watchers(NodeUp(name))
+
+    def disconnect(self, name: str, reason: str = "disconnect", conn: Connection | None = None) -> None:
+        """Lose the connection to node `name` (see the module docstring). Given `conn`,
+        only if it is still the connection to that node (a late detector's call is ignored)."""
+        current = self.peers.get(name)
+        if conn is not None and current is not conn:
+            return
+        if current is not None:
+            del self.peers[name]
         self.break_connection(name)
+        if current is not None:
+            self.tell_watchers(NodeDown(name, reason))
+        self.tell_node_watches(name, reason)
         node = self.node
         if node._current is None:
             node._signals.drain_exits()
-        if conn is not None:
-            conn.close()
+        if current is not None:
+            current.close()
 
     def break_connection(self, name: str) -> None:
         """Give this node's processes noconnection for every link, monitor and call they
-        have across to node `name`, and forget that node's links and monitors here."""
+        have across to node `name`, and forget that node's links and monitors here: all
+        of them first, so that nothing a process does on hearing (its exit, say) sends
+        across to that node on their account."""
         node = self.node
         signals = node._signals
+        effects: list[tuple[Callable[..., None], tuple]] = []
         for proc in list(node._procs.values()):
             links, watching, watchers = proc._links, proc._watching, proc._watchers
             if links:
                 for peer in [p for p in links if type(p) is Pid and p.node_name == name]:
                     del links[peer]
-                    signals.signal(peer, proc, NOCONNECTION)
+                    effects.append((signals.signal, (peer, proc, NOCONNECTION)))
             if watching:
                 for ref in [r for r, t in watching.items() if type(t) is not Process and node_of(t) == name]:
-                    proc._post(Down(ref, watching.pop(ref), NOCONNECTION))
+                    effects.append((_post_if_alive, (proc, Down(ref, watching.pop(ref), NOCONNECTION))))
             target = proc._wait_target
             if type(target) is RemoteTarget and target.node_name == name:
                 target.cleared = True
-                proc._on_down(proc._wait_ref, target._pid, NOCONNECTION)
+                effects.append((proc._on_down, (proc._wait_ref, target._pid, NOCONNECTION)))
             if watchers:
                 for ref in [r for r, w in watchers.items() if type(w) is Remote and r.node_name == name]:
                     del watchers[ref]
+        for effect, args in effects:
+            effect(*args)
         node._calls.break_connection(name)
+
+    # -- watching nodes ---------------------------------------------------------------------
+
+    def watch_nodes(self, proc: Process, flag: bool) -> None:
+        """`proc` hears every node's `NodeUp` and `NodeDown` (or stops, with flag False)."""
+        if not flag:
+            self.node_watchers.pop(proc, None)
+            return
+        if proc not in self.node_watchers:
+            self.check_watch_limit(self.node_watchers)
+            self.node_watchers[proc] = None
+
+    def watch_node(self, proc: Process, name: str, flag: bool) -> None:
+        """`proc` hears one `NodeDown` when node `name` goes (see the module docstring);
+        each call adds one (as Erlang's monitor_node does); flag False removes them all."""
+        watches = self.node_watches.get(name)
+        if not flag:
+            if watches is not None:
+                watches.pop(proc, None)
+                if not watches:
+                    del self.node_watches[name]
+            return
+        if name == self.node.name:
+            return  # a node is never disconnected from itself
+        if (self.node.transport is None and self.reach(name) is None) or \
+                (self.node.transport is not None and name not in self.peers):
+            proc._post(NodeDown(name, NOCONNECTION))
+            return
+        if watches is None:
+            self.check_watch_limit(self.node_watches)
+            watches = self.node_watches[name] = {}
+        self.check_watch_limit(watches)
+        watches[proc] = watches.get(proc, 0) + 1
+
+    def check_watch_limit(self, table: dict) -> None:
+        if len(table) >= MAX_NODE_WATCHES:
+            for proc in [p for p in table if type(p) is not str and not p._alive]:
+                del table[proc]
+            if len(table) >= MAX_NODE_WATCHES:
+                raise SystemLimit(f"node {self.node.name}: at most {MAX_NODE_WATCHES} node watches")
+
+    def tell_watchers(self, msg: NodeUp | NodeDown) -> None:
+        watchers = self.node_watchers
+        for proc in list(watchers):
+            if proc._alive:
+                proc._post(msg)
+            else:
+                del watchers[proc]
+
+    def tell_node_watches(self, name: str, reason: str) -> None:
+        watches = self.node_watches.pop(name, None)
+        for proc, count in (watches or {}).items():
+            for _ in range(count if proc._alive else 0):
+                proc._post(NodeDown(name, reason))
+
+
+def _post_if_alive(proc: Process, msg: Any) -> None:
+    if proc._alive:
+        proc._post(msg)
 
 
 def remote_target(waiter: Any) -> RemoteTarget | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -93,8 +93,11 @@ def _wire_default(obj: Any) -> Any:
         return msgpack.ExtType(EXT_REF, _nested([obj.node_name, obj.serial]))
     if kind is tuple:
         return msgpack.ExtType(EXT_TUPLE, _nested(list(obj)))
-    if kind is From:
-        return msgpack.ExtType(EXT_FROM, _nested(list(_local.node._boundary.call_tag(obj))))
+    if kind is From:  # as (caller pid, tag): its owner's node knows them
+        owner = obj.owner
+        node = owner._node
+        tag = (owner.pid, owner.ref) if node is None else node._boundary.call_tag(obj)  # None: a Remote
+        return msgpack.ExtType(EXT_FROM, _nested(list(tag)))
     if isinstance(obj, BaseException):
         fields = {k: _or_repr(v) for k, v in vars(obj).items()} if hasattr(obj, "__dict__") else {}
         return msgpack.ExtType(EXT_ERROR, _nested([kind.__module__, kind.__qualname__,
@@ -130,8 +133,13 @@ def _or_repr(value: Any) -> Any:
 
 def encode_term(value: Any, node: Any) -> bytes:
     """Encode `value` to cross from `node` to another; raises TypeError naming what cannot."""
-    _local.node = node
     return _nested(value)
+
+
+def wire_encoder() -> Callable[[Any], bytes]:
+    """`encode_term` for one sender's hot path (the wire's): a packer of its own, for the
+    calling thread only."""
+    return msgpack.Packer(default=_wire_default, use_bin_type=True, strict_types=True).pack
 
 
 def decode_term(data: bytes, node: Any) -> Any:
@@ -163,7 +171,12 @@ def _decode_wire(code: int, payload: bytes, node: Any) -> Any:
         if cls is None or not issubclass(cls, tuple) or len(getattr(cls, "_fields", ())) != len(values):
             raise TypeError(f"a {module}.{qualname} from another node: no such named tuple here")
         return cls._make(values)  # type: ignore[attr-defined]
-    return _decode_ext(code, payload, node)
+    if code != EXT_PID and code != EXT_REF:
+        raise ValueError(f"an extension type {code} from another node: the wire has none such")
+    value = _decode_ext(code, payload, node)
+    if type(value.node_name) is not str or type(value.serial) is not int:
+        raise ValueError(f"a malformed {'pid' if code == EXT_PID else 'ref'} from another node")
+    return value
 
 
 def _loaded(module: str, qualname: str) -> type | None:

@@ -33,6 +33,20 @@ class Down(NamedTuple):
     reason: Any
 
 
+class NodeUp(NamedTuple):
+    """Delivered to a process watching every node when a connection to node `node` is up."""
+
+    node: str
+
+
+class NodeDown(NamedTuple):
+    """Delivered when the connection to node `node` goes (Erlang's nodedown): `reason` is
+    "connection_closed", "disconnect", "net_tick_timeout", "overloaded", "noconnection"..."""
+
+    node: str
+    reason: str
+
+
 def is_normal_exit(reason: Any) -> bool:
     """True for the reasons a transient child or a trapping peer treats as a clean stop:
     `normal`, `shutdown` and `("shutdown", anything)`."""

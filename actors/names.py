@@ -2,8 +2,9 @@
 
 Contract:
 - A destination (`actors.Dest`) is a `Pid`, a name registered on this node, a `Via`
-  (a key of a `Registry` of this node) or a `RemoteName` (a name on another node, looked
-  up there).
+  (a key of a `Registry` of this node, or of any names object with OTP's via
+  interface, `whereis_name(key) -> Pid | None`: the cluster's `actors.global_names`) or
+  a `RemoteName` (a name on another node, looked up there).
 - A process has at most one registered name and any number of registry keys; all go
   when it exits. A name is bound to one live process at a time (`AlreadyRegistered`).
   The process keeps each as `(table, key)`, and `table.pop(key, None)` removes it (a
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AlreadyRegistered, NoProc, SystemLimit
 from .ids import Pid
-from .registry import RemoteName, Via, check_key
+from .registry import Registry, RemoteName, Via, check_key
 
 if TYPE_CHECKING:
     from .node import Node
@@ -38,6 +39,9 @@ class Names:
             raise ValueError(f"{name!r}: a name is registered on its own node, without a node part")
         if type(name) is Via:
             registry = name.registry
+            if type(registry) is not Registry:
+                raise ValueError(f"{name!r} is a name of {registry!r}: register it there "
+                                 "(a cluster-wide name takes a round of messages, not a spawn option)")
             registry.node._names.bind(registry._table, name.key, proc, registry.limit)
             return
         if proc._names and any(table is self.table for table, _ in proc._names):
@@ -79,13 +83,19 @@ class Names:
                 return node._procs.get(dest.serial)  # a decoded pid, or a dead one: None
             return (dest.node_name, dest)
         if type(dest) is Via:
-            proc = dest.registry._table.get(dest.key)
+            registry = dest.registry
+            if type(registry) is not Registry:  # another kind of names (OTP's via module)
+                pid = registry.whereis_name(dest.key)
+                if pid is None and strict:
+                    raise NoProc(dest)
+                return self.where(pid) if pid is not None else None
+            proc = registry._table.get(dest.key)
             if proc is not None and proc._node is not node:  # a registry of another node
                 return (proc._node.name, proc._pid)
         elif type(dest) is RemoteName:
             if dest.node != node.name:
                 # Erlang's send to {Name, Node} never fails, whatever is (not) there.
-                return (dest.node, dest.name) if dest.node in node._boundary.peers else None
+                return (dest.node, dest.name) if node._boundary.reach(dest.node) is not None else None
             proc = self.table.get(dest.name)
         else:
             proc = self.table.get(dest)

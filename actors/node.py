@@ -294,8 +294,9 @@ class Node:
         """Lose the connection to node `name` (a crash, a partition detected, or on
         purpose). As in Erlang, this node's links to that node break with an exit signal
         `noconnection`, its monitors across fire a `Down` with reason `noconnection`, and
-        its calls waiting across fail with that reason. It acts on this node's tables
-        only; closing the connection tells the far node, which does the same on its side."""
+        its calls waiting across fail with that reason; watchers of nodes get `NodeDown`.
+        It acts on this node's tables only; closing the connection tells the far node,
+        which does the same on its side. Idempotent."""
         self._boundary.disconnect(name)
 
     def arrive(self, delivery: Delivery) -> None:
@@ -307,6 +308,18 @@ class Node:
     def nodes(self) -> list[str]:
         """The names of the connected nodes, sorted."""
         return sorted(self._boundary.peers)
+
+    def monitor_nodes(self, pid: Pid, flag: bool = True) -> None:
+        """The live process `pid` gets `NodeUp(name)` whenever a connection to a node is up
+        and `NodeDown(name, reason)` when one goes (Erlang's `net_kernel:monitor_nodes`);
+        `flag=False` stops that. See `actors.boundary`."""
+        self._boundary.watch_nodes(self._names.live(pid), flag)
+
+    def monitor_node(self, pid: Pid, name: str, flag: bool = True) -> None:
+        """The live process `pid` gets one `NodeDown(name, reason)` when the connection to
+        node `name` goes, at once if there is none (Erlang's `monitor_node`); `flag=False`
+        removes its watches of that node."""
+        self._boundary.watch_node(self._names.live(pid), name, flag)
 
     # -- waiting from outside (see actors.watch) ---------------------------------------------
 

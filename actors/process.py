@@ -529,6 +529,14 @@ class Process:
         """Stop watching; with `flush`, also drop a `Down` for ref already queued."""
         self._node._signals.demonitor(self, ref, flush)
 
+    def monitor_nodes(self, flag: bool = True) -> None:
+        """Get `NodeUp(name)` and `NodeDown(name, reason)` for every node (see `Node.monitor_nodes`)."""
+        self._node._boundary.watch_nodes(self, flag)
+
+    def monitor_node(self, name: str, flag: bool = True) -> None:
+        """Get one `NodeDown(name, reason)` when node `name` goes (see `Node.monitor_node`)."""
+        self._node._boundary.watch_node(self, name, flag)
+
     def exit(self, dest: Dest, reason: Any) -> None:
         """Send an exit signal (Erlang's `exit/2`); sent to oneself it ends this process,
         even with reason "normal", unless trapping exits."""

@@ -207,11 +207,12 @@ def _entries(partition: dict, key: Any) -> list[tuple[Pid, Any]]:
 
 
 class Via:
-    """A registry key used as an address."""
+    """A registry key used as an address: a `Registry`'s, or of any names object with
+    OTP's via interface, `whereis_name(key) -> Pid | None` (`actors.global_names`)."""
 
     __slots__ = ("registry", "key")
 
-    def __init__(self, registry: Registry, key: Any) -> None:
+    def __init__(self, registry: Any, key: Any) -> None:
         self.registry = registry
         self.key = key
 
