@@ -497,11 +497,13 @@ class Distribution:
         peer.close()
         if self.loop is not None:
             self.retry_at[peer.name] = self.loop.time() + self.retry_after
-        if not self.stopping:
-            log.warning("node %s: could not connect to %s: %s", self.node.name, peer.name, reason)
+        waiters = self.waiters.pop(peer.name, ())
+        if not self.stopping:  # a `connect` hears why; a connection made on first use says it here
+            log.log(logging.DEBUG if waiters else logging.WARNING, "node %s: could not connect to %s: %s",
+                    self.node.name, peer.name, reason)
         if peer.name not in self.node._boundary.peers:
             self.node._boundary.disconnect(peer.name, "connection_setup_failed")
-        for waiter in self.waiters.pop(peer.name, ()):
+        for waiter in waiters:
             _settle(waiter, ConnectionError(f"node {peer.name}: {reason}"))
 
     def overloaded(self, peer: Peer) -> None:

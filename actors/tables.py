@@ -70,6 +70,12 @@ class Table:
         self._check_owner("delete")
         self._data.pop(key, None)
 
+    def keys(self) -> list[Any]:
+        """The keys stored, in the order they were first put."""
+        if self.owner is None:
+            raise TableError(f"table {self.name!r} was deleted when its owner exited")
+        return list(self._data)
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -113,18 +113,23 @@ def array_header(count: int) -> bytes:
 
 
 class FrameReader:
-    """Cuts a stream into frames of at most `limit` bytes (`WireError` past it)."""
+    """Cuts a stream into frames of at most `limit` bytes; past it, `error` says why, and
+    nothing more is cut."""
 
-    __slots__ = ("limit", "buf", "need")
+    __slots__ = ("limit", "buf", "need", "error")
 
     def __init__(self, limit: int) -> None:
         assert limit >= 1
         self.limit = limit
         self.buf = bytearray()  # the start of a frame not yet complete
         self.need = 4  # bytes that must be in `buf` before another frame can be cut
+        self.error: WireError | None = None
 
     def feed(self, data: bytes) -> list[Any]:
-        """The frames `data` completes, in order (payloads: bytes or memoryviews)."""
+        """The frames `data` completes, in order (payloads: bytes or memoryviews), up to
+        the first over the limit."""
+        if self.error is not None:
+            return []
         buf = self.buf
         if buf:
             buf += data
@@ -138,7 +143,8 @@ class FrameReader:
         while end - pos >= 4:
             size = int.from_bytes(view[pos:pos + 4], "big")
             if size > limit:
-                raise WireError(f"a frame of {size} bytes, over the limit of {limit}")
+                self.error = WireError(f"a frame of {size} bytes, over the limit of {limit}")
+                return frames
             if end - pos - 4 < size:
                 break
             frames.append(view[pos + 4:pos + 4 + size])
@@ -434,15 +440,13 @@ class Channel(asyncio.Protocol):
         if self.closed:
             return
         self.last_read = self.loop.time()
-        try:
-            frames = self.reader.feed(data)
-        except WireError as exc:
-            self.fail(str(exc))
-            return
-        for payload in frames:
+        reader = self.reader
+        for payload in reader.feed(data):
             if self.closed:
                 return  # what came after a close is never delivered
             self.owner.frame(payload)
+        if reader.error is not None:
+            self.fail(str(reader.error))
 
     def eof_received(self) -> bool:
         return False  # close our side too

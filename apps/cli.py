@@ -1,6 +1,7 @@
 """The `letitcrash` command: `serve` and `chat` (the chat server and its terminal client),
-`token`, `observe` and `remsh` (a running node, seen from outside), and the simulator's
-`sim`, `replay`, `shrink` and `trace` (handed to `sim.cli`, which stays importable without
+`token`, `observe` and `remsh` (a running node, seen from outside), `cluster start` and
+`node` (nodes in separate OS processes, `apps.cluster`), and the simulator's `sim`,
+`replay`, `shrink` and `trace` (handed to `sim.cli`, which stays importable without
 `apps`). `python -m letitcrash` is the same command.
 
     letitcrash serve                             # then, in two other terminals:
@@ -138,6 +139,42 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"the server secret, from which your token is derived, unless {TOKEN_VARIABLE} "
                       "is set (default: %(default)s, where 'letitcrash serve' makes it)")
     chat.set_defaults(func=_chat)
+
+    cluster = sub.add_parser("cluster", help="a cluster of node processes on this machine",
+                             description="Run node processes on this machine that talk over Unix sockets.")
+    actions = cluster.add_subparsers(required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start N nodes running an application, until Ctrl-C",
+                               description="Start N node processes (n1@HOST, n2@HOST...) connected over Unix "
+                               "sockets with a random secret, run MODULE:FUNCTION(node) on each, print their "
+                               "output prefixed with the node's name, and stop them all on Ctrl-C or SIGTERM "
+                               "(each gets SIGTERM, then SIGKILL after --stop-timeout).")
+    start.add_argument("--nodes", type=int, default=4, help="how many nodes (default: %(default)s)")
+    start.add_argument("--host", default="localhost", help="the host part of their names (default: %(default)s)")
+    start.add_argument("--ticktime", type=float, default=60.0,
+                       help="seconds before a silent node counts as gone (default: %(default)s)")
+    start.add_argument("--stop-timeout", type=float, default=10.0,
+                       help="seconds a node has to stop before it is killed (default: %(default)s)")
+    start.add_argument("target", metavar="MODULE:FUNCTION", help="the application's start function, given the node")
+    start.set_defaults(func=_cluster_start)
+
+    node = sub.add_parser("node", help="run one node that other nodes connect to (TCP)",
+                          description="Run one node in this process, listening on TCP, connected to the "
+                          "nodes at the --connect addresses (and, through them, to every node they know), "
+                          "until Ctrl-C or SIGTERM.",
+                          epilog="Nodes of one cluster share a secret: $LETITCRASH_SECRET, else the "
+                          "--secret-file (made with a random secret, readable by you only, if missing: "
+                          "nodes on one machine agree without options).")
+    node.add_argument("--name", required=True, help="the node's name, name@host")
+    node.add_argument("--listen", default="tcp:127.0.0.1:0",
+                      help="where it accepts connections, HOST:PORT or unix:PATH (default: %(default)s, any port)")
+    node.add_argument("--connect", action="append", default=[], metavar="ADDRESS",
+                      help="the address of a node to connect to, HOST:PORT or unix:PATH (repeatable)")
+    node.add_argument("--secret-file", default=os.path.join(home, "cookie"),
+                      help="the cluster's secret (default: %(default)s)")
+    node.add_argument("--ticktime", type=float, default=60.0,
+                      help="seconds before a silent node counts as gone (default: %(default)s)")
+    node.add_argument("target", metavar="MODULE:FUNCTION", nargs="?", help="the application's start function")
+    node.set_defaults(func=_node)
 
     token = sub.add_parser("token", help="print a user's token, to give to that user",
                            description="Print USER's token (hex), derived from the server secret. "
@@ -356,6 +393,52 @@ def _token(args: argparse.Namespace) -> int:
     except SecretError as exc:
         return _fail(str(exc), BAD_INPUT)
     return OK
+
+
+def _cluster_start(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from apps.cluster import ClusterError, start
+    from apps.cluster.host import load_target
+
+    try:
+        load_target(args.target)  # a typo fails here, not in every node
+        if args.ticktime <= 0 or args.stop_timeout < 0:
+            raise ValueError("--ticktime must be positive and --stop-timeout not negative")
+    except ValueError as exc:
+        return _fail(str(exc), BAD_INPUT)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cluster = start(args.nodes, args.target, host=args.host, ticktime=args.ticktime)
+    except ClusterError as exc:
+        return _fail(str(exc), FAILED)
+    print(f"letitcrash: {len(cluster.names)} nodes up ({', '.join(cluster.names)}); Ctrl-C stops them", flush=True)
+    while not stop.wait(0.2):
+        if all(proc.poll() is not None for proc in cluster.procs.values()):
+            break
+    statuses = cluster.stop(args.stop_timeout)
+    print(f"letitcrash: stopped {len(statuses)} nodes", flush=True)
+    return OK
+
+
+def _node(args: argparse.Namespace) -> int:
+    from apps.cluster.host import LOG_FORMAT, SECRET_VARIABLE, load_target, serve
+    from apps.server.auth import SecretError, load_secret
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    try:
+        if not os.environ.get(SECRET_VARIABLE):
+            os.makedirs(os.path.dirname(os.path.abspath(args.secret_file)), exist_ok=True)
+        secret = os.environ.get(SECRET_VARIABLE) or load_secret(args.secret_file, create=True)
+        start = load_target(args.target) if args.target else None
+        listen = args.listen if args.listen.startswith(("tcp:", "unix:")) else f"tcp:{args.listen}"
+    except (SecretError, ValueError) as exc:
+        return _fail(str(exc), BAD_INPUT)
+    return serve(args.name, secret=secret, start=start, listen=listen, connect=args.connect,
+                 ticktime=args.ticktime)
 
 
 def _fail(message: str, status: int) -> int:

@@ -14,50 +14,13 @@ supervisor takes, OTP's `infinity`: terminating a child may wait out its shutdow
 """
 from __future__ import annotations
 
-import types
 from typing import Any
 
-from actors import Future, Node, Process
+from actors import Node, Process
+from actors.requests import request
 
-
-@types.coroutine
-def _from_process(proc: Process, sup: Any, request: tuple, timeout: float | None) -> Any:
-    # A generator rather than an async def: one frame less on every call from a process.
-    value = yield from proc.call(sup, request, timeout)
-    if isinstance(value, Exception):  # a supervisor answers a failure with the exception
-        try:
-            raise value
-        finally:
-            # The traceback holds this frame; without this reference to the exception
-            # there is no cycle, and refcounting frees them both (not the collector).
-            del value
-    return value
-
-
-def _from_outside(node: Node, sup: Any, request: tuple, timeout: float | None) -> Future:
-    answer = Future()
-
-    def done(call: Future) -> None:
-        exc = call.exception()
-        value = None if exc is not None else call.result()
-        if exc is None and isinstance(value, Exception):
-            exc = value
-        if exc is not None:
-            answer.set_exception(exc)
-        else:
-            answer.set_result(value)
-
-    node.call(sup, request, timeout).add_done_callback(done)
-    return answer
-
-
-def request(caller: Node | Process, sup: Any, message: tuple, timeout: float | None = None) -> Any:
-    """Send a supervisor request; the public functions below build `message`."""
-    if isinstance(caller, Process):
-        return _from_process(caller, sup, message, timeout)
-    if isinstance(caller, Node):
-        return _from_outside(caller, sup, message, timeout)
-    raise TypeError(f"caller must be the calling process or a Node (from outside), not {caller!r:.200}")
+__all__ = ["count_children", "delete_child", "request", "restart_child", "start_child", "terminate_child",
+           "which_children"]
 
 
 def start_child(caller: Node | Process, sup: Any, spec: Any, *args: Any, timeout: float | None = None) -> Any:
