@@ -138,7 +138,7 @@ class FrameReader:
             data = bytes(buf)
             buf.clear()
         view = memoryview(data)
-        frames = []
+        frames: list[Any] = []
         pos, end, limit = 0, len(data), self.limit
         while end - pos >= 4:
             size = int.from_bytes(view[pos:pos + 4], "big")

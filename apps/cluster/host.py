@@ -52,7 +52,8 @@ def load_target(spec: str) -> Callable[[Node], Any]:
 async def run_node(name: str, *, secret: bytes | str, start: Callable[[Node], Any] | None = None,
                    listen: str | None = None, peers: dict[str, str] | None = None, connect: list[str] | None = None,
                    ticktime: float = 60.0, creation: int | None = None, connect_timeout: float = 10.0,
-                   stop: asyncio.Event | None = None, ready: Callable[[Node, Distribution], None] | None = None) -> None:
+                   stop: asyncio.Event | None = None,
+                   ready: Callable[[Node, Distribution], None] | None = None) -> None:
     """Run node `name` until `stop` is set (see the module docstring)."""
     node = Node(name, creation=creation if creation is not None else new_creation())
     stop = stop if stop is not None else asyncio.Event()

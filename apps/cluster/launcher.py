@@ -7,7 +7,8 @@
 
 `start` makes a directory for the sockets, a peers table (each node's name and socket)
 and a random secret (handed to the nodes in their environment, never on a command
-line), starts each node (`apps.cluster.host`) in a process group of its own (a Ctrl-C
+line), starts each node (`apps.cluster.host`) in the environment `start` was called in
+(a node restarted later too) and in a process group of its own (a Ctrl-C
 in the terminal reaches the launcher only, which stops them in order), and hands every
 line a node prints to `on_line(name, line)` (by default printed as `[n1] line`). It
 returns once every node has said it is up, or raises `ClusterError` naming the nodes
@@ -59,19 +60,20 @@ class Cluster:
         self.ready: dict[str, threading.Event] = {}
         self.readers: list[threading.Thread] = []
         self.peers_file = os.path.join(directory, "peers.json")
+        # taken once: a node restarted later runs in the environment the cluster started in
+        self.env = {**os.environ, SECRET_VARIABLE: self.secret,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                    "PYTHONUNBUFFERED": "1"}
         with open(self.peers_file, "w") as f:
             json.dump(self.addresses, f)
 
     def spawn(self, name: str) -> None:
         """Start node `name` (again: a new incarnation)."""
-        env = {**os.environ, SECRET_VARIABLE: self.secret,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "apps.cluster", "--name", name, "--listen", self.addresses[name],
                    "--peers-file", self.peers_file, "--ticktime", str(self.ticktime)]
         if self.target:
             command.append(self.target)
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
                                 start_new_session=True, errors="replace")
         self.procs[name] = proc
         self.ready[name] = threading.Event()
@@ -95,8 +97,12 @@ class Cluster:
         """Wait until each node (of `names`) has said it is up; ClusterError past `timeout`."""
         deadline = time.monotonic() + timeout
         for name in names or self.names:
-            if not self.ready[name].wait(max(0.0, deadline - time.monotonic())):
-                raise ClusterError(f"node {name} did not come up within {timeout} s")
+            while not self.ready[name].wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                status = self.procs[name].poll()
+                if status is not None:
+                    raise ClusterError(f"node {name} exited with status {status} before it was up")
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"node {name} did not come up within {timeout} s")
 
     def pid(self, name: str) -> int:
         """The OS pid of node `name`'s process."""
