@@ -401,6 +401,7 @@ def _cluster_start(args: argparse.Namespace) -> int:
 
     from apps.cluster import ClusterError, start
     from apps.cluster.host import load_target
+    from apps.cluster.launcher import say
 
     try:
         load_target(args.target)  # a typo fails here, not in every node
@@ -415,12 +416,12 @@ def _cluster_start(args: argparse.Namespace) -> int:
         cluster = start(args.nodes, args.target, host=args.host, ticktime=args.ticktime)
     except ClusterError as exc:
         return _fail(str(exc), FAILED)
-    print(f"letitcrash: {len(cluster.names)} nodes up ({', '.join(cluster.names)}); Ctrl-C stops them", flush=True)
+    say(f"letitcrash: {len(cluster.names)} nodes up ({', '.join(cluster.names)}); Ctrl-C stops them")
     while not stop.wait(0.2):
         if all(proc.poll() is not None for proc in cluster.procs.values()):
             break
     statuses = cluster.stop(args.stop_timeout)
-    print(f"letitcrash: stopped {len(statuses)} nodes", flush=True)
+    say(f"letitcrash: stopped {len(statuses)} nodes")
     return OK
 
 

@@ -38,9 +38,20 @@ class ClusterError(Exception):
     """The cluster could not start (a node never came up), or was used wrongly."""
 
 
+_OUTPUT = threading.Lock()
+
+
+def say(text: str) -> None:
+    """Print a line whole: the nodes' lines come from one thread each, and a line split
+    by another (as `print` writes the text and its newline apart) reads as garbage."""
+    with _OUTPUT:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 def print_line(name: str, line: str) -> None:
     """The default `on_line`: the line, after the node's short name."""
-    print(f"[{name.partition('@')[0]}] {line}", flush=True)
+    say(f"[{name.partition('@')[0]}] {line}")
 
 
 class Cluster:
