@@ -12,9 +12,11 @@ Workloads (each line says the sizes it ran with):
   i)` to a GenServer on node B, in chunks of `chunk` messages, each chunk followed by a
   send that B answers once it has handled the chunk; the sender keeps `window` chunks in
   flight. The floor sends the same messages (as lists) in msgpack batches of `batch`
-  per frame, with the same chunks, answers and window. `ratio` = letitcrash / floor.
+  per frame, with the same chunks, answers and window.
 - call_rtt_us: a process on A calls an echo GenServer on B, one call at a time, `calls`
   times; the floor sends one msgpack frame and waits for its echo, as many times.
+- ratio (system "letitcrash/floor", one line per `metric` above): letitcrash's value over
+  the floor's, from the best of `repeat` interleaved runs of each.
 - kill_detect_ms: node B is SIGKILLed; the time until A's monitor of a process on B
   fires (`Down(..., "noconnection")`), from just before the kill.
 - freeze_detect_ticks: node B is SIGSTOPped (alive, silent); the time until A's
@@ -203,12 +205,11 @@ async def call_rtt(node: Node, dist: Distribution, size: dict) -> float:
     echo = RemoteName("echo", "b@bench")
 
     async def caller(proc: Any) -> None:
-        pid = await proc.call(echo, "warm up")
+        await proc.call(echo, "warm up")
         start = time.perf_counter()
         for _ in range(size["calls"]):
             await proc.call(echo, "ping")
         done.set_result((time.perf_counter() - start) / size["calls"] * 1e6)
-        del pid
     node.spawn(caller)
     return await done
 
@@ -216,8 +217,6 @@ async def call_rtt(node: Node, dist: Distribution, size: dict) -> float:
 async def detect(node: Node, dist: Distribution, b: subprocess.Popen, how: int) -> float:
     """Seconds from signalling node B (`how`) until node A hears of it."""
     heard = asyncio.get_running_loop().create_future()
-    echo = node.whereis("x")  # nothing: the watcher monitors B's echo by name
-    del echo
 
     async def watcher(proc: Any) -> None:
         proc.monitor_node("b@bench")
@@ -259,8 +258,8 @@ def measure(workload: str, size: dict, path: str, emit: Callable[[dict], None]) 
         emit({"system": "floor", "workload": name, "value": sig(pick(base)), "unit": unit, **shape,
               "others_cpu": others})
         ratio = pick(ours) / pick(base)
-        emit({"system": "letitcrash", "workload": name.replace("msgs_per_s", "ratio").replace("us", "ratio"),
-              "value": sig(ratio), "unit": "x floor", **({} if workload == "call" else check(GOALS["tell_ratio"], ratio))})
+        emit({"system": "letitcrash/floor", "workload": "ratio", "metric": name, "value": sig(ratio), "unit": "x",
+              **({} if workload == "call" else check(GOALS["tell_ratio"], ratio))})
         return
     ticktime = size["ticktime"]
     b = child("--node", f"unix:{path}", "--ticktime", str(ticktime))
@@ -289,7 +288,7 @@ def others_cpu(busy: float, wall: float, ours: float) -> float:
 
 def show(line: dict) -> None:
     extra = " ".join(f"{k}={v}" for k, v in line.items() if k not in ("system", "workload", "value", "unit"))
-    print(f"{line['system']:>10} {line['workload']:<22} {line['value']:>12} {line['unit']:<8} {extra}", flush=True)
+    print(f"{line['system']:>16} {line['workload']:<22} {line['value']:>12} {line['unit']:<8} {extra}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
