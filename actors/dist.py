@@ -203,8 +203,12 @@ class Distribution:
         if node._clock.virtual:
             raise ValueError("distribution runs a real-time node (Node() without a seed): a simulation's "
                              "nodes meet through its network")
-        assert ticktime > 0 and setup_time > 0 and retry_after >= 0 and max_handshakes >= 1
-        assert 1024 <= max_frame <= 2**31 and max_buffer >= max_frame, "max_buffer must hold a frame"
+        if not (ticktime > 0 and setup_time > 0 and retry_after >= 0 and max_handshakes >= 1):
+            raise ValueError(f"ticktime ({ticktime}) and setup_time ({setup_time}) must be positive, retry_after "
+                             f"({retry_after}) not negative, max_handshakes ({max_handshakes}) at least 1")
+        if not (1024 <= max_frame <= 2**31 and max_buffer >= max_frame):
+            raise ValueError(f"max_frame ({max_frame}) must be 1024 to 2**31 bytes, and max_buffer ({max_buffer}) "
+                             "at least max_frame (it must hold a frame)")
         self.node = node
         self.secret = secret
         self.listen = str(parse_address(listen)) if listen is not None else None

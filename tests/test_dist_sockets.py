@@ -340,6 +340,31 @@ def test_a_peer_that_stops_reading_overloads_its_connection_and_the_sender_goes_
     assert all("overloaded" in line or "could not connect to raw@host" in line for line in lines), lines
 
 
+def test_below_the_bound_a_peer_that_pauses_reading_gets_everything_in_order_once_it_reads_again(tmp_path):
+    async def main():
+        async with nodes(tmp_path, "a@h", "b@h") as [(a, da), (b, db)]:  # max_buffer: 64 MiB
+            log: list = []
+            echo = b.spawn(Echo, log)
+            seen: list = []
+            spawn_watcher(a, seen, nodes_too=True)
+            await da.connect("b@h", db.address)
+            db.up["a@h"].channel.transport.pause_reading()  # b stops reading; a's socket buffers fill
+            count = 20_000
+
+            async def flood(proc):
+                for i in range(count):
+                    proc.cast(echo, ("y" * 200, i))
+                    if i % 1000 == 0:
+                        await proc.sleep(0)
+            a.spawn(flood)
+            await eventually(lambda: da.info("b@h")["unsent_bytes"] > 1 << 20)  # waiting on a's side
+            db.up["a@h"].channel.transport.resume_reading()
+            await eventually(lambda: len(log) == count)
+            assert [i for _, i in log] == list(range(count))
+            assert a.nodes() == ["b@h"] and not [m for m in seen if type(m) is NodeDown]
+    arun(main())
+
+
 def test_a_new_incarnation_replaces_the_connection_of_the_old_one(tmp_path):
     async def main():
         async with nodes(tmp_path, "b@h") as [(b, db)]:
@@ -392,3 +417,19 @@ def test_pids_of_a_restarted_node_s_previous_life_are_refused(tmp_path):
                 assert log == ["for this one"]
                 await d2.stop()
     arun(main())
+
+
+@pytest.mark.parametrize("name, options, why", [
+    ("a@h", {"secret": ""}, "non-empty secret"),
+    ("a", {}, "named name@host"),
+    ("a@h", {"ticktime": 0}, "must be positive"),
+    ("a@h", {"max_frame": 1 << 20, "max_buffer": 1 << 10}, "at least max_frame"),
+])
+def test_a_distribution_with_bad_options_is_refused_naming_the_option(name, options, why):
+    with pytest.raises(ValueError, match=why):
+        Distribution(Node(name), **{"secret": SECRET, **options})
+
+
+def test_a_simulated_node_gets_no_distribution():
+    with pytest.raises(ValueError, match="real-time node"):
+        Distribution(Node("a@h", seed=1), secret=SECRET)
