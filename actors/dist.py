@@ -213,14 +213,10 @@ class Distribution:
         self.secret = secret
         self.listen = str(parse_address(listen)) if listen is not None else None
         self.discovery: Discovery = discovery if discovery is not None else PeerTable()
-        self.ticktime = ticktime
-        self.tick_every = ticktime / 4
+        self.ticktime, self.tick_every = ticktime, ticktime / 4
         self.connect_all = connect_all
-        self.max_frame = max_frame
-        self.max_buffer = max_buffer
-        self.setup_time = setup_time
-        self.retry_after = retry_after
-        self.max_handshakes = max_handshakes
+        self.max_frame, self.max_buffer, self.max_handshakes = max_frame, max_buffer, max_handshakes  # bounds
+        self.setup_time, self.retry_after = setup_time, retry_after  # seconds
         self.address: str | None = None  # where this node accepts connections, once started
         self.up: dict[str, Peer] = {}
         self.connecting: dict[str, Peer] = {}

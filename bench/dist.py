@@ -293,13 +293,14 @@ def show(line: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="one JSON object per line")
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
-    ap.add_argument("--only", help=f"comma-separated workloads of {','.join(WORKLOADS)}")
-    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
+    # the children's roles: node B, or the floor's server, at an address
     ap.add_argument("--node", help=argparse.SUPPRESS)
     ap.add_argument("--floor", help=argparse.SUPPRESS)
     ap.add_argument("--ticktime", type=float, default=60.0, help=argparse.SUPPRESS)
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
+    ap.add_argument("--only", help=f"comma-separated workloads of {','.join(WORKLOADS)}")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    ap.add_argument("--json", action="store_true", help="one JSON object per line")
     args = ap.parse_args(argv)
     if args.node:
         asyncio.run(node_main(args.node, args.ticktime))
