@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Distribution benchmark (issue #17): two letitcrash nodes in two OS processes over a
-Unix socket, side by side in one run with the floor: a bare asyncio stream relay with
-msgpack batches between two processes (no actors, no kernel).
+"""Distribution benchmark: two letitcrash node processes beside a bare asyncio relay.
+
+Two letitcrash nodes in two OS processes over a Unix socket, side by side in one run
+with the floor: a bare asyncio stream relay with msgpack batches between two processes
+(no actors, no kernel).
 
     python bench/dist.py            # full sizes
     python bench/dist.py --quick    # smaller, about a minute
