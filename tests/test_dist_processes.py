@@ -1,7 +1,7 @@
 """Nodes in separate OS processes (started by the laptop launcher, `apps.cluster`), with
 this test process as one more node of the cluster: what crosses between them, and what a
 crash (SIGKILL), a freeze (SIGSTOP) and a restart do to links, monitors, calls,
-supervisors, global names and pids. The nodes run `dist_app.start`."""
+supervisors, global names (and a `via` of one) and pids. The nodes run `dist_app.start`."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,7 @@ import pytest
 from conftest import BOUND, arun, eventually
 
 from actors import (NOCONNECTION, Distribution, Down, Exit, Node, NodeDown, NoProc, PeerTable, RemoteName,
-                    new_creation)
+                    global_names, new_creation)
 from apps.cluster import Cluster, start
 
 TESTS = Path(__file__).resolve().parent
@@ -48,6 +48,7 @@ async def member(of: Cluster) -> AsyncIterator[Node]:
     dist = await Distribution(node, secret=of.secret, listen=f"unix:{of.directory}/t.sock",
                               discovery=PeerTable(of.addresses), ticktime=of.ticktime).start()
     try:
+        global_names.start(node)  # the cluster's names are read here too
         for name in of.names:
             await dist.connect(name)
         yield node
@@ -108,6 +109,8 @@ def test_a_killed_node_gives_noconnection_everywhere_a_supervisor_restarts_and_i
                 to, seen = reporter(t)
                 assert await t.call(RemoteName("lab", n2), ("partner",)) is True  # n2's echo, global "partner"
                 echo2 = await t.call(RemoteName("echo", n2), "pid")
+                await eventually(lambda: global_names.whereis_name(t, "partner") == echo2, BOUND, 0.01)
+                assert await t.call(global_names.via(t, "partner"), "via") == ("echo", n2, "via")
                 await t.call(RemoteName("lab", n1), ("supervise", to))
                 await t.call(RemoteName("lab", n1), ("sentinel", echo2, RemoteName("silent", n2), to))
                 await eventually(lambda: ("sentinel ready", n1) in seen, BOUND, 0.01)
@@ -123,6 +126,7 @@ def test_a_killed_node_gives_noconnection_everywhere_a_supervisor_restarts_and_i
                         Down(ref, echo2, NOCONNECTION), NodeDown(n2, "connection_closed")}
                 await eventually(lambda: want <= set(seen) and len([m for m in seen if m[0] == "worker started"]) == 2,
                                  BOUND, 0.01)
+                await eventually(lambda: global_names.whereis_name(t, "partner") is None, BOUND, 0.01)  # its node went
                 restarted = [m for m in seen if m[0] == "worker started"][1]
                 assert restarted[1] == n1 and restarted[2] != started[0][2] and restarted[3] is None
 
