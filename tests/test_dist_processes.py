@@ -157,3 +157,13 @@ def test_a_frozen_node_is_noticed_by_its_silence():
                 assert sorted(seen, key=repr) == [Exit(echo, NOCONNECTION), NodeDown(n1, "net_tick_timeout")]
                 assert t.nodes() == []
         arun(main())
+
+
+def test_a_node_stops_when_its_launcher_goes():
+    """The launcher's pipe closing (as when it is SIGKILLed) stops the node: no orphans."""
+    with cluster(1) as c:
+        [n1] = c.names
+        proc = c.procs[n1]
+        assert proc.poll() is None
+        proc.stdin.close()  # what the OS does to the launcher's end when it dies
+        assert proc.wait(BOUND) == 0

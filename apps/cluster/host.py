@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connect", action="append", default=[], help="an address to connect to (repeatable)")
     ap.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default: %(default)s)")
     ap.add_argument("--creation", type=int, help="the node's incarnation (default: a random one)")
+    ap.add_argument("--stop-with-stdin", action="store_true",
+                    help="also stop when standard input closes (a launcher's pipe: the node goes with it)")
     ap.add_argument("target", metavar="MODULE:FUNCTION", nargs="?", help="the application's start function")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
@@ -122,16 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ap.prog}: {exc}", file=sys.stderr)
         return 2
     return serve(args.name, secret=secret, start=start, listen=args.listen, peers=peers, connect=args.connect,
-                 ticktime=args.ticktime, creation=args.creation)
+                 ticktime=args.ticktime, creation=args.creation, stop_with_stdin=args.stop_with_stdin)
 
 
-def serve(name: str, **options: Any) -> int:
-    """`run_node` in a fresh event loop until SIGTERM or SIGINT; an exit status."""
+def serve(name: str, stop_with_stdin: bool = False, **options: Any) -> int:
+    """`run_node` in a fresh event loop until SIGTERM or SIGINT (or, with `stop_with_stdin`,
+    until standard input closes); an exit status."""
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if stop_with_stdin:
+            loop.add_reader(sys.stdin.fileno(), _stop_at_eof, loop, stop)
         await run_node(name, stop=stop, **options)
     try:
         asyncio.run(run())
@@ -139,6 +144,13 @@ def serve(name: str, **options: Any) -> int:
         print(f"node {name}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _stop_at_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Standard input is readable: what came is ignored; its end stops the node."""
+    if not os.read(sys.stdin.fileno(), 4096):
+        loop.remove_reader(sys.stdin.fileno())
+        stop.set()
 
 
 def read_peers(path: str) -> dict[str, str]:

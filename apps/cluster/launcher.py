@@ -9,7 +9,9 @@
 and a random secret (handed to the nodes in their environment, never on a command
 line), starts each node (`apps.cluster.host`) in the environment `start` was called in
 (a node restarted later too) and in a process group of its own (a Ctrl-C
-in the terminal reaches the launcher only, which stops them in order), and hands every
+in the terminal reaches the launcher only, which stops them in order; a launcher that
+dies anyway takes them with it: each stops when its standard input, a pipe from the
+launcher, closes), and hands every
 line a node prints to `on_line(name, line)` (by default printed as `[n1] line`). It
 returns once every node has said it is up, or raises `ClusterError` naming the nodes
 that did not (after `ready_timeout`), having stopped them all.
@@ -81,11 +83,13 @@ class Cluster:
     def spawn(self, name: str) -> None:
         """Start node `name` (again: a new incarnation)."""
         command = [sys.executable, "-m", "apps.cluster", "--name", name, "--listen", self.addresses[name],
-                   "--peers-file", self.peers_file, "--ticktime", str(self.ticktime)]
+                   "--peers-file", self.peers_file, "--ticktime", str(self.ticktime), "--stop-with-stdin"]
         if self.target:
             command.append(self.target)
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
-                                start_new_session=True, errors="replace")
+        # stdin is a pipe only this process holds: if it dies, even by SIGKILL, the node sees
+        # it close and stops, rather than living on in its own session
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=self.env, start_new_session=True, errors="replace")
         self.procs[name] = proc
         self.ready[name] = threading.Event()
         reader = threading.Thread(target=self.read, args=(name, proc), name=f"cluster-{name}", daemon=True)
