@@ -389,8 +389,10 @@ class Distribution:
             raise handshake.refuse("busy")
         mine = self.own_attempt(name, handshake.peer["address"])
         if mine is not None:
-            if self.node.name > name:
-                raise handshake.refuse("nok")  # Erlang's tie-break: the greater name's attempt stays
+            if self.node.name > name or mine.step == "ack":
+                # Erlang's tie-break: the greater name's attempt stays; but one past its
+                # reply stays whatever the names: its acceptor may hold it as up already
+                raise handshake.refuse("nok")
             mine.give_way()
             self.accepting[name] = handshake
             return "ok_simultaneous"

@@ -20,7 +20,9 @@ goes on, and B then drops the old connection as dead. Only once the digests matc
 a new connection replace an old one (an incarnation of A that restarted, or "alive"):
 a peer without the secret cannot take a connection down.
 Erlang's tie-break decides which of two simultaneous connections stays: the one made by
-the node with the greater name; the other is refused with "nok" (see `actors.dist`).
+the node with the greater name; the other is refused with "nok" (see `actors.dist`). An
+attempt past its reply stays whatever the names (its acceptor, having sent the ack, holds
+the connection as up): the other is refused.
 `address` is where the node accepts connections (or None), `max_frame` the largest frame
 it takes, `peers` the nodes it knows (name -> address), so a newcomer meets them all.
 

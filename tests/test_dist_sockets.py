@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import msgpack
 import pytest
@@ -14,6 +15,7 @@ from dist_helpers import SECRET, RawPeer, nodes
 
 from actors import (NOCONNECTION, CallExit, Distribution, Down, Exit, GenServer, Node, NodeDown, NodeUp, NoProc,
                     NoReply, RemoteName)
+from actors.handshake import NONCE, VERSION, digest
 from actors.wire import CAST, NAMED, SEND, array_header, frame
 
 
@@ -147,6 +149,36 @@ def test_two_nodes_connecting_to_each_other_at_once_keep_one_connection(tmp_path
             assert await a.call(RemoteName("echo", "b@h"), 1) == ("echo", 1)
             assert await b.call(RemoteName("echo", "a@h"), 2) == ("echo", 2)
             assert a.nodes() == ["b@h"] and b.nodes() == ["a@h"]
+    arun(main())
+
+
+def test_an_attempt_past_its_reply_stays_when_the_peer_connects_at_that_moment(tmp_path):
+    """The acceptor counts a connection as made once it sends its ack; the initiator, past
+    its reply, must not give way to a simultaneous attempt then (it would refuse on a
+    connection its peer holds as up), whatever the names' order."""
+    async def main():
+        async with nodes(tmp_path, "a@h") as [(a, da)]:
+            accepted: asyncio.Queue = asyncio.Queue()
+            server = await asyncio.start_unix_server(lambda r, w: accepted.put_nowait(RawPeer(r, w)),
+                                                     f"{tmp_path}/b.sock")
+            da.discovery.learn("b@h", f"unix:{tmp_path}/b.sock")
+            connecting = asyncio.ensure_future(da.connect("b@h"))
+            first = await asyncio.wait_for(accepted.get(), 10)  # a's attempt, b@h (raw) accepting
+            hello = await first.read()
+            assert hello[0] == "hello" and hello[2] == "a@h"
+            nonce = os.urandom(NONCE)
+            first.send(["challenge", VERSION, "b@h", 7, None, 1 << 20, "ok", nonce])
+            reply = await first.read()  # a is past its reply now
+            assert reply[0] == "reply"
+            second = await RawPeer.open(da.address)  # b's own attempt, at that moment
+            second.send(["hello", VERSION, "b@h", 7, None, 1 << 20])
+            assert await second.read() == ["refuse", "nok"]
+            first.send(["ack", digest(SECRET, b"B", reply[1], "b@h", "a@h"), {}])
+            await asyncio.wait_for(connecting, 10)
+            assert a.nodes() == ["b@h"] and list(da.up) == ["b@h"]
+            first.close()
+            second.close()
+            server.close()
     arun(main())
 
 
