@@ -154,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds before a silent node counts as gone (default: %(default)s)")
     start.add_argument("--stop-timeout", type=float, default=10.0,
                        help="seconds a node has to stop before it is killed (default: %(default)s)")
+    start.add_argument("--observer", type=int, metavar="PORT",
+                       help="node i serves the observer page on loopback PORT+i-1 (0: any free port); "
+                       "each prints its URL, with the token")
     start.add_argument("target", metavar="MODULE:FUNCTION", help="the application's start function, given the node")
     start.set_defaults(func=_cluster_start)
 
@@ -413,7 +416,7 @@ def _cluster_start(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        cluster = start(args.nodes, args.target, host=args.host, ticktime=args.ticktime)
+        cluster = start(args.nodes, args.target, host=args.host, ticktime=args.ticktime, observer=args.observer)
     except ClusterError as exc:
         return _fail(str(exc), FAILED)
     say(f"letitcrash: {len(cluster.names)} nodes up ({', '.join(cluster.names)}); Ctrl-C stops them")

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Callable
 
+import httpx
 from conftest import BOUND, ROOT
 
 from actors import global_names, pg
@@ -21,6 +22,7 @@ from sim.core import Simulation
 
 NODES = ("a", "b", "c")
 CLICKED = re.compile(r"clicked: the counter on (\S+) is at (\d+)")
+OBSERVER = re.compile(r"node (\S+) observer at (http://\S+)")
 
 
 def simulated(start: Callable, said: list) -> Simulation:
@@ -86,10 +88,18 @@ def command(*args: str, **env: str) -> subprocess.Popen:
 
 
 def test_cluster_start_runs_the_counter_on_node_processes_and_ctrl_c_stops_them_all():
-    launcher = command("cluster", "start", "--nodes", "2", "apps.cluster.demo:counter")
+    launcher = command("cluster", "start", "--nodes", "2", "--observer", "0", "apps.cluster.demo:counter")
     out = Output(launcher)
     try:
         out.wait(lambda line: line.startswith("letitcrash: 2 nodes up"))
+        # Each node serves its own observer page, its URL (with the token) printed.
+        pages = {m[1]: m[2] for line in out.lines if (m := OBSERVER.search(line))}
+        assert sorted(pages) == ["n1@localhost", "n2@localhost"], out.lines
+        for name, url in pages.items():
+            base, token = url.split("/?token=")
+            overview = httpx.get(f"{base}/api/overview", params={"token": token}, timeout=BOUND).json()
+            assert overview["node"] == name and overview["processes"] > 0
+            assert httpx.get(f"{base}/api/overview", timeout=BOUND).status_code == 401  # no token, no page
         clicked = set()
         while clicked != {"n1", "n2"}:
             line = out.wait(lambda line: "clicked: the counter on" in line)

@@ -8,7 +8,9 @@ manager's host): it starts a real-time node and its distribution, the name serve
 (`actors.global_names`) and the process-group scope (`actors.pg`), connects to the
 nodes it is told of (waiting for those not up yet, up to `connect_timeout`: the others
 connect to it when they start), runs the application's start function (`start(node)`;
-if it returns an awaitable, that is awaited), prints `node NAME up at ADDRESS`, and runs
+if it returns an awaitable, that is awaited), with `observer=PORT` serves the observer page
+(`apps.observer`, on loopback, its token derived from the cluster's secret; 0: any free
+port) and prints `node NAME observer at URL`, prints `node NAME up at ADDRESS`, and runs
 until it is told to stop (SIGTERM or SIGINT in `main`). Stopping shuts its processes
 down (their links and monitors across hear "shutdown"), then closes its connections.
 """
@@ -52,7 +54,7 @@ def load_target(spec: str) -> Callable[[Node], Any]:
 async def run_node(name: str, *, secret: bytes | str, start: Callable[[Node], Any] | None = None,
                    listen: str | None = None, peers: dict[str, str] | None = None, connect: list[str] | None = None,
                    ticktime: float = 60.0, creation: int | None = None, connect_timeout: float = 10.0,
-                   stop: asyncio.Event | None = None,
+                   stop: asyncio.Event | None = None, observer: int | None = None,
                    ready: Callable[[Node, Distribution], None] | None = None) -> None:
     """Run node `name` until `stop` is set (see the module docstring)."""
     node = Node(name, creation=creation if creation is not None else new_creation())
@@ -68,11 +70,24 @@ async def run_node(name: str, *, secret: bytes | str, start: Callable[[Node], An
                 result = start(node)
                 if inspect.isawaitable(result):
                     await result
+            page = None if observer is None else await _observe(node, observer, secret)
             (ready or _say_ready)(node, dist)
             await stop.wait()
+            if page is not None:
+                await page.stop()
             await node.stop()
         finally:
             await dist.stop()
+
+
+async def _observe(node: Node, port: int, secret: bytes | str) -> Any:
+    """The observer page of `node` on loopback `port`, its URL printed."""
+    from apps import observer
+
+    key = secret.encode() if isinstance(secret, str) else secret
+    page = await observer.start(node, port=port, token=observer.web_token(key))
+    print(f"node {node.name} observer at {page.url}", flush=True)
+    return page
 
 
 def _say_ready(node: Node, dist: Distribution) -> None:
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connect", action="append", default=[], help="an address to connect to (repeatable)")
     ap.add_argument("--ticktime", type=float, default=60.0, help="net_ticktime in seconds (default: %(default)s)")
     ap.add_argument("--creation", type=int, help="the node's incarnation (default: a random one)")
+    ap.add_argument("--observer", type=int, metavar="PORT", help="serve the observer page on loopback PORT")
     ap.add_argument("--stop-with-stdin", action="store_true",
                     help="also stop when standard input closes (a launcher's pipe: the node goes with it)")
     ap.add_argument("target", metavar="MODULE:FUNCTION", nargs="?", help="the application's start function")
@@ -124,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ap.prog}: {exc}", file=sys.stderr)
         return 2
     return serve(args.name, secret=secret, start=start, listen=args.listen, peers=peers, connect=args.connect,
-                 ticktime=args.ticktime, creation=args.creation, stop_with_stdin=args.stop_with_stdin)
+                 ticktime=args.ticktime, creation=args.creation, observer=args.observer,
+                 stop_with_stdin=args.stop_with_stdin)
 
 
 def serve(name: str, stop_with_stdin: bool = False, **options: Any) -> int:

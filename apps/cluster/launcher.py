@@ -60,13 +60,14 @@ class Cluster:
     """Node processes on this machine; see the module docstring."""
 
     def __init__(self, names: list[str], directory: str, *, target: str | None, ticktime: float,
-                 on_line: Callable[[str, str], None], owns_directory: bool) -> None:
+                 on_line: Callable[[str, str], None], owns_directory: bool, observer: int | None = None) -> None:
         self.names = names
         self.directory = directory
         self.addresses = {name: f"unix:{os.path.join(directory, name.partition('@')[0] + '.sock')}" for name in names}
         self.secret = secrets.token_hex(32)
         self.target = target
         self.ticktime = ticktime
+        self.observer = observer  # node i serves its observer page on observer + i - 1 (0: any port)
         self.on_line = on_line
         self.owns_directory = owns_directory
         self.procs: dict[str, subprocess.Popen] = {}
@@ -84,6 +85,9 @@ class Cluster:
         """Start node `name` (again: a new incarnation)."""
         command = [sys.executable, "-m", "apps.cluster", "--name", name, "--listen", self.addresses[name],
                    "--peers-file", self.peers_file, "--ticktime", str(self.ticktime), "--stop-with-stdin"]
+        if self.observer is not None:
+            port = self.observer and self.observer + self.names.index(name)
+            command += ["--observer", str(port)]
         if self.target:
             command.append(self.target)
         # stdin is a pipe only this process holds: if it dies, even by SIGKILL, the node sees
@@ -167,15 +171,19 @@ class Cluster:
 
 def start(nodes: int = 4, target: str | None = None, *, host: str = "localhost", ticktime: float = 60.0,
           directory: str | None = None, on_line: Callable[[str, str], None] = print_line,
-          ready_timeout: float = 60.0) -> Cluster:
+          ready_timeout: float = 60.0, observer: int | None = None) -> Cluster:
     """Start `nodes` node processes named n1@HOST... running `target` (MODULE:FUNCTION)
-    on each; see the module docstring."""
+    on each; see the module docstring. With `observer=PORT` node i serves its observer
+    page on loopback PORT + i - 1 (0: each on a free port), and prints its URL."""
     if not 1 <= nodes <= 64:
         raise ClusterError(f"a laptop cluster has 1 to 64 nodes, not {nodes}")
+    if observer is not None and not (observer == 0 or 1024 <= observer <= 65536 - nodes):
+        raise ClusterError(f"the observer's first port is 0 (any) or 1024 to {65536 - nodes}, not {observer}")
     owns = directory is None
     directory = directory or tempfile.mkdtemp(prefix="letitcrash-cluster-")
     names = [f"n{i}@{host}" for i in range(1, nodes + 1)]
-    cluster = Cluster(names, directory, target=target, ticktime=ticktime, on_line=on_line, owns_directory=owns)
+    cluster = Cluster(names, directory, target=target, ticktime=ticktime, on_line=on_line, owns_directory=owns,
+                      observer=observer)
     try:
         for name in names:
             cluster.spawn(name)
