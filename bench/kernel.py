@@ -32,6 +32,13 @@ Workloads (value and unit per JSON line; `n` says how many were measured):
   the next until it reaches zero (pykka skipped: 10k OS threads).
 - million: seconds to spawn 1M idle processes, and the process's peak RSS
   (`million_rss`, MB, `ru_maxrss`). Only letitcrash and floor can hold a million.
+- cold_turn: µs per one-message turn across `procs` ordinary processes (GenServers): each
+  wave casts one message to every process, in a shuffled order, so every turn handles one
+  message in a process whose state is not in the CPU's caches (the delivery is timed too).
+- server_call: µs per call made by one server (a GenServer in its callback) to another.
+- short_life: µs per whole life: spawn a process, it takes one message and exits
+  normally (1,000 lives at a time, until all have ended).
+  These three run for letitcrash, asyncio (a task and a queue per actor) and the floor.
 Then `ratio` lines: letitcrash's value divided by a peer's, for the same metric.
 
 Method: every (system, workload) pair runs in its own subprocess (`--worker`), so one
@@ -56,6 +63,7 @@ import gc
 import importlib.util
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -71,33 +79,41 @@ from typing import Any, AsyncContextManager, Awaitable, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 SYSTEMS = ("letitcrash", "asyncio", "pykka", "otpylib", "floor")
-WORKLOADS = ("spawn", "memory", "tell", "call", "ring", "million")
+WORKLOADS = ("spawn", "memory", "tell", "call", "ring", "million", "cold_turn", "server_call", "short_life")
 UNITS = {"spawn": "us", "memory": "B", "tell": "msg/s", "call": "us", "ring": "msg/s",
-         "million": "s", "million_rss": "MB"}
+         "million": "s", "million_rss": "MB", "cold_turn": "us", "server_call": "us", "short_life": "us"}
+TURN_WORKLOADS = ("cold_turn", "server_call", "short_life")  # letitcrash, asyncio and the floor only
 
 # n at full size; pykka and otpylib are capped where they are slow (see the docstring).
 FULL = {"spawn": 100_000, "memory": 100_000, "tell": 1_000_000, "call": 100_000,
-        "ring": 1_000_000, "million": 1_000_000}
+        "ring": 1_000_000, "million": 1_000_000, "cold_turn": 1_000_000, "server_call": 100_000,
+        "short_life": 100_000}
 CAPS = {"pykka": {"spawn": 2_000, "memory": 2_000, "tell": 200_000, "call": 20_000},
         "otpylib": {"spawn": 20_000, "memory": 20_000, "tell": 200_000, "call": 20_000,
                     "ring": 200_000}}
 SCALE = {"full": 1.0, "quick": 0.2, "tiny": 0.005}
 RING_PROCS = 10_000
+COLD_PROCS = 100_000  # processes the cold turns go round (at most: n // 10 for small n)
+LIVES = 1_000  # short lives started at once
 REPS = {"full": 5, "quick": 3, "tiny": 1}
 BUSY = 0.25  # cores other processes may use during a measurement before it is flagged
 
 SKIP = {
     ("pykka", "ring"): "a thread per actor: 10k threads is not a fair pykka setup",
     **{(s, "million"): "cannot hold 1M actors" for s in ("asyncio", "pykka", "otpylib")},
+    **{(s, w): "measured against asyncio and the floor only" for s in ("pykka", "otpylib")
+       for w in TURN_WORKLOADS},
 }
 GOALS: dict[str, tuple[str, float]] = {
     "spawn": ("<=", 5), "memory": ("<=", 1500), "tell": (">=", 2e6), "call": ("<=", 4),
-    "million": ("<=", 6), "million_rss": ("<=", 2000)}
+    "million": ("<=", 6), "million_rss": ("<=", 2000), "cold_turn": ("<=", 1.5),
+    "server_call": ("<=", 3), "short_life": ("<=", 3)}
 RATIOS: list[tuple[str, str, tuple[str, float] | None]] = [
     ("tell", "pykka", (">=", 15)), ("tell", "asyncio", (">=", 1.3)),
     ("tell", "otpylib", (">=", 6)), ("call", "asyncio", ("<=", 0.4)),
     ("call", "otpylib", ("<=", 0.1)), ("ring", "floor", (">=", 0.4)),
-    ("spawn", "asyncio", None), ("spawn", "otpylib", None), ("memory", "asyncio", None)]
+    ("spawn", "asyncio", None), ("spawn", "otpylib", None), ("memory", "asyncio", None),
+    *((w, peer, None) for w in TURN_WORKLOADS for peer in ("floor", "asyncio"))]
 
 
 def size(system: str, workload: str, mode: str) -> int:
@@ -109,6 +125,17 @@ def size(system: str, workload: str, mode: str) -> int:
 
 def ring_procs(hops: int) -> int:
     return min(RING_PROCS, max(10, hops // 10))
+
+
+def cold_procs(turns: int) -> int:
+    return min(COLD_PROCS, max(10, turns // 10))
+
+
+def shuffled(items: list) -> list:
+    """`items` in a seeded random order (the same in every system's run)."""
+    out = list(items)
+    random.Random(1).shuffle(out)
+    return out
 
 
 # -- the systems: each a context plus five async runners ----------------------------------
@@ -123,6 +150,9 @@ class System:
     tell: Callable[[Any, int], Awaitable[float]]
     call: Callable[[Any, int], Awaitable[float]]
     ring: Callable[[Any, int, int], Awaitable[float]] | None = None
+    cold_turn: Callable[[Any, int, int], Awaitable[float]] | None = None  # (ctx, procs, turns)
+    server_call: Callable[[Any, int], Awaitable[float]] | None = None
+    short_life: Callable[[Any, int], Awaitable[float]] | None = None
 
 
 def _null_context() -> AsyncContextManager[None]:
@@ -209,7 +239,75 @@ def letitcrash() -> System:
         await stop(node, pids)
         return dt
 
-    return System(Node, spawn, stop, tell, call, ring)
+    class Cold(GenServer):
+        def init(self, left: list) -> None:
+            self.left = left  # [turns still to come, the Future set by the last]
+            self.n = 0
+
+        def handle_cast(self, m: int) -> None:
+            self.n += m
+            left = self.left
+            left[0] -= 1
+            if not left[0]:
+                left[1].set_result(None)
+
+    async def cold_turn(node: Node, procs: int, turns: int) -> float:
+        left: list = [0, None]
+        pids = shuffled([node.spawn(Cold, left) for _ in range(procs)])
+        t = time.perf_counter()
+        for _ in range(turns // procs):
+            left[:] = [procs, Future()]
+            for pid in pids:
+                node.cast(pid, 1)
+            await left[1]
+        dt = time.perf_counter() - t
+        await stop(node, pids)
+        return dt
+
+    class Caller(GenServer):
+        async def handle_cast(self, job: tuple) -> None:
+            server, n, done = job
+            t = time.perf_counter()
+            for i in range(n):
+                await self.call(server, i)
+            done.set_result(time.perf_counter() - t)
+
+    async def server_call(node: Node, n: int) -> float:
+        server, client, done = node.spawn(Echo), node.spawn(Caller), Future()
+        node.cast(client, (server, n, done))
+        dt = await done
+        await stop(node, [server, client])
+        return dt
+
+    class Once(GenServer):
+        def init(self, left: list) -> None:
+            self.left = left
+
+        def handle_cast(self, m: int) -> None:
+            self.stop("normal")
+
+        def terminate(self, reason: Any) -> None:
+            left = self.left
+            left[0] -= 1
+            if not left[0]:
+                left[1].set_result(None)
+
+    async def short_life(node: Node, n: int) -> float:
+        base = len(node)
+        left: list = [0, None]
+        t = time.perf_counter()
+        for done in range(0, n, LIVES):
+            batch = min(LIVES, n - done)
+            left[:] = [batch, Future()]
+            for _ in range(batch):
+                node.cast(node.spawn(Once, left), 1)
+            await left[1]
+        dt = time.perf_counter() - t
+        await asyncio.sleep(0)
+        assert len(node) == base, (len(node), base)  # every life ended
+        return dt
+
+    return System(Node, spawn, stop, tell, call, ring, cold_turn, server_call, short_life)
 
 
 def asyncio_actors() -> System:
@@ -292,7 +390,71 @@ def asyncio_actors() -> System:
         await asyncio.gather(*tasks)
         return dt
 
-    return System(_null_context, spawn, stop, tell, call, ring)
+    async def cold_turn(_: None, procs: int, turns: int) -> float:
+        left: list = [0, None]
+
+        async def cold(q: asyncio.Queue) -> None:
+            n = 0
+            while (m := await q.get()) is not None:
+                n += m
+                left[0] -= 1
+                if not left[0]:
+                    left[1].set_result(None)
+
+        qs: list[asyncio.Queue] = [asyncio.Queue() for _ in range(procs)]
+        tasks = [asyncio.ensure_future(cold(q)) for q in qs]
+        await asyncio.sleep(0)
+        qs = shuffled(qs)
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        for _ in range(turns // procs):
+            left[:] = [procs, loop.create_future()]
+            for q in qs:
+                q.put_nowait(1)
+            await left[1]
+        dt = time.perf_counter() - t
+        for q in qs:
+            q.put_nowait(None)
+        await asyncio.gather(*tasks)
+        return dt
+
+    async def server_call(_: None, n: int) -> float:
+        server_q: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def echo() -> None:
+            while (m := await server_q.get()) is not None:
+                m[1].set_result(m[0])
+
+        async def caller() -> float:  # an actor of its own, calling the other
+            t = time.perf_counter()
+            for i in range(n):
+                fut = loop.create_future()
+                server_q.put_nowait((i, fut))
+                await fut
+            return time.perf_counter() - t
+
+        task = asyncio.ensure_future(echo())
+        dt = await asyncio.ensure_future(caller())
+        server_q.put_nowait(None)
+        await task
+        return dt
+
+    async def short_life(_: None, n: int) -> float:
+        async def once(q: asyncio.Queue) -> None:
+            await q.get()
+
+        t = time.perf_counter()
+        for done in range(0, n, LIVES):
+            tasks = []
+            for _ in range(min(LIVES, n - done)):
+                q: asyncio.Queue = asyncio.Queue()
+                tasks.append(asyncio.ensure_future(once(q)))
+                q.put_nowait(1)
+            await asyncio.gather(*tasks)
+        return time.perf_counter() - t
+
+    return System(_null_context, spawn, stop, tell, call, ring, cold_turn, server_call, short_life)
 
 
 def pykka_actors() -> System:
@@ -541,7 +703,36 @@ def floor() -> System:
         floor_run()
         return time.perf_counter() - t
 
-    return System(_null_context, spawn, stop, tell, call, ring)
+    async def cold_turn(_: None, procs: int, turns: int) -> float:
+        ps = shuffled([FloorProc(count) for _ in range(procs)])
+        t = time.perf_counter()
+        for _ in range(turns // procs):
+            for p in ps:
+                floor_send(p, 1)
+            floor_run()
+        return time.perf_counter() - t
+
+    async def server_call(_: None, n: int) -> float:
+        return await call(None, n)  # the floor has no callers but its processes
+
+    async def short_life(_: None, n: int) -> float:
+        live: dict[int, FloorProc] = {}  # the least of a process table
+
+        def once(p: FloorProc, m: Any) -> None:
+            del live[p.state]
+
+        t = time.perf_counter()
+        for i in range(n):
+            p = live[i] = FloorProc(once)
+            p.state = i
+            floor_send(p, 1)
+            if i % LIVES == LIVES - 1:
+                floor_run()
+        floor_run()
+        assert not live
+        return time.perf_counter() - t
+
+    return System(_null_context, spawn, stop, tell, call, ring, cold_turn, server_call, short_life)
 
 
 FACTORIES: dict[str, Callable[[], System]] = {
@@ -604,6 +795,15 @@ async def measure(system: System, workload: str, n: int, reps: int) -> list[dict
             procs = ring_procs(n)
             return [{"value": n / await timed(lambda: system.ring(ctx, procs, n)),
                      "n": n, "procs": procs}]
+        if workload == "cold_turn":
+            procs = cold_procs(n)
+            turns = n // procs * procs
+            return [{"value": await timed(lambda: system.cold_turn(ctx, procs, turns)) / turns * 1e6,
+                     "n": turns, "procs": procs}]
+        if workload == "server_call":
+            return [{"value": await timed(lambda: system.server_call(ctx, n)) / n * 1e6, "n": n}]
+        if workload == "short_life":
+            return [{"value": await timed(lambda: system.short_life(ctx, n)) / n * 1e6, "n": n}]
     raise ValueError(workload)
 
 

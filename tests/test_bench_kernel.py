@@ -20,6 +20,8 @@ def expected_measurements() -> set[tuple[str, str]]:
     pairs = {(s, w) for s in SYSTEMS for w in ("spawn", "memory", "tell", "call", "ring")}
     pairs -= {("pykka", "ring")}
     pairs |= {(s, w) for s in ("letitcrash", "floor") for w in ("million", "million_rss")}
+    pairs |= {(s, w) for s in ("letitcrash", "asyncio", "floor")
+              for w in ("cold_turn", "server_call", "short_life")}
     return {p for p in pairs if HAS_OTPYLIB or p[0] != "otpylib"}
 
 
@@ -34,12 +36,15 @@ def test_json_lines_cover_every_system_and_workload() -> None:
 
     skipped = {(d["system"], d["workload"]) for d in lines if "skipped" in d}
     assert ("pykka", "ring") in skipped and ("asyncio", "million") in skipped
+    assert ("pykka", "cold_turn") in skipped
     assert not [d for d in lines if "error" in d]
 
     ratios = {(d["system"], d["metric"]): d["value"] for d in lines if d["workload"] == "ratio"}
     wanted = {("letitcrash/pykka", "tell"), ("letitcrash/asyncio", "tell"),
               ("letitcrash/asyncio", "call"), ("letitcrash/floor", "ring"),
               ("letitcrash/asyncio", "spawn"), ("letitcrash/asyncio", "memory")}
+    wanted |= {(f"letitcrash/{peer}", w) for peer in ("floor", "asyncio")
+               for w in ("cold_turn", "server_call", "short_life")}
     if HAS_OTPYLIB:
         wanted |= {("letitcrash/otpylib", m) for m in ("tell", "call", "spawn")}
     assert set(ratios) == wanted
