@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-outgoing", type=int, default=4 << 20, metavar="BYTES",
                        help="unsent bytes per connection: chat items wait above half of it, and a "
                        "reader that lets other frames pile past it is disconnected (default: %(default)s)")
+    serve.add_argument("--max-delay", type=float, default=0.05, metavar="SECONDS",
+                       help="a request that waited longer than this in the server is answered "
+                       "overloaded, not executed (default: %(default)s)")
+    serve.add_argument("--max-inflight", type=int, default=1000,
+                       help="requests of the whole server in flight (being stored); beyond, new "
+                       "ones are answered overloaded, not executed (default: %(default)s)")
     serve.add_argument("--max-connections", type=int, default=100_000,
                        help="connections served at once (lowered to fit the descriptor limit, "
                        "ulimit -n); more are refused (default: %(default)s)")
@@ -237,7 +243,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("supervision").setLevel(logging.WARNING)  # not a line per connection
     try:
         limits = Limits(max_frame=args.max_frame, max_outgoing=args.max_outgoing, rate=args.rate,
-                        burst=args.burst, idle_timeout=args.idle_timeout, auth_timeout=args.auth_timeout)
+                        burst=args.burst, idle_timeout=args.idle_timeout, auth_timeout=args.auth_timeout,
+                        max_delay=args.max_delay, max_inflight=args.max_inflight)
     except ValueError as exc:
         return _fail(str(exc).replace("Limits.", "--").replace("_", "-"), BAD_INPUT)
     if args.max_connections < 1:

@@ -156,6 +156,14 @@ class RawConnection:
         self.sock.close()
 
 
+def acked(frame: dict[str, Any]) -> dict[int, int]:
+    """`{request id: msg_id}` of the sends `frame` answers: an `ok`, or an `acks` of several."""
+    if frame["t"] == "ok":
+        return {frame["id"]: frame["msg_id"]}
+    assert frame["t"] == "acks" and len(frame["ids"]) == len(frame["msg_ids"]) > 1, frame
+    return dict(zip(frame["ids"], frame["msg_ids"]))
+
+
 def error(frame: dict[str, Any], code: str, req_id: int | None = None) -> str:
     """The message of `frame`, which must be an error `code` answering `req_id`."""
     assert frame["t"] == "error" and frame["code"] == code, frame

@@ -21,6 +21,8 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["--rate", "-1"], "--rate must be a positive number, got -1.0"),
     (["--burst", "0"], "--burst must be a positive int, got 0"),
     (["--max-connections", "0"], "--max-connections must be a positive int"),
+    (["--max-inflight", "0"], "--max-inflight must be a positive int, got 0"),
+    (["--max-delay", "-0.1"], "--max-delay must be a positive number, got -0.1"),
 ])
 def test_serve_refuses_bad_limits(tmp_path, flags, message):
     done = cli("serve", "--data", str(tmp_path), *flags)

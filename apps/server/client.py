@@ -278,6 +278,11 @@ class Client:
                             answer.set_result(frame)
                         else:
                             answer.set_exception(ServerError(frame["code"], frame["message"]))
+                elif kind == "acks":  # the oks of several sends
+                    for req_id, msg_id in zip(frame["ids"], frame["msg_ids"]):
+                        answer = self._pending.get(req_id)
+                        if answer is not None and not answer.done():
+                            answer.set_result({"msg_id": msg_id})
                 elif kind == "items":
                     await self._take(frame["items"], frame["acked"])
                 elif kind == "closed":

@@ -2,8 +2,9 @@
 socket in `{active, N}` mode.
 
 Its `Port` (the asyncio protocol of the socket) cuts the byte stream into frames and
-sends each to the process as a message; after `max_queued` frames not yet answered it
-pauses reading, so a client cannot grow the mailbox (TCP pushes back on it instead).
+sends the frames of each read to the process as one message (one turn takes them all);
+after `max_queued` frames not yet answered it pauses reading, so a client cannot grow the
+mailbox (TCP pushes back on it instead).
 The process checks a frame (`apps.server.protocol`) and hands the request on without
 waiting for its answer (OTP's `send_request`: the answer comes back as a message), so a
 connection keeps reading frames and writing pushes while its requests are being stored.
@@ -11,7 +12,16 @@ connection keeps reading frames and writing pushes while its requests are being 
 instead of waiting for each other's. Any other request is an ordering point: it starts
 once every earlier request is answered, and later ones wait for its answer (a `contacts`
 before a `presence` must reach the shard first). A frame counts against `max_queued`
-until it is answered, so requests in flight and waiting are bounded too.
+until it is answered, so requests in flight and waiting are bounded too. The answers of
+one turn leave in one socket write, and the `ok`s of several sends in one `acks` frame.
+
+Admission control (the server's, not the client's fault): a request that would make work
+(`SHEDDABLE`) is answered `overloaded` without being executed, so nothing of it is stored,
+when its frame waited in the server more than `max_delay` seconds before its turn, or
+when `max_inflight` requests of the whole server are already handed on and unanswered.
+A server offered more than it can do so answers the excess at once instead of queueing
+everything for seconds; the client may retry (a send with the same `cid`). Shed requests
+do not count towards `max_refused`: a client is never cut off for the server's load.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
 chat session of the user's device (the `auth`'s `device`, else `protocol.PRIMARY`) with
@@ -49,7 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors import CallExit, CallTimeout, Down, Future, GenServer, NoProc, Pid
@@ -72,6 +82,9 @@ log = logging.getLogger("apps.server")
 FRAME, ANSWER, LOST, TICK = "$frame", "$answer", "$lost", ("$tick",)
 DRAINED, AUTH_DEADLINE = ("$drained",), ("$auth_deadline",)
 PIPELINED = frozenset({"send", "confirm", "ping"})
+SHEDDABLE = frozenset(P.REQUESTS) - {"auth", "ping", "confirm", "bye"}
+"""Requests shed under overload (see the module docstring): those that make work. A
+confirm lightens the server (what it confirms is forgotten), so it is always taken."""
 """Requests that may be in flight together (see the module docstring): each acts alone,
 and a sender's messages to one recipient still reach its shard, and are stored, in order
 (connection -> session -> shard: each hop keeps the order of one sender's messages)."""
@@ -95,13 +108,33 @@ class Limits:
     max_queued: int = 64
     idle_timeout: float = 60.0
     auth_timeout: float = 10.0
+    max_delay: float = 0.05
+    """Seconds a request frame may wait in the server for its turn; older ones are shed."""
+    max_inflight: int = 1_000
+    """Requests of the whole server handed on and unanswered; beyond, new ones are shed."""
 
     def __post_init__(self) -> None:
-        check_limits(self, ints=("max_frame", "max_outgoing", "burst", "max_refused", "max_queued"))
-        for name in ("rate", "idle_timeout", "auth_timeout"):  # the CLI shows these messages as they are
+        check_limits(self, ints=("max_frame", "max_outgoing", "burst", "max_refused", "max_queued",
+                                 "max_inflight"))
+        for name in ("rate", "idle_timeout", "auth_timeout", "max_delay"):  # the CLI shows these messages as they are
             value = getattr(self, name)
             if type(value) not in (int, float) or not 0 < value < float("inf"):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+
+
+class Load:
+    """The server's requests in flight: taken by a connection when it hands one on, given
+    back by the answer's callback (which comes even if the connection is gone: every
+    request has a timeout), so no ending of a connection can leak a slot."""
+
+    __slots__ = ("inflight",)
+
+    def __init__(self) -> None:
+        self.inflight = 0
+
+    def release(self) -> None:
+        self.inflight -= 1
+        assert self.inflight >= 0, "more requests answered than handed on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +145,7 @@ class Context:
     timeline: TimelineService
     secret: bytes
     limits: Limits
+    load: Load = field(default_factory=Load)
 
     def __repr__(self) -> str:  # never show the secret
         return f"<server Context {self.limits}>"
@@ -148,10 +182,11 @@ class Port(asyncio.Protocol):
         except P.ProtocolError as exc:
             self.broken = True
             self.update()
-            self.node.send(self.pid, (FRAME, exc))
+            self.node.send(self.pid, (FRAME, [exc], self.node.now()))
             return
-        for body in frames:
-            self.node.send(self.pid, (FRAME, body))
+        if not frames:
+            return
+        self.node.send(self.pid, (FRAME, frames, self.node.now()))
         self.queued += len(frames)
         if self.queued >= self.max_queued and not self.full:
             self.full = True
@@ -193,6 +228,7 @@ class Connection(GenServer):
         self.transport = transport
         self.out: list[bytes] = []  # frames of this tick, not yet handed to the transport
         self.out_bytes = 0
+        self.acks: list[int] = []  # [req_id, msg_id, ...] of sends answered this tick
         self.shut = False  # the end of the stream was sent: nothing more is written
         self.high = ctx.limits.max_outgoing // 2  # items wait while this much is unsent
         self.held: dict[int, list] = {}  # seq -> chat item waiting for the socket to drain
@@ -247,15 +283,32 @@ class Connection(GenServer):
             self.stop("normal")
             return
         data = P.encode(frame)
-        if not self.out:
-            asyncio.get_running_loop().call_soon(self._flush_out)  # after this tick
+        self._flush_soon()
         self.out.append(data)
         self.out_bytes += len(data)
+
+    def _flush_soon(self) -> None:
+        if not self.out and not self.acks:
+            asyncio.get_running_loop().call_soon(self._flush_out)  # after this tick
+
+    def _ack(self, req_id: int, msg_id: int) -> None:
+        """A send's `ok`: those of one tick leave in one `acks` frame."""
+        if self.shut or self.transport.is_closing():
+            return
+        self._flush_soon()
+        self.acks += (req_id, msg_id)
 
     def _unsent(self) -> int:
         return self.transport.get_write_buffer_size() + self.out_bytes
 
     def _flush_out(self) -> None:
+        acks = self.acks
+        if acks:
+            self.acks = []
+            if len(acks) == 2:
+                self.out.append(P.encode({"t": "ok", "id": acks[0], "msg_id": acks[1]}))
+            else:
+                self.out.append(P.encode({"t": "acks", "ids": acks[0::2], "msg_ids": acks[1::2]}))
         out, self.out, self.out_bytes = self.out, [], 0
         if out and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -335,7 +388,7 @@ class Connection(GenServer):
     def handle_info(self, msg: Any) -> Any:
         tag = msg[0] if type(msg) is tuple and msg else None
         if tag == FRAME:
-            return self._frame(msg[1])
+            return self._frames(msg[1], msg[2])
         if tag == ANSWER:
             self._answered(*msg[1:])
         elif tag == "items":
@@ -377,7 +430,21 @@ class Connection(GenServer):
             # Not awaited: a session that is going sends its Down or "closed" frame.
             self.ctx.chat.heartbeat(self.node, self.session)
 
-    def _frame(self, body: bytes | P.ProtocolError) -> Any:
+    def _frames(self, bodies: list, stamp: float) -> Any:
+        """The frames of one read, received at `stamp`; those after an `auth` wait for it."""
+        for i, body in enumerate(bodies):
+            pending = self._frame(body, stamp)
+            if pending is not None:
+                return self._after(pending, bodies[i + 1:], stamp) if i + 1 < len(bodies) else pending
+        return None
+
+    async def _after(self, pending: Any, rest: list, stamp: float) -> None:
+        await pending
+        more = self._frames(rest, stamp)
+        if more is not None:
+            await more
+
+    def _frame(self, body: bytes | P.ProtocolError, stamp: float) -> Any:
         if isinstance(body, P.ProtocolError):  # the port found the stream unusable
             self.error(body.code, str(body))
             return None
@@ -396,7 +463,16 @@ class Connection(GenServer):
         if kind == "confirm" and self.credits:  # it confirms what others' traffic brought
             self.credits -= 1
             self.tokens += 1.0
+        if kind in SHEDDABLE and self.user is not None and self._overloaded(stamp):
+            self.port.taken()
+            self.error(P.OVERLOADED, f"{kind}: the server is overloaded; not executed, retry later", req_id)
+            return None
         return self._request(kind, req_id, fields)
+
+    def _overloaded(self, stamp: float) -> bool:
+        """Whether a request received at `stamp` is shed (see the module docstring)."""
+        limits = self.ctx.limits
+        return self.now() - stamp > limits.max_delay or self.ctx.load.inflight >= limits.max_inflight
 
     def _refuse(self, code: str, message: str, req_id: int | None) -> None:
         """Answer a frame refused (over the rate) or not valid; `max_refused` of them in
@@ -444,8 +520,14 @@ class Connection(GenServer):
         assert not self.barrier and (kind in PIPELINED or not self.inflight), "out of order"
         self.inflight += 1
         self.barrier = kind not in PIPELINED
-        pid, send = self.pid, self.node.send
-        answer.add_done_callback(lambda done: send(pid, (ANSWER, kind, req_id, done, shape)))
+        pid, send, load = self.pid, self.node.send, self.ctx.load
+        load.inflight += 1
+
+        def answered(done: Future) -> None:
+            load.release()
+            send(pid, (ANSWER, kind, req_id, done, shape))
+
+        answer.add_done_callback(answered)
 
     def _answered(self, kind: str, req_id: int, answer: Future, shape: Shape) -> None:
         self.inflight -= 1
@@ -461,7 +543,9 @@ class Connection(GenServer):
         self.port.taken()
         exc = outcome if isinstance(outcome, Exception) else outcome.exception()
         if exc is None:
-            if kind != "confirm":  # sent for every items frame: its ok would be pure cost
+            if kind == "send":
+                self._ack(req_id, outcome.result())
+            elif kind != "confirm":  # sent for every items frame: its ok would be pure cost
                 self.write({"t": "ok", "id": req_id, **shape(outcome.result())})
             if kind == "bye":
                 self.close()
@@ -519,7 +603,8 @@ class Connection(GenServer):
         return DONE, _nothing
 
     def _do_send(self, to: str, cid: str | int, body: bytes, preview: str = "") -> Answer:
-        return self.ctx.chat.send(self.node, self.session, self._named("recipient", to), cid, body, preview), _msg_id
+        # Its ok (the msg_id) goes out with the others of its tick, in one acks frame (`_ack`).
+        return self.ctx.chat.send(self.node, self.session, self._named("recipient", to), cid, body, preview), _nothing
 
     def _do_confirm(self, upto: int) -> Answer:
         return self.ctx.chat.confirm(self.node, self.session, upto), _nothing
@@ -569,10 +654,6 @@ DONE.set_result(None)
 
 def _nothing(_: Any) -> dict:
     return {}
-
-
-def _msg_id(msg_id: int) -> dict:
-    return {"msg_id": msg_id}
 
 
 def _presence(found: tuple[str, float | None]) -> dict:
