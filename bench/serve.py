@@ -21,6 +21,14 @@ Workloads (system "letitcrash" unless said; every line says the sizes it ran wit
   CLOCK_MONOTONIC, which all processes share) with every system offered the same paced
   load: half of letitcrash's measured msgs_per_s (numpy percentiles). A send is timed
   from when it was due, so a sender running late counts its wait (no coordinated omission).
+- frames_in / frames_out (details of the letitcrash lines of the pairs runs): frames the
+  clients wrote to the server (sends, confirms, pings) and read from it (answers, items),
+  per delivered message over the measured span (counted in the client workers);
+  `server_us_per_msg`: the server's CPU per delivered message.
+- overload_p99_us: the pairs offered twice letitcrash's measured msgs_per_s: p99 of
+  send -> deliver of the messages answered and delivered, with `overloaded` (sends the
+  server shed by admission control, answered at once and not stored: a client would
+  retry them), `answered` and `other_errors` counted over the whole run.
 - recovery_s: SIGKILL the server holding `pending` undelivered messages (to recipients
   that never connected), restart it, and time from the restart until a recipient has
   connected and taken its first message (`listen_s`: until the server listens).
@@ -60,14 +68,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
-from apps.server import Client, Message  # noqa: E402
+from apps.server import Client, Message, ServerError  # noqa: E402
 from apps.server import protocol as P  # noqa: E402
 from apps.server.auth import token_for  # noqa: E402
 
 sys.path.insert(1, str(ROOT / "bench"))
 from kernel import check, cpu_busy, sig  # noqa: E402
 
-WORKLOADS = ("connections", "msgs_per_s", "latency", "recovery")
+WORKLOADS = ("connections", "msgs_per_s", "latency", "overload", "recovery")
 SIZES = {  # hold: idle connections are held this long; lead: the start signal's head start;
            # drain: receivers keep counting this long after the last send (all seconds);
            # workers: client processes (the machine has 2 cores; more would only add switching);
@@ -84,9 +92,10 @@ SIZES = {  # hold: idle connections are held this long; lead: the start signal's
 }
 GOALS: dict[str, tuple[str, float]] = {
     "connections": (">=", 10_000), "conn_memory": ("<=", 100_000),  # 10k in <= 1 GB
-    "msgs_per_s": (">=", 50_000), "latency_p99_us": ("<=", 20_000), "recovery_s": ("<=", 5)}
+    "msgs_per_s": (">=", 50_000), "latency_p99_us": ("<=", 20_000), "recovery_s": ("<=", 5),
+    "overload_p99_us": ("<=", 100_000)}
 UNITS = {"connections": "conns", "conn_memory": "B", "msgs_per_s": "msg/s", "latency_p50_us": "us",
-         "latency_p99_us": "us", "recovery_s": "s"}
+         "latency_p99_us": "us", "recovery_s": "s", "overload_p99_us": "us"}
 SECRET = os.urandom(32)
 BODY = 32  # bytes per message body: an 8-byte timestamp and padding
 START_TIMEOUT = 120.0  # a bound on a loaded machine, not a measurement
@@ -296,8 +305,9 @@ async def pairs(spec: dict[str, Any]) -> None:
     """Senders keep `window` sends in flight each (paced to `rate` msg/s in all if given);
     receivers count what they take. Times are CLOCK_MONOTONIC, shared by all processes."""
     latencies: list[int] = []
-    delivered = errors = 0
+    delivered = errors = overloaded = answered = 0
     window: list[int] = []  # [lo, hi) of the measured span, ns
+    frames = count_frames(window) if spec["system"] == "letitcrash" else {}
 
     def on_event(event: Any) -> None:
         nonlocal delivered
@@ -322,7 +332,7 @@ async def pairs(spec: dict[str, Any]) -> None:
     interval = None if rate == "max" else spec["pairs_n"] * w / float(rate)  # per pump
 
     async def pump(client: Any, to: str, offset: float) -> None:
-        nonlocal errors
+        nonlocal errors, overloaded, answered
         due = start + offset
         while (now := time.monotonic()) < end:
             stamp = time.monotonic_ns()
@@ -333,7 +343,11 @@ async def pairs(spec: dict[str, Any]) -> None:
                 due += interval
             try:
                 await client.send(to, stamp.to_bytes(8, "big") + PAD)
-            except Exception:  # counted and reported: the run goes on
+                answered += 1
+            except ServerError as exc:  # counted and reported: the run goes on
+                overloaded += exc.code == P.OVERLOADED
+                errors += exc.code != P.OVERLOADED
+            except Exception:
                 errors += 1
 
     await asyncio.sleep(max(0.0, start - time.monotonic()))
@@ -341,7 +355,26 @@ async def pairs(spec: dict[str, Any]) -> None:
     await asyncio.gather(*(pump(s, f"r{i}", k * step + i % 97 * step / 97)
                            for s, i in zip(senders, ids) for k in range(w)))
     await asyncio.sleep(spec["drain"])  # deliveries of the last sends
-    say(delivered=delivered, errors=errors, latencies=latencies)
+    say(delivered=delivered, errors=errors, latencies=latencies, overloaded=overloaded, answered=answered,
+        **frames)
+
+
+def count_frames(window: list[int]) -> dict[str, int]:
+    """Counts of the frames this worker's clients write ("frames_in", the server's input)
+    and read ("frames_out") inside `window`, by wrapping the two functions the client
+    library frames with (`protocol.encode`, `msgpack.unpackb`) in this worker process."""
+    counts = {"frames_in": 0, "frames_out": 0}
+
+    def counted(fn: Callable, key: str) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if window and window[0] <= time.monotonic_ns() < window[1]:
+                counts[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    P.encode = counted(P.encode, "frames_in")
+    msgpack.unpackb = counted(msgpack.unpackb, "frames_out")
+    return counts
 
 
 async def fill(spec: dict[str, Any]) -> None:
@@ -442,9 +475,15 @@ def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple
     workers.wait()
     delivered = sum(r["delivered"] for r in out)
     latencies = np.array([x for r in out for x in r["latencies"]], dtype=np.float64) / 1e3
-    details = {"pairs": n, "window": spec["window"], "seconds": spec["seconds"] - spec["warmup"],
+    seconds = spec["seconds"] - spec["warmup"]
+    details = {"pairs": n, "window": spec["window"], "seconds": seconds,
                "errors": sum(r["errors"] for r in out), "server_cores": round(server_cpu, 2),
-               "clients_cores": round(clients_cpu, 2), "others_cpu": load.others}
+               "clients_cores": round(clients_cpu, 2), "others_cpu": load.others,
+               "overloaded": sum(r["overloaded"] for r in out), "answered": sum(r["answered"] for r in out)}
+    if "frames_in" in out[0]:
+        details["server_us_per_msg"] = round(server_cpu * seconds * 1e6 / max(delivered, 1), 1)
+        for key in ("frames_in", "frames_out"):
+            details[key] = round(sum(r[key] for r in out) / max(delivered, 1), 2)
     return delivered / (spec["seconds"] - spec["warmup"]), latencies, details
 
 
@@ -520,7 +559,7 @@ def run(mode: str, workloads: list[str], durability: str, emit: Callable[[dict],
         spec["port"] = ours.port
         if "connections" in workloads:
             out(connections(ours, spec, size["connections"]))
-        if "msgs_per_s" in workloads or "latency" in workloads:
+        if {"msgs_per_s", "latency", "overload"} & set(workloads):
             relay.start()
             rates = {}
             for system, server in (("letitcrash", ours), ("relay", relay)):
@@ -533,6 +572,13 @@ def run(mode: str, workloads: list[str], durability: str, emit: Callable[[dict],
                 for system, server in (("letitcrash", ours), ("relay", relay)):
                     _, lat, details = run_pairs(server, {**spec, "system": system, "port": server.port}, offered)
                     out(latency_lines(system, lat, offered, details))
+            if "overload" in workloads:
+                offered = rates["letitcrash"] * 2
+                _, lat, details = run_pairs(ours, spec, offered)
+                p99 = float(np.percentile(lat, 99)) if len(lat) else float("nan")
+                details["other_errors"] = details.pop("errors")
+                out([line("letitcrash", "overload_p99_us", p99, **details, offered_per_s=round(offered),
+                          samples=len(lat))])
         if "recovery" in workloads:
             out(recovery(ours, spec, size["pending"], size["recipients"]))
         out(ratios(results))
