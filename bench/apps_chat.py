@@ -15,6 +15,7 @@ the actors and the store's group commit, not the disk's flush latency).
   so produces delivered receipts, which the senders' devices take and confirm too. The
   devices send no heartbeats (the timeout is an hour here), so only messages are measured.
   "writes_per_msg": values (events, snapshots) written to LMDB per message taken.
+  The line also breaks the cost of a message down ("cost"), see below.
 - chat_sessions: idle sessions one node holds: seconds to connect `idle` sessions (from
   outside the node, 2,000 at a time) and bytes per session (RSS growth of the process
   over the connected sessions; bench/apps.py runs each workload in a fresh process), so
@@ -32,15 +33,33 @@ connect loop freezes what it connected out of the collector's sight every FREEZE
 sessions (`apps_common.freeze`). The lines say so ("gc_thresholds", "gc_freeze_every")
 and give the collector's share of the measured span ("gc_s", wall seconds).
 
+The cost breakdown of chat_msgs_per_s ("cost" in its line, printed as a table too):
+- CPU µs per message taken: "cpu" (the process), "node_thread" (the thread running the
+  node, asyncio and the benchmark's devices), "store_thread" (the rest: the store's
+  writer thread committing to LMDB), "gc" (the cyclic collector's CPU, on the node thread),
+  all measured on the run above, without any profiler.
+- The node thread's µs outside the collector, by layer: a second pass of PROFILED
+  messages runs under cProfile, whose own time per layer (files under actors/ = kernel,
+  apps/chat = chat, storage/ and the codec = storage, supervision/, asyncio = loop,
+  bench/ = the benchmark's devices and senders; a C function counts for the layer of its
+  caller) gives each layer's share, applied to the unprofiled figure. cProfile's own cost
+  per call inflates layers of many small calls a little: shares, not exact times.
+- Counts per message taken, from the profiled pass: "turns" (process turns),
+  "deliveries" (messages put in a mailbox), "held" (outputs held until storage's commit,
+  then released), "encodes" (msgpack packs by the codec), "writes" (values the store wrote).
+
 `WORKLOADS` maps each name to `(quick) -> [{"system", "workload", "value", "unit", ...}]`.
 """
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +74,11 @@ GOALS = {"chat_msgs_per_s": (300_000.0, ">="), "chat_sessions": (2048.0, "<=")}
 SHARDS = 64
 HOUR = 3600.0
 FREEZE_EVERY = 20_000  # connected sessions between gc.freeze() calls (see the docstring)
+PROFILED = 0.25  # the profiled pass sends this share of the measured pass's messages
+LAYERS = (("/actors/codec.py", "storage"), ("/actors/", "kernel"), ("/apps/chat/", "chat"),
+          ("/storage/", "storage"), ("/supervision/", "supervision"), ("/asyncio/", "loop"),
+          ("selectors.py", "loop"), ("/bench/", "bench"))
+"""(part of a file's path, its layer), first match wins; else "other"."""
 
 
 def _rss_bytes() -> int:
@@ -118,32 +142,95 @@ async def _messages(size: dict) -> dict:
             sessions = await _connect_all(node, service, users, devices)
             for pid, session in zip(devices, sessions):
                 node.get_process(pid).session = session
-            per_sender = total // senders
-            done = asyncio.Event()
-            finished = [0]
 
-            async def sender(proc: Any, me: int, seed: int) -> None:
-                rng = random.Random(seed)
-                for k in range(per_sender):
-                    await service.send(proc, sessions[me], users[rng.randrange(n)], k, b"x" * 64, "hi")
-                finished[0] += 1
-                if finished[0] == senders:
-                    done.set()
+            async def send_all(per_sender: int, first_cid: int) -> int:
+                """Every sender sends `per_sender` messages; the messages taken meanwhile."""
+                done, finished, before = asyncio.Event(), [0], taken[0]
 
-            writes = store.writes
-            with Clocks() as clocks:
+                async def sender(proc: Any, me: int, seed: int) -> None:
+                    rng = random.Random(seed)
+                    for k in range(first_cid, first_cid + per_sender):
+                        await service.send(proc, sessions[me], users[rng.randrange(n)], k, b"x" * 64, "hi")
+                    finished[0] += 1
+                    if finished[0] == senders:
+                        done.set()
+
+                started = time.perf_counter()
                 for s in range(senders):
-                    node.spawn(sender, s * (n // senders), s)
+                    node.spawn(sender, s * (n // senders), s + first_cid)
                 await asyncio.wait_for(done.wait(), 600)
-                while taken[0] < per_sender * senders and clocks.elapsed() < 600:
+                while taken[0] - before < per_sender * senders and time.perf_counter() - started < 600:
                     await asyncio.sleep(0.005)
-            writes = store.writes - writes
+                return taken[0] - before
+
+            per_sender = total // senders
+            writes, commits, thread0 = store.writes, store.commits, time.thread_time()
+            with Clocks() as clocks:
+                got = await send_all(per_sender, 0)
+            node_thread = time.thread_time() - thread0
+            writes, commits = store.writes - writes, store.commits - commits
+            profiled_writes = store.writes
+            profile = cProfile.Profile()
+            profile.enable()
+            profiled = await send_all(max(1, int(per_sender * PROFILED)), per_sender)
+            profile.disable()
+            profiled_writes = store.writes - profiled_writes
             await node.stop()
             store.close()
-    return {"value": taken[0] / clocks.wall, "unit": "msgs/s", "n": taken[0], "sessions": n,
-            "senders": senders, "shards": SHARDS, "commits": store.commits,
-            "writes_per_msg": round(writes / max(taken[0], 1), 2), **clocks.details(),
-            "gc_freeze_every": FREEZE_EVERY}
+    cost = breakdown(clocks, node_thread, got, pstats.Stats(profile).stats, profiled, profiled_writes)
+    print_cost(cost)
+    return {"value": got / clocks.wall, "unit": "msgs/s", "n": got, "sessions": n,
+            "senders": senders, "shards": SHARDS, "commits": commits,
+            "writes_per_msg": round(writes / max(got, 1), 2), **clocks.details(),
+            "gc_freeze_every": FREEZE_EVERY, "cost": cost}
+
+
+def layer(filename: str) -> str:
+    return next((name for part, name in LAYERS if part in filename), "other")
+
+
+def breakdown(clocks: Clocks, node_thread: float, taken: int, stats: dict, profiled: int,
+              profiled_writes: int) -> dict[str, Any]:
+    """The cost of a message (see the module docstring): µs measured, split by the shares
+    of the profile `stats` (pstats' table) of a pass that took `profiled` messages."""
+    own: dict[str, float] = {}
+    turns = deliveries = held = encodes = 0
+    for (filename, _, name), (_, calls, tottime, _, callers) in stats.items():
+        held += sum(edge[1] for (f, _, caller), edge in callers.items()
+                    if f.endswith("actors/output.py") and caller == "release")  # a held item's delivery
+        if filename == "~":  # a C function: its time is its callers' layer's
+            for (caller_file, _, _), edge in callers.items():
+                own[layer(caller_file)] = own.get(layer(caller_file), 0.0) + edge[2]
+            continue
+        own[layer(filename)] = own.get(layer(filename), 0.0) + tottime
+        if filename.endswith("actors/process.py") and name == "_run":
+            turns += calls
+        elif filename.endswith("actors/process.py") and name == "_deliver":
+            deliveries += calls
+        elif filename.endswith("actors/codec.py") and name == "packb":  # msgpack's own C code is
+            encodes += calls                                           # not seen by cProfile
+    per = 1e6 / max(taken, 1)
+    gc_us = clocks.gc_cpu * per
+    rest = max(node_thread * per - gc_us, 0.0)
+    total = sum(own.values()) or 1.0
+    per_profiled = 1 / max(profiled, 1)
+    return {"cpu": round(clocks.cpu * per, 1), "node_thread": round(node_thread * per, 1),
+            "store_thread": round(max(clocks.cpu - node_thread, 0.0) * per, 1), "gc": round(gc_us, 1),
+            "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
+            "turns": round(turns * per_profiled, 2), "deliveries": round(deliveries * per_profiled, 2),
+            "held": round(held * per_profiled, 2), "encodes": round(encodes * per_profiled, 2),
+            "writes": round(profiled_writes * per_profiled, 2), "profiled_msgs": profiled}
+
+
+def print_cost(cost: dict[str, Any]) -> None:
+    """The breakdown as a few lines on stderr (the JSON line has it as "cost")."""
+    out = sys.stderr
+    print(f"chat message cost, CPU µs per message taken: {cost['cpu']} in all = node thread "
+          f"{cost['node_thread']} (of which gc {cost['gc']}) + store thread {cost['store_thread']}", file=out)
+    print("  node thread outside gc, by layer (µs): " + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()),
+          file=out)
+    print(f"  per message: {cost['turns']} turns, {cost['deliveries']} deliveries ({cost['held']} held until "
+          f"a commit), {cost['encodes']} msgpack encodes, {cost['writes']} store writes", file=out, flush=True)
 
 
 async def _idle_sessions(size: dict) -> dict:

@@ -34,7 +34,8 @@ async def settle(node: Any) -> None:
 
 
 class Clocks:
-    """Wall, CPU and cyclic-garbage-collector seconds of the block it opens:
+    """Wall, CPU and cyclic-garbage-collector seconds (wall, and CPU of the collecting
+    thread: `gc_cpu`) of the block it opens:
 
         with Clocks() as clocks:
             ...                                   # clocks.elapsed() inside
@@ -44,15 +45,16 @@ class Clocks:
     full collections traverse them all."""
 
     def __init__(self) -> None:
-        self.wall = self.cpu = self.gc = 0.0
+        self.wall = self.cpu = self.gc = self.gc_cpu = 0.0
         self.collections = 0
-        self._gc_started = 0.0
+        self._gc_started = self._gc_cpu_started = 0.0
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started, self._gc_cpu_started = time.perf_counter(), time.thread_time()
         else:
             self.gc += time.perf_counter() - self._gc_started
+            self.gc_cpu += time.thread_time() - self._gc_cpu_started
             self.collections += 1
 
     def elapsed(self) -> float:

@@ -38,3 +38,30 @@ def test_an_unknown_workload_is_refused_by_name():
     done = subprocess.run([sys.executable, str(BENCH / "apps.py"), "--only", "chat_nope"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "chat_nope" in done.stderr
+
+
+def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_per_message():
+    import apps_chat
+    from apps_common import Clocks
+
+    clocks = Clocks()
+    clocks.cpu, clocks.gc_cpu = 0.012, 0.002  # seconds, over 100 messages taken
+    run = ("/x/actors/process.py", 1, "_run")
+    deliver = ("/x/actors/process.py", 2, "_deliver")
+    release = ("/x/actors/output.py", 3, "release")
+    shard = ("/x/apps/chat/shard.py", 4, "handle_call")
+    packb = ("/x/actors/codec.py", 5, "packb")
+    stats = {  # pstats' table: func -> (primitive calls, calls, own time, cumulative, callers)
+        run: (50, 50, 3.0, 9.0, {}),
+        deliver: (90, 90, 1.0, 1.0, {release: (40, 40, 0.4, 0.4), run: (50, 50, 0.6, 0.6)}),
+        release: (10, 10, 0.0, 0.5, {}),
+        shard: (10, 10, 3.0, 4.0, {run: (10, 10, 3.0, 4.0)}),
+        packb: (20, 20, 1.0, 1.0, {shard: (20, 20, 1.0, 1.0)}),
+        ("~", 0, "<built-in method builtins.len>"): (30, 30, 2.0, 2.0, {shard: (30, 30, 2.0, 2.0)}),
+    }
+    cost = apps_chat.breakdown(clocks, node_thread=0.01, taken=100, stats=stats, profiled=10,
+                               profiled_writes=20)
+    assert (cost["cpu"], cost["node_thread"], cost["store_thread"], cost["gc"]) == (120.0, 100.0, 20.0, 20.0)
+    # 80 µs outside gc: kernel 4 of 10 units of own time, chat 5 (its C call's too), storage 1
+    assert cost["layers_us"] == {"chat": 40.0, "kernel": 32.0, "storage": 8.0}
+    assert (cost["turns"], cost["deliveries"], cost["held"], cost["encodes"], cost["writes"]) == (5, 9, 4, 2, 2)
