@@ -282,6 +282,8 @@ class Connection(GenServer):
             transport.abort()
             self.stop("normal")
             return
+        if self.acks and frame["t"] in ("closed", "error"):  # a close may follow: answers first
+            self._put_acks()
         data = P.encode(frame)
         self._flush_soon()
         self.out.append(data)
@@ -301,14 +303,18 @@ class Connection(GenServer):
     def _unsent(self) -> int:
         return self.transport.get_write_buffer_size() + self.out_bytes
 
+    def _put_acks(self) -> None:
+        acks, self.acks = self.acks, []
+        if len(acks) == 2:
+            data = P.encode({"t": "ok", "id": acks[0], "msg_id": acks[1]})
+        else:
+            data = P.encode({"t": "acks", "ids": acks[0::2], "msg_ids": acks[1::2]})
+        self.out.append(data)
+        self.out_bytes += len(data)
+
     def _flush_out(self) -> None:
-        acks = self.acks
-        if acks:
-            self.acks = []
-            if len(acks) == 2:
-                self.out.append(P.encode({"t": "ok", "id": acks[0], "msg_id": acks[1]}))
-            else:
-                self.out.append(P.encode({"t": "acks", "ids": acks[0::2], "msg_ids": acks[1::2]}))
+        if self.acks:
+            self._put_acks()
         out, self.out, self.out_bytes = self.out, [], 0
         if out and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
