@@ -82,12 +82,12 @@ log = logging.getLogger("apps.server")
 FRAME, ANSWER, LOST, TICK = "$frame", "$answer", "$lost", ("$tick",)
 DRAINED, AUTH_DEADLINE = ("$drained",), ("$auth_deadline",)
 PIPELINED = frozenset({"send", "confirm", "ping"})
-SHEDDABLE = frozenset(P.REQUESTS) - {"auth", "ping", "confirm", "bye"}
-"""Requests shed under overload (see the module docstring): those that make work. A
-confirm lightens the server (what it confirms is forgotten), so it is always taken."""
 """Requests that may be in flight together (see the module docstring): each acts alone,
 and a sender's messages to one recipient still reach its shard, and are stored, in order
 (connection -> session -> shard: each hop keeps the order of one sender's messages)."""
+SHEDDABLE = frozenset(P.REQUESTS) - {"auth", "ping", "confirm", "bye"}
+"""Requests shed under overload (see the module docstring): those that make work. A
+confirm lightens the server (what it confirms is forgotten), so it is always taken."""
 CLOSE_GRACE = 5.0  # seconds a closing connection has to take its last frames
 ITEM_BYTES = 96  # a chat item's bytes on the wire besides its payload (seq, ids, sender name)
 UNAVAILABLE = (ChatUnavailable, TimelineUnavailable, CallTimeout, CallExit, NoProc)
@@ -116,7 +116,8 @@ class Limits:
     def __post_init__(self) -> None:
         check_limits(self, ints=("max_frame", "max_outgoing", "burst", "max_refused", "max_queued",
                                  "max_inflight"))
-        for name in ("rate", "idle_timeout", "auth_timeout", "max_delay"):  # the CLI shows these messages as they are
+        # The CLI shows these messages as they are.
+        for name in ("rate", "idle_timeout", "auth_timeout", "max_delay"):
             value = getattr(self, name)
             if type(value) not in (int, float) or not 0 < value < float("inf"):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
