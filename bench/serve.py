@@ -100,6 +100,7 @@ SECRET = os.urandom(32)
 BODY = 32  # bytes per message body: an 8-byte timestamp and padding
 START_TIMEOUT = 120.0  # a bound on a loaded machine, not a measurement
 CONNECT_BATCH = 200  # connections a worker opens at once
+BACKOFF = 0.01  # seconds an unpaced sender waits after an `overloaded` answer, as a client should
 
 
 def raise_nofile() -> int:
@@ -347,6 +348,8 @@ async def pairs(spec: dict[str, Any]) -> None:
             except ServerError as exc:  # counted and reported: the run goes on
                 overloaded += exc.code == P.OVERLOADED
                 errors += exc.code != P.OVERLOADED
+                if exc.code == P.OVERLOADED and interval is None:
+                    await asyncio.sleep(BACKOFF)  # "retry later": unpaced, it would only add load
             except Exception:
                 errors += 1
 
