@@ -25,6 +25,9 @@ Workloads (system "letitcrash" unless said; every line says the sizes it ran wit
   clients wrote to the server (sends, confirms, pings) and read from it (answers, items),
   per delivered message over the measured span (counted in the client workers);
   `server_us_per_msg`: the server's CPU per delivered message.
+- answer_p99_us / late_p99_us (details of every pairs line; the largest of the client
+  workers' p99s): from writing a send to its `ok`, and how late a paced sender wrote its
+  sends (its clients short of CPU: their lateness is in the latency too).
 - overload_p99_us: the pairs offered twice letitcrash's measured msgs_per_s: p99 of
   send -> deliver of the messages answered and delivered, with `overloaded` (sends the
   server shed by admission control, answered at once and not stored: a client would
@@ -306,6 +309,8 @@ async def pairs(spec: dict[str, Any]) -> None:
     """Senders keep `window` sends in flight each (paced to `rate` msg/s in all if given);
     receivers count what they take. Times are CLOCK_MONOTONIC, shared by all processes."""
     latencies: list[int] = []
+    waits: list[int] = []  # ns from writing a send to its ok (answered sends only)
+    late: list[int] = []  # ns a paced sender wrote a send after it was due
     delivered = errors = overloaded = answered = 0
     window: list[int] = []  # [lo, hi) of the measured span, ns
     frames = count_frames(window) if spec["system"] == "letitcrash" else {}
@@ -342,9 +347,14 @@ async def pairs(spec: dict[str, Any]) -> None:
                     await asyncio.sleep(due - now)
                 stamp = int(due * 1e9)  # a late send's wait counts as latency
                 due += interval
+            sent = time.monotonic_ns()
+            if window[0] <= sent < window[1]:
+                late.append(sent - stamp)
             try:
                 await client.send(to, stamp.to_bytes(8, "big") + PAD)
                 answered += 1
+                if window[0] <= sent < window[1]:
+                    waits.append(time.monotonic_ns() - sent)
             except ServerError as exc:  # counted and reported: the run goes on
                 overloaded += exc.code == P.OVERLOADED
                 errors += exc.code != P.OVERLOADED
@@ -359,7 +369,11 @@ async def pairs(spec: dict[str, Any]) -> None:
                            for s, i in zip(senders, ids) for k in range(w)))
     await asyncio.sleep(spec["drain"])  # deliveries of the last sends
     say(delivered=delivered, errors=errors, latencies=latencies, overloaded=overloaded, answered=answered,
-        **frames)
+        answer_p99_us=p99_us(waits), late_p99_us=p99_us(late), **frames)
+
+
+def p99_us(samples: list[int]) -> float | None:
+    return round(float(np.percentile(samples, 99)) / 1e3) if samples else None
 
 
 def count_frames(window: list[int]) -> dict[str, int]:
@@ -482,7 +496,9 @@ def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple
     details = {"pairs": n, "window": spec["window"], "seconds": seconds,
                "errors": sum(r["errors"] for r in out), "server_cores": round(server_cpu, 2),
                "clients_cores": round(clients_cpu, 2), "others_cpu": load.others,
-               "overloaded": sum(r["overloaded"] for r in out), "answered": sum(r["answered"] for r in out)}
+               "overloaded": sum(r["overloaded"] for r in out), "answered": sum(r["answered"] for r in out),
+               **{key: max((r[key] for r in out if r[key] is not None), default=None)
+                  for key in ("answer_p99_us", "late_p99_us")}}
     if "frames_in" in out[0]:
         details["server_us_per_msg"] = round(server_cpu * seconds * 1e6 / max(delivered, 1), 1)
         for key in ("frames_in", "frames_out"):
