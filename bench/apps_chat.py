@@ -44,8 +44,9 @@ The cost breakdown of chat_msgs_per_s ("cost" in its line, printed as a table to
   bench/ = the benchmark's devices and senders; a C function counts for the layer of its
   caller) gives each layer's share, applied to the unprofiled figure. cProfile's own cost
   per call inflates layers of many small calls a little: shares, not exact times.
-- Counts per message taken, from the profiled pass: "turns" (process turns),
-  "deliveries" (messages put in a mailbox), "held" (outputs held until storage's commit,
+- Counts per message taken: "turns" and "taken" (messages processes took from their
+  mailboxes), from the node's own counters (`node.statistics()`) over the measured run;
+  from the profiled pass: "deliveries" (messages put in a mailbox), "held" (outputs held until storage's commit,
   then released), "encodes" (msgpack packs by the codec), "writes" (values the store wrote).
 
 `WORKLOADS` maps each name to `(quick) -> [{"system", "workload", "value", "unit", ...}]`.
@@ -165,9 +166,11 @@ async def _messages(size: dict) -> dict:
 
             per_sender = total // senders
             writes, commits, thread0 = store.writes, store.commits, time.thread_time()
+            counted = node.statistics()
             with Clocks() as clocks:
                 got = await send_all(per_sender, 0)
             node_thread = time.thread_time() - thread0
+            counted = {key: node.statistics()[key] - counted[key] for key in ("turns", "messages")}
             writes, commits = store.writes - writes, store.commits - commits
             profiled_writes = store.writes
             profile = cProfile.Profile()
@@ -177,7 +180,7 @@ async def _messages(size: dict) -> dict:
             profiled_writes = store.writes - profiled_writes
             await node.stop()
             store.close()
-    cost = breakdown(clocks, node_thread, got, pstats.Stats(profile).stats, profiled, profiled_writes)
+    cost = breakdown(clocks, node_thread, got, counted, pstats.Stats(profile).stats, profiled, profiled_writes)
     print_cost(cost)
     return {"value": got / clocks.wall, "unit": "msgs/s", "n": got, "sessions": n,
             "senders": senders, "shards": SHARDS, "commits": commits,
@@ -189,12 +192,13 @@ def layer(filename: str) -> str:
     return next((name for part, name in LAYERS if part in filename), "other")
 
 
-def breakdown(clocks: Clocks, node_thread: float, taken: int, stats: dict, profiled: int,
-              profiled_writes: int) -> dict[str, Any]:
+def breakdown(clocks: Clocks, node_thread: float, taken: int, counted: dict[str, int], stats: dict,
+              profiled: int, profiled_writes: int) -> dict[str, Any]:
     """The cost of a message (see the module docstring): µs measured, split by the shares
-    of the profile `stats` (pstats' table) of a pass that took `profiled` messages."""
+    of the profile `stats` (pstats' table) of a pass that took `profiled` messages;
+    `counted`: the node's turns and messages taken over the measured run."""
     own: dict[str, float] = {}
-    turns = deliveries = held = encodes = 0
+    deliveries = held = encodes = 0
     for (filename, _, name), (_, calls, tottime, _, callers) in stats.items():
         held += sum(edge[1] for (f, _, caller), edge in callers.items()
                     if f.endswith("actors/output.py") and caller == "release")  # a held item's delivery
@@ -203,9 +207,7 @@ def breakdown(clocks: Clocks, node_thread: float, taken: int, stats: dict, profi
                 own[layer(caller_file)] = own.get(layer(caller_file), 0.0) + edge[2]
             continue
         own[layer(filename)] = own.get(layer(filename), 0.0) + tottime
-        if filename.endswith("actors/process.py") and name == "_run":
-            turns += calls
-        elif filename.endswith("actors/process.py") and name == "_deliver":
+        if filename.endswith("actors/process.py") and name == "_deliver":
             deliveries += calls
         elif filename.endswith("actors/codec.py") and name == "packb":  # msgpack's own C code is
             encodes += calls                                           # not seen by cProfile
@@ -217,7 +219,8 @@ def breakdown(clocks: Clocks, node_thread: float, taken: int, stats: dict, profi
     return {"cpu": round(clocks.cpu * per, 1), "node_thread": round(node_thread * per, 1),
             "store_thread": round(max(clocks.cpu - node_thread, 0.0) * per, 1), "gc": round(gc_us, 1),
             "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
-            "turns": round(turns * per_profiled, 2), "deliveries": round(deliveries * per_profiled, 2),
+            "turns": round(counted["turns"] / max(taken, 1), 2), "taken": round(counted["messages"] / max(taken, 1), 2),
+            "deliveries": round(deliveries * per_profiled, 2),
             "held": round(held * per_profiled, 2), "encodes": round(encodes * per_profiled, 2),
             "writes": round(profiled_writes * per_profiled, 2), "profiled_msgs": profiled}
 
@@ -229,7 +232,8 @@ def print_cost(cost: dict[str, Any]) -> None:
           f"{cost['node_thread']} (of which gc {cost['gc']}) + store thread {cost['store_thread']}", file=out)
     print("  node thread outside gc, by layer (µs): " + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()),
           file=out)
-    print(f"  per message: {cost['turns']} turns, {cost['deliveries']} deliveries ({cost['held']} held until "
+    print(f"  per message: {cost['turns']} turns taking {cost['taken']} messages, {cost['deliveries']} "
+          f"deliveries ({cost['held']} held until "
           f"a commit), {cost['encodes']} msgpack encodes, {cost['writes']} store writes", file=out, flush=True)
 
 

@@ -59,9 +59,10 @@ def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_pe
         packb: (20, 20, 1.0, 1.0, {shard: (20, 20, 1.0, 1.0)}),
         ("~", 0, "<built-in method builtins.len>"): (30, 30, 2.0, 2.0, {shard: (30, 30, 2.0, 2.0)}),
     }
-    cost = apps_chat.breakdown(clocks, node_thread=0.01, taken=100, stats=stats, profiled=10,
-                               profiled_writes=20)
+    cost = apps_chat.breakdown(clocks, node_thread=0.01, taken=100, counted={"turns": 530, "messages": 610},
+                               stats=stats, profiled=10, profiled_writes=20)
     assert (cost["cpu"], cost["node_thread"], cost["store_thread"], cost["gc"]) == (120.0, 100.0, 20.0, 20.0)
     # 80 µs outside gc: kernel 4 of 10 units of own time, chat 5 (its C call's too), storage 1
     assert cost["layers_us"] == {"chat": 40.0, "kernel": 32.0, "storage": 8.0}
-    assert (cost["turns"], cost["deliveries"], cost["held"], cost["encodes"], cost["writes"]) == (5, 9, 4, 2, 2)
+    assert (cost["turns"], cost["taken"]) == (5.3, 6.1)  # the node's counters, per message taken
+    assert (cost["deliveries"], cost["held"], cost["encodes"], cost["writes"]) == (9, 4, 2, 2)
