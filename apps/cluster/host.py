@@ -5,9 +5,10 @@
 
 `run_node` is the same from Python (the laptop launcher, `letitcrash node`, or a cluster
 manager's host): it starts a real-time node and its distribution, the name server
-(`actors.global_names`) and the process-group scope (`actors.pg`), connects to the
-nodes it is told of (waiting for those not up yet, up to `connect_timeout`: the others
-connect to it when they start), runs the application's start function (`start(node)`;
+(`actors.global_names`) and the process-group scope (`actors.pg`), awaits `listening(dist)`
+if given (a cluster manager publishes the node's address there, and returns the names of
+the nodes to meet), connects to the nodes it is told of (waiting for those not up yet, up
+to `connect_timeout`: the others connect to it when they start), runs the application's start function (`start(node)`;
 if it returns an awaitable, that is awaited), with `observer=PORT` serves the observer page
 (`apps.observer`, on loopback, its token derived from the cluster's secret; 0: any free
 port) and prints `node NAME observer at URL`, prints `node NAME up at ADDRESS`, and runs
@@ -26,9 +27,10 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from actors import Distribution, Node, PeerTable, global_names, new_creation, pg
+from actors.peers import Discovery
 
 log = logging.getLogger("apps.cluster")
 
@@ -55,17 +57,21 @@ async def run_node(name: str, *, secret: bytes | str, start: Callable[[Node], An
                    listen: str | None = None, peers: dict[str, str] | None = None, connect: list[str] | None = None,
                    ticktime: float = 60.0, creation: int | None = None, connect_timeout: float = 10.0,
                    stop: asyncio.Event | None = None, observer: int | None = None,
+                   discovery: Discovery | None = None,
+                   listening: Callable[[Distribution], Awaitable[list[str]]] | None = None,
                    ready: Callable[[Node, Distribution], None] | None = None) -> None:
-    """Run node `name` until `stop` is set (see the module docstring)."""
+    """Run node `name` until `stop` is set (see the module docstring); `discovery` is
+    where addresses come from (default: a table of `peers`)."""
     node = Node(name, creation=creation if creation is not None else new_creation())
     stop = stop if stop is not None else asyncio.Event()
     async with node:
-        dist = await Distribution(node, secret=secret, listen=listen, discovery=PeerTable(peers),
-                                  ticktime=ticktime).start()
+        discovery = discovery if discovery is not None else PeerTable(peers)
+        dist = await Distribution(node, secret=secret, listen=listen, discovery=discovery, ticktime=ticktime).start()
         try:
             global_names.start(node)
             pg.start(node)
-            await _meet(dist, [p for p in peers or {} if p != name], connect or [], connect_timeout)
+            names = list(peers or {}) + (await listening(dist) if listening is not None else [])
+            await _meet(dist, [p for p in names if p != name], connect or [], connect_timeout)
             if start is not None:
                 result = start(node)
                 if inspect.isawaitable(result):
