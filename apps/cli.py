@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from importlib import metadata
 from typing import Callable
 from urllib.parse import quote
@@ -154,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
                                "sockets with a random secret, run MODULE:FUNCTION(node) on each, print their "
                                "output prefixed with the node's name, and stop them all on Ctrl-C or SIGTERM "
                                "(each gets SIGTERM, then SIGKILL after --stop-timeout).")
-    start.add_argument("--nodes", type=int, default=4, help="how many nodes (default: %(default)s)")
+    start.add_argument("--nodes", type=int, help="how many nodes (default: 4; on Ray, one per CPU)")
+    start.add_argument("--ray", metavar="ADDRESS",
+                       help="place the nodes on a Ray cluster instead (needs the 'cluster' extra): 'auto' (the one "
+                       "running here or at $RAY_ADDRESS, else a new local one), 'local', or a head's HOST:PORT")
     start.add_argument("--host", default="localhost", help="the host part of their names (default: %(default)s)")
     start.add_argument("--ticktime", type=float, default=60.0,
                        help="seconds before a silent node counts as gone (default: %(default)s)")
@@ -407,7 +411,6 @@ def _token(args: argparse.Namespace) -> int:
 
 def _cluster_start(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from apps.cluster import ClusterError, start
     from apps.cluster.host import load_target
@@ -422,8 +425,10 @@ def _cluster_start(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.ray is not None:
+        return _cluster_on_ray(args, stop)
     try:
-        cluster = start(args.nodes, args.target, host=args.host, ticktime=args.ticktime, observer=args.observer)
+        cluster = start(args.nodes or 4, args.target, host=args.host, ticktime=args.ticktime, observer=args.observer)
     except ClusterError as exc:
         return _fail(str(exc), FAILED)
     say(f"letitcrash: {len(cluster.names)} nodes up ({', '.join(cluster.names)}); Ctrl-C stops them")
@@ -432,6 +437,24 @@ def _cluster_start(args: argparse.Namespace) -> int:
             break
     statuses = cluster.stop(args.stop_timeout)
     say(f"letitcrash: stopped {len(statuses)} nodes")
+    return OK
+
+
+def _cluster_on_ray(args: argparse.Namespace, stop: threading.Event) -> int:
+    from apps.cluster import ClusterError
+    from apps.cluster.launcher import say
+    try:
+        from apps.cluster.on_ray import start_on_ray
+    except ImportError as exc:
+        return _fail(str(exc), BAD_INPUT)
+    try:
+        cluster = start_on_ray(args.nodes, args.target, address=args.ray, ticktime=args.ticktime)
+    except ClusterError as exc:
+        return _fail(str(exc), FAILED)
+    say(f"letitcrash: {len(cluster.names)} nodes up on Ray ({', '.join(cluster.names)}); Ctrl-C stops them")
+    stop.wait()
+    cluster.stop(args.stop_timeout)
+    say(f"letitcrash: stopped {len(cluster.names)} nodes")
     return OK
 
 

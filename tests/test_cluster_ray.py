@@ -1,0 +1,134 @@
+"""Clusters on Ray (`apps.cluster.on_ray`) against a real local Ray instance: node hosts
+as Ray actors meet over their own streams, a host process killed is seen and started
+again as a new incarnation whose tally comes back from LMDB, Ray's death report drops a
+node its streams still hold, and every node places keys as a simulation would. The
+nodes run `ray_app.start`; this process joins as one more node."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+from conftest import BOUND, arun, eventually
+
+from actors import Node, NodeDown, RemoteName, new_creation
+from actors.placement import place
+
+ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not installed")
+from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for the module, in one worker
+TESTS = Path(__file__).resolve().parent
+N1, N2 = "n1@letitcrash", "n2@letitcrash"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A local Ray (2 CPUs) with two node hosts running `ray_app:start`."""
+    with pytest.MonkeyPatch.context() as env:  # Ray's workers inherit this environment
+        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        env.setenv("LETITCRASH_TEST_DATA", str(tmp_path_factory.mktemp("ray-nodes")))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            made = start_on_ray(2, "ray_app:start", ready_timeout=BOUND)
+            try:
+                yield made
+            finally:
+                made.stop(timeout=10.0)
+        finally:
+            ray.shutdown()
+
+
+def node_watcher(node: Node) -> list:
+    """A process on `node` told of every node going down and up: what it hears, in order."""
+    heard: list = []
+
+    async def body(proc: Any) -> None:
+        node.monitor_nodes(proc.pid)
+        while True:
+            heard.append(await proc.receive())
+    node.spawn(body)
+    return heard
+
+
+@contextlib.asynccontextmanager
+async def member(of: RayCluster) -> AsyncIterator[Node]:
+    """This process as node t@local, joined to the cluster."""
+    node = Node("t@local", creation=new_creation())
+    await node.__aenter__()
+    dist = await of.join(node)
+    try:
+        yield node
+    finally:
+        await dist.stop()
+        await node.stop(timeout=0.1)
+
+
+def test_node_hosts_meet_over_their_own_streams_with_incarnations_from_the_registry(cluster):
+    async def main() -> None:
+        async with member(cluster) as node:
+            assert node.nodes() == [N1, N2]
+            who = [await node.call(RemoteName("echo", name), "who", BOUND) for name in (N1, N2)]
+            assert [w[0] for w in who] == [N1, N2]
+            assert [w[1] for w in who] == [cluster.creation(N1), cluster.creation(N2)]
+            assert who[0][1] != who[1][1]
+            assert await node.call(RemoteName("echo", N1), "nodes", BOUND) == [N2, "t@local"]  # a full mesh
+            for host in cluster.hosts.values():
+                assert host.address.startswith("tcp:")
+    arun(main())
+
+
+def test_a_killed_host_is_seen_and_restarted_as_a_new_incarnation_its_tally_from_lmdb(cluster):
+    async def main() -> None:
+        async with member(cluster) as node:
+            tally = RemoteName("tally", N2)
+            before = await node.call(tally, 5, BOUND)  # acknowledged: stored
+            echo = await node.call(RemoteName("echo", N2), "who", BOUND)
+            heard = node_watcher(node)
+            old = cluster.creation(N2)
+            cluster.kill(N2)
+            await eventually(lambda: NodeDown(N2, "connection_closed") in heard or
+                             NodeDown(N2, "ray_reported_dead") in heard)
+            new = await asyncio.to_thread(cluster.wait_incarnation, N2, old, BOUND)
+            assert new != old and echo[1] == old
+            await eventually(lambda: N2 in node.nodes(), every=0.05)
+            assert await node.call(RemoteName("echo", N2), "who", BOUND) == [N2, new]
+            assert await node.call(tally, 1, BOUND) == before + 1  # the store outlived the process
+    arun(main())
+
+
+def test_rays_death_report_drops_a_node_its_streams_still_hold_and_the_stream_adds_nothing(cluster):
+    """A frozen host (SIGSTOP) keeps its sockets open and, under a 60 s ticktime, stays
+    connected: Ray's report (what the launcher's watcher sends when a `serve` call fails)
+    drops it on every node at once; its process's death later is not a second loss."""
+    async def main() -> None:
+        async with member(cluster) as node:
+            heard = node_watcher(node)
+            old = cluster.creation(N2)
+            cluster.kill(N2, signal.SIGSTOP)
+            try:
+                cluster.report_down(N2, old)
+                await eventually(lambda: NodeDown(N2, "ray_reported_dead") in heard)
+                assert await node.call(RemoteName("echo", N1), "nodes", BOUND) == ["t@local"]  # n1 dropped it too
+            finally:
+                cluster.kill(N2, signal.SIGKILL)
+            await asyncio.to_thread(cluster.wait_incarnation, N2, old, BOUND)
+            await eventually(lambda: N2 in node.nodes(), every=0.05)
+            assert [m for m in heard if type(m) is NodeDown] == [NodeDown(N2, "ray_reported_dead")]
+    arun(main())
+
+
+def test_every_node_places_keys_where_the_pure_function_does(cluster):
+    async def main() -> None:
+        async with member(cluster) as node:
+            live = [N1, N2, "t@local"]
+            keys = [f"room-{i}" for i in range(40)]
+            for name in (N1, N2):
+                placed = [await node.call(RemoteName("echo", name), ("place", key), BOUND) for key in keys]
+                assert placed == [place(key, live) for key in keys]
+            assert set(place(key, live) for key in keys) == set(live)  # all three nodes hold keys
+    arun(main())
