@@ -159,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--ray", metavar="ADDRESS",
                        help="place the nodes on a Ray cluster instead (needs the 'cluster' extra): 'auto' (the one "
                        "running here or at $RAY_ADDRESS, else a new local one), 'local', or a head's HOST:PORT")
-    start.add_argument("--host", default="localhost", help="the host part of their names (default: %(default)s)")
+    start.add_argument("--cpus", type=float, default=1.0, help="on Ray, the CPUs each node takes (default: %(default)s)")
+    start.add_argument("--host", default="localhost",
+                       help="the host part of their names; on Ray, the cluster's name too (default: %(default)s)")
     start.add_argument("--ticktime", type=float, default=60.0,
                        help="seconds before a silent node counts as gone (default: %(default)s)")
     start.add_argument("--stop-timeout", type=float, default=10.0,
@@ -448,7 +450,8 @@ def _cluster_on_ray(args: argparse.Namespace, stop: threading.Event) -> int:
     except ImportError as exc:
         return _fail(str(exc), BAD_INPUT)
     try:
-        cluster = start_on_ray(args.nodes, args.target, address=args.ray, ticktime=args.ticktime)
+        cluster = start_on_ray(args.nodes, args.target, address=args.ray, cluster=args.host, ticktime=args.ticktime,
+                               cpus=args.cpus)
     except ClusterError as exc:
         return _fail(str(exc), FAILED)
     say(f"letitcrash: {len(cluster.names)} nodes up on Ray ({', '.join(cluster.names)}); Ctrl-C stops them")

@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
-from conftest import BOUND, arun, eventually
+from conftest import BOUND, ROOT, arun, eventually
 
 from actors import Node, NodeDown, RemoteName, new_creation
 from actors.placement import place
@@ -132,3 +134,25 @@ def test_every_node_places_keys_where_the_pure_function_does(cluster):
                 assert placed == [place(key, live) for key in keys]
             assert set(place(key, live) for key in keys) == set(live)  # all three nodes hold keys
     arun(main())
+
+
+def test_the_command_starts_nodes_on_a_running_ray_cluster_and_stops_them_on_ctrl_c(cluster):
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "letitcrash", "cluster", "start", "--ray", address, "--nodes", "2",
+               "--cpus", "0", "--host", "cli", "apps.cluster.demo:counter"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, "LETITCRASH_DEMO_INTERVAL": "0.2"})
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "clicked: the counter on n" in line:
+                break
+        assert "letitcrash: 2 nodes up on Ray (n1@cli, n2@cli); Ctrl-C stops them\n" in lines, lines
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=BOUND)
+        assert proc.returncode == 0 and "letitcrash: stopped 2 nodes" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(BOUND)
