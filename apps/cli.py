@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--ray", metavar="ADDRESS",
                        help="place the nodes on a Ray cluster instead (needs the 'cluster' extra): 'auto' (the one "
                        "running here or at $RAY_ADDRESS, else a new local one), 'local', or a head's HOST:PORT")
-    start.add_argument("--cpus", type=float, default=1.0, help="on Ray, the CPUs each node takes (default: %(default)s)")
+    start.add_argument("--cpus", type=float, default=1.0,
+                       help="on Ray, the CPUs each node takes (default: %(default)s)")
     start.add_argument("--host", default="localhost",
                        help="the host part of their names; on Ray, the cluster's name too (default: %(default)s)")
     start.add_argument("--ticktime", type=float, default=60.0,

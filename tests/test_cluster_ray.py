@@ -19,6 +19,7 @@ from conftest import BOUND, ROOT, arun, eventually
 
 from actors import Node, NodeDown, RemoteName, new_creation
 from actors.placement import place
+from apps.chat.router import HashRing
 
 ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not installed")
 from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
@@ -26,14 +27,16 @@ from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for the module, in one worker
 TESTS = Path(__file__).resolve().parent
 N1, N2 = "n1@letitcrash", "n2@letitcrash"
+SHARDS = 4  # chat shards: shard i on node i mod 2
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """A local Ray (2 CPUs) with two node hosts running `ray_app:start`."""
+    """A local Ray (2 CPUs) with two node hosts running `ray_app:start` (and the chat)."""
     with pytest.MonkeyPatch.context() as env:  # Ray's workers inherit this environment
         env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-        env.setenv("LETITCRASH_TEST_DATA", str(tmp_path_factory.mktemp("ray-nodes")))
+        env.setenv("LETITCRASH_DATA", str(tmp_path_factory.mktemp("ray-nodes")))
+        env.setenv("LETITCRASH_CHAT_SHARDS", str(SHARDS))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             made = start_on_ray(2, "ray_app:start", ready_timeout=BOUND)
@@ -156,3 +159,40 @@ def test_the_command_starts_nodes_on_a_running_ray_cluster_and_stops_them_on_ctr
         if proc.poll() is None:
             proc.kill()
             proc.wait(BOUND)
+
+
+def home_node(user: str) -> str:
+    return (N1, N2)[HashRing(SHARDS).owner(user) % 2]
+
+
+def test_the_chat_runs_across_nodes_through_a_node_kill_with_nothing_acknowledged_lost(cluster):
+    """alice (homed on n1) sends to bob (homed on n2) from a session on n1, retrying each
+    message with its client id until it is acknowledged; n2 is killed midway. bob, on a
+    session of n1 after n2's restart, gets every acknowledged message once, in order."""
+    alice = next(f"alice{i}" for i in range(100) if home_node(f"alice{i}") == N1)
+    bob = next(f"bob{i}" for i in range(100) if home_node(f"bob{i}") == N2)
+
+    async def main() -> None:
+        async with member(cluster) as node:
+            echo = RemoteName("echo", N1)
+            acknowledged = []
+            retries = 0
+            old = cluster.creation(N2)
+            for cid in range(24):
+                if cid == 8:
+                    cluster.kill(N2)
+                send = ("chat_send", alice, bob, cid, f"hello {cid}")
+                while (msg_id := await node.call(echo, send, BOUND)) == "retry":
+                    retries += 1
+                    await asyncio.sleep(0.05)
+                acknowledged.append(msg_id)
+            assert retries > 0 and cluster.creation(N2) != old  # some sends waited for n2's new incarnation
+
+            async def taken() -> list:
+                return await node.call(echo, ("chat_taken", bob), BOUND)
+            deadline = asyncio.get_running_loop().time() + BOUND
+            while len(got := await taken()) < len(acknowledged):
+                assert asyncio.get_running_loop().time() < deadline, (got, acknowledged)
+                await asyncio.sleep(0.1)
+            assert got == acknowledged
+    arun(main())

@@ -57,5 +57,5 @@ def test_simulated_nodes_agree_and_after_a_crash_only_the_crashed_nodes_keys_mov
     sim.run(3.0)
     after = {name: [node_for(sim.node(name), key) for key in keys] for name in ("a", "c")}
     assert after["a"] == after["c"]
-    assert all(new == old for old, new in zip(seen["a"], after["a"]) if old != "b")
+    assert all(new == old for old, new in zip(seen["a"], after["a"], strict=True) if old != "b")
     assert "b" not in after["a"] and "b" in seen["a"]

@@ -8,12 +8,13 @@ manager's host): it starts a real-time node and its distribution, the name serve
 (`actors.global_names`) and the process-group scope (`actors.pg`), awaits `listening(dist)`
 if given (a cluster manager publishes the node's address there, and returns the names of
 the nodes to meet), connects to the nodes it is told of (waiting for those not up yet, up
-to `connect_timeout`: the others connect to it when they start), runs the application's start function (`start(node)`;
-if it returns an awaitable, that is awaited), with `observer=PORT` serves the observer page
-(`apps.observer`, on loopback, its token derived from the cluster's secret; 0: any free
-port) and prints `node NAME observer at URL`, prints `node NAME up at ADDRESS`, and runs
-until it is told to stop (SIGTERM or SIGINT in `main`). Stopping shuts its processes
-down (their links and monitors across hear "shutdown"), then closes its connections.
+to `connect_timeout`: the others connect to it when they start), runs the application's
+start function (`start(node)`; if it returns an awaitable, that is awaited), with
+`observer=PORT` serves the observer page (`apps.observer`, on loopback, its token derived
+from the cluster's secret; 0: any free port) and prints `node NAME observer at URL`,
+prints `node NAME up at ADDRESS`, and runs until it is told to stop (SIGTERM or SIGINT in
+`main`). Stopping shuts its processes down (their links and monitors across hear
+"shutdown"), then closes its connections.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from actors.peers import Discovery
 log = logging.getLogger("apps.cluster")
 
 SECRET_VARIABLE = "LETITCRASH_SECRET"
+NODES_VARIABLE = "LETITCRASH_CLUSTER_NODES"  # the cluster's node names, comma-separated, where a launcher knows them
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -32,6 +32,8 @@ Contract:
   `RAY_health_check_failure_threshold` (default 5) plus `RAY_health_check_timeout_ms`,
   about 15 s; set on the head (`ray start --head` in its environment) to 500 / 2 / 500
   it is 1 to 2.5 s. A node's ticks (`ticktime`) bound the detection of a frozen one.
+- A start function finds the cluster's node names in `$LETITCRASH_CLUSTER_NODES`
+  (comma-separated; `apps.cluster.chat` places its shards on them).
 - The secret (Erlang's cookie) is made by the launcher and handed to the hosts in a Ray
   call: Ray's own RPC carries it, so a cluster on an untrusted network needs Ray's TLS.
 - Without Ray installed, importing this module raises an ImportError saying how to get it.
@@ -56,7 +58,7 @@ except ImportError:  # pragma: no cover - the message is what a user without Ray
 
 from actors import Distribution, Node, PeerTable
 
-from .host import load_target, run_node
+from .host import NODES_VARIABLE, load_target, run_node
 from .launcher import ClusterError
 
 log = logging.getLogger("apps.cluster.on_ray")
@@ -142,9 +144,10 @@ class NodeHost:
     def os_pid(self) -> int:
         return os.getpid()
 
-    def serve(self, name: str, secret: str, target: str | None, registry: Any, ticktime: float,
+    def serve(self, name: str, names: list[str], secret: str, target: str | None, registry: Any, ticktime: float,
               connect_timeout: float) -> str:
         """Run node `name` until `stop` (the launcher parks this call: its failure is Ray's death report)."""
+        os.environ[NODES_VARIABLE] = ",".join(names)  # this process's: the start function may read them
         start = load_target(target) if target else None
         self.creation = ray.get(registry.incarnation.remote(name))
         listen = f"tcp:{ray.util.get_node_ip_address()}:0"
@@ -203,8 +206,9 @@ class RayCluster:
         self.secret = secrets.token_hex(32)
         self.target, self.ticktime, self.cpus = target, ticktime, cpus
         self.max_restarts, self.restart_window, self.ready_timeout = max_restarts, restart_window, ready_timeout
+        first = int.from_bytes(os.urandom(3)) % MAX_CREATION + 1
         self.registry = ray.remote(Registry).options(name=f"letitcrash-registry-{cluster}", namespace=NAMESPACE,
-                                                     num_cpus=0).remote(int.from_bytes(os.urandom(3)) % MAX_CREATION + 1)
+                                                     num_cpus=0).remote(first)
         self.host_class = ray.remote(NodeHost).options(max_concurrency=8, num_cpus=cpus)
         self.hosts: dict[str, Host] = {}
         self.restarts: list[float] = []
@@ -225,7 +229,8 @@ class RayCluster:
 
     def launch(self, name: str) -> Host:
         actor = self.host_class.remote()
-        serving = actor.serve.remote(name, self.secret, self.target, self.registry, self.ticktime, self.ready_timeout)
+        serving = actor.serve.remote(name, self.names, self.secret, self.target, self.registry, self.ticktime,
+                                     self.ready_timeout)
         host = Host(name, actor, serving)
         with self.lock:
             self.hosts[name] = host
