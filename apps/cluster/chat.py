@@ -13,6 +13,11 @@ after a shard restarts; a node gone takes its names with it, and its shards are
 unavailable (the clients retry with the same client id) until the cluster layer starts it
 again and its shards come back from its store. Nothing acknowledged is lost: a send is
 acknowledged once the recipient's home shard has stored it.
+
+A store is a directory on the node's machine: on a cluster of machines, a node that Ray
+starts again on another machine finds its store only if $LETITCRASH_DATA is shared by the
+machines, or if the node is kept on its machine (Ray resources); else its shards start
+empty there (what they held waits on the old machine's disk).
 """
 from __future__ import annotations
 
