@@ -78,11 +78,16 @@ def resolver(node: Node) -> Any:
     return resolve
 
 
-def start(node: Node) -> ChatService:
-    """Start this node's part of the chat; returns its service (the client API)."""
-    config = ChatConfig(shards=int(os.environ.get("LETITCRASH_CHAT_SHARDS", "16")), nodes=cluster_nodes(node))
-    service = ChatService(node, Store(data_directory(node), node), config, resolve=resolver(node))
+def serve(node: Node, store: Store, config: ChatConfig) -> ChatService:
+    """Start this node's part of the chat (on `store`, its shards placed on `config.nodes`)."""
+    service = ChatService(node, store, config, resolve=resolver(node))
     service.start()
     router = service.router
     node.spawn(ShardNames, [router.name_of(i) for i in router.hosted_here()])
     return service
+
+
+def start(node: Node) -> ChatService:
+    """Start this node's part of the chat; returns its service (the client API)."""
+    config = ChatConfig(shards=int(os.environ.get("LETITCRASH_CHAT_SHARDS", "16")), nodes=cluster_nodes(node))
+    return serve(node, Store(data_directory(node), node), config)
