@@ -94,3 +94,7 @@ def start(node: Node) -> None:
     node.spawn(Supervisor, [ChildSpec("tally", Tally, args=(service.store, "tally"))],
                Flags(max_restarts=10, max_seconds=5))
     node.register("echo", node.spawn(Echo, service))
+
+
+def broken(node: Node) -> None:
+    raise ValueError("this application is misconfigured")

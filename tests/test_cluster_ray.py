@@ -22,7 +22,8 @@ from actors.placement import place
 from apps.chat.router import HashRing
 
 ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not installed")
-from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
+from apps.cluster import ClusterError  # noqa: E402
+from apps.cluster.on_ray import MAX_CREATION, RayCluster, Registry, start_on_ray  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for the module, in one worker
 TESTS = Path(__file__).resolve().parent
@@ -118,7 +119,10 @@ def test_rays_death_report_drops_a_node_its_streams_still_hold_and_the_stream_ad
             try:
                 cluster.report_down(N2, old)
                 await eventually(lambda: NodeDown(N2, "ray_reported_dead") in heard)
-                assert await node.call(RemoteName("echo", N1), "nodes", BOUND) == ["t@local"]  # n1 dropped it too
+                deadline = asyncio.get_running_loop().time() + BOUND  # n1 drops it too, told by a Ray call
+                while await node.call(RemoteName("echo", N1), "nodes", BOUND) != ["t@local"]:
+                    assert asyncio.get_running_loop().time() < deadline, "n1 still holds n2"
+                    await asyncio.sleep(0.05)
             finally:
                 cluster.kill(N2, signal.SIGKILL)
             await asyncio.to_thread(cluster.wait_incarnation, N2, old, BOUND)
@@ -196,3 +200,33 @@ def test_the_chat_runs_across_nodes_through_a_node_kill_with_nothing_acknowledge
                 await asyncio.sleep(0.1)
             assert got == acknowledged
     arun(main())
+
+
+def test_the_registry_never_gives_an_incarnation_twice_and_forgets_only_the_one_gone():
+    registry = Registry(MAX_CREATION - 1)
+    given = [registry.incarnation("n1@c") for _ in range(4)]
+    assert given == [MAX_CREATION - 1, MAX_CREATION, 1, 2]  # 20 bits, never 0
+    registry.publish("n1@c", 2, "tcp:10.0.0.1:4000")
+    registry.gone("n1@c", 1)  # an older life's report: the live one stays
+    assert registry.members() == {"n1@c": [2, "tcp:10.0.0.1:4000"]}
+    registry.gone("n1@c", 2)
+    assert registry.lookup("n1@c") is None and registry.members() == {}
+
+
+def test_a_node_past_its_restarts_stays_down(cluster):
+    other = start_on_ray(1, "ray_app:start", cluster="limit", cpus=0, max_restarts=0, ready_timeout=BOUND)
+    try:
+        old = other.creation("n1@limit")
+        other.kill("n1@limit")
+        with pytest.raises(ClusterError, match="n1@limit was not up again within 3"):
+            other.wait_incarnation("n1@limit", old, 3.0)
+        assert "n1@limit" not in other.hosts
+    finally:
+        other.stop(timeout=10.0)
+
+
+def test_a_start_function_that_fails_is_named_and_nothing_is_left_running(cluster):
+    with pytest.raises(ClusterError, match=r"n1@broken did not come up: .*ValueError: this application is misconf"):
+        start_on_ray(1, "ray_app:broken", cluster="broken", cpus=0, ready_timeout=BOUND)
+    with pytest.raises(ValueError):  # its registry went with it
+        ray.get_actor("letitcrash-registry-broken", namespace="letitcrash")

@@ -1,7 +1,7 @@
 """The chat application (`apps.chat`) across a cluster's nodes: a start function for
 `letitcrash cluster start --ray auto --nodes N apps.cluster.chat:start`.
 
-Each node runs a `ChatService` on its own LMDB store (`$LETITCRASH_DATA/NODE`, by default
+Each node runs a `ChatService` on its own LMDB store (`$LETITCRASH_DATA/NAME@HOST`, by default
 under the system's temporary directory) with the same `ChatConfig`: `shards` (16 unless
 $LETITCRASH_CHAT_SHARDS) placed on the cluster's nodes ($LETITCRASH_CLUSTER_NODES, which
 a Ray node host sets: shard i on node i mod N). Sessions may be on any node; a shard on
@@ -43,9 +43,9 @@ def cluster_nodes(node: Node) -> tuple[str, ...]:
 
 
 def data_directory(node: Node) -> str:
-    """Where `node` keeps its store: $LETITCRASH_DATA/NODE (a node restarted finds it there)."""
+    """Where `node` keeps its store: $LETITCRASH_DATA/NAME@HOST (a node restarted finds it there)."""
     root = os.environ.get("LETITCRASH_DATA") or os.path.join(tempfile.gettempdir(), "letitcrash-cluster-data")
-    path = os.path.join(root, node.name.partition("@")[0])
+    path = os.path.join(root, node.name)
     os.makedirs(path, exist_ok=True)
     return path
 

@@ -41,6 +41,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -164,7 +165,10 @@ class NodeHost:
                            connect_timeout=connect_timeout, stop=self.stop_event,
                            discovery=RegistryDiscovery(registry), listening=listening,
                            ready=lambda node, dist: self.up.set())
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except Exception as exc:  # the launcher reads it as text: Ray cannot carry every exception type
+            raise RuntimeError(f"node {name}: {type(exc).__name__}: {exc}") from None
         return "stopped"
 
     def wait_up(self, timeout: float) -> list | None:
@@ -176,12 +180,18 @@ class NodeHost:
 
     def peer_down(self, name: str, creation: int) -> None:
         """Ray reports node `name`'s incarnation `creation` dead."""
-        if self.loop is not None and self.dist is not None:
-            self.loop.call_soon_threadsafe(drop_incarnation, self.dist, name, creation, "ray_reported_dead")
+        if self.dist is not None:
+            self.on_loop(drop_incarnation, self.dist, name, creation, "ray_reported_dead")
 
     def stop(self) -> None:
-        if self.loop is not None and self.stop_event is not None:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
+        if self.stop_event is not None:
+            self.on_loop(self.stop_event.set)
+
+    def on_loop(self, fn: Any, *args: Any) -> None:
+        """Run `fn(*args)` on the node's loop, unless it has ended."""
+        if self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the node is gone already
+                self.loop.call_soon_threadsafe(fn, *args)
 
 
 # -- the launcher ----------------------------------------------------------------------------------
@@ -262,7 +272,8 @@ class RayCluster:
         except GetTimeoutError:
             return "still running"
         except Exception as exc:  # noqa: BLE001 - the application's start function failed: say how
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps what `serve` raised
+            return f"{type(cause).__name__}: {cause}"
 
     # -- Ray's death reports, and restarts -----------------------------------------------------------
 
