@@ -446,6 +446,8 @@ def _cluster_start(args: argparse.Namespace) -> int:
 def _cluster_on_ray(args: argparse.Namespace, stop: threading.Event) -> int:
     from apps.cluster import ClusterError
     from apps.cluster.launcher import say
+    if args.observer is not None:
+        return _fail("--observer is for nodes on this machine, not with --ray", BAD_INPUT)
     try:
         from apps.cluster.on_ray import start_on_ray
     except ImportError as exc:
