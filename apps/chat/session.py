@@ -29,7 +29,12 @@ closes the session when they stop. The session traps exits: when its home shard 
 down it attaches to the next incarnation, whose pushes start over from the first
 unconfirmed item (the device drops what it already took). A shard on another node that
 dies with its exit signal lost on the way still reaches the session, as `noconnection`
-(the kernel keeps Erlang's link semantics).
+(the kernel keeps Erlang's link semantics). The shard dismisses a session it no longer
+has (its device connected again, or was unlinked) by an exit signal over the link it
+keeps, `(DISMISSED, why)`: the session closes, telling its device why. A cast could be
+lost, leaving the session believing it is attached (and, unlinked, deaf to the shard's
+end); a signal is lost only with the connection, and then the link's `noconnection`
+has the session attach again, to be told then.
 """
 from __future__ import annotations
 
@@ -51,6 +56,8 @@ REFUSED = ("$chat.refused",)
 MAX_WAITING = 8  # callers of `attached` waiting for the outcome at most
 ATTACHED = ("acked", "seq", "devices", "new", "linked")
 """The fields of the shard's answer to an attach (a tuple: sessions are many)."""
+DISMISSED = "$chat.dismissed"
+"""A shard's exit signal `(DISMISSED, why)` tells an attached session it is no longer."""
 
 
 class Hub:
@@ -127,6 +134,9 @@ class Session(GenServer):
 
     def handle_info(self, msg: Any) -> Any:
         if type(msg) is Exit:
+            reason = msg.reason
+            if type(reason) is tuple and len(reason) == 2 and reason[0] == DISMISSED:
+                return self._close(reason[1])  # replaced or unlinked: the device hears why
             if msg.pid == self.home:
                 self.home = None
                 self.send_after(self.hub.router.config.resend_after, self.pid, ATTACH)

@@ -19,7 +19,8 @@ Requests (calls answer a value, or an error object the client API raises):
   (`apps.chat.protocol`), sent to it directly. A device not linked yet is linked (a
   stored event; `new`), starting where the user's first device is (see
   `apps.chat.store`), unless the user has `max_devices` linked: `QuotaExceeded`. An
-  older session of the same device is closed ("replaced"); the user's other devices
+  older session of the same device is closed ("replaced", by an exit signal that a
+  lost message cannot leave unsaid: see `apps.chat.session`); the user's other devices
   stay. A session attaching `again` (its shard went down) is answered "replaced" if
   another session of its device is attached (that one is newer), and "unlinked" if its
   device was unlinked meanwhile. The shard links to the session (both trap exits): the
@@ -83,6 +84,7 @@ from .config import ChatConfig
 from .errors import BadRequest, ChatError, Forbidden, Overloaded, QuotaExceeded
 from .protocol import PRESENCE, check_contacts, check_message, check_name, push_record
 from .router import Router
+from .session import DISMISSED
 
 log = logging.getLogger("apps.chat")
 TICK = ("$chat.tick",)
@@ -293,9 +295,8 @@ class Shard(EventSourcedServer):
                 return "unlinked"  # dropped while its session was away: it links again
             dev = self._link(user, device)
         if dev.session not in (None, session):  # the device connected again: its older session goes
-            self.unlink(dev.session)
+            self._dismiss(dev.session, "replaced")
             del self.by_pid[dev.session]
-            self.cast(dev.session, ("close", "replaced"))
             dev.session = None
         now = self.now()
         if dev.session is None:
@@ -338,9 +339,16 @@ class Shard(EventSourcedServer):
             if dev.session not in (None, but):
                 self.cast(dev.session, ("devices", len(devs)))
 
+    def _dismiss(self, session: Pid, reason: str) -> None:
+        """Tell an attached session it is no longer (`reason`: "replaced", "unlinked"), by
+        an exit signal, keeping the link: a cast may be lost, and a signal only with the
+        connection, which the link then reports to the session ("noconnection": it
+        attaches again, and hears it then). Its exit later comes here as a stranger's."""
+        self.exit(session, (DISMISSED, reason))
+
     def _detach(self, dev: book.Device) -> bool:
-        """Forget an attached device's session; True if it was its user's last."""
-        self.unlink(dev.session)
+        """Forget an attached device's session (gone, or dismissed); True if it was its
+        user's last."""
         del self.by_pid[dev.session]
         dev.session = dev.outlet = None
         if any(other.session is not None for other in self.data["devices"][dev.user]):
@@ -496,7 +504,7 @@ class Shard(EventSourcedServer):
             names = ", ".join(repr(dev.name) for dev in self.data["devices"].get(user, ())[:SHOWN_DEVICES])
             raise BadRequest(f"{user!r} has no device {device!r} linked (linked: {names or 'none'})")
         if dev.session is not None:
-            self.cast(dev.session, ("close", "unlinked"))
+            self._dismiss(dev.session, "unlinked")
             if self._detach(dev):
                 self._persist([book.E_SEEN, user, self.now()])
                 self._broadcast(user, "offline")
