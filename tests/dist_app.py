@@ -95,3 +95,9 @@ def start(node: Any) -> None:
     for name, server in (("echo", Echo), ("silent", Silent), ("lab", Lab)):
         node.register(name, node.spawn(server))
 
+
+
+def observed(node: Any) -> None:
+    """`start`, and a supervised "kept" echo: what an observer kills to see it restarted."""
+    start(node)
+    node.spawn(Supervisor, [ChildSpec("kept", Echo, options={"name": "kept"})], Flags(max_restarts=10, max_seconds=5))

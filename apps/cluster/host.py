@@ -5,7 +5,8 @@
 
 `run_node` is the same from Python (the laptop launcher, `letitcrash node`, or a cluster
 manager's host): it starts a real-time node and its distribution, the name server
-(`actors.global_names`) and the process-group scope (`actors.pg`), awaits `listening(dist)`
+(`actors.global_names`), the process-group scope (`actors.pg`) and the observer's agent
+(`apps.observer.remote`: `letitcrash observe --cluster` asks it), awaits `listening(dist)`
 if given (a cluster manager publishes the node's address there, and returns the names of
 the nodes to meet), connects to the nodes it is told of (waiting for those not up yet, up
 to `connect_timeout`: the others connect to it when they start), runs the application's
@@ -32,6 +33,7 @@ from typing import Any, Awaitable, Callable
 
 from actors import Distribution, Node, PeerTable, global_names, new_creation, pg
 from actors.peers import Discovery
+from apps.observer.remote import serve_agent
 
 log = logging.getLogger("apps.cluster")
 
@@ -72,6 +74,7 @@ async def run_node(name: str, *, secret: bytes | str, start: Callable[[Node], An
         try:
             global_names.start(node)
             pg.start(node)
+            serve_agent(node)
             names = list(peers or {}) + (await listening(dist) if listening is not None else [])
             await _meet(dist, [p for p in names if p != name], connect or [], connect_timeout)
             if start is not None:

@@ -36,6 +36,10 @@ class Local:
         self._session: Session | None = None
 
     async def ask(self, op: str, args: dict[str, Any]) -> Any:
+        return self.answer(op, args)
+
+    def answer(self, op: str, args: dict[str, Any]) -> Any:
+        """`ask`, at once (on the node's thread): the agent's answers never wait."""
         if op not in OPS or op in STREAMS:
             raise OpError(f"unknown op {op!r:.40}; ops: {', '.join(o for o in OPS if o not in STREAMS)}")
         method = getattr(self.agent, op)

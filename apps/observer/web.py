@@ -8,6 +8,8 @@ Routes (every /api route and /metrics need the token: `Authorization: Bearer <to
 or `?token=<token>` where a browser cannot set a header, as EventSource cannot):
 
     GET  /                      the page (index.html, observer.js, observer.css under /static)
+    GET  /api/nodes             {"nodes": [...]}: the nodes this page can show (one, or a
+                                cluster's, `apps.observer.remote.Cluster`)
     GET  /api/{op}              overview, tree, processes, process, crashes: JSON; query
                                 parameters are the op's arguments (apps.observer.protocol)
     GET  /api/events            server-sent events: "overview" and "processes" every second,
@@ -18,6 +20,9 @@ or `?token=<token>` where a browser cannot set a header, as EventSource cannot):
     POST /api/kill              {"pid": "<node.7>"}: the token must be in the header
                                 (a page on another site cannot send it), never the query
     GET  /metrics               Prometheus text
+
+Every route but /api/nodes takes `node=NAME` (default: the first node) to pick one node
+of a cluster; a single node's page takes only its own name.
 
 A wrong or missing token is answered 401 before anything else; the comparison is in
 constant time. The page keeps the token it was opened with (`/?token=...`) in the tab's
@@ -49,7 +54,8 @@ STREAMS = web.AppKey("streams", set)
 
 
 def make_app(source: Any, node_name: str, token: str) -> web.Application:
-    """The observer's aiohttp application over `source` (`Local` or an attach `Client`)."""
+    """The observer's aiohttp application over `source` (`Local`, an attach `Client`, or a
+    `Cluster`: a source per node, by `at(name)`)."""
     if len(token) < 16:
         raise ValueError("the observer's token must have at least 16 characters")
     app = web.Application(middlewares=[_guard])
@@ -59,6 +65,7 @@ def make_app(source: Any, node_name: str, token: str) -> web.Application:
     app.router.add_get("/api/events", _events)
     app.router.add_get("/api/trace", _trace)
     app.router.add_post("/api/kill", _kill)
+    app.router.add_get("/api/nodes", _nodes)
     app.router.add_get("/api/{op}", _read)
     app.router.add_get("/metrics", _metrics)
     app.on_shutdown.append(_close_streams)
@@ -106,7 +113,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
 def _op_args(query: Any) -> dict[str, Any]:
     args: dict[str, Any] = {}
     for key, value in query.items():
-        if key == "token":
+        if key in ("token", "node"):
             continue
         try:
             args[key] = int(value) if key in INT_ARGS else float(value) if key in FLOAT_ARGS else value
@@ -115,11 +122,30 @@ def _op_args(query: Any) -> dict[str, Any]:
     return args
 
 
+def _source(request: web.Request) -> Any:
+    """The source of the node the request names (`?node=`), OpError if there is none."""
+    source, name = request.app[SOURCE], request.query.get("node")
+    if hasattr(source, "at"):
+        return source.at(name)
+    if name not in (None, request.app[NODE]):
+        raise OpError(f"this page shows node {request.app[NODE]} only, not {name!r:.80}")
+    return source
+
+
+def _node_names(request: web.Request) -> list[str]:
+    source = request.app[SOURCE]
+    return source.nodes() if hasattr(source, "at") else [request.app[NODE]]
+
+
+async def _nodes(request: web.Request) -> web.Response:
+    return web.json_response({"nodes": _node_names(request)})
+
+
 async def _read(request: web.Request) -> web.Response:
     op = request.match_info["op"]
     if op not in READ_OPS:
         return web.json_response({"error": f"no such view {op!r:.40}; views: {', '.join(READ_OPS)}"}, status=404)
-    value = await request.app[SOURCE].ask(op, _op_args(request.query))
+    value = await _source(request).ask(op, _op_args(request.query))
     if op == "process" and value is None:
         return web.json_response({"error": "no such process (it has exited)"}, status=404)
     return web.json_response(value)
@@ -132,12 +158,12 @@ async def _kill(request: web.Request) -> web.Response:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("pid"), str):
         return web.json_response({"error": 'send {"pid": "<node.serial>"}'}, status=400)
-    killed = await request.app[SOURCE].ask("kill", {"pid": body["pid"]})
+    killed = await _source(request).ask("kill", {"pid": body["pid"]})
     return web.json_response({"killed": killed}, status=200 if killed else 404)
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    text = await request.app[SOURCE].ask("metrics", {})
+    text = await _source(request).ask("metrics", {})
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -169,13 +195,14 @@ class _EventStream:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    source = request.app[SOURCE]
+    source = _source(request)
     table = _op_args(request.query)
     max_children = table.pop("max_children", 20)
     table.setdefault("limit", 50)
     stream = _EventStream(request)
     async with stream:
-        await stream.send("hello", {"node": request.app[NODE]})
+        await stream.send("hello", {"node": getattr(source, "target", request.app[NODE]),
+                                    "nodes": _node_names(request)})
 
         async def crashes() -> None:
             async for kind, report in source.stream("watch", {}):
@@ -199,7 +226,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 
 async def _trace(request: web.Request) -> web.StreamResponse:
-    source = request.app[SOURCE]
+    source = _source(request)
     args = _op_args(request.query)
     stream = _EventStream(request)
     async with stream:

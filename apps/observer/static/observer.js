@@ -14,11 +14,14 @@ const el = (tag, cls, text) => {
   if (text !== undefined && text !== null) e.textContent = text;
   return e;
 };
-const api = (path, opts = {}) => fetch(path, {
+// the node shown (a cluster's page: picked in the header; null: the first, or the only one)
+const onNode = (path) => view.node === null ? path
+  : path + (path.includes("?") ? "&" : "?") + "node=" + encodeURIComponent(view.node);
+const api = (path, opts = {}) => fetch(onNode(path), {
   ...opts, headers: { ...(opts.headers || {}), Authorization: "Bearer " + token },
 });
 
-const view = { sort: "mailbox", limit: 50, query: "", history: [], open: new Map(), detail: null, crashes: new Set() };
+const view = { node: null, sort: "mailbox", limit: 50, query: "", history: [], open: new Map(), detail: null, crashes: new Set() };
 let events = null;
 
 // -- the stream ------------------------------------------------------------------------------
@@ -26,8 +29,8 @@ let events = null;
 function connect() {
   if (events) events.close();
   const q = new URLSearchParams({ token, sort: view.sort, limit: view.limit, query: view.query });
-  events = new EventSource("/api/events?" + q);
-  events.addEventListener("hello", (e) => { $("node").textContent = JSON.parse(e.data).node; });
+  events = new EventSource(onNode("/api/events?" + q));
+  events.addEventListener("hello", (e) => hello(JSON.parse(e.data)));
   events.addEventListener("overview", (e) => overview(JSON.parse(e.data)));
   events.addEventListener("processes", (e) => processes(JSON.parse(e.data)));
   events.addEventListener("tree", (e) => tree(JSON.parse(e.data)));
@@ -35,6 +38,24 @@ function connect() {
   events.onopen = () => { $("live").textContent = "live"; $("live").classList.remove("off"); };
   events.onerror = () => { $("live").textContent = "offline"; $("live").classList.add("off"); };
 }
+
+function hello(h) {
+  $("node").textContent = h.node;
+  const pick = $("nodes");
+  pick.hidden = h.nodes.length < 2;
+  pick.replaceChildren(...h.nodes.map((n) => el("option", "", n)));
+  pick.value = h.node;
+}
+
+$("nodes").addEventListener("change", () => {
+  view.node = $("nodes").value;
+  view.history = [];
+  view.crashes.clear();
+  $("crashes").replaceChildren();
+  view.detail = null;
+  $("detail").hidden = true;
+  connect();
+});
 
 // -- node overview and charts ----------------------------------------------------------------
 
@@ -243,7 +264,7 @@ $("trace").addEventListener("click", () => {
   out.textContent = "";
   const q = new URLSearchParams({ token, target: view.detail,
     max_events: $("t-events").value, seconds: $("t-seconds").value });
-  tracing = new EventSource("/api/trace?" + q);
+  tracing = new EventSource(onNode("/api/trace?" + q));
   tracing.addEventListener("trace", (e) => {
     const t = JSON.parse(e.data);
     out.textContent += `${t.at.toFixed(3)} ${t.pid} ${t.event}${t.detail ? " " + t.detail : ""}\n`;
