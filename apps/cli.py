@@ -120,11 +120,16 @@ def _parser() -> argparse.ArgumentParser:
                        ("remsh", "a Python shell running inside a running node")):
         attached = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, attached "
                                   "through the socket its `letitcrash serve --attach` opened.")
-        attached.add_argument("node", metavar="NODE", help="the node's data directory, its attach socket "
-                              "path, or HOST:PORT of a TCP attach server")
-        attached.add_argument("--secret-file", help="the attach secret (default: DATA/observer.secret)")
+        attached.add_argument("node", metavar="NODE", nargs="?" if name == "observe" else None,
+                              help="the node's data directory, its attach socket path, or HOST:PORT of a "
+                              "TCP attach server")
+        attached.add_argument("--secret-file", help="the attach secret (default: DATA/observer.secret); with "
+                              f"--cluster, the cluster's (default: $LETITCRASH_SECRET, else {home}/cookie)")
         attached.set_defaults(func=_observe if name == "observe" else _remsh)
     observe = sub.choices["observe"]
+    observe.add_argument("--cluster", metavar="ADDRESS", help="instead of NODE: join the cluster whose node "
+                         "listens at ADDRESS (HOST:PORT or unix:PATH) over distribution and show any of its "
+                         "nodes (each runs the agent); the remote shell stays on the attach socket")
     observe.add_argument("--port", type=lambda text: _port(text, 0), default=8090,
                          help="the page's port (default: %(default)s; 0: any free one)")
     observe.add_argument("--host", default="127.0.0.1", help="the page's address (default: %(default)s)")
@@ -330,6 +335,11 @@ def _observe(args: argparse.Namespace) -> int:
 
     from apps.observer.web import serve_web
 
+    if (args.node is None) == (args.cluster is None):
+        return _fail("observe takes NODE or --cluster ADDRESS (one of them)", BAD_INPUT)
+    if args.cluster is not None:
+        return _guarded(lambda: asyncio.run(_observe_cluster(args, secrets.token_hex(16))))
+
     async def run() -> int:
         client = await _attach(args)
         token = secrets.token_hex(16)
@@ -344,6 +354,32 @@ def _observe(args: argparse.Namespace) -> int:
             await client.close()
 
     return _guarded(lambda: asyncio.run(run()))
+
+
+async def _observe_cluster(args: argparse.Namespace, token: str) -> int:
+    """The page of a cluster, from a node that joins it (`apps.observer.remote`)."""
+    from apps.cluster.host import SECRET_VARIABLE
+    from apps.observer.remote import Cluster, join
+    from apps.observer.web import serve_web
+    from apps.server.auth import load_secret
+
+    secret = os.environ.get(SECRET_VARIABLE) or load_secret(args.secret_file or
+                                                            os.path.join(data_home(), "cookie"))
+    address = args.cluster if args.cluster.startswith(("tcp:", "unix:")) else f"tcp:{args.cluster}"
+    node, dist = await join(address, secret)
+    try:
+        runner, port = await serve_web(Cluster(node), node.name, host=args.host, port=args.port, token=token)
+        print(f"letitcrash: observing {', '.join(node.nodes())} on http://{args.host}:{port}/?token={token}",
+              flush=True)
+        try:
+            while node.nodes():
+                await asyncio.sleep(0.5)
+            return _fail(f"every node of the cluster at {args.cluster} went away", FAILED)
+        finally:
+            await runner.cleanup()
+    finally:
+        await dist.stop()
+        await node.stop()
 
 
 def _remsh(args: argparse.Namespace) -> int:

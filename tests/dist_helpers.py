@@ -1,19 +1,25 @@
-"""What the distribution tests share: nodes with a distribution on one event loop, and a
-hand-written peer that speaks the wire byte by byte (to be a bad one)."""
+"""What the distribution tests share: nodes with a distribution on one event loop, a
+hand-written peer that speaks the wire byte by byte (to be a bad one), and a cluster of
+node processes (the laptop launcher)."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-from typing import Any, AsyncIterator
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
 
 import msgpack
+import pytest
+from conftest import BOUND
 
 from actors import Distribution, Node
 from actors.handshake import NONCE, VERSION, digest
 from actors.wire import frame
+from apps.cluster import Cluster, start
 
 SECRET = b"test secret"
+TESTS = Path(__file__).resolve().parent
 
 
 @contextlib.asynccontextmanager
@@ -92,3 +98,21 @@ class RawPeer:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@contextlib.contextmanager
+def cluster(nodes: int, ticktime: float = 60.0, target: str = "dist_app:start") -> Iterator[Cluster]:
+    """`nodes` node processes running `target` (of `dist_app`); their output is kept in `cluster.lines`."""
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        made = start(nodes, target, ticktime=ticktime, ready_timeout=BOUND,
+                     on_line=lambda name, line: lines.append(f"[{name}] {line}"))
+    made.lines = lines  # type: ignore[attr-defined]
+    try:
+        yield made
+    except BaseException:
+        print("\n".join(lines))  # shown with the failure
+        raise
+    finally:
+        made.stop(timeout=5.0)

@@ -6,38 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 from conftest import BOUND, arun, eventually
 
 from actors import (NOCONNECTION, Distribution, Down, Exit, Node, NodeDown, NoProc, PeerTable, RemoteName,
                     global_names, new_creation)
-from apps.cluster import Cluster, start
+from apps.cluster import Cluster
+from dist_helpers import cluster
 
-TESTS = Path(__file__).resolve().parent
 ME = "t@localhost"
-
-
-@contextlib.contextmanager
-def cluster(nodes: int, ticktime: float = 60.0) -> Iterator[Cluster]:
-    """`nodes` node processes running `dist_app:start`; their output is kept in `cluster.lines`."""
-    lines: list[str] = []
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-        made = start(nodes, "dist_app:start", ticktime=ticktime, ready_timeout=BOUND,
-                     on_line=lambda name, line: lines.append(f"[{name}] {line}"))
-    made.lines = lines  # type: ignore[attr-defined]
-    try:
-        yield made
-    except BaseException:
-        print("\n".join(lines))  # shown with the failure
-        raise
-    finally:
-        made.stop(timeout=5.0)
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 from actors import ActorError, Distribution, Down, GenServer, Node, Pid, RemoteName, new_creation
@@ -66,7 +67,7 @@ class AgentServer(GenServer):
         probe = self.local.agent.probe
         if op == "watch":
             probe.on_crash(out.event)
-            stop: Callable[[], None] = lambda: probe.on_crash(out.event, remove=True)
+            stop: Callable[[], None] = partial(probe.on_crash, out.event, remove=True)
         elif op == "trace":
             if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
                 raise OpError("trace takes a map of arguments: target, max_events, seconds")
