@@ -11,6 +11,7 @@
     letitcrash serve --data data --observer 8090 --attach   # the observer page, data/attach.sock
     letitcrash remsh data                        # a Python shell inside the running node
     letitcrash observe data --port 8091          # the observer page, served from outside
+    letitcrash observe --cluster 127.0.0.1:4370  # every node of a cluster, over distribution
 
 Files live in one per-user directory by default (`data_home()`): the server's store and
 secret, and each chat client's small local state next to the secret it reads, so

@@ -20,13 +20,20 @@ OS processes, authenticated with `secret` (challenge and HMAC; see `protocol`).
     letitcrash serve --data data --observer 8090          # the page, and data/attach.sock
     letitcrash remsh data                                  # Python inside the running node
     letitcrash observe data --port 8091                    # the page, from another process
+    letitcrash observe --cluster 127.0.0.1:4370            # any node of a cluster, by distribution
+
+Every node of a cluster (`apps.cluster`) runs the agent behind a registered process, and
+`letitcrash observe --cluster` asks it from a node that joins the cluster (`remote`: the
+same ops, the crash stream and tracing as messages; the remote shell stays on the attach
+socket).
 
 Tracing, bounded as `recon_trace` is: `trace(node, "counter", max_events=20, seconds=5)`
 (the API), `trace("counter")` in the remote shell, the Trace button on the page.
 
 Modules: `probe` (the one adapter to the kernel), `agent` (the answers), `trace`,
 `shell`, `metrics`, `protocol` (the attach protocol's message set), `attach` (its server
-and client), `source` (local or attached, for the page), `web` (the aiohttp app), `static/`.
+and client), `source` (local or attached, for the page), `remote` (the agent over
+distribution, and a cluster's source), `web` (the aiohttp app), `static/`.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 Frames. Each message is one msgpack map (the kernel codec: pids travel as pids), framed
 by a 4-byte big-endian length; a frame longer than `MAX_FRAME` ends the connection. The
-protocol assumes an ordered, reliable byte stream (a Unix socket, TCP on loopback), and
-is meant to ride later inside the node-to-node connection: its messages are the payload,
-its framing and handshake are what a node-to-node transport would replace.
+protocol assumes an ordered, reliable byte stream (a Unix socket, TCP on loopback). Over
+distribution the same ops travel as calls to each node's agent process instead
+(`apps.observer.remote`): the distribution's framing and handshake replace these.
 
 Handshake (challenge and HMAC-SHA256; the secret never crosses the wire; each side proves
 it holds the secret, so a client never sends code to an impostor):
