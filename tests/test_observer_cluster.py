@@ -1,16 +1,21 @@
 """`letitcrash observe --cluster`: a node that joins a cluster of real node processes over
 distribution and shows any of its nodes (each runs the observer's agent), through the
-page's own HTTP API and in-process through `apps.observer.remote`."""
+page's own HTTP API, in-process through `apps.observer.remote`, and in a real browser
+(the node picker)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import select
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from typing import Iterator
 
 import pytest
 from conftest import BOUND, arun
@@ -115,3 +120,63 @@ def test_a_trace_streams_over_distribution_and_eval_and_a_wrong_secret_are_refus
             await dist.stop()
             await node.stop()
     arun(scenario())
+
+
+@contextlib.contextmanager
+def cluster_page(two_nodes) -> Iterator[str]:
+    """The page of `two_nodes` (`Cluster` source) served by a joined node on a thread of its
+    own (a browser driven from this thread must not share its loop): yields its URL."""
+    from apps.observer.web import serve_web
+
+    url: list[str] = []
+    up, stop = threading.Event(), []
+
+    async def serve() -> None:
+        node, dist = await join(two_nodes.addresses[N1], two_nodes.secret)
+        runner, port = await serve_web(Cluster(node), node.name, host="127.0.0.1", port=0, token="t" * 16)
+        done, loop = asyncio.Event(), asyncio.get_running_loop()
+        stop.append(lambda: loop.call_soon_threadsafe(done.set))
+        url.append(f"http://127.0.0.1:{port}/?token={'t' * 16}")
+        up.set()
+        try:
+            await done.wait()
+        finally:
+            await runner.cleanup()
+            await dist.stop()
+            await node.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert up.wait(BOUND), "the page did not start"
+    try:
+        yield url[0]
+    finally:
+        stop[0]()
+        thread.join(BOUND)
+
+
+def test_the_page_picks_a_node_of_the_cluster_in_a_real_browser(two_nodes):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+    from test_observer_browser import CHROMIUM, FLAGS, TIMEOUT_MS
+
+    if CHROMIUM is None:
+        pytest.skip("no chromium on this machine (.ci/run installs it)")
+    with cluster_page(two_nodes) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            errors: list = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url, timeout=TIMEOUT_MS)
+            kept = page.locator("#tree li[data-id='kept']")
+            sync_api.expect(page.locator("#node")).to_have_text(N1, timeout=TIMEOUT_MS)
+            sync_api.expect(kept).to_have_attribute("data-pid", re.compile(f"^<{N1}\\."), timeout=TIMEOUT_MS)
+            page.select_option("#nodes", N2)
+            sync_api.expect(page.locator("#node")).to_have_text(N2, timeout=TIMEOUT_MS)
+            sync_api.expect(kept).to_have_attribute("data-pid", re.compile(f"^<{N2}\\."), timeout=TIMEOUT_MS)
+            page.locator("#processes tbody tr", has_text="kept").first.click()
+            sync_api.expect(page.locator("#d-title")).to_contain_text(f"<{N2}.", timeout=TIMEOUT_MS)
+            sync_api.expect(page.locator("dd[data-field='status']")).not_to_have_text("–", timeout=TIMEOUT_MS)
+            assert errors == []
+        finally:
+            browser.close()
