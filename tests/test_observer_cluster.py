@@ -51,6 +51,14 @@ def kept(base: str, token: str, node: str) -> str:
     return row["pid"]
 
 
+def kept_restarts(base: str, token: str) -> int:
+    """How often node n2's supervisor has restarted "kept", from the page's tree."""
+    status, body = get(f"{base}/api/tree?node={N2}", token)
+    (supervisor,) = json.loads(body)
+    (child,) = supervisor["children"]
+    return child["restarts"]
+
+
 def test_the_page_shows_every_node_and_a_kill_there_is_a_restart(two_nodes):
     proc = observe(two_nodes)
     try:
@@ -68,7 +76,7 @@ def test_the_page_shows_every_node_and_a_kill_there_is_a_restart(two_nodes):
         status, body = get(base + "/api/overview?node=n9@localhost", token)
         assert status == 400 and "no node 'n9@localhost'" in json.loads(body)["error"]
 
-        before, other = kept(base, token, N2), kept(base, token, N1)
+        before, other, restarts = kept(base, token, N2), kept(base, token, N1), kept_restarts(base, token)
         kill = urllib.request.Request(f"{base}/api/kill?node={N2}", data=json.dumps({"pid": before}).encode(),
                                       headers={"Authorization": f"Bearer {token}"}, method="POST")
         with urllib.request.urlopen(kill, timeout=BOUND) as response:
@@ -79,15 +87,13 @@ def test_the_page_shows_every_node_and_a_kill_there_is_a_restart(two_nodes):
         restarted = kept(base, token, N2)
         assert restarted != before and restarted.startswith(f"<{N2}.")  # its supervisor started a new one
         assert kept(base, token, N1) == other
-        status, body = get(f"{base}/api/tree?node={N2}", token)
-        (supervisor,) = json.loads(body)
-        assert [(c["name"], c["restarts"]) for c in supervisor["children"]] == [("kept", 1)]
+        assert kept_restarts(base, token) == restarts + 1
     finally:
         proc.terminate()
         proc.wait(timeout=START_TIMEOUT)
 
 
-def test_a_trace_streams_over_distribution_and_eval_and_a_wrong_secret_are_refused(two_nodes):
+def test_crashes_and_a_trace_stream_over_distribution_and_eval_and_a_wrong_secret_are_refused(two_nodes):
     async def scenario() -> None:
         with pytest.raises(ConnectionError, match=f"the cluster at {two_nodes.addresses[N2]} refused this node: "
                            "the secret is wrong"):
@@ -111,6 +117,17 @@ def test_a_trace_streams_over_distribution_and_eval_and_a_wrong_secret_are_refus
             reading.result()
             assert [kind for kind, _ in got] == ["event", "event", "ok"] and got[-1][1] == 2
             assert got[0][1]["event"] == "receive" and got[0][1]["pid"].startswith(f"<{N2}.")
+            # A crash on n2 (a cast "kept" cannot take) reaches the crash stream as it happens.
+            reports = source.stream("watch", {})
+            first = asyncio.ensure_future(reports.__anext__())
+            for _ in range(5):  # the stream is subscribed within a round trip: a few tries, bounded
+                node.cast(RemoteName("kept", N2), "not a (sender, i) pair")
+                await asyncio.wait({first}, timeout=0.5)
+                if first.done():
+                    break
+            kind, report = first.result()
+            assert kind == "event" and report["pid"].startswith(f"<{N2}.") and "unpack" in report["reason"]
+            await reports.aclose()
             with pytest.raises(OpError, match="letitcrash remsh"):
                 async for _ in source.stream("eval", {"code": "1"}):
                     pass
