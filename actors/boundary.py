@@ -8,8 +8,8 @@ a `Node` or a bound method, so a socket can carry it (msgpack, see `actors.codec
 |---------------|----------------------------------------|---------------------------------------------|
 | `send`        | `Send(to, msg)`                        | a plain message to `to` (a pid or a name)   |
 | `cast`        | `Cast(to, msg)`                        | a message to a GenServer's `handle_cast`    |
-| `call`        | `CallRequest(to, caller, tag, request)`| a call; its `From` is `(caller, tag)`       |
-| `reply`       | `Reply(to, tag, value)`                | the reply to the call `tag` of `to`         |
+| `call`        | `CallRequest(to, caller, tag, monitor, request)` | a call; its `From` is `(caller, tag)` |
+| `reply`       | `Reply(to, tag, ended, value)`         | the reply to the call `tag` of `to`         |
 | `exit`        | `ExitSignal(to, sender, reason)`       | Erlang's `exit(to, reason)`                 |
 | `linked_exit` | `LinkedExit(to, sender, reason)`       | `sender`, linked to `to`, exited            |
 | `link`        | `Link(to, sender)`                     | record the link on `to`'s side              |
@@ -24,9 +24,14 @@ call's tag; a call's monitor has that tag as its `ref`.
 As in Erlang, links and monitors across nodes are recorded on each side by pid: setting
 one up is a `link`/`monitor` signal the far node applies to its own tables, answered
 with a `linked_exit`/`down` with reason "noproc" when there is no such process there. A
-call is a monitor and a request (gen:call's order): `From` is `(caller pid, tag)`, a
-reply goes to the tag's node, and the caller's node takes the monitor down when the
-call ends (a reply, a timeout, the caller's exit).
+call is a monitor and a request (gen:call's order), and both cross as one delivery: a
+`call` with `monitor` set, whose node sets the monitor up on arrival (or answers with
+"noproc") before the request reaches the server. `From` is `(caller pid, tag)` and a
+reply goes to the tag's node. A reply sent from the node that holds the call's monitor
+drops it there and says so (`ended`), so the call costs two deliveries on the wire;
+when the call ends any other way (a timeout, the caller's exit, a reply from elsewhere:
+a forwarded call's, whose `call` carries no monitor), the caller's node sends a
+`demonitor`.
 
 Deliveries leave through `node.transport(node, dst_name, delivery)` when one is installed
 (the simulator's network; a wire), else through the connection to that node. A node
@@ -85,19 +90,24 @@ class Cast(NamedTuple):
 
 
 class CallRequest(NamedTuple):
-    """A call of `to`; the caller is `(caller pid or None, tag)` (its `From`)."""
+    """A call of `to`; the caller is `(caller pid or None, tag)` (its `From`). With
+    `monitor`, it carries the call's monitor, set up under `tag` on arrival (a forwarded
+    call carries none: the monitor stays where the caller sent it)."""
 
     to: Any
     caller: Pid | None
     tag: Ref
+    monitor: bool
     request: Any
 
 
 class Reply(NamedTuple):
-    """The reply to call `tag` of `to` (None: a caller outside any process)."""
+    """The reply to call `tag` of `to` (None: a caller outside any process); `ended`: the
+    call's monitor was dropped by the node sending it (no `demonitor` needed)."""
 
     to: Pid | None
     tag: Ref
+    ended: bool
     value: Any
 
 
@@ -177,14 +187,16 @@ SETUP = frozenset({"link", "unlink", "monitor", "demonitor"})
 class Remote:
     """A process of another node as this node's tables hold it: a monitor's watcher, or a
     call's caller (the owner of its `From`); `pid` is None for a caller outside any
-    process, found on its node by `ref`, the call's tag."""
+    process, found on its node by `ref`, the call's tag. `target`: the process of this
+    node that holds the call's monitor, until a reply drops it."""
 
-    __slots__ = ("pid", "ref")
+    __slots__ = ("pid", "ref", "target")
     _node = None  # never this node: the kernel's `x._node is node` tests say "remote"
 
-    def __init__(self, pid: Pid | None, ref: Ref) -> None:
+    def __init__(self, pid: Pid | None, ref: Ref, target: Process | None = None) -> None:
         self.pid = pid
         self.ref = ref
+        self.target = target
 
     def __repr__(self) -> str:
         return f"<remote {self.pid!r} {self.ref!r}>"
@@ -279,7 +291,11 @@ class Boundary:
         node = self.node
         if type(delivery) in ADDRESSED and type(delivery.to) is Pid and dst in self.peers \
                 and delivery.to.serial >> 40 != self.creations[dst]:
-            return  # for another incarnation of the connected node: goes nowhere, as in Erlang
+            # For another incarnation of the connected node: goes nowhere, as in Erlang;
+            # the monitor a call carries finds no such process.
+            if type(delivery) is CallRequest and delivery.monitor:
+                self.arrive(DownSignal(delivery.caller, delivery.tag, delivery.to, NOPROC))
+            return
         if dst == node.name:
             self.arrive(delivery)  # a From or pid that came back to its own node
         elif node.transport is not None:
@@ -299,10 +315,13 @@ class Boundary:
         return conn
 
     def unreachable(self, delivery: Delivery) -> None:
-        """No connection to the node: a link or monitor fails at once with noconnection,
-        as Erlang's does when the node cannot be reached; anything else goes nowhere."""
+        """No connection to the node: a link or monitor (a call's too) fails at once with
+        noconnection, as Erlang's does when the node cannot be reached; anything else goes
+        nowhere."""
         if type(delivery) is Monitor:
             self.arrive(DownSignal(delivery.watcher, delivery.ref, delivery.to, NOCONNECTION))
+        elif type(delivery) is CallRequest and delivery.monitor:
+            self.arrive(DownSignal(delivery.caller, delivery.tag, delivery.to, NOCONNECTION))
         elif type(delivery) is Link:
             self.arrive(LinkedExit(delivery.sender, delivery.to, NOCONNECTION))
 
@@ -338,9 +357,17 @@ class Boundary:
                 conn.message(kind, to, msg)
 
     def reply(self, caller: From, value: Any) -> None:
-        """A reply to a caller of another node (see `actors.calls.Calls.reply`)."""
+        """A reply to a caller of another node (see `actors.calls.Calls.reply`); the first
+        one from the node holding the call's monitor drops it (see the module docstring)."""
         pid, tag = self.call_tag(caller)
-        self.out(tag.node_name, Reply(pid, tag, value))
+        owner = caller.owner
+        ended = type(owner) is Remote and owner.target is not None
+        if ended:
+            watchers = owner.target._watchers
+            if watchers:
+                watchers.pop(tag, None)
+            owner.target = None
+        self.out(tag.node_name, Reply(pid, tag, ended, value))
 
     def call_tag(self, caller: From) -> tuple[Pid | None, Ref]:
         """A `From` as it crosses: `(caller pid or None, tag)`."""
@@ -405,8 +432,20 @@ class Boundary:
     def take_call(self, d: CallRequest) -> None:
         proc = self.local(d.to)
         if proc is None:
-            return  # the call's monitor says so to the caller
-        proc._deliver((CALL, d.request, From(Remote(d.caller, d.tag), d.tag.serial)))
+            if d.monitor:  # the call's monitor says so to the caller
+                self.out(d.tag.node_name, DownSignal(d.caller, d.tag, self.seen(d.to), NOPROC))
+            return
+        owner = Remote(d.caller, d.tag)
+        if d.monitor:  # set up before the request is delivered (gen:call's order)
+            owner.target = proc
+            if proc._watchers is None:
+                proc._watchers = {}
+            proc._watchers[d.tag] = owner
+        proc._deliver((CALL, d.request, From(owner, d.tag.serial)))
+
+    def seen(self, to: Any) -> Any:
+        """What a "noproc" answer names for `to`, a pid or a name registered here."""
+        return to if type(to) is Pid else RemoteName(to, self.node.name)
 
     def waiting(self, to: Pid | None, tag: Ref) -> tuple[Any, From | None]:
         """The caller (a process, or an outside caller by tag) still waiting on call `tag`,
@@ -427,7 +466,10 @@ class Boundary:
             return  # the call ended: a late reply is dropped
         target = remote_target(waiter)
         if target is not None:
-            target.release(self.node, d.tag.serial)  # the call's monitor goes now
+            if d.ended:
+                target.cleared = True  # the far node dropped the call's monitor already
+            else:
+                target.release(self.node, d.tag.serial)  # the call's monitor goes now
         waiter._on_reply(ref, d.value)
 
     def take_exit(self, d: ExitSignal) -> None:
@@ -461,8 +503,7 @@ class Boundary:
     def take_monitor(self, d: Monitor) -> None:
         proc = self.local(d.to)
         if proc is None:
-            seen = d.to if type(d.to) is Pid else RemoteName(d.to, self.node.name)
-            self.out(d.ref.node_name, DownSignal(d.watcher, d.ref, seen, NOPROC))
+            self.out(d.ref.node_name, DownSignal(d.watcher, d.ref, self.seen(d.to), NOPROC))
             return
         if proc._watchers is None:
             proc._watchers = {}

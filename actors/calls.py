@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .boundary import CallRequest, Monitor, RemoteTarget
+from .boundary import CallRequest, RemoteTarget
 from .errors import CallingSelf, CallTimeout, NoProc
 from .future import Future
 from .ids import Pid, Ref
@@ -130,13 +130,12 @@ class Calls:
         ref = waiter.ref = From(waiter, serial)
         waiter.target = RemoteTarget(to, dst)
         self.remote_waiters[serial] = waiter
-        node._boundary.out(dst, Monitor(to, None, tag))
+        node._boundary.out(dst, CallRequest(to, None, tag, True, waiter.request))  # with its monitor
         if waiter.future.done():
-            return waiter.future  # answered at once: no such process there
+            return waiter.future  # answered at once: no such process there, or no connection
         node._refs = serial
         if timeout is not None:
             waiter.timer = node._add_timer(timeout, waiter._on_timeout, (ref, timeout))
-        node._boundary.out(dst, CallRequest(to, None, tag, waiter.request))
         return waiter.future
 
     def start(self, caller: Process, dest: Any, request: Any, timeout: float | None, tag: Any = CALL) -> From:
@@ -174,7 +173,8 @@ class Calls:
 
     def start_remote(self, caller: Process, where: tuple[str, Any], request: Any,
                      timeout: float | None) -> From:
-        """A call to a process of another node: a monitor, then the request (gen:call's order)."""
+        """A call to a process of another node: the request carries the call's monitor
+        (see `actors.boundary`)."""
         node = self.node
         dst, to = where
         serial = node._refs + 1  # taken only if the call goes out, as for a local call
@@ -182,21 +182,20 @@ class Calls:
         ref = From(caller, serial)
         caller._wait_target = RemoteTarget(to, dst)
         caller._wait_ref = ref
-        queued, caller._queued = caller._queued, True  # an answer now must not queue the caller
-        try:
-            node._boundary.out(dst, Monitor(to, caller._pid, tag))
-        finally:
-            caller._queued = queued
-        if caller._wait_ref is not ref:  # answered at once: no such process there
-            exc, caller._resume, caller._resume_exc = caller._resume_exc, NONE, None
-            assert exc is not None, "a call that ended at once ends with its failure"
-            raise exc
-        node._refs = serial
-        self.note_deadline(ref, timeout)
-        delivery = CallRequest(to, caller._pid, tag, request)
+        delivery = CallRequest(to, caller._pid, tag, True, request)
         caller._sent += 1
         if not defer(caller, node._boundary.out, (dst, delivery), to, (CALL, request, ref)):
-            node._boundary.out(dst, delivery)
+            queued, caller._queued = caller._queued, True  # an answer now must not queue the caller
+            try:
+                node._boundary.out(dst, delivery)
+            finally:
+                caller._queued = queued
+            if caller._wait_ref is not ref:  # answered at once: no such process there, or no connection
+                exc, caller._resume, caller._resume_exc = caller._resume_exc, NONE, None
+                assert exc is not None, "a call that ended at once ends with its failure"
+                raise exc
+        node._refs = serial
+        self.note_deadline(ref, timeout)
         return ref
 
     def note_deadline(self, ref: From, timeout: float | None) -> None:
@@ -221,7 +220,7 @@ class Calls:
         where = node._names.where(dest)
         if type(where) is tuple:
             pid, tag = node._boundary.call_tag(caller)
-            node._boundary.out(where[0], CallRequest(where[1], pid, tag, request))
+            node._boundary.out(where[0], CallRequest(where[1], pid, tag, False, request))  # the monitor stays
         elif where is not None and where._alive:
             where._deliver(entry)
 

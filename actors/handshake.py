@@ -48,7 +48,7 @@ from .wire import Channel, frame
 if TYPE_CHECKING:
     from .dist import Distribution
 
-VERSION = 1
+VERSION = 2  # 2: a call carries its monitor, a reply may end it
 HANDSHAKE_LIMIT = 256 * 1024  # bytes in one handshake frame (a peers table of a large cluster fits)
 MAX_SHARED_PEERS = 1024  # entries of a peers table one node shares with another
 NONCE = 32

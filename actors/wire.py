@@ -20,7 +20,7 @@ node resolves their process once (`Boundary.arrive_run`); order is unchanged.
 What a receiver refuses (`WireError`, and the connection closes with one log line):
 a frame over its limit, bytes that do not decode, a batch or delivery of the wrong
 shape, an unknown kind, a field of the wrong type (a pid where a pid belongs, a ref
-where a ref does), a delivery addressed to a pid of another node. A frame is checked
+where a ref does, a flag that is not a bool), a delivery addressed to a pid of another node. A frame is checked
 whole before any of it is delivered. A delivery for a pid of this node that does not
 exist (it exited, or belonged to an earlier incarnation) is not an error: it is dropped,
 as in Erlang.
@@ -76,6 +76,7 @@ IDS: tuple[tuple[tuple[int, type, bool], ...], ...] = (
     ((1, Ref, False),),  # demonitor: ref
     ((1, Ref, False),),  # down: ref
 )
+FLAGS = {CODES[CallRequest]: 3, CODES[Reply]: 2}  # the index of a kind's bool field: monitor, ended
 
 
 _make = tuple.__new__
@@ -378,6 +379,9 @@ class Inbox:
             item[-1] = tuple(item[-1])
         for i, cls, none_ok in IDS[kind]:
             item[i + 1] = self.ident(item[i + 1], cls, none_ok, kind)
+        flag = FLAGS.get(kind)
+        if flag is not None and type(item[flag + 1]) is not bool:
+            raise WireError(f"a {KINDS[kind].__name__} whose flag is a {type(item[flag + 1]).__name__}, not a bool")
         del item[0]
         return _make(KINDS[kind], item)  # type: ignore[return-value]  # its fields, without its __new__
 

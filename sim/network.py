@@ -5,7 +5,10 @@ It is the nodes' transport: every delivery one node hands another (see
 
 - messages (send, cast, call request) and replies are scheduled to arrive after the
   link's latency, and faults touch them: `drop`, `duplicate`, `delay` (late, holding back
-  the later ones: order kept) and `reorder` (late, letting the later ones overtake);
+  the later ones: order kept) and `reorder` (late, letting the later ones overtake). The
+  monitor a call request carries is a signal: when the request is dropped (or is for a
+  pid of an earlier incarnation) the monitor alone reaches the far node at once, and a
+  duplicate carries none;
 - signals (exit, linked exit, down) travel the same way but are never dropped or
   doubled: Erlang only loses them with the connection, and then says so;
 - setting links and monitors up or down (link, unlink, monitor, demonitor) reaches the
@@ -30,7 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors import Pid, Ref
-from actors.boundary import KIND, SETUP, Delivery, kind_of
+from actors.boundary import KIND, SETUP, CallRequest, Delivery, Monitor, kind_of
 from actors.codec import decode_term, encode_term
 
 if TYPE_CHECKING:
@@ -86,6 +89,13 @@ def _plain(value: Any) -> bool:
         elif kind not in _SCALARS:
             return False
     return True
+
+
+def _unmonitored(delivery: Any) -> Any:
+    """A copy of a delivery in flight (encoded or not) without the monitor a call carries."""
+    if type(delivery) is _Encoded:
+        return _Encoded(_unmonitored(delivery.delivery), delivery.data)
+    return delivery._replace(monitor=False) if type(delivery) is CallRequest else delivery
 
 
 def _serial(dst: Node | None, delivery: Delivery) -> int:
@@ -214,6 +224,7 @@ class Network:
             record(("send", src_name, dst_name, serial, kind, "cut"))
             return
         if dst is not None and not _meant_for(dst, original):
+            self._monitor_alone(src_name, dst_name, original)
             dst = None  # a pid (or call) of an earlier incarnation: lost as if that node were down
         depart = sim.departure(src_name) if sim.stalls else sim.now
         arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
@@ -226,10 +237,11 @@ class Network:
                     sim.injected[fault] = sim.injected.get(fault, 0) + 1
                 if fault == "drop":
                     record(("send", src_name, dst_name, serial, kind, fault))
+                    self._monitor_alone(src_name, dst_name, original)
                     return
                 if fault == "duplicate":
-                    sim.call_at(max(arrival, link.last) + extra, self.arrive, dst_name, dst, delivery,
-                                kind, serial, link, link.epoch)
+                    sim.call_at(max(arrival, link.last) + extra, self.arrive, dst_name, dst,
+                                _unmonitored(delivery), kind, serial, link, link.epoch)
                 else:
                     arrival += extra
         if fault != "reorder":
@@ -250,6 +262,12 @@ class Network:
             return
         self.sim.trace.append(("arr", dst_name, serial, kind))
         dst.arrive(_decoded(delivery, dst))  # the node's clock catches up before it next runs
+
+    def _monitor_alone(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
+        """A call request that will not arrive: the monitor it carries still does (a
+        signal is never lost but with the connection)."""
+        if type(delivery) is CallRequest and delivery.monitor:
+            self._at_once(src_name, dst_name, Monitor(delivery.to, delivery.caller, delivery.tag))
 
     def _at_once(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
         """A link or monitor being set up (or taken down) reaches the far node at once,

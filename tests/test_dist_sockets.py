@@ -252,7 +252,7 @@ def test_a_bad_handshake_is_refused_with_one_log_line(tmp_path, caplog, case):
             elif case == "version":
                 assert await peer.handshake("raw@h", 1, SECRET, 99, 1 << 20) == ["refuse", "version"]
             else:
-                assert await peer.handshake("b@h", 1, SECRET, 1, 1 << 20) == ["refuse", "name"]
+                assert await peer.handshake("b@h", 1, SECRET, VERSION, 1 << 20) == ["refuse", "name"]
             assert await peer.closed()
             peer.close()
             assert await RawPeer.joined(db.address) is not None  # and the next one is let in
@@ -277,7 +277,8 @@ BAD_FRAMES = {
     "unknown kind": batch(delivery(15, 1, 2)),
     "undecodable term": batch(delivery(CAST | NAMED, "echo", msgpack.ExtType(99, b"?"))),
     "pid of another node": None,  # built in the test: needs the pid
-    "wrong field": batch(msgpack.packb([2, 1, "not a pid", 5, "request"])),
+    "wrong field": batch(msgpack.packb([2, 1, "not a pid", 5, True, "request"])),
+    "flag not a bool": batch(msgpack.packb([2, 1, 1, 5, "yes", "request"])),  # a call's monitor flag
     "oversized": (32 << 20).to_bytes(4, "big"),  # just the length: over the 16 MiB limit
 }
 

@@ -1,7 +1,8 @@
 """Several nodes in one interpreter: deliveries between them go through the transport."""
 import pytest
 
-from actors import NOCONNECTION, CallExit, Down, Exit, GenServer, Node, RemoteName, packb, unpackb
+from actors import (NOCONNECTION, CallExit, CallTimeout, Down, Exit, GenServer, Node, NoProc, NoReply, ReceiveTimeout,
+                    RemoteName, packb, unpackb)
 from actors.boundary import SETUP, kind_of
 
 
@@ -18,8 +19,10 @@ class QueueTransport:
         self.nodes = {node.name: node for node in nodes}
         self.queue = []
         self.drop = False
+        self.kinds = []  # every delivery's kind, in the order they were handed over
 
     def __call__(self, src, dst, delivery):
+        self.kinds.append(kind_of(delivery))
         if kind_of(delivery) in SETUP:
             self.nodes[dst].arrive(delivery)
         elif not self.drop:
@@ -62,6 +65,114 @@ def test_calls_across_nodes_travel_both_ways_through_the_transport():
     assert out == [] and len(net.queue) == 1  # the request is in flight
     run_all(net, a, b)
     assert out == [("echo", "hi")]
+
+
+def monitored_by(node, pid):
+    return node.process_info(pid)["monitored_by"]
+
+
+def test_an_answered_call_across_nodes_is_two_deliveries_and_leaves_no_monitor():
+    a, b, net = two_nodes()
+    server = b.spawn(Echo)
+    out = []
+
+    async def client(proc):
+        out.append(await proc.call(server, "hi"))
+        out.append(await proc.call(server, "again"))
+
+    a.spawn(client)
+    a.run(until=0)
+    assert monitored_by(b, server) == []  # the monitor travels with the request
+    net.flush()
+    assert len(monitored_by(b, server)) == 1  # set up on arrival
+    run_all(net, a, b)
+    assert out == [("echo", "hi"), ("echo", "again")]
+    assert net.kinds == ["call", "reply"] * 2  # the reply ends the monitor: no demonitor
+    assert monitored_by(b, server) == []
+
+
+class Silent(GenServer):
+    def handle_call(self, request, caller):
+        return NoReply  # never answers
+
+
+def test_a_call_that_times_out_sends_a_demonitor_and_its_late_reply_is_dropped():
+    a, b, net = two_nodes()
+
+    class Late(GenServer):
+        def handle_call(self, request, caller):
+            self.send_after(1.0, self.pid, caller)  # replies after the caller gave up
+            return NoReply
+
+        def handle_info(self, caller):
+            self.reply(caller, "late")
+
+    server = b.spawn(Late)
+    out = []
+
+    async def client(proc):
+        try:
+            await proc.call(server, "x", timeout=0.5)
+        except CallTimeout:
+            out.append("timeout")
+        try:
+            out.append(await proc.receive(timeout=2.0))
+        except ReceiveTimeout:
+            out.append("nothing")
+
+    a.spawn(client)
+    for t in (0.0, 0.5, 1.0, 3.0):
+        for node in (a, b):
+            node.run(until=t)
+        run_all(net, a, b)
+    assert out == ["timeout", "nothing"]
+    assert net.kinds == ["call", "demonitor", "reply"]
+    assert monitored_by(b, server) == []
+
+
+def test_a_call_to_a_process_dead_on_arrival_fails_with_noproc_and_a_killed_server_with_its_reason():
+    a, b, net = two_nodes()
+    gone, doomed = b.spawn(Echo), b.spawn(Silent)
+    b.exit(gone, "kill")
+    out = []
+
+    async def client(proc, server):
+        try:
+            await proc.call(server, "x")
+        except (NoProc, CallExit) as exc:
+            out.append(type(exc).__name__)
+
+    a.spawn(client, gone)
+    a.spawn(client, doomed)
+    run_all(net, a, b)
+    assert out == ["NoProc"] and len(monitored_by(b, doomed)) == 1
+    b.exit(doomed, "kill")
+    run_all(net, a, b)
+    assert out == ["NoProc", "CallExit"]
+
+
+def test_a_forwarded_call_answered_from_a_third_node_ends_the_first_monitor_with_a_demonitor():
+    a, b, c = Node("a", seed=1), Node("b", seed=2), Node("c", seed=3)
+    net = QueueTransport(a, b, c)
+    a.transport = b.transport = c.transport = net
+    final = c.spawn(Echo)
+
+    class Forwarder(GenServer):
+        def handle_call(self, request, caller):
+            self.node.forward(final, request, caller)
+            return NoReply
+
+    front = b.spawn(Forwarder)
+    out = []
+
+    async def client(proc):
+        out.append(await proc.call(front, "hi"))
+
+    a.spawn(client)
+    run_all(net, a, b, c)
+    assert out == [("echo", "hi")]
+    assert net.kinds == ["call", "call", "reply", "demonitor"]
+    assert monitored_by(b, front) == [] and monitored_by(c, final) == []
 
 
 def test_exits_and_downs_cross_nodes_and_dropped_messages_are_lost():

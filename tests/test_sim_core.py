@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import NOCONNECTION, Down, GenServer
+from actors import NOCONNECTION, CallExit, Down, GenServer, NoReply
 from sim.core import Simulation, SimulationError, buggify
 
 
@@ -69,6 +69,35 @@ def test_duplicates_arrive_twice_and_delay_keeps_the_order():
     sim.network.set_rates({"delay": 0.3}, {"delay": 0.2})
     sim.run(1.0)
     assert box == list(range(100)) and sim.injected["delay"] > 0
+
+
+class Keeper(GenServer):
+    """Answers nothing: its callers wait."""
+
+    def handle_call(self, request, caller):
+        return NoReply
+
+
+@pytest.mark.parametrize("fault", ["drop", "duplicate"])
+def test_a_dropped_or_doubled_call_still_monitors_its_server_once(fault):
+    sim = Simulation(1)
+    server, out = {}, []
+    sim.add_node("b", lambda node: server.setdefault("pid", node.spawn(Keeper)))
+
+    async def client(proc):
+        try:
+            await proc.call(server["pid"], "x")  # no timeout: only the monitor ends it
+        except CallExit as exc:
+            out.append(exc.reason)
+
+    sim.add_node("a", lambda node: node.spawn(client))
+    sim.network.set_rates({fault: 1.0})
+    sim.run(0.5)
+    b = sim.node("b")
+    assert len(b.process_info(server["pid"])["monitored_by"]) == 1  # one monitor, whatever arrived
+    b.exit(server["pid"], "boom")
+    sim.run(1.0)
+    assert out == ["boom"]
 
 
 def test_a_partition_disconnects_the_nodes_with_noconnection_and_the_heal_reconnects():
