@@ -447,10 +447,17 @@ class Simulation:
                 self.now = t
                 trace.at_time(t)
                 turns_here = 0
+            # Only a node an arrival reached, or whose timers fire, can be ready now (no
+            # node was left ready), unless another sim event ran: then any node can be.
+            arrived: list[str] | None = []
             while agenda and agenda[0][0] <= t:
                 _, _, fn, args = heappop(agenda)
                 fn(*args)
-                if fn is not arrive:  # faults, checks, restarts may touch any node
+                if fn is arrive:
+                    if arrived is not None:
+                        arrived.append(args[0])  # the destination's name
+                else:  # faults, checks, restarts may touch any node
+                    arrived = None
                     for spec in self._up:
                         spec.fresh = False
                 if self.failure is not None:
@@ -460,6 +467,8 @@ class Simulation:
             for spec in up:
                 if spec.fire <= t:
                     self._catch_up(spec)
+                elif arrived is not None and spec.name not in arrived:
+                    continue
                 if spec.node.runnable():  # type: ignore[union-attr]  # a spec in _up has its node
                     ready.append(spec)
             if self._up is not up:  # a timer stalled a node (a slow commit)
