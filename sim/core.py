@@ -495,11 +495,13 @@ class Simulation:
         then (exactly at their deadline, whatever rounding the skew brings)."""
         node = spec.node
         skew = spec.skew
-        t = self.now
-        target = max(node.now(), t + skew)  # type: ignore[union-attr]  # a spec in _up has its node
+        target = self.now + skew
+        current = node.now()  # type: ignore[union-attr]  # a spec in _up has its node
+        if current > target:
+            target = current
         if skew:
             d = node.next_deadline()  # type: ignore[union-attr]  # a spec in _up has its node
-            if d is not None and d > target and d - skew <= t:
+            if d is not None and d > target and d - skew <= self.now:
                 target = d
         node.advance(target)  # type: ignore[union-attr]  # a spec in _up has its node
         spec.fresh = False

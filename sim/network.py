@@ -209,12 +209,13 @@ class Network:
             if data is None:
                 return
             delivery = _Encoded(delivery, data)  # type: ignore[assignment]
-        if kind in SETUP or self._answering == (src.name, dst_name):
-            self._at_once(src.name, dst_name, delivery)
+        src_name = src.name
+        answering = self._answering
+        if kind in SETUP or (answering is not None and answering[0] == src_name and answering[1] == dst_name):
+            self._at_once(src_name, dst_name, delivery)
             return
         sim = self.sim
         record = sim.trace.append
-        src_name = src.name
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
         kind = TRACE_KIND[kind]
         dst = sim.node(dst_name)
