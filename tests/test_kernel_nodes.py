@@ -51,27 +51,11 @@ def run_all(net, *nodes):
         net.flush()
 
 
-def test_calls_across_nodes_travel_both_ways_through_the_transport():
-    a, b, net = two_nodes()
-    server = b.spawn(Echo)
-    out = []
-
-    async def client(proc):
-        out.append(await proc.call(server, "hi"))
-
-    a.spawn(client)
-    a.run(until=0)
-    b.run(until=0)
-    assert out == [] and len(net.queue) == 1  # the request is in flight
-    run_all(net, a, b)
-    assert out == [("echo", "hi")]
-
-
 def monitored_by(node, pid):
     return node.process_info(pid)["monitored_by"]
 
 
-def test_an_answered_call_across_nodes_is_two_deliveries_and_leaves_no_monitor():
+def test_a_call_across_nodes_is_two_deliveries_through_the_transport_and_leaves_no_monitor():
     a, b, net = two_nodes()
     server = b.spawn(Echo)
     out = []
@@ -82,7 +66,9 @@ def test_an_answered_call_across_nodes_is_two_deliveries_and_leaves_no_monitor()
 
     a.spawn(client)
     a.run(until=0)
-    assert monitored_by(b, server) == []  # the monitor travels with the request
+    b.run(until=0)
+    assert out == [] and len(net.queue) == 1  # the request is in flight...
+    assert monitored_by(b, server) == []  # ...and the call's monitor with it
     net.flush()
     assert len(monitored_by(b, server)) == 1  # set up on arrival
     run_all(net, a, b)
