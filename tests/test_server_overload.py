@@ -4,6 +4,8 @@ client may send it again (same `cid`). The room is made small (`--max-inflight 1
 pipelined sends overload it by count, whatever the machine's speed."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from conftest import arun
 from server_harness import acked, error, running_server, take
@@ -89,3 +91,18 @@ def test_confirms_and_pings_are_never_shed(server):
         answers |= {frame["id"]: frame} if "id" in frame else acked(frame)
     assert set(answers) == {1, 10, 11, 12, 13, 14}
     conn.close()
+
+
+def test_the_client_sends_a_shed_request_again_and_each_message_is_stored_once(server):
+    async def main():
+        sender = await server.client("burst")
+        sender.shed_retries = 20  # the room is one request: most of a burst waits its turn
+        receiver = await server.client("calm3")
+        ids = await asyncio.gather(*(sender.send("calm3", bytes([i])) for i in range(N)))
+        assert len(set(ids)) == N  # every send answered with its own message
+        got = await take(receiver, Message, N)
+        assert sorted(m.body for m in got) == [bytes([i]) for i in range(N)]  # each once
+        assert sorted(m.msg_id for m in got) == sorted(ids)
+        await sender.close()
+        await receiver.close()
+    arun(main())

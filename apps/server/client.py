@@ -173,8 +173,24 @@ class Client:
 
     # -- requests --------------------------------------------------------------------------------
 
+    shed_retries = 3
+    """Times a request answered `overloaded` (nothing of it was done) is sent again, after
+    20, 40 and 80 ms, so a moment's overload goes unnoticed; past them, `ServerError`."""
+
     async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its answer (the `ok` frame's fields)."""
+        """Send one request and wait for its answer (the `ok` frame's fields); one the
+        server shed as `overloaded` is sent again, up to `shed_retries` times."""
+        attempt = 0
+        while True:
+            try:
+                return await self._request_once(kind, fields)
+            except ServerError as exc:
+                if exc.code != P.OVERLOADED or attempt >= self.shed_retries:
+                    raise
+            await asyncio.sleep(0.02 * 2 ** attempt)
+            attempt += 1
+
+    async def _request_once(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         if self.closed is not None:
             raise ConnectionClosed(f"the connection is closed ({self.closed})")
         req_id = next(self._ids)
