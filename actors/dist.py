@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from typing import Any
 
 from .boundary import Delivery
@@ -516,7 +515,7 @@ class Distribution:
     def dropped(self, what: str) -> None:
         """A message that could not go (see `actors.wire.Outbox`): logged, at most a line a second."""
         self.drops += 1
-        now = time.monotonic()
+        now = self.node.now()  # the node's clock, as every kernel decision
         if now - self.drops_logged >= 1.0:
             more = f" ({self.drops - 1} more since the last line)" if self.drops > 1 else ""
             log.warning("node %s: dropped %s%s", self.node.name, what, more)
@@ -524,7 +523,7 @@ class Distribution:
 
     def note_refused(self) -> None:
         self.refused += 1
-        now = time.monotonic()
+        now = self.node.now()  # the node's clock, as every kernel decision
         if now - self.refused_logged >= 60.0:
             log.warning("node %s: refused %d connections: %d handshakes at once is the limit",
                         self.node.name, self.refused, self.max_handshakes)
