@@ -44,11 +44,13 @@ async def take(client: Client, kind: type | tuple[type, ...], n: int = 1) -> lis
 
 class ServerProcess:
     """`python -m apps.cli serve --data DIR --port 0 FLAGS...` with a known secret (and
-    `nofile` as its descriptor limit, RLIMIT_NOFILE, if given)."""
+    `nofile` as its descriptor limit, RLIMIT_NOFILE, if given). Shedding by time waited is
+    off unless FLAGS set `--max-delay`: a test must not depend on how busy the machine is
+    (the overload tests shed by count, with `--max-inflight`)."""
 
     def __init__(self, data: Path, *flags: str, nofile: int | None = None) -> None:
         self.data = data
-        self.flags = flags
+        self.flags = flags if "--max-delay" in flags else ("--max-delay", "3600", *flags)
         self.nofile = nofile
         self.proc: subprocess.Popen | None = None
         self.port = 0
