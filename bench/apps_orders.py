@@ -26,7 +26,7 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps_common, after the apps package

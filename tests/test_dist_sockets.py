@@ -127,7 +127,7 @@ def test_a_node_that_cannot_be_reached_gives_noconnection_to_links_monitors_call
 
 def test_three_nodes_meet_through_one_of_them(tmp_path):
     async def main():
-        async with nodes(tmp_path, "a@h", "b@h", "c@h") as [(a, da), (b, db), (c, dc)]:
+        async with nodes(tmp_path, "a@h", "b@h", "c@h") as [(_, da), (b, db), (c, dc)]:
             await db.connect("a@h", da.address)
             await dc.connect("a@h", da.address)  # c hears of b from a, and connects to it
             await eventually(lambda: c.nodes() == ["a@h", "b@h"] and b.nodes() == ["a@h", "c@h"])
@@ -245,7 +245,7 @@ def test_a_wrong_secret_is_refused_with_one_log_line_and_the_node_goes_on(tmp_pa
 @pytest.mark.parametrize("case", ["garbage", "version", "own name"])
 def test_a_bad_handshake_is_refused_with_one_log_line(tmp_path, caplog, case):
     async def main():
-        async with nodes(tmp_path, "b@h") as [(b, db)]:
+        async with nodes(tmp_path, "b@h") as [(_, db)]:
             peer = await RawPeer.open(db.address)
             if case == "garbage":
                 peer.write(b"\x00\x00\x00\x05hello")  # not msgpack

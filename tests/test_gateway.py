@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from actors import CallExit, GenServer, Node, NoReply
-from apps.gateway import (Answer, GatewayConfig, GatewayService, Overloaded, RateLimited, Route, Unavailable,
+from apps.gateway import (Answer, GatewayConfig, GatewayService, RateLimited, Route, Unavailable,
                           UnknownRoute)
 from apps.orders import OrderService
 from storage import Store

@@ -3,7 +3,6 @@ import asyncio
 import logging
 import threading
 
-import pykka
 import pytest
 from conftest import BOUND, arun
 

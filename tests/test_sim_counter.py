@@ -97,7 +97,7 @@ def test_each_deliberate_bug_is_caught_by_a_check_and_the_correct_service_is_not
     overrides = [("faults", {"mode": "off", "script": faults})]
     broken = run(counter(("systems.counter.bug", bug), *overrides), 1)
     assert not broken.passed and broken.failure.check == check, broken.failure
-    assert broken.failure.last_events and f"seed 1" not in broken.failure.message
+    assert broken.failure.last_events and "seed 1" not in broken.failure.message
     assert run(counter(*overrides), 1).passed
 
 

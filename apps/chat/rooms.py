@@ -86,7 +86,7 @@ class Room(GenServer):
 
     def handle_info(self, msg: Any) -> None:
         if type(msg) is Down:
-            for user, (session, ref) in self.members.items():
+            for user, (_, ref) in self.members.items():
                 if ref == msg.ref:
                     del self.members[user], self.buckets[user]
                     break

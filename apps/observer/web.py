@@ -205,7 +205,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                                     "nodes": _node_names(request)})
 
         async def crashes() -> None:
-            async for kind, report in source.stream("watch", {}):
+            async for _, report in source.stream("watch", {}):
                 await stream.send("crash", report)
 
         watcher = asyncio.ensure_future(crashes())
