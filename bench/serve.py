@@ -286,8 +286,9 @@ async def connect(spec: dict[str, Any], users: list[str], on_event: Callable[[An
             kind.connect("127.0.0.1", spec["port"], user, token_for(secret, user),
                          on_event=on_event or (lambda event: None))
             for user in users[i:i + CONNECT_BATCH]))
-    for client in clients:
-        client.shed_retries = 0  # the bench counts each `overloaded` and backs off itself
+    if kind is Client:
+        for client in clients:
+            client.shed_retries = 0  # the bench counts each `overloaded` and backs off itself
     return clients
 
 
