@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
+
+from supervision import Backoff
 
 from . import protocol as P
 from .auth import prove
@@ -44,6 +47,8 @@ from .auth import prove
 STATUS = {2: "delivered", 3: "read"}
 MAX_INCOMING = 64 << 20
 """Largest frame taken from the server: a window of 256 items of 64 KiB fits."""
+SHED_BACKOFF = Backoff(min_delay=0.02, max_delay=0.08, jitter=0.0)
+"""Waits before sending a shed request again: bounded, however many retries a client allows."""
 
 
 class ServerError(Exception):
@@ -175,7 +180,8 @@ class Client:
 
     shed_retries = 3
     """Times a request answered `overloaded` (nothing of it was done) is sent again, after
-    20, 40 and 80 ms, so a moment's overload goes unnoticed; past them, `ServerError`."""
+    `SHED_BACKOFF` (20, 40, then 80 ms each time), so a moment's overload goes unnoticed;
+    past them, `ServerError`."""
 
     async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Send one request and wait for its answer (the `ok` frame's fields); one the
@@ -187,7 +193,7 @@ class Client:
             except ServerError as exc:
                 if exc.code != P.OVERLOADED or attempt >= self.shed_retries:
                     raise
-            await asyncio.sleep(0.02 * 2 ** attempt)
+            await asyncio.sleep(SHED_BACKOFF.delay(attempt, random.random))
             attempt += 1
 
     async def _request_once(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
