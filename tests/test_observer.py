@@ -176,6 +176,29 @@ def test_an_observer_refuses_what_it_cannot_watch_safely():
         observer.Agent(Node(seed=1))
 
 
+def test_every_observer_of_a_node_shares_one_agent_until_the_last_lets_go():
+    """A node with its page and the agent other nodes ask (a cluster node started with
+    --observer) samples once a second, not once per observer."""
+    from apps.observer.remote import serve_agent
+
+    async def main():
+        async with Node() as node:
+            page = await observer.start(node, port=None)
+            server = serve_agent(node)
+            await asyncio.sleep(0)
+            agent = page.agent
+            assert observer.Agent.of(node) is agent and agent.users == 3
+            agent.release()
+            node.exit(server, "shutdown")
+            await node.wait_exit(server, timeout=5)
+            assert agent.users == 1 and not agent.probe.closed  # the page still watches
+            await page.stop()
+            assert agent.users == 0 and agent.probe.closed and agent._sampler.cancelled()
+            assert observer.Agent.of(node) is not agent  # a new observer gets a new agent
+            observer.Agent.of(node).release()
+    arun(main())
+
+
 def test_the_api_shows_the_tree_processes_a_detail_and_a_kill_seen_as_a_restart(tmp_path):
     async def main():
         async with watched(tmp_path) as (node, store, obs):

@@ -76,14 +76,15 @@ class Observer:
         self._runner: Any = None
 
     async def stop(self) -> None:
-        """Stop serving the page and the attach socket, and take the probe out of the node."""
+        """Stop serving the page and the attach socket, and let go of the node's agent (the
+        last observer of the node takes the probe out)."""
         try:
             if self._runner is not None:
                 await self._runner.cleanup()
             if self.attach is not None:
                 await self.attach.stop()
         finally:
-            self.agent.close()
+            self.agent.release()
 
     def stop_from_thread(self) -> None:
         """`stop` for an observer started with `start_from_thread`."""
@@ -100,7 +101,7 @@ async def start(node: Node, *, port: int | None = 0, host: str = "127.0.0.1", to
         raise ValueError(f"an observer on {host} (not loopback) needs a token chosen by you: token=...")
     if attach is not None and (secret is None or len(secret) < 16):
         raise ValueError("an attach socket needs a secret of at least 16 bytes: secret=...")
-    observer = Observer(Agent(node, store, scan_limit=scan_limit))
+    observer = Observer(Agent.of(node, store, scan_limit=scan_limit))
     try:
         if port is not None:
             from .web import serve_web  # aiohttp only when the page is served

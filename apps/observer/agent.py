@@ -1,13 +1,13 @@
 """The agent: what an observer asks of a node, answered inside that node.
 
-    agent = Agent(node, store=store)        # on the node's running loop
+    agent = Agent.of(node, store=store)     # on the node's running loop (shared per node)
     agent.overview()                        # counts, totals, the store, the last minutes
     agent.tree()                            # every supervision tree, as dicts
     agent.processes(sort="turns", limit=50, query="conn")
     agent.process("<nonode@nohost.7>")      # detail, or None
     agent.kill("<nonode@nohost.7>")         # exit(pid, "kill"): its supervisor restarts it
     agent.metrics()                         # Prometheus text
-    agent.close()
+    agent.release()                         # the last user's release closes it
 
 The web page (`apps.observer.web`) calls it in-process; the attach server
 (`apps.observer.attach`) calls the same methods for a client in another OS process, so
@@ -18,7 +18,9 @@ Every second the agent samples the node's counters into `history` (the last
 `HISTORY_SECONDS` points: processes, run queue, turns, messages, spawns, exits, crashes, restarts per second,
 store commits per second and their mean latency); a scan of the processes
 (`Probe.scan`, bounded by `scan_limit`) runs only when asked for, and is reused for a
-second.
+second. Every observer of one node (its page, its attach socket, the agent other nodes
+ask) shares one agent through `Agent.of`, so a node samples once a second however many
+ways it is watched.
 """
 from __future__ import annotations
 
@@ -43,13 +45,39 @@ SCAN_TTL = 1.0  # seconds a scan is reused for
 class Agent:
     """See the module docstring. Create and use it on the node's thread."""
 
+    _shared: dict[Node, Agent] = {}
+
+    @classmethod
+    def of(cls, node: Node, store: Any = None, *, scan_limit: int = 100_000) -> Agent:
+        """The node's agent, made on first use; each `of` needs a `release`. A later user
+        adds its store if the agent had none, and a smaller `scan_limit` lowers the bound."""
+        agent = cls._shared.get(node)
+        if agent is None:
+            agent = cls._shared[node] = cls(node, store, scan_limit=scan_limit)
+        else:
+            _check_scan_limit(scan_limit)
+            agent.scan_limit = min(agent.scan_limit, scan_limit)
+            if store is not None and agent.store is None:
+                agent._watch_store(store)
+        agent.users += 1
+        return agent
+
+    def release(self) -> None:
+        """One user less; the last one closes the agent."""
+        assert self.users > 0, "an agent released more often than taken"
+        self.users -= 1
+        if self.users == 0:
+            if self._shared.get(self.node) is self:
+                del self._shared[self.node]
+            self.close()
+
     def __init__(self, node: Node, store: Any = None, *, scan_limit: int = 100_000) -> None:
         if node.seed is not None:
             raise ValueError("an observer watches a real-time node (Node() in an asyncio loop); "
                              "a deterministic node is read with render_tree and process_info")
-        if type(scan_limit) is not int or scan_limit < 1:
-            raise ValueError(f"scan_limit must be a positive int, got {scan_limit!r}")
+        _check_scan_limit(scan_limit)
         self.node = node
+        self.users = 0
         self.probe = Probe.of(node, store)
         self.store = self.probe.store
         self.scan_limit = scan_limit
@@ -60,11 +88,17 @@ class Agent:
         self._commit_time = 0.0
         self._commit_count = 0
         self.commit_observers: list[Any] = []
-        if self.store is not None and getattr(self.store, "on_commit", False) is None:
-            self.store.on_commit = self._on_commit
+        if self.store is not None:
+            self._watch_store(self.store)
         self._last = self._counters()
         self.metrics_registry = Metrics(self)
         self._sampler = asyncio.get_running_loop().call_later(1.0, self._sample)
+
+    def _watch_store(self, store: Any) -> None:
+        """Read `store`'s sizes and time its commits (if no one else times them)."""
+        self.store = self.probe.store = store
+        if getattr(store, "on_commit", False) is None:
+            store.on_commit = self._on_commit
 
     def close(self) -> None:
         self._sampler.cancel()
@@ -197,3 +231,7 @@ def _node_dict(id_: Any, pid: Any, type_: str, kind: str | None, restarts: int |
             "name": label(name), "runs": runs,
             "children": children, "omitted": omitted}
 
+
+def _check_scan_limit(scan_limit: Any) -> None:
+    if type(scan_limit) is not int or scan_limit < 1:
+        raise ValueError(f"scan_limit must be a positive int, got {scan_limit!r}")

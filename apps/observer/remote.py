@@ -46,7 +46,7 @@ class AgentServer(GenServer):
 
     def init(self, store: Any = None) -> None:
         self.trap_exit = True  # so that `terminate` closes the agent when the node stops
-        self.local = Local(Agent(self.node, store))
+        self.local = Local(Agent.of(self.node, store))
         self.streams: dict[Any, Callable[[], None]] = {}  # the subscriber's monitor -> stop it
 
     def handle_call(self, request: Any, caller: Any) -> Any:
@@ -104,7 +104,7 @@ class AgentServer(GenServer):
         for stop in self.streams.values():
             stop()
         self.streams.clear()
-        self.local.agent.close()
+        self.local.agent.release()
 
 
 class _Outlet:
