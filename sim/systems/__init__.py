@@ -7,5 +7,6 @@ subclass directly as `[systems."module:Class"]`.
 """
 BUILTIN: dict[str, str] = {
     "counter": "sim.systems.counter:CounterSystem",
+    "entities": "sim.systems.entities:EntitiesSystem",
 }
 ENTRY_POINTS = "letitcrash.systems"

@@ -80,6 +80,8 @@ class Shard(PersistentServer):
 class CounterSystem(System):
     """See the module docstring."""
 
+    retryable: tuple[type[Exception], ...] = _RETRYABLE
+    node_prefix = "counter"  # server nodes are counter1, counter2, ...
     options = {
         "servers": Field.int(2, 1, 64, "server nodes"),
         "counters": Field.int(8, 1, 100_000, "counters, spread over the servers"),
@@ -98,7 +100,7 @@ class CounterSystem(System):
 
     def setup(self) -> None:
         n = self.config["counters"]
-        self.servers = [f"counter{i + 1}" for i in range(self.config["servers"])]
+        self.servers = [f"{self.node_prefix}{i + 1}" for i in range(self.config["servers"])]
         self.disks = {name: Disk(self.sim, name) for name in self.servers}
         self.apps: dict[str, Application] = {}
         self.issued = [0] * n  # increments asked for, per counter
@@ -116,6 +118,11 @@ class CounterSystem(System):
 
     def server_of(self, counter: int) -> str:
         return self.servers[counter % len(self.servers)]
+
+    def ask(self, proc: Any, counter: int, request: tuple) -> Any:
+        """One try of a client's request to the server of `counter` (it raises one of
+        `retryable` when the client should try again)."""
+        return proc.call(self.shards[counter], request, self.load["timeout"])
 
     # -- servers -----------------------------------------------------------------------------
 
@@ -173,12 +180,11 @@ class CounterSystem(System):
                 self.counts["increments"] += 1
                 self.pending[client] = (counter, seq)
             started = proc.now()
-            shard = self.shards[counter]
             while True:
                 try:
-                    value = await proc.call(shard, request, load["timeout"])
+                    value = await self.ask(proc, counter, request)
                     break
-                except _RETRYABLE:
+                except self.retryable:
                     self.counts["retries"] += 1
                     await proc.sleep(rng.uniform(0.0, 2.0 * load["backoff"]))
             self.sim.record_latency(_OPS[request[0]], proc.now() - started)

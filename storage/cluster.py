@@ -1,0 +1,205 @@
+"""Activated entities across a cluster's nodes: each key on one node, at most one
+activation of it anywhere.
+
+    NODES = ("e1@h", "e2@h", "e3@h")                       # the cluster's node list, alike everywhere
+    node.spawn(ClusterEntities, store, Account, NODES, 60.0, name="accounts")   # on every node
+    accounts = PlacedEntities("accounts", NODES)
+    balance = await accounts.call(self, ("account", 7), "balance")   # in a process, on any node
+    accounts.cast(node, ("account", 7), ("deposit", 5))              # or from outside
+    accounts.node_of(("account", 7))                                 # "e2@h", on every node
+
+Placement. A key lives on `place(key, nodes)` (`actors.placement`, rendezvous hashing)
+over the cluster's node list, which every node and caller is given alike (a Ray
+cluster's $LETITCRASH_CLUSTER_NODES, a simulation's server nodes). The caller's node
+routes: `call` and `cast` go to the `ClusterEntities` registered under the same name on
+the key's node, an `Entities` router that activates the key there (`storage.entities`:
+started on its first message with its stored state, passivated when idle). A key is a
+str, bytes or int, or a tuple of them (placed by its msgpack encoding). A router given a
+key that is not its own refuses it with `ActivationError` naming both nodes: its caller
+has another node list.
+
+State. Each node keeps the state of its keys in its own store (LMDB on its own disk), so
+a key's state is where its node is, and an acknowledged write is on that node's disk
+once acknowledged (the store's durability mode says against what).
+
+Nodes going and coming (nodedown, nodeup). A key does not move off a node that is down
+or cut off: its state is on that node's disk, and an activation anywhere else would
+start from an older state (or none) and lose what was acknowledged. So a call for it
+fails at once with `ActivationError` ("node ... is not connected"; retry later), a cast
+is logged and dropped, and once the node is back (nodeup) its keys are served again from
+its store, by its new incarnation. This is the consistent choice, as Orleans' strongly
+consistent grain directory makes it; Orleans' default directory instead re-activates the
+grains of a silo declared dead on other silos, which works because grain state lives in
+storage every silo reaches, and allows duplicate activations meanwhile. letitcrash has
+no storage shared by nodes, so keys move only with the node list: the list is fixed for
+the life of the cluster's data (a node that joins with a new list would take keys whose
+state stays on their old nodes; copying it there is not provided).
+
+Guarantee: at most one live activation per key in the whole cluster at every instant,
+under partitions and node crashes too. Every node agrees on a key's node from the same
+list whatever it is connected to, only that node activates the key, and its router (the
+key's only activator) starts an incarnation only once the previous one has exited, even
+across a restart of the router (`Entities`). What a partition costs is availability: the
+keys of the nodes across it are unavailable on this side until it heals. The simulator
+checks it on every activation (`sim/systems/entities.py`, `scenarios/entities.toml`).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from actors import Future, Node, Process, RemoteName, packb
+from actors.placement import MAX_NODES, place
+from .entities import Entities, entities_info, entity_call, entity_cast
+from .errors import ActivationError, UnencodableValue
+
+log = logging.getLogger("storage")
+
+_SCALAR_KEYS = (str, bytes, int)
+
+
+def check_nodes(nodes: Iterable[str]) -> tuple[str, ...]:
+    """The cluster's node list, sorted: non-empty, distinct node names (str), at most
+    `MAX_NODES`; else a `ValueError`/`TypeError` naming what is wrong."""
+    if isinstance(nodes, (str, bytes)):
+        raise TypeError(f"the node list must be a list of node names, not one name {nodes!r:.80}")
+    names = list(nodes)
+    if not names:
+        raise ValueError("the node list is empty: a key needs a node to live on")
+    for name in names:
+        if type(name) is not str or not name:
+            raise TypeError(f"a node name is a non-empty str, got {name!r:.80} in the node list")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"node {twice[0]!r} is twice in the node list")
+    if len(names) > MAX_NODES:
+        raise ValueError(f"{len(names)} nodes in the node list, over the limit of {MAX_NODES}")
+    return tuple(sorted(names))
+
+
+def placement_key(key: Any) -> str | bytes | int:
+    """What `key` is placed by: a str, bytes or int as it is, a tuple by its msgpack
+    encoding (the same in every process); anything else raises `UnencodableValue`."""
+    kind = type(key)
+    if kind in _SCALAR_KEYS:
+        return key
+    if kind is tuple:
+        _check_tuple(key, key)
+        return packb(key)
+    raise UnencodableValue(f"an entity key placed on a node is a str, bytes, int or a tuple of "
+                           f"them, not {kind.__name__}: {key!r:.100}")
+
+
+def _check_tuple(part: tuple, key: tuple) -> None:
+    for item in part:
+        if type(item) is tuple:
+            _check_tuple(item, key)
+        elif type(item) not in _SCALAR_KEYS:
+            raise UnencodableValue(f"entity key {key!r:.100} holds a {type(item).__name__} "
+                                   f"({item!r:.40}); a placed key holds str, bytes, int and tuples")
+
+
+def node_of(key: Any, nodes: tuple[str, ...]) -> str:
+    """The node of `nodes` (a `check_nodes` list) that `key` lives on."""
+    return place(placement_key(key), nodes)
+
+
+class ClusterEntities(Entities):
+    """One node's router of a kind of entity placed across the cluster; see the module
+    docstring. Spawn arguments: `store`, `server`, `nodes` (the cluster's node list,
+    this node among them), then those of `Entities` (`idle_timeout`, `max_active`,
+    `max_waiting`)."""
+
+    def init(self, store: Any, server: type, nodes: Iterable[str], *args: Any) -> None:
+        self.cluster = check_nodes(nodes)
+        if self.node.name not in self.cluster:
+            raise ValueError(f"node {self.node.name!r} is not in the node list {list(self.cluster)!r:.200}")
+        super().init(store, server, *args)
+
+    def home(self, key: Any) -> str:
+        """The node `key` lives on."""
+        return node_of(key, self.cluster)
+
+    def _route(self, key: Any, payload: Any, caller: Any) -> None:
+        try:
+            home = self.home(key)
+        except UnencodableValue as exc:
+            self._refuse(key, payload, caller, exc)
+            return
+        if home != self.node.name:
+            self._refuse(key, payload, caller, ActivationError(key, f"it lives on node {home}, not on "
+                                                                     f"{self.node.name}: the caller's node list differs"))
+            return
+        super()._route(key, payload, caller)
+
+    def _activate(self, key: Any) -> Any:
+        assert self.home(key) == self.node.name, f"activating {key!r:.80} away from its node"
+        return super()._activate(key)
+
+
+class PlacedEntities:
+    """The caller's side: `name` is the registered name of the `ClusterEntities` on every
+    node of `nodes`. `call` returns a coroutine in a process, a `Future` from outside."""
+
+    __slots__ = ("name", "nodes")
+
+    def __init__(self, name: str, nodes: Iterable[str]) -> None:
+        if type(name) is not str or not name:
+            raise TypeError(f"the registered name of the entities is a non-empty str, got {name!r:.80}")
+        self.name = name
+        self.nodes = check_nodes(nodes)
+
+    def node_of(self, key: Any) -> str:
+        """The node `key` lives on."""
+        return node_of(key, self.nodes)
+
+    def call(self, caller: Node | Process, key: Any, request: Any, timeout: float | None = 5.0) -> Any:
+        """Call entity `key` on its node (see `storage.entities.entity_call`); if that node
+        is not connected to the caller's, `ActivationError` at once."""
+        where = self._where(caller, key)
+        if isinstance(where, Exception):
+            return _raising(caller, where)
+        return entity_call(caller, where, key, request, timeout)
+
+    def cast(self, caller: Node | Process, key: Any, msg: Any) -> None:
+        """Cast `msg` to entity `key` on its node; dropped (and logged) if that node is not
+        connected to the caller's."""
+        where = self._where(caller, key)
+        if isinstance(where, Exception):
+            log.warning("cast to entity %r dropped: %s", key, where)
+        else:
+            entity_cast(caller, where, key, msg)
+
+    def info(self, caller: Node | Process, node: str) -> Any:
+        """`entities_info` of the router on `node`."""
+        return entities_info(caller, self.name if _node_of(caller).name == node else RemoteName(self.name, node))
+
+    def _where(self, caller: Node | Process, key: Any) -> Any:
+        """The address of `key`'s router, or the error that says why there is none."""
+        try:
+            home = node_of(key, self.nodes)
+        except UnencodableValue as exc:
+            return exc
+        local = _node_of(caller)
+        if home == local.name:
+            return self.name
+        if home not in local.nodes():
+            return ActivationError(key, f"its node {home} is not connected to {local.name}")
+        return RemoteName(self.name, home)
+
+
+def _node_of(caller: Node | Process) -> Node:
+    return caller if isinstance(caller, Node) else caller.node
+
+
+def _raising(caller: Node | Process, exc: Exception) -> Any:
+    """What a call that fails at once returns: a coroutine raising `exc` in a process, a
+    failed `Future` from outside."""
+    if isinstance(caller, Process):
+        async def failed() -> Any:
+            raise exc
+        return failed()
+    answer = Future()
+    answer.set_exception(exc)
+    return answer
