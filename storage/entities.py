@@ -35,7 +35,10 @@ logger. Stopping one follows OTP's shutdown protocol, a "shutdown" exit signal, 
 until the child is down, while the router carries on routing (messages for that key
 wait for its next incarnation). When `Entities` terminates, it shuts every entity down
 in parallel and exits once all are gone (their states saved); if it is killed, the
-entities get the exit through their links and stop, saving their states.
+entities get the exit through their links and stop, saving their states; its next
+incarnation (restarted by its supervisor) adopts those still stopping, found among the
+node's processes when it starts (same entity class, same store, router gone), and their
+keys wait for their exits: a key never has two live incarnations on a node.
 
 Reminders. An entity's durable reminders (`storage.reminders`) fire while it is active;
 when it stops (passivated, crashed or stopped by itself) the router reads its next due
@@ -60,7 +63,7 @@ import logging
 import math
 from typing import Any
 
-from actors import (KILL, SHUTDOWN, Exit, GenServer, NoReply, Node, Pid, Process, StartError,
+from actors import (KILL, SHUTDOWN, Down, Exit, GenServer, NoReply, Node, Pid, Process, StartError,
                     SystemLimit, is_normal_exit)
 from supervision import ChildSpec, report, shutdown_children
 from supervision.client import request as _request
@@ -133,6 +136,29 @@ class Entities(GenServer):
         self._wake_timer: Any = None
         self.activations = 0
         self.passivations = 0
+        self._orphans: dict[Pid, None] = {}  # adopted from a previous router
+        self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        """Entities of this kind on this store whose router is gone (a previous incarnation
+        of this one) and that are still finishing what they had: their keys wait for their
+        exits, as for a passivation, so a key never has two live incarnations."""
+        node = self.node
+        for pid in node.processes():
+            proc = node.get_process(pid)
+            if type(proc) is not self._server or getattr(proc, "store", None) is not self._store:
+                continue
+            info = node.process_info(pid)
+            if info is None or node.is_alive(info["parent"]):
+                continue
+            key = proc.key
+            self.monitor(pid)
+            self._orphans[pid] = None
+            self._keys[pid] = key
+            self._stopping[key] = (pid, self.now())
+            self._waiting[key] = []
+        if self._stopping:
+            self._kill_timer = self.send_after(self._shutdown, self.pid, _KILL)
 
     def handle_cast(self, msg: Any) -> None:
         tag, key, payload = msg
@@ -150,7 +176,7 @@ class Entities(GenServer):
         raise ValueError(f"Entities got an unknown request {request!r:.200}")
 
     def handle_info(self, msg: Any) -> None:
-        if type(msg) is Exit:
+        if type(msg) is Exit or type(msg) is Down:  # Down: an adopted orphan
             self._exited(msg.pid, msg.reason)
         elif msg == _SWEEP:
             self._sweep()
@@ -250,7 +276,10 @@ class Entities(GenServer):
         stopping = self._stopping.get(key)
         if stopping is not None and stopping[0] == pid:
             del self._stopping[key]
-            if not is_normal_exit(reason):  # e.g. killed after the shutdown time
+            orphan = pid in self._orphans  # its exit reason is its old router's: not reported
+            if orphan:
+                del self._orphans[pid]
+            if not is_normal_exit(reason) and not orphan:  # e.g. killed after the shutdown time
                 report(logging.ERROR, "shutdown_error", self.pid, self._spec.id, pid, reason)
             if not self._stopping and self._kill_timer is not None:
                 self.cancel_timer(self._kill_timer)
