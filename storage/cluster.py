@@ -111,7 +111,7 @@ class ClusterEntities(Entities):
     this node among them), then those of `Entities` (`idle_timeout`, `max_active`,
     `max_waiting`)."""
 
-    def init(self, store: Any, server: type, nodes: Iterable[str], *args: Any) -> None:
+    def init(self, store: Any, server: type, nodes: Iterable[str], *args: Any) -> None:  # type: ignore[override]  # the node list comes third
         self.cluster = check_nodes(nodes)
         if self.node.name not in self.cluster:
             raise ValueError(f"node {self.node.name!r} is not in the node list {list(self.cluster)!r:.200}")
@@ -128,8 +128,8 @@ class ClusterEntities(Entities):
             self._refuse(key, payload, caller, exc)
             return
         if home != self.node.name:
-            self._refuse(key, payload, caller, ActivationError(key, f"it lives on node {home}, not on "
-                                                                     f"{self.node.name}: the caller's node list differs"))
+            why = f"it lives on node {home}, not on {self.node.name}: the caller's node list differs"
+            self._refuse(key, payload, caller, ActivationError(key, why))
             return
         super()._route(key, payload, caller)
 
@@ -156,7 +156,7 @@ class PlacedEntities:
 
     def call(self, caller: Node | Process, key: Any, request: Any, timeout: float | None = 5.0) -> Any:
         """Call entity `key` on its node (see `storage.entities.entity_call`); if that node
-        is not connected to the caller's, `ActivationError` at once."""
+        is not connected to the caller's, it raises `ActivationError` at once."""
         where = self._where(caller, key)
         if isinstance(where, Exception):
             return _raising(caller, where)
@@ -176,11 +176,9 @@ class PlacedEntities:
         return entities_info(caller, self.name if _node_of(caller).name == node else RemoteName(self.name, node))
 
     def _where(self, caller: Node | Process, key: Any) -> Any:
-        """The address of `key`'s router, or the error that says why there is none."""
-        try:
-            home = node_of(key, self.nodes)
-        except UnencodableValue as exc:
-            return exc
+        """The address of `key`'s router, or the error that says why there is none (a key
+        that cannot be placed raises `UnencodableValue` at once)."""
+        home = node_of(key, self.nodes)
         local = _node_of(caller)
         if home == local.name:
             return self.name

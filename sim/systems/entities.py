@@ -70,7 +70,7 @@ class Counter(Shard):
 
     ledger: Ledger
 
-    def init(self, store: Store, key: Any) -> None:
+    def init(self, store: Store, key: Any) -> None:  # type: ignore[override]  # as Entities starts it
         super().init(store, key, True)
         self.ledger.activated(key, self.pid)
 
