@@ -1,4 +1,8 @@
-"""Where timeline processes live: users on nodes by consistent hashing, and the
+"""Where timeline processes live: each user on one node of `TimelineConfig.nodes` by
+rendezvous hashing (`actors.placement.place(user, nodes)`), its author and timeline
+entities both there, started by that node's `UserEntities` routers (`storage.cluster`:
+a router refuses a user of another node, so a user's entities are never activated on
+two nodes at once; while its node is down or cut off, the user is unavailable); the
 registered names of each node's timeline processes; `UserEntity`, the base of the
 author and timeline entities.
 
@@ -14,9 +18,9 @@ import hashlib
 from typing import Any, Callable
 
 from actors import Node, Pid
-from storage import EventSourcedServer, Store
-
-from apps.chat.router import HashRing
+from actors.placement import place
+from storage import EventSourcedServer, Store, UnencodableValue
+from storage.cluster import ClusterEntities
 
 from .config import TimelineConfig
 from .errors import BadRequest
@@ -29,22 +33,23 @@ class Context:
     """One node's view of a timeline deployment."""
 
     def __init__(self, node: Node, config: TimelineConfig,
-                 resolve: Callable[[str, str], Pid | None] | None = None) -> None:
+                 resolve: Callable[[str, str], Pid | None] | None = None,
+                 activated: Callable[[Any, Pid], None] | None = None) -> None:
         self.node = node
         self.config = config
         self.nodes = config.nodes or (node.name,)
         if node.name not in self.nodes:
             raise ValueError(f"node {node.name!r} is not in TimelineConfig.nodes {self.nodes!r}")
         self.machine = self.nodes.index(node.name)  # the Snowflake machine id of this node
-        self.ring = HashRing(len(self.nodes))
         self._resolve = resolve or self._local
+        self.activated = activated  # told of every entity that starts (the simulator's check)
 
     def _local(self, node_name: str, name: str) -> Pid | None:
         return self.node.whereis(name) if node_name == self.node.name else None
 
     def home(self, user: int) -> str:
         """The node hosting `user`'s timeline and author processes."""
-        return self.nodes[self.ring.owner(user)]
+        return place(user, self.nodes)
 
     def timelines(self, user: int) -> Pid | None:
         return self._resolve(self.home(user), TIMELINES)
@@ -60,6 +65,16 @@ class Context:
         return [pid for pid in (self._resolve(n, LIVE) for n in self.nodes) if pid is not None]
 
 
+class UserEntities(ClusterEntities):
+    """A node's router of one kind of user entity: key `(kind, user)` lives on the user's
+    node (`Context.home`)."""
+
+    def home(self, key: Any) -> str:
+        if type(key) is not tuple or len(key) != 2 or type(key[1]) is not int:
+            raise UnencodableValue(f"a user entity's key is (kind, user id), not {key!r:.80}")
+        return place(key[1], self.cluster)
+
+
 class UserEntity(EventSourcedServer):
     """The base of a user's entities, keyed `(kind, user)`: `ctx` is set by `bind`;
     `answer(request, caller)` serves calls, and a malformed request is answered with a
@@ -70,6 +85,8 @@ class UserEntity(EventSourcedServer):
     def init(self, store: Store, key: Any) -> None:
         super().init(store, key)
         self.user = key[1]
+        if self.ctx.activated is not None:
+            self.ctx.activated(key, self.pid)
 
     def handle_call(self, request: Any, caller: Any) -> Any:
         try:

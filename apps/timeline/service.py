@@ -10,8 +10,11 @@
     ├─ ids         IdServer: Snowflake ids with a stored lease (machine id = node index)
     ├─ fanout      Fanout: the durable, batched fan-out queue
     ├─ live        Live: real-time pushes to subscribed clients
-    ├─ authors     Entities of Author: followers, tweets, posting
-    └─ timelines   Entities of Timeline: home timelines (started on demand, passivated)
+    ├─ authors     UserEntities of Author: followers, tweets, posting
+    └─ timelines   UserEntities of Timeline: home timelines (started on demand, passivated)
+
+Across nodes (`TimelineConfig.nodes`), each user lives on one node (`context.Context.home`,
+rendezvous hashing), its author and timeline entities there only.
 
 Users are ints; a caller that names its users maps a name to its id with `user_id(name)`,
 which refuses an empty, overlong or unprintable name (`check_name`). Every API function takes `caller`,
@@ -23,14 +26,14 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from actors import Future, Node, Pid, Process
-from storage import Entities, Store, entity_call
+from storage import Store, entity_call
 from supervision import ChildSpec
 
 from apps.common import TreeService
 
 from .author import Author
 from .config import TimelineConfig
-from .context import AUTHORS, FANOUT, IDS, LIVE, TIMELINES, Context, bind, check_user
+from .context import AUTHORS, FANOUT, IDS, LIVE, TIMELINES, Context, UserEntities, bind, check_user
 from .errors import Unavailable
 from .fanout import Fanout
 from .ids import IdServer
@@ -52,10 +55,11 @@ class TimelineService(TreeService):
     name = "timeline"
 
     def __init__(self, node: Node, store: Store, config: TimelineConfig | None = None, *,
-                 resolve: Callable[[str, str], Pid | None] | None = None, max_restarts: int = 10) -> None:
+                 resolve: Callable[[str, str], Pid | None] | None = None, max_restarts: int = 10,
+                 activated: Callable[[Any, Pid], None] | None = None) -> None:
         super().__init__(node, store, max_restarts)
         self.config = config or TimelineConfig()
-        self.ctx = Context(node, self.config, resolve)
+        self.ctx = Context(node, self.config, resolve, activated)
 
     def children(self) -> list[ChildSpec]:
         ctx, config, store = self.ctx, self.config, self.store
@@ -64,9 +68,9 @@ class TimelineService(TreeService):
             ChildSpec("ids", IdServer, args=(store, ctx.machine, config.lease), options={"name": IDS}),
             ChildSpec("fanout", Fanout, args=(store, ctx), options={"name": FANOUT}),
             ChildSpec("live", Live, options={"name": LIVE}),
-            ChildSpec("authors", Entities, args=(store, bind(Author, ctx), *entities.values()),
+            ChildSpec("authors", UserEntities, args=(store, bind(Author, ctx), ctx.nodes, *entities.values()),
                       options={"name": AUTHORS}),
-            ChildSpec("timelines", Entities, args=(store, bind(Timeline, ctx), *entities.values()),
+            ChildSpec("timelines", UserEntities, args=(store, bind(Timeline, ctx), ctx.nodes, *entities.values()),
                       options={"name": TIMELINES}),
         ]
 

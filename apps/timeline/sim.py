@@ -1,8 +1,8 @@
 """Timelines as a simulated system (scenarios name it `timeline`, or `"apps.timeline.sim:TimelineSystem"`).
 
 Server nodes "tl1".. each run a `TimelineService` on a real LMDB store (sync mode); users
-are placed on them by consistent hashing. Node "clients" (spared by random faults) runs
-one client per user, one request at a time, each retried until it is acknowledged:
+are placed on them by rendezvous hashing (`apps.timeline.context`). Node "clients"
+(spared by random faults) runs one client per user, one request at a time, each retried until it is acknowledged:
 posts (with a client id, so a retry is stored once), follows and unfollows of random
 accounts, and reads of a few pages. With `celebrity` on, every user first follows user 0,
 whose followers then far outnumber the threshold: its tweets are merged on read.
@@ -12,7 +12,9 @@ The model is built from acknowledgements only: the tweets each author posted and
 
 Checks:
 - always: every page a client read is newest first, older than its cursor, with no id
-  twice in one walk; every acknowledged tweet is in its author's stored state;
+  twice in one walk; every acknowledged tweet is in its author's stored state; at most
+  one live activation of each author and timeline in the cluster, checked as each starts
+  (`sim.systems.entities.Ledger`);
 - eventually: every request was acknowledged; each user's timeline, as stored (its pushed
   ids merged with the pulled tweets of the celebrities it follows, read from their stored
   state), equals the newest 800 of the acknowledged tweets of the accounts it followed at
@@ -25,6 +27,7 @@ from typing import Any, Callable
 from actors import Node
 from sim.schema import Field
 from sim.system import System, check
+from sim.systems.entities import Ledger
 from storage import ActivationError, LimitExceeded
 
 from apps.common import RETRYABLE, ServerNodes, ServerSystem, stored_state, top_restarts
@@ -79,8 +82,10 @@ class TimelineSystem(ServerSystem, System):
         self.busy: dict[int, str] = {}  # user -> the request under way
         self.violations: list[str] = []
         self.counts = {"posts": 0, "follows": 0, "unfollows": 0, "reads": 0, "pages": 0, "retries": 0}
+        self.ledger = Ledger(self.sim)
         self.nodes = ServerNodes(self, self.servers, lambda node, store, resolve: TimelineService(
-            node, store, self.tl, resolve=resolve, max_restarts=opts["top_restarts"]))
+            node, store, self.tl, resolve=resolve, max_restarts=opts["top_restarts"],
+            activated=self.ledger.activated))
         self.nodes.add()
         self.sim.add_node("clients", self._start_clients, targets=False)
 
@@ -210,6 +215,11 @@ class TimelineSystem(ServerSystem, System):
         return self.violations[0] if self.violations else None
 
     @check("always")
+    def single_activation(self) -> str | None:
+        """No author or timeline is live on two nodes (or twice on one) at any instant."""
+        return self.ledger.violation()
+
+    @check("always")
     def acknowledged_tweets_stored(self) -> str | None:
         """Every acknowledged tweet is in its author's stored state."""
         for author, tweets in self.tweets.items():
@@ -260,4 +270,4 @@ class TimelineSystem(ServerSystem, System):
         return sorted(set(ids), reverse=True)[:self.tl.capacity]
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counts)
+        return {**self.counts, "activations": self.ledger.activations}

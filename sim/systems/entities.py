@@ -59,6 +59,10 @@ class Ledger:
         alive.append(pid)
         self.live[key] = alive
 
+    def violation(self) -> str | None:
+        """The first overlap seen, if any (a check's answer)."""
+        return self.violations[0] if self.violations else None
+
     def is_live(self, pid: Pid) -> bool:
         node = self.sim.node(pid.node_name)
         return node is not None and node.is_alive(pid)
@@ -134,7 +138,7 @@ class EntitiesSystem(CounterSystem):
     @check("always")
     def single_activation(self) -> str | None:
         """At most one live activation of each key in the cluster, at every instant."""
-        return self.ledger.violations[0] if self.ledger.violations else None
+        return self.ledger.violation()
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "activations": self.ledger.activations}
