@@ -6,7 +6,7 @@ activation of it anywhere.
     accounts = PlacedEntities("accounts", NODES)
     balance = await accounts.call(self, ("account", 7), "balance")   # in a process, on any node
     accounts.cast(node, ("account", 7), ("deposit", 5))              # or from outside
-    accounts.node_of(("account", 7))                                 # "e2@h", on every node
+    accounts.node_of(("account", 7))                                 # the same on every node
 
 Placement. A key lives on `place(key, nodes)` (`actors.placement`, rendezvous hashing)
 over the cluster's node list, which every node and caller is given alike (a Ray
@@ -15,46 +15,44 @@ routes: `call` and `cast` go to the `ClusterEntities` registered under the same 
 the key's node, an `Entities` router that activates the key there (`storage.entities`:
 started on its first message with its stored state, passivated when idle). A key is a
 str, bytes or int, or a tuple of them (placed by its msgpack encoding). A router given a
-key that is not its own refuses it with `ActivationError` naming both nodes: its caller
-has another node list.
+key of another node refuses it with `ActivationError` naming both nodes (its caller has
+another node list). A subclass may place keys otherwise by overriding `home(key)`.
 
 State. Each node keeps the state of its keys in its own store (LMDB on its own disk), so
-a key's state is where its node is, and an acknowledged write is on that node's disk
-once acknowledged (the store's durability mode says against what).
+a key's state is where its node is, stored there before any reply acknowledges it (the
+store's mode says against what).
 
-Nodes going and coming (nodedown, nodeup). A key does not move off a node that is down
-or cut off: its state is on that node's disk, and an activation anywhere else would
-start from an older state (or none) and lose what was acknowledged. So a call for it
-fails at once with `ActivationError` ("node ... is not connected"; retry later), a cast
-is logged and dropped, and once the node is back (nodeup) its keys are served again from
-its store, by its new incarnation. This is the consistent choice, as Orleans' strongly
-consistent grain directory makes it; Orleans' default directory instead re-activates the
-grains of a silo declared dead on other silos, which works because grain state lives in
-storage every silo reaches, and allows duplicate activations meanwhile. letitcrash has
-no storage shared by nodes, so keys move only with the node list: the list is fixed for
-the life of the cluster's data (a node that joins with a new list would take keys whose
-state stays on their old nodes; copying it there is not provided).
+Nodes going and coming (nodedown, nodeup). A key never moves off a node that is down or
+cut off: its state is on that node's disk, and an activation anywhere else would start
+from an older state (or none) and lose what was acknowledged. A call for it fails at
+once, as OTP's call to a name on a node that is down does (`NoProc`, or `CallExit` with
+"noconnection"; retry later), a cast is lost, and once the node is back (nodeup) its
+keys are served again from its store by its new incarnation. This is the consistent
+choice, as Orleans' strongly consistent grain directory makes it. Orleans' default
+directory instead activates the grains of a silo declared dead on other silos, from
+storage every silo reaches, and allows duplicate activations meanwhile; letitcrash has
+no storage shared by nodes. So keys move only with the node list, which is fixed for
+the life of the cluster's data: a node list that changes places keys on nodes that do
+not hold their state (copying it there is not provided).
 
 Guarantee: at most one live activation per key in the whole cluster at every instant,
 under partitions and node crashes too. Every node agrees on a key's node from the same
-list whatever it is connected to, only that node activates the key, and its router (the
-key's only activator) starts an incarnation only once the previous one has exited, even
-across a restart of the router (`Entities`). What a partition costs is availability: the
-keys of the nodes across it are unavailable on this side until it heals. The simulator
-checks it on every activation (`sim/systems/entities.py`, `scenarios/entities.toml`).
+list whatever it is connected to, only that node activates the key, and its router
+starts an incarnation only once the previous one has exited, even across a restart of
+the router (`Entities` adopts its predecessor's stopping entities). A partition costs
+availability: the keys of the nodes across it are unavailable on this side until it
+heals. The simulator checks the guarantee at every activation (`sim/systems/entities.py`,
+`scenarios/entities.toml`; the timelines: `scenarios/timeline_nodes.toml`).
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
-from actors import Future, Node, Process, RemoteName, packb
+from actors import Node, Process, RemoteName, packb
 from actors.placement import MAX_NODES, place
 from .entities import Entities, entities_info, entity_call, entity_cast
 from .errors import ActivationError, UnencodableValue
-
-log = logging.getLogger("storage")
 
 _SCALAR_KEYS = (str, bytes, int)
 
@@ -155,49 +153,25 @@ class PlacedEntities:
         return node_of(key, self.nodes)
 
     def call(self, caller: Node | Process, key: Any, request: Any, timeout: float | None = 5.0) -> Any:
-        """Call entity `key` on its node (see `storage.entities.entity_call`); if that node
-        is not connected to the caller's, it raises `ActivationError` at once."""
-        where = self._where(caller, key)
-        if isinstance(where, Exception):
-            return _raising(caller, where)
-        return entity_call(caller, where, key, request, timeout)
+        """Call entity `key` on its node (see `storage.entities.entity_call`). A node that
+        is down or cannot be reached fails the call at once, as OTP's call to a name on
+        another node does: `NoProc` (the simulator's cut) or `CallExit` ("noconnection")."""
+        return entity_call(caller, self._where(caller, key), key, request, timeout)
 
     def cast(self, caller: Node | Process, key: Any, msg: Any) -> None:
-        """Cast `msg` to entity `key` on its node; dropped (and logged) if that node is not
-        connected to the caller's."""
-        where = self._where(caller, key)
-        if isinstance(where, Exception):
-            log.warning("cast to entity %r dropped: %s", key, where)
-        else:
-            entity_cast(caller, where, key, msg)
+        """Cast `msg` to entity `key` on its node (lost if that node is down, as any cast)."""
+        entity_cast(caller, self._where(caller, key), key, msg)
 
     def info(self, caller: Node | Process, node: str) -> Any:
         """`entities_info` of the router on `node`."""
         return entities_info(caller, self.name if _node_of(caller).name == node else RemoteName(self.name, node))
 
     def _where(self, caller: Node | Process, key: Any) -> Any:
-        """The address of `key`'s router, or the error that says why there is none (a key
-        that cannot be placed raises `UnencodableValue` at once)."""
+        """The address of `key`'s router (a key that cannot be placed raises
+        `UnencodableValue`)."""
         home = node_of(key, self.nodes)
-        local = _node_of(caller)
-        if home == local.name:
-            return self.name
-        if home not in local.nodes():
-            return ActivationError(key, f"its node {home} is not connected to {local.name}")
-        return RemoteName(self.name, home)
+        return self.name if home == _node_of(caller).name else RemoteName(self.name, home)
 
 
 def _node_of(caller: Node | Process) -> Node:
     return caller if isinstance(caller, Node) else caller.node
-
-
-def _raising(caller: Node | Process, exc: Exception) -> Any:
-    """What a call that fails at once returns: a coroutine raising `exc` in a process, a
-    failed `Future` from outside."""
-    if isinstance(caller, Process):
-        async def failed() -> Any:
-            raise exc
-        return failed()
-    answer = Future()
-    answer.set_exception(exc)
-    return answer

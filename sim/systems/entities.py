@@ -6,8 +6,8 @@ nodes: server nodes "e1".."eN" each run a `ClusterEntities` router ("counters", 
 a one_for_one supervisor) of counter entities on their own LMDB store; a counter
 `("counter", c)` lives on `place(key, servers)`, is activated there on demand and
 passivated after `idle_timeout`. Clients on node "clients" route each request from their
-own node (`PlacedEntities`) and retry it (same seq) until it is acknowledged, also when
-the counter's node is down or cut off (`ActivationError`: it is unavailable meanwhile).
+own node (`PlacedEntities`) and retry it (same seq) until it is acknowledged, also while
+the counter's node is down or cut off (its keys are unavailable meanwhile, never moved).
 
 Checks: the counter's (no acknowledged increment lost, reads never go back, none
 counted that nobody asked for; eventually every increment acknowledged, exactly once),
