@@ -31,6 +31,9 @@ class Where(PersistentServer):
         self.state += 1
         return self.node.name, self.state
 
+    def handle_cast(self, msg: Any) -> None:
+        self.state += msg
+
 
 class Cluster:
     """Three simulated server nodes with their own disks, and a client node "c"."""
@@ -78,6 +81,14 @@ def test_each_key_is_served_on_its_node_whichever_node_calls(cluster):
         info = cluster.placed.info(cluster.sim.node("c"), name)
         cluster.sim.run(cluster.sim.now + 0.1)
         assert info.result()["activations"] == sum(1 for home in homes.values() if home == name)
+
+
+def test_a_cast_reaches_the_entity_on_its_node(cluster):
+    key = KEYS[3]
+    cluster.placed.cast(cluster.sim.node("c"), key, 10)
+    cluster.placed.cast(cluster.sim.node(node_of(key, SERVERS)), key, 5)  # from its own node too
+    cluster.sim.run(cluster.sim.now + 0.5)
+    assert cluster.call(key) == (node_of(key, SERVERS), 16)
 
 
 def test_a_nodes_keys_wait_while_it_is_down_and_come_back_with_their_state(cluster):
