@@ -119,20 +119,15 @@ class ClusterEntities(Entities):
         """The node `key` lives on."""
         return node_of(key, self.cluster)
 
-    def _route(self, key: Any, payload: Any, caller: Any) -> None:
+    def _activate(self, key: Any) -> Any:
+        # Checked here, not per message: a key is active here only if it is this node's.
         try:
             home = self.home(key)
         except UnencodableValue as exc:
-            self._refuse(key, payload, caller, exc)
-            return
+            return ActivationError(key, exc)
         if home != self.node.name:
-            why = f"it lives on node {home}, not on {self.node.name}: the caller's node list differs"
-            self._refuse(key, payload, caller, ActivationError(key, why))
-            return
-        super()._route(key, payload, caller)
-
-    def _activate(self, key: Any) -> Any:
-        assert self.home(key) == self.node.name, f"activating {key!r:.80} away from its node"
+            return ActivationError(key, f"it lives on node {home}, not on {self.node.name}: "
+                                        "the caller's node list differs")
         return super()._activate(key)
 
 
