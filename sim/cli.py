@@ -428,8 +428,10 @@ event kinds (--kind), with the fields of --json's "fields":
   run      a process took a turn                  [serial]
   spawn    a process started                      ["spawn", serial, what was spawned]
   exit     a process ended                        ["exit", serial, reason]
-  send     a delivery left its node               ["send", src, dst, serial, msg|reply|exit|down,
-                                                   fault ("", drop, duplicate, delay, reorder, cut),
+  send     a delivery left its node               ["send", src, dst, serial, msg|reply|exit|down
+                                                   (link|monitor when it found no connection),
+                                                   fault ("", drop, duplicate, delay, reorder, cut,
+                                                   noconnection),
                                                    arrival time (absent if it never arrives)]
   arr      a delivery reached its node            ["arr", dst, serial, kind, why it was lost if it was]
   commit   a store committed                      ["commit", node, commits on the node so far]

@@ -12,8 +12,12 @@ It is the nodes' transport: every delivery one node hands another (see
 - signals (exit, linked exit, down) travel the same way but are never dropped or
   doubled: Erlang only loses them with the connection, and then says so;
 - setting links and monitors up or down (link, unlink, monitor, demonitor) reaches the
-  far node at once, and so does its answer ("noproc"), even across a cut: setting one
-  up takes no time here (a wire carries them in order with the rest).
+  far node at once, and so does its answer ("noproc"): setting one up takes no time here
+  (a wire carries them in order with the rest). It needs a connection, as Erlang's does:
+  while the two nodes are not connected (a partition cuts either direction between them,
+  or the far node is down), a link or monitor being set up fails at once with
+  `noconnection` (an exit signal, a `Down`), and so does the monitor of a call (the call
+  fails at once, its request lost); taking one down needs nothing from the far side.
 
 With `codec` on (a scenario's `[network] codec`, on by default), every delivery crosses as
 the wire's bytes (`actors.codec.encode_term`), decoded on arrival by the far node: a
@@ -32,8 +36,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from actors import Pid, Ref
-from actors.boundary import KIND, SETUP, CallRequest, Delivery, Monitor, kind_of
+from actors import NOCONNECTION, Pid, Ref, RemoteName
+from actors.boundary import KIND, SETUP, CallRequest, Delivery, DownSignal, LinkedExit, Monitor, kind_of
+from actors.boundary import Link as LinkSignal
 from actors.codec import decode_term, encode_term
 
 if TYPE_CHECKING:
@@ -221,12 +226,16 @@ class Network:
         dst = sim.node(dst_name)
         serial = _serial(dst, original)
         self.sent += 1
-        if link.cut:
+        if link.cut or (self.partitioned and type(original) is CallRequest and original.monitor
+                        and not self.connected(src_name, dst_name)):  # a call needs a connection
             record(("send", src_name, dst_name, serial, kind, "cut"))
+            self._monitor_alone(src_name, dst_name, original)  # fails with noconnection
             return
-        if dst is not None and not _meant_for(dst, original):
+        if dst is None or not _meant_for(dst, original):
+            # The node is down (no connection: a call's monitor fails with noconnection), or
+            # this is for a pid (or call) of its earlier incarnation ("noproc"): lost on arrival.
             self._monitor_alone(src_name, dst_name, original)
-            dst = None  # a pid (or call) of an earlier incarnation: lost as if that node were down
+            original, delivery, dst = _unmonitored(original), _unmonitored(delivery), None
         depart = sim.departure(src_name) if sim.stalls else sim.now
         arrival = depart + link.lo + (link.hi - link.lo) * self._rand()
         fault = ""
@@ -272,15 +281,42 @@ class Network:
 
     def _at_once(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
         """A link or monitor being set up (or taken down) reaches the far node at once,
-        and so does that node's answer (a "noproc"): setting one up takes no time."""
+        and so does that node's answer (a "noproc"): setting one up takes no time. With
+        no connection between the nodes, one being set up fails with noconnection."""
         dst = self.sim.node(dst_name)
-        if dst is None:
+        if dst is None or (self.partitioned and not self.connected(src_name, dst_name)):
+            self._no_connection(src_name, dst_name, delivery)
             return
         previous, self._answering = self._answering, (dst_name, src_name)
         try:
             dst.arrive(delivery if type(delivery) is not _Encoded else _decoded(delivery, dst))
         finally:
             self._answering = previous
+
+    def _no_connection(self, src_name: str, dst_name: str, delivery: Any) -> None:
+        """A link or monitor (a call's too) set up towards a node that cannot be reached:
+        the sender's node answers itself at once with noconnection, as Erlang's does."""
+        if type(delivery) is _Encoded:
+            delivery = delivery.delivery
+        kind = type(delivery)
+        if kind is LinkSignal:
+            answer: Delivery = LinkedExit(delivery.sender, delivery.to, NOCONNECTION)
+        elif kind is Monitor:
+            answer = DownSignal(delivery.watcher, delivery.ref, self._seen(dst_name, delivery.to), NOCONNECTION)
+        elif kind is CallRequest and delivery.monitor:
+            answer = DownSignal(delivery.caller, delivery.tag, self._seen(dst_name, delivery.to), NOCONNECTION)
+        else:
+            return  # taking one down: each side dropped its half when the connection went
+        if kind is not CallRequest:  # a call's request has its own record
+            self.sim.trace.append(("send", src_name, dst_name, _serial(None, delivery), KIND[kind], "noconnection"))
+        src = self.sim.node(src_name)
+        assert src is not None, f"node {src_name} sends while down"
+        src.arrive(answer)
+
+    @staticmethod
+    def _seen(dst_name: str, to: Any) -> Any:
+        """What a Down names for `to`: its pid, or a name as registered on its node."""
+        return to if type(to) is Pid else RemoteName(to, dst_name)
 
     def crossing(self, src: Node, dst_name: str, delivery: Delivery) -> bytes | None:
         """The delivery as the wire's bytes (`actors.codec`); None when it cannot cross: the

@@ -7,7 +7,8 @@ node). Everything else is a list whose first item names the event:
 
     ["spawn", serial, qualname]            ["exit", serial, reason]
     ["send", src, dst, serial, kind, fault, arrival]   (fault: "", a message fault,
-                                            "cut" across a partition)
+                                            "cut" across a partition; "noconnection":
+                                            a link or monitor set up with no connection)
     ["arr", dst, serial, kind]             (or with "node down", "connection lost")
     ["commit", node, n]                    ["lost", node, commits]
     ["fault", kind, target, ...]           ["restart", node, creation]

@@ -245,3 +245,90 @@ def test_latency_samples_keep_their_virtual_time_and_exact_counts_per_time_bin()
     assert len(samples.counts) <= samples.BINS and samples.width * len(samples.counts) > moments[-1]
     assert samples.counts == [sum(1 for t in moments if int(t / samples.width) == b)
                               for b in range(len(samples.counts))]
+
+
+def two_nodes(seed: int = 4):
+    """Node "b" with an idle process, node "a" whose processes the test spawns."""
+    sim = Simulation(seed)
+    remote = {}
+
+    async def idle(proc):
+        await proc.receive()
+
+    sim.add_node("b", lambda node: remote.setdefault("pid", node.spawn(idle)))
+    sim.add_node("a", lambda node: None)
+    sim.run(0.1)
+    return sim, remote["pid"]
+
+
+def watch_across(sim, target, seen: list, *, link: bool = True, monitor: bool = True) -> None:
+    """A process on node "a" that traps exits, links to and monitors `target`, and keeps
+    what it receives (with the virtual time it arrived) in `seen`."""
+    async def watcher(proc):
+        proc.trap_exit = True
+        if link:
+            proc.link(target)
+        if monitor:
+            proc.monitor(target)
+        while True:
+            msg = await proc.receive()
+            seen.append((sim.now, type(msg).__name__, msg.reason))
+
+    sim.node("a").spawn(watcher)
+
+
+@pytest.mark.parametrize("oneway", [False, True])
+def test_a_link_and_a_monitor_set_up_across_a_cut_fail_at_once_with_noconnection(oneway):
+    sim, target = two_nodes()
+    sim.network.partition([["b"], ["a"]] if oneway else [["a"], ["b"]], oneway=oneway)  # one-way: only b -> a cut
+    now = sim.now
+    seen: list = []
+    watch_across(sim, target, seen)
+    sim.run(0.2)
+    assert sorted(seen) == [(now, "Down", NOCONNECTION), (now, "Exit", NOCONNECTION)]
+    assert sim.node("b").process_info(target)["links"] == []  # nothing reached the far side
+    assert sim.node("b").process_info(target)["monitored_by"] == []
+    sim.node("b").exit(target, "boom")
+    sim.run(1.0)
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize("oneway", [False, True])
+def test_a_call_across_a_cut_fails_at_once_with_noconnection(oneway):
+    sim, target = two_nodes()
+    sim.network.partition([["b"], ["a"]], oneway=oneway)  # one-way: the request's way is open
+    out: list = []
+
+    async def client(proc):
+        try:
+            await proc.call(target, "x", timeout=5.0)
+        except CallExit as exc:
+            out.append((sim.now, exc.reason))
+
+    now = sim.now
+    sim.node("a").spawn(client)
+    sim.run(1.0)
+    assert out == [(now, NOCONNECTION)]  # not a timeout five seconds later
+
+
+def test_a_link_and_a_monitor_set_up_after_the_heal_work_again():
+    sim, target = two_nodes()
+    sim.network.partition([["a"], ["b"]], oneway=True)
+    sim.run(0.2)
+    sim.network.heal()
+    seen: list = []
+    watch_across(sim, target, seen)
+    sim.run(0.3)
+    assert seen == [] and len(sim.node("b").process_info(target)["monitored_by"]) == 1
+    sim.node("b").exit(target, "boom")
+    sim.run(1.0)
+    assert sorted(r[1:] for r in seen) == [("Down", "boom"), ("Exit", "boom")]
+
+
+def test_a_link_and_a_monitor_set_up_towards_a_node_that_is_down_fail_with_noconnection():
+    sim, target = two_nodes()
+    sim.crash_node("b")
+    seen: list = []
+    watch_across(sim, target, seen)
+    sim.run(0.2)
+    assert sorted(r[1:] for r in seen) == [("Down", NOCONNECTION), ("Exit", NOCONNECTION)]
