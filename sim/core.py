@@ -397,6 +397,7 @@ class Simulation:
         resolution = self.resolution
         instant_limit = self.instant_limit
         inf = math.inf
+        ceil = math.ceil
         turns_here = 0
         ready = [spec for spec in self._up if spec.node.runnable()]  # type: ignore[union-attr]  # a spec in _up has its node
         while self.failure is None:
@@ -435,7 +436,7 @@ class Simulation:
                 if spec.fire < t:
                     t = spec.fire
             if resolution and t < inf:
-                k = math.ceil(t / resolution)  # the grid point at or after t, exact:
+                k = ceil(t / resolution)  # the grid point at or after t, exact:
                 tick = k * resolution
                 if tick < t or (k - 1) * resolution >= t:  # the division rounded the wrong way
                     tick = self._tick_after(t)

@@ -59,7 +59,9 @@ class Disk:
         self.commits += 1
         if self.full:
             return StoreFull(f"disk full (injected) at {self.node}")
-        fault, delay = self._faults.roll(self.commits, self.sim.now, self._draws, self.log)
+        faults = self._faults  # with no commit faults configured, nothing to roll:
+        fault, delay = (faults.roll(self.commits, self.sim.now, self._draws, self.log)
+                        if self._draws or faults.script else ("", 0.0))
         if not fault:
             self.sim.trace.event("commit", self.node, self.commits)
             return None

@@ -209,7 +209,7 @@ class Network:
         original = delivery
         # The kernel's envelope is ids by construction: what the application put in crosses
         # as bytes, unless it is plain immutable data (its round trip would change nothing).
-        if self.codec and not (_plain(delivery.to) and _plain(delivery[-1])):
+        if self.codec and not ((type(delivery.to) is Pid or _plain(delivery.to)) and _plain(delivery[-1])):
             data = self.crossing(src, dst_name, delivery)
             if data is None:
                 return
@@ -224,14 +224,20 @@ class Network:
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
         kind = TRACE_KIND[kind]
         dst = sim.node(dst_name)
-        serial = _serial(dst, original)
+        to = original.to
+        if type(to) is Pid:  # the common case of `_serial` and `_meant_for`, inline
+            serial = to.serial
+            meant = dst is not None and serial >> 40 == dst.creation
+        else:
+            serial = _serial(dst, original)
+            meant = dst is not None and _meant_for(dst, original)
         self.sent += 1
         if link.cut or (self.partitioned and type(original) is CallRequest and original.monitor
                         and not self.connected(src_name, dst_name)):  # a call needs a connection
             record(("send", src_name, dst_name, serial, kind, "cut"))
             self._monitor_alone(src_name, dst_name, original)  # fails with noconnection
             return
-        if dst is None or not _meant_for(dst, original):
+        if not meant:
             # The node is down (no connection: a call's monitor fails with noconnection), or
             # this is for a pid (or call) of its earlier incarnation ("noproc"): lost on arrival.
             self._monitor_alone(src_name, dst_name, original)
@@ -264,14 +270,15 @@ class Network:
 
     def _arrive(self, dst_name: str, dst: Node | None, delivery: Delivery, kind: str, serial: int,
                 link: Link, epoch: int) -> None:
-        if dst is None or self.sim.node(dst_name) is not dst:
-            self.sim.trace.append(("arr", dst_name, serial, kind, "node down"))
-            return
-        if link.epoch != epoch:
-            self.sim.trace.append(("arr", dst_name, serial, kind, "connection lost"))
+        # A node that went down took every connection with it (`node_down`): while the
+        # epoch holds, the node that was there at sending is still there.
+        if link.epoch != epoch or dst is None:
+            why = "node down" if dst is None or self.sim.node(dst_name) is not dst else "connection lost"
+            self.sim.trace.append(("arr", dst_name, serial, kind, why))
             return
         self.sim.trace.append(("arr", dst_name, serial, kind))
-        dst.arrive(_decoded(delivery, dst))  # the node's clock catches up before it next runs
+        # the node's clock catches up before it next runs
+        dst.arrive(delivery if type(delivery) is not _Encoded else _decoded(delivery, dst))
 
     def _monitor_alone(self, src_name: str, dst_name: str, delivery: Delivery) -> None:
         """A call request that will not arrive: the monitor it carries still does (a

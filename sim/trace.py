@@ -126,14 +126,17 @@ class Trace:
         trace = self
 
         def tracer(event: str, pid: Any, detail: Any) -> None:
+            if event == "run":  # by far the most frequent
+                if trace.node is not name:
+                    trace.at_node(name)
+                append(pid.serial)
+                return
             if event == "crash":
                 trace.crashes += 1
                 return
             if trace.node is not name:
                 trace.at_node(name)
-            if event == "run":
-                append(pid.serial)
-            elif event == "spawn":
+            if event == "spawn":
                 kind = clean_name(detail)
                 if len(trace.kinds) < KINDS_LIMIT:  # past it, failure reports show bare pids
                     trace.kinds[(name, pid.serial)] = kind
