@@ -27,6 +27,8 @@ Workloads (value and unit per JSON line):
   one pass of the events_per_s seeds, in a pass of its own; a sample goes to the
   innermost frame of this repository's code, so the kernel, supervision, storage and the
   counter system count as the system under test even when the driver called them;
+  "us_per_event" gives each part (and the system under test) in CPU microseconds per
+  event, CPU time rather than wall time so that a busy machine does not inflate it;
 - jobs_wall_1, jobs_wall_2: true wall seconds of `letitcrash sim counter.toml --seeds
   1..2n --jobs 1` and `--jobs 2` (subprocesses, interpreter start included);
   jobs_speedup: their ratio (at most 2 on two idle cores);
@@ -152,7 +154,9 @@ def outside_pass(scenario: Scenario, seeds: range) -> dict[str, Any]:
     total = sum(samples.values()) or 1
     parts = {k: round(100 * samples.get(k, 0) / total, 1) for k in ("driver", "network", "faults", "checks",
                                                                       "trace")}
-    return {**p, "share": round(sum(parts.values()), 1), "parts": parts, "samples": total}
+    cpu_us = 1e6 * p["wall"] * p["cpu_share"] / max(p["events"], 1)
+    us = {k: round(cpu_us * samples.get(k, 0) / total, 2) for k in (*parts, "system")}
+    return {**p, "share": round(sum(parts.values()), 1), "parts": parts, "us_per_event": us, "samples": total}
 
 
 def jobs_pass(scenario: Scenario, seeds: int, jobs: int) -> dict[str, float]:
@@ -217,7 +221,7 @@ def measure(mode: str) -> list[dict[str, Any]]:
         line("events_per_s_recorded", recorded_rate, "events/s", recorded_p),
         line("trace_cost", max(0.0, 100 * (1 - recorded_rate / rate)), "%", recorded_p),
         {**line("outside_share", outside["share"], "%", outside), "parts": outside["parts"],
-         "samples": outside["samples"]},
+         "us_per_event": outside["us_per_event"], "samples": outside["samples"]},
         line("jobs_wall_1", best["jobs1"]["wall"], "s", best["jobs1"]),
         line("jobs_wall_2", best["jobs2"]["wall"], "s", best["jobs2"]),
         line("jobs_speedup", best["jobs1"]["wall"] / best["jobs2"]["wall"], "x", best["jobs2"]),
@@ -231,10 +235,12 @@ def table(lines: list[dict[str, Any]]) -> str:
     for d in lines:
         met = {True: "yes", False: "NO"}.get(d.get("met"), "")
         value = f"{d['value']:,.0f}" if d["value"] >= 1000 else f"{d['value']:.4g}"
-        parts = ", ".join(f"{k} {v:g} %" for k, v in d.get("parts", {}).items())
+        us = d.get("us_per_event", {})
+        parts = ", ".join(f"{k} {v:g} % ({us[k]:g} µs)" for k, v in d.get("parts", {}).items())
         rows.append(f"{d['workload']:<26} {value:>12}  {d['unit']:<9} {d.get('goal', ''):<12} {met}"
                     + (f"  (cpu share {d['cpu_share']})" if "cpu_share" in d else "")
-                    + (f"  ({parts}; the rest: the system under test)" if parts else ""))
+                    + (f"  ({parts}; the rest: the system under test, {us['system']:g} µs;"
+                       " CPU µs per event)" if parts else ""))
     return "\n".join(rows)
 
 

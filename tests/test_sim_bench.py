@@ -27,6 +27,7 @@ def test_json_lines_name_every_workload_with_a_value_and_a_unit():
     outside = lines[WORKLOADS.index("outside_share")]
     assert list(outside["parts"]) == PARTS and outside["samples"] > 0
     assert abs(sum(outside["parts"].values()) - outside["value"]) < 0.5 and 0 <= outside["value"] <= 100
+    assert list(outside["us_per_event"]) == [*PARTS, "system"] and outside["us_per_event"]["system"] > 0
     goals = {d["workload"]: d for d in lines if "goal" in d}
     assert set(goals) == {"events_per_s", "trace_cost"} and all(type(d["met"]) is bool for d in goals.values())
 
