@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -24,6 +25,11 @@ BENCH = ROOT / "bench"
 BOUND = 60.0  # seconds for one real-time wait
 SIM_SEEDS = int(os.environ.get("LETITCRASH_SIM_SEEDS", "2"))
 """Seeds per simulation test: CI runs a few; LETITCRASH_SIM_SEEDS=N runs N (a longer soak)."""
+settings.register_profile("default", max_examples=40)
+settings.register_profile("thorough", max_examples=200)
+settings.load_profile("thorough" if os.environ.get("LETITCRASH_SOAK") else "default")
+"""Examples per property test: 40 by default, so every rule is drawn on each run and the suite
+stays quick; LETITCRASH_SOAK=1 (or `--hypothesis-profile=thorough`) draws 200."""
 T = TypeVar("T")
 
 

@@ -115,4 +115,4 @@ class StoreModel(RuleBasedStateMachine):
 
 
 TestStoreModel = StoreModel.TestCase
-TestStoreModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestStoreModel.settings = settings(stateful_step_count=30, deadline=None)

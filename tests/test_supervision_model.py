@@ -51,7 +51,7 @@ schedules = st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 2.5]), st.integer
                                st.sampled_from(["crash", "normal", "shutdown"])), max_size=12)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
        restarts=st.lists(st.sampled_from(["permanent", "transient", "temporary"]), min_size=1, max_size=4),
        max_restarts=st.integers(0, 3), max_seconds=st.sampled_from([1, 2, 5]), schedule=schedules)
