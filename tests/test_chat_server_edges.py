@@ -12,6 +12,8 @@ from apps.chat import ChatConfig
 from apps.chat.router import HashRing
 from apps.server import Presence, ServerError
 
+pytestmark = pytest.mark.xdist_group("chat_server_edges")  # one worker: its module fixture is made once
+
 WAIT = 15.0
 
 

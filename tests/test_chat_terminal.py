@@ -21,6 +21,8 @@ from apps.server.auth import token_for
 from apps.server.terminal import Chat, LocalState
 from supervision import Backoff
 
+pytestmark = pytest.mark.xdist_group("chat_terminal")  # one worker: its module fixture is made once
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

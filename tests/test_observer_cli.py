@@ -12,6 +12,8 @@ import urllib.request
 import pytest
 from server_harness import ROOT, START_TIMEOUT, ServerProcess
 
+pytestmark = pytest.mark.xdist_group("observer_cli")  # one worker: its module fixture is made once
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

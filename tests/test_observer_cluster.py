@@ -27,6 +27,8 @@ from actors import RemoteName
 from apps.observer import OpError
 from apps.observer.remote import Cluster, join
 
+pytestmark = pytest.mark.xdist_group("observer_cluster")  # one worker: its module fixture is made once
+
 N1, N2 = "n1@localhost", "n2@localhost"
 
 

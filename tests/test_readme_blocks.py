@@ -17,6 +17,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.xdist_group("readme_blocks")  # one worker: its module fixture is made once
+
 DOCS = ["README.md", "examples/README.md"]
 BOUND = 60  # seconds for one block: a safety bound on a loaded machine, not a measurement
 FRAGMENT = "# fragment:"

@@ -21,6 +21,8 @@ from apps.chat.router import HashRing
 from apps.server import Message, ServerError
 from apps.server import protocol as P
 
+pytestmark = pytest.mark.xdist_group("server_abuse")  # one worker: its module fixture is made once
+
 WAIT = 15.0
 BURST = 40
 MAX_FRAME = 600_000

@@ -13,6 +13,8 @@ from apps.chat import ChatConfig
 from apps.chat.router import HashRing
 from apps.server import Closed, Message, Read, Receipt, Sent, ServerError
 
+pytestmark = pytest.mark.xdist_group("server_devices")  # one worker: its module fixture is made once
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -14,6 +14,8 @@ from server_harness import ROOT, WAIT, ChatProcess, ServerProcess, acked, runnin
 from apps.server import Closed, ConnectionClosed, Message, Presence, Receipt, Tweet
 from apps.server import protocol as P
 
+pytestmark = pytest.mark.xdist_group("server_e2e")  # one worker: its module fixture is made once
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

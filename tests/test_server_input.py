@@ -17,6 +17,8 @@ from apps.server import Message, Receipt
 from apps.server import protocol as P
 from apps.server.auth import prove, token_for
 
+pytestmark = pytest.mark.xdist_group("server_input")  # one worker: its module fixture is made once
+
 WAIT = 15.0
 MAX_FRAME = 100_000
 

@@ -13,6 +13,8 @@ from server_harness import acked, error, running_server, take
 from apps.server import Message
 from apps.server import protocol as P
 
+pytestmark = pytest.mark.xdist_group("server_overload")  # one worker: its module fixture is made once
+
 N = 10
 
 

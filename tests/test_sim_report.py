@@ -18,6 +18,8 @@ from sim.runner import run
 from sim.scenario import load
 from sim.trace import EVENT_KINDS
 
+pytestmark = pytest.mark.xdist_group("sim_report")  # one worker: its module fixture is made once
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
