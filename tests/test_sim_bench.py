@@ -1,25 +1,34 @@
 """bench/sim.py runs end to end and prints every figure it promises. No timing
-assertions: the hidden `--tiny` flag runs one short seed; only the output's shape is checked."""
+assertions: the hidden `--tiny` flag runs one short seed; only the output's shape is checked.
+One run serves both checks: its JSON lines, and the table the script prints of them."""
 from __future__ import annotations
 
+import importlib.util
 import json
-from functools import partial
 
-from conftest import run_bench
+import pytest
+from conftest import BENCH, bench_output
+
+pytestmark = pytest.mark.xdist_group("sim_bench")  # one worker: its module fixture is made once
 
 WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "speedup", "seeds_per_min",
              "events_per_s_recorded", "trace_cost", "outside_share", "jobs_wall_1", "jobs_wall_2", "jobs_speedup",
              "events_per_s_codec_off", "codec_cost"]
 PARTS = ["driver", "network", "faults", "checks", "trace"]
 
+# bench/sim.py under another name: "sim" is the simulator's package.
+_spec = importlib.util.spec_from_file_location("bench_sim", BENCH / "sim.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 
-run = partial(run_bench, "sim.py")
+
+@pytest.fixture(scope="module")
+def lines() -> list[dict]:
+    """The JSON lines of one smoke run."""
+    return [json.loads(line) for line in bench_output("sim.py", "--json").splitlines()]
 
 
-def test_json_lines_name_every_workload_with_a_value_and_a_unit():
-    out = run("--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
+def test_json_lines_name_every_workload_with_a_value_and_a_unit(lines):
     assert [d["workload"] for d in lines] == WORKLOADS
     for d in lines:
         assert d["system"] == "letitcrash" and d["unit"] and d["n"] == (2 if d["workload"].startswith("jobs") else 1)
@@ -32,10 +41,8 @@ def test_json_lines_name_every_workload_with_a_value_and_a_unit():
     assert set(goals) == {"events_per_s", "trace_cost"} and all(type(d["met"]) is bool for d in goals.values())
 
 
-def test_the_table_has_a_row_per_workload():
-    out = run()
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = out.stdout.splitlines()
+def test_the_table_has_a_row_per_workload(lines):
+    rows = bench.table(lines).splitlines()
     assert rows[0].split()[:3] == ["workload", "value", "unit"]
     assert [row.split()[0] for row in rows[1:]] == WORKLOADS
     share = rows[1 + WORKLOADS.index("outside_share")]
