@@ -54,10 +54,10 @@ def test_a_shard_that_stores_retries_again_is_caught(monkeypatch):
 
     original = Shard._store
     monkeypatch.setattr(Shard, "_store", forgetful)
-    failures = [run(load(SCENARIO), seed).failure for seed in (1, 2, 3)]
-    caught = [f for f in failures if f is not None]
+    failures = (run(load(SCENARIO), seed).failure for seed in (1, 2, 3))
+    caught = next((f for f in failures if f is not None), None)  # the first seed that catches it will do
     assert caught, "three seeds of chaos and no check noticed duplicated messages"
-    assert all("twice" in f.message or "never acknowledged" in f.message for f in caught), caught
+    assert "twice" in caught.message or "never acknowledged" in caught.message, caught
 
 
 
