@@ -1,7 +1,8 @@
 """The `letitcrash` command line, end to end in subprocesses: reports, exit status,
 reproducing a failure from its printed command, shrinking, replaying, many seeds in
 several processes; and bad input, refused before any run (in this process, where a
-traceback would fail the test)."""
+traceback would fail the test). Each command runs in a subprocess at least once; a second
+run only to compare with the first runs its `main` in this process (`here`)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,16 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300)
 
 
+def here(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str
+         ) -> subprocess.CompletedProcess:
+    """`cli(*args)` as `main(args)` in this process, from the repository's folder."""
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    status = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, out.out, out.err)
+
+
 def test_the_quick_start_job_passes_with_a_readable_report():
     out = cli("sim", "scenarios/counter.toml")
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
@@ -32,7 +43,7 @@ def test_the_quick_start_job_passes_with_a_readable_report():
     assert out.stderr == ""  # crash reports are counted, not printed
 
 
-def test_a_failure_prints_the_command_that_reproduces_it_exactly():
+def test_a_failure_prints_the_command_that_reproduces_it_exactly(capsys, monkeypatch):
     out = cli("sim", "scenarios/counter_broken.toml", "--json")
     assert out.returncode == 1
     first = json.loads(out.stdout)
@@ -40,11 +51,11 @@ def test_a_failure_prints_the_command_that_reproduces_it_exactly():
     assert first["failure"]["last_events"] and first["shrink"].startswith("letitcrash shrink ")
     command = shlex.split(first["reproduce"])
     assert command[:2] == ["letitcrash", "sim"]
-    again = cli(*command[1:], "--json")
+    again = here(capsys, monkeypatch, *command[1:], "--json")
     assert again.returncode == 1
     second = json.loads(again.stdout)
     assert second["trace_hash"] == first["trace_hash"] and second["failure"] == first["failure"]
-    text = cli(*command[1:]).stdout
+    text = here(capsys, monkeypatch, *command[1:]).stdout
     assert "FAIL  counter.no_lost_ack" in text and f"reproduce   {first['reproduce']}" in text
 
 
@@ -57,34 +68,34 @@ def test_many_seeds_with_overrides_report_one_line_each():
     assert lines[3].startswith("3 seeds: 3 passed, 0 failed")
 
 
-def test_shrink_writes_a_smaller_scenario_that_fails_the_same_way(tmp_path):
+def test_shrink_writes_a_smaller_scenario_that_fails_the_same_way(tmp_path, capsys, monkeypatch):
     shrunk = tmp_path / "shrunk.toml"
     out = cli("shrink", "scenarios/counter_broken.toml", "--seed", "1", "-o", str(shrunk), "--budget", "40")
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     assert f"wrote {shrunk}" in out.stdout and "faults" in out.stdout
     assert shrunk.read_text().startswith("# Shrunk by `letitcrash shrink scenarios/counter_broken.toml --seed 1` in ")
-    rerun = cli("sim", str(shrunk))
+    rerun = here(capsys, monkeypatch, "sim", str(shrunk))
     assert rerun.returncode == 1 and "FAIL  counter.no_lost_ack" in rerun.stdout
 
 
-def test_replay_exits_1_when_the_replayed_run_fails_and_2_for_a_damaged_trace(tmp_path):
+def test_replay_exits_1_when_the_replayed_run_fails_and_2_for_a_damaged_trace(tmp_path, capsys, monkeypatch):
     trace = tmp_path / "run.trace"
     assert cli("sim", "scenarios/counter_broken.toml", "--trace", str(trace)).returncode == 1
     out = cli("replay", str(trace))
     assert out.returncode == 1 and "identical" in out.stdout and "failed counter.no_lost_ack again" in out.stdout
     data = trace.read_bytes()
     trace.write_bytes(data[: len(data) // 2])
-    out = cli("replay", str(trace), "--json")
+    out = here(capsys, monkeypatch, "replay", str(trace), "--json")
     assert out.returncode == 2 and out.stdout == ""
     assert f"{trace}: damaged trace: it ends after record" in out.stderr and "DIVERGED" not in out.stderr
 
 
-def test_replay_of_a_passing_run_exits_0(tmp_path):
+def test_replay_of_a_passing_run_exits_0(tmp_path, capsys, monkeypatch):
     trace = tmp_path / "run.trace"
     short = tmp_path / "short.toml"
     short.write_text(Path(ROOT / "scenarios" / "counter.toml").read_text().replace("duration = 20.0", "duration = 2.0"))
-    assert cli("sim", str(short), "--trace", str(trace)).returncode == 0
-    out = cli("replay", str(trace), "--json")
+    assert here(capsys, monkeypatch, "sim", str(short), "--trace", str(trace)).returncode == 0
+    out = here(capsys, monkeypatch, "replay", str(trace), "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["passed"] is True
 
 
@@ -160,8 +171,8 @@ def test_more_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, capsys
             capsys.readouterr().err
 
 
-def test_seeds_in_two_processes_give_the_serial_results_in_seed_order():
-    serial = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..4", "--json")
+def test_seeds_in_two_processes_give_the_serial_results_in_seed_order(capsys, monkeypatch):
+    serial = here(capsys, monkeypatch, "sim", "scenarios/counter_broken.toml", "--seeds", "1..4", "--json")
     parallel = cli("sim", "scenarios/counter_broken.toml", "--seeds", "1..4", "--jobs", "2", "--json")
     assert serial.returncode == parallel.returncode == 1, parallel.stderr[-2000:]
     keys = ("seed", "passed", "failure", "events", "deliveries", "faults", "restarts", "crashes", "checks",
