@@ -4,21 +4,32 @@ it promises.
 No timing assertions: the hidden `--tiny` flag shrinks every workload (40 connections,
 4 pairs for 0.6 s, 100 pending messages, one client process) so the run takes seconds;
 only the shape of the output, and that each workload measured something, are checked.
+One run serves every check: its JSON lines, and the table the script prints of them.
 """
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
-from functools import partial
 
-from conftest import run_bench
+import pytest
+from conftest import BENCH, bench_output, run_bench
 
-run = partial(run_bench, "serve.py")
+pytestmark = pytest.mark.xdist_group("bench_serve")  # one worker: its module fixture is made once
+
+# bench/serve.py under another name, for its table and its choice of workloads.
+_spec = importlib.util.spec_from_file_location("bench_serve", BENCH / "serve.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 
 
-def test_json_lines_cover_every_workload_and_the_peer() -> None:
-    proc = run("--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+@pytest.fixture(scope="module")
+def lines() -> list[dict]:
+    """The JSON lines of one smoke run."""
+    return [json.loads(line) for line in bench_output("serve.py", "--json").splitlines()]
+
+
+def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:
     measured = {(d["system"], d["workload"]): d for d in lines if d["workload"] != "ratio"}
     ours = {"connections", "conn_memory", "msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us",
             "recovery_s"}
@@ -53,11 +64,13 @@ def test_json_lines_cover_every_workload_and_the_peer() -> None:
         assert abs(d["value"] - expected) <= 1e-3 * expected, d
 
 
-def test_table_only_and_bad_workload() -> None:
-    proc = run("--only", "connections")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "connections" in proc.stdout and "goal >= 10000" in proc.stdout
-    assert "msgs_per_s" not in proc.stdout and "recovery_s" not in proc.stdout
+def test_table_only_and_bad_workload(lines, capsys) -> None:
+    for line in lines:
+        bench.show(line)
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == len(lines) and "goal >= 10000" in rows[0]
+    assert [row.split()[:2] for row in rows[:2]] == [["letitcrash", "connections"], ["letitcrash", "conn_memory"]]
+    assert bench.selected(argparse.ArgumentParser(), "connections") == ["connections"]
 
-    bad = run("--only", "recovery,bogus")
+    bad = run_bench("serve.py", "--only", "recovery,bogus")
     assert bad.returncode == 2 and "unknown workload: bogus" in bad.stderr
