@@ -46,6 +46,19 @@ async def eventually(predicate: Callable[[], Any], bound: float = BOUND, every: 
         await asyncio.sleep(every)
 
 
+def run_main(main: Callable[[list[str]], int | None], capsys: pytest.CaptureFixture,
+             *args: str) -> subprocess.CompletedProcess:
+    """A command's `main(args)` run in this process, reported as `subprocess.run` would: its
+    exit status (argparse's refusals exit), standard output and standard error."""
+    capsys.readouterr()
+    try:
+        status = main(list(args))
+    except SystemExit as exc:
+        status = exc.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, out.out, out.err)
+
+
 def run_bench(script: str, *args: str, bound: float = 120.0) -> subprocess.CompletedProcess:
     """`python bench/SCRIPT --tiny ARGS...`: a benchmark's smoke run (tiny sizes, so it checks
     that every workload runs and reports, not how fast)."""

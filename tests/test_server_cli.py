@@ -1,5 +1,6 @@
 """`letitcrash serve` / `chat` / `token` on bad input: a clear message and exit status 2 (1
-when the server cannot run), and `sim` still reached through the new entry point."""
+when the server cannot run), and `sim` still reached through the new entry point. Each
+command runs in a subprocess; the many refusals of one flag run its `main` in this process."""
 from __future__ import annotations
 
 import socket
@@ -7,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_main
 from server_harness import ROOT, SECRET
 
+from apps.cli import main
 from apps.server.auth import token_for
 
 
@@ -24,8 +27,8 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (["--max-inflight", "0"], "--max-inflight must be a positive int, got 0"),
     (["--max-delay", "-0.1"], "--max-delay must be a positive number, got -0.1"),
 ])
-def test_serve_refuses_bad_limits(tmp_path, flags, message):
-    done = cli("serve", "--data", str(tmp_path), *flags)
+def test_serve_refuses_bad_limits(tmp_path, capsys, flags, message):
+    done = run_main(main, capsys, "serve", "--data", str(tmp_path), *flags)
     assert done.returncode == 2 and message in done.stderr
 
 
@@ -35,8 +38,8 @@ def test_serve_refuses_bad_limits(tmp_path, flags, message):
     (["chat", "--user", "alice"], "0", "a TCP port here is from 1 to 65535, got 0"),
     (["chat", "--user", "alice"], "http", "expected a TCP port number, got 'http'"),
 ])
-def test_a_bad_port_is_refused_before_anything_starts(tmp_path, command, port, message):
-    done = cli(*[str(tmp_path / "d") if arg == "DATA" else arg for arg in command], "--port", port)
+def test_a_bad_port_is_refused_before_anything_starts(tmp_path, capsys, command, port, message):
+    done = run_main(main, capsys, *[str(tmp_path / "d") if arg == "DATA" else arg for arg in command], "--port", port)
     assert done.returncode == 2 and f"argument --port: {message}" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()
 

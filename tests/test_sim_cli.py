@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 from sim.cli import main
 
@@ -26,10 +26,7 @@ def here(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: 
          ) -> subprocess.CompletedProcess:
     """`cli(*args)` as `main(args)` in this process, from the repository's folder."""
     monkeypatch.chdir(ROOT)
-    capsys.readouterr()
-    status = main(list(args))
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, status, out.out, out.err)
+    return run_main(main, capsys, *args)
 
 
 def test_the_quick_start_job_passes_with_a_readable_report():
