@@ -335,6 +335,21 @@ def test_a_phone_hears_its_offers_and_the_withdrawal_of_those_still_open(city):
     assert heard[3:] == [("d3", "withdrawn")]  # the loser accepted: its answer, not a withdrawal
 
 
+def test_drivers_whose_claims_lose_in_the_winners_turn_get_their_answer_and_no_withdrawal(city):
+    node, rides, _ = city
+    drivers = ["d1", "d2", "d3"]
+    placed_and_requested(node, rides, drivers)
+    sent = []
+    node.trace(rides.city.registry.lookup(("ride", "r1")), lambda event, pid, detail: sent.append((event, detail)))
+    futures = [rides.accept(node, d, "r1") for d in drivers]  # all three at once: one turn of the ride
+    node.run_for(1.0)
+    assert sorted("won" if f.exception() is None else "lost" for f in futures) == ["lost", "lost", "won"]
+    casts = [detail[1] for event, detail in sent if event == "send" and type(detail[1]) is tuple]
+    assert sorted(msg[3] for msg in casts if msg[0] == "claimed") == [False, False, True]
+    assert [msg for msg in casts if msg[0] == "withdraw"] == []  # a losing claim's answer ends its offer
+    assert offered(node, rides, drivers) == []
+
+
 def test_batches_of_three_then_a_wider_radius_then_cancelled_with_a_reason(city):
     node, rides, _ = city
     near = [f"n{i}" for i in range(5)]

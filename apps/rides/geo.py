@@ -30,6 +30,8 @@ MAX_COVER_CELLS = 4096  # limit on one covering: a radius of ~15 km at mid latit
 
 def check_point(lat: float, lon: float, what: str = "location") -> tuple[float, float]:
     """The point as floats, or ValueError naming what is wrong with it."""
+    if type(lat) is float and type(lon) is float and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return lat, lon  # the usual case, checked in one expression (a NaN fails it)
     for name, value, bound in (("latitude", lat, 90.0), ("longitude", lon, 180.0)):
         if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > bound:
             raise ValueError(f"{what}: {name} must be a finite number in [-{bound:g}, {bound:g}], got {value!r}")

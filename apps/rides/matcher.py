@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -148,6 +148,7 @@ class Ride(PersistentServer, GenStateMachine):
         self.config = config
         self.city = city
         self.queue: list[Any] = []  # the ranked candidates not offered yet: soft, a restart searches again
+        self.withdrawing: list[Any] = []  # drivers to tell at the end of this turn (see `_withdraw`)
         city.registry.register(("ride", self.id), self.pid)
         return self.state["status"]  # a restarted ride resumes in its stored status
 
@@ -258,14 +259,30 @@ class Ride(PersistentServer, GenStateMachine):
         return GenericTimeout("batch", expires, absolute=True)
 
     def _withdraw(self, keep: Any = None) -> GenericTimeout:
-        """Withdraw the offers out (but `keep`'s); returns the cancellation of their timeout."""
+        """Withdraw the offers out (but `keep`'s); returns the cancellation of their timeout.
+        The withdrawals leave at the end of the turn (`run_turn`), to the drivers whose
+        claim this turn did not answer: the claims of an offer's batch mostly arrive
+        together, and a losing claim's answer already ends the driver's offer."""
         s = self.state
-        for driver in s["outstanding"]:
-            if driver != keep:
-                self.city.cast(self, ("driver", driver), ("withdraw", self.id))
+        self.withdrawing += [driver for driver in s["outstanding"] if driver != keep]
         s["outstanding"] = []
         s["batch_until"] = None
         return GenericTimeout("batch", None)
+
+    def run_turn(self, turn: Callable[[], bool]) -> None:
+        def then_withdraw() -> bool:
+            suspended = turn()
+            if self.withdrawing:
+                self._send_withdrawals()
+            return suspended
+        super().run_turn(then_withdraw)
+
+    def _send_withdrawals(self) -> None:
+        live = self.state["outstanding"]  # offered again in this turn: the offer stands
+        for driver in self.withdrawing:
+            if driver not in live:
+                self.city.cast(self, ("driver", driver), ("withdraw", self.id))
+        self.withdrawing = []
 
     def _claim(self, driver: Any) -> tuple[bool, Any]:
         """Whether `driver` holds the ride (a claim is idempotent for the winner), and the
@@ -277,6 +294,7 @@ class Ride(PersistentServer, GenStateMachine):
             return False, None
         s["driver"] = driver
         s["matched_at"] = s["decided_at"] = self.now()
+        self.queue = []  # no more offers: the matched ride keeps no candidates
         withdrawn = self._withdraw(keep=driver)
         self.city.cast(self, ("cell", s["cell"]), ("undemand", self.id))
         return True, self._to("matched", withdrawn)
@@ -301,6 +319,8 @@ class Ride(PersistentServer, GenStateMachine):
         if tag == "claim":
             _, driver, reply_to = msg
             won, transition = self._claim(driver)
+            if driver in self.withdrawing:  # its answer below ends its offer
+                self.withdrawing.remove(driver)
             self.send(reply_to, ("claimed", self.id, self.pid, won))
             return transition
         if tag == "confirm":
