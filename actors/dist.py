@@ -138,8 +138,11 @@ class Peer:
             # dropping it alone would break the order of what follows
             self.dist.lost(self, f"a batch waiting to go is over {self.name}'s frame limit")
             return
+        dist = self.dist
         for data in frames:
             channel.write(data)
+            dist.bytes_out += len(data)
+        dist.frames_out += len(frames)
         self.last_write = channel.loop.time()
         if channel.unsent() > self.dist.max_buffer:
             self.dist.overloaded(self)
@@ -153,20 +156,26 @@ class Peer:
             self.dist.lost(self, f"bad_frame: {exc}")
             return
         dist = self.dist
+        dist.frames_in += 1
+        dist.bytes_in += len(payload) + 4  # (its length prefix too, as bytes_out counts it)
         boundary = dist.node._boundary
         arrive, arrive_run = boundary.arrive, boundary.arrive_run
         dist.receiving = True  # what the deliveries make the node send leaves after them, in one write
+        taken = 0
         try:
             for delivery in deliveries:
                 if type(delivery) is Run:
                     arrive_run(*delivery)
+                    taken += len(delivery.msgs)
                 else:
                     arrive(delivery)
+                    taken += 1
         except Exception:  # noqa: BLE001 - a kernel fault must not take the event loop down
             log.exception("node %s: a delivery from %s failed", dist.node.name, self.name)
             dist.lost(self, "delivery_failed")
         finally:
             dist.receiving = False
+            dist.deliveries_in += taken
         if dist.dirty and dist.node._idle:  # else the node's coming pass sends it
             dist.flush_all()
 
@@ -236,6 +245,8 @@ class Distribution:
         self.refused_logged = 0.0
         self.drops = 0  # messages dropped since the last log line about them
         self.drops_logged = -1.0
+        # counters since start (see statistics)
+        self.frames_out = self.bytes_out = self.frames_in = self.bytes_in = self.deliveries_in = 0
 
     # -- starting and stopping --------------------------------------------------------------------
 
@@ -580,6 +591,15 @@ class Distribution:
         self.ticker = loop.call_later(every / 2, self.tick)
 
     # -- introspection ------------------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        """Counters since the distribution was made, over all its connections: `frames_out`
+        and `bytes_out` written (length prefixes included), `frames_in` and `bytes_in` read,
+        and `deliveries_in`, the deliveries those frames carried (a message, a call, a reply,
+        a signal: one each). The sum of every node's `deliveries_in` is what crossed between
+        the nodes; rates are differences of two readings."""
+        return {"frames_out": self.frames_out, "bytes_out": self.bytes_out, "frames_in": self.frames_in,
+                "bytes_in": self.bytes_in, "deliveries_in": self.deliveries_in}
 
     def nodes(self) -> list[str]:
         """The nodes connected through this distribution, sorted."""

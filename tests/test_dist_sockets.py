@@ -202,6 +202,28 @@ def test_order_per_pair_holds_under_load_from_many_senders(tmp_path):
     arun(main())
 
 
+def test_statistics_count_the_frames_bytes_and_deliveries_that_crossed(tmp_path):
+    async def main():
+        async with nodes(tmp_path, "a@h", "b@h") as [(a, da), (b, db)]:
+            log: list = []
+            echo = b.spawn(Echo, log)
+            await da.connect("b@h", db.address)
+            before_a, before_b = da.statistics(), db.statistics()
+            for i in range(10):
+                a.cast(echo, i)                                  # ten casts in one pass: one frame
+            await eventually(lambda: len(log) == 10)
+            assert await a.call(echo, "x") == ("echo", "x")      # a call there, its reply back
+            after_a, after_b = da.statistics(), db.statistics()
+            moved = {node: {k: after[k] - before[k] for k in after}
+                     for node, before, after in (("a", before_a, after_a), ("b", before_b, after_b))}
+            assert moved["b"]["deliveries_in"] == 11 and moved["a"]["deliveries_in"] == 1
+            assert moved["a"]["frames_out"] == moved["b"]["frames_in"] == 2
+            assert moved["b"]["frames_out"] == moved["a"]["frames_in"] == 1
+            assert moved["a"]["bytes_out"] == moved["b"]["bytes_in"] > 10
+            assert moved["b"]["bytes_out"] == moved["a"]["bytes_in"] > 0
+    arun(main())
+
+
 def test_what_cannot_be_encoded_raises_in_a_caller_and_a_cast_of_it_is_dropped_with_a_log_line(tmp_path, caplog):
     async def main():
         async with nodes(tmp_path, "a@h", "b@h", max_frame=1 << 20) as [(a, da), (b, db)]:
