@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from chat_world import Device
 
-from actors import NoProc
+from actors import GenServer, NoProc
 from apps.chat import ChatConfig, ChatService
 from apps.common import ServerNodes
 from sim.core import Simulation
@@ -73,6 +73,68 @@ def test_a_replaced_session_is_not_left_believing_it_is_attached(tmp_path, loss)
                 f"the device's session is alive but took nothing since it was replaced (frames {frames})")
         else:
             assert closed, f"the device's session ended without telling it (frames {frames})"
+    finally:
+        sim.close()
+        nodes.close()
+
+
+class Phone(GenServer):
+    """A device that confirms what it takes (so receipts flow), keeping the message ids."""
+
+    def init(self, service: ChatService) -> None:
+        self.service, self.session, self.last, self.took = service, None, 0, []
+
+    def handle_info(self, frame):
+        if frame[0] == "items" and self.session is not None:
+            for seq, kind, msg_id, *_ in frame[1]:
+                if seq == self.last + 1:
+                    self.last = seq
+                    if kind == "m":
+                        self.took.append(msg_id)
+            self.service.confirm(self, self.session, self.last)
+
+
+def test_users_connected_on_their_home_node_exchange_messages_without_crossing_nodes(tmp_path):
+    """`home_node(user)` is the node of the user's home shard (placed by the same key):
+    two users connected on theirs, both homed on chat1, send and confirm (receipts flow)
+    with nothing crossing the network; to a user homed on chat2 it crosses."""
+    sim = Simulation(1)
+    config = ChatConfig(shards=4, nodes=("chat1", "chat2"), resend_after=0.2)
+    nodes = ServerNodes(SimpleNamespace(sim=sim, data_dir=tmp_path), ["chat1", "chat2"],
+                        lambda node, store, resolve: ChatService(node, store, config, resolve=resolve))
+    nodes.add()
+    service = {name: nodes.serving(name) for name in ("chat1", "chat2")}
+    users = [f"u{i}" for i in range(40)]
+    assert all(service["chat1"].home_node(u) == service["chat2"].home_node(u) for u in users)
+    homed = {name: [u for u in users if service["chat1"].home_node(u) == name] for name in service}
+    (alice, bob), carol = homed["chat1"][:2], homed["chat2"][0]
+    seen: dict = {}
+
+    async def connect(proc, user):
+        chat = service[service["chat1"].home_node(user)]
+        phone = chat.node.spawn(Phone, chat)
+        session = await chat.connect(proc, user, "phone", phone)
+        chat.node.get_process(phone).session = session
+        await chat.attached(proc, session)
+        return session, chat.node.get_process(phone)
+
+    async def script(proc):
+        sessions = {user: await connect(proc, user) for user in (alice, bob, carol)}
+        chat1 = service["chat1"]
+        assert all(chat1.router.locate(u).node_name == chat1.home_node(u) for u in users)
+        await proc.sleep(1.0)
+        for to in (bob, carol):
+            before = sim.network.sent
+            msg_id = await chat1.send(proc, sessions[alice][0], to, to, b"hi")
+            await proc.sleep(1.0)  # taken, confirmed, its receipt stored and acknowledged
+            seen[to] = (sim.network.sent - before, msg_id in sessions[to][1].took)
+
+    sim.node("chat1").spawn(script)
+    sim.run(5.0)
+    try:
+        assert seen[bob] == (0, True), seen
+        crossed, took = seen[carol]
+        assert took and crossed >= 2, seen  # the store and its answer at least
     finally:
         sim.close()
         nodes.close()

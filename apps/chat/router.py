@@ -4,7 +4,9 @@
     ring.owner("alice")                     # the shard index alice is homed on
 
 A user's home shard holds her pending store, presence and receipts; it does not depend on
-how many nodes run the shards, so one node or many run the same design. Adding a shard
+how many nodes run the shards, so one node or many run the same design. `home_node(user)`
+is the node of that shard: a device connected there has its session beside its shard, so
+a message between two users of one node never leaves it. Adding a shard
 moves only the users whose ring arc it takes (about 1/n of them). Hashes are blake2b of
 the key's text, the same in every interpreter (never `hash()`).
 """
@@ -86,6 +88,11 @@ class Router:
 
     def node_of(self, shard: int) -> str:
         return self.nodes[shard % len(self.nodes)]
+
+    def home_node(self, user: Any) -> str:
+        """The node hosting `user`'s home shard: where its devices should connect, so that
+        its session and its shard are placed by the same key (the user)."""
+        return self.node_of(self.ring.owner(user))
 
     def name_of(self, shard: int) -> str:
         return f"chat.shard.{shard}"

@@ -111,6 +111,15 @@ class ChatService(TreeService):
         return start_child(caller, self._local(SESSIONS_SUP), None, user, device, outlet,
                            timeout=self.config.call_timeout)
 
+    def home_node(self, user: str) -> str:
+        """The node where `user`'s devices should connect: the one hosting its home shard.
+        A session there sends its own shard's traffic (attach, confirms, its receipts'
+        items) without leaving the node, and only what goes to a user homed elsewhere
+        crosses (the store and its answer, the receipts and their acknowledgement); any
+        node accepts any user all the same."""
+        check_name("user", user, self.config)
+        return self.router.home_node(user)
+
     def attached(self, caller: Node | Process, session: Pid) -> Any:
         """Once `session` has attached: `{"acked", "seq", "devices", "new", "linked"}`
         (`acked`: its device's position; `devices`: how many the user has linked; `new`:

@@ -5,7 +5,11 @@ Each node runs a `ChatService` on its own LMDB store (`$LETITCRASH_DATA/NAME@HOS
 under the system's temporary directory) with the same `ChatConfig`: `shards` (16 unless
 $LETITCRASH_CHAT_SHARDS) placed on the cluster's nodes ($LETITCRASH_CLUSTER_NODES, which
 a Ray node host sets: shard i on node i mod N). Sessions may be on any node; a shard on
-another node is reached over the nodes' streams.
+another node is reached over the nodes' streams. A front end connects each device on
+`ChatService.home_node(user)`, the node of its user's shard (session and shard placed by
+the same key): a user's own traffic (attach, items, confirms) then stays on that node, and
+a message crosses only when its recipient is homed on another node (the store and its
+answer, then the receipt and its acknowledgement, batched with others between shards).
 
 A shard is found across nodes through the cluster's global names (`actors.global_names`):
 a `ShardNames` process on each node registers the node's shards under their names, again
