@@ -1,30 +1,49 @@
 #!/usr/bin/env python
 """Scale-out benchmark: the chat on 1 node process and on N, over the nodes' own streams.
 
-    python bench/dist_scale.py              # 1 and 2 nodes, full sizes
-    python bench/dist_scale.py --quick      # smaller
+    python bench/dist_scale.py                      # 1 and 2 nodes, full sizes
+    python bench/dist_scale.py --quick --repeat 3   # smaller, 3 interleaved runs of each
     python bench/dist_scale.py --nodes 1,2,4 --json
+    python bench/dist_scale.py --quick --profile    # + the CPU's shares by layer
 
 - chat_sends_per_s: acknowledged sends (stored by the recipient's home shard) per wall
   second across the cluster. The work is the same whatever the node count: `sessions`
-  connected devices and `senders` of them sending `messages` in all, each sender one
-  message at a time (a closed loop) to random users of the whole cluster; with N nodes
-  each node process holds 1/N of the devices and senders, and the `shards` are spread
-  over the nodes (shard i on node i mod N, `apps.cluster.chat`), so most sends and
-  deliveries cross between node processes. Stores are LMDB in mode "process" (no fsync).
-  The span runs from the start signal to the last node's last acknowledgement.
-- scale (system "N/1 nodes"): the N-node figure over the 1-node one, from this run.
+  connected devices (users u0, u1...) and `senders` of them sending `messages` in all,
+  each sender one message at a time (a closed loop) to random users of the whole
+  cluster. The `shards` are spread over the nodes (shard i on node i mod N,
+  `apps.cluster.chat`); each device connects on its user's home node
+  (`ChatService.home_node`; `--placement spread`: on node k mod N for user uk, whatever
+  its shard, as before), so with N nodes about 1 - 1/N of the sends cross. Stores are
+  LMDB in mode "process" (no fsync). The span runs from the start signal to the last
+  node's last acknowledgement.
+- the cost of a send, on the same line, per acknowledged send over the whole cluster
+  (the counters run from the start signal until every node is done):
+  `cpu_us_per_msg` (user + system CPU of all node processes; `node_cpu_us_per_msg`
+  each), `crossings_per_msg` (deliveries that went between node processes: messages,
+  calls, replies, signals), `frames_per_msg` and `wire_bytes_per_msg` (written),
+  `kernel_msgs_per_msg` (messages taken by processes), `items_per_msg` (items the
+  devices took: the message and its sender's receipt), `passes_per_msg` (scheduler
+  passes) and `commits_per_msg` (LMDB commits); with `--profile`, `cpu_share_by_layer`
+  (cProfile's own time by source folder: chat, kernel, storage, dist = wire encoding,
+  decoding and the node boundary, socket, loop = asyncio, load = this benchmark's
+  devices and senders; the profiler slows everything, so only the shares mean something).
+- scale (system "N/1 nodes"): the best N-node rate over the best 1-node one, from this
+  run. On a machine that other work shares, the wall rates say little about scaling:
+  the CPU per send is the figure to project from.
 
-The machine's other work shares its cores: each line has `others_cpu` (cores other
-processes kept busy meanwhile, from /proc).
+Each line has `others_cpu` (cores other processes kept busy meanwhile, from /proc) and
+`load_avg` (the machine's 1-minute load average as the run started).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,41 +67,119 @@ HOUR = 3600.0
 
 
 class Device(GenServer):
-    """Takes its items in order and confirms them (one confirm per frame)."""
+    """Takes its items in order and confirms them (one confirm per frame); counts them."""
 
     def init(self, service: Any) -> None:
-        self.service, self.session, self.last = service, None, 0
+        self.service, self.session, self.last, self.taken = service, None, 0, 0
 
     def handle_info(self, msg: Any) -> None:
         if msg[0] == "items" and self.session is not None:
             for item in msg[1]:
                 if item[0] == self.last + 1:
                     self.last = item[0]
+                    self.taken += 1
             self.service.confirm(self, self.session, self.last)
 
 
-def users_of(index: int, size: dict, nodes: int) -> list[str]:
-    return [f"u{index}-{j}" for j in range(size["sessions"] // nodes)]
+def users_here(router: Any, index: int, size: dict, placement: str) -> list[str]:
+    """The users whose devices connect to node `index`: on their home shard's node
+    ("home"), or every N-th user whatever its shard ("spread", the placement before)."""
+    count = len(router.nodes)
+    everyone = [f"u{k}" for k in range(size["sessions"])]
+    if placement == "spread":
+        return everyone[index::count]
+    here = router.nodes[index]
+    return [user for user in everyone if router.home_node(user) == here]
 
 
-async def load(node: Node, service: Any, spec: dict) -> None:
-    """A node's part: connect its devices, say "ready", send on "go", say what it sent, stop on EOF."""
+class Meter:
+    """This node process's counters between two readings: CPU seconds (user + system),
+    the distribution's counters, the kernel's messages and scheduler passes, the store's
+    commits, and with `profile` the CPU by layer (cProfile: it slows the run, so only its
+    shares mean something)."""
+
+    def __init__(self, node: Node, dist: Any, store: Any, profile: bool) -> None:
+        self.node, self.dist, self.store = node, dist, store
+        self.profiler = cProfile.Profile() if profile else None
+        self.passes = 0
+        node.add_pass_hook(self.count_pass)
+
+    def count_pass(self) -> None:
+        self.passes += 1
+
+    def reading(self) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"cpu_s": usage.ru_utime + usage.ru_stime, "messages": self.node.statistics()["messages"],
+                "passes": self.passes, "commits": self.store.commits, **self.dist.statistics()}
+
+    def start(self) -> None:
+        self.first = self.reading()
+        if self.profiler is not None:
+            self.profiler.enable()
+
+    def stop(self) -> dict:
+        if self.profiler is not None:
+            self.profiler.disable()
+        last = self.reading()
+        moved = {k: last[k] - self.first[k] for k in last}
+        if self.profiler is not None:
+            moved["layers"] = layers(self.profiler)
+        return moved
+
+
+LAYERS = (("apps/chat/", "chat"), ("apps/", "apps"), ("actors/dist.py", "dist"), ("actors/wire.py", "dist"),
+          ("actors/boundary.py", "dist"), ("actors/", "kernel"), ("supervision/", "kernel"),
+          ("storage/", "storage"), ("bench/", "load"), ("asyncio/", "loop"), ("selectors.py", "loop"),
+          ("socket.py", "socket"))
+BUILTINS = (("socket", "socket"), ("epoll", "socket"), ("msgpack", "dist"), ("Packer", "dist"),
+            ("unpack", "dist"), ("lmdb", "storage"), ("Transaction", "storage"), ("Cursor", "storage"))
+
+
+def layer_of(filename: str, function: str) -> str | None:
+    """The layer a profiled function belongs to (None: a builtin of no layer of its own)."""
+    if filename == "~":
+        return next((layer for word, layer in BUILTINS if word in function), None)
+    path = filename.replace(os.sep, "/")
+    return next((layer for part, layer in LAYERS if f"/{part}" in path or path.startswith(part)), "other")
+
+
+def layers(profiler: cProfile.Profile) -> dict[str, float]:
+    """CPU seconds by layer, from a profile's own time; a builtin of no layer counts for
+    the layer of its caller."""
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total: dict[str, float] = {}
+    for (filename, _, function), (_, _, own, _, callers) in stats.items():
+        layer = layer_of(filename, function)
+        if layer is not None:
+            total[layer] = total.get(layer, 0.0) + own
+            continue
+        for (cfile, _, cfunction), caller in callers.items():
+            mine = layer_of(cfile, cfunction) or "other"
+            total[mine] = total.get(mine, 0.0) + caller[2]
+    return total
+
+
+async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter]) -> None:
+    """A node's part: connect its devices, say "ready", send on "go", say what it sent,
+    its counters on "stats", stop on EOF."""
     from apps.chat import Unavailable
 
-    size, count, index = spec["size"], len(spec["names"]), spec["index"]
+    size, index = spec["size"], spec["index"]
     router = service.router
     while any(router.shard(i) is None for i in range(router.ring.n)):  # every shard reachable
         await asyncio.sleep(0.02)
-    mine = users_of(index, size, count)
-    everyone = [u for i in range(count) for u in users_of(i, size, count)]
+    mine = users_here(router, index, size, spec["placement"])
+    everyone = [f"u{k}" for k in range(size["sessions"])]
     devices = [node.spawn(Device, service) for _ in mine]
     sessions = [await service.connect(node, user, "phone", device) for user, device in zip(mine, devices, strict=True)]
     for device, session in zip(devices, sessions, strict=True):
         node.get_process(device).session = session
     loop = asyncio.get_running_loop()
+    counters = meter()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-    senders = size["senders"] // count
+    counters.start()
+    senders = size["senders"] // len(router.nodes)
     per_sender = size["messages"] // size["senders"]
     finished: list[float] = []
 
@@ -102,7 +199,11 @@ async def load(node: Node, service: Any, spec: dict) -> None:
     while len(finished) < senders:
         await asyncio.sleep(0.002)
     print(json.dumps({"sent": senders * per_sender, "seconds": max(finished) - start}), flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)  # the end: the others may still send here
+    await loop.run_in_executor(None, sys.stdin.readline)  # "stats": every node is done
+    moved = counters.stop()
+    moved["items"] = sum(node.get_process(device).taken for device in devices)
+    print(json.dumps(moved), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # the end
 
 
 def node_main(spec: dict) -> int:
@@ -115,35 +216,47 @@ def node_main(spec: dict) -> int:
     name = names[spec["index"]]
     peers = {n: f"unix:{directory}/{n.partition('@')[0]}.sock" for n in names}
     stop = asyncio.Event()
+    dists: list[Any] = []
+
+    async def keep(dist: Any) -> list[str]:
+        dists.append(dist)
+        return []
 
     async def start(node: Node) -> None:
         store = Store(os.path.join(directory, name.partition("@")[0]), node, mode="process")
         config = ChatConfig(shards=spec["size"]["shards"], heartbeat_timeout=HOUR, nodes=tuple(names))
-        await load(node, chat.serve(node, store, config), spec)
+        await load(node, chat.serve(node, store, config), spec, lambda: Meter(node, dists[0], store, spec["profile"]))
         stop.set()
 
     asyncio.run(run_node(name, secret=SECRET, start=start, listen=peers[name], peers=peers, stop=stop,
-                         ready=lambda node, dist: None))
+                         listening=keep, ready=lambda node, dist: None))
     return 0
 
 
-def run(count: int, size: dict, directory: str) -> tuple[int, float]:
-    """`count` node processes running the load: (acknowledged sends, span in seconds)."""
+def run(count: int, size: dict, directory: str, placement: str, profile: bool) -> tuple[int, float, list[dict]]:
+    """`count` node processes running the load: (acknowledged sends, span in seconds,
+    each node's counters)."""
     names = [f"s{i}@bench" for i in range(count)]
     procs = []
+
+    def tell(line: str) -> None:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(line)
+            proc.stdin.flush()
     try:
         for index in range(count):
-            spec = json.dumps({"names": names, "index": index, "directory": directory, "size": size})
+            spec = json.dumps({"names": names, "index": index, "directory": directory, "size": size,
+                               "placement": placement, "profile": profile})
             procs.append(subprocess.Popen([sys.executable, __file__, "--node", spec], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True))
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "a node did not start"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
+        tell("go\n")
         results = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
-        return sum(r["sent"] for r in results), max(r["seconds"] for r in results)
+        tell("stats\n")
+        counters = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
+        return sum(r["sent"] for r in results), max(r["seconds"] for r in results), counters
     finally:
         for proc in procs:
             if proc.stdin is not None:
@@ -156,21 +269,47 @@ def run(count: int, size: dict, directory: str) -> tuple[int, float]:
                 proc.wait()
 
 
-def measure(counts: list[int], size: dict, emit: Callable[[dict], None]) -> None:
-    rates = {}
-    for count in counts:
-        busy, wall = cpu_busy(), time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="lic-scale-") as tmp:
-            sent, seconds = run(count, size, tmp)
-        elapsed = max(time.monotonic() - wall, 1e-9)
-        others = sig(max(0.0, (cpu_busy() - busy) / elapsed - min(count, os.cpu_count() or 1)))
-        rates[count] = sent / seconds
-        emit({"system": f"letitcrash {count} node{'s' if count > 1 else ''}", "workload": "chat_sends_per_s",
-              "value": sig(rates[count]), "unit": "msgs/s", "nodes": count, **size, "others_cpu": others})
+def cost(sent: int, counters: list[dict]) -> dict:
+    """Per acknowledged send, summed over the node processes: CPU µs, deliveries that
+    crossed between nodes, frames and bytes written, local deliveries, items the devices
+    took, scheduler passes, store commits; with a profile, the CPU's shares by layer."""
+    total = {k: sum(c[k] for c in counters) for k in counters[0] if k != "layers"}
+    line = {"cpu_us_per_msg": sig(total["cpu_s"] * 1e6 / sent),
+            "node_cpu_us_per_msg": [sig(c["cpu_s"] * 1e6 / sent) for c in counters],
+            "crossings_per_msg": sig(total["deliveries_in"] / sent), "frames_per_msg": sig(total["frames_out"] / sent),
+            "wire_bytes_per_msg": sig(total["bytes_out"] / sent), "kernel_msgs_per_msg": sig(total["messages"] / sent),
+            "items_per_msg": sig(total["items"] / sent),
+            "passes_per_msg": sig(total["passes"] / sent), "commits_per_msg": sig(total["commits"] / sent)}
+    if "layers" in counters[0]:
+        shares: dict[str, float] = {}
+        for c in counters:
+            for layer, seconds in c["layers"].items():
+                shares[layer] = shares.get(layer, 0.0) + seconds
+        whole = sum(shares.values()) or 1.0
+        line["cpu_share_by_layer"] = {k: round(v / whole, 3) for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+    return line
+
+
+def measure(counts: list[int], size: dict, emit: Callable[[dict], None], *, placement: str = "home",
+            repeat: int = 1, profile: bool = False) -> None:
+    rates: dict[int, list[float]] = {count: [] for count in counts}
+    for _ in range(repeat):
+        for count in counts:  # interleaved: the machine's other load falls on both alike
+            load_avg = os.getloadavg()[0]
+            busy, wall = cpu_busy(), time.monotonic()
+            with tempfile.TemporaryDirectory(prefix="lic-scale-") as tmp:
+                sent, seconds, counters = run(count, size, tmp, placement, profile)
+            elapsed = max(time.monotonic() - wall, 1e-9)
+            others = sig(max(0.0, (cpu_busy() - busy) / elapsed - min(count, os.cpu_count() or 1)))
+            rates[count].append(sent / seconds)
+            emit({"system": f"letitcrash {count} node{'s' if count > 1 else ''}", "workload": "chat_sends_per_s",
+                  "value": sig(sent / seconds), "unit": "msgs/s", "nodes": count, "placement": placement, **size,
+                  **cost(sent, counters), "others_cpu": others, "load_avg": round(load_avg, 2)})
     for count in counts:
         if count != 1 and 1 in rates:
+            best = max(rates[count]) / max(rates[1])
             emit({"system": f"{count}/1 nodes", "workload": "scale", "metric": "chat_sends_per_s",
-                  "value": sig(rates[count] / rates[1]), "unit": "x"})
+                  "value": sig(best), "unit": "x", "of": f"best of {repeat}"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", help=argparse.SUPPRESS)  # a child: one node, its spec in JSON
     ap.add_argument("--nodes", default="1,2", help="comma-separated node counts (default: %(default)s)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--placement", choices=("home", "spread"), default="home",
+                    help="where a user's device connects: its home shard's node (default), or any")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each node count, interleaved")
+    ap.add_argument("--profile", action="store_true", help="CPU shares by layer (cProfile: slower)")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     args = ap.parse_args(argv)
@@ -190,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"node counts are 1 to 16, not {args.nodes}")
     size = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
     emit = (lambda line: print(json.dumps({**line, "cores": os.cpu_count()}), flush=True)) if args.json else show
-    measure(counts, size, emit)
+    if not 1 <= args.repeat <= 20:
+        ap.error(f"--repeat is 1 to 20, not {args.repeat}")
+    measure(counts, size, emit, placement=args.placement, repeat=args.repeat, profile=args.profile)
     return 0
 
 

@@ -1,5 +1,6 @@
 """bench/dist_scale.py runs end to end: the chat on 1 node and on 2 node processes, and
-the scale line between them. No timing assertions: `--tiny` makes it a smoke run."""
+the scale line between them, with the cost of a send (CPU, deliveries between nodes).
+No timing assertions: `--tiny` makes it a smoke run."""
 import json
 
 from conftest import bench_output, run_bench
@@ -9,6 +10,9 @@ def test_json_lines_give_each_node_count_and_the_scale():
     lines = [json.loads(line) for line in bench_output("dist_scale.py", "--json").splitlines()]
     sends = {d["nodes"]: d for d in lines if d["workload"] == "chat_sends_per_s"}
     assert set(sends) == {1, 2} and all(d["value"] > 0 and d["unit"] == "msgs/s" for d in sends.values())
+    assert all(d["cpu_us_per_msg"] > 0 and d["items_per_msg"] > 0 for d in sends.values())
+    assert sends[1]["crossings_per_msg"] == 0 and sends[2]["crossings_per_msg"] > 0
+    assert len(sends[2]["node_cpu_us_per_msg"]) == 2
     (scale,) = [d for d in lines if d["workload"] == "scale"]
     assert scale["system"] == "2/1 nodes" and scale["value"] > 0
 
@@ -16,3 +20,8 @@ def test_json_lines_give_each_node_count_and_the_scale():
 def test_a_bad_node_count_is_named():
     bad = run_bench("dist_scale.py", "--nodes", "0")
     assert bad.returncode == 2 and "node counts are 1 to 16, not 0" in bad.stderr
+
+
+def test_a_bad_repeat_is_named():
+    bad = run_bench("dist_scale.py", "--repeat", "0")
+    assert bad.returncode == 2 and "--repeat is 1 to 20, not 0" in bad.stderr
