@@ -10,12 +10,13 @@
   second across the cluster. The work is the same whatever the node count: `sessions`
   connected devices (users u0, u1...) and `senders` of them sending `messages` in all,
   each sender one message at a time (a closed loop) to random users of the whole
-  cluster. The `shards` are spread over the nodes (shard i on node i mod N,
-  `apps.cluster.chat`); each device connects on its user's home node
+  cluster. The `shards` (`--shards`) are spread over the nodes (shard i on node i mod
+  N, `apps.cluster.chat`); each device connects on its user's home node
   (`ChatService.home_node`; `--placement spread`: on node k mod N for user uk, whatever
   its shard, as before), so with N nodes about 1 - 1/N of the sends cross. Stores are
   LMDB in mode "process" (no fsync). The span runs from the start signal to the last
-  node's last acknowledgement.
+  node's last acknowledgement. `--recipients local`: each sender writes only to users
+  of its own node, so nothing crosses (the cost of splitting the work alone).
 - the cost of a send, on the same line, per acknowledged send over the whole cluster
   (the counters run from the start signal until every node is done):
   `cpu_us_per_msg` (user + system CPU of all node processes; `node_cpu_us_per_msg`
@@ -59,8 +60,12 @@ from actors import GenServer, Node  # noqa: E402
 sys.path.insert(1, str(ROOT / "bench"))
 from kernel import cpu_busy, sig  # noqa: E402
 
-SIZES = {"full": {"sessions": 20_000, "senders": 400, "messages": 100_000, "shards": 64},
-         "quick": {"sessions": 4_000, "senders": 200, "messages": 20_000, "shards": 32},
+# Shards: a few per node. A node runs its shards on one thread, so more of them buy no
+# CPU; they split the batches (confirms, receipts between shards: one cast per pair of
+# shards per flush), and a message's receipts cross as casts of their own (measured on 2
+# nodes: 1.02 crossings per send with 2 shards, 1.10 with 4, 1.36 with 8, 1.93 with 32).
+SIZES = {"full": {"sessions": 20_000, "senders": 400, "messages": 100_000, "shards": 8},
+         "quick": {"sessions": 4_000, "senders": 200, "messages": 20_000, "shards": 4},
          "tiny": {"sessions": 40, "senders": 4, "messages": 200, "shards": 4}}
 SECRET = "bench"
 HOUR = 3600.0
@@ -96,11 +101,11 @@ class Meter:
     """This node process's counters between two readings: CPU seconds (user + system),
     the distribution's counters, the kernel's messages and scheduler passes, the store's
     commits, and with `profile` the CPU by layer (cProfile: it slows the run, so only its
-    shares mean something)."""
+    shares mean something), its whole profile saved in `profile_dir` if given."""
 
-    def __init__(self, node: Node, dist: Any, store: Any, profile: bool) -> None:
-        self.node, self.dist, self.store = node, dist, store
-        self.profiler = cProfile.Profile() if profile else None
+    def __init__(self, node: Node, dist: Any, store: Any, profile: bool, profile_dir: str | None) -> None:
+        self.node, self.dist, self.store, self.profile_dir = node, dist, store, profile_dir
+        self.profiler = cProfile.Profile(time.process_time) if profile else None
         self.passes = 0
         node.add_pass_hook(self.count_pass)
 
@@ -124,6 +129,9 @@ class Meter:
         moved = {k: last[k] - self.first[k] for k in last}
         if self.profiler is not None:
             moved["layers"] = layers(self.profiler)
+            if self.profile_dir:  # for `python -m pstats FILE`
+                name = f"{len(self.node.nodes()) + 1}-{self.node.name}.prof"
+                self.profiler.dump_stats(os.path.join(self.profile_dir, name))
         return moved
 
 
@@ -169,7 +177,7 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
     while any(router.shard(i) is None for i in range(router.ring.n)):  # every shard reachable
         await asyncio.sleep(0.02)
     mine = users_here(router, index, size, spec["placement"])
-    everyone = [f"u{k}" for k in range(size["sessions"])]
+    everyone = mine if spec["recipients"] == "local" else [f"u{k}" for k in range(size["sessions"])]
     devices = [node.spawn(Device, service) for _ in mine]
     sessions = [await service.connect(node, user, "phone", device) for user, device in zip(mine, devices, strict=True)]
     for device, session in zip(devices, sessions, strict=True):
@@ -225,7 +233,9 @@ def node_main(spec: dict) -> int:
     async def start(node: Node) -> None:
         store = Store(os.path.join(directory, name.partition("@")[0]), node, mode="process")
         config = ChatConfig(shards=spec["size"]["shards"], heartbeat_timeout=HOUR, nodes=tuple(names))
-        await load(node, chat.serve(node, store, config), spec, lambda: Meter(node, dists[0], store, spec["profile"]))
+        def meter() -> Meter:
+            return Meter(node, dists[0], store, spec["profile"], spec["profile_dir"])
+        await load(node, chat.serve(node, store, config), spec, meter)
         stop.set()
 
     asyncio.run(run_node(name, secret=SECRET, start=start, listen=peers[name], peers=peers, stop=stop,
@@ -233,7 +243,8 @@ def node_main(spec: dict) -> int:
     return 0
 
 
-def run(count: int, size: dict, directory: str, placement: str, profile: bool) -> tuple[int, float, list[dict]]:
+def run(count: int, size: dict, directory: str, placement: str, recipients: str,
+        profile: bool, profile_dir: str | None) -> tuple[int, float, list[dict]]:
     """`count` node processes running the load: (acknowledged sends, span in seconds,
     each node's counters)."""
     names = [f"s{i}@bench" for i in range(count)]
@@ -247,7 +258,8 @@ def run(count: int, size: dict, directory: str, placement: str, profile: bool) -
     try:
         for index in range(count):
             spec = json.dumps({"names": names, "index": index, "directory": directory, "size": size,
-                               "placement": placement, "profile": profile})
+                               "placement": placement, "recipients": recipients, "profile": profile,
+                               "profile_dir": profile_dir})
             procs.append(subprocess.Popen([sys.executable, __file__, "--node", spec], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True))
         for proc in procs:
@@ -291,19 +303,20 @@ def cost(sent: int, counters: list[dict]) -> dict:
 
 
 def measure(counts: list[int], size: dict, emit: Callable[[dict], None], *, placement: str = "home",
-            repeat: int = 1, profile: bool = False) -> None:
+            recipients: str = "any", repeat: int = 1, profile: bool = False, profile_dir: str | None = None) -> None:
     rates: dict[int, list[float]] = {count: [] for count in counts}
     for _ in range(repeat):
         for count in counts:  # interleaved: the machine's other load falls on both alike
             load_avg = os.getloadavg()[0]
             busy, wall = cpu_busy(), time.monotonic()
             with tempfile.TemporaryDirectory(prefix="lic-scale-") as tmp:
-                sent, seconds, counters = run(count, size, tmp, placement, profile)
+                sent, seconds, counters = run(count, size, tmp, placement, recipients, profile, profile_dir)
             elapsed = max(time.monotonic() - wall, 1e-9)
             others = sig(max(0.0, (cpu_busy() - busy) / elapsed - min(count, os.cpu_count() or 1)))
             rates[count].append(sent / seconds)
             emit({"system": f"letitcrash {count} node{'s' if count > 1 else ''}", "workload": "chat_sends_per_s",
-                  "value": sig(sent / seconds), "unit": "msgs/s", "nodes": count, "placement": placement, **size,
+                  "value": sig(sent / seconds), "unit": "msgs/s", "nodes": count, "placement": placement,
+                  "recipients": recipients, **size,
                   **cost(sent, counters), "others_cpu": others, "load_avg": round(load_avg, 2)})
     for count in counts:
         if count != 1 and 1 in rates:
@@ -321,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--placement", choices=("home", "spread"), default="home",
                     help="where a user's device connects: its home shard's node (default), or any")
+    ap.add_argument("--recipients", choices=("any", "local"), default="any",
+                    help="whom a sender writes to: any user (default), or only users of its own node")
+    ap.add_argument("--shards", type=int, help="chat shards in the cluster (default: the size's, 4 quick, 8 full)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each node count, interleaved")
     ap.add_argument("--profile", action="store_true", help="CPU shares by layer (cProfile: slower)")
+    ap.add_argument("--profile-dir", help="with --profile, save each node's profile there (N-NAME.prof)")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     args = ap.parse_args(argv)
@@ -332,10 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     if not all(1 <= n <= 16 for n in counts):
         ap.error(f"node counts are 1 to 16, not {args.nodes}")
     size = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    size = {**size, "shards": size["shards"] if args.shards is None else args.shards}
+    if not max(counts) <= size["shards"] <= 1024:
+        ap.error(f"--shards is {max(counts)} (a shard per node at least) to 1024, not {size['shards']}")
     emit = (lambda line: print(json.dumps({**line, "cores": os.cpu_count()}), flush=True)) if args.json else show
     if not 1 <= args.repeat <= 20:
         ap.error(f"--repeat is 1 to 20, not {args.repeat}")
-    measure(counts, size, emit, placement=args.placement, repeat=args.repeat, profile=args.profile)
+    measure(counts, size, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
+            profile=args.profile, profile_dir=args.profile_dir and os.path.abspath(args.profile_dir))
     return 0
 
 

@@ -22,6 +22,8 @@ def test_a_bad_node_count_is_named():
     assert bad.returncode == 2 and "node counts are 1 to 16, not 0" in bad.stderr
 
 
-def test_a_bad_repeat_is_named():
+def test_a_bad_repeat_or_shard_count_is_named():
     bad = run_bench("dist_scale.py", "--repeat", "0")
     assert bad.returncode == 2 and "--repeat is 1 to 20, not 0" in bad.stderr
+    bad = run_bench("dist_scale.py", "--shards", "1")
+    assert bad.returncode == 2 and "--shards is 2 (a shard per node at least) to 1024, not 1" in bad.stderr
