@@ -69,6 +69,7 @@ SIZES = {"full": {"sessions": 20_000, "senders": 400, "messages": 100_000, "shar
          "tiny": {"sessions": 40, "senders": 4, "messages": 200, "shards": 4}}
 SECRET = "bench"
 HOUR = 3600.0
+MAX_SECONDS = 600.0  # a node whose senders are not done by then fails the run instead of hanging it
 
 
 class Device(GenServer):
@@ -171,6 +172,7 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
     """A node's part: connect its devices, say "ready", send on "go", say what it sent,
     its counters on "stats", stop on EOF."""
     from apps.chat import Unavailable
+    from apps.common import RETRYABLE
 
     size, index = spec["size"], spec["index"]
     router = service.router
@@ -198,13 +200,16 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
             try:
                 await service.send(proc, sessions[me], everyone[rng.randrange(len(everyone))], k, b"x" * 64, "hi")
                 k += 1
-            except Unavailable:  # a shard restarting under load: the same client id again
+            except (Unavailable, *RETRYABLE):  # a shard restarting, or slow (profiled): the same client id again
                 await proc.sleep(0.01)
         finished.append(time.perf_counter())
     start = time.perf_counter()
     for s in range(senders):
         node.spawn(sender, s * (len(mine) // senders))
+    deadline = start + MAX_SECONDS
     while len(finished) < senders:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"node {index}: {senders - len(finished)} senders not done after {MAX_SECONDS:g} s")
         await asyncio.sleep(0.002)
     print(json.dumps({"sent": senders * per_sender, "seconds": max(finished) - start}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "stats": every node is done
@@ -243,6 +248,15 @@ def node_main(spec: dict) -> int:
     return 0
 
 
+def answer(proc: subprocess.Popen, what: str) -> dict:
+    """A node process's next line, which says `what` (JSON)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a node process ended before it said {what} (its error is above)")
+    return json.loads(line)
+
+
 def run(count: int, size: dict, directory: str, placement: str, recipients: str,
         profile: bool, profile_dir: str | None) -> tuple[int, float, list[dict]]:
     """`count` node processes running the load: (acknowledged sends, span in seconds,
@@ -265,9 +279,9 @@ def run(count: int, size: dict, directory: str, placement: str, recipients: str,
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "a node did not start"
         tell("go\n")
-        results = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
+        results = [answer(proc, "its sends") for proc in procs]
         tell("stats\n")
-        counters = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
+        counters = [answer(proc, "its counters") for proc in procs]
         return sum(r["sent"] for r in results), max(r["seconds"] for r in results), counters
     finally:
         for proc in procs:
