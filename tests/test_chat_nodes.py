@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 from chat_world import Device
+from ray_app import Phone  # a device that confirms what it takes (so receipts flow)
 
-from actors import GenServer, NoProc
+from actors import NoProc
 from apps.chat import ChatConfig, ChatService
 from apps.common import ServerNodes
 from sim.core import Simulation
@@ -78,22 +79,6 @@ def test_a_replaced_session_is_not_left_believing_it_is_attached(tmp_path, loss)
         nodes.close()
 
 
-class Phone(GenServer):
-    """A device that confirms what it takes (so receipts flow), keeping the message ids."""
-
-    def init(self, service: ChatService) -> None:
-        self.service, self.session, self.last, self.took = service, None, 0, []
-
-    def handle_info(self, frame):
-        if frame[0] == "items" and self.session is not None:
-            for seq, kind, msg_id, *_ in frame[1]:
-                if seq == self.last + 1:
-                    self.last = seq
-                    if kind == "m":
-                        self.took.append(msg_id)
-            self.service.confirm(self, self.session, self.last)
-
-
 def test_users_connected_on_their_home_node_exchange_messages_without_crossing_nodes(tmp_path):
     """`home_node(user)` is the node of the user's home shard (placed by the same key):
     two users connected on theirs, both homed on chat1, send and confirm (receipts flow)
@@ -114,7 +99,7 @@ def test_users_connected_on_their_home_node_exchange_messages_without_crossing_n
         chat = service[service["chat1"].home_node(user)]
         phone = chat.node.spawn(Phone, chat)
         session = await chat.connect(proc, user, "phone", phone)
-        chat.node.get_process(phone).session = session
+        proc.cast(phone, ("session", session))
         await chat.attached(proc, session)
         return session, chat.node.get_process(phone)
 
@@ -127,7 +112,7 @@ def test_users_connected_on_their_home_node_exchange_messages_without_crossing_n
             before = sim.network.sent
             msg_id = await chat1.send(proc, sessions[alice][0], to, to, b"hi")
             await proc.sleep(1.0)  # taken, confirmed, its receipt stored and acknowledged
-            seen[to] = (sim.network.sent - before, msg_id in sessions[to][1].took)
+            seen[to] = (sim.network.sent - before, msg_id in sessions[to][1].taken)
 
     sim.node("chat1").spawn(script)
     sim.run(5.0)

@@ -205,9 +205,9 @@ def test_order_per_pair_holds_under_load_from_many_senders(tmp_path):
 def test_statistics_count_the_frames_bytes_and_deliveries_that_crossed(tmp_path):
     async def main():
         async with nodes(tmp_path, "a@h", "b@h") as [(a, da), (b, db)]:
-            log: list = []
-            echo = b.spawn(Echo, log)
             await da.connect("b@h", db.address)
+            echo = b.spawn(Echo)
+            log = b.get_process(echo).log
             before_a, before_b = da.statistics(), db.statistics()
             for i in range(10):
                 a.cast(echo, i)                                  # ten casts in one pass: one frame
