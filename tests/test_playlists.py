@@ -72,7 +72,7 @@ def test_carrying_edits_to_a_new_epoch_keeps_them_and_twice_is_harmless():
     old.move("e5", 0)
     old.insert(["n1", "t9", "v"], 2)
     old.set_meta("name", "renamed")
-    fresh = PlaylistDoc(2, pdoc.compacted(PlaylistDoc(0, base_bytes), 7, epoch=1))
+    fresh = PlaylistDoc(2, pdoc.compacted(PlaylistDoc(0, base_bytes), 7))
     intents = pdoc.diff(base, old.snapshot())
     assert sorted(op[0] for op in intents) == ["add", "meta", "mv", "rm"]
     pdoc.replay(fresh, intents, 1)
@@ -82,18 +82,41 @@ def test_carrying_edits_to_a_new_epoch_keeps_them_and_twice_is_harmless():
     assert fresh.view() == once
 
 
-def test_compaction_keeps_the_view_and_recent_removals_and_drops_tombstones():
+def test_compaction_keeps_the_view_and_the_newest_removals_and_drops_tombstones(monkeypatch):
     doc = PlaylistDoc(1)
     for k in range(300):
         doc.insert([f"e{k}", "spotify:track:x", "u"])
     for k in range(0, 300, 2):
-        doc.remove(f"e{k}", epoch=0)
-    fresh = PlaylistDoc(9, pdoc.compacted(doc, 8, epoch=1))
+        doc.remove(f"e{k}", epoch=k // 100)
+    fresh = PlaylistDoc(9, pdoc.compacted(doc, 8))
     assert fresh.view() == doc.view() and len(fresh.raw) == 150
-    assert len(fresh.removed) == 150  # epoch 0 is within KEEP_REMOVED of epoch 1
-    later = PlaylistDoc(9, pdoc.compacted(fresh, 8, epoch=1 + pdoc.KEEP_REMOVED))
-    assert later.removed == {} and later.view() == doc.view()
-    assert len(later.encode()) < len(doc.encode())
+    assert fresh.removed == doc.removed  # epochs later too: a device may be several behind
+    assert len(fresh.encode()) < len(doc.encode())
+    monkeypatch.setattr(pdoc, "MAX_REMOVED", 60)
+    later = PlaylistDoc(9, pdoc.compacted(fresh, 8))
+    assert later.removed == {f"e{k}": 2 for k in range(200, 300, 2)} | {f"e{k}": 1 for k in range(180, 200, 2)}
+    assert later.view() == doc.view()
+
+
+def test_an_acknowledged_remove_stays_removed_when_a_device_rebases_across_two_epochs():
+    """A device's add reaches the server but the answer is lost; another device removes
+    the entry (acknowledged); the playlist then changes epochs twice before the first
+    device rebases, carrying its add (unacknowledged, for all it knows) over as an intent.
+    The removal must still be known to the newest epoch, or the entry comes back."""
+    server, dev = PlaylistDoc(1), PlaylistDoc(2)
+    dev.insert(["a", "t", "u"])
+    server.apply(dev.encode())
+    dev_base = PlaylistDoc(3, server.encode()).snapshot()  # the device's last answered sync
+    dev.insert(["lost", "t", "u"])  # its sync reaches the server; the answer does not
+    server.apply(dev.encode())
+    assert server.remove("lost", epoch=0)  # another device's remove, acknowledged
+    epoch = 0
+    for _ in range(2):  # compacted twice while the device is away
+        epoch += 1
+        server = PlaylistDoc(10 + epoch, pdoc.compacted(server, 20 + epoch))
+    fresh = PlaylistDoc(2, server.encode())
+    pdoc.replay(fresh, pdoc.diff(dev_base, dev.snapshot()), epoch)
+    assert [e[0] for e in fresh.view()] == ["a"]
 
 
 def test_a_merged_update_that_is_not_a_playlist_edit_is_refused_by_name():
@@ -209,15 +232,18 @@ def test_a_compaction_starts_an_epoch_and_an_offline_device_rebases_onto_it(tmp_
     run(away.open(node, "big"))
     kept = run(service.add(node, "big", "keep", "ann"))
     mine = run(away.add(node, "big", "offline-add", "dev"))  # made offline, in epoch 0
+    churned = []
     for i in range(40):  # churn: tombstones pile up until the home compacts
-        run(service.remove(node, "big", run(service.add(node, "big", f"t{i}", "ann"))))
+        churned.append(run(service.add(node, "big", f"t{i}", "ann")))
+        run(service.remove(node, "big", churned[-1]))
     view = run(service.view(node, "big"))
     assert view["epoch"] >= 1 and [e[0] for e in view["entries"]] == [kept]
     answer = run(away.sync(node, "big"))
     assert answer == {"acked": 1, "epoch": view["epoch"], "pending": 0}
     assert [e[0] for e in run(service.view(node, "big"))["entries"]] == [mine, kept]  # where the device put it
     found = stored_document(store.read(("playlist", "big")))
-    assert found[0] == view["epoch"] and len(found[1].encode()) < 1000
+    assert found[0] == view["epoch"] and set(found[1].removed) == set(churned)
+    assert len(found[1].encode()) < 1000 + 40 * 30  # the view and a removal record (id, epoch) each
 
 
 def test_the_queue_follows_the_playlist_and_the_next_track_is_prefetched(tmp_path):

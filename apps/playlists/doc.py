@@ -24,15 +24,17 @@ the first.
 
 Compaction. Deleted entries leave tombstones (a few bytes each), so a document grows with
 its edit history. `compacted` starts a new epoch: a fresh document holding only the view,
-the meta fields and the removals of the last `KEEP_REMOVED` epochs. A replica or device
-still editing the old epoch carries its edits over as intents (`diff` of two snapshots:
-removes, adds and moves by entry id, moves found with a longest increasing subsequence)
-replayed on the new document (`replay`): adding an entry already there, moving or
-removing one that is not does nothing, and a removal recorded in the new epoch keeps a
-copy carried over hidden, so carrying the same edit over twice is harmless. A removal is
-remembered for `KEEP_REMOVED` epochs; an add carried over from an older epoch than that
-whose first sync reached a server but whose answer was lost, and which someone removed
-meanwhile, would come back.
+the meta fields and the newest `MAX_REMOVED` removals (an entry id and an epoch each). A
+replica or device still editing an old epoch carries its edits over as intents (`diff`
+of two snapshots: removes, adds and moves by entry id, moves found with a longest
+increasing subsequence) replayed on the new document (`replay`): adding an entry already
+there, moving or removing one that is not does nothing, and a removal recorded in the new
+epoch keeps a copy carried over hidden, so carrying the same edit over twice is harmless.
+Removals are kept by count, not by epoch: a device can be several epochs behind (offline
+while the playlist compacted twice), and an add it carries over whose first sync reached
+a server but whose answer was lost may have been removed meanwhile; only the removal
+record stops it coming back. An add carried over after more than `MAX_REMOVED` newer
+removals would still come back.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ META_KEYS = {"name": 100, "description": 300}  # key -> max characters (Spotify'
 MAX_ID = 64  # characters of an entry id, a track id or a user id
 MAX_STATE_VECTOR = 1 << 16  # bytes: thousands of writers
 ANCHORS = 3  # preceding entries an intent names, so a lost neighbour still places it
-KEEP_REMOVED = 2  # epochs a removal is remembered across compactions
+MAX_REMOVED = 10_000  # removals a compaction keeps (the newest): an entry id and an epoch each
 
 
 class BadUpdate(ValueError):
@@ -311,19 +313,19 @@ def clocks(state_vector: Any) -> dict[int, int]:
 
 # -- compaction: carrying edits over to a new epoch -----------------------------------------------
 
-def compacted(doc: PlaylistDoc, client_id: int, epoch: int) -> bytes:
-    """The first document of `epoch` (written as `client_id`): `doc`'s view and meta, and
-    its removals of the last `KEEP_REMOVED` epochs."""
+def compacted(doc: PlaylistDoc, client_id: int) -> bytes:
+    """The first document of a new epoch (written as `client_id`): `doc`'s view and meta,
+    and its newest `MAX_REMOVED` removals."""
     fresh = PlaylistDoc(client_id)
+    newest = sorted(doc.removed.items(), key=lambda removal: (removal[1], removal[0]), reverse=True)
     with fresh.doc.transaction():
         for entry in reversed(doc.view()):  # (each at the front: Yrs walks to an index)
             fresh._items.insert(0, entry)
         for key, value in doc.meta().items():
             if value:
                 fresh._meta[key] = value
-        for entry_id, when in doc.removed.items():
-            if when > epoch - KEEP_REMOVED:
-                fresh._removed[entry_id] = when
+        for entry_id, when in newest[:MAX_REMOVED]:
+            fresh._removed[entry_id] = when
     return fresh.encode()
 
 

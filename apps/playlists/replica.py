@@ -291,7 +291,7 @@ class Replica(EventSourcedServer):
         self.size_estimate = self.checked_at = len(data)
         if any(s["peers"].get(peer, [-1])[0] != s["epoch"] for peer in self.ctx.peers):
             return
-        fresh = pdoc.compacted(doc, self.ctx.client_id(self.playlist, s["epoch"] + 1, "$compact"), s["epoch"] + 1)
+        fresh = pdoc.compacted(doc, self.ctx.client_id(self.playlist, s["epoch"] + 1, "$compact"))
         if len(data) - len(fresh) > self.ctx.config.compact_bytes:
             self._adopt(s["epoch"] + 1, fresh, data)
 
