@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import Node, StartError, packb
+from actors import CallTimeout, Node, StartError, packb
 from apps.playlists import (BadRequest, Device, PlaylistConfig, PlaylistService, UnknownPlaylist,
                             Unavailable)
 from apps.playlists import doc as pdoc
@@ -265,6 +265,44 @@ def test_the_queue_follows_the_playlist_and_the_next_track_is_prefetched(tmp_pat
     with pytest.raises(BadRequest, match="bitrate is one of"):
         service.play(node, "ann", "q", 128)
     assert run(service.edge_stats(node))["prefetched"] >= 3
+
+
+def test_a_remove_stays_removed_when_a_device_whose_answer_was_lost_comes_back_epochs_later(tmp_path):
+    node, _, service = one_node(tmp_path, compact_bytes=300, snapshot_every=10)
+    run = node.run_until_complete
+    run(service.create(node, "mix", "Mix"))
+
+    class AnswerLost:
+        """The node, except that one sync reaches it and its answer does not come back."""
+        lose = False
+
+        async def sync(self, caller, *args):
+            answer = await service.sync(caller, *args)
+            if self.lose:
+                self.lose = False
+                raise CallTimeout("the node", ("sync",), 1.0)
+            return answer
+
+    lossy = AnswerLost()
+    phone, laptop = Device.spawn(node, lambda: lossy, 31), Device.spawn(node, service, 32)
+    run(phone.open(node, "mix")); run(laptop.open(node, "mix"))
+    gone = run(phone.add(node, "mix", "spotify:track:7", "ann"))
+    lossy.lose = True
+    with pytest.raises(Unavailable):
+        run(phone.sync(node, "mix"))  # stored on the node; the phone does not know it
+    run(laptop.sync(node, "mix"))
+    assert run(laptop.remove(node, "mix", gone))
+    assert run(laptop.sync(node, "mix"))["pending"] == 0  # the remove is acknowledged
+    for i in range(80):  # churn until the playlist is two epochs on
+        run(service.remove(node, "mix", run(service.add(node, "mix", f"t{i}", "bob"))))
+        if run(service.view(node, "mix"))["epoch"] >= 2:
+            break
+    assert run(service.view(node, "mix"))["epoch"] >= 2
+    assert run(phone.sync(node, "mix"))["pending"] == 0  # rebased from epoch 0, its add carried over
+    for device in (phone, laptop):
+        run(device.sync(node, "mix"))
+        assert gone not in [e[0] for e in run(device.view(node, "mix"))["entries"]]
+    assert gone not in [e[0] for e in run(service.view(node, "mix"))["entries"]]
 
 
 def test_device_bad_input_and_offline_open(tmp_path):
