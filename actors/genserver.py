@@ -79,6 +79,10 @@ from .runq import make_runnable
 from .scheduler import log_unexpected
 
 
+def _exit_now(reason: Any, report: bool) -> ExitNow:
+    return ExitNow(reason, True) if report else ExitNow(reason)
+
+
 class _NoReply:
     __slots__ = ()
 
@@ -129,6 +133,7 @@ class GenServer(Process):
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
     __slots__ = ("_stop", "_cont", "_idle", "_phase")
+    _exits_in_turn = True  # a stop ends the turn without raising ExitNow (see _exit_with)
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE
     _idle: Any  # the Timer of the next quiet event (idle timeout, hibernation), or None
@@ -137,6 +142,7 @@ class GenServer(Process):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "run_turn" in vars(cls):  # wire the extension point in: no cost for the others
+            cls._exits_in_turn = False  # run_turn sees a stop as ExitNow
             cls._start = GenServer._hooked_start  # type: ignore[method-assign]
             cls._run = GenServer._hooked_run  # type: ignore[method-assign]
             cls._idle_callback = GenServer._hooked_idle  # type: ignore[method-assign]
@@ -233,8 +239,8 @@ class GenServer(Process):
 
     # -- kernel side --------------------------------------------------------------------
 
-    def _setup(self, *a: Any) -> None:
-        Process._setup(self, *a)
+    def _setup(self, node: Any, pid: Any, parent: Any, limit: int, overflow: str) -> None:
+        Process._setup(self, node, pid, parent, limit, overflow)
         self._stop = NONE
         self._cont = NONE
         self._idle = None
@@ -317,7 +323,7 @@ class GenServer(Process):
                     r = self.handle_cast(m)
                     if r is not None and type(r) is CoroutineType:
                         self._run_async(r, None)
-                if self._halt and self._after_halt():
+                if self._halt and self._after_halt(self._exits_in_turn):
                     return
         finally:
             if n != batch - 1:
@@ -330,14 +336,15 @@ class GenServer(Process):
               and self._coro is None and self._idle is None):  # most servers: two tests
             self._arm_quiet(None)
 
-    def _after_halt(self) -> bool:
-        """Handle what a callback asked for; True when the server must stop its turn."""
+    def _after_halt(self, in_turn: bool = False) -> bool:
+        """Handle what a callback asked for; True when the server must stop its turn.
+        `in_turn`: see `_exit_with`."""
         while True:
             if self._coro is not None:
                 return True  # suspended in an async callback
             if self._stop is not NONE:
-                self._exit_with(self._stop)
-                return True  # an async terminate is running
+                self._exit_with(self._stop, False, in_turn)
+                return True  # it has exited, or an async terminate is running
             if self._cont is NONE:
                 if self._phase is SUSPENDED and self._serve_suspended():
                     return True
@@ -350,16 +357,18 @@ class GenServer(Process):
             if not self._halt:
                 return False
 
-    def _exit_with(self, reason: Any, crashed: bool = False) -> None:
+    def _exit_with(self, reason: Any, crashed: bool = False, in_turn: bool = False) -> None:
         """Run terminate, then exit with reason. An async terminate runs as this process's
         coroutine (it may await, e.g. children going down) and the exit follows it. A
-        failed init exits at once (OTP calls no terminate then)."""
+        failed init exits at once (OTP calls no terminate then). `in_turn`: called from
+        the turn itself (`_run`), which returns at once after, so a stop with nothing to
+        report exits here without raising (the commonest end of a server)."""
         phase = self._phase
         if phase is TERMINATING:
             raise ExitNow(reason)
         report = not crashed and not is_normal_exit(reason)
         if phase is STARTING:  # init failed and nobody waits for this start: log it
-            raise ExitNow(reason, report)
+            raise _exit_now(reason, report)
         if type(phase) is StartWaiter:  # init failed: the start gets StartError, no exit signal
             owner = phase.caller.owner
             if self._links is not None and owner in self._links:
@@ -369,14 +378,17 @@ class GenServer(Process):
         self._phase = TERMINATING
         r = self.terminate(reason)
         if type(r) is not CoroutineType:
-            raise ExitNow(reason, report)
+            if in_turn and not report:
+                self._node._scheduler.exit_self(self, reason, None)
+                return
+            raise _exit_now(reason, report)
         self._coro = self._exit_after(r, reason, report)
         self._halt = True
         self._step(None, None)
 
     async def _exit_after(self, terminating: CoroutineType, reason: Any, report: bool) -> None:
         await terminating
-        raise ExitNow(reason, report)
+        raise _exit_now(reason, report)
 
     # -- quiet: idle_timeout and hibernation ---------------------------------------------
 

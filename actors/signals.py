@@ -233,7 +233,8 @@ class Signals:
                 log.exception("process %r raised while being closed", pid)
         if proc._wait_ref is not None:
             proc._end_call(proc._wait_ref)
-        proc._clear_wait()
+        if proc._timer is not None or proc._match is not None:
+            proc._clear_wait()
         proc._release()
         if node._tables.owned:
             node._tables.drop_owned(proc)
@@ -243,8 +244,10 @@ class Signals:
         proc._mbox = proc._watching = None
         if proc._held:
             proc._held.append((self.notify_exit, (proc, reason)))  # after what it sent
-        else:
+        elif proc._links or proc._watchers:
             self.notify_exit(proc, reason)
+        else:
+            proc._links = proc._watchers = None  # as notify_exit leaves them: nobody to tell
         if self.stopping is not None:
             self.stopped(pid)
 

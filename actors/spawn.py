@@ -49,26 +49,23 @@ redirect: dict[type, type] = {}
 def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process | None = None,
           link: bool = False) -> Pid:
     """Start a process (see `Node.spawn`): its pid."""
-    if not OPTIONS.issuperset(options):  # no set made on the common path
-        unknown = options.keys() - OPTIONS
-        raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
-    limit = options.get("mailbox_limit")
-    overflow = options.get("overflow", "crash")
-    if overflow not in OVERFLOW:
-        raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise ValueError(f"mailbox_limit must be a positive int, got {limit!r}")
+    limit, overflow = mailbox_options(options) if options else (sys.maxsize, "crash")
     if len(node._procs) >= node.max_processes:
         raise SystemLimit(f"node {node.name} is at its limit of {node.max_processes} processes")
-    proc, args = new_process(target, args)
-    node._serial += 1
-    pid = Pid(node.name, node._serial, proc)
-    proc._setup(node, pid, parent._pid if parent is not None else None, limit or sys.maxsize, overflow)
-    proc._trap = bool(options.get("trap_exit", False))
-    if not isinstance(proc, GenServer):
+    if type(target) is type and not redirect and issubclass(target, GenServer):
+        proc, server = target.__new__(target), True  # new_process's commonest case, one call less
+    else:
+        proc, args = new_process(target, args)
+        server = isinstance(proc, GenServer)
+    serial = node._serial = node._serial + 1
+    pid = Pid(node.name, serial, proc)
+    proc._setup(node, pid, parent._pid if parent is not None else None, limit, overflow)
+    if options and options.get("trap_exit", False):
+        proc._trap = True
+    if not server:
         proc._coro = target(proc, *args)  # bad arguments fail here, before anything is registered
-    node._procs[node._serial] = proc
-    name = options.get("name")
+    node._procs[serial] = proc
+    name = options.get("name") if options else None
     if name is not None:
         try:
             node._names.register(name, proc)
@@ -80,12 +77,26 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
     if link:
         assert parent is not None, "spawn_link is a process's"
         node._signals.add_link(parent, proc)
-    if isinstance(proc, GenServer):
-        start_server(node, proc, target, args, parent)
+    if server:
+        start_server(node, proc, target, args, parent)  # type: ignore[arg-type]  # a GenServer
     else:
         proc._resume = None
         make_runnable(node, proc)
     return pid
+
+
+def mailbox_options(options: dict) -> tuple[int, str]:
+    """Check spawn's options (see the module docstring): the mailbox limit and overflow."""
+    if not OPTIONS.issuperset(options):  # no set made on the common path
+        unknown = options.keys() - OPTIONS
+        raise TypeError(f"spawn got unknown option(s) {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    limit = options.get("mailbox_limit")
+    overflow = options.get("overflow", "crash")
+    if overflow not in OVERFLOW:
+        raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValueError(f"mailbox_limit must be a positive int, got {limit!r}")
+    return limit or sys.maxsize, overflow
 
 
 def new_process(target: Any, args: tuple) -> tuple[Process, tuple]:
