@@ -312,13 +312,15 @@ class Process:
             self._coro = None
             self._finished(done.value)
             return
+        if req is WAIT:  # a call or a sleep: the commonest wait
+            return
         if type(req) is tuple and req[0] is RECEIVE:
             self._match = req[1] if req[1] is not None else _accept_any
             self._scan = len(self._mbox) if self._mbox else 0
             if req[2] is not None:
                 self._timer = self._node._add_timer(
                     req[2], self._wake, (None, ReceiveTimeout(f"no message in {req[2]} s")))
-        elif req is not WAIT:
+        else:
             raise TypeError(f"a process may only await its own receive/call/sleep (driven by the node, "
                             f"not asyncio), not {req!r:.200}")
 
