@@ -146,7 +146,7 @@ class Node:
         `overflow` = "crash" (the process exits with `MailboxOverflow`) or "drop" (the
         message is dropped and counted).
         """
-        return self._spawn(target, args, options)
+        return spawn(self, target, args, options)
 
     def start(self, target: Any, *args: Any, timeout: float | None = None, **options: Any) -> Future:
         """Start a process from outside any process, as `spawn`, and wait until its `init`

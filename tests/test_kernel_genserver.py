@@ -597,6 +597,57 @@ def test_run_turn_wraps_every_turn_of_a_server_that_defines_it():
     assert "run_turn" not in vars(GenServer)  # servers without it pay nothing for it
 
 
+class StopsOnCast(GenServer):
+    def init(self, seen):
+        self.seen = seen
+
+    def handle_cast(self, msg):
+        self.seen.append(msg)
+        if msg == "stop":
+            self.stop("normal")
+
+    def terminate(self, reason):
+        self.seen.append(("terminate", reason))
+
+
+class StopsOnCastHooked(StopsOnCast):
+    def run_turn(self, turn):
+        try:
+            turn()
+        except BaseException as exc:
+            self.seen.append(("turn raised", type(exc).__name__))
+            raise
+
+
+@pytest.mark.parametrize("server", [StopsOnCast, StopsOnCastHooked])
+def test_a_stop_in_a_callback_ends_the_turn_at_once_and_everyone_hears_normal(server):
+    # A normal stop ends the turn without unwinding an exception, unless the server has a
+    # run_turn hook, which sees it as ExitNow: either way the same exit, the messages
+    # queued behind the stop never handled, the links and monitors told "normal".
+    events, seen = [], []
+    node = Node(seed=1)
+    node.tracer = lambda event, pid, detail: events.append((event, detail)) if event == "exit" else None
+
+    async def watcher(proc, box):
+        proc.trap_exit = True
+        pid = proc.spawn_link(server, seen)
+        ref = proc.monitor(pid)
+        proc.cast(pid, 1)
+        proc.cast(pid, "stop")
+        proc.cast(pid, 2)  # queued behind the stop: never handled
+        box.append(await proc.receive(lambda m: isinstance(m, Exit)))
+        box.append(await proc.receive(lambda m: isinstance(m, Down) and m.ref == ref))
+
+    box = []
+    node.spawn(watcher, box)
+    node.run()
+    hooked = [("turn raised", "ExitNow")] if server is StopsOnCastHooked else []
+    assert seen == [1, "stop", ("terminate", "normal"), *hooked]
+    assert [m.reason for m in box] == ["normal", "normal"]
+    assert ("exit", "normal") in events and len(node) == 0
+    assert node.statistics()["exits"] == 2 and node.statistics()["crashes"] == 0
+
+
 def test_calls_from_outside_leave_no_garbage_cycles():
     # A server answering thousands of outside calls per second should not feed the cycle
     # collector: a finished call's waiter must be freed by reference counting alone.
