@@ -161,14 +161,7 @@ class Calls:
         watchers[ref] = caller
         caller._wait_target = target
         caller._wait_ref = ref
-        if timeout is not None:  # inlined copy of note_deadline: every call's path
-            ref.deadline = deadline = node.now() + timeout
-            waits = self.waits
-            waits.append(ref)
-            if deadline < self.waits_due:
-                self.waits_due = deadline
-            if len(waits) > CALL_WAITS_LIMIT:
-                self.arm_timeouts()
+        self.note_deadline(ref, timeout)
         if tag is not None:  # None: a start waiting for an init, which replies itself
             entry = (tag, request, ref)
             caller._sent += 1
