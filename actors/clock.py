@@ -96,7 +96,7 @@ class LoopClock:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         node = self.node
         self.loop = loop
-        node.now = loop.time  # what now() reads from here on, one call less (every call's deadline)
+        node.now = loop.time  # type: ignore[method-assign]  # now() from here on: one call less
         self.thread = threading.get_ident()
         node._idle = True
         if node._runq:

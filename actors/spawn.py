@@ -52,6 +52,7 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
     limit, overflow = mailbox_options(options) if options else (sys.maxsize, "crash")
     if len(node._procs) >= node.max_processes:
         raise SystemLimit(f"node {node.name} is at its limit of {node.max_processes} processes")
+    proc: Process
     if type(target) is type and not redirect and issubclass(target, GenServer):
         proc, server = target.__new__(target), True  # new_process's commonest case, one call less
     else:
@@ -78,7 +79,7 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
         assert parent is not None, "spawn_link is a process's"
         node._signals.add_link(parent, proc)
     if server:
-        start_server(node, proc, target, args, parent)  # type: ignore[arg-type]  # a GenServer
+        start_server(node, proc, target, args, parent)  # type: ignore[arg-type]  # a GenServer here
     else:
         proc._resume = None
         make_runnable(node, proc)
