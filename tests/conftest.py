@@ -8,12 +8,15 @@ The bounds are safety margins for a loaded machine, never measurements."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
@@ -71,6 +74,21 @@ def bench_output(script: str, *args: str) -> str:
     proc = run_bench(script, *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
+
+
+def bench_lines(script: str, *args: str) -> list[dict]:
+    """The JSON lines of a smoke run (`--json`) that must succeed."""
+    return [json.loads(line) for line in bench_output(script, "--json", *args).splitlines()]
+
+
+def bench_module(script: str) -> ModuleType:
+    """bench/SCRIPT loaded as the module `bench_<name>` (for its tables and choices; under
+    its own name bench/sim.py would shadow the `sim` package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCH / script)
+    assert spec is not None and spec.loader is not None, script
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

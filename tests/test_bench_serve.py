@@ -9,24 +9,19 @@ One run serves every check: its JSON lines, and the table the script prints of t
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 
 import pytest
-from conftest import BENCH, bench_output, run_bench
+from conftest import bench_lines, bench_module, run_bench
 
 pytestmark = pytest.mark.xdist_group("bench_serve")  # one worker: its module fixture is made once
 
-# bench/serve.py under another name, for its table and its choice of workloads.
-_spec = importlib.util.spec_from_file_location("bench_serve", BENCH / "serve.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = bench_module("serve.py")  # for its table and its choice of workloads
 
 
 @pytest.fixture(scope="module")
 def lines() -> list[dict]:
     """The JSON lines of one smoke run."""
-    return [json.loads(line) for line in bench_output("serve.py", "--json").splitlines()]
+    return bench_lines("serve.py")
 
 
 def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:

@@ -2,16 +2,12 @@
 never run in tests, so no workload is run here)."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
-from conftest import BENCH
+from conftest import BENCH, bench_module
 
-# bench/apps.py under another name: "apps" is the package of the case studies.
-_spec = importlib.util.spec_from_file_location("bench_apps_runner", BENCH / "apps.py")
-runner = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runner)
+runner = bench_module("apps.py")  # under its own name it would shadow the case studies' package
 
 
 def test_the_runner_collects_the_chat_and_timeline_workloads():

@@ -3,11 +3,9 @@ assertions: the hidden `--tiny` flag runs one short seed; only the output's shap
 One run serves both checks: its JSON lines, and the table the script prints of them."""
 from __future__ import annotations
 
-import importlib.util
-import json
 
 import pytest
-from conftest import BENCH, bench_output
+from conftest import bench_lines, bench_module
 
 pytestmark = pytest.mark.xdist_group("sim_bench")  # one worker: its module fixture is made once
 
@@ -16,16 +14,13 @@ WORKLOADS = ["events_per_s", "events_per_s_64_clients", "events_per_s_core", "sp
              "events_per_s_codec_off", "codec_cost"]
 PARTS = ["driver", "network", "faults", "checks", "trace"]
 
-# bench/sim.py under another name: "sim" is the simulator's package.
-_spec = importlib.util.spec_from_file_location("bench_sim", BENCH / "sim.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = bench_module("sim.py")  # for its table
 
 
 @pytest.fixture(scope="module")
 def lines() -> list[dict]:
     """The JSON lines of one smoke run."""
-    return [json.loads(line) for line in bench_output("sim.py", "--json").splitlines()]
+    return bench_lines("sim.py")
 
 
 def test_json_lines_name_every_workload_with_a_value_and_a_unit(lines):
