@@ -132,7 +132,7 @@ class GenServer(Process):
     vsn: Any = None
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
-    __slots__ = ("_stop", "_cont", "_phase")  # and Process's _idle, which every turn reads
+    __slots__ = ("_stop", "_cont", "_idle", "_phase")
     _exits_in_turn = True  # a stop ends the turn without raising ExitNow (see _exit_with)
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE

@@ -137,13 +137,11 @@ class Process:
     """Kernel state of one process, and the API its code calls (`self.` in a GenServer,
     `proc.` in a coroutine process)."""
 
-    # Slots are laid out in this order: what every delivery and turn reads comes first, in
-    # as few cache lines as can be (a process not run lately is not in the CPU's caches).
     __slots__ = (
-        "_mbox", "_fast_below", "_queued", "_node", "_alive", "_halt", "_coro", "_turns", "_last",
-        "_idle", "_held", "_tracer", "_sent", "_pid", "_resume", "_resume_exc", "_wait_ref", "_wait_target",
-        "_timer", "_match", "_scan", "_links", "_watchers", "_watching", "_names", "_trap", "_limit",
-        "_overflow", "_dropped", "_parent", "_taken",
+        "_pid", "_node", "_mbox", "_queued", "_alive", "_halt",
+        "_coro", "_match", "_scan", "_resume", "_resume_exc", "_wait_ref", "_wait_target", "_timer",
+        "_links", "_watchers", "_watching", "_names", "_trap", "_limit", "_overflow",
+        "_dropped", "_parent", "_last", "_held", "_turns", "_taken", "_sent", "_tracer", "_fast_below",
     )
     # The kernel's fields (set by _setup; see the module docstring of actors.node's parts).
     _pid: Pid
@@ -170,7 +168,6 @@ class Process:
     _dropped: int
     _parent: Pid | None
     _last: Any
-    _idle: Any  # a GenServer's (see actors.genserver); here to share a cache line with the above
     _held: list | None
     _turns: int
     _taken: int
