@@ -79,10 +79,6 @@ from .runq import make_runnable
 from .scheduler import log_unexpected
 
 
-def _exit_now(reason: Any, report: bool) -> ExitNow:
-    return ExitNow(reason, True) if report else ExitNow(reason)
-
-
 class _NoReply:
     __slots__ = ()
 
@@ -368,7 +364,7 @@ class GenServer(Process):
             raise ExitNow(reason)
         report = not crashed and not is_normal_exit(reason)
         if phase is STARTING:  # init failed and nobody waits for this start: log it
-            raise _exit_now(reason, report)
+            raise ExitNow(reason, report)
         if type(phase) is StartWaiter:  # init failed: the start gets StartError, no exit signal
             owner = phase.caller.owner
             if self._links is not None and owner in self._links:
@@ -381,14 +377,14 @@ class GenServer(Process):
             if in_turn and not report:
                 self._node._scheduler.exit_self(self, reason, None)
                 return
-            raise _exit_now(reason, report)
+            raise ExitNow(reason, report)
         self._coro = self._exit_after(r, reason, report)
         self._halt = True
         self._step(None, None)
 
     async def _exit_after(self, terminating: CoroutineType, reason: Any, report: bool) -> None:
         await terminating
-        raise _exit_now(reason, report)
+        raise ExitNow(reason, report)
 
     # -- quiet: idle_timeout and hibernation ---------------------------------------------
 
