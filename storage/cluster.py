@@ -159,13 +159,16 @@ class PlacedEntities:
 
     def info(self, caller: Node | Process, node: str) -> Any:
         """`entities_info` of the router on `node`."""
-        return entities_info(caller, self.name if _node_of(caller).name == node else RemoteName(self.name, node))
+        return entities_info(caller, self._router_on(caller, node))
 
     def _where(self, caller: Node | Process, key: Any) -> Any:
         """The address of `key`'s router (a key that cannot be placed raises
         `UnencodableValue`)."""
-        home = node_of(key, self.nodes)
-        return self.name if home == _node_of(caller).name else RemoteName(self.name, home)
+        return self._router_on(caller, node_of(key, self.nodes))
+
+    def _router_on(self, caller: Node | Process, node: str) -> Any:
+        """The address of the router on `node`, as `caller` reaches it: by name on its own node."""
+        return self.name if node == _node_of(caller).name else RemoteName(self.name, node)
 
 
 def _node_of(caller: Node | Process) -> Node:
