@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps_common, after the apps package
 
 from apps_common import GC_THRESHOLDS, Clocks, cli, freeze, settle, workload  # noqa: E402
+from profile_layers import cpu_by_layer  # noqa: E402
 
 SIZES = {"full": {"sessions": 100_000, "senders": 2_000, "messages": 200_000, "idle": 1_000_000},
          "quick": {"sessions": 10_000, "senders": 500, "messages": 20_000, "idle": 50_000}}
@@ -188,7 +189,10 @@ async def _messages(size: dict) -> dict:
             "gc_freeze_every": FREEZE_EVERY, "cost": cost}
 
 
-def layer(filename: str) -> str:
+def layer_of(filename: str, function: str) -> str | None:
+    """A function's layer; a C function has none (its time is its callers' layer's)."""
+    if filename == "~":
+        return None
     return next((name for part, name in LAYERS if part in filename), "other")
 
 
@@ -197,16 +201,11 @@ def breakdown(clocks: Clocks, node_thread: float, taken: int, counted: dict[str,
     """The cost of a message (see the module docstring): µs measured, split by the shares
     of the profile `stats` (pstats' table) of a pass that took `profiled` messages;
     `counted`: the node's turns and messages taken over the measured run."""
-    own: dict[str, float] = {}
+    own = cpu_by_layer(stats, layer_of)
     deliveries = held = encodes = 0
-    for (filename, _, name), (_, calls, tottime, _, callers) in stats.items():
+    for (filename, _, name), (_, calls, _, _, callers) in stats.items():
         held += sum(edge[1] for (f, _, caller), edge in callers.items()
                     if f.endswith("actors/output.py") and caller == "release")  # a held item's delivery
-        if filename == "~":  # a C function: its time is its callers' layer's
-            for (caller_file, _, _), edge in callers.items():
-                own[layer(caller_file)] = own.get(layer(caller_file), 0.0) + edge[2]
-            continue
-        own[layer(filename)] = own.get(layer(filename), 0.0) + tottime
         if filename.endswith("actors/process.py") and name == "_deliver":
             deliveries += calls
         elif filename.endswith("actors/codec.py") and name == "packb":  # msgpack's own C code is

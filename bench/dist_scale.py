@@ -59,6 +59,7 @@ from actors import GenServer, Node  # noqa: E402
 
 sys.path.insert(1, str(ROOT / "bench"))
 from kernel import cpu_busy, sig  # noqa: E402
+from profile_layers import cpu_by_layer  # noqa: E402
 
 # Shards: a few per node. A node runs its shards on one thread, so more of them buy no
 # CPU; they split the batches (confirms, receipts between shards: one cast per pair of
@@ -155,17 +156,7 @@ def layer_of(filename: str, function: str) -> str | None:
 def layers(profiler: cProfile.Profile) -> dict[str, float]:
     """CPU seconds by layer, from a profile's own time; a builtin of no layer counts for
     the layer of its caller."""
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    total: dict[str, float] = {}
-    for (filename, _, function), (_, _, own, _, callers) in stats.items():
-        layer = layer_of(filename, function)
-        if layer is not None:
-            total[layer] = total.get(layer, 0.0) + own
-            continue
-        for (cfile, _, cfunction), caller in callers.items():
-            mine = layer_of(cfile, cfunction) or "other"
-            total[mine] = total.get(mine, 0.0) + caller[2]
-    return total
+    return cpu_by_layer(pstats.Stats(profiler).stats, layer_of)  # type: ignore[attr-defined]
 
 
 async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter]) -> None:
