@@ -238,9 +238,9 @@ class ServerNodes:
         return service
 
     def resolve(self, node_name: str, name: str) -> Pid | None:
-        """`name` registered on node `node_name`, if it is up.
-        HOOK-NEEDED: no {Name, Node} addressing across nodes: look the name up on the
-        node's current incarnation (only the messages themselves travel)."""
+        """`name` registered on node `node_name`, if it is up: the services' `resolve`
+        hook, read from the node's current incarnation (only the messages themselves
+        travel; a real cluster reads global names, `apps.cluster.chat.resolver`)."""
         node = self.sim.node(node_name)
         return node.whereis(name) if node is not None else None
 

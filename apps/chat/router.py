@@ -67,8 +67,10 @@ class Router:
     rooms to nodes (a ring of the nodes). `resolve` finds a registered name on another
     node (the default only knows the local node).
 
-    HOOK-NEEDED: the kernel has no {Name, Node} addressing across nodes, so a multi-node
-    deployment passes `resolve` (the simulator looks names up on the named node).
+    A multi-node deployment passes `resolve`, which gives a pid at once (a session
+    monitors its shard) where a `RemoteName` would be resolved only on sending: a
+    cluster reads global names (`apps.cluster.chat.resolver`), the simulator looks names
+    up on the named node.
     """
 
     def __init__(self, node: Node, config: ChatConfig, resolve: Resolve | None = None) -> None:

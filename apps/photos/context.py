@@ -2,8 +2,9 @@
 on nodes by consistent hashing, the registered names of a node's photo processes, the
 feed (a timeline service) and argument checks.
 
-HOOK-NEEDED: no {Name, Node} addressing across nodes, so a multi-node deployment passes
-`resolve(node name, registered name) -> pid | None`; the default only knows this node.
+A multi-node deployment passes `resolve(node name, registered name) -> pid | None`,
+which gives a pid at once where a `RemoteName` would be resolved only on sending; the
+default only knows this node.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 deployment, each playlist's home node (consistent hashing), the registered names of a
 node's playlist processes, the CRDT client ids of the replicas, and argument checks.
 
-HOOK-NEEDED: no {Name, Node} addressing across nodes, so a multi-node deployment passes
-`resolve(node name, registered name) -> pid | None` (the simulator looks names up on the
-named node); the default only knows the local node.
+A multi-node deployment passes `resolve(node name, registered name) -> pid | None`,
+which gives a pid at once where a `RemoteName` would be resolved only on sending (the
+simulator looks names up on the named node); the default only knows the local node.
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ two nodes at once; while its node is down or cut off, the user is unavailable); 
 registered names of each node's timeline processes; `UserEntity`, the base of the
 author and timeline entities.
 
-HOOK-NEEDED: the kernel has no {Name, Node} addressing across nodes, so a multi-node
-deployment passes `resolve(node name, registered name) -> pid | None` (the simulator
-looks names up on the named node); the default only knows the local node.
+A multi-node deployment passes `resolve(node name, registered name) -> pid | None`,
+which gives a pid at once where a `RemoteName` would be resolved only on sending (the
+simulator looks names up on the named node); the default only knows the local node.
 HOOK-NEEDED: `storage.Entities` starts an entity as `init(store, key)` only, so the
 entity classes get this context as a class attribute of a per-service subclass (`bind`).
 """
@@ -101,7 +101,7 @@ class UserEntity(EventSourcedServer):
 
 
 def bind(cls: type, context: Context) -> type:
-    """A subclass of entity class `cls` that knows `context` (see the HOOK-NEEDED above)."""
+    """A subclass of entity class `cls` that knows `context` (`Entities` starts an entity as `init(store, key)` only)."""
     return type(cls.__name__, (cls,), {"ctx": context, "__module__": cls.__module__,
                                        "__qualname__": cls.__qualname__})
 
