@@ -13,15 +13,16 @@ promises and the fault hooks; `storage.persistent` the two ways to persist;
 (`self.remind(name, due, period)` on a persistent server).
 """
 from .entities import Entities, entities_info, entity_call, entity_cast
-from .errors import (ActivationError, CorruptedValue, ForeignStore, FormatVersionError,
-                     LimitExceeded, StaleWrite, StoreClosed, StoreFull, StoreLocked, StorageError,
-                     StorageIOError, UnencodableValue)
+from .errors import (ActivationError, CorruptedValue, ForeignStore, FormatVersionError, KeyMoving,
+                     LimitExceeded, MembershipError, StaleEpoch, StaleWrite, StoreClosed, StoreFull,
+                     StoreLocked, StorageError, StorageIOError, UnencodableValue)
 from .persistent import EventSourcedServer, PersistentServer
 from .store import MODES, Store
 
 __all__ = [
     "ActivationError", "CorruptedValue", "Entities", "EventSourcedServer", "ForeignStore",
-    "FormatVersionError", "LimitExceeded", "MODES", "PersistentServer", "StaleWrite", "Store",
+    "FormatVersionError", "KeyMoving", "LimitExceeded", "MODES", "MembershipError", "PersistentServer",
+    "StaleEpoch", "StaleWrite", "Store",
     "StoreClosed", "StoreFull", "StoreLocked", "StorageError", "StorageIOError", "UnencodableValue",
     "entities_info", "entity_call", "entity_cast",
 ]

@@ -83,3 +83,29 @@ class ActivationError(StorageError):
     def __init__(self, key: Any, reason: Any) -> None:
         super().__init__(f"entity {key!r:.200} could not be activated: {reason!r:.300}")
         self.key, self.reason = key, reason
+
+
+class KeyMoving(ActivationError):
+    """An entity's stored state is on its way from its previous node to this one (a
+    membership change moved it): retry. `source` is the node it comes from."""
+
+    def __init__(self, key: Any, source: str, here: str, epoch: int) -> None:
+        StorageError.__init__(self, f"entity {key!r:.200} is moving from node {source} to node {here} "
+                                    f"(epoch {epoch}): its state has not arrived yet; retry")
+        self.key, self.reason, self.source, self.here, self.epoch = key, "moving", source, here, epoch
+
+
+class StaleEpoch(StorageError):
+    """A request or a membership change made with another epoch of the cluster's node list
+    than the node's: refused, nothing done. `epoch` and `nodes` are the node's (the
+    caller may adopt them and retry), `asked` the request's."""
+
+    def __init__(self, node: str, epoch: int, nodes: Any, asked: int) -> None:
+        super().__init__(f"node {node} is at epoch {epoch} of the node list {list(nodes)!r:.200}, the "
+                         f"request was made at epoch {asked}: retry with epoch {epoch}'s node list")
+        self.node, self.epoch, self.nodes, self.asked = node, epoch, tuple(nodes), asked
+
+
+class MembershipError(StorageError, ValueError):
+    """A change of a cluster's node list was refused (a node down or cut off, a handoff
+    still running, a list that skips an epoch); nothing stored was changed by it."""

@@ -7,7 +7,9 @@ Layout. Four named sub-databases:
 - `records`: id + msgpack of a record key -> one record of that key (a process that owns
   many values, such as a chat shard, keeps each in a record of its own: a save writes
   the records it changed, never the whole; see `storage.persistent`);
-- `meta`: b"format" -> the store's format marker.
+- `meta`: b"format" -> the store's format marker; other names -> settings of the
+  store's users (`get_meta`, `stage_meta`, `rewrite`: a cluster's node list, the keys a
+  router holds; see `storage.cluster`).
 `id` is blake2b-128 of the msgpack encoding of the user's key (e.g. `("timeline", 7)`);
 the snapshot also stores the encoded key, so a mismatch is reported, never returned.
 Stores written before `records` existed open as they are (the sub-database is added).
@@ -113,10 +115,10 @@ MODES = ("sync", "process", "none")
 FORMAT = 1
 MAGIC = b"LC"
 # Value kinds: a PersistentServer's state, an event-sourced snapshot, an event, the marker,
-# a record.
-STATE, SNAPSHOT, EVENT, MARKER, RECORD = 1, 2, 3, 4, 5
+# a record, a setting in `meta`.
+STATE, SNAPSHOT, EVENT, MARKER, RECORD, META = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {STATE: "a PersistentServer state", SNAPSHOT: "an event-sourced snapshot",
-              EVENT: "an event", MARKER: "a format marker", RECORD: "a record"}
+              EVENT: "an event", MARKER: "a format marker", RECORD: "a record", META: "a setting"}
 HEADER = struct.Struct(">2sBBIQ")
 SEQ = struct.Struct(">Q")
 _CRC = struct.Struct(">I")
@@ -131,6 +133,16 @@ GROW_STEP = 1 << 30  # the map doubles, by at most this much at a time
 GROW_UNIT = 64 << 10  # the smallest growth, when the disk has no room to double
 FULL_BELOW = 64 << 10  # free bytes under which a commit's I/O error is taken for a full disk
 _blake2b = hashlib.blake2b
+
+
+def _has_work(batch: Batch) -> bool:
+    return bool(batch.entries or batch.meta or batch.held)
+
+
+def _check_meta_name(name: bytes) -> None:
+    if type(name) is not bytes or not name or name == b"format" or len(name) > MAX_RECORD_KEY_BYTES:
+        raise ValueError(f"a setting's name is non-empty bytes of at most {MAX_RECORD_KEY_BYTES}, "
+                         f"not b'format': got {name!r:.80}")
 
 
 def encode_value(kind: int, rev: int, *payload: bytes) -> bytes:
@@ -230,10 +242,11 @@ class Entry:
 class Batch:
     """Writes for one transaction, and the processes whose outputs wait for it."""
 
-    __slots__ = ("entries", "held", "writes", "bytes")
+    __slots__ = ("entries", "meta", "held", "writes", "bytes")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
+        self.meta: dict[bytes, bytes | None] = {}  # meta name -> encoded setting, None: delete
         self.held: dict[PersistentServer, None] = {}
         self.writes = 0
         self.bytes = 0
@@ -536,6 +549,147 @@ class Store:
         return {record_key(rkey, path, ref): decode_payload("record", payload, node, path, "records", ref)
                 for rkey, payload in self.load_records(ref)}
 
+    # -- settings, and keys moving between stores (see storage.cluster) ---------------------------
+
+    def get_meta(self, name: bytes) -> Any:
+        """Setting `name` (staged or committed), or None."""
+        _check_meta_name(name)
+        for batch in (self._batch, self._inflight):
+            if batch is not None and name in batch.meta:
+                staged = batch.meta[name]
+                return None if staged is None else self._meta_value(name, staged)
+        raw = self._read_txn().get(name, db=self.meta)
+        return None if raw is None else self._meta_value(name, raw)
+
+    def scan_meta(self, prefix: bytes) -> list[tuple[bytes, Any]]:
+        """Every setting whose name starts with `prefix` (staged or committed), by name."""
+        _check_meta_name(prefix)
+        found: dict[bytes, bytes | None] = {}
+        with self._read_txn().cursor(db=self.meta) as cur:
+            if cur.set_range(prefix):
+                for name, raw in cur:
+                    if not name.startswith(prefix):
+                        break
+                    found[name] = raw
+        for batch in (self._inflight, self._batch):
+            if batch is not None:
+                found.update((n, v) for n, v in batch.meta.items() if n.startswith(prefix))
+        return [(n, self._meta_value(n, v)) for n, v in sorted(found.items()) if v is not None]
+
+    def stage_meta(self, name: bytes, value: Any) -> None:
+        """Store setting `name` (None deletes it) with the group's next commit: whatever
+        any process writes after this call commits with it or later (a failed commit
+        stages it again)."""
+        _check_meta_name(name)
+        self._batch.meta[name] = None if value is None else encode_value(META, 0, packb(value))
+
+    def export_key(self, key: Any) -> list[tuple[int, bytes, bytes]]:
+        """Every stored value of `key` as (sub-database: 0 snapshots, 1 journal, 2 records;
+        its name after the key's id; the stored, checksummed bytes): what `rewrite` stores
+        in another store. What is pending is committed first."""
+        ref = KeyRef(key)
+        self._settle()
+        txn = self._read_txn()
+        kid = ref.kid
+        out: list[tuple[int, bytes, bytes]] = []
+        raw = txn.get(kid, db=self.snapshots)
+        if raw is not None:
+            out.append((0, b"", bytes(raw)))
+        for db, index in ((self.journal, 1), (self.records, 2)):
+            with txn.cursor(db=db) as cur:
+                if cur.set_range(kid):
+                    for name, value in cur:
+                        if name[:16] != kid:
+                            break
+                        out.append((index, bytes(name[16:]), bytes(value)))
+        return out
+
+    def rewrite(self, keys: dict[Any, list], meta: dict[bytes, Any]) -> None:
+        """Commit now, in one transaction: the stored values of each key of `keys` replaced
+        by its list (`export_key` of another store; [] deletes the key), and the `meta`
+        settings (None deletes). What is pending is committed first. A value that is not
+        one of its key's is refused (`CorruptedValue`, naming it) before anything is
+        written; a failed commit raises its `StorageError` and writes nothing."""
+        for name in meta:
+            _check_meta_name(name)
+        refs = [(KeyRef(key), values) for key, values in keys.items()]
+        for ref, values in refs:
+            for value in values:
+                self._check_moved(ref, value)
+        encoded = {n: None if v is None else encode_value(META, 0, packb(v)) for n, v in meta.items()}
+        self._settle()
+        if self.closed or self.crashed:
+            raise StoreClosed(f"store {self.path} is closed; {len(keys)} keys not rewritten")
+        fault = self.commit_fault() if self.commit_fault is not None else None
+        if fault is not None:
+            raise fault
+        undo: list | None = [] if self._undo is not None and self.mode != "sync" else None
+        self._abort_reader()
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for ref, values in refs:
+                        self._replace_key(txn, ref.kid, values, undo)
+                    self._put_meta(txn, encoded, undo)
+                break
+            except lmdb.MapFullError:
+                if undo is not None:
+                    undo.clear()
+                self._grow()
+            except lmdb.Error as exc:
+                raise self._io_error(exc, len(refs)) from exc
+        for ref, _ in refs:
+            self._revs.pop(ref.kid, None)  # read from disk again
+        self.commits += 1
+        if undo is not None and self._undo is not None:
+            self._undo.append(undo)
+
+    def _check_moved(self, ref: KeyRef, value: Any) -> None:
+        """`value` is (sub-database, name, stored bytes) of `ref`'s, well formed."""
+        db, name, raw = value
+        dbname = ("snapshots", "journal", "records")[db] if db in (0, 1, 2) else db
+        if db == 0 and name == b"" and type(raw) is bytes and raw[3:4] in (bytes((STATE,)), bytes((SNAPSHOT,))):
+            _, payload = decode_value(raw, raw[3], self.path, dbname, ref)
+            if payload.startswith(ref.prefix):
+                return
+        elif db == 1 and type(name) is bytes and len(name) == SEQ.size and type(raw) is bytes:
+            if decode_value(raw, EVENT, self.path, dbname, ref, SEQ.unpack(name)[0])[0] == SEQ.unpack(name)[0]:
+                return
+        elif db == 2 and type(name) is bytes and 0 < len(name) <= MAX_RECORD_KEY_BYTES and type(raw) is bytes:
+            decode_value(raw, RECORD, self.path, dbname, ref)
+            return
+        raise CorruptedValue(where(self.path, str(dbname), ref), f"a moved value {bytes(name)!r:.60} "
+                             "is not one of this key's")
+
+    def _replace_key(self, txn: lmdb.Transaction, kid: bytes, values: list, undo: list | None) -> None:
+        old = txn.get(kid, db=self.snapshots)
+        if old is not None:
+            if undo is not None:
+                undo.append((self.snapshots, kid, old))
+            txn.delete(kid, db=self.snapshots)
+        for db in (self.journal, self.records):
+            with txn.cursor(db=db) as cur:
+                found = cur.set_range(kid)
+                while found and cur.key()[:16] == kid:
+                    if undo is not None:
+                        undo.append((db, cur.key(), cur.value()))
+                    found = cur.delete()
+        dbs = (self.snapshots, self.journal, self.records)
+        for db, name, raw in values:
+            self._put(txn, dbs[db], kid + name, raw, undo, None)
+
+    def _put_meta(self, txn: lmdb.Transaction, meta: dict[bytes, bytes | None], undo: list | None) -> None:
+        for name, value in meta.items():
+            old = txn.get(name, db=self.meta) if undo is not None else None
+            if value is not None:
+                self._put(txn, self.meta, name, value, undo, old)
+            elif txn.delete(name, db=self.meta) and undo is not None:
+                undo.append((self.meta, name, old))
+
+    def _meta_value(self, name: bytes, raw: bytes) -> Any:
+        _, payload = decode_value(raw, META, self.path, "meta", name)
+        return decode_payload("setting", payload, self.node, self.path, "meta", name)
+
     def _kind_of(self, ref: KeyRef) -> int:
         """STATE or SNAPSHOT (event sourced), from what is pending or stored."""
         for batch in (self._batch, self._inflight):
@@ -614,7 +768,7 @@ class Store:
             for proc in list(self._suspended):
                 self._flush_suspended(proc)
         batch = self._batch
-        if self._inflight is None and (batch.entries or batch.held):
+        if self._inflight is None and _has_work(batch):
             self._submit(wait=False)
         if self._reader is not None:
             self._abort_reader()
@@ -643,7 +797,7 @@ class Store:
             self._crash_next = False
             self.crashed = True  # frozen: the held outputs stay held until the node is dropped
             return
-        if not batch.entries:
+        if not batch.entries and not batch.meta:
             self._finish(batch, [])
             return
         fault = self.commit_fault() if self.commit_fault is not None else None
@@ -651,18 +805,17 @@ class Store:
             self._finish(batch, fault)
         elif self._writer is None or wait:
             self._abort_reader()
-            self._finish(batch, self._commit_inline(batch.entries))
+            self._finish(batch, self._commit_inline(batch))
         else:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._start_writer(batch)
 
-    def _commit_inline(self, entries: dict[bytes, Entry]
-                       ) -> list[tuple[Entry, StorageError]] | StorageError:
+    def _commit_inline(self, batch: Batch) -> list[tuple[Entry, StorageError]] | StorageError:
         try:
             while True:
                 try:
-                    return self._write_batch(entries)
+                    return self._write_batch(batch)
                 except _MapFull:
                     self._grow()
         except StorageError as exc:
@@ -672,7 +825,7 @@ class Store:
         self._inflight = batch
         writer, loop = self._writer, self._loop
         assert writer is not None and loop is not None, "a writer thread runs on a loop"
-        future = self._inflight_future = writer.submit(self._write_batch, batch.entries)
+        future = self._inflight_future = writer.submit(self._write_batch, batch)
 
         def committed(done: concurrent.futures.Future) -> None:
             try:
@@ -703,7 +856,7 @@ class Store:
         else:
             self._finish(batch, exc if isinstance(exc, StorageError)
                          else StorageIOError(f"committing to {self.path} failed: {exc!r}"))
-        if self._batch.entries or self._batch.held:
+        if _has_work(self._batch):
             self._submit(wait=False)
 
     def _drain(self) -> None:
@@ -717,7 +870,7 @@ class Store:
     def _settle(self) -> None:
         """Commit everything pending now."""
         self._drain()
-        if self._batch.entries or self._batch.held:
+        if _has_work(self._batch):
             self._submit(wait=True)
 
     def _finish(self, batch: Batch, outcome: list[tuple[Entry, StorageError]] | StorageError) -> None:
@@ -725,6 +878,8 @@ class Store:
         failed: dict[PersistentServer, StorageError] = {}
         if isinstance(outcome, StorageError):
             log.error("commit of %d keys to %s failed: %s", len(batch.entries), self.path, outcome)
+            for name, value in batch.meta.items():  # staged settings go with the next batch
+                self._batch.meta.setdefault(name, value)
             outcome = [(entry, outcome) for entry in batch.entries.values()]
         for entry, exc in outcome:
             for proc in entry.procs:
@@ -749,9 +904,10 @@ class Store:
         else:
             log.error("writes of exited process %r were not stored: %s", proc.pid, exc)
 
-    def _write_batch(self, entries: dict[bytes, Entry]) -> list[tuple[Entry, StorageError]]:
+    def _write_batch(self, batch: Batch) -> list[tuple[Entry, StorageError]]:
         """One write transaction (on the writer thread in real time); returns the refused
         entries."""
+        entries = batch.entries
         # What a power cut could take back, to undo it (simulated stores); a sync commit is
         # durable once it returns, so nothing of it is kept.
         undo: list[tuple[Any, bytes, bytes | None]] | None = (
@@ -765,6 +921,8 @@ class Store:
                 for kid, entry in entries.items():
                     self._apply(txn, kid, entry, refused, undo, revs)
                     writes += len(entry.events) + (entry.snap is not None) + len(entry.records)
+                self._put_meta(txn, batch.meta, undo)
+                writes += len(batch.meta)
         except lmdb.MapFullError:
             raise _MapFull() from None
         except lmdb.Error as exc:

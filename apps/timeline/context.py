@@ -69,10 +69,10 @@ class UserEntities(ClusterEntities):
     """A node's router of one kind of user entity: key `(kind, user)` lives on the user's
     node (`Context.home`)."""
 
-    def home(self, key: Any) -> str:
+    def place_key(self, key: Any, nodes: tuple[str, ...]) -> str:
         if type(key) is not tuple or len(key) != 2 or type(key[1]) is not int:
             raise UnencodableValue(f"a user entity's key is (kind, user id), not {key!r:.80}")
-        return place(key[1], self.cluster)
+        return place(key[1], nodes)
 
 
 class UserEntity(EventSourcedServer):
