@@ -333,7 +333,9 @@ class ClusterEntities(Entities):
 
     def _pump(self) -> None:
         """Send the next batch of keys to their new node (one batch in flight): keys whose
-        activation has exited, with their stored values; the last batch to a node says so."""
+        activation has exited, with their stored values. Once all are acknowledged (and
+        deleted here) an empty batch tells that node this one is done: so a node that
+        stops waiting for this one knows that no copy of its keys is left here."""
         if self._sending is not None or self._retries > MAX_RETRIES:
             return
         if not self._outgoing:
@@ -360,7 +362,7 @@ class ClusterEntities(Entities):
         if not batch and stopping:
             return  # pumped again as they exit
         self._seq += 1
-        last = len(batch) == len(keys)
+        last = not keys
         self._sending = (target, self._seq, [key for key, _ in batch], last)
         self.cast(RemoteName(self.name, target), (_HANDOFF, self.epoch, list(self.cluster),
                                                   list(self.previous or ()), self.node.name,
@@ -372,13 +374,14 @@ class ClusterEntities(Entities):
         sending = self._sending
         if sending is None or seq != sending[1] or epoch != self.epoch:
             return  # a late answer to a batch sent again since
-        if error is not None:
+        target, _, keys, last = sending
+        if error is not None and not (last and isinstance(error, StaleEpoch) and error.epoch > epoch):
             self._sending = None
             self._failed(f"node {source} refused keys: {error}")
-            return
-        target, _, keys, last = sending
+            return  # (a node past this epoch has had this one's last batch: it moved on)
         try:
-            self._store.rewrite({key: [] for key in keys}, {self._dir_name(key): None for key in keys})
+            if keys:
+                self._store.rewrite({key: [] for key in keys}, {self._dir_name(key): None for key in keys})
         except StorageError as exc:  # sent again later: the new node skips what it has
             self._sending = None
             self._failed(f"cannot delete the keys handed to {target}: {exc}")
@@ -386,7 +389,7 @@ class ClusterEntities(Entities):
         remaining = self._outgoing[target]
         gone = set(keys)
         remaining[:] = [key for key in remaining if key not in gone]
-        if last and not remaining:
+        if last:
             del self._outgoing[target]
         self._sending = None
         self._retries = 0

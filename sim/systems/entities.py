@@ -9,26 +9,37 @@ passivated after `idle_timeout`. Clients on node "clients" route each request fr
 own node (`PlacedEntities`) and retry it (same seq) until it is acknowledged, also while
 the counter's node is down or cut off (its keys are unavailable meanwhile, never moved).
 
+Membership changes (`move_every` > 0): the node list starts as e1..e`members`; a mover
+on node "clients" joins a server that is out or makes one leave, at random every about
+`move_every` seconds while the workload runs (`PlacedEntities.rebalance`), and retries a
+change that was refused half way (a node down or cut off) until it is done, so keys move
+with their state among the kills, power cuts and partitions. Clients adopt the newer
+list from the `StaleEpoch` answers and retry `KeyMoving` ones.
+
 Checks: the counter's (no acknowledged increment lost, reads never go back, none
 counted that nobody asked for; eventually every increment acknowledged, exactly once),
-and `single_activation` (always): when an entity starts, no other activation of its key
-is alive on any node. It is checked at every activation, the only moment two could
-begin to overlap, against every node's process table (an entity is live from its init
-until its process is gone), so no overlap escapes it, however short.
+read from the key's node under the newest list when it holds the key, else (its state
+still on the way) from the store that does, and `single_activation` (always): when an
+entity starts, no other activation of its key is alive on any node. It is checked at
+every activation, the only moment two could begin to overlap, against every node's
+process table (an entity is live from its init until its process is gone), so no
+overlap escapes it, however short.
 
 Deliberate bug (`bug = "live_placement"`), the naive design: routers and clients place
 keys over the nodes they are connected to (`actors.placement.node_for`), so a key moves
 off a node that is down or cut off and starts elsewhere from that node's store. A
 partition then activates a key on both sides (`single_activation` fails) and a crash
-loses acknowledged increments (`no_lost_ack`).
+loses acknowledged increments (`no_lost_ack`). `bug = "early_activation"`, a broken
+handoff: a key that moves is activated on its new node without waiting for its state,
+from nothing, while the old node may still run it (`single_activation`, `no_lost_ack`).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from actors import Node, Pid, RemoteName
+from actors import CallExit, CallTimeout, Node, NoProc, Pid, RemoteName
 from actors.placement import live_nodes, place
-from storage import ActivationError, LimitExceeded, Store, entity_call
+from storage import ActivationError, LimitExceeded, StaleEpoch, StorageError, Store, entity_call
 from storage.cluster import ClusterEntities, PlacedEntities, check_nodes, node_of, placement_key
 from supervision import Application, ChildSpec, Flags, Supervisor
 
@@ -36,7 +47,7 @@ from ..schema import Field
 from ..system import check
 from .counter import CounterSystem, Shard
 
-BUGS = ("none", "live_placement")
+BUGS = ("none", "live_placement", "early_activation")
 ROUTER = "counters"
 
 
@@ -91,13 +102,25 @@ class LiveRouter(ClusterEntities):
         return live_home(self.node, key, self.cluster)
 
 
+class EarlyRouter(ClusterEntities):
+    """The deliberate bug: a key that moves here is activated before its state arrived."""
+
+    def in_transit(self, key: Any) -> str | None:
+        return None
+
+
+ROUTERS = {"live_placement": LiveRouter, "early_activation": EarlyRouter}
+
+
 class EntitiesSystem(CounterSystem):
     """See the module docstring."""
 
     node_prefix = "e"
-    retryable = (*CounterSystem.retryable, ActivationError, LimitExceeded)
+    retryable = (*CounterSystem.retryable, ActivationError, LimitExceeded, StaleEpoch)
     options = {
         "servers": Field.int(3, 1, 64, "server nodes e1.."),
+        "members": Field.int(0, 0, 64, "the first node list: e1..e<members> (0: every server)"),
+        "move_every": Field.seconds(0.0, 0.0, 3600.0, "about this often a server joins or leaves (0: never)"),
         "counters": Field.int(24, 1, 100_000, "counter entities, placed on the servers"),
         "idle_timeout": Field.seconds(1.0, 0.01, 3600.0, "an idle entity is passivated after this"),
         "bug": Field.str("none", BUGS, "a deliberate bug (see sim/systems/entities.py)"),
@@ -108,19 +131,86 @@ class EntitiesSystem(CounterSystem):
         self.ledger = Ledger(self.sim)
         self.entity = type("Counter", (Counter,), {"ledger": self.ledger, "__module__": __name__})
         self.homes: dict[int, str] = {}
+        servers = self.config["servers"]
+        members = self.config["members"] or servers
+        if members > servers:
+            raise ValueError(f"members = {members}, more than the {servers} servers")
+        self.first = check_nodes([f"{self.node_prefix}{i + 1}" for i in range(members)])
+        self.placed = PlacedEntities(ROUTER, self.first)
+        self.proposed = self.first  # the newest node list the mover asked for
         super().setup()
-        self.placed = PlacedEntities(ROUTER, self.servers)
+        self.counts.update(moves=0, moves_refused=0)
+
+    def _start_clients(self, node: Node) -> None:
+        super()._start_clients(node)
+        if self.config["move_every"] > 0:
+            node.spawn(self._mover)
 
     def server_of(self, counter: int) -> str:
         home = self.homes.get(counter)
         if home is None:
-            home = self.homes[counter] = node_of(("counter", counter), check_nodes(self.servers))
+            home = self.homes[counter] = node_of(("counter", counter), self.proposed)
         return home
+
+    async def _mover(self, proc: Any) -> None:
+        """Joins and leaves (see the module docstring): its own view of the list, which
+        moves on only once a change is done."""
+        rng = self.sim.stream("workload/mover")
+        mover = PlacedEntities(ROUTER, self.first)
+        every = self.config["move_every"]
+        target = None
+        while True:
+            await proc.sleep(rng.uniform(0.5, 1.5) * every if target is None else every / 4)
+            if target is None:
+                if not self.workload_on:
+                    continue
+                target = self._next_list(rng, mover.nodes)
+                self.proposed, self.homes = target, {}
+            try:
+                await mover.rebalance(proc, target, timeout=self.load["timeout"])
+            except (StorageError, CallTimeout, CallExit, NoProc):  # refused: tried again
+                self.counts["moves_refused"] += 1
+            else:
+                self.counts["moves"] += 1
+                target = None
+
+    def _next_list(self, rng: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        outside = [name for name in self.servers if name not in nodes]
+        if outside and (len(nodes) == 1 or rng.random() < 0.5):
+            return check_nodes([*nodes, outside[rng.below(len(outside))]])
+        leaving = nodes[rng.below(len(nodes))]
+        return check_nodes([name for name in nodes if name != leaving])
+
+    def _stored(self) -> dict[int, int]:
+        """The committed value of every counter: on its node under the newest list if
+        that holds it, else (still moving) on the node that does; none if that node or
+        one that may hold it is down. The checks of one round share one read (no commit in between)."""
+        when = (self.sim.now, tuple(disk.commits for disk in self.disks.values()))
+        if self._stored_at[0] == when:
+            return self._stored_at[1]
+        out = {}
+        for counter in range(len(self.issued)):
+            home = self.disks[self.server_of(counter)].store
+            if home is None or home.closed:
+                continue
+            found = home.read(("counter", counter))
+            for disk in self.disks.values():
+                if found is not None:
+                    break
+                if disk.store is None or disk.store.closed:
+                    break  # it may be there: unknown
+                found = disk.store.read(("counter", counter))
+            else:
+                found = found or (0, {"value": 0}, [])
+            if found is not None:
+                out[counter] = found[1]["value"]
+        self._stored_at = (when, out)
+        return out
 
     def _start_server(self, node: Node) -> None:
         store = self.disks[node.name].attach(Store(self.data_dir / node.name, node, simulated=True))
-        router = LiveRouter if self.config["bug"] == "live_placement" else ClusterEntities
-        spec = ChildSpec(ROUTER, router, args=(store, self.entity, self.servers, self.config["idle_timeout"]),
+        router = ROUTERS.get(self.config["bug"], ClusterEntities)
+        spec = ChildSpec(ROUTER, router, args=(store, self.entity, self.first, self.config["idle_timeout"]),
                          options={"name": ROUTER})
         app = Application(Supervisor, [spec], Flags("one_for_one", self.config["top_restarts"], 5.0),
                           name="entities_sup")
