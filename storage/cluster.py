@@ -1,48 +1,85 @@
 """Activated entities across a cluster's nodes: each key on one node, at most one
-activation of it anywhere.
+activation of it anywhere, and keys that move with their state when the node list changes.
 
-    NODES = ("e1@h", "e2@h", "e3@h")                       # the cluster's node list, alike everywhere
+    NODES = ("e1@h", "e2@h", "e3@h")                       # the cluster's first node list
     node.spawn(ClusterEntities, store, Account, NODES, 60.0, name="accounts")   # on every node
     accounts = PlacedEntities("accounts", NODES)
     balance = await accounts.call(self, ("account", 7), "balance")   # in a process, on any node
     accounts.cast(node, ("account", 7), ("deposit", 5))              # or from outside
     accounts.node_of(("account", 7))                                 # the same on every node
+    await accounts.join(self, "e4@h")     # e4's router runs (spawned with NODES): epoch 2
+    await accounts.leave(self, "e1@h")    # e1 hands its keys off: epoch 3
 
 Placement. A key lives on `place(key, nodes)` (`actors.placement`, rendezvous hashing)
-over the cluster's node list, which every node and caller is given alike (a Ray
-cluster's $LETITCRASH_CLUSTER_NODES, a simulation's server nodes). The caller's node
-routes: `call` and `cast` go to the `ClusterEntities` registered under the same name on
-the key's node, an `Entities` router that activates the key there (`storage.entities`:
-started on its first message with its stored state, passivated when idle). A key is a
-str, bytes or int, or a tuple of them (placed by its msgpack encoding). A router given a
-key of another node refuses it with `ActivationError` naming both nodes (its caller has
-another node list). A subclass may place keys otherwise by overriding `home(key)`.
+over the cluster's node list at its current epoch. The caller's node routes: `call` and
+`cast` go to the `ClusterEntities` registered under the same name on the key's node, an
+`Entities` router that activates the key there (`storage.entities`: started on its first
+message with its stored state, passivated when idle). A key is a str, bytes or int, or a
+tuple of them (placed by its msgpack encoding). A router given a key of another node
+refuses it with `ActivationError` naming both nodes. A subclass may place keys otherwise
+by overriding `place_key(key, nodes)`.
 
 State. Each node keeps the state of its keys in its own store (LMDB on its own disk), so
 a key's state is where its node is, stored there before any reply acknowledges it (the
-store's mode says against what).
+store's mode says against what). Each router also notes in its store the keys it has
+activated (with or before their first write) and its membership: epoch, node list, and
+while a change is under way the previous list and the nodes it still waits for. A
+restarted router comes back with what it stored; the `nodes` it is spawned with count
+only on its first start (a node outside them is outside the cluster until a change adds
+it: it serves no key).
 
-Nodes going and coming (nodedown, nodeup). A key never moves off a node that is down or
-cut off: its state is on that node's disk, and an activation anywhere else would start
-from an older state (or none) and lose what was acknowledged. A call for it fails at
-once, as OTP's call to a name on a node that is down does (`NoProc`, or `CallExit` with
-"noconnection"; retry later), a cast is lost, and once the node is back (nodeup) its
-keys are served again from its store by its new incarnation. This is the consistent
-choice, as Orleans' strongly consistent grain directory makes it. Orleans' default
-directory instead activates the grains of a silo declared dead on other silos, from
-storage every silo reaches, and allows duplicate activations meanwhile; letitcrash has
-no storage shared by nodes. So keys move only with the node list, which is fixed for
-the life of the cluster's data: a node list that changes places keys on nodes that do
-not hold their state (copying it there is not provided).
+Nodes down or cut off are not leaving (nodedown, nodeup). A key never moves off a node
+that is down or cut off: its state is on that node's disk, and an activation anywhere
+else would start from an older state (or none) and lose what was acknowledged. A call
+for it fails at once, as OTP's call to a name on a node that is down does (`NoProc`, or
+`CallExit` with "noconnection"; retry later), a cast is lost, and once the node is back
+its keys are served again from its store. This is the consistent choice, as Orleans'
+strongly consistent grain directory makes it (its default directory instead reactivates
+a dead silo's grains elsewhere from storage every silo reaches; letitcrash has no
+storage shared by nodes). A node leaves only while it is up, by a membership change.
+
+Membership changes. `PlacedEntities.rebalance(caller, nodes)` (and `join`, `leave`) is
+an explicit, versioned operation, as Akka Cluster Sharding's coordinator runs a
+rebalance: the caller asks every router of the old and the new list for its status, and
+goes on only if all are up, at the caller's epoch and done with the previous change (else
+`MembershipError`, naming the node, and nothing changes); then it sends each router the
+new list with the next epoch, which the router stores before it answers. The same change
+again is harmless: it completes one that failed half way. Then, for each key whose node
+changes, its old node (the sender):
+1. stops routing to it and passivates its activation (its state is stored as it stops);
+2. once it has exited, sends the key's stored values (snapshot, events, records, as
+   stored, checksummed) to the new node over the nodes' own streams, in batches of at most
+   `BATCH_KEYS` keys and `BATCH_BYTES` bytes, one batch in flight;
+3. the new node stores them (a key it already has is a batch sent again: skipped) in one
+   commit and acknowledges; the sender then deletes its copy and its note of the key in
+   one commit. A batch not acknowledged within `RETRY_AFTER` (doubling, to 8 s) is sent
+   again; after `MAX_RETRIES` failures in a row the handoff stalls (logged, `status` says
+   so) until the same change is asked again or the router restarts;
+4. once everything sent to a node is acknowledged and deleted, an empty batch tells it
+   so; it stops waiting for that sender. A router that sends nothing and waits for
+   nobody is done (`settled`), and only then takes a newer epoch.
+Meanwhile the new node answers a call for a key still on its way with `KeyMoving`
+(retryable, naming both nodes): it activates a moved key only once its state has arrived.
+A request made with another epoch than the router's is refused with `StaleEpoch`, naming
+both epochs and carrying the router's list (`PlacedEntities` adopts a newer one: retry).
+Refusing rather than forwarding keeps one rule on every node (a router serves only its
+epoch's keys) and costs the caller one round trip per change. The handoff resumes after a
+crash of either side: the sender's notes of its keys say what is left to send, the
+receiver's membership what it still waits for, and both steps are idempotent. A node
+that crashes mid-handoff keeps its keys waiting (`KeyMoving`) until it is back.
 
 Guarantee: at most one live activation per key in the whole cluster at every instant,
-under partitions and node crashes too. Every node agrees on a key's node from the same
-list whatever it is connected to, only that node activates the key, and its router
-starts an incarnation only once the previous one has exited, even across a restart of
-the router (`Entities` adopts its predecessor's stopping entities). A partition costs
-availability: the keys of the nodes across it are unavailable on this side until it
-heals. The simulator checks the guarantee at every activation (`sim/systems/entities.py`,
-`scenarios/entities.toml`; the timelines: `scenarios/timeline_nodes.toml`).
+under partitions, node crashes and membership changes. Every node agrees on a key's node
+from the same epoch's list whatever it is connected to, only that node activates the key,
+a moved key only after its old node's activation exited and its state arrived, and a
+router starts an incarnation only once the previous one has exited, even across a restart
+of the router (`Entities` adopts its predecessor's stopping entities). Nothing
+acknowledged is lost by a move: the state that arrives is the one the last activation
+stored. A partition costs availability: the keys of the nodes across it (and a change
+that needs them) wait until it heals. The simulator checks the guarantee at every
+activation and every acknowledged update across moves (`sim/systems/entities.py`,
+`scenarios/entities.toml`, `scenarios/entities_moves.toml`; the timelines:
+`scenarios/timeline_nodes.toml`).
 """
 from __future__ import annotations
 
@@ -139,6 +176,8 @@ class ClusterEntities(Entities):
         self._dir = b"keys/" + name.encode() + b"/"
         stored = store.get_meta(self._record)
         me = self.node.name
+        self.previous: tuple[str, ...] | None
+        self.waiting_for: tuple[str, ...]
         if stored is None:  # the first start: a member of the first list is at epoch 1
             self.epoch = 1 if me in first else 0
             self.cluster, self.previous, self.waiting_for = first, None, ()
@@ -167,7 +206,8 @@ class ClusterEntities(Entities):
         """The node `key`'s state is still coming from, or None if it is here (or none)."""
         if not self.waiting_for:
             return None
-        source = self.place_key(key, self.previous)  # type: ignore[arg-type]  # set while waiting
+        assert self.previous is not None, "a router waits for senders only during a change"
+        source = self.place_key(key, self.previous)
         if source in self.waiting_for and self._store.get_meta(self._dir_name(key)) is None:
             return source
         return None
@@ -528,6 +568,9 @@ class PlacedEntities:
             if node in old and status["epoch"] > self.epoch:
                 self.adopt(status["epoch"], status["nodes"])
                 raise StaleEpoch(node, status["epoch"], status["nodes"], epoch - 1)
+            if node in old and status["epoch"] < self.epoch:
+                raise MembershipError(f"node {node} is at epoch {status['epoch']}, behind this list's "
+                                      f"epoch {self.epoch}: the change that made it is not done there")
             if node in old and not status["settled"]:
                 raise MembershipError(f"node {node} is still moving the keys of epoch {status['epoch']} "
                                       f"({status['outgoing']} to send, waiting for {status['waiting_for']})")

@@ -18,8 +18,7 @@ list from the `StaleEpoch` answers and retry `KeyMoving` ones.
 
 Checks: the counter's (no acknowledged increment lost, reads never go back, none
 counted that nobody asked for; eventually every increment acknowledged, exactly once),
-read from the key's node under the newest list when it holds the key, else (its state
-still on the way) from the store that does, and `single_activation` (always): when an
+on the highest value any store holds (see `_stored`), and `single_activation` (always): when an
 entity starts, no other activation of its key is alive on any node. It is checked at
 every activation, the only moment two could begin to overlap, against every node's
 process table (an entity is live from its init until its process is gone), so no
@@ -182,28 +181,21 @@ class EntitiesSystem(CounterSystem):
         return check_nodes([name for name in nodes if name != leaving])
 
     def _stored(self) -> dict[int, int]:
-        """The committed value of every counter: on its node under the newest list if
-        that holds it, else (still moving) on the node that does; none if that node or
-        one that may hold it is down. The checks of one round share one read (no commit in between)."""
+        """The committed value of every counter: the highest any store holds (a key that
+        moved may have a copy on its old node until the handoff deletes it, never a
+        higher one: a counter only grows). While a node is down, a value below the
+        acknowledged count is left out: the newest copy may be on that node. The checks
+        of one round share one read (no commit in between)."""
         when = (self.sim.now, tuple(disk.commits for disk in self.disks.values()))
         if self._stored_at[0] == when:
             return self._stored_at[1]
+        up = [disk.store for disk in self.disks.values() if disk.store is not None and not disk.store.closed]
         out = {}
         for counter in range(len(self.issued)):
-            home = self.disks[self.server_of(counter)].store
-            if home is None or home.closed:
-                continue
-            found = home.read(("counter", counter))
-            for disk in self.disks.values():
-                if found is not None:
-                    break
-                if disk.store is None or disk.store.closed:
-                    break  # it may be there: unknown
-                found = disk.store.read(("counter", counter))
-            else:
-                found = found or (0, {"value": 0}, [])
-            if found is not None:
-                out[counter] = found[1]["value"]
+            found = [store.read(("counter", counter)) for store in up]
+            value = max((f[1]["value"] for f in found if f is not None), default=0)
+            if len(up) == len(self.disks) or value >= self.acked[counter]:
+                out[counter] = value
         self._stored_at = (when, out)
         return out
 
