@@ -188,7 +188,7 @@ class ClusterEntities(Entities):
             self.previous = None if stored["previous"] is None else tuple(stored["previous"])
             self.waiting_for = tuple(stored["waiting_for"])
         self._outgoing: dict[str, list] = {}  # node -> keys still to hand to it
-        self._sending: tuple | None = None  # (node, seq, keys, last) awaiting its acknowledgement
+        self._sending: tuple | None = None  # (node, tag, keys, last) awaiting its acknowledgement
         self._seq = 0
         self._retries = 0
         if self.previous is not None:  # a handoff was under way: resume it
@@ -266,12 +266,12 @@ class ClusterEntities(Entities):
         else:
             super().handle_info(msg)
 
-    def _retry(self, seq: int) -> None:
-        """A batch's time is up (`seq`), or a failed one's wait is over (-1)."""
+    def _retry(self, tag: Any) -> None:
+        """A batch's time is up (its `tag`), or a failed one's wait is over (None)."""
         sending = self._sending
-        if seq == -1 and sending is None:
+        if tag is None and sending is None:
             self._pump()
-        elif sending is not None and sending[1] == seq:
+        elif sending is not None and sending[1] == tag:
             self._sending = None
             self._failed(f"no answer from node {sending[0]}")
 
@@ -352,7 +352,9 @@ class ClusterEntities(Entities):
         me = self.node.name
         self._retries = retries
         self._outgoing = {n: [] for n in self.cluster if n != me} if me in self.previous else {}  # type: ignore[operator]
-        for _, key in self._store.scan_meta(self._dir):
+        for name, key in self._store.scan_meta(self._dir):
+            if len(name) != len(self._dir) + 16:
+                continue  # another router's, whose name starts with this one's and "/"
             key = _as_key(key)
             home = self.home(key)
             if home != me:
@@ -402,17 +404,18 @@ class ClusterEntities(Entities):
         if not batch and stopping:
             return  # pumped again as they exit
         self._seq += 1
+        tag = (self.pid, self._seq)  # never one of a previous incarnation's: its late answers are ignored
         last = not keys
-        self._sending = (target, self._seq, [key for key, _ in batch], last)
+        self._sending = (target, tag, [key for key, _ in batch], last)
         self.cast(RemoteName(self.name, target), (_HANDOFF, self.epoch, list(self.cluster),
                                                   list(self.previous or ()), self.node.name,
-                                                  self._seq, batch, last))
-        self.send_after(RETRY_AFTER * 2 ** min(self._retries, 4), self.pid, (_RESUME, self._seq))
+                                                  tag, batch, last))
+        self.send_after(RETRY_AFTER * 2 ** min(self._retries, 4), self.pid, (_RESUME, tag))
 
-    def _handed(self, epoch: int, seq: int, source: str, error: Exception | None) -> None:
+    def _handed(self, epoch: int, tag: Any, source: str, error: Exception | None) -> None:
         """The new node stored a batch (or refused it): delete the keys here."""
         sending = self._sending
-        if sending is None or seq != sending[1] or epoch != self.epoch:
+        if sending is None or tag != sending[1] or epoch != self.epoch:
             return  # a late answer to a batch sent again since
         target, _, keys, last = sending
         if error is not None and not (last and isinstance(error, StaleEpoch) and error.epoch > epoch):
@@ -442,11 +445,11 @@ class ClusterEntities(Entities):
                       "again resumes it", self.name, self.node.name, MAX_RETRIES, why)
         else:
             log.warning("entities %s on %s: handoff retried: %s", self.name, self.node.name, why)
-            self.send_after(RETRY_AFTER * 2 ** min(self._retries, 4), self.pid, (_RESUME, -1))
+            self.send_after(RETRY_AFTER * 2 ** min(self._retries, 4), self.pid, (_RESUME, None))
 
     # -- handoff: the receiver -------------------------------------------------------------------
 
-    def _receive(self, epoch: int, nodes: list, previous: list, source: str, seq: int,
+    def _receive(self, epoch: int, nodes: list, previous: list, source: str, tag: Any,
                  batch: list, last: bool) -> None:
         """Store a batch of keys handed to this node, then acknowledge it: a key already
         here (a batch sent again) is skipped; the last batch from a node ends the wait for it."""
@@ -473,7 +476,7 @@ class ClusterEntities(Entities):
                     self.waiting_for = waiting
                 except StorageError as exc:
                     error = exc
-        self.cast(RemoteName(self.name, source), (_HANDED, epoch, seq, me, error))
+        self.cast(RemoteName(self.name, source), (_HANDED, epoch, tag, me, error))
         if error is None:
             self._settle()
 
