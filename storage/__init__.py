@@ -9,7 +9,8 @@
 
 `storage.store` documents the layout, the group commit, what each durability mode
 promises and the fault hooks; `storage.persistent` the two ways to persist;
-`storage.entities` the activated entities; `storage.reminders` durable reminders
+`storage.entities` the activated entities; `storage.cluster` activated entities placed
+across nodes, moving with the node list; `storage.reminders` durable reminders
 (`self.remind(name, due, period)` on a persistent server).
 """
 from .entities import Entities, entities_info, entity_call, entity_cast

@@ -407,9 +407,14 @@ class ClusterEntities(Entities):
         tag = (self.pid, self._seq)  # never one of a previous incarnation's: its late answers are ignored
         last = not keys
         self._sending = (target, tag, [key for key, _ in batch], last)
-        self.cast(RemoteName(self.name, target), (_HANDOFF, self.epoch, list(self.cluster),
-                                                  list(self.previous or ()), self.node.name,
-                                                  tag, batch, last))
+        try:
+            self.cast(RemoteName(self.name, target), (_HANDOFF, self.epoch, list(self.cluster),
+                                                      list(self.previous or ()), self.node.name,
+                                                      tag, batch, last))
+        except (TypeError, ValueError) as exc:  # e.g. over the distribution's max_frame
+            self._sending = None
+            self._failed(f"cannot send {len(batch)} keys to {target}: {exc}")
+            return
         self.send_after(RETRY_AFTER * 2 ** min(self._retries, 4), self.pid, (_RESUME, tag))
 
     def _handed(self, epoch: int, tag: Any, source: str, error: Exception | None) -> None:
