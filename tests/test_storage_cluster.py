@@ -391,6 +391,29 @@ def test_a_keys_stored_values_move_between_stores_whole_and_bad_ones_are_refused
     b.close()
 
 
+def test_a_staged_setting_whose_commit_fails_goes_with_the_next_commit(tmp_path):
+    node = Node(seed=1)
+
+    async def tick(proc):  # a scheduler pass, at whose end the store commits
+        await proc.sleep(0.001)
+
+    store = Store(tmp_path / "s", node)
+    store.fill_disk(True)
+    store.stage_meta(b"x/noted", ("k", 1))
+    node.spawn(tick)
+    node.run_for(0.01)
+    assert store.commits == 0  # that commit failed: the setting is staged again
+    store.fill_disk(False)
+    node.spawn(tick)
+    node.run_for(0.01)
+    store.crash()  # what was not committed is gone
+    again = Store(tmp_path / "s", node)
+    assert again.get_meta(b"x/noted") == ["k", 1]
+    with pytest.raises(ValueError, match="a setting's name is non-empty bytes"):
+        again.stage_meta(b"format", 1)  # the store's own marker
+    again.close()
+
+
 def moves(*overrides):
     return load(SCENARIOS / "entities_moves.toml", list(overrides))
 
