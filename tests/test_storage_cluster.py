@@ -214,20 +214,22 @@ def test_a_restarted_router_waits_for_its_predecessors_entities_to_exit(tmp_path
     assert node.run_until_complete(fast) == 3
 
 
-def entities(*overrides):
-    return load(SCENARIOS / "entities.toml", list(overrides))
+def scenario(name: str, *overrides: Any) -> Any:
+    return load(SCENARIOS / f"{name}.toml", list(overrides))
 
 
 @pytest.mark.parametrize("seed", range(1, SIM_SEEDS + 1))
-def test_the_scenario_holds_under_chaos_with_node_kills_and_partitions(seed):
-    result = run(entities(), seed)
-    assert result.passed, f"seed {seed}: {result.failure}"
+@pytest.mark.parametrize("name, counted", [("entities", "activations"), ("entities_moves", "moves")])
+def test_the_scenarios_hold_under_chaos_with_node_kills_partitions_and_moves(name, counted, seed):
+    """entities_moves: nodes join and leave mid-run, and keys move with their state."""
+    result = run(scenario(name), seed)
+    assert result.passed, f"{name} seed {seed}: {result.failure}"
     stats = result.stats["entities"]
-    assert stats["acked"] == stats["increments"] > 0 and stats["activations"] > 0
+    assert stats["acked"] == stats["increments"] > 0 and stats[counted] > 0
 
 
 def test_the_check_catches_keys_placed_over_the_live_nodes_only():
-    broken = entities(("systems.entities.bug", "live_placement"), ("faults.mode", "off"),
+    broken = scenario("entities", ("systems.entities.bug", "live_placement"), ("faults.mode", "off"),
                       ("checks.names", ["entities.single_activation"]))
     result = run(broken, 1)
     assert not result.passed
@@ -414,20 +416,8 @@ def test_a_staged_setting_whose_commit_fails_goes_with_the_next_commit(tmp_path)
     again.close()
 
 
-def moves(*overrides):
-    return load(SCENARIOS / "entities_moves.toml", list(overrides))
-
-
-@pytest.mark.parametrize("seed", range(1, SIM_SEEDS + 1))
-def test_keys_move_with_their_state_as_nodes_join_and_leave_under_chaos(seed):
-    result = run(moves(), seed)
-    assert result.passed, f"seed {seed}: {result.failure}"
-    stats = result.stats["entities"]
-    assert stats["acked"] == stats["increments"] > 0 and stats["moves"] > 0
-
-
 def test_the_checks_catch_a_handoff_that_activates_a_key_before_its_state_arrived():
-    result = run(moves(("systems.entities.bug", "early_activation"), ("faults.mode", "off")), 1)
+    result = run(scenario("entities_moves", ("systems.entities.bug", "early_activation"), ("faults.mode", "off")), 1)
     assert not result.passed
     assert result.failure.check in ("entities.no_lost_ack", "entities.single_activation")
 
