@@ -119,3 +119,25 @@ def test_a_passing_seed_has_nothing_to_shrink():
     calm = counter(("faults.mode", "off"), ("phases", [
         {"name": "calm", "duration": 1.0}, {"name": "quiesce", "duration": 2.0, "workload": False}]))
     assert shrink(calm, 1) is None
+
+
+def test_a_run_keeps_its_stores_under_the_scratch_root_and_deletes_them(tmp_path, monkeypatch):
+    import sim.runner
+
+    monkeypatch.setattr(sim.runner, "scratch_root", lambda: str(tmp_path))
+    during: list[list[str]] = []
+    short = counter(("faults.mode", "off"), ("phases", [
+        {"name": "calm", "duration": 0.2}, {"name": "quiesce", "duration": 1.0, "workload": False}]))
+    result = run(short, 1, progress=lambda sim, phase, duration: during.append(
+        sorted(p.name for p in tmp_path.glob("letitcrash-sim-*/counter/*"))))
+    assert result.passed and during and during[0] == ["counter1", "counter2"]
+    assert list(tmp_path.iterdir()) == []  # nothing is left behind
+
+
+def test_the_scratch_root_is_a_writable_directory_or_the_systems_temporary_one():
+    import os
+
+    from sim.runner import scratch_root
+
+    root = scratch_root()
+    assert root is None or (os.path.isdir(root) and os.access(root, os.W_OK))
