@@ -29,6 +29,13 @@ Workloads (value and unit per JSON line):
   counter system count as the system under test even when the driver called them;
   "us_per_event" gives each part (and the system under test) in CPU microseconds per
   event, CPU time rather than wall time so that a busy machine does not inflate it;
+- events_per_try: what one event is: trace events per client try (a request or one of its
+  retries) over the events_per_s seeds, recorded and read back; its "mix" gives each kind
+  of event per try: process turns, sends and arrivals of messages and replies, signals
+  (exit and down signals sent and arriving), commits, spawns and exits, the rest (faults,
+  checks, buggify, phases), and "context": the trace's time and node records, written
+  but not counted as events. us_per_event (outside_share) times events_per_try is the
+  CPU one try costs, by part;
 - jobs_wall_1, jobs_wall_2: true wall seconds of `letitcrash sim counter.toml --seeds
   1..2n --jobs 1` and `--jobs 2` (subprocesses, interpreter start included);
   jobs_speedup: their ratio (at most 2 on two idle cores);
@@ -59,6 +66,7 @@ from actors import CallTimeout, GenServer  # noqa: E402
 from sim.core import Simulation  # noqa: E402
 from sim.runner import Result, run  # noqa: E402
 from sim.scenario import Scenario, load  # noqa: E402
+from sim.trace import TraceReader  # noqa: E402
 
 SCENARIO = ROOT / "scenarios" / "counter.toml"
 MODES = {"full": (10, 3), "quick": (3, 2), "tiny": (1, 1)}  # seeds, reps
@@ -159,6 +167,43 @@ def outside_pass(scenario: Scenario, seeds: range) -> dict[str, Any]:
     return {**p, "share": round(sum(parts.values()), 1), "parts": parts, "us_per_event": us, "samples": total}
 
 
+MIX = ("turns", "sends", "arrivals", "signals", "commits", "spawns_exits", "other", "context")
+
+
+def mix_pass(scenario: Scenario, seeds: range) -> dict[str, Any]:
+    """Trace events per client try, by kind (see the module docstring), from recorded runs."""
+    counts = dict.fromkeys(MIX, 0)
+    tries = events = 0
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "run.trace"
+            with open(path, "wb") as out:
+                result = run(scenario, seed, out=out)
+            reader = TraceReader(str(path))
+            try:
+                for rec in reader.records():
+                    counts[_mix_kind(rec)] += 1
+            finally:
+                reader.close()
+        stats = result.stats["counter"]
+        tries += stats["increments"] + stats["reads"] + stats["retries"]
+        events += result.events
+    assert events == sum(counts.values()) - counts["context"], "every event has a kind"
+    return {"runs": len(seeds), "cpu_share": 1.0, "per_try": events / max(tries, 1),
+            "mix": {k: round(v / max(tries, 1), 2) for k, v in counts.items()}}
+
+
+def _mix_kind(rec: Any) -> str:
+    if type(rec) is int:
+        return "turns"
+    what = rec[0]
+    if what in ("send", "arr"):
+        kind = rec[4] if what == "send" else rec[3]
+        return "signals" if kind not in ("msg", "reply") else "sends" if what == "send" else "arrivals"
+    return {"t": "context", "@": "context", "commit": "commits", "spawn": "spawns_exits",
+            "exit": "spawns_exits"}.get(what, "other")
+
+
 def jobs_pass(scenario: Scenario, seeds: int, jobs: int) -> dict[str, float]:
     """True wall seconds of the CLI running `seeds` seeds in `jobs` processes."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,6 +252,7 @@ def measure(mode: str) -> list[dict[str, Any]]:
             if name not in best or p["wall"] < best[name]["wall"]:
                 best[name] = p
     outside = outside_pass(plain, seeds)
+    mix = mix_pass(plain, seeds)
     plain_p, recorded_p = best["plain"], best["recorded"]
     rate = plain_p["events"] / plain_p["wall"]
     recorded_rate = recorded_p["events"] / recorded_p["wall"]
@@ -222,6 +268,7 @@ def measure(mode: str) -> list[dict[str, Any]]:
         line("trace_cost", max(0.0, 100 * (1 - recorded_rate / rate)), "%", recorded_p),
         {**line("outside_share", outside["share"], "%", outside), "parts": outside["parts"],
          "us_per_event": outside["us_per_event"], "samples": outside["samples"]},
+        {**line("events_per_try", mix["per_try"], "events", mix), "mix": mix["mix"]},
         line("jobs_wall_1", best["jobs1"]["wall"], "s", best["jobs1"]),
         line("jobs_wall_2", best["jobs2"]["wall"], "s", best["jobs2"]),
         line("jobs_speedup", best["jobs1"]["wall"] / best["jobs2"]["wall"], "x", best["jobs2"]),
@@ -237,10 +284,12 @@ def table(lines: list[dict[str, Any]]) -> str:
         value = f"{d['value']:,.0f}" if d["value"] >= 1000 else f"{d['value']:.4g}"
         us = d.get("us_per_event", {})
         parts = ", ".join(f"{k} {v:g} % ({us[k]:g} µs)" for k, v in d.get("parts", {}).items())
+        mix = ", ".join(f"{k} {v:g}" for k, v in d.get("mix", {}).items())
         rows.append(f"{d['workload']:<26} {value:>12}  {d['unit']:<9} {d.get('goal', ''):<12} {met}"
                     + (f"  (cpu share {d['cpu_share']})" if "cpu_share" in d else "")
                     + (f"  ({parts}; the rest: the system under test, {us['system']:g} µs;"
-                       " CPU µs per event)" if parts else ""))
+                       " CPU µs per event)" if parts else "")
+                    + (f"  (per try: {mix})" if mix else ""))
     return "\n".join(rows)
 
 
