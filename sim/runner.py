@@ -121,14 +121,27 @@ def run(scenario: Scenario, seed: int | None = None, *, out: BinaryIO | None = N
         series=_series(sim.latencies))
 
 
+MIN_SCRATCH_FREE = 1 << 30  # bytes free a RAM filesystem needs to hold a run's stores
+
+
 @functools.cache
 def scratch_root() -> str | None:
     """Where a run's stores go: a RAM filesystem (/dev/shm) when the machine has a writable
-    one, else the system's temporary directory (None). A run's stores are simulated (no
-    fsync) and deleted when it ends, so a disk gains nothing; creating, sizing and
-    deleting their files there cost tens of milliseconds of I/O wait per run."""
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    one with `MIN_SCRATCH_FREE` bytes free (a container's is often 64 MiB, which a long run
+    could fill), else the system's temporary directory (None). A run's stores are
+    simulated (no fsync) and deleted when it ends, so a disk gains nothing; creating,
+    sizing and deleting their files there cost tens of milliseconds of I/O wait per run."""
+    return roomy_dir("/dev/shm", MIN_SCRATCH_FREE)
+
+
+def roomy_dir(path: str, min_free: int) -> str | None:
+    """`path` if it is a writable directory with at least `min_free` bytes free, else None."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    writable = os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+    return path if writable and stat.f_bavail * stat.f_frsize >= min_free else None
 
 
 def _build(sim: Simulation, scenario: Scenario, systems: dict[str, System], data_dir: Path) -> Injector:

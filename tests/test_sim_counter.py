@@ -134,10 +134,11 @@ def test_a_run_keeps_its_stores_under_the_scratch_root_and_deletes_them(tmp_path
     assert list(tmp_path.iterdir()) == []  # nothing is left behind
 
 
-def test_the_scratch_root_is_a_writable_directory_or_the_systems_temporary_one():
-    import os
+def test_a_scratch_root_must_be_a_writable_directory_with_room(tmp_path):
+    from sim.runner import roomy_dir
 
-    from sim.runner import scratch_root
-
-    root = scratch_root()
-    assert root is None or (os.path.isdir(root) and os.access(root, os.W_OK))
+    assert roomy_dir(str(tmp_path), 1) == str(tmp_path)
+    assert roomy_dir(str(tmp_path), 1 << 62) is None  # too small: the temporary directory instead
+    assert roomy_dir(str(tmp_path / "missing"), 1) is None
+    (tmp_path / "file").write_text("")
+    assert roomy_dir(str(tmp_path / "file"), 1) is None
