@@ -7,9 +7,10 @@
     cluster.stop()
 
 What Ray does: it starts the node hosts (`NodeHost`, one Ray actor each, one CPU each by
-default) on the machines of its cluster, holds the cluster's registry (`Registry`, a
-named Ray actor: "letitcrash-registry-CLUSTER" in namespace "letitcrash") and reports an
-actor's death. What it never does: carry a letitcrash message. Each host runs a real-time
+default) on the machines of its cluster, spread over them (Ray's "SPREAD" strategy: a
+machine's loss takes as few nodes as it can), holds the cluster's registry (`Registry`, a
+named Ray actor: "letitcrash-registry-CLUSTER" in namespace "letitcrash", on the
+launcher's machine, so it goes only with the launcher) and reports an actor's death. What it never does: carry a letitcrash message. Each host runs a real-time
 node (`apps.cluster.host.run_node`) on an event loop of its own, listening on TCP at its
 machine's address; it publishes that address in the registry and the nodes connect to
 each other directly, over letitcrash's own streams (`actors.dist`).
@@ -32,6 +33,9 @@ Contract:
   `RAY_health_check_failure_threshold` (default 5) plus `RAY_health_check_timeout_ms`,
   about 15 s; set on the head (`ray start --head` in its environment) to 500 / 2 / 500
   it is 1 to 2.5 s. A node's ticks (`ticktime`) bound the detection of a frozen one.
+- A raylet lost (its machine, or the raylet process alone): its node hosts' processes end
+  with it, so the other nodes see their streams close first; the launcher restarts those
+  nodes on the surviving raylets once Ray marks the lost one dead (its health checks, above).
 - A start function finds the cluster's node names in `$LETITCRASH_CLUSTER_NODES`
   (comma-separated; `apps.cluster.chat` places its shards on them).
 - The secret (Erlang's cookie) is made by the launcher and handed to the hosts in a Ray
@@ -53,6 +57,7 @@ from typing import Any
 try:
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 except ImportError:  # pragma: no cover - the message is what a user without Ray sees
     raise ImportError("clusters on Ray need Ray: pip install 'letitcrash[cluster]' (or pip install 'ray>=2.60')") \
         from None
@@ -145,6 +150,10 @@ class NodeHost:
     def os_pid(self) -> int:
         return os.getpid()
 
+    def ray_node(self) -> str:
+        """The id of the Ray node (the raylet) this host runs on."""
+        return ray.get_runtime_context().get_node_id()
+
     def serve(self, name: str, names: list[str], secret: str, target: str | None, registry: Any, ticktime: float,
               connect_timeout: float) -> str:
         """Run node `name` until `stop` (the launcher parks this call: its failure is Ray's death report)."""
@@ -199,11 +208,11 @@ class NodeHost:
 class Host:
     """The launcher's view of one node host (one incarnation)."""
 
-    __slots__ = ("name", "actor", "serving", "creation", "address", "os_pid")
+    __slots__ = ("name", "actor", "serving", "creation", "address", "os_pid", "ray_node")
 
     def __init__(self, name: str, actor: Any, serving: Any) -> None:
         self.name, self.actor, self.serving = name, actor, serving
-        self.creation, self.address, self.os_pid = 0, "", 0
+        self.creation, self.address, self.os_pid, self.ray_node = 0, "", 0, ""
 
 
 class RayCluster:
@@ -217,9 +226,10 @@ class RayCluster:
         self.target, self.ticktime, self.cpus = target, ticktime, cpus
         self.max_restarts, self.restart_window, self.ready_timeout = max_restarts, restart_window, ready_timeout
         first = int.from_bytes(os.urandom(3)) % MAX_CREATION + 1
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.registry = ray.remote(Registry).options(name=f"letitcrash-registry-{cluster}", namespace=NAMESPACE,
-                                                     num_cpus=0).remote(first)
-        self.host_class = ray.remote(NodeHost).options(max_concurrency=8, num_cpus=cpus)
+                                                     num_cpus=0, scheduling_strategy=here).remote(first)
+        self.host_class = ray.remote(NodeHost).options(max_concurrency=8, num_cpus=cpus, scheduling_strategy="SPREAD")
         self.hosts: dict[str, Host] = {}
         self.restarts: list[float] = []
         self.members: list[Distribution] = []  # driver-side distributions told of Ray's death reports
@@ -259,7 +269,7 @@ class RayCluster:
             raise ClusterError(f"node {host.name} did not come up within {self.ready_timeout} s")
         with self.lock:
             host.creation, host.address = info
-            host.os_pid = ray.get(host.actor.os_pid.remote())
+            host.os_pid, host.ray_node = ray.get([host.actor.os_pid.remote(), host.actor.ray_node.remote()])
             self.changed.notify_all()
 
     @staticmethod
