@@ -119,6 +119,8 @@ class Recommender(PersistentServer):
         s = self.tables
         if msg[0] == "title":
             _, video, genres = msg
+            if s["genres"].get(video) == sorted(genres):
+                return  # announced again (a catalogue's boot): nothing to store
             if video not in s["genres"]:
                 if len(s["titles"]) >= MAX_TITLES:
                     raise OverflowError(f"recommender: more than {MAX_TITLES} titles")

@@ -12,6 +12,21 @@
 Every method takes the caller first: a process (calls return a coroutine) or the `Node`
 from outside (calls return a kernel `Future`); refusals raise the server's error.
 
+Across nodes (`nodes=`, the cluster's media node list, the same on every node; each runs
+this tree on its own store): a video lives on `node_of(video, nodes)` (`storage.cluster`,
+rendezvous hashing): its catalogue record, its upload job and its blobs are there, and
+every call about it goes there (a catalogue refuses a video of another node). A content
+hash is claimed at the catalogue of `node_of(("hash", digest), nodes)`, so a duplicate is
+found whichever node holds the first upload. The recommender and the view counter each
+live on one node (`node_of(their name, nodes)`): every node's playback feeds them and
+every node's callers ask them; each catalogue announces its ready titles again when it
+boots, since an announcement cast while the recommender's node was cut off is lost. Edge
+caches stay per node and region: a region's viewers are served by the node they reach,
+and a segment is fetched once per node from its video's node. While a node is down or
+cut off, its videos (and the hashes, or the recommender, it holds) wait for it, as
+`storage.cluster` keys do: calls fail at once (`NoProc`, `CallExit`), a job's hash claim
+is retried. `videos()` lists the videos of the service's own node.
+
 Tree (rest_for_one: the catalogue, last, restarts whenever something it uses did):
 
     video_sup
@@ -27,10 +42,13 @@ Tree (rest_for_one: the catalogue, last, restarts whenever something it uses did
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Callable
 
-from actors import GenServer, Node, NoReply, Process, Registry
+from actors import Dest, GenServer, Node, NoReply, Pid, Process, Registry, RemoteName
+from actors.requests import request
 from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call
+from storage.cluster import check_nodes, node_of
 from supervision import Backoff, ChildSpec, DynamicFlags, DynamicSupervisor, Flags, Supervisor, start_child
 
 from apps.common import TreeService, check_id
@@ -49,7 +67,9 @@ SESSION_TIMEOUT = 3600.0
 
 
 class VideoContext:
-    """Registered names and the job registry shared by the service's processes."""
+    """Registered names, the job registry and where things live (see the module
+    docstring), shared by the service's processes. `activated(key, pid)`, if given, hears
+    of every upload job that starts (key `("video", id)`; the simulator's check)."""
 
     blobs = "video.blobs"
     views = "video.views"
@@ -58,13 +78,39 @@ class VideoContext:
     sessions = "video.sessions"
     catalog = "video.catalog"
 
-    def __init__(self, node: Node, regions: tuple[str, ...]) -> None:
+    def __init__(self, node: Node, regions: tuple[str, ...], nodes: Iterable[str] | None = None,
+                 activated: Callable[[Any, Pid], None] | None = None) -> None:
         self.registry = Registry(node, "video")
         self.regions = regions
+        self.nodes = check_nodes(nodes if nodes is not None else [node.name])
+        if node.name not in self.nodes:
+            raise ValueError(f"node {node.name!r} is not in the video node list {list(self.nodes)!r:.200}")
+        self.activated = activated
 
     @staticmethod
     def edge(region: str) -> str:
         return f"video.edge.{region}"
+
+    def home(self, video: Any) -> str:
+        """The node of `video`: its catalogue record, upload job and blobs."""
+        return node_of(video, self.nodes)
+
+    def hash_home(self, digest: str) -> str:
+        """The node whose catalogue holds content hash `digest`."""
+        return node_of(("hash", digest), self.nodes)
+
+    def at(self, caller: Node | Process, name: str, node: str) -> Dest:
+        """`name` on `node`, as `caller` reaches it: by name on its own node."""
+        here = caller if isinstance(caller, Node) else caller.node
+        return name if node == here.name else RemoteName(name, node)
+
+    def model_home(self, name: str) -> str:
+        """The node of the recommender or the view counter (`name`)."""
+        return node_of(name, self.nodes)
+
+    def model(self, caller: Node | Process, name: str) -> Dest:
+        """The recommender or the view counter (`name`), as `caller` reaches it."""
+        return self.at(caller, name, self.model_home(name))
 
 
 def manifest_of(video: Any, job: dict, segment_seconds: float) -> dict[str, Any]:
@@ -114,6 +160,8 @@ class VideoCatalog(EventSourcedServer):
         for video, meta in list(self.videos.items()):
             if meta["status"] not in TERMINAL and self.ctx.registry.lookup(("job", video)) is None:
                 await self._launch(video, meta)
+            elif meta["status"] == "ready" and len(self.ctx.nodes) > 1:
+                self._announce(video, meta)
 
     async def _launch(self, video: Any, meta: dict) -> None:
         await start_child(self, self.ctx.jobs, self.job_spec, ("video", video), meta, self.config, self.ctx)
@@ -124,7 +172,11 @@ class VideoCatalog(EventSourcedServer):
         if msg[0] == "status" and meta is not None and meta["status"] != status:
             self.persist(["status", video, status])
             if status == "ready":
-                self.cast(self.ctx.recommender, ("title", video, meta["genres"]))
+                self._announce(video, meta)
+
+    def _announce(self, video: Any, meta: dict) -> None:
+        """Tell the recommender that `video` is in the catalogue."""
+        self.cast(self.ctx.model(self, self.ctx.recommender), ("title", video, meta["genres"]))
 
     def handle_call(self, req: tuple, caller: Any) -> Any:
         tag = req[0]
@@ -135,6 +187,8 @@ class VideoCatalog(EventSourcedServer):
         if tag == "manifest":
             return self._manifest(req[1])
         if tag == "hash":
+            if (home := self.ctx.hash_home(req[2])) != self.node.name:
+                return UploadError(f"content hash {req[2]} lives on node {home}, not on {self.node.name}")
             owner = self.hashes.get(req[2])
             if owner is None:
                 self.persist(["hash", req[2], req[1]])
@@ -152,6 +206,9 @@ class VideoCatalog(EventSourcedServer):
             if {k: known[k] for k in meta} != meta:
                 return UploadError(f"video {video!r} exists with other metadata")
             return video  # a retried start
+        if (home := self.ctx.home(video)) != self.node.name:
+            return UploadError(f"video {video!r} lives on node {home}, not on {self.node.name}: "
+                               "the caller's node list differs")
         if len(self.videos) >= MAX_VIDEOS:
             return LimitExceeded(f"video.catalog holds {MAX_VIDEOS} videos; {video!r} refused")
         self.persist(["new", video, meta])
@@ -208,11 +265,16 @@ class Origin:
         self.ctx = ctx
 
     async def fetch(self, proc: Process, key: tuple) -> bytes:
-        return await entity_call(proc, self.ctx.blobs, key, ("get",))
+        """Blob `key` (`(kind, video, ...)`), from its video's node."""
+        return await entity_call(proc, self.ctx.at(proc, self.ctx.blobs, self.ctx.home(key[1])), key, ("get",))
 
     async def popular_segments(self, proc: Process, n: int) -> list:
-        top = await proc.call(self.ctx.views, ("top", n))
-        return await proc.call(self.ctx.catalog, ("prefetch", top))
+        top = await proc.call(self.ctx.model(proc, self.ctx.views), ("top", n))
+        keys = []
+        for node in sorted({self.ctx.home(video) for video in top}):
+            mine = [video for video in top if self.ctx.home(video) == node]
+            keys += await proc.call(self.ctx.at(proc, self.ctx.catalog, node), ("prefetch", mine))
+        return keys
 
 
 async def session(proc: Process, ctx: VideoContext, caller: Any, user: Any, video: Any, device: str,
@@ -221,7 +283,7 @@ async def session(proc: Process, ctx: VideoContext, caller: Any, user: Any, vide
     by `abr`; the download of a segment takes its nominal size over the bandwidth of that
     moment (virtual time). Ends by sending the viewing event and answering `caller`."""
     try:
-        manifest = await proc.call(ctx.catalog, ("manifest", video))
+        manifest = await proc.call(ctx.at(proc, ctx.catalog, ctx.home(video)), ("manifest", video))
         if isinstance(manifest, Exception):
             raise manifest
         seg_s = manifest["segment_seconds"]
@@ -248,8 +310,8 @@ async def session(proc: Process, ctx: VideoContext, caller: Any, user: Any, vide
                 await proc.sleep(buffer - MAX_BUFFER_S)
                 buffer = MAX_BUFFER_S
             current = abr.adjust(renditions, current, kbps, buffer, loss, device)
-        proc.cast(ctx.recommender, ("viewed", user, video, 1.0))
-        proc.cast(ctx.views, ("view", video))
+        proc.cast(ctx.model(proc, ctx.recommender), ("viewed", user, video, 1.0))
+        proc.cast(ctx.model(proc, ctx.views), ("view", video))
         proc.reply(caller, {"video": video, "renditions": chosen, "rebuffers": rebuffers,
                             "stalled_s": round(stalled, 3), "bytes": nbytes})
     except Exception as exc:  # noqa: BLE001 - the player hears why its session failed
@@ -272,19 +334,21 @@ class Player(GenServer):
 
 class VideoService(TreeService):
     """The API; see the module docstring. `max_restarts`: what the top supervisor allows
-    in 5 s before the node's video service gives up."""
+    in 5 s before the node's video service gives up; `nodes`: the media node list (this
+    node among them; default: this node alone); `activated`: see `VideoContext`."""
 
     name = "video_sup"
     strategy = "rest_for_one"
 
     def __init__(self, node: Node, store: Store, config: VideoConfig | None = None, *,
                  regions: tuple[str, ...] = ("eu", "us"), seed: int = 0, cache_bytes: int = 4 << 20,
-                 prefetch_every: float = 30.0, prefetch_top: int = 5, max_restarts: int = 100) -> None:
+                 prefetch_every: float = 30.0, prefetch_top: int = 5, max_restarts: int = 100,
+                 nodes: Iterable[str] | None = None, activated: Callable[[Any, Pid], None] | None = None) -> None:
         if not regions or len(set(regions)) != len(regions) or not all(type(r) is str and r for r in regions):
             raise ValueError(f"regions must be distinct non-empty names, got {regions!r}")
         super().__init__(node, store, max_restarts)
         self.config = config or VideoConfig()
-        self.ctx = VideoContext(node, tuple(regions))
+        self.ctx = VideoContext(node, tuple(regions), nodes, activated)
         self.seed = seed
         self.cache_bytes = cache_bytes
         self.prefetch = (prefetch_every, prefetch_top)
@@ -324,24 +388,35 @@ class VideoService(TreeService):
         if type(chunks) is not int or not 1 <= chunks <= MAX_CHUNKS:
             raise ValueError(f"chunks must be an int in 1..{MAX_CHUNKS}, got {chunks!r}")
         meta = {"owner": owner, "title": title, "genres": sorted(set(genres)), "chunks": chunks}
-        return self._call(caller, self.ctx.catalog, ("start", video, meta))
+        return self._at_home(caller, video, ("start", video, meta))
 
     def upload_chunk(self, caller: Node | Process, video: Any, n: int, data: bytes, crc: int | None = None) -> Any:
         """Send chunk `n` (its crc32, computed here if not given); resolves once it is stored."""
         if type(data) is not bytes:
             raise ValueError(f"chunk data must be bytes, got {type(data).__name__}")
         crc = zlib.crc32(data) if crc is None else crc
-        return self._call(caller, self.ctx.catalog, ("job", check_id(video, "video id"), ("chunk", n, data, crc)))
+        return self._at_home(caller, check_id(video, "video id"), ("job", video, ("chunk", n, data, crc)))
 
     def status(self, caller: Node | Process, video: Any) -> Any:
         """`{"video", "status", "received", "chunks", "ladder", "done", "reason", "source"}`."""
-        return self._call(caller, self.ctx.catalog, ("job", check_id(video, "video id"), ("status",)))
+        return self._at_home(caller, check_id(video, "video id"), ("job", video, ("status",)))
 
     def manifest(self, caller: Node | Process, video: Any) -> Any:
-        return self._call(caller, self.ctx.catalog, ("manifest", check_id(video, "video id")))
+        return self._at_home(caller, check_id(video, "video id"), ("manifest", video))
 
     def videos(self, caller: Node | Process) -> Any:
+        """`{video: status}` of the videos of this service's node."""
         return self._call(caller, self.ctx.catalog, ("videos",))
+
+    def _at_home(self, caller: Node | Process, video: Any, message: tuple) -> Any:
+        """Call the catalogue of `video`'s node."""
+        return self._call_on(caller, self.ctx.catalog, self.ctx.home(video), message)
+
+    def _call_on(self, caller: Node | Process, name: str, node: str, message: tuple) -> Any:
+        """Call `name` on node `node` (on this service's node, as `_call` does)."""
+        if node == self.node.name:
+            return self._call(caller, name, message)
+        return request(caller, RemoteName(name, node), message, 5.0)
 
     # -- playback and recommendations -------------------------------------------------------
 
@@ -363,10 +438,13 @@ class VideoService(TreeService):
                                                    [float(b) for b in trace], float(loss)), SESSION_TIMEOUT)
 
     def recommend(self, caller: Node | Process, user: Any, n: int = 10) -> Any:
-        return self._call(caller, self.ctx.recommender, ("recommend", check_id(user, "user id"), n))
+        recommender = self.ctx.recommender
+        return self._call_on(caller, recommender, self.ctx.model_home(recommender),
+                             ("recommend", check_id(user, "user id"), n))
 
     def views(self, caller: Node | Process, video: Any) -> Any:
-        return self._call(caller, self.ctx.views, ("count", check_id(video, "video id")))
+        views = self.ctx.views
+        return self._call_on(caller, views, self.ctx.model_home(views), ("count", check_id(video, "video id")))
 
     def cache_stats(self, caller: Node | Process, region: str) -> Any:
         return self._call(caller, self.ctx.edge(region), ("stats",))

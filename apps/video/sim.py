@@ -1,16 +1,20 @@
 """The video service as a simulated system (scenarios name it `video`, or `"apps.video.sim:VideoSystem"`).
 
-Node "media" runs the video service on a real LMDB store; node "clients" (spared by random
-faults) runs uploaders and viewers. An uploader makes synthetic sources (seeded sizes and
-lengths; some repeat an earlier upload's content), opens an upload, sends every chunk
-until it is acknowledged, then waits for the job to end. A viewer plays ready videos from
-a region with a device and a bandwidth trace, and asks for recommendations. Buggify
-points make transcoder workers fail (retried; a task failing `max_attempts` times fails
-its job with the reason).
+Node "media" runs the video service on a real LMDB store (with `servers` > 1, nodes
+"media1".. each run it on its own store, and each video lives on one of them: see
+`apps.video.service`); node "clients" (spared by random faults) runs uploaders and
+viewers, whose calls enter through any media node that is up. An uploader makes
+synthetic sources (seeded sizes and lengths; some repeat an earlier upload's content),
+opens an upload, sends every chunk until it is acknowledged, then waits for the job to
+end. A viewer plays ready videos from a region with a device and a bandwidth trace, and
+asks for recommendations. Buggify points make transcoder workers fail (retried; a task
+failing `max_attempts` times fails its job with the reason).
 
 Checks:
-- always: no acknowledged chunk is lost (the job's stored state and the chunk's blob
-  hold it); a finished rendition is never redone (its stored checkpoint never changes);
+- always: no acknowledged chunk is lost (the job's stored state and the chunk's blob, on
+  the video's node, hold it); a finished rendition is never redone (its stored
+  checkpoint never changes); at most one live upload job per video in the whole
+  cluster, checked as each starts (`sim.systems.entities.Ledger`);
 - eventually: every upload whose chunks were all acknowledged ended `ready` with exactly
   its ladder and 5 thumbnails, or `failed` with a reason (a duplicate, or a rendition that
   kept failing).
@@ -21,14 +25,16 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from actors import Node
+from actors import Node, NoProc
 from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
 from sim.schema import Field
 from sim.system import System, check
+from sim.systems.entities import Ledger
+from storage.cluster import check_nodes, node_of
 
 from .abr import DEVICE_MAX_HEIGHT
 from .ladder import LADDER, ladder_for
-from .service import VideoService
+from .service import VideoContext, VideoService
 from .transcode import synthetic_source
 from .upload import UploadError, VideoConfig
 
@@ -42,6 +48,7 @@ class VideoSystem(ServerSystem, System):
 
     name = "video"
     options = {
+        "servers": Field.int(1, 1, 64, "media nodes: 'media' alone, or media1.. over which videos are placed"),
         "scale": Field.float(0.02, 0.001, 1.0, "rendition size knob (see apps/video/transcode.py)"),
         "segment_seconds": Field.seconds(1.0, 0.1, 60.0, "segment length"),
         "cache_kb": Field.int(256, 1, 1_000_000, "edge cache capacity per region, KiB"),
@@ -67,15 +74,30 @@ class VideoSystem(ServerSystem, System):
         self.counts = dict.fromkeys(("uploads", "chunks_acked", "ready", "failed", "duplicates", "plays",
                                      "rebuffers", "recommendations", "retries"), 0)
         self.cache_seen: dict[tuple, tuple[int, int]] = {}  # (region, edge pid) -> (hits, misses)
-        self.nodes = ServerNodes(self, ["media"], lambda node, store, resolve: VideoService(
+        servers = cfg["servers"]
+        self.media = check_nodes(["media"] if servers == 1 else [f"media{i + 1}" for i in range(servers)])
+        self.ledger = Ledger(self.sim)
+        self.nodes = ServerNodes(self, list(self.media), lambda node, store, resolve: VideoService(
             node, store, self.video_config, regions=REGIONS, seed=self.sim.seed,
-            cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0, max_restarts=self.config["top_restarts"]))
+            cache_bytes=self.config["cache_kb"] << 10, prefetch_every=5.0, max_restarts=self.config["top_restarts"],
+            nodes=self.media, activated=self.ledger.activated))
         self.nodes.add()
         self.sim.add_node("clients", self._start_clients, targets=False)
         self.sim.call_after(1.0, self._sample_caches)
 
     def _svc(self) -> VideoService:
-        return self.nodes.serving("media")
+        """The service of a media node that is up (calls go on from there to a video's
+        node); NoProc while none is."""
+        for name in self.media:
+            service = self.nodes.up(name)
+            if service is not None:
+                return service  # type: ignore[return-value]
+        raise NoProc("media")
+
+    def _store(self, video: str) -> Any:
+        """The store of `video`'s node, or None while it is down or closed."""
+        store = self.nodes.store(node_of(video, self.media))
+        return None if store is None or store.closed else store
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -161,20 +183,20 @@ class VideoSystem(ServerSystem, System):
 
     # -- checks ---------------------------------------------------------------------------------
 
-    def _job(self, video: str) -> dict | None:
-        store = self.nodes.store("media")
-        found = store.read(("video", video)) if store is not None and not store.closed else None
+    def _job(self, video: str, store: Any) -> dict | None:
+        """`video`'s stored job state in `store` (None: not stored, or no store)."""
+        found = store.read(("video", video)) if store is not None else None
         return None if found is None else found[1]
 
     @check("always")
     def no_acked_chunk_lost(self) -> str | None:
         """Every acknowledged chunk is in its job's stored state and in its blob."""
-        store = self.nodes.store("media")
-        if store is None or store.closed:
-            return None
         jobs: dict[str, dict | None] = {}
         for (video, n), crc in self.acked.items():
-            job = jobs[video] if video in jobs else jobs.setdefault(video, self._job(video))
+            store = self._store(video)
+            if store is None:
+                continue  # its node is down: looked at again once it is back
+            job = jobs[video] if video in jobs else jobs.setdefault(video, self._job(video, store))
             blob = store.read(("chunk", video, n))
             if job is None or job["chunks"].get(str(n)) != crc or blob is None or blob[1]["crc"] != crc:
                 return f"video {video}: chunk {n} (crc {crc}) was acknowledged but is not stored"
@@ -183,26 +205,29 @@ class VideoSystem(ServerSystem, System):
     @check("always")
     def renditions_never_redone(self) -> str | None:
         """A rendition's stored checkpoint, once there, never changes."""
-        store = self.nodes.store("media")
-        if store is None or store.closed:
-            return None
         for video in self.uploads:
-            job = self._job(video)
+            job = self._job(video, self._store(video))
             for name, done in (job or {}).get("done", {}).items():
                 first = self.checkpoints.setdefault((video, name), done)
                 if first != done:
                     return f"video {video}: rendition {name} was redone (checkpoint at {first['at']}, then {done['at']})"
         return None
 
+    @check("always")
+    def single_activation(self) -> str | None:
+        """No upload job is live on two nodes (or twice on one) at any instant."""
+        return self.ledger.violation()
+
     @check("eventually")
     def uploads_end_ready_or_failed(self) -> str | None:
         """A fully acknowledged upload is ready with exactly its ladder, or failed with a reason."""
-        if self.sim.node("media") is None:
-            return "the media node is down after heal"
+        down = [name for name in self.media if self.sim.node(name) is None]
+        if down:
+            return f"media node {down[0]} is down after heal"
         for video, up in self.uploads.items():
             if not up["complete"]:
                 continue
-            job = self._job(video)
+            job = self._job(video, self._store(video))
             if job is None or job["status"] not in ("ready", "failed"):
                 return f"video {video} is {job['status'] if job else 'not stored'} after quiesce"
             if job["status"] == "failed":
@@ -215,7 +240,7 @@ class VideoSystem(ServerSystem, System):
         return None
 
     def stats(self) -> dict[str, int]:
-        out = dict(self.counts)
+        out = dict(self.counts, activations=self.ledger.activations)
         out.update({f"bitrate_{name}": n for name, n in self.bitrates.items() if n})
         for region in REGIONS:
             hits = sum(h for (r, _), (h, _) in self.cache_seen.items() if r == region)
@@ -227,10 +252,10 @@ class VideoSystem(ServerSystem, System):
 
     def _sample_caches(self) -> None:
         """Keep each edge cache incarnation's latest counters (a restarted cache starts at 0)."""
-        node = self.sim.node("media")
-        if node is not None:
-            for region in REGIONS:
-                pid = node.whereis(self.nodes.services["media"].ctx.edge(region))
+        for name in self.media:
+            node = self.sim.node(name)
+            for region in REGIONS if node is not None else ():
+                pid = node.whereis(VideoContext.edge(region))
                 edge = node.get_process(pid) if pid is not None else None
                 if edge is not None:
                     self.cache_seen[(region, (pid.node_name, pid.serial))] = (edge.lru.hits, edge.lru.misses)

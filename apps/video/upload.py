@@ -11,8 +11,10 @@ sent twice is acknowledged twice but stored once. A chunk that differs from the 
 already stored under its number is refused.
 
 Processing. With every chunk in, the job assembles the source, hashes it (sha256) and
-claims the hash at the catalogue: content already uploaded as another video fails this
-job as a duplicate. The source header gives its resolution, which chooses the ladder.
+claims the hash at the catalogue that holds it (on another node, across nodes): content
+already uploaded as another video fails this job as a duplicate; a claim that gets no
+answer (that node down or cut off) is tried again `CLAIM_RETRY` seconds later. The
+source header gives its resolution, which chooses the ladder.
 
 Transcoding. Each rendition, and the thumbnails, is one task for a `Transcoder` thread
 worker linked to the job (`parallel` at a time). A finished task's segments are stored as
@@ -28,7 +30,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from actors import Exit, GenServer, GenStateMachine, KeepState, NextState, Pid, Reply, StateTimeout, Stop
+from actors import (CallExit, CallTimeout, Exit, GenServer, GenStateMachine, KeepState, NextState, NoProc, Pid,
+                    Reply, StateTimeout, Stop)
 from sim.core import buggify
 from storage import PersistentServer, entity_call
 
@@ -39,6 +42,7 @@ TERMINAL = ("ready", "failed")
 THUMBS = "thumbnails"
 MAX_CHUNKS = 4096
 MAX_CHUNK_BYTES = 1 << 20
+CLAIM_RETRY = 0.5  # seconds before a hash claim that got no answer goes again
 _STOP, _RESUME = ("$stop",), ("$resume",)
 
 
@@ -84,6 +88,8 @@ class UploadJob(PersistentServer, GenStateMachine):
         self.source: bytes | None = None
         self.running: dict[str, Pid] = {}  # task -> worker
         ctx.registry.register(("job", self.id), self.pid)
+        if ctx.activated is not None:
+            ctx.activated(key, self.pid)
         return self.state["status"]  # a restarted job resumes in its stored status
 
     def initial_state(self, meta: dict) -> dict[str, Any]:
@@ -199,11 +205,17 @@ class UploadJob(PersistentServer, GenStateMachine):
                      for n in range(self.state["chunks_total"])]
             self.source = b"".join(parts)
 
-    async def _process(self) -> NextState:
+    async def _process(self) -> NextState | KeepState:
         s = self.state
         await self._load_source()
         digest = hashlib.sha256(self.source).hexdigest()
-        owner = await self.call(self.ctx.catalog, ("hash", self.id, digest))
+        try:
+            owner = await self.call(self.ctx.at(self, self.ctx.catalog, self.ctx.hash_home(digest)),
+                                    ("hash", self.id, digest))
+        except (CallTimeout, CallExit, NoProc):
+            return KeepState(StateTimeout(CLAIM_RETRY, "work"))
+        if isinstance(owner, Exception):
+            raise owner  # the catalogue refused the claim: a bug of placement, a crash
         s["hash"] = digest
         if owner != self.id:
             return self._give_up(f"duplicate content: video {owner!r} has the same sha256")
