@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
-from conftest import BOUND, arun, eventually
+from conftest import BOUND, arun
 
 from actors import Node, NodeDown, RemoteName, new_creation
 from apps.chat.router import HashRing

@@ -10,8 +10,9 @@ What Ray does: it starts the node hosts (`NodeHost`, one Ray actor each, one CPU
 default) on the machines of its cluster, spread over them (Ray's "SPREAD" strategy: a
 machine's loss takes as few nodes as it can), holds the cluster's registry (`Registry`, a
 named Ray actor: "letitcrash-registry-CLUSTER" in namespace "letitcrash", on the
-launcher's machine, so it goes only with the launcher) and reports an actor's death. What it never does: carry a letitcrash message. Each host runs a real-time
-node (`apps.cluster.host.run_node`) on an event loop of its own, listening on TCP at its
+launcher's machine, so it goes only with the launcher) and reports an actor's death.
+What it never does: carry a letitcrash message. Each host runs a real-time node
+(`apps.cluster.host.run_node`) on an event loop of its own, listening on TCP at its
 machine's address; it publishes that address in the registry and the nodes connect to
 each other directly, over letitcrash's own streams (`actors.dist`).
 
