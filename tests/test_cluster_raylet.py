@@ -7,22 +7,22 @@ new incarnation, and the chat sent across it loses nothing acknowledged. The nod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import pytest
-from conftest import BOUND, arun
+from conftest import BOUND, arun, eventually
 
-from actors import Node, NodeDown, RemoteName, new_creation
+from actors import NodeDown, RemoteName
 from apps.chat.router import HashRing
 
 ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not installed")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
+from test_cluster_ray import member, node_watcher  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time, in one worker
 TESTS = Path(__file__).resolve().parent
@@ -56,19 +56,6 @@ def two_raylets(tmp_path: Path) -> Iterator[tuple[Cluster, Any, RayCluster]]:
             rays.shutdown()
 
 
-@contextlib.asynccontextmanager
-async def member(of: RayCluster) -> AsyncIterator[Node]:
-    """This process as node t@local, joined to the cluster."""
-    node = Node("t@local", creation=new_creation())
-    await node.__aenter__()
-    dist = await of.join(node)
-    try:
-        yield node
-    finally:
-        await dist.stop()
-        await node.stop(timeout=0.1)
-
-
 def user_homed_on(prefix: str, node: str, names: list[str]) -> str:
     """A user name whose chat shard lives on `node`."""
     return next(f"{prefix}{i}" for i in range(100) if names[HashRing(SHARDS).owner(f"{prefix}{i}") % 2] == node)
@@ -90,20 +77,16 @@ def test_a_lost_raylet_s_node_is_seen_down_restarted_on_the_survivor_and_the_cha
 
     async def main() -> None:
         async with member(cluster) as node:
-            heard: list = []
-
-            async def watch(proc: Any) -> None:
-                node.monitor_nodes(proc.pid)
-                while True:
-                    heard.append((await proc.receive(), time.monotonic()))
-            node.spawn(watch)
+            heard = node_watcher(node)
             echo = RemoteName("echo", survivor)
             old = cluster.creation(doomed)
-            acknowledged, retries, killed_at = [], 0, 0.0
+            acknowledged, retries = [], 0
             for cid in range(24):
                 if cid == 8:
                     killed_at = time.monotonic()
                     await asyncio.to_thread(rays.remove_node, second, False)  # SIGKILL: raylet and all
+                    await eventually(lambda: any(type(m) is NodeDown and m.node == doomed for m in heard), every=0.01)
+                    down_after = time.monotonic() - killed_at
                 send = ("chat_send", alice, bob, cid, f"hello {cid}")
                 while (msg_id := await node.call(echo, send, BOUND)) == "retry":
                     retries += 1
@@ -112,10 +95,10 @@ def test_a_lost_raylet_s_node_is_seen_down_restarted_on_the_survivor_and_the_cha
             new = await asyncio.to_thread(cluster.wait_incarnation, doomed, old, BOUND)
             assert retries > 0 and new != old
             assert cluster.hosts[doomed].ray_node == rays.head_node.node_id  # restarted on the survivor
-            downs = [(msg, at) for msg, at in heard if type(msg) is NodeDown and msg.node == doomed]
-            assert downs and downs[0][0].reason in ("connection_closed", "ray_reported_dead"), heard
-            print(f"\n{doomed} down after {downs[0][1] - killed_at:.2f} s ({downs[0][0].reason}); "
-                  f"up again as incarnation {new} after {time.monotonic() - killed_at:.2f} s")
+            down = next(m for m in heard if type(m) is NodeDown and m.node == doomed)
+            assert down.reason in ("connection_closed", "ray_reported_dead"), heard
+            print(f"\n{doomed} down after {down_after:.2f} s ({down.reason}); "
+                  f"up again as incarnation {new} by {time.monotonic() - killed_at:.2f} s")
             assert await node.call(RemoteName("echo", doomed), "who", BOUND) == [doomed, new]
 
             async def taken() -> list:
