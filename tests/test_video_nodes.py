@@ -4,7 +4,7 @@ its content hash whichever node holds the first upload, a catalogue refuses a vi
 another node, recommendations and playback work from every node; and
 `scenarios/video_nodes.toml` (three nodes, node kills, power cuts, partitions) keeps
 every video check and at most one upload job per video, while a service that ignores
-placement is caught.
+placement, or keeps a content hash index per node, is caught.
 
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
@@ -129,3 +129,16 @@ def test_a_service_that_ignores_placement_is_caught(monkeypatch):
     failures = [run(load(SCENARIOS / "video_nodes.toml"), seed).failure for seed in (1, 2)]
     assert all(failures), "two seeds and no check noticed videos off their nodes"
     assert {f.check for f in failures} <= {"video.no_acked_chunk_lost", "video.single_activation"}, failures
+
+
+def test_a_content_hash_index_kept_per_node_is_caught(monkeypatch):
+    """The bug: each node claims hashes in its own catalogue, so content uploaded again
+    as a video of another node is not found to be a duplicate."""
+    original = VideoContext.__init__
+
+    def per_node(self, node, *args):
+        original(self, node, *args)
+        self.hash_home = lambda digest: node.name
+    monkeypatch.setattr(VideoContext, "__init__", per_node)
+    failures = [run(load(SCENARIOS / "video_nodes.toml"), seed).failure for seed in (3, 4)]
+    assert all(f is not None and f.check == "video.duplicates_found" for f in failures), failures

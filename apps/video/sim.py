@@ -17,7 +17,8 @@ Checks:
   cluster, checked as each starts (`sim.systems.entities.Ledger`);
 - eventually: every upload whose chunks were all acknowledged ended `ready` with exactly
   its ladder and 5 thumbnails, or `failed` with a reason (a duplicate, or a rendition that
-  kept failing).
+  kept failing); content uploaded as several videos is ready as one at most, the others
+  failed as its duplicates (their content hash is claimed on the hash's node).
 Cache hit ratios and the bitrates chosen are reported in the stats.
 """
 from __future__ import annotations
@@ -124,14 +125,16 @@ class VideoSystem(ServerSystem, System):
             video = f"v{i}-{k}"
             earlier = [v for v in self.uploads if v.startswith(f"v{i}-")]
             if earlier and rng.random() < self.load["duplicates"]:
-                seed, height = self.uploads[earlier[0]]["seed"], self.uploads[earlier[0]]["height"]
+                seed, height, seconds = self.uploads[earlier[0]]["content"]  # the same bytes
                 self.counts["duplicates"] += 1
             else:
                 seed, height = self.sim.seed * 1000 + i * 100 + k, HEIGHTS[rng.below(len(HEIGHTS))]
-            source = synthetic_source(seed, height * 16 // 9, height, rng.uniform(2.0, 4.0), self.config["scale"])
+                seconds = rng.uniform(2.0, 4.0)
+            source = synthetic_source(seed, height * 16 // 9, height, seconds, self.config["scale"])
             size = self.load["chunk_kb"] << 10
             chunks = [source[j:j + size] for j in range(0, len(source), size)]
-            self.uploads[video] = {"seed": seed, "height": height, "complete": False, "chunks": len(chunks)}
+            self.uploads[video] = {"content": (seed, height, seconds), "height": height, "complete": False,
+                                   "chunks": len(chunks)}
             self.counts["uploads"] += 1
             await self._retry(proc, rng, self._svc_call("start_upload"), video, f"user{i}", f"title {video}",
                               ["g%d" % (seed % 3), "g%d" % (seed % 5 + 3)], len(chunks))
@@ -237,6 +240,25 @@ class VideoSystem(ServerSystem, System):
             want = [r.name for r in ladder_for(up["height"])]
             if job["ladder"] != want or sorted(job["done"]) != sorted(want) or job["thumbs"] != 5:
                 return f"video {video}: renditions {sorted(job['done'])}, thumbs {job['thumbs']}; its ladder is {want}"
+        return None
+
+    @check("eventually")
+    def duplicates_found(self) -> str | None:
+        """Content uploaded completely as several videos is ready as one of them at most;
+        each other one failed as a duplicate of one of them (wherever each video lives)."""
+        by_content: dict[tuple, list[str]] = {}
+        for video, up in self.uploads.items():
+            if up["complete"]:
+                by_content.setdefault(up["content"], []).append(video)
+        for videos in by_content.values():
+            jobs = {video: self._job(video, self._store(video)) or {} for video in videos}
+            ready = [video for video in videos if jobs[video].get("status") == "ready"]
+            if len(ready) > 1:
+                return f"videos {ready[0]} and {ready[1]} have the same content and are both ready"
+            for video in videos:
+                reason = jobs[video].get("reason") or ""
+                if ready and video not in ready and not any(f"video {other!r} has" in reason for other in videos):
+                    return f"video {video} has the content of {ready[0]} but is not a duplicate of it: {reason!r}"
         return None
 
     def stats(self) -> dict[str, int]:
