@@ -117,15 +117,21 @@ def test_video_over_three_nodes_keeps_its_checks_under_node_kills_and_partitions
     assert result.faults.get("kill_node", 0) >= 1 and result.checks["video.single_activation"]["ok"]
 
 
+def on_own_node(monkeypatch: pytest.MonkeyPatch, placement: str) -> None:
+    """The bug of the next tests: every node's `VideoContext.<placement>` answers that
+    node itself, whatever the key."""
+    original = VideoContext.__init__
+
+    def init(self, node, *args):
+        original(self, node, *args)
+        setattr(self, placement, lambda key: node.name)
+    monkeypatch.setattr(VideoContext, "__init__", init)
+
+
 def test_a_service_that_ignores_placement_is_caught(monkeypatch):
     """The bug: every node takes every video its callers bring (no placement), so a
     video's chunks land on whichever node the client entered through."""
-    original = VideoContext.__init__
-
-    def everywhere(self, node, *args):
-        original(self, node, *args)
-        self.home = lambda video: node.name
-    monkeypatch.setattr(VideoContext, "__init__", everywhere)
+    on_own_node(monkeypatch, "home")
     failures = [run(load(SCENARIOS / "video_nodes.toml"), seed).failure for seed in (1, 2)]
     assert all(failures), "two seeds and no check noticed videos off their nodes"
     assert {f.check for f in failures} <= {"video.no_acked_chunk_lost", "video.single_activation"}, failures
@@ -134,11 +140,6 @@ def test_a_service_that_ignores_placement_is_caught(monkeypatch):
 def test_a_content_hash_index_kept_per_node_is_caught(monkeypatch):
     """The bug: each node claims hashes in its own catalogue, so content uploaded again
     as a video of another node is not found to be a duplicate."""
-    original = VideoContext.__init__
-
-    def per_node(self, node, *args):
-        original(self, node, *args)
-        self.hash_home = lambda digest: node.name
-    monkeypatch.setattr(VideoContext, "__init__", per_node)
+    on_own_node(monkeypatch, "hash_home")
     failures = [run(load(SCENARIOS / "video_nodes.toml"), seed).failure for seed in (3, 4)]
     assert all(f is not None and f.check == "video.duplicates_found" for f in failures), failures
