@@ -25,7 +25,9 @@ caches stay per node and region: a region's viewers are served by the node they 
 and a segment is fetched once per node from its video's node. While a node is down or
 cut off, its videos (and the hashes, or the recommender, it holds) wait for it, as
 `storage.cluster` keys do: calls fail at once (`NoProc`, `CallExit`), a job's hash claim
-is retried. `videos()` lists the videos of the service's own node.
+is retried. The node list is fixed for the life of the videos' data: unlike
+`ClusterEntities`, the video service moves nothing when it changes. `videos()` lists the
+videos of the service's own node.
 
 Tree (rest_for_one: the catalogue, last, restarts whenever something it uses did):
 
