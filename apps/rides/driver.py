@@ -138,11 +138,8 @@ class Driver(PersistentServer):
         s["cell"] = cell
         self._report()
         self._arm_stale()
-        trip = s["trip"]
-        if trip is not None:
-            ride = self.city.registry.lookup(("ride", trip))
-            if ride is not None:
-                self.cast(ride, ("driver_at", self.id, lat, lon))
+        if s["trip"] is not None:
+            self.city.to_ride(self, s["trip"], ("driver_at", self.id, lat, lon))
 
     def _report(self) -> None:
         """Tell the driver's cell where it is and whether it can take a ride."""
@@ -285,28 +282,15 @@ class Driver(PersistentServer):
 
     def _resolve(self) -> None:
         """A claim still unanswered: claim again (a claim by the same driver is idempotent);
-        a ride that has finished answers through its stored state."""
-        ride = self.state["claim"]
-        if ride is None:
-            return
-        pid = self.city.registry.lookup(("ride", ride))
-        if pid is not None:
-            self.cast(pid, ("claim", self.id, self.pid))
-            return
-        stored = self.store.read(("ride", ride))
-        if stored is not None and stored[1]["status"] in ("completed", "cancelled"):
-            self._claimed(ride, None, False)
+        a ride that has finished answers through its stored state (`service.settle`)."""
+        if self.state["claim"] is not None:
+            self.city.to_ride(self, self.state["claim"], ("claim", self.id, self.pid))
 
     def _check_trip(self) -> None:
-        """A trip whose ride ended while its `trip_over` was lost must not keep the driver busy."""
-        ride = self.state["trip"]
-        if ride is None:
-            return
-        if self.city.registry.lookup(("ride", ride)) is None:
-            stored = self.store.read(("ride", ride))
-            if stored is not None and (stored[1]["status"] in ("completed", "cancelled")
-                                       or stored[1]["driver"] != self.id):
-                self._free()
+        """A trip whose ride ended while its `trip_over` was lost must not keep the driver
+        busy: a ride no longer running answers from its stored state (`service.settle`)."""
+        if self.state["trip"] is not None:
+            self.city.to_ride(self, self.state["trip"], ("check_trip", self.id, self.pid))
 
 
 def check_heading(heading: Any) -> float:

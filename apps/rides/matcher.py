@@ -32,8 +32,8 @@ timeout "batch".
 
 Messages to drivers and cells go straight to their running process when there is one
 (`CityContext.cast`): a hop through their router is saved on every offer, withdrawal
-and demand. A city's cells and rides run on one node: a cell elsewhere would have no
-table here.
+and demand. On a city of several nodes, the cells of the other nodes are read in the
+copies of their tables kept on this node (`mirror`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """The ride service as a simulated system (scenarios name it `rides`, or `"apps.rides.sim:RidesSystem"`).
 
-Node "city" runs the ride service on a real LMDB store; node "phones" (spared by random
-faults) runs one phone process per driver and one per rider. A driver's phone reports its
+Node "city" runs the ride service on a real LMDB store, or with `cities = N` (N > 1)
+nodes "city1".."cityN" each run it on their own store, one city over N nodes (cells,
+drivers and rides placed by their keys, `service.CityContext`); node "phones" (spared
+by random faults) runs one phone process per driver and one per rider, each talking to
+the service of its driver's or its ride's node. A driver's phone reports its
 position every ~4 s, wanders while idle, accepts some of its offers after a moment's
 thought, drives to the pickup and to the dropoff, and says so. A rider requests rides
 (its own ids, retried until acknowledged), waits for the decision and sometimes cancels.
@@ -10,10 +13,17 @@ Phones keep driving while the workload is off: only new requests stop.
 Checks:
 - always: no ride has two drivers (phones told "accepted" for the same ride); no driver
   is on two active rides (the stored rides); no ride is matched after its deadline; every
-  completed ride's fare follows the formula from its stored fields;
+  completed ride's fare follows the formula from its stored fields; no cell, driver or
+  ride runs twice at once anywhere in the city (checked as each starts,
+  `sim.systems.entities.Ledger`);
 - eventually: every acknowledged request was decided (matched or cancelled) within its
-  limit (plus the time the city was down and the worst clock skew); every driver's cell
+  limit (plus the time its node was down and the worst clock skew); every driver's cell
   holds it at its position and no cell holds anyone else.
+
+Deliberate bug (`bug = "live_placement"`), the naive design: keys are placed over the
+city nodes connected now (`sim.systems.entities.LiveRouter`), so a key whose node is
+down or cut off starts on another node, from that node's store: a partition runs it on
+both sides (`single_activation` fails).
 """
 from __future__ import annotations
 
@@ -21,19 +31,22 @@ import math
 from typing import Any
 
 from actors import Node, NoProc, ReceiveTimeout
-from apps.common import RETRYABLE, ServerNodes, ServerSystem, top_restarts
+from apps.common import RETRYABLE, ServerNodes, read_key, ServerSystem, top_restarts
 from sim.core import buggify
 from sim.schema import Field
 from sim.system import System, check
+from sim.systems.entities import Ledger, LiveRouter, live_home
 from storage import Store
+from storage.cluster import check_nodes, node_of
 
 from . import geo, pricing
 from .cell import LAT, LON
 from .driver import OfferError
 from .matcher import ACTIVE, MatchConfig, RideError
-from .service import RideService
+from .service import CityContext, RideService
 
 CENTER = (37.7749, -122.4194)
+BUGS = ("none", "live_placement")
 UPDATE_EVERY = 4.0
 
 
@@ -47,6 +60,8 @@ class RidesSystem(ServerSystem, System):
         "city_km": Field.float(2.0, 0.2, 20.0, "side of the square the city covers"),
         "start_hour": Field.float(8.0, 0.0, 23.99, "local hour at time 0 (time-of-day pricing)"),
         "top_restarts": top_restarts(50),
+        "cities": Field.int(1, 1, 64, "city nodes: 1 is node 'city', more are city1.."),
+        "bug": Field.str("none", BUGS, "a deliberate bug (see the module docstring)"),
     }
     workload_options = {
         "drivers": Field.int(24, 1, 100_000, "driver phones"),
@@ -65,29 +80,40 @@ class RidesSystem(ServerSystem, System):
         self.requests: dict[str, dict] = {}  # ride -> the rider's view: acked, decided
         self.winners: dict[str, list[str]] = {}  # ride -> drivers told "accepted"
         self.violations: list[str] = []
-        self.down_since: float | None = None
-        self.downtime = 0.0
+        self.cities = ["city"] if cfg["cities"] == 1 else [f"city{i + 1}" for i in range(cfg["cities"])]
+        self.down_since: dict[str, float] = {}
+        self.downtime = dict.fromkeys(self.cities, 0.0)
+        self.placement = check_nodes(self.cities)
+        self.ledger = Ledger(self.sim)
         self.counts = dict.fromkeys(("requests", "acked", "matched", "cancelled", "rider_cancels", "offers",
                                      "accepts", "accepts_refused", "pickups", "completed", "updates",
                                      "retries"), 0)
-        self.nodes = ServerNodes(self, ["city"], self._city, on_crash=self._crashed)
+        self.nodes = ServerNodes(self, self.cities, self._city, on_crash=self._crashed)
         self.nodes.add()
         self.sim.add_node("phones", self._start_phones, targets=False)
 
     # -- the city --------------------------------------------------------------------------
 
     def _city(self, node: Node, store: Store, resolve: Any) -> RideService:
-        """The city's service, as it (re)boots: the time it was down counts as downtime."""
-        if self.down_since is not None:
-            self.downtime += self.sim.now - self.down_since
-            self.down_since = None
-        return RideService(node, store, self.match, max_restarts=self.config["top_restarts"])
+        """A city node's service, as it (re)boots: the time it was down counts as its downtime."""
+        since = self.down_since.pop(node.name, None)
+        if since is not None:
+            self.downtime[node.name] += self.sim.now - since
+        make = LivePlacementRides if self.config["bug"] == "live_placement" else RideService
+        return make(node, store, self.match, nodes=self.cities, max_restarts=self.config["top_restarts"],
+                    activated=self.ledger.activated)
 
     def _crashed(self, name: str, power_loss: bool) -> None:
-        self.down_since = self.sim.now
+        self.down_since[name] = self.sim.now
 
-    def _svc(self) -> RideService:
-        return self.nodes.serving("city")
+    def _home(self, key: tuple) -> str:
+        """The node `key` lives on (the placement the city is meant to have, whatever the bug)."""
+        return node_of(key, self.placement)
+
+    def _svc(self, key: tuple) -> RideService:
+        """The service of `key`'s node (a driver's phone connects there, a rider's request
+        goes there); NoProc while that node is down."""
+        return self.nodes.serving(self._home(key))
 
     # -- phones ------------------------------------------------------------------------------
 
@@ -123,7 +149,7 @@ class RidesSystem(ServerSystem, System):
                 if trip is None and (lat, lon) == tuple(goal):
                     goal = self._point(rng)
                 try:
-                    self._svc().driver_update(proc, me, lat, lon, heading, proc.pid)
+                    self._svc(("driver", me)).driver_update(proc, me, lat, lon, heading, proc.pid)
                     self.counts["updates"] += 1
                 except NoProc:
                     continue
@@ -138,7 +164,7 @@ class RidesSystem(ServerSystem, System):
 
     async def _accept(self, proc: Any, me: str, ride: str, info: dict) -> list | None:
         try:
-            answer = await self._svc().accept(proc, me, ride)
+            answer = await self._svc(("driver", me)).accept(proc, me, ride)
         except (OfferError, *RETRYABLE):
             self.counts["accepts_refused"] += 1
             return None
@@ -153,14 +179,15 @@ class RidesSystem(ServerSystem, System):
         """At the trip's target: pick up or drop off (a failed call is retried next update)."""
         ride, stage, _ = trip
         try:
-            st = await (self._svc().pickup if stage == "pickup" else self._svc().dropoff)(proc, ride, me)
+            svc = self._svc(("ride", ride))
+            st = await (svc.pickup if stage == "pickup" else svc.dropoff)(proc, ride, me)
         except RideError:
             return None  # cancelled meanwhile
         except RETRYABLE:
             self.counts["retries"] += 1
             return trip
         if buggify("rides.dropoff_twice") and stage == "dropoff":
-            await self._svc().dropoff(proc, ride, me)  # a retry the ride must take as the same answer
+            await self._svc(("ride", ride)).dropoff(proc, ride, me)  # a retry the ride must take as the same answer
         if stage == "pickup":
             self.counts["pickups"] += 1
             return [ride, "dropoff", tuple(st["dropoff"])]
@@ -182,7 +209,8 @@ class RidesSystem(ServerSystem, System):
             self.counts["requests"] += 1
             while True:
                 try:
-                    await self._svc().request_ride(proc, ride, f"rider{i}", pickup, dropoff, self.load["timeout"])
+                    await self._svc(("ride", ride)).request_ride(proc, ride, f"rider{i}", pickup, dropoff,
+                                                                 self.load["timeout"])
                     break
                 except RETRYABLE:
                     self.counts["retries"] += 1
@@ -193,12 +221,12 @@ class RidesSystem(ServerSystem, System):
             while view["decided"] is None:
                 await proc.sleep(1.0)
                 try:
-                    st = await self._svc().status(proc, ride)
+                    st = await self._svc(("ride", ride)).status(proc, ride)
                     if st["status"] != "requested":
                         view["decided"] = st["status"]
                         self.counts["matched" if st["driver"] is not None else "cancelled"] += 1
                     elif cancel_at is not None and proc.now() >= cancel_at:
-                        await self._svc().cancel(proc, ride, f"rider{i}", "changed my mind")
+                        await self._svc(("ride", ride)).cancel(proc, ride, f"rider{i}", "changed my mind")
                         self.counts["rider_cancels"] += 1
                         cancel_at = None
                 except (RideError, *RETRYABLE):
@@ -206,16 +234,23 @@ class RidesSystem(ServerSystem, System):
 
     # -- checks ---------------------------------------------------------------------------------
 
-    def _stored_rides(self) -> dict[str, dict] | None:
-        store = self.nodes.store("city")
-        if store is None or store.closed:
-            return None
+    def _stored_rides(self, complete: bool = False) -> dict[str, dict] | None:
+        """The requested rides as their nodes' stores hold them: those of the stores that
+        can be read now, or (`complete`) None unless all can."""
         out = {}
         for ride in self.requests:
-            found = store.read(("ride", ride))
-            if found is not None:
+            found = read_key(self.nodes.store(self._home(("ride", ride))), ("ride", ride))
+            if found is False and complete:
+                return None
+            if found:
                 out[ride] = found[1]
         return out
+
+    def _running(self, key: tuple) -> Any:
+        """The process of cell or driver `key` on its node, or None."""
+        service = self.nodes.up(self._home(key))
+        pid = service.city.registry.lookup(key) if service is not None else None
+        return service.node.get_process(pid) if pid is not None else None
 
     @check("always")
     def one_driver_per_ride(self) -> str | None:
@@ -260,16 +295,17 @@ class RidesSystem(ServerSystem, System):
     @check("eventually")
     def every_request_decided_in_time(self) -> str | None:
         """Every acknowledged request ended matched or cancelled, within its limit."""
-        rides = self._stored_rides()
+        rides = self._stored_rides(complete=True)
         if rides is None:
-            return "the city is down after heal"
-        slack = self.downtime + 2.0  # downtime and clock skew: a restarted city decides at once
+            return "a city node is down after heal"
         for ride, view in self.requests.items():
             if not view.get("acked"):
                 continue
             st = rides.get(ride)
             if st is None or st["status"] == "requested":
                 return f"ride {ride} was acknowledged but is {st['status'] if st else 'not stored'}"
+            # Its node's downtime and clock skew: a restarted node decides at once.
+            slack = self.downtime[self._home(("ride", ride))] + 2.0
             if st["decided_at"] is not None and st["decided_at"] > st["deadline"] + slack:
                 return (f"ride {ride} decided at {st['decided_at']:.3f}, limit {st['deadline']:.3f} "
                         f"(+{slack:.3f} s allowed)")
@@ -281,9 +317,9 @@ class RidesSystem(ServerSystem, System):
         matched (the checks above also hold for a city that cancels every request). A
         scenario with too few drivers ever to be near a pickup would fail it: the
         shipped ones have 24 in a few square kilometres."""
-        rides = self._stored_rides()
+        rides = self._stored_rides(complete=True)
         if rides is None:
-            return "the city is down after heal"
+            return "a city node is down after heal"
         acked = [ride for ride, view in self.requests.items() if view.get("acked")]
         if len(acked) >= 5 and not any(rides.get(r, {}).get("matched_at") is not None for r in acked):
             return f"none of {len(acked)} acknowledged requests was matched"
@@ -293,21 +329,18 @@ class RidesSystem(ServerSystem, System):
     def cells_agree_with_drivers(self) -> str | None:
         """Each located, online driver is a member of its position's cell, at that position,
         and no cell holds a driver located elsewhere."""
-        node = self.sim.node("city")
-        if node is None:
-            return "the city is down after heal"
-        registry = self.nodes.services["city"].city.registry
+        down = [name for name in self.cities if self.nodes.up(name) is None]
+        if down:
+            return f"city node {down[0]} is down after heal"
         where: dict[str, str] = {}
         for n in range(self.load["drivers"]):
             driver = f"d{n}"
-            pid = registry.lookup(("driver", driver))
-            d = node.get_process(pid) if pid is not None else None
+            d = self._running(("driver", driver))
             if d is None or d.lat is None or d.state["status"] == "offline":
                 continue
             cell = geo.cell_of(d.lat, d.lon)
             where[driver] = cell
-            pid = registry.lookup(("cell", cell))
-            c = node.get_process(pid) if pid is not None else None
+            c = self._running(("cell", cell))
             if c is None or driver not in c.slot:
                 return f"driver {driver} at {d.lat:.5f},{d.lon:.5f} is not a member of cell {cell}"
             row = c.slot[driver]
@@ -315,11 +348,30 @@ class RidesSystem(ServerSystem, System):
                 return f"cell {cell} has driver {driver} at another position"
         # Every cell a driver can be in: the drivers stay in the city's square.
         for cell in geo.cells_within(*CENTER, self.config["city_km"] / math.sqrt(2)):
-            pid = registry.lookup(("cell", cell))
-            for driver in node.get_process(pid).ids if pid is not None else ():
+            c = self._running(("cell", cell))
+            for driver in c.ids if c is not None else ():
                 if where.get(driver) != cell:
                     return f"cell {cell} holds driver {driver}, who is at {where.get(driver)}"
         return None
 
+    @check("always")
+    def single_activation(self) -> str | None:
+        """No cell, driver or ride runs twice at once, on one node or on two."""
+        return self.ledger.violation()
+
     def stats(self) -> dict[str, int]:
-        return dict(self.counts)
+        return {**self.counts, "activations": self.ledger.activations}
+
+
+class LiveCity(CityContext):
+    """The deliberate bug: a key lives on the node picked among the city nodes connected now."""
+
+    def home(self, key: tuple) -> str:
+        return live_home(self.node, key, self.nodes)
+
+
+class LivePlacementRides(RideService):
+    """The deliberate bug's service: its routers and its city place keys over live nodes."""
+
+    router = LiveRouter
+    context = LiveCity

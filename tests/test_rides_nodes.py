@@ -1,0 +1,134 @@
+"""Ride matching over several city nodes: each cell, driver and ride on its own node, a
+ride matched with a driver of another node whose cell lives on a third (the mirror's
+copy), a gateway refusing what is not its node's, and `scenarios/rides_nodes.toml` under
+node kills and partitions, where a deliberately naive placement is caught.
+
+CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from conftest import SCENARIOS, SIM_SEEDS
+
+from apps.rides import MatchConfig, RideError, RideService, geo
+from apps.rides.cell import Cell
+from apps.rides.mirror import CellMirror
+from apps.rides.service import CityContext
+from sim.core import Simulation
+from sim.runner import run
+from sim.scenario import load
+from storage import Store
+
+pytestmark = pytest.mark.usefixtures("quiet_crash_reports")
+
+NODES = ("c1", "c2", "c3")
+PICKUP = (37.7749, -122.4194)
+DROPOFF = (37.80, -122.41)
+
+
+def city(tmp_path, nodes=NODES):
+    """Three simulated nodes, each running the ride service on its own store."""
+    sim = Simulation(seed=1)
+    services, stores = {}, []
+
+    def boot(node):
+        store = Store(tmp_path / node.name, node, simulated=True)
+        stores.append(store)
+        services[node.name] = RideService(node, store, MatchConfig(match_limit=30.0), nodes=nodes)
+        services[node.name].start()
+
+    for name in nodes:
+        sim.add_node(name, boot)
+    return sim, services, stores
+
+
+def first(ids, home, wanted):
+    return next(i for i in ids if home(i) == wanted)
+
+
+def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(tmp_path):
+    sim, services, stores = city(tmp_path)
+    ctx = services["c1"].city
+    cell = geo.cell_of(*PICKUP)
+    cell_node = ctx.home(("cell", cell))
+    driver_node, ride_node = [n for n in NODES if n != cell_node]
+    driver = first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), driver_node)
+    ride = first((f"r{i}" for i in itertools.count()), lambda r: ctx.home(("ride", r)), ride_node)
+    assert services[driver_node].driver_node(driver) == driver_node
+
+    # From the ride's node: the driver's update crosses to its node, the driver tells its
+    # cell on a third node, and that node's mirror copies the cell to the others.
+    services[ride_node].driver_update(sim.node(ride_node), driver, PICKUP[0] + 0.001, PICKUP[1], heading=180.0)
+    sim.run(1.5)
+    on_ride_node = sim.node(ride_node)
+    table = on_ride_node.table(CityContext.cell_table(cell))
+    assert table is not None and table.get("members")[0] == (driver,)
+    assert isinstance(on_ride_node.get_process(table.owner.pid), CellMirror)  # a copy, not the cell
+    assert not [p for p in on_ride_node.processes() if isinstance(on_ride_node.get_process(p), Cell)]
+
+    asked = services[driver_node].request_ride(sim.node(driver_node), ride, "alice", PICKUP, DROPOFF)
+    sim.run(2.0)
+    assert asked.result() == ride
+    offers = services[cell_node].offers(sim.node(cell_node), driver)
+    sim.run(2.5)
+    assert offers.result() == [ride]
+    accepted = services[cell_node].accept(sim.node(cell_node), driver, ride)
+    sim.run(3.5)
+    assert accepted.result() == "accepted"
+    status = services[driver_node].status(sim.node(driver_node), ride)
+    sim.run(4.0)
+    assert status.result()["driver"] == driver and status.result()["status"] in ("accepted", "arriving")
+    assert sim.node(ride_node).whereis("rides.city") is not None
+    assert services[ride_node].city.registry.lookup(("ride", ride)) is not None  # it runs on its node only
+    assert all(services[n].city.registry.lookup(("ride", ride)) is None for n in NODES if n != ride_node)
+    sim.close()
+    for store in stores:
+        store.close()
+
+
+def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(tmp_path):
+    sim, services, stores = city(tmp_path)
+    ctx = services["c1"].city
+    ride = first((f"r{i}" for i in itertools.count()), lambda r: ctx.home(("ride", r)), "c2")
+    node = sim.node("c1")
+    asked = node.call("rides.city", ("request", ride, "alice", PICKUP, DROPOFF))  # c1's own gateway
+    sim.run(0.5)
+    with pytest.raises(RideError, match=f"ride '{ride}' lives on node c2, not on c1"):
+        raise asked.result()
+    assert stores[0].read(("ride", ride)) is None and sim.node("c1").whereis("rides.city") is not None
+    sim.close()
+    for store in stores:
+        store.close()
+
+
+def test_a_node_list_without_this_node_or_with_a_node_twice_is_refused(tmp_path):
+    sim = Simulation(seed=1)
+    node = sim.add_node("c9", lambda node: None)
+    store = Store(tmp_path, node, simulated=True)
+    with pytest.raises(ValueError, match="node 'c9' is not in the city's node list"):
+        RideService(node, store, nodes=NODES)
+    with pytest.raises(ValueError, match="node 'c9' is twice in the node list"):
+        RideService(node, store, nodes=("c9", "c9"))
+    store.close()
+    sim.close()
+
+
+@pytest.mark.parametrize("seed", range(1, SIM_SEEDS + 1))
+def test_the_city_over_three_nodes_holds_its_invariants_under_node_kills_and_partitions(seed):
+    result = run(load(SCENARIOS / "rides_nodes.toml"), seed)
+    assert result.passed, f"seed {seed}: {result.failure}"
+    stats = result.stats["rides"]
+    assert stats["acked"] > 10 and stats["completed"] > 0 and stats["activations"] > 0
+    assert result.faults.get("kill_node", 0) >= 1 and result.faults.get("partition", 0) >= 2
+    assert result.checks["rides.single_activation"]["ok"]
+
+
+def test_the_check_catches_keys_placed_over_the_live_nodes_only():
+    scenario = load(SCENARIOS / "rides_nodes.toml", [("systems.rides.bug", "live_placement"),
+                                                    ("faults.mode", "off")])
+    result = run(scenario, 1)
+    assert not result.passed
+    assert result.failure.check == "rides.single_activation"
+    assert "is live" in result.failure.message
+    assert run(load(SCENARIOS / "rides_nodes.toml", [("faults.mode", "off")]), 1).passed
