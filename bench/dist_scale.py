@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Scale-out benchmark: the chat on 1 node process and on N, over the nodes' own streams.
+"""Scale-out benchmark: the chat (and the rides) on 1 node process and on N, over the nodes' own streams.
 
     python bench/dist_scale.py                      # 1 and 2 nodes, full sizes
     python bench/dist_scale.py --quick --repeat 3   # smaller, 3 interleaved runs of each
     python bench/dist_scale.py --nodes 1,2,4 --json
     python bench/dist_scale.py --quick --profile    # + the CPU's shares by layer
+    python bench/dist_scale.py --quick --workload chat,rides
 
 - chat_sends_per_s: acknowledged sends (stored by the recipient's home shard) per wall
   second across the cluster. The work is the same whatever the node count: `sessions`
@@ -25,9 +26,19 @@
   `kernel_msgs_per_msg` (messages taken by processes), `items_per_msg` (items the
   devices took: the message and its sender's receipt), `passes_per_msg` (scheduler
   passes) and `commits_per_msg` (LMDB commits); with `--profile`, `cpu_share_by_layer`
-  (cProfile's own time by source folder: chat, kernel, storage, dist = wire encoding,
+  (cProfile's own time by source folder: chat or rides, kernel, storage, dist = wire encoding,
   decoding and the node boundary, socket, loop = asyncio, load = this benchmark's
   devices and senders; the profiler slows everything, so only the shares mean something).
+- rides_updates_per_s (`--workload rides`): drivers' location updates taken per wall
+  second across the cluster, the steady load of a ride service (every driver, every
+  ~4 s). One city over the N nodes (`RideService(nodes=...)`): `sessions` drivers, each
+  driver's phone on its home node (`RideService.driver_node`), `senders` of them per
+  cluster moving their drivers in turn (~40 m per update, in a square of some 60
+  cells), `messages` updates in all, each sender calling the driver it moved every
+  `SYNC_EVERY` updates (a closed loop with a window). An update is a cast to the driver,
+  which tells its cell (on the cell's node: about 1 - 1/N of them cross), and each
+  node's mirror copies its cells to the others twice a second. The cost line is the
+  same as the chat's, per update.
 - scale (system "N/1 nodes"): the best N-node rate over the best 1-node one, from this
   run. On a machine that other work shares, the wall rates say little about scaling:
   the CPU per send is the figure to project from.
@@ -137,8 +148,8 @@ class Meter:
         return moved
 
 
-LAYERS = (("apps/chat/", "chat"), ("apps/", "apps"), ("actors/dist.py", "dist"), ("actors/wire.py", "dist"),
-          ("actors/boundary.py", "dist"), ("actors/", "kernel"), ("supervision/", "kernel"),
+LAYERS = (("apps/chat/", "chat"), ("apps/rides/", "rides"), ("apps/", "apps"), ("actors/dist.py", "dist"),
+          ("actors/wire.py", "dist"), ("actors/boundary.py", "dist"), ("actors/", "kernel"), ("supervision/", "kernel"),
           ("storage/", "storage"), ("bench/", "load"), ("asyncio/", "loop"), ("selectors.py", "loop"),
           ("socket.py", "socket"))
 BUILTINS = (("socket", "socket"), ("epoll", "socket"), ("msgpack", "dist"), ("Packer", "dist"),
@@ -159,9 +170,8 @@ def layers(profiler: cProfile.Profile) -> dict[str, float]:
     return cpu_by_layer(pstats.Stats(profiler).stats, layer_of)  # type: ignore[attr-defined]
 
 
-async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter]) -> None:
-    """A node's part: connect its devices, say "ready", send on "go", say what it sent,
-    its counters on "stats", stop on EOF."""
+async def chat_load(node: Node, service: Any, spec: dict) -> tuple[Callable, int, Callable[[], int]]:
+    """The chat's part on a node: its devices connected; (sender, senders, items taken)."""
     from apps.chat import Unavailable
     from apps.common import RETRYABLE
 
@@ -175,37 +185,93 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
     sessions = [await service.connect(node, user, "phone", device) for user, device in zip(mine, devices, strict=True)]
     for device, session in zip(devices, sessions, strict=True):
         node.get_process(device).session = session
+    senders = size["senders"] // len(router.nodes)
+    per_sender = size["messages"] // size["senders"]
+
+    async def sender(proc: Any, me: int) -> None:
+        first = me * (len(mine) // senders)  # its device
+        rng = random.Random(index * 1_000_003 + first)
+        session = sessions[first]
+        k = 0
+        while k < per_sender:
+            try:
+                await service.send(proc, session, everyone[rng.randrange(len(everyone))], k, b"x" * 64, "hi")
+                k += 1
+            except (Unavailable, *RETRYABLE):  # a shard restarting, or slow (profiled): the same client id again
+                await proc.sleep(0.01)
+    return sender, senders, lambda: sum(node.get_process(device).taken for device in devices)
+
+
+CITY = (37.7749, -122.4194)
+CITY_DEG = 0.05  # the drivers' square: about 5.5 km a side, some 60 cells
+STEP_DEG = 0.0004  # a driver moves about 40 m between two updates (every ~4 s at 36 km/h)
+SYNC_EVERY = 10  # updates a sender casts before it calls a driver (its window)
+
+
+async def rides_load(node: Node, service: Any, spec: dict) -> tuple[Callable, int, Callable[[], int]]:
+    """The rides' part on a node: the drivers homed here (`RideService.driver_node`, where
+    their phones connect); (sender, senders, items: none). A sender moves its drivers in
+    turn, one location update each (a cast), and every `SYNC_EVERY` updates calls the
+    driver it just moved (its mailbox is in order, so the answer says the updates before
+    it were taken: a closed loop with a window)."""
+    from apps.common import RETRYABLE
+
+    size, index, names = spec["size"], spec["index"], spec["names"]
+    while len(set(node.nodes()) & set(names)) < len(names) - 1:  # connected to every other node
+        await asyncio.sleep(0.02)
+    mine = [f"d{k}" for k in range(size["sessions"]) if service.driver_node(f"d{k}") == node.name]
+    senders = size["senders"] // len(names)
+    per_sender = size["messages"] // size["senders"]
+
+    async def sender(proc: Any, me: int) -> None:
+        rng = random.Random(index * 1_000_003 + me)
+        drivers = mine[me::senders]
+        at = {d: [CITY[0] + rng.uniform(0, CITY_DEG), CITY[1] + rng.uniform(0, CITY_DEG)] for d in drivers}
+        k = 0
+        while k < per_sender:
+            driver = drivers[k % len(drivers)]
+            p = at[driver]
+            p[0] = min(CITY[0] + CITY_DEG, max(CITY[0], p[0] + rng.uniform(-STEP_DEG, STEP_DEG)))
+            p[1] = min(CITY[1] + CITY_DEG, max(CITY[1], p[1] + rng.uniform(-STEP_DEG, STEP_DEG)))
+            service.driver_update(proc, driver, p[0], p[1], rng.uniform(0.0, 360.0))
+            k += 1
+            if k % SYNC_EVERY == 0 or k == per_sender:
+                try:
+                    await service.driver(proc, driver)
+                except RETRYABLE:  # slow (profiled): the next window waits again
+                    await proc.sleep(0.01)
+    return sender, senders, lambda: 0
+
+
+async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter]) -> None:
+    """A node's part: set its workload up, say "ready", run its senders on "go", say
+    what they did, its counters on "stats", stop on EOF."""
+    prepare = rides_load if spec["workload"] == "rides" else chat_load
+    sender, senders, items = await prepare(node, service, spec)
     loop = asyncio.get_running_loop()
     counters = meter()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "go"
     counters.start()
-    senders = size["senders"] // len(router.nodes)
-    per_sender = size["messages"] // size["senders"]
+    per_sender = spec["size"]["messages"] // spec["size"]["senders"]
     finished: list[float] = []
 
-    async def sender(proc: Any, me: int) -> None:
-        rng = random.Random(index * 1_000_003 + me)
-        k = 0
-        while k < per_sender:
-            try:
-                await service.send(proc, sessions[me], everyone[rng.randrange(len(everyone))], k, b"x" * 64, "hi")
-                k += 1
-            except (Unavailable, *RETRYABLE):  # a shard restarting, or slow (profiled): the same client id again
-                await proc.sleep(0.01)
+    async def timed(proc: Any, me: int) -> None:
+        await sender(proc, me)
         finished.append(time.perf_counter())
     start = time.perf_counter()
     for s in range(senders):
-        node.spawn(sender, s * (len(mine) // senders))
+        node.spawn(timed, s)
     deadline = start + MAX_SECONDS
     while len(finished) < senders:
         if time.perf_counter() > deadline:
-            raise SystemExit(f"node {index}: {senders - len(finished)} senders not done after {MAX_SECONDS:g} s")
+            left = senders - len(finished)
+            raise SystemExit(f"node {spec['index']}: {left} senders not done after {MAX_SECONDS:g} s")
         await asyncio.sleep(0.002)
     print(json.dumps({"sent": senders * per_sender, "seconds": max(finished) - start}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "stats": every node is done
     moved = counters.stop()
-    moved["items"] = sum(node.get_process(device).taken for device in devices)
+    moved["items"] = items()
     print(json.dumps(moved), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the end
 
@@ -214,6 +280,7 @@ def node_main(spec: dict) -> int:
     from apps.chat import ChatConfig
     from apps.cluster import chat
     from apps.cluster.host import run_node
+    from apps.rides import RideService
     from storage import Store
 
     names, directory = spec["names"], spec["directory"]
@@ -228,10 +295,15 @@ def node_main(spec: dict) -> int:
 
     async def start(node: Node) -> None:
         store = Store(os.path.join(directory, name.partition("@")[0]), node, mode="process")
-        config = ChatConfig(shards=spec["size"]["shards"], heartbeat_timeout=HOUR, nodes=tuple(names))
+        if spec["workload"] == "rides":
+            service: Any = RideService(node, store, nodes=names)
+            service.start()
+        else:
+            service = chat.serve(node, store, ChatConfig(shards=spec["size"]["shards"], heartbeat_timeout=HOUR,
+                                                         nodes=tuple(names)))
         def meter() -> Meter:
             return Meter(node, dists[0], store, spec["profile"], spec["profile_dir"])
-        await load(node, chat.serve(node, store, config), spec, meter)
+        await load(node, service, spec, meter)
         stop.set()
 
     asyncio.run(run_node(name, secret=SECRET, start=start, listen=peers[name], peers=peers, stop=stop,
@@ -249,7 +321,7 @@ def answer(proc: subprocess.Popen, what: str) -> dict:
 
 
 def run(count: int, size: dict, directory: str, placement: str, recipients: str,
-        profile: bool, profile_dir: str | None) -> tuple[int, float, list[dict]]:
+        profile: bool, profile_dir: str | None, workload: str = "chat") -> tuple[int, float, list[dict]]:
     """`count` node processes running the load: (acknowledged sends, span in seconds,
     each node's counters)."""
     names = [f"s{i}@bench" for i in range(count)]
@@ -264,6 +336,7 @@ def run(count: int, size: dict, directory: str, placement: str, recipients: str,
         for index in range(count):
             spec = json.dumps({"names": names, "index": index, "directory": directory, "size": size,
                                "placement": placement, "recipients": recipients, "profile": profile,
+                               "workload": workload,
                                "profile_dir": profile_dir})
             procs.append(subprocess.Popen([sys.executable, __file__, "--node", spec], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True))
@@ -307,26 +380,31 @@ def cost(sent: int, counters: list[dict]) -> dict:
     return line
 
 
+WORKLOADS = {"chat": ("chat_sends_per_s", "msgs/s"), "rides": ("rides_updates_per_s", "updates/s")}
+
+
 def measure(counts: list[int], size: dict, emit: Callable[[dict], None], *, placement: str = "home",
-            recipients: str = "any", repeat: int = 1, profile: bool = False, profile_dir: str | None = None) -> None:
+            recipients: str = "any", repeat: int = 1, profile: bool = False, profile_dir: str | None = None,
+            workload: str = "chat") -> None:
+    metric, unit = WORKLOADS[workload]
     rates: dict[int, list[float]] = {count: [] for count in counts}
     for _ in range(repeat):
         for count in counts:  # interleaved: the machine's other load falls on both alike
             load_avg = os.getloadavg()[0]
             busy, wall = cpu_busy(), time.monotonic()
             with tempfile.TemporaryDirectory(prefix="lic-scale-") as tmp:
-                sent, seconds, counters = run(count, size, tmp, placement, recipients, profile, profile_dir)
+                sent, seconds, counters = run(count, size, tmp, placement, recipients, profile, profile_dir, workload)
             elapsed = max(time.monotonic() - wall, 1e-9)
             others = sig(max(0.0, (cpu_busy() - busy) / elapsed - min(count, os.cpu_count() or 1)))
             rates[count].append(sent / seconds)
-            emit({"system": f"letitcrash {count} node{'s' if count > 1 else ''}", "workload": "chat_sends_per_s",
-                  "value": sig(sent / seconds), "unit": "msgs/s", "nodes": count, "placement": placement,
+            emit({"system": f"letitcrash {count} node{'s' if count > 1 else ''}", "workload": metric,
+                  "value": sig(sent / seconds), "unit": unit, "nodes": count, "placement": placement,
                   "recipients": recipients, **size,
                   **cost(sent, counters), "others_cpu": others, "load_avg": round(load_avg, 2)})
     for count in counts:
         if count != 1 and 1 in rates:
             best = max(rates[count]) / max(rates[1])
-            emit({"system": f"{count}/1 nodes", "workload": "scale", "metric": "chat_sends_per_s",
+            emit({"system": f"{count}/1 nodes", "workload": "scale", "metric": metric,
                   "value": sig(best), "unit": "x", "of": f"best of {repeat}"})
 
 
@@ -345,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs of each node count, interleaved")
     ap.add_argument("--profile", action="store_true", help="CPU shares by layer (cProfile: slower)")
     ap.add_argument("--profile-dir", help="with --profile, save each node's profile there (N-NAME.prof)")
+    ap.add_argument("--workload", default="chat",
+                    help=f"comma-separated workloads of {','.join(WORKLOADS)} (default: %(default)s)")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     args = ap.parse_args(argv)
@@ -360,8 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     emit = (lambda line: print(json.dumps({**line, "cores": os.cpu_count()}), flush=True)) if args.json else show
     if not 1 <= args.repeat <= 20:
         ap.error(f"--repeat is 1 to 20, not {args.repeat}")
-    measure(counts, size, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
-            profile=args.profile, profile_dir=args.profile_dir and os.path.abspath(args.profile_dir))
+    workloads = args.workload.split(",")
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"--workload is a comma list of {', '.join(WORKLOADS)}, not {unknown[0]!r}")
+    for workload in workloads:
+        measure(counts, size, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
+                profile=args.profile, profile_dir=args.profile_dir and os.path.abspath(args.profile_dir),
+                workload=workload)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""bench/dist_scale.py runs end to end: the chat on 1 node and on 2 node processes, and
-the scale line between them, with the cost of a send (CPU, deliveries between nodes).
+"""bench/dist_scale.py runs end to end: the chat (and the rides' location updates) on 1
+node and on 2 node processes, and the scale line between them, with the cost of a send
+(CPU, deliveries between nodes).
 No timing assertions: `--tiny` makes it a smoke run."""
 import json
 
-from conftest import bench_output, run_bench
+from conftest import bench_lines, bench_output, run_bench
 
 
 def test_json_lines_give_each_node_count_and_the_scale():
@@ -15,6 +16,18 @@ def test_json_lines_give_each_node_count_and_the_scale():
     assert len(sends[2]["node_cpu_us_per_msg"]) == 2
     (scale,) = [d for d in lines if d["workload"] == "scale"]
     assert scale["system"] == "2/1 nodes" and scale["value"] > 0
+
+
+def test_the_rides_workload_gives_its_rate_and_cost_on_one_and_two_nodes():
+    lines = bench_lines("dist_scale.py", "--workload", "rides")
+    updates = {d["nodes"]: d for d in lines if d["workload"] == "rides_updates_per_s"}
+    assert set(updates) == {1, 2} and all(d["value"] > 0 and d["unit"] == "updates/s" for d in updates.values())
+    assert all(d["cpu_us_per_msg"] > 0 and d["kernel_msgs_per_msg"] > 1 for d in updates.values())
+    assert updates[1]["crossings_per_msg"] == 0 and updates[2]["crossings_per_msg"] > 0
+    (scale,) = [d for d in lines if d["workload"] == "scale"]
+    assert scale["metric"] == "rides_updates_per_s" and scale["value"] > 0
+    bad = run_bench("dist_scale.py", "--workload", "trains")
+    assert bad.returncode == 2 and "--workload is a comma list of chat, rides, not 'trains'" in bad.stderr
 
 
 def test_a_bad_node_count_is_named():
