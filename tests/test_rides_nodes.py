@@ -1,7 +1,8 @@
 """Ride matching over several city nodes: each cell, driver and ride on its own node, a
 ride matched with a driver of another node whose cell lives on a third (the mirror's
 copy), a gateway refusing what is not its node's, and `scenarios/rides_nodes.toml` under
-node kills and partitions, where a deliberately naive placement is caught.
+node kills and partitions, where a deliberately naive placement and a gateway that loses
+drivers' messages for its rides are caught.
 
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N instead."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ from conftest import SCENARIOS, SIM_SEEDS
 from apps.rides import MatchConfig, RideError, RideService, geo
 from apps.rides.cell import Cell
 from apps.rides.mirror import CellMirror
-from apps.rides.service import CityContext
+from apps.rides.service import CityContext, RideCity
 from sim.core import Simulation
 from sim.runner import run
 from sim.scenario import load
@@ -132,3 +133,16 @@ def test_the_check_catches_keys_placed_over_the_live_nodes_only():
     assert result.failure.check == "rides.single_activation"
     assert "is live" in result.failure.message
     assert run(load(SCENARIOS / "rides_nodes.toml", [("faults.mode", "off")]), 1).passed
+
+
+def test_the_check_catches_a_gateway_that_drops_drivers_messages_for_its_rides(monkeypatch):
+    keep = RideCity.handle_cast
+
+    def drop_to_ride(self, msg):  # the bug: a claim's or trip's settling from another node is lost
+        if msg[0] != "to_ride":
+            keep(self, msg)
+    monkeypatch.setattr(RideCity, "handle_cast", drop_to_ride)
+    result = run(load(SCENARIOS / "rides_nodes.toml"), 1)
+    assert not result.passed
+    assert result.failure.check == "rides.drivers_let_go_of_ended_rides"
+    assert "still holds its" in result.failure.message

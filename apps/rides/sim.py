@@ -18,7 +18,8 @@ Checks:
   `sim.systems.entities.Ledger`);
 - eventually: every acknowledged request was decided (matched or cancelled) within its
   limit (plus the time its node was down and the worst clock skew); every driver's cell
-  holds it at its position and no cell holds anyone else.
+  holds it at its position and no cell holds anyone else; no driver still claims or
+  drives a ride that ended (its lost answer or `trip_over` was settled).
 
 Deliberate bug (`bug = "live_placement"`), the naive design: keys are placed over the
 city nodes connected now (`sim.systems.entities.LiveRouter`), so a key whose node is
@@ -41,8 +42,8 @@ from storage.cluster import check_nodes, node_of
 
 from . import geo, pricing
 from .cell import LAT, LON, OFFLINE_AFTER
-from .driver import OfferError
-from .matcher import ACTIVE, MatchConfig, RideError
+from .driver import TRIP_CHECK_EVERY, OfferError
+from .matcher import ACTIVE, TERMINAL, MatchConfig, RideError
 from .service import CityContext, RideService
 
 CENTER = (37.7749, -122.4194)
@@ -367,6 +368,25 @@ class RidesSystem(ServerSystem, System):
                 if at in (cell, None) or spread and 2 * UPDATE_EVERY < silent <= EXPIRED:
                     continue
                 return f"cell {cell} holds driver {driver}, who is at {at or 'no cell'} (silent for {silent:.3f} s)"
+        return None
+
+    @check("eventually")
+    def drivers_let_go_of_ended_rides(self) -> str | None:
+        """No driver still claims or drives a ride that ended a trip check ago or more: a
+        lost answer to its claim, or a lost `trip_over`, is settled from the stored ride
+        (on the ride's node, when that is another: `service.settle`)."""
+        rides = self._stored_rides(complete=True)
+        if rides is None:
+            return "a city node is down after heal"
+        for n in range(self.load["drivers"]):
+            d = self._running(("driver", f"d{n}"))
+            for what in ("claim", "trip") if d is not None else ():
+                st = rides.get(d.state[what]) if d.state[what] is not None else None
+                if st is None or st["status"] not in TERMINAL:
+                    continue
+                ended = st["completed_at"] if st["status"] == "completed" else st["decided_at"]
+                if ended is not None and ended < self.sim.now - TRIP_CHECK_EVERY - 2.0:  # + clock skew
+                    return f"driver d{n} still holds its {what} on ride {st['id']}, {st['status']} at {ended:.3f}"
         return None
 
     @check("always")
