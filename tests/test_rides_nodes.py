@@ -14,7 +14,7 @@ from conftest import SCENARIOS, SIM_SEEDS
 
 from apps.rides import MatchConfig, RideError, RideService, geo
 from apps.rides.cell import Cell
-from apps.rides.mirror import CellMirror
+from apps.rides.mirror import PUSH_EVERY, STALE_AFTER, CellMirror
 from apps.rides.service import CityContext, RideCity
 from sim.core import Simulation
 from sim.runner import run
@@ -31,11 +31,12 @@ DROPOFF = (37.80, -122.41)
 def city(tmp_path, nodes=NODES):
     """Three simulated nodes, each running the ride service on its own store."""
     sim = Simulation(seed=1)
-    services, stores = {}, []
+    services, stores = {}, {}
 
     def boot(node):
-        store = Store(tmp_path / node.name, node, simulated=True)
-        stores.append(store)
+        if node.name in stores:  # a restart: the crashed incarnation's store goes first
+            stores[node.name].close()
+        store = stores[node.name] = Store(tmp_path / node.name, node, simulated=True)
         services[node.name] = RideService(node, store, MatchConfig(match_limit=30.0), nodes=nodes)
         services[node.name].start()
 
@@ -84,7 +85,30 @@ def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(tm
     assert services[ride_node].city.registry.lookup(("ride", ride)) is not None  # it runs on its node only
     assert all(services[n].city.registry.lookup(("ride", ride)) is None for n in NODES if n != ride_node)
     sim.close()
-    for store in stores:
+    for store in stores.values():
+        store.close()
+
+
+def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when_it_is_back(tmp_path):
+    sim, services, stores = city(tmp_path)
+    ctx = services["c1"].city
+    cell = geo.cell_of(*PICKUP)
+    cell_node = ctx.home(("cell", cell))
+    other = next(n for n in NODES if n != cell_node)
+    driver = first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), cell_node)
+    services[cell_node].driver_update(sim.node(cell_node), driver, *PICKUP)
+    sim.run(1.0)
+    copy = lambda: sim.node(other).table(CityContext.cell_table(cell))  # noqa: E731
+    assert copy().get("members")[0] == (driver,) and copy().get("quote") == (1.0, 0.0)
+    sim.crash_node(cell_node)
+    sim.run(1.0 + STALE_AFTER + 2 * PUSH_EVERY)
+    assert copy().get("members")[0] == () and copy().get("quote") == (1.0, 0.0)  # its drivers are out of reach
+    sim.restart_node(cell_node)
+    services[cell_node].driver_update(sim.node(cell_node), driver, *PICKUP)
+    sim.run(sim.now + 1.0)
+    assert copy().get("members")[0] == (driver,)
+    sim.close()
+    for store in stores.values():
         store.close()
 
 
@@ -97,9 +121,9 @@ def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(tmp_path):
     sim.run(0.5)
     with pytest.raises(RideError, match=f"ride '{ride}' lives on node c2, not on c1"):
         raise asked.result()
-    assert stores[0].read(("ride", ride)) is None and sim.node("c1").whereis("rides.city") is not None
+    assert stores["c1"].read(("ride", ride)) is None and sim.node("c1").whereis("rides.city") is not None
     sim.close()
-    for store in stores:
+    for store in stores.values():
         store.close()
 
 
