@@ -28,8 +28,10 @@ PICKUP = (37.7749, -122.4194)
 DROPOFF = (37.80, -122.41)
 
 
-def city(tmp_path, nodes=NODES):
-    """Three simulated nodes, each running the ride service on its own store."""
+@pytest.fixture
+def city(tmp_path):
+    """Three simulated nodes, each running the ride service on its own store: (the
+    simulation, the services and the stores by node name)."""
     sim = Simulation(seed=1)
     services, stores = {}, {}
 
@@ -37,20 +39,23 @@ def city(tmp_path, nodes=NODES):
         if node.name in stores:  # a restart: the crashed incarnation's store goes first
             stores[node.name].close()
         store = stores[node.name] = Store(tmp_path / node.name, node, simulated=True)
-        services[node.name] = RideService(node, store, MatchConfig(match_limit=30.0), nodes=nodes)
+        services[node.name] = RideService(node, store, MatchConfig(match_limit=30.0), nodes=NODES)
         services[node.name].start()
 
-    for name in nodes:
+    for name in NODES:
         sim.add_node(name, boot)
-    return sim, services, stores
+    yield sim, services, stores
+    sim.close()
+    for store in stores.values():
+        store.close()
 
 
 def first(ids, home, wanted):
     return next(i for i in ids if home(i) == wanted)
 
 
-def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(tmp_path):
-    sim, services, stores = city(tmp_path)
+def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(city):
+    sim, services, stores = city
     ctx = services["c1"].city
     cell = geo.cell_of(*PICKUP)
     cell_node = ctx.home(("cell", cell))
@@ -84,13 +89,10 @@ def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(tm
     assert sim.node(ride_node).whereis("rides.city") is not None
     assert services[ride_node].city.registry.lookup(("ride", ride)) is not None  # it runs on its node only
     assert all(services[n].city.registry.lookup(("ride", ride)) is None for n in NODES if n != ride_node)
-    sim.close()
-    for store in stores.values():
-        store.close()
 
 
-def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when_it_is_back(tmp_path):
-    sim, services, stores = city(tmp_path)
+def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when_it_is_back(city):
+    sim, services, stores = city
     ctx = services["c1"].city
     cell = geo.cell_of(*PICKUP)
     cell_node = ctx.home(("cell", cell))
@@ -107,13 +109,10 @@ def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when
     services[cell_node].driver_update(sim.node(cell_node), driver, *PICKUP)
     sim.run(sim.now + 1.0)
     assert copy().get("members")[0] == (driver,)
-    sim.close()
-    for store in stores.values():
-        store.close()
 
 
-def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(tmp_path):
-    sim, services, stores = city(tmp_path)
+def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(city):
+    sim, services, stores = city
     ctx = services["c1"].city
     ride = first((f"r{i}" for i in itertools.count()), lambda r: ctx.home(("ride", r)), "c2")
     node = sim.node("c1")
@@ -122,9 +121,6 @@ def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(tmp_path):
     with pytest.raises(RideError, match=f"ride '{ride}' lives on node c2, not on c1"):
         raise asked.result()
     assert stores["c1"].read(("ride", ride)) is None and sim.node("c1").whereis("rides.city") is not None
-    sim.close()
-    for store in stores.values():
-        store.close()
 
 
 def test_a_node_list_without_this_node_or_with_a_node_twice_is_refused(tmp_path):
