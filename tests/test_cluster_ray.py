@@ -38,7 +38,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         env.setenv("LETITCRASH_DATA", str(tmp_path_factory.mktemp("ray-nodes")))
         env.setenv("LETITCRASH_CHAT_SHARDS", str(SHARDS))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": a Ray of its own, even when `ray start` left one running on this machine
+        # (ray.init() would join that one, and refuse num_cpus)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             made = start_on_ray(2, "ray_app:start", ready_timeout=BOUND)
             try:
