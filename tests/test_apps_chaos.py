@@ -5,7 +5,7 @@ short (the node restart it scripts comes sooner), in the scenario's own "chaos" 
 (process and tree kills, node restarts and power loss, partitions, dropped, duplicated,
 delayed and reordered messages, disk and commit faults) and in "swarm" mode (each seed
 keeps a random subset of the fault kinds, at random rates). Every check must hold on
-every seed, and a seed run again must replay to the same trace.
+every seed, and a seed run again must replay to the same trace and the same stats.
 
 Then each heavy fault profile (crash-heavy, storage-heavy, network-heavy: one family of
 faults at rates well past the scenarios' own; see `sim.faults`) on a seed (a seed fewer
@@ -90,6 +90,7 @@ def test_every_check_holds_on_several_seeds_under_faults_and_a_seed_replays(name
     first, other = reports[0], reports[1]
     (again,) = sim(capsys, path, "--seed", str(first["seed"]), "--faults", mode)[1]
     assert again["trace_hash"] == first["trace_hash"] and again["events"] == first["events"]
+    assert again["stats"] == first["stats"]
     assert other["trace_hash"] != first["trace_hash"]
 
 
