@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # apps_common, after the apps package
 
 from apps_common import GC_THRESHOLDS, Clocks, cli, freeze, settle, workload  # noqa: E402
-from profile_layers import cpu_by_layer  # noqa: E402
+from profile_layers import cpu_by_layer, kernel_counts, layer_by  # noqa: E402
 
 SIZES = {"full": {"sessions": 100_000, "senders": 2_000, "messages": 200_000, "idle": 1_000_000},
          "quick": {"sessions": 10_000, "senders": 500, "messages": 20_000, "idle": 50_000}}
@@ -189,11 +189,7 @@ async def _messages(size: dict) -> dict:
             "gc_freeze_every": FREEZE_EVERY, "cost": cost}
 
 
-def layer_of(filename: str, function: str) -> str | None:
-    """A function's layer; a C function has none (its time is its callers' layer's)."""
-    if filename == "~":
-        return None
-    return next((name for part, name in LAYERS if part in filename), "other")
+layer_of = layer_by(LAYERS)
 
 
 def breakdown(clocks: Clocks, node_thread: float, taken: int, counted: dict[str, int], stats: dict,
@@ -202,14 +198,7 @@ def breakdown(clocks: Clocks, node_thread: float, taken: int, counted: dict[str,
     of the profile `stats` (pstats' table) of a pass that took `profiled` messages;
     `counted`: the node's turns and messages taken over the measured run."""
     own = cpu_by_layer(stats, layer_of)
-    deliveries = held = encodes = 0
-    for (filename, _, name), (_, calls, _, _, callers) in stats.items():
-        held += sum(edge[1] for (f, _, caller), edge in callers.items()
-                    if f.endswith("actors/output.py") and caller == "release")  # a held item's delivery
-        if filename.endswith("actors/process.py") and name == "_deliver":
-            deliveries += calls
-        elif filename.endswith("actors/codec.py") and name == "packb":  # msgpack's own C code is
-            encodes += calls                                           # not seen by cProfile
+    counts = kernel_counts(stats)
     per = 1e6 / max(taken, 1)
     gc_us = clocks.gc_cpu * per
     rest = max(node_thread * per - gc_us, 0.0)
@@ -219,8 +208,8 @@ def breakdown(clocks: Clocks, node_thread: float, taken: int, counted: dict[str,
             "store_thread": round(max(clocks.cpu - node_thread, 0.0) * per, 1), "gc": round(gc_us, 1),
             "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
             "turns": round(counted["turns"] / max(taken, 1), 2), "taken": round(counted["messages"] / max(taken, 1), 2),
-            "deliveries": round(deliveries * per_profiled, 2),
-            "held": round(held * per_profiled, 2), "encodes": round(encodes * per_profiled, 2),
+            "deliveries": round(counts["deliveries"] * per_profiled, 2),
+            "held": round(counts["held"] * per_profiled, 2), "encodes": round(counts["encodes"] * per_profiled, 2),
             "writes": round(profiled_writes * per_profiled, 2), "profiled_msgs": profiled}
 
 

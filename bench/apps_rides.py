@@ -20,6 +20,24 @@ are the actors and the matching, not the disk):
   updates/s). It runs with rarer full collections (`apps_common.GC_THRESHOLDS`; the
   line says so).
 
+The match line breaks the cost of a match down ("cost", printed as a table too):
+- CPU µs per match: "cpu" (the process), "node_thread" (the thread running the node,
+  asyncio and the benchmark's phones and feeder), "store_thread" (the rest: the store's
+  writer thread committing to LMDB), "gc" (the cyclic collector, on the node thread), all
+  measured on the run above, without any profiler.
+- The node thread's µs outside the collector, by layer: a second pass of PROFILED rides
+  runs under cProfile, whose own time per layer (actors/ = kernel, apps/rides = rides,
+  storage/ and the codec = storage, numpy's Python wrappers = numpy, asyncio = loop,
+  bench/ = the phones and the feeder; a C function counts for the layer of its caller, so
+  numpy's C code called by the rides code counts as rides) gives each layer's share,
+  applied to the unprofiled figure. cProfile's own cost per call inflates layers of many
+  small calls a little: shares, not exact times.
+- Counts per match: "updates" (location updates sent meanwhile: they are part of the
+  load), "turns" and "messages" (taken by processes), "writes" (values the store wrote)
+  and "commits", over the measured run; from the profiled pass: "deliveries", "held"
+  (outputs held until a commit), "timers" started, "encodes" (msgpack packs) and "saves"
+  (writes processes handed to the store; see `profile_layers.kernel_counts`).
+
 Once the city is up (every driver located), the heap is frozen (`apps_common.freeze`),
 as a long-running server does after boot: with 100k drivers the cyclic collector would
 otherwise traverse about a million long-lived objects at every full collection (measured
@@ -33,7 +51,9 @@ above `cpu_s`.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import math
+import pstats
 import random
 import sys
 import tempfile
@@ -44,6 +64,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from apps_common import GC_THRESHOLDS, Clocks, cli, freeze, settle, workload  # noqa: E402 - bench/ is on the path (bench/apps.py, or run here)
+from profile_layers import cpu_by_layer, kernel_counts, layer_by  # noqa: E402
 
 SIZES = {"full": {"drivers": 100_000, "updates": 300_000, "rides": 10_000, "km": 30.0},
          "quick": {"drivers": 20_000, "updates": 60_000, "rides": 2_000, "km": 14.0}}
@@ -51,6 +72,12 @@ CENTER = (37.7749, -122.4194)
 PHONES = 2048  # driver phones (processes on the node), each handling its offers one at a time
 REPORT_EVERY = 20.0  # seconds between two location updates of one phone in the match bench
 IN_FLIGHT = 200  # unmatched requests at once: beyond the city's capacity offers time out and rides re-search
+PROFILED = 0.2  # the profiled pass requests this share of the measured pass's rides
+LAYERS = (("/actors/codec.py", "storage"), ("/actors/", "kernel"), ("/apps/rides/", "rides"),
+          ("/storage/", "storage"), ("/supervision/", "supervision"), ("/numpy/", "numpy"),
+          ("/asyncio/", "loop"), ("selectors.py", "loop"), ("/bench/", "bench"))
+"""(part of a file's path, its layer), first match wins; else "other"."""
+layer_of = layer_by(LAYERS)
 
 
 def _points(n: int, km: float, rng: random.Random) -> list[tuple[float, float]]:
@@ -100,17 +127,18 @@ async def _updates(size: dict) -> dict:
             "wall_s": round(clocks.wall, 3), **clocks.details()}
 
 
-async def _keep_reporting(node: Any, rides: Any, drivers: list[tuple[float, float]]) -> None:
+async def _keep_reporting(node: Any, rides: Any, drivers: list[tuple[float, float]], reported: list) -> None:
     """The phones keep reporting, each every `REPORT_EVERY` seconds (real ones do every
     ~4 s): a driver silent for 30 s goes offline, and a bench that outlives that would
     measure a city emptying itself (the full size did: matches fell to a few per second).
-    Paced by the clock, so a busy node gets the updates it is due all the same."""
+    Paced by the clock, so a busy node gets the updates it is due all the same; `reported[0]`
+    counts those sent."""
     start, sent = time.perf_counter(), 0
     while True:
         due = int((time.perf_counter() - start) * len(drivers) / REPORT_EVERY)
         for k in range(sent, due):
             rides.driver_update(node, k % len(drivers), *drivers[k % len(drivers)], 0.0)
-        sent = due
+        sent = reported[0] = due
         await asyncio.sleep(0.05)
 
 
@@ -141,25 +169,99 @@ async def _matches(size: dict) -> dict:
             for pid in phones:
                 node.get_process(pid).rides = rides
             n = min(size["rides"], size["drivers"] // 4)
-            pickups = _points(n, size["km"] * 0.8, rng)
-            feeder = asyncio.create_task(_keep_reporting(node, rides, drivers))
-            acks = []
-            with Clocks() as clocks:
-                for k, pickup in enumerate(pickups):  # closed loop: at most IN_FLIGHT unmatched requests
-                    while k - len(won) >= IN_FLIGHT and clocks.elapsed() < 120.0:
+            pickups = _points(n + int(n * PROFILED), size["km"] * 0.8, rng)
+            reported = [0]
+            feeder = asyncio.create_task(_keep_reporting(node, rides, drivers, reported))
+            acks: list = []
+
+            async def request_all(first: int, count: int, clocks: Clocks) -> int:
+                """Request rides first..first+count, closed loop (at most IN_FLIGHT unmatched
+                requests); the matches made meanwhile."""
+                before = len(won)
+                for k in range(first, first + count):
+                    while k - first - (len(won) - before) >= IN_FLIGHT and clocks.elapsed() < 120.0:
                         await asyncio.sleep(0.001)
                     # Riders are many: a request does not wait for the previous one's answer.
-                    acks.append(rides.request_ride(node, f"r{k}", f"u{k}", pickup, CENTER, None))
-                while len(won) < n and clocks.elapsed() < 120.0:  # bounded: a bench stops by itself
+                    acks.append(rides.request_ride(node, f"r{k}", f"u{k}", pickups[k], CENTER, None))
+                while len(won) - before < count and clocks.elapsed() < 120.0:  # bounded: a bench stops by itself
                     await asyncio.sleep(0.005)
+                return len(won) - before
+
+            with Clocks() as clocks:
+                counters = Counters(node, store, reported)
+                matched = await request_all(0, n, clocks)
+                counted = counters.since()
+            profile = cProfile.Profile()
+            with Clocks() as profiled_clocks:
+                profile.enable()
+                profiled = await request_all(n, len(pickups) - n, profiled_clocks)
+                profile.disable()
             refused = [fut.exception() for fut in acks if fut.done() and fut.exception() is not None]
             assert not refused, f"{len(refused)} requests refused, the first with {refused[0]!r}"
             feeder.cancel()
             await node.stop()
             store.close()
-    return {"value": len(won) / clocks.wall, "unit": "matches/s", "n": len(won), "requested": n,
+    cost = breakdown(clocks, counted, matched, pstats.Stats(profile).stats, profiled)
+    print_cost(cost)
+    return {"value": matched / clocks.wall, "unit": "matches/s", "n": matched, "requested": n,
             "unanswered": sum(not fut.done() for fut in acks),
-            "drivers": len(drivers), "wall_s": round(clocks.wall, 3), **clocks.details()}
+            "drivers": len(drivers), "wall_s": round(clocks.wall, 3), **clocks.details(), "cost": cost}
+
+
+class Counters:
+    """The counters of the measured span that need no profiler: the node's turns and
+    messages taken, the store's commits and values written, the location updates sent,
+    and the CPU of the node's thread (the store's writer thread commits on its own)."""
+
+    KEYS = ("turns", "messages", "commits", "writes", "updates", "node_thread")
+
+    def __init__(self, node: Any, store: Any, reported: list) -> None:
+        self.node, self.store, self.reported = node, store, reported
+        self.start = self.read()
+
+    def read(self) -> dict[str, float]:
+        stats = self.node.statistics()
+        return dict(zip(self.KEYS, (stats["turns"], stats["messages"], self.store.commits, self.store.writes,
+                                    self.reported[0], time.thread_time())))
+
+    def since(self) -> dict[str, float]:
+        now = self.read()
+        return {key: now[key] - self.start[key] for key in self.KEYS}
+
+
+def breakdown(clocks: Clocks, counted: dict[str, float], matched: int, stats: dict, profiled: int) -> dict[str, Any]:
+    """The cost of a match (see the module docstring): CPU µs measured, the node thread's
+    share outside the collector split by the layers of the profile `stats` (pstats' table)
+    of a pass that made `profiled` matches; counts per match from `counted` (the measured
+    span's `Counters.since`) and from the profile."""
+    per = 1e6 / max(matched, 1)
+    gc_us = clocks.gc_cpu * per
+    rest = max(counted["node_thread"] * per - gc_us, 0.0)
+    own = cpu_by_layer(stats, layer_of)
+    total = sum(own.values()) or 1.0
+    per_profiled = 1 / max(profiled, 1)
+    cost: dict[str, Any] = {
+        "cpu": round(clocks.cpu * per, 1), "node_thread": round(counted["node_thread"] * per, 1),
+        "store_thread": round(max(clocks.cpu - counted["node_thread"], 0.0) * per, 1), "gc": round(gc_us, 1),
+        "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])}}
+    cost.update({key: round(counted[key] / max(matched, 1), 2) for key in ("turns", "messages", "updates", "writes")})
+    cost["commits"] = round(counted["commits"] / max(matched, 1), 3)
+    cost.update({key: round(value * per_profiled, 2) for key, value in kernel_counts(stats).items()})
+    cost["profiled_matches"] = profiled
+    return cost
+
+
+def print_cost(cost: dict[str, Any]) -> None:
+    """The breakdown as a few lines on stderr (the JSON line has it as "cost")."""
+    out = sys.stderr
+    print(f"rides match cost, CPU µs per match: {cost['cpu']} in all = node thread {cost['node_thread']} "
+          f"(of which gc {cost['gc']}) + store thread {cost['store_thread']}", file=out)
+    print("  node thread outside gc, by layer (µs): " + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()),
+          file=out)
+    print(f"  per match: {cost['updates']} location updates, {cost['turns']} turns taking {cost['messages']} "
+          f"messages, {cost['deliveries']} deliveries ({cost['held']} held until a commit), {cost['timers']} timers, "
+          f"{cost['encodes']} msgpack encodes, {cost['saves']} saves writing {cost['writes']} values in "
+          f"{cost['commits']} commits", file=out, flush=True)
 
 
 WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {
