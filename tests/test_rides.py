@@ -536,25 +536,39 @@ def test_a_killed_driver_keeps_its_trip(city):
     assert st["trip"] == "r1" and st["status"] == "busy"
 
 
-def test_a_drivers_claim_and_trip_timers_are_durable_reminders_that_outlive_its_crashes(city):
-    node, rides, _ = city
+def test_a_drivers_claim_retry_outlives_its_crashes(city):
+    node, rides, store = city
     placed_and_requested(node, rides, ["d1"])
-    driver = lambda: node.get_process(rides.city.registry.lookup(("driver", "d1")))  # noqa: E731
+    driver = lambda: rides.city.registry.lookup(("driver", "d1"))  # noqa: E731
     node.exit(rides.city.registry.lookup(("ride", "r1")), "kill")  # the claim goes to a dead ride
     accepted = rides.accept(node, "d1", "r1")
     node.run_for(0.01)
-    assert not accepted.done() and list(driver().reminders()) == ["resolve"]
-    node.exit(driver().pid, "kill")  # the claim's answer is lost with it
+    assert not accepted.done() and store.read(("driver", "d1"))[1]["claim"] == "r1"
+    node.exit(driver(), "kill")  # the claim's answer is lost with it
     assert call(node, rides.driver(node, "d1"))["claim"] == "r1"  # started again by the query
-    assert list(driver().reminders()) == ["resolve"]  # re-armed from the store
-    node.run_for(2.5)  # the reminder asks the restarted ride again, and the claim wins
+    node.run_for(2.5)  # the restarted driver asks the restarted ride again, and the claim wins
     st = call(node, rides.driver(node, "d1"))
     assert (st["claim"], st["trip"], st["status"]) == (None, "r1", "busy")
-    assert list(driver().reminders()) == ["trip_check"]
     assert call(node, rides.pickup(node, "r1", "d1"))["status"] == "in_progress"
     call(node, rides.dropoff(node, "r1", "d1"))
     node.run_for(0.5)
-    assert call(node, rides.driver(node, "d1"))["trip"] is None and driver().reminders() == {}
+    assert call(node, rides.driver(node, "d1"))["trip"] is None
+
+
+def test_a_driver_restarted_with_a_trip_whose_end_it_missed_frees_itself(city):
+    node, rides, store = city
+    placed_and_requested(node, rides, ["d1"])
+    assert call(node, rides.accept(node, "d1", "r1")) == "accepted"
+    assert call(node, rides.pickup(node, "r1", "d1"))["status"] == "in_progress"
+    call(node, rides.dropoff(node, "r1", "d1"))  # its trip_over is on its way to the driver
+    node.exit(rides.city.registry.lookup(("driver", "d1")), "kill")  # and lost with it
+    node.run_for(0.5)
+    st = call(node, rides.driver(node, "d1"))  # started again by the query, still on the trip
+    assert (st["trip"], st["status"]) == ("r1", "busy")
+    rides.driver_update(node, "d1", SF[0] + 0.0009, SF[1])
+    node.run_for(10.5)  # the trip check finds the ride completed
+    st = call(node, rides.driver(node, "d1"))
+    assert (st["trip"], st["status"]) == (None, "online")
 
 
 def test_a_node_restart_resumes_open_rides_from_the_store(tmp_path):

@@ -25,10 +25,14 @@ process ever waits suspended; the phone's `accept` call is answered with the out
 The ride is the authority on who won; the driver takes a trip only when the ride says it
 is the one. So no driver ever holds two rides and no ride two drivers.
 
-Two durable reminders (`storage.reminders`), stored with the turn that starts them, so a
-restarted driver needs no timer re-armed by hand: "resolve" asks the ride again every
-`RESOLVE_EVERY` seconds while a claim is unanswered, and "trip_check" checks every
-`TRIP_CHECK_EVERY` seconds that the trip's ride still runs.
+Two timers, both implied by the stored state, so they outlive crashes without being
+stored themselves: while a claim is unanswered, "resolve" asks the ride again every
+`RESOLVE_EVERY` seconds; while the driver has a trip, "trip check" checks every
+`TRIP_CHECK_EVERY` seconds that the trip's ride still runs. A restarted driver arms them
+from its stored `claim` and `trip` in `init` (the resolve at once: the answer to a claim
+of an earlier incarnation was lost with it). A durable reminder (`storage.reminders`)
+would give the same guarantee at the price of a record written when a claim is made and
+deleted when it is answered, for each of a match's three claims.
 
 Casts: `("update", lat, lon, heading, phone)`, `("offline",)`,
 `("offer", ride, ride_pid, info, expires)`, `("withdraw", ride)`, `("remind", ride, ride_pid)`,
@@ -52,7 +56,7 @@ DEFAULT_ACCEPTANCE = 0.8  # before a driver has had any offer
 RESOLVE_EVERY = 2.0  # seconds between retries of a claim whose answer was lost
 TRIP_CHECK_EVERY = 10.0  # seconds between checks that the trip's ride still runs
 MAX_OFFERS = 16  # live offers a driver holds at once
-_STALE = ("$stale",)
+_STALE, _RESOLVE, _TRIP_CHECK = ("$stale",), ("$resolve",), ("$trip_check",)
 
 
 class OfferError(ValueError):
@@ -75,10 +79,16 @@ class Driver(PersistentServer):
         self.offers: dict[Any, tuple] = {}  # ride -> (ride pid, info, expires)
         self.stale_armed = False
         self.claimant = None  # the phone waiting for a claim's answer
+        self.resolve_timer = None  # armed while a claim is unanswered
+        self.trip_timer = None  # armed while the driver has a trip
         self.told_available: bool | None = None  # what the cell last heard (soft, like the cell)
         self.city.registry.register(("driver", self.id), self.pid)  # for introspection and checks
         if self.state["status"] != "offline":
             self._arm_stale()
+        if self.state["claim"] is not None:
+            self._arm_resolve(0)  # a claim whose answer this incarnation never got
+        if self.state["trip"] is not None:
+            self._arm_trip_check()
 
     def initial_state(self) -> dict[str, Any]:
         return {"status": "offline", "rating": DEFAULT_RATING, "offered": 0, "accepted": 0,
@@ -185,7 +195,7 @@ class Driver(PersistentServer):
         """The trip is over: back online if the driver is still reporting, else offline."""
         s = self.state
         s["trip"] = None
-        self.cancel_reminder("trip_check")
+        self.trip_timer = self._cancel(self.trip_timer)
         if self.lat is not None and self.now() - self.seen < OFFLINE_AFTER:
             s["status"] = "online"
             self._report()
@@ -229,7 +239,7 @@ class Driver(PersistentServer):
         # refused here (`_offer`), and the cell hears when the driver becomes busy.
         # The ride may have restarted since its offer: ask its current incarnation.
         self.cast(self.city.registry.lookup(("ride", ride)) or offer[0], ("claim", self.id, self.pid))
-        self.remind("resolve", RESOLVE_EVERY, period=RESOLVE_EVERY)
+        self._arm_resolve(RESOLVE_EVERY)
         return NoReply  # answered when the ride answers the claim
 
     def _claimed(self, ride: Any, ride_pid: Any, won: bool) -> None:
@@ -238,12 +248,12 @@ class Driver(PersistentServer):
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
         s["claim"] = None
-        self.cancel_reminder("resolve")
+        self.resolve_timer = self._cancel(self.resolve_timer)
         if won is True:
             s["trip"] = ride
             s["status"] = "busy"
             self.offers.clear()
-            self.remind("trip_check", TRIP_CHECK_EVERY, period=TRIP_CHECK_EVERY)
+            self._arm_trip_check()
             self.cast(ride_pid, ("confirm", self.id))
             answer: Any = "accepted"
         else:
@@ -267,30 +277,47 @@ class Driver(PersistentServer):
             elif self.state["status"] != "offline":
                 self._offline()
             return None
-        return super().handle_info(msg)  # reminders among them
-
-    def handle_reminder(self, name: str) -> None:
-        if name == "resolve":
-            self._resolve()
-        else:
-            self._check_trip()
+        if msg == _RESOLVE:
+            self.resolve_timer = None
+            return self._resolve()
+        if msg == _TRIP_CHECK:
+            self.trip_timer = None
+            return self._check_trip()
+        return super().handle_info(msg)
 
     def _arm_stale(self, after: float = OFFLINE_AFTER) -> None:
         if not self.stale_armed:
             self.stale_armed = True
             self.send_after(after, self.pid, _STALE)
 
+    def _arm_resolve(self, after: float) -> None:
+        self._cancel(self.resolve_timer)
+        self.resolve_timer = self.send_after(after, self.pid, _RESOLVE)
+
+    def _arm_trip_check(self) -> None:
+        self._cancel(self.trip_timer)
+        self.trip_timer = self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
+
+    def _cancel(self, timer: Any) -> None:
+        """Cancel `timer` if armed; None, for the field that held it."""
+        if timer is not None:
+            self.cancel_timer(timer)
+
     def _resolve(self) -> None:
         """A claim still unanswered: claim again (a claim by the same driver is idempotent);
-        a ride that has finished answers through its stored state (`service.settle`)."""
+        a ride that has finished answers through its stored state (`service.settle`). Again
+        in RESOLVE_EVERY seconds while the claim stays unanswered."""
         if self.state["claim"] is not None:
             self.city.to_ride(self, self.state["claim"], ("claim", self.id, self.pid))
+            self._arm_resolve(RESOLVE_EVERY)
 
     def _check_trip(self) -> None:
         """A trip whose ride ended while its `trip_over` was lost must not keep the driver
-        busy: a ride no longer running answers from its stored state (`service.settle`)."""
+        busy: a ride no longer running answers from its stored state (`service.settle`).
+        Again in TRIP_CHECK_EVERY seconds while the trip lasts."""
         if self.state["trip"] is not None:
             self.city.to_ride(self, self.state["trip"], ("check_trip", self.id, self.pid))
+            self._arm_trip_check()
 
 
 def check_heading(heading: Any) -> float:
