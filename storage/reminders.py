@@ -12,7 +12,8 @@ Contract:
 - `remind(name, due, period=None)` registers (or replaces) the reminder `name` (a
   non-empty str): it fires `due` seconds from now, then every `period` seconds if one
   is given. It is a record of the server's key, saved with the turn, so it holds once
-  that turn is stored. `cancel_reminder(name)` removes it; `reminders()` lists them.
+  that turn is stored. `cancel_reminder(name)` removes it; `reminders()` lists them. A
+  reminder set and cancelled before its turn is saved is never written.
 - Firing runs `handle_reminder(name)` in a turn of the server (the message arrives
   through `handle_info`: a server that defines `handle_info` passes what it does not know
   to `super().handle_info`, as every GenServer should). That turn also stores the
@@ -86,10 +87,10 @@ class Reminders:
         server = self.server
         if name not in self.table and len(self.table) >= server.max_reminders:
             raise LimitExceeded(f"{server.key!r:.100} already has max_reminders={server.max_reminders} reminders")
-        self.cancel(name)
+        self.cancel(name)  # a stored record's deletion is staged now, so the new one may count as new
         self.table[name] = [durable_now(server.node) + due, period, None]
         self.arm(name)
-        self.store(name)
+        self.store(name, new=True)
 
     def cancel(self, name: str) -> bool:
         entry = self.table.pop(name, None)
@@ -98,7 +99,8 @@ class Reminders:
         if entry[2] is not None:
             self.server.cancel_timer(entry[2])
         self.server.delete_record((TAG, name))
-        self.server._save_staged()
+        if (TAG, name) in self.server._staged:  # else it was set in this turn: forgotten, nothing to save
+            self.server._save_staged()
         return True
 
     def arm(self, name: str) -> None:
@@ -106,9 +108,10 @@ class Reminders:
         server = self.server
         entry[2] = server.send_after(max(0.0, entry[0] - durable_now(server.node)), server.pid, Due(name, entry[0]))
 
-    def store(self, name: str) -> None:
+    def store(self, name: str, new: bool = False) -> None:
+        """Stage reminder `name`'s record; `new`: not stored, nor pending deletion."""
         at, period, _ = self.table[name]
-        self.server.put_record((TAG, name), [at, period])
+        self.server.put_record((TAG, name), [at, period], new=new)
         self.server._save_staged()
 
     def fire(self, due: Due) -> bool:

@@ -25,6 +25,9 @@ class Invoice(PersistentServer):
             self.remind(msg[1], msg[2], msg[3])
         elif msg[0] == "cancel":
             self.cancel_reminder(msg[1])
+        elif msg[0] == "remind_and_cancel":  # in one turn
+            self.remind(msg[1], 5.0)
+            self.cancel_reminder(msg[1])
         elif msg[0] == "crash_next":
             CRASHES.append(1)
 
@@ -74,6 +77,20 @@ def test_a_reminder_set_again_replaces_it_and_cancel_removes_it(tmp_path):
     node.run_for(20.0)
     assert [(n, t) for _, n, t in FIRED] == [("a", 11.0)]
     assert store.read_records("inv") == {}
+
+
+def test_a_reminder_set_and_cancelled_in_one_turn_writes_nothing(tmp_path):
+    node, store = boot(tmp_path)
+    pid = node.spawn(Invoice, store, "inv")
+    node.cast(pid, ("remind", "kept", 5.0, None))
+    node.run_for(1.0)
+    writes = store.writes
+    node.cast(pid, ("remind_and_cancel", "brief"))
+    node.run_for(1.0)
+    assert store.writes == writes  # neither the record nor its deletion reached the store
+    node.cast(pid, ("remind_and_cancel", "kept"))  # a stored one: its deletion is written
+    node.run_for(10.0)
+    assert store.writes > writes and FIRED == [] and store.read_records("inv") == {}
 
 
 def test_a_server_that_crashes_fires_its_reminder_again_after_the_restart(tmp_path, quiet_crash_reports):
