@@ -1,4 +1,5 @@
-"""bench/apps.py collects the apps' workloads and reports them (shape only: benchmarks
+"""bench/apps.py collects the apps' workloads and reports them, and the chat and rides
+benches break a message's and a match's cost down (shape only: benchmarks
 never run in tests, so no workload is run here)."""
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_pe
     assert cost["layers_us"] == {"chat": 40.0, "kernel": 32.0, "storage": 8.0}
     assert (cost["turns"], cost["taken"]) == (5.3, 6.1)  # the node's counters, per message taken
     assert (cost["deliveries"], cost["held"], cost["encodes"], cost["writes"]) == (9, 4, 2, 2)
+
+
+def test_the_rides_cost_breakdown_is_per_match_and_counts_timers_and_saves():
+    import apps_rides
+    from apps_common import Clocks
+
+    clocks = Clocks()
+    clocks.cpu, clocks.gc_cpu = 0.012, 0.002  # seconds, over 10 matches
+    counted = {"turns": 230, "messages": 300, "commits": 1, "writes": 140, "updates": 25, "node_thread": 0.011}
+    run = ("/x/actors/genserver.py", 1, "_run")
+    search = ("/x/apps/rides/matcher.py", 2, "_search")
+    timer = ("/x/actors/timers.py", 3, "add")
+    save = ("/x/storage/store.py", 4, "write")
+    stats = {  # pstats' table: func -> (primitive calls, calls, own time, cumulative, callers)
+        run: (20, 20, 2.0, 9.0, {}),
+        search: (2, 2, 3.0, 6.5, {run: (2, 2, 3.0, 6.5)}),
+        timer: (13, 13, 0.5, 0.5, {search: (13, 13, 0.5, 0.5)}),
+        save: (20, 20, 1.5, 1.5, {run: (20, 20, 1.5, 1.5)}),
+        ("~", 0, "<built-in method numpy.concatenate>"): (2, 2, 3.0, 3.0, {search: (2, 2, 3.0, 3.0)}),
+    }
+    cost = apps_rides.breakdown(clocks, counted, matched=10, stats=stats, profiled=2)
+    assert (cost["cpu"], cost["node_thread"], cost["store_thread"], cost["gc"]) == (1200.0, 1100.0, 100.0, 200.0)
+    # 900 µs outside gc: rides 6 of 10 units (numpy's C code it called too), kernel 2.5, storage 1.5
+    assert cost["layers_us"] == {"rides": 540.0, "kernel": 225.0, "storage": 135.0}
+    assert (cost["turns"], cost["messages"], cost["updates"], cost["writes"], cost["commits"]) == (23, 30, 2.5, 14, 0.1)
+    assert (cost["timers"], cost["saves"], cost["deliveries"]) == (6.5, 10, 0)  # per profiled match
