@@ -20,23 +20,29 @@ are the actors and the matching, not the disk):
   updates/s). It runs with rarer full collections (`apps_common.GC_THRESHOLDS`; the
   line says so).
 
-The match line breaks the cost of a match down ("cost", printed as a table too):
+The match line breaks the cost of a match down ("cost", printed as a table too). The
+location updates are a load paced by the wall clock (5k/s at full size), so the fewer
+matches a second a loaded machine allows, the more updates each match carries: CALIBRATE_S
+seconds of updates alone, before the rides, give what one costs ("update_us"), and the
+figures below take the updates out where they say so.
 - CPU µs per match: "cpu" (the process), "node_thread" (the thread running the node,
   asyncio and the benchmark's phones and feeder), "store_thread" (the rest: the store's
   writer thread committing to LMDB), "gc" (the cyclic collector, on the node thread), all
-  measured on the run above, without any profiler.
-- The node thread's µs outside the collector, by layer: a second pass of PROFILED rides
-  runs under cProfile, whose own time per layer (actors/ = kernel, apps/rides = rides,
-  storage/ and the codec = storage, numpy's Python wrappers = numpy, asyncio = loop,
-  bench/ = the phones and the feeder; a C function counts for the layer of its caller, so
-  numpy's C code called by the rides code counts as rides) gives each layer's share,
-  applied to the unprofiled figure. cProfile's own cost per call inflates layers of many
-  small calls a little: shares, not exact times.
-- Counts per match: "updates" (location updates sent meanwhile: they are part of the
-  load), "turns" and "messages" (taken by processes), "writes" (values the store wrote)
-  and "commits", over the measured run; from the profiled pass: "deliveries", "held"
-  (outputs held until a commit), "timers" started, "encodes" (msgpack packs) and "saves"
-  (writes processes handed to the store; see `profile_layers.kernel_counts`).
+  measured on the run above, without any profiler; "updates" sent per match, and
+  "match_cpu": "cpu" less their cost ("updates_us"), the steadier figure on a shared machine.
+- The match's node thread µs outside the collector and the updates, by layer: a second
+  pass of PROFILED rides (at most PROFILE_LIMIT_S seconds, updates paused) runs under
+  cProfile, whose own time per layer (actors/ = kernel, apps/rides = rides, storage/ and
+  the codec = storage, numpy's Python wrappers = numpy, asyncio = loop, bench/ = the
+  phones; a C function counts for the layer of its caller, so numpy's C code called by
+  the rides code counts as rides) gives each layer's share, applied to the unprofiled
+  figure. cProfile's own cost per call inflates layers of many small calls a little:
+  shares, not exact times.
+- Counts per match: "turns" and "messages" (taken by processes), "writes" (values the
+  store wrote), less the updates' share of each, and "commits", over the measured run;
+  from the profiled pass: "deliveries", "held" (outputs held until a commit), "timers"
+  started, "encodes" (msgpack packs) and "saves" (writes processes handed to the store;
+  see `profile_layers.kernel_counts`).
 
 Once the city is up (every driver located), the heap is frozen (`apps_common.freeze`),
 as a long-running server does after boot: with 100k drivers the cyclic collector would
@@ -73,6 +79,8 @@ PHONES = 2048  # driver phones (processes on the node), each handling its offers
 REPORT_EVERY = 20.0  # seconds between two location updates of one phone in the match bench
 IN_FLIGHT = 200  # unmatched requests at once: beyond the city's capacity offers time out and rides re-search
 PROFILED = 0.2  # the profiled pass requests this share of the measured pass's rides
+PROFILE_LIMIT_S = 8.0  # at most, as the updates pause meanwhile (a driver silent for 30 s goes offline)
+CALIBRATE_S = 3.0  # seconds of location updates alone, before the rides, to measure what one costs
 LAYERS = (("/actors/codec.py", "storage"), ("/actors/", "kernel"), ("/apps/rides/", "rides"),
           ("/storage/", "storage"), ("/supervision/", "supervision"), ("/numpy/", "numpy"),
           ("/asyncio/", "loop"), ("selectors.py", "loop"), ("/bench/", "bench"))
@@ -127,18 +135,19 @@ async def _updates(size: dict) -> dict:
             "wall_s": round(clocks.wall, 3), **clocks.details()}
 
 
-async def _keep_reporting(node: Any, rides: Any, drivers: list[tuple[float, float]], reported: list) -> None:
+async def _keep_reporting(node: Any, rides: Any, drivers: list[tuple[float, float]], feed: dict) -> None:
     """The phones keep reporting, each every `REPORT_EVERY` seconds (real ones do every
     ~4 s): a driver silent for 30 s goes offline, and a bench that outlives that would
     measure a city emptying itself (the full size did: matches fell to a few per second).
-    Paced by the clock, so a busy node gets the updates it is due all the same; `reported[0]`
-    counts those sent."""
-    start, sent = time.perf_counter(), 0
+    Paced by the clock, so a busy node gets the updates it is due all the same;
+    `feed["sent"]` counts those sent, and while `feed["paused"]` those due are skipped."""
+    start, due = time.perf_counter(), 0
     while True:
-        due = int((time.perf_counter() - start) * len(drivers) / REPORT_EVERY)
-        for k in range(sent, due):
-            rides.driver_update(node, k % len(drivers), *drivers[k % len(drivers)], 0.0)
-        sent = reported[0] = due
+        last, due = due, int((time.perf_counter() - start) * len(drivers) / REPORT_EVERY)
+        if not feed["paused"]:
+            for k in range(last, due):
+                rides.driver_update(node, k % len(drivers), *drivers[k % len(drivers)], 0.0)
+            feed["sent"] += due - last
         await asyncio.sleep(0.05)
 
 
@@ -170,38 +179,45 @@ async def _matches(size: dict) -> dict:
                 node.get_process(pid).rides = rides
             n = min(size["rides"], size["drivers"] // 4)
             pickups = _points(n + int(n * PROFILED), size["km"] * 0.8, rng)
-            reported = [0]
-            feeder = asyncio.create_task(_keep_reporting(node, rides, drivers, reported))
+            feed = {"sent": 0, "paused": False}
+            feeder = asyncio.create_task(_keep_reporting(node, rides, drivers, feed))
             acks: list = []
 
-            async def request_all(first: int, count: int, clocks: Clocks) -> int:
+            async def request_all(first: int, count: int, clocks: Clocks, limit: float = 120.0) -> int:
                 """Request rides first..first+count, closed loop (at most IN_FLIGHT unmatched
-                requests); the matches made meanwhile."""
+                requests), for at most `limit` seconds; the matches made meanwhile."""
                 before = len(won)
                 for k in range(first, first + count):
-                    while k - first - (len(won) - before) >= IN_FLIGHT and clocks.elapsed() < 120.0:
+                    while k - first - (len(won) - before) >= IN_FLIGHT and clocks.elapsed() < limit:
                         await asyncio.sleep(0.001)
+                    if clocks.elapsed() >= limit:
+                        break
                     # Riders are many: a request does not wait for the previous one's answer.
                     acks.append(rides.request_ride(node, f"r{k}", f"u{k}", pickups[k], CENTER, None))
-                while len(won) - before < count and clocks.elapsed() < 120.0:  # bounded: a bench stops by itself
+                while len(won) - before < count and clocks.elapsed() < limit:  # bounded: a bench stops by itself
                     await asyncio.sleep(0.005)
                 return len(won) - before
 
+            with Clocks() as updating:  # the updates alone, to take them out of a match's cost
+                counters = Counters(node, store, feed)
+                await asyncio.sleep(CALIBRATE_S)
+            per_update = counters.per_update(updating)
             with Clocks() as clocks:
-                counters = Counters(node, store, reported)
+                counters = Counters(node, store, feed)
                 matched = await request_all(0, n, clocks)
                 counted = counters.since()
             profile = cProfile.Profile()
+            feed["paused"] = True  # the match path alone (bounded: no driver is silent for 30 s)
             with Clocks() as profiled_clocks:
                 profile.enable()
-                profiled = await request_all(n, len(pickups) - n, profiled_clocks)
+                profiled = await request_all(n, len(pickups) - n, profiled_clocks, PROFILE_LIMIT_S)
                 profile.disable()
             refused = [fut.exception() for fut in acks if fut.done() and fut.exception() is not None]
             assert not refused, f"{len(refused)} requests refused, the first with {refused[0]!r}"
             feeder.cancel()
             await node.stop()
             store.close()
-    cost = breakdown(clocks, counted, matched, pstats.Stats(profile).stats, profiled)
+    cost = breakdown(clocks, counted, per_update, matched, pstats.Stats(profile).stats, profiled)
     print_cost(cost)
     return {"value": matched / clocks.wall, "unit": "matches/s", "n": matched, "requested": n,
             "unanswered": sum(not fut.done() for fut in acks),
@@ -209,42 +225,56 @@ async def _matches(size: dict) -> dict:
 
 
 class Counters:
-    """The counters of the measured span that need no profiler: the node's turns and
-    messages taken, the store's commits and values written, the location updates sent,
-    and the CPU of the node's thread (the store's writer thread commits on its own)."""
+    """The counters of a span that need no profiler: the node's turns and messages taken,
+    the store's commits and values written, the location updates sent, and the CPU of the
+    node's thread (the store's writer thread commits on its own)."""
 
     KEYS = ("turns", "messages", "commits", "writes", "updates", "node_thread")
 
-    def __init__(self, node: Any, store: Any, reported: list) -> None:
-        self.node, self.store, self.reported = node, store, reported
+    def __init__(self, node: Any, store: Any, feed: dict) -> None:
+        self.node, self.store, self.feed = node, store, feed
         self.start = self.read()
 
     def read(self) -> dict[str, float]:
         stats = self.node.statistics()
         return dict(zip(self.KEYS, (stats["turns"], stats["messages"], self.store.commits, self.store.writes,
-                                    self.reported[0], time.thread_time())))
+                                    self.feed["sent"], time.thread_time())))
 
     def since(self) -> dict[str, float]:
         now = self.read()
         return {key: now[key] - self.start[key] for key in self.KEYS}
 
+    def per_update(self, clocks: Clocks) -> dict[str, float]:
+        """What one location update cost since the start (nothing else ran): the
+        process's CPU seconds (`clocks`, closed just before), turns, messages, values written."""
+        counted = self.since()
+        sent = max(counted["updates"], 1)
+        return {"cpu": clocks.cpu / sent, **{key: counted[key] / sent for key in ("turns", "messages", "writes")}}
 
-def breakdown(clocks: Clocks, counted: dict[str, float], matched: int, stats: dict, profiled: int) -> dict[str, Any]:
-    """The cost of a match (see the module docstring): CPU µs measured, the node thread's
-    share outside the collector split by the layers of the profile `stats` (pstats' table)
-    of a pass that made `profiled` matches; counts per match from `counted` (the measured
-    span's `Counters.since`) and from the profile."""
+
+def breakdown(clocks: Clocks, counted: dict[str, float], per_update: dict[str, float], matched: int,
+              stats: dict, profiled: int) -> dict[str, Any]:
+    """The cost of a match (see the module docstring): CPU µs measured, in all and less
+    the location updates sent meanwhile (at `per_update`'s cost each), whose node-thread
+    part outside the collector is split by the layers of the profile `stats` (pstats'
+    table) of a pass that made `profiled` matches; counts per match from `counted` (the
+    measured span's `Counters.since`), less the updates' share, and from the profile."""
     per = 1e6 / max(matched, 1)
+    updates = counted["updates"] / max(matched, 1)
+    updates_us = updates * per_update["cpu"] * 1e6
     gc_us = clocks.gc_cpu * per
-    rest = max(counted["node_thread"] * per - gc_us, 0.0)
+    rest = max(counted["node_thread"] * per - updates_us - gc_us, 0.0)
     own = cpu_by_layer(stats, layer_of)
     total = sum(own.values()) or 1.0
     per_profiled = 1 / max(profiled, 1)
     cost: dict[str, Any] = {
-        "cpu": round(clocks.cpu * per, 1), "node_thread": round(counted["node_thread"] * per, 1),
+        "cpu": round(clocks.cpu * per, 1), "match_cpu": round(max(clocks.cpu * per - updates_us, 0.0), 1),
+        "updates": round(updates, 2), "updates_us": round(updates_us, 1),
+        "update_us": round(per_update["cpu"] * 1e6, 1), "node_thread": round(counted["node_thread"] * per, 1),
         "store_thread": round(max(clocks.cpu - counted["node_thread"], 0.0) * per, 1), "gc": round(gc_us, 1),
         "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])}}
-    cost.update({key: round(counted[key] / max(matched, 1), 2) for key in ("turns", "messages", "updates", "writes")})
+    cost.update({key: round(counted[key] / max(matched, 1) - updates * per_update[key], 2)
+                 for key in ("turns", "messages", "writes")})
     cost["commits"] = round(counted["commits"] / max(matched, 1), 3)
     cost.update({key: round(value * per_profiled, 2) for key, value in kernel_counts(stats).items()})
     cost["profiled_matches"] = profiled
@@ -255,10 +285,11 @@ def print_cost(cost: dict[str, Any]) -> None:
     """The breakdown as a few lines on stderr (the JSON line has it as "cost")."""
     out = sys.stderr
     print(f"rides match cost, CPU µs per match: {cost['cpu']} in all = node thread {cost['node_thread']} "
-          f"(of which gc {cost['gc']}) + store thread {cost['store_thread']}", file=out)
-    print("  node thread outside gc, by layer (µs): " + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()),
-          file=out)
-    print(f"  per match: {cost['updates']} location updates, {cost['turns']} turns taking {cost['messages']} "
+          f"(of which gc {cost['gc']}) + store thread {cost['store_thread']}; {cost['updates']} location updates "
+          f"meanwhile at {cost['update_us']} µs each, so the match itself {cost['match_cpu']}", file=out)
+    print("  the match's node thread outside gc, by layer (µs): "
+          + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()), file=out)
+    print(f"  per match, updates left out: {cost['turns']} turns taking {cost['messages']} "
           f"messages, {cost['deliveries']} deliveries ({cost['held']} held until a commit), {cost['timers']} timers, "
           f"{cost['encodes']} msgpack encodes, {cost['saves']} saves writing {cost['writes']} values in "
           f"{cost['commits']} commits", file=out, flush=True)

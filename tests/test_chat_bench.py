@@ -65,13 +65,14 @@ def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_pe
     assert (cost["deliveries"], cost["held"], cost["encodes"], cost["writes"]) == (9, 4, 2, 2)
 
 
-def test_the_rides_cost_breakdown_is_per_match_and_counts_timers_and_saves():
+def test_the_rides_cost_breakdown_is_per_match_less_the_updates_and_counts_timers_and_saves():
     import apps_rides
     from apps_common import Clocks
 
     clocks = Clocks()
     clocks.cpu, clocks.gc_cpu = 0.012, 0.002  # seconds, over 10 matches
     counted = {"turns": 230, "messages": 300, "commits": 1, "writes": 140, "updates": 25, "node_thread": 0.011}
+    per_update = {"cpu": 40e-6, "turns": 2.0, "messages": 2.0, "writes": 0.0}
     run = ("/x/actors/genserver.py", 1, "_run")
     search = ("/x/apps/rides/matcher.py", 2, "_search")
     timer = ("/x/actors/timers.py", 3, "add")
@@ -83,9 +84,11 @@ def test_the_rides_cost_breakdown_is_per_match_and_counts_timers_and_saves():
         save: (20, 20, 1.5, 1.5, {run: (20, 20, 1.5, 1.5)}),
         ("~", 0, "<built-in method numpy.concatenate>"): (2, 2, 3.0, 3.0, {search: (2, 2, 3.0, 3.0)}),
     }
-    cost = apps_rides.breakdown(clocks, counted, matched=10, stats=stats, profiled=2)
+    cost = apps_rides.breakdown(clocks, counted, per_update, matched=10, stats=stats, profiled=2)
     assert (cost["cpu"], cost["node_thread"], cost["store_thread"], cost["gc"]) == (1200.0, 1100.0, 100.0, 200.0)
-    # 900 µs outside gc: rides 6 of 10 units (numpy's C code it called too), kernel 2.5, storage 1.5
-    assert cost["layers_us"] == {"rides": 540.0, "kernel": 225.0, "storage": 135.0}
-    assert (cost["turns"], cost["messages"], cost["updates"], cost["writes"], cost["commits"]) == (23, 30, 2.5, 14, 0.1)
+    # 2.5 updates per match at 40 µs: 100 µs of each match's 1200 are theirs
+    assert (cost["updates"], cost["updates_us"], cost["match_cpu"]) == (2.5, 100.0, 1100.0)
+    # 800 µs outside gc and updates: rides 6 of 10 units (numpy's C code it called too), kernel 2.5, storage 1.5
+    assert cost["layers_us"] == {"rides": 480.0, "kernel": 200.0, "storage": 120.0}
+    assert (cost["turns"], cost["messages"], cost["writes"], cost["commits"]) == (18, 25, 14, 0.1)
     assert (cost["timers"], cost["saves"], cost["deliveries"]) == (6.5, 10, 0)  # per profiled match
