@@ -86,9 +86,9 @@ class Driver(PersistentServer):
         if self.state["status"] != "offline":
             self._arm_stale()
         if self.state["claim"] is not None:
-            self._arm_resolve(0)  # a claim whose answer this incarnation never got
+            self._arm("resolve_timer", 0, _RESOLVE)  # a claim whose answer this incarnation never got
         if self.state["trip"] is not None:
-            self._arm_trip_check()
+            self._arm("trip_timer", TRIP_CHECK_EVERY, _TRIP_CHECK)
 
     def initial_state(self) -> dict[str, Any]:
         return {"status": "offline", "rating": DEFAULT_RATING, "offered": 0, "accepted": 0,
@@ -195,7 +195,7 @@ class Driver(PersistentServer):
         """The trip is over: back online if the driver is still reporting, else offline."""
         s = self.state
         s["trip"] = None
-        self.trip_timer = self._cancel(self.trip_timer)
+        self._disarm("trip_timer")
         if self.lat is not None and self.now() - self.seen < OFFLINE_AFTER:
             s["status"] = "online"
             self._report()
@@ -239,7 +239,7 @@ class Driver(PersistentServer):
         # refused here (`_offer`), and the cell hears when the driver becomes busy.
         # The ride may have restarted since its offer: ask its current incarnation.
         self.cast(self.city.registry.lookup(("ride", ride)) or offer[0], ("claim", self.id, self.pid))
-        self._arm_resolve(RESOLVE_EVERY)
+        self._arm("resolve_timer", RESOLVE_EVERY, _RESOLVE)
         return NoReply  # answered when the ride answers the claim
 
     def _claimed(self, ride: Any, ride_pid: Any, won: bool) -> None:
@@ -248,12 +248,12 @@ class Driver(PersistentServer):
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
         s["claim"] = None
-        self.resolve_timer = self._cancel(self.resolve_timer)
+        self._disarm("resolve_timer")
         if won is True:
             s["trip"] = ride
             s["status"] = "busy"
             self.offers.clear()
-            self._arm_trip_check()
+            self._arm("trip_timer", TRIP_CHECK_EVERY, _TRIP_CHECK)
             self.cast(ride_pid, ("confirm", self.id))
             answer: Any = "accepted"
         else:
@@ -290,18 +290,16 @@ class Driver(PersistentServer):
             self.stale_armed = True
             self.send_after(after, self.pid, _STALE)
 
-    def _arm_resolve(self, after: float) -> None:
-        self._cancel(self.resolve_timer)
-        self.resolve_timer = self.send_after(after, self.pid, _RESOLVE)
+    def _arm(self, field: str, after: float, msg: tuple) -> None:
+        """(Re)start the timer kept in attribute `field`: `msg` to itself in `after` seconds."""
+        self._disarm(field)
+        setattr(self, field, self.send_after(after, self.pid, msg))
 
-    def _arm_trip_check(self) -> None:
-        self._cancel(self.trip_timer)
-        self.trip_timer = self.send_after(TRIP_CHECK_EVERY, self.pid, _TRIP_CHECK)
-
-    def _cancel(self, timer: Any) -> None:
-        """Cancel `timer` if armed; None, for the field that held it."""
+    def _disarm(self, field: str) -> None:
+        timer = getattr(self, field)
         if timer is not None:
             self.cancel_timer(timer)
+            setattr(self, field, None)
 
     def _resolve(self) -> None:
         """A claim still unanswered: claim again (a claim by the same driver is idempotent);
@@ -309,7 +307,7 @@ class Driver(PersistentServer):
         in RESOLVE_EVERY seconds while the claim stays unanswered."""
         if self.state["claim"] is not None:
             self.city.to_ride(self, self.state["claim"], ("claim", self.id, self.pid))
-            self._arm_resolve(RESOLVE_EVERY)
+            self._arm("resolve_timer", RESOLVE_EVERY, _RESOLVE)
 
     def _check_trip(self) -> None:
         """A trip whose ride ended while its `trip_over` was lost must not keep the driver
@@ -317,7 +315,7 @@ class Driver(PersistentServer):
         Again in TRIP_CHECK_EVERY seconds while the trip lasts."""
         if self.state["trip"] is not None:
             self.city.to_ride(self, self.state["trip"], ("check_trip", self.id, self.pid))
-            self._arm_trip_check()
+            self._arm("trip_timer", TRIP_CHECK_EVERY, _TRIP_CHECK)
 
 
 def check_heading(heading: Any) -> float:
