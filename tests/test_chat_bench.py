@@ -37,17 +37,27 @@ def test_an_unknown_workload_is_refused_by_name():
     assert done.returncode == 2 and "chat_nope" in done.stderr
 
 
-def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_per_message():
-    import apps_chat
+def measured(cpu: float, gc_cpu: float):
+    """Clocks as a measured span leaves them (seconds)."""
     from apps_common import Clocks
 
     clocks = Clocks()
-    clocks.cpu, clocks.gc_cpu = 0.012, 0.002  # seconds, over 100 messages taken
-    run = ("/x/actors/process.py", 1, "_run")
-    deliver = ("/x/actors/process.py", 2, "_deliver")
-    release = ("/x/actors/output.py", 3, "release")
-    shard = ("/x/apps/chat/shard.py", 4, "handle_call")
-    packb = ("/x/actors/codec.py", 5, "packb")
+    clocks.cpu, clocks.gc_cpu = cpu, gc_cpu
+    return clocks
+
+
+def functions(*where: tuple[str, str]) -> list[tuple[str, int, str]]:
+    """pstats' keys of the functions at (path, name), one line each."""
+    return [(f"/x/{path}", line, name) for line, (path, name) in enumerate(where, 1)]
+
+
+def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_per_message():
+    import apps_chat
+
+    clocks = measured(cpu=0.012, gc_cpu=0.002)  # seconds, over 100 messages taken
+    run, deliver, release, shard, packb = functions(
+        ("actors/process.py", "_run"), ("actors/process.py", "_deliver"), ("actors/output.py", "release"),
+        ("apps/chat/shard.py", "handle_call"), ("actors/codec.py", "packb"))
     stats = {  # pstats' table: func -> (primitive calls, calls, own time, cumulative, callers)
         run: (50, 50, 3.0, 9.0, {}),
         deliver: (90, 90, 1.0, 1.0, {release: (40, 40, 0.4, 0.4), run: (50, 50, 0.6, 0.6)}),
@@ -67,16 +77,12 @@ def test_the_cost_breakdown_splits_measured_time_by_profiled_layer_and_counts_pe
 
 def test_the_rides_cost_breakdown_is_per_match_less_the_updates_and_counts_timers_and_saves():
     import apps_rides
-    from apps_common import Clocks
 
-    clocks = Clocks()
-    clocks.cpu, clocks.gc_cpu = 0.012, 0.002  # seconds, over 10 matches
+    clocks = measured(cpu=0.012, gc_cpu=0.002)  # seconds, over 10 matches
     counted = {"turns": 230, "messages": 300, "commits": 1, "writes": 140, "updates": 25, "node_thread": 0.011}
     per_update = {"cpu": 40e-6, "turns": 2.0, "messages": 2.0, "writes": 0.0}
-    run = ("/x/actors/genserver.py", 1, "_run")
-    search = ("/x/apps/rides/matcher.py", 2, "_search")
-    timer = ("/x/actors/timers.py", 3, "add")
-    save = ("/x/storage/store.py", 4, "write")
+    run, search, timer, save = functions(("actors/genserver.py", "_run"), ("apps/rides/matcher.py", "_search"),
+                                         ("actors/timers.py", "add"), ("storage/store.py", "write"))
     stats = {  # pstats' table: func -> (primitive calls, calls, own time, cumulative, callers)
         run: (20, 20, 2.0, 9.0, {}),
         search: (2, 2, 3.0, 6.5, {run: (2, 2, 3.0, 6.5)}),
