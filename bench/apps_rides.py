@@ -19,6 +19,10 @@ are the actors and the matching, not the disk):
   keeps reporting its location every `REPORT_EVERY` seconds (100k drivers: 5k
   updates/s). It runs with rarer full collections (`apps_common.GC_THRESHOLDS`; the
   line says so).
+- rides_match_cpu_us: the same matches on the deterministic driver (`Node(seed=1)`,
+  virtual time: the same work at every run, whatever else loads the machine), without
+  location updates: the process's CPU µs per match, with "writes_per_match" (values the
+  store wrote). The goal is what a match may cost for 2,000 matches/s on one core.
 
 The match line breaks the cost of a match down ("cost", printed as a table too). The
 location updates are a load paced by the wall clock (5k/s at full size), so the fewer
@@ -152,8 +156,9 @@ async def _keep_reporting(node: Any, rides: Any, drivers: list[tuple[float, floa
         await asyncio.sleep(0.05)
 
 
-async def _matches(size: dict) -> dict:
-    from actors import GenServer, Node
+def _phone() -> type:
+    """The drivers' phone of the match workloads."""
+    from actors import GenServer
 
     class Phone(GenServer):
         """Accepts every offer at once; counts the wins."""
@@ -169,12 +174,57 @@ async def _matches(size: dict) -> dict:
                 except Exception:  # noqa: BLE001 - another driver won this ride
                     pass
 
+    return Phone
+
+
+async def _match_cpu(size: dict) -> dict:
+    """rides_match_cpu_us: see the module docstring."""
+    from actors import Node
+    from apps.rides import MatchConfig, RideService
+    from storage import Store
+
+    rng = random.Random(2)
+    drivers = _points(size["drivers"], size["km"], rng)
+    n = min(size["rides"], size["drivers"] // 4)
+    pickups = _points(n, size["km"] * 0.8, rng)
+    won: list = []
+    node = Node(seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp, node, mode="process")
+        rides = RideService(node, store, MatchConfig(match_limit=60.0))
+        rides.start()
+        phones = [node.spawn(_phone(), rides, won) for _ in range(PHONES)]
+        for i, (lat, lon) in enumerate(drivers):
+            rides.driver_update(node, i, lat, lon, 0.0, phones[i % len(phones)])
+            if i % 5000 == 4999:
+                node.run_for(0.1)
+        node.run_for(1.0)
+        freeze()
+        writes = store.writes
+        with Clocks() as clocks:
+            for k, pickup in enumerate(pickups):
+                rides.request_ride(node, f"r{k}", f"u{k}", pickup, CENTER, None)
+                if k % IN_FLIGHT == IN_FLIGHT - 1:
+                    node.run_for(0.5)
+            for _ in range(120):  # bounded: a minute of virtual time
+                if len(won) >= n:
+                    break
+                node.run_for(0.5)
+        writes = store.writes - writes
+        store.close()
+    return {"value": clocks.cpu * 1e6 / max(len(won), 1), "unit": "us/match", "n": len(won), "requested": n,
+            "drivers": len(drivers), "writes_per_match": round(writes / max(len(won), 1), 2), **clocks.details()}
+
+
+async def _matches(size: dict) -> dict:
+    from actors import Node
+
     rng = random.Random(2)
     drivers = _points(size["drivers"], size["km"], rng)
     won: list = []
     async with Node() as node:
         with tempfile.TemporaryDirectory() as tmp:
-            phones = [node.spawn(Phone, None, won) for _ in range(PHONES)]
+            phones = [node.spawn(_phone(), None, won) for _ in range(PHONES)]
             rides, store = await _city(node, tmp, drivers, phones)
             for pid in phones:
                 node.get_process(pid).rides = rides
@@ -303,6 +353,7 @@ def print_cost(cost: dict[str, Any]) -> None:
 WORKLOADS: dict[str, Callable[[bool], list[dict]]] = {
     "rides_location_updates_per_s": workload("rides_location_updates_per_s", _updates, SIZES, (20_000.0, ">=")),
     "rides_matches_per_s": workload("rides_matches_per_s", _matches, SIZES, (2_000.0, ">="), GC_THRESHOLDS),
+    "rides_match_cpu_us": workload("rides_match_cpu_us", _match_cpu, SIZES, (500.0, "<="), GC_THRESHOLDS),
 }
 
 
