@@ -195,14 +195,18 @@ def test_the_chat_runs_across_nodes_through_a_node_kill_with_nothing_acknowledge
                 acknowledged.append(msg_id)
             assert retries > 0 and cluster.creation(N2) != old  # some sends waited for n2's new incarnation
 
-            async def taken() -> list:
-                return await node.call(echo, ("chat_taken", bob), BOUND)
-            deadline = asyncio.get_running_loop().time() + BOUND
-            while len(got := await taken()) < len(acknowledged):
-                assert asyncio.get_running_loop().time() < deadline, (got, acknowledged)
-                await asyncio.sleep(0.1)
-            assert got == acknowledged
+            await assert_taken_in_order(node, echo, bob, acknowledged)
     arun(main())
+
+
+async def assert_taken_in_order(node: Any, echo: Any, user: Any, acknowledged: list) -> None:
+    """Wait (bounded) until `user` has taken as many messages as were `acknowledged`
+    (asked through the `echo` server), then check they are those, each once, in order."""
+    deadline = asyncio.get_running_loop().time() + BOUND
+    while len(got := await node.call(echo, ("chat_taken", user), BOUND)) < len(acknowledged):
+        assert asyncio.get_running_loop().time() < deadline, (got, acknowledged)
+        await asyncio.sleep(0.1)
+    assert got == acknowledged
 
 
 def test_the_registry_never_gives_an_incarnation_twice_and_forgets_only_the_one_gone():

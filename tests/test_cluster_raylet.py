@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not instal
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from apps.cluster.on_ray import RayCluster, start_on_ray  # noqa: E402
-from test_cluster_ray import member, node_watcher  # noqa: E402
+from test_cluster_ray import assert_taken_in_order, member, node_watcher  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time, in one worker
 TESTS = Path(__file__).resolve().parent
@@ -101,11 +101,5 @@ def test_a_lost_raylet_s_node_is_seen_down_restarted_on_the_survivor_and_the_cha
                   f"up again as incarnation {new} by {time.monotonic() - killed_at:.2f} s")
             assert await node.call(RemoteName("echo", doomed), "who", BOUND) == [doomed, new]
 
-            async def taken() -> list:
-                return await node.call(echo, ("chat_taken", bob), BOUND)
-            deadline = asyncio.get_running_loop().time() + BOUND
-            while len(got := await taken()) < len(acknowledged):
-                assert asyncio.get_running_loop().time() < deadline, (got, acknowledged)
-                await asyncio.sleep(0.1)
-            assert got == acknowledged
+            await assert_taken_in_order(node, echo, bob, acknowledged)
     arun(main(), 3 * BOUND)
