@@ -8,7 +8,8 @@
 From a process it returns a coroutine to `await`; from outside, a kernel `Future`. A
 server answers a failure with an exception object as its reply: the caller raises it.
 The libraries' client functions (supervision, global names, process groups) are built
-on it.
+on it. `run_in_process(caller, fn, *args)` gives any async function of a process the same
+two faces (a hot code upgrade, a cluster's membership change).
 """
 from __future__ import annotations
 
@@ -58,3 +59,26 @@ def request(caller: Node | Process, server: Any, message: tuple, timeout: float 
     if isinstance(caller, Node):
         return _from_outside(caller, server, message, timeout)
     raise TypeError(f"caller must be the calling process or a Node (from outside), not {caller!r:.200}")
+
+
+def run_in_process(caller: Node | Process, fn: Any, *args: Any) -> Any:
+    """`fn(proc, *args)`, an async function, run in `caller` (a process: the coroutine to
+    await) or, from outside (a `Node`), in a new process of that node: a `Future` of its
+    result, failed if `fn` raises or the process is stopped before `fn` returns."""
+    if isinstance(caller, Process):
+        return fn(caller, *args)
+    if isinstance(caller, Node):
+        answer = Future()
+        caller.spawn(_run_for, answer, fn, *args)
+        return answer
+    raise TypeError(f"caller must be the calling process or a Node (from outside), not {caller!r:.200}")
+
+
+async def _run_for(proc: Process, answer: Future, fn: Any, *args: Any) -> None:
+    try:
+        answer.set_result(await fn(proc, *args))
+    except BaseException as exc:  # an exit signal too: the waiting caller must hear of it
+        if not answer.done():
+            answer.set_exception(exc if isinstance(exc, Exception) else RuntimeError(
+                f"the process running {getattr(fn, '__qualname__', fn)} was stopped"))
+        raise

@@ -42,11 +42,11 @@ import types
 from typing import Any, NamedTuple
 
 from .errors import ActorError, CallTimeout
-from .future import Future
 from .genserver import GenServer
 from .ids import Pid
 from .node import Node
 from .process import SYS, Process
+from .requests import run_in_process
 from .spawn import redirect
 from .system import request, resume, suspend
 
@@ -73,24 +73,7 @@ def upgrade(caller: Node | Process, module: str | types.ModuleType, extra: Any =
     loaded = sys.modules.get(name) if isinstance(name, str) else None
     if loaded is None:
         raise ValueError(f"upgrade takes a loaded module or its name, not {module!r:.200}")
-    if isinstance(caller, Process):
-        return _upgrade(caller, loaded, extra, timeout)
-    if isinstance(caller, Node):
-        done = Future()
-        caller.spawn(_upgrader, loaded, extra, timeout, done)
-        return done
-    raise TypeError(f"caller must be the calling process or a Node (from outside), not {caller!r:.200}")
-
-
-async def _upgrader(proc: Process, module: types.ModuleType, extra: Any, timeout: float | None,
-                    done: Future) -> None:
-    """The process an upgrade from outside runs in."""
-    try:
-        done.set_result(await _upgrade(proc, module, extra, timeout))
-    except BaseException as exc:
-        if not done.done():
-            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the upgrade was stopped"))
-        raise
+    return run_in_process(caller, _upgrade, loaded, extra, timeout)
 
 
 async def _upgrade(proc: Process, module: types.ModuleType, extra: Any, timeout: float | None) -> UpgradeReport:

@@ -90,7 +90,7 @@ import logging
 
 from actors import CallExit, CallTimeout, Future, Node, NoProc, NoReply, Pid, Process, RemoteName, packb
 from actors.placement import MAX_NODES, place
-from actors.requests import request
+from actors.requests import request, run_in_process
 from .entities import Entities, entities_info
 from .errors import (ActivationError, KeyMoving, MembershipError, StaleEpoch, StorageError,
                      UnencodableValue)
@@ -615,22 +615,6 @@ class PlacedEntities:
     def _router_on(self, caller: Node | Process, node: str) -> Any:
         """The address of the router on `node`, as `caller` reaches it: by name on its own node."""
         return self.name if node == _node_of(caller).name else RemoteName(self.name, node)
-
-
-def run_in_process(caller: Node | Process, fn: Any, *args: Any) -> Any:
-    """`fn(proc, *args)` (an async function) awaited in `caller`, a process; from outside
-    (a `Node`), run in a new process of that node: a `Future` of its result."""
-    if isinstance(caller, Process):
-        return fn(caller, *args)
-    answer = Future()
-
-    async def runner(proc: Process) -> None:
-        try:
-            answer.set_result(await fn(proc, *args))
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
-            answer.set_exception(exc)
-    caller.spawn(runner)
-    return answer
 
 
 def _node_of(caller: Node | Process) -> Node:

@@ -361,3 +361,37 @@ def test_nodes_are_isolated():
     a.run()
     b.run()
     assert b.process_info(pb)["mailbox_len"] == 0
+
+
+def test_run_in_process_gives_an_async_function_a_face_for_processes_and_one_for_outside():
+    from actors.requests import run_in_process
+
+    node = Node(seed=1)
+    pids = []
+
+    async def double(proc, x):
+        pids.append(proc.pid)
+        return 2 * x
+
+    async def fail(proc):
+        raise ValueError("no")
+
+    async def wait_forever(proc):
+        pids.append(proc.pid)
+        await proc.receive()
+
+    assert node.run_until_complete(run_in_process(node, double, 21)) == 42  # in a new process
+
+    async def inside(proc):
+        return await run_in_process(proc, double, 4), proc.pid
+    got, caller = node.run_until_complete(run_in_process(node, inside))
+    assert got == 8 and pids[-1] == caller  # in the calling process itself
+    with pytest.raises(ValueError, match="no"):
+        node.run_until_complete(run_in_process(node, fail))
+    stopped = run_in_process(node, wait_forever)
+    node.run()  # it started and waits
+    node.exit(pids[-1], "kill")
+    with pytest.raises(RuntimeError, match="wait_forever was stopped"):
+        node.run_until_complete(stopped)
+    with pytest.raises(TypeError, match="caller must be"):
+        run_in_process("node", double, 1)

@@ -18,7 +18,8 @@ from sim.disk import Disk
 from sim.runner import run
 from sim.scenario import load
 from storage import ActivationError, Entities, PersistentServer, Store, UnencodableValue, entity_call
-from storage.cluster import ClusterEntities, PlacedEntities, check_nodes, node_of, run_in_process
+from actors.requests import run_in_process
+from storage.cluster import ClusterEntities, PlacedEntities, check_nodes, node_of
 from supervision import ChildSpec, Flags, Supervisor
 
 SERVERS = ("e1", "e2", "e3")
