@@ -518,20 +518,20 @@ class PlacedEntities:
         another node does: `NoProc` (the simulator's cut) or `CallExit` ("noconnection").
         A node at another epoch refuses it with `StaleEpoch` (this object adopts a newer
         list: retry), a key whose state is still moving with `KeyMoving` (retry)."""
-        where = self._where(caller, key)
+        where = self._where(key)
         return self._learning(caller, where, (_PCALL, self.epoch, key, request), timeout)
 
     def cast(self, caller: Node | Process, key: Any, msg: Any) -> None:
         """Cast `msg` to entity `key` on its node (lost if that node is down, as any cast)."""
-        caller.cast(self._where(caller, key), (_PCAST, self.epoch, key, msg))
+        caller.cast(self._where(key), (_PCAST, self.epoch, key, msg))
 
     def info(self, caller: Node | Process, node: str) -> Any:
         """`entities_info` of the router on `node`."""
-        return entities_info(caller, self._router_on(caller, node))
+        return entities_info(caller, self._router_on(node))
 
     def status(self, caller: Node | Process, node: str, timeout: float | None = 5.0) -> Any:
         """`ClusterEntities.status()` of the router on `node`."""
-        return request(caller, self._router_on(caller, node), (_STATUS,), timeout)
+        return request(caller, self._router_on(node), (_STATUS,), timeout)
 
     def join(self, caller: Node | Process, node: str, timeout: float = 5.0) -> Any:
         """Add `node` to the node list (its router is running): `rebalance` to the list with it."""
@@ -566,7 +566,7 @@ class PlacedEntities:
         old = self.nodes
         for node in sorted(set(old) | set(new)):
             try:
-                status = await request(proc, self._router_on(proc, node), (_STATUS,), timeout)
+                status = await request(proc, self._router_on(node), (_STATUS,), timeout)
             except (CallTimeout, CallExit, NoProc) as exc:
                 raise MembershipError(f"node {node} is down or cut off ({type(exc).__name__}): the list "
                                       f"cannot change now (a node that is down keeps its keys until "
@@ -583,7 +583,7 @@ class PlacedEntities:
                 raise MembershipError(f"node {node} is still moving the keys of epoch {status['epoch']} "
                                       f"({status['outgoing']} to send, waiting for {status['waiting_for']})")
         for node in sorted(set(old) | set(new)):
-            await request(proc, self._router_on(proc, node), (_REBALANCE, epoch, list(new), list(old)), timeout)
+            await request(proc, self._router_on(node), (_REBALANCE, epoch, list(new), list(old)), timeout)
         self.nodes, self.epoch = new, epoch
         return epoch
 
@@ -607,15 +607,12 @@ class PlacedEntities:
         if isinstance(exc, StaleEpoch):
             self.adopt(exc.epoch, exc.nodes)
 
-    def _where(self, caller: Node | Process, key: Any) -> Any:
+    def _where(self, key: Any) -> RemoteName:
         """The address of `key`'s router (a key that cannot be placed raises
         `UnencodableValue`)."""
-        return self._router_on(caller, node_of(key, self.nodes))
+        return self._router_on(node_of(key, self.nodes))
 
-    def _router_on(self, caller: Node | Process, node: str) -> Any:
-        """The address of the router on `node`, as `caller` reaches it: by name on its own node."""
-        return self.name if node == _node_of(caller).name else RemoteName(self.name, node)
-
-
-def _node_of(caller: Node | Process) -> Node:
-    return caller if isinstance(caller, Node) else caller.node
+    def _router_on(self, node: str) -> RemoteName:
+        """The router on `node` (a `RemoteName` reaches the caller's own node too, as
+        Erlang's `{Name, node()}` does)."""
+        return RemoteName(self.name, node)

@@ -92,11 +92,10 @@ class CityContext:
         """The node `key` (`("cell", geohash)`, `("driver", id)` or `("ride", id)`) lives on."""
         return node_of(key, self.nodes) if self.spread else self.node.name
 
-    def at(self, caller: Node | Process, name: str, key: tuple) -> Any:
-        """The address, from `caller`, of the process registered as `name` on `key`'s node:
-        the name on the caller's own node, else a `RemoteName`."""
-        home = self.home(key)
-        return name if home == (caller if isinstance(caller, Node) else caller.node).name else RemoteName(name, home)
+    def at(self, name: str, key: tuple) -> RemoteName:
+        """The process registered as `name` on `key`'s node (a `RemoteName` reaches the
+        caller's own node too, as Erlang's `{Name, node()}` does)."""
+        return RemoteName(name, self.home(key))
 
     def cast(self, caller: Node | Process, key: tuple, msg: tuple) -> None:
         """Cast to driver or cell `key`: straight to its process if it runs on this node
@@ -107,7 +106,7 @@ class CityContext:
         found by the driver's trip check, and a driver going offline stops anyway."""
         pid = self.registry.lookup(key)
         if pid is None:
-            entity_cast(caller, self.at(caller, self.drivers if key[0] == "driver" else self.cells, key), key, msg)
+            entity_cast(caller, self.at(self.drivers if key[0] == "driver" else self.cells, key), key, msg)
         else:
             caller.cast(pid, msg)
 
@@ -117,7 +116,7 @@ class CityContext:
         pid = self.registry.lookup(key)
         if pid is not None:
             return request(caller, pid, req, 5.0)
-        return entity_call(caller, self.at(caller, self.drivers if key[0] == "driver" else self.cells, key), key, req)
+        return entity_call(caller, self.at(self.drivers if key[0] == "driver" else self.cells, key), key, req)
 
     def to_ride(self, caller: Process, ride: Any, msg: tuple) -> None:
         """A driver's message for ride `ride`: `("claim", driver, reply_to)`,
@@ -126,7 +125,7 @@ class CityContext:
         except a trip check, which only a ride that no longer runs answers: from its stored
         state (`settle`)."""
         if self.home(("ride", ride)) != self.node.name:
-            caller.cast(self.at(caller, self.gateway, ("ride", ride)), ("to_ride", ride, msg))
+            caller.cast(self.at(self.gateway, ("ride", ride)), ("to_ride", ride, msg))
             return
         pid = self.registry.lookup(("ride", ride))
         if pid is None:
@@ -408,7 +407,7 @@ class RideService(TreeService):
 
     def _gateway_call(self, caller: Node | Process, ride: Any, req: tuple, timeout: float | None = 5.0) -> Any:
         """Call the gateway of the ride's node."""
-        return request(caller, self.city.at(caller, self.city.gateway, ("ride", ride)), req, timeout)
+        return request(caller, self.city.at(self.city.gateway, ("ride", ride)), req, timeout)
 
     def open_rides(self, caller: Node | Process) -> Any:
         """The open rides of this node's gateway (each node records the rides placed on it)."""
@@ -418,7 +417,7 @@ class RideService(TreeService):
         """The surge, ratio, supply and demand of the cell holding the point."""
         lat, lon = geo.check_point(lat, lon)
         gh = geo.cell_of(lat, lon)
-        return entity_call(caller, self.city.at(caller, self.city.cells, ("cell", gh)), ("cell", gh), ("surge",))
+        return entity_call(caller, self.city.at(self.city.cells, ("cell", gh)), ("cell", gh), ("surge",))
 
 
 def _pair(point: Any, what: str) -> tuple:

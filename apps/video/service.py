@@ -47,7 +47,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from actors import Dest, GenServer, Node, NoReply, Pid, Process, Registry, RemoteName
+from actors import GenServer, Node, NoReply, Pid, Process, Registry, RemoteName
 from actors.requests import request
 from storage import Entities, EventSourcedServer, LimitExceeded, Store, entity_call
 from storage.cluster import check_nodes, node_of
@@ -101,18 +101,13 @@ class VideoContext:
         """The node whose catalogue holds content hash `digest`."""
         return node_of(("hash", digest), self.nodes)
 
-    def at(self, caller: Node | Process, name: str, node: str) -> Dest:
-        """`name` on `node`, as `caller` reaches it: by name on its own node."""
-        here = caller if isinstance(caller, Node) else caller.node
-        return name if node == here.name else RemoteName(name, node)
-
     def model_home(self, name: str) -> str:
         """The node of the recommender or the view counter (`name`)."""
         return node_of(name, self.nodes)
 
-    def model(self, caller: Node | Process, name: str) -> Dest:
-        """The recommender or the view counter (`name`), as `caller` reaches it."""
-        return self.at(caller, name, self.model_home(name))
+    def model(self, name: str) -> RemoteName:
+        """The recommender or the view counter (`name`), on its node."""
+        return RemoteName(name, self.model_home(name))
 
 
 def manifest_of(video: Any, job: dict, segment_seconds: float) -> dict[str, Any]:
@@ -178,7 +173,7 @@ class VideoCatalog(EventSourcedServer):
 
     def _announce(self, video: Any, meta: dict) -> None:
         """Tell the recommender that `video` is in the catalogue."""
-        self.cast(self.ctx.model(self, self.ctx.recommender), ("title", video, meta["genres"]))
+        self.cast(self.ctx.model(self.ctx.recommender), ("title", video, meta["genres"]))
 
     def handle_call(self, req: tuple, caller: Any) -> Any:
         tag = req[0]
@@ -268,14 +263,14 @@ class Origin:
 
     async def fetch(self, proc: Process, key: tuple) -> bytes:
         """Blob `key` (`(kind, video, ...)`), from its video's node."""
-        return await entity_call(proc, self.ctx.at(proc, self.ctx.blobs, self.ctx.home(key[1])), key, ("get",))
+        return await entity_call(proc, RemoteName(self.ctx.blobs, self.ctx.home(key[1])), key, ("get",))
 
     async def popular_segments(self, proc: Process, n: int) -> list:
-        top = await proc.call(self.ctx.model(proc, self.ctx.views), ("top", n))
+        top = await proc.call(self.ctx.model(self.ctx.views), ("top", n))
         keys = []
         for node in sorted({self.ctx.home(video) for video in top}):
             mine = [video for video in top if self.ctx.home(video) == node]
-            keys += await proc.call(self.ctx.at(proc, self.ctx.catalog, node), ("prefetch", mine))
+            keys += await proc.call(RemoteName(self.ctx.catalog, node), ("prefetch", mine))
         return keys
 
 
@@ -285,7 +280,7 @@ async def session(proc: Process, ctx: VideoContext, caller: Any, user: Any, vide
     by `abr`; the download of a segment takes its nominal size over the bandwidth of that
     moment (virtual time). Ends by sending the viewing event and answering `caller`."""
     try:
-        manifest = await proc.call(ctx.at(proc, ctx.catalog, ctx.home(video)), ("manifest", video))
+        manifest = await proc.call(RemoteName(ctx.catalog, ctx.home(video)), ("manifest", video))
         if isinstance(manifest, Exception):
             raise manifest
         seg_s = manifest["segment_seconds"]
@@ -312,8 +307,8 @@ async def session(proc: Process, ctx: VideoContext, caller: Any, user: Any, vide
                 await proc.sleep(buffer - MAX_BUFFER_S)
                 buffer = MAX_BUFFER_S
             current = abr.adjust(renditions, current, kbps, buffer, loss, device)
-        proc.cast(ctx.model(proc, ctx.recommender), ("viewed", user, video, 1.0))
-        proc.cast(ctx.model(proc, ctx.views), ("view", video))
+        proc.cast(ctx.model(ctx.recommender), ("viewed", user, video, 1.0))
+        proc.cast(ctx.model(ctx.views), ("view", video))
         proc.reply(caller, {"video": video, "renditions": chosen, "rebuffers": rebuffers,
                             "stalled_s": round(stalled, 3), "bytes": nbytes})
     except Exception as exc:  # noqa: BLE001 - the player hears why its session failed

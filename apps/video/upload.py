@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import (CallExit, CallTimeout, Exit, GenServer, GenStateMachine, KeepState, NextState, NoProc, Pid,
-                    Reply, StateTimeout, Stop)
+                    RemoteName, Reply, StateTimeout, Stop)
 from sim.core import buggify
 from storage import PersistentServer, entity_call
 
@@ -210,7 +210,7 @@ class UploadJob(PersistentServer, GenStateMachine):
         await self._load_source()
         digest = hashlib.sha256(self.source).hexdigest()
         try:
-            owner = await self.call(self.ctx.at(self, self.ctx.catalog, self.ctx.hash_home(digest)),
+            owner = await self.call(RemoteName(self.ctx.catalog, self.ctx.hash_home(digest)),
                                     ("hash", self.id, digest))
         except (CallTimeout, CallExit, NoProc):
             return KeepState(StateTimeout(CLAIM_RETRY, "work"))
