@@ -17,11 +17,14 @@ one turn leave in one socket write, and the `ok`s of several sends in one `acks`
 
 Admission control (the server's, not the client's fault): a request that would make work
 (`SHEDDABLE`) is answered `overloaded` without being executed, so nothing of it is stored,
-when its frame waited in the server more than `max_delay` seconds before its turn, or
-when `max_inflight` requests of the whole server are already handed on and unanswered.
-A server offered more than it can do so answers the excess at once instead of queueing
-everything for seconds; the client may retry (a send with the same `cid`). Shed requests
-do not count towards `max_refused`: a client is never cut off for the server's load.
+when the time it can expect to spend in the server is over its bound: the time its frame
+waited for its turn, plus the age of the oldest request of the whole server handed on
+and unanswered (the work admitted ahead of it drains about that slowly), over
+`max_delay` seconds (raised for a slow store: see `Load`); or when `max_inflight`
+requests are in flight. A server offered more than it can do so answers the excess at
+once, and the requests it takes wait about `max_delay`, not seconds of queue; the client
+may retry (a send with the same `cid`). Shed requests do not count towards
+`max_refused`: a client is never cut off for the server's load.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
 chat session of the user's device (the `auth`'s `device`, else `protocol.PRIMARY`) with
@@ -59,6 +62,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,7 +114,7 @@ class Limits:
     idle_timeout: float = 60.0
     auth_timeout: float = 10.0
     max_delay: float = 0.05
-    """Seconds a request frame may wait in the server for its turn; older ones are shed."""
+    """Seconds a request may expect to spend in the server (see `Load`); beyond, it is shed."""
     max_inflight: int = 1_000
     """Requests of the whole server handed on and unanswered; beyond, new ones are shed."""
 
@@ -124,18 +129,68 @@ class Limits:
 
 
 class Load:
-    """The server's requests in flight: taken by a connection when it hands one on, given
-    back by the answer's callback (which comes even if the connection is gone: every
-    request has a timeout), so no ending of a connection can leak a slot."""
+    """The server's requests in flight, oldest first: `admit(now)` when a connection hands
+    one on, `answered(entry, now)` from the answer's callback (which comes even if the
+    connection is gone: every request has a timeout), so no ending of a connection can
+    leak one. `overloaded(waited, now)` is the admission test (see the module docstring).
 
-    __slots__ = ("inflight",)
+    A request's expected time in the server is the time its frame already waited plus
+    the age of the oldest request in flight: the admitted work ahead of it drains about
+    that slowly. The bound on it is `max_delay`, raised to `SLOW_COMMIT` times the
+    quickest answer of the last `WINDOW` seconds when even unqueued requests take that
+    long (a slow fsync: every answer waits for one), and at most `MAX_STRETCH` times
+    `max_delay`, so a server slowed by its own backlog cannot raise its bound with it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("max_delay", "max_inflight", "inflight", "entries", "quickest", "previous", "window_end")
+
+    SLOW_COMMIT = 2.0
+    MAX_STRETCH = 10.0
+    WINDOW = 1.0  # seconds
+
+    def __init__(self, max_delay: float, max_inflight: int) -> None:
+        self.max_delay = max_delay
+        self.max_inflight = max_inflight
         self.inflight = 0
+        # [admitted at, or None once answered], in admission order; answered ones leave from
+        # the front, so it holds those in flight and the answered ones admitted after the
+        # oldest still in flight (admitted while it was younger than the bound).
+        self.entries: deque[list] = deque()
+        self.quickest = self.previous = math.inf  # answer times: this window, the last one
+        self.window_end = -math.inf
 
-    def release(self) -> None:
+    def admit(self, now: float) -> list:
+        """A request handed on at `now`: its entry, for `answered`."""
+        self.inflight += 1
+        entry = [now]
+        self.entries.append(entry)
+        return entry
+
+    def answered(self, entry: list, now: float) -> None:
+        assert entry[0] is not None and self.inflight > 0, "a request answered twice"
+        took = now - entry[0]
+        entry[0] = None
         self.inflight -= 1
-        assert self.inflight >= 0, "more requests answered than handed on"
+        if now >= self.window_end:
+            self.previous, self.quickest, self.window_end = self.quickest, took, now + self.WINDOW
+        elif took < self.quickest:
+            self.quickest = took
+        entries = self.entries
+        while entries and entries[0][0] is None:
+            entries.popleft()
+
+    def oldest(self, now: float) -> float:
+        """Seconds the oldest request in flight has been (0 with none)."""
+        return now - self.entries[0][0] if self.entries else 0.0
+
+    def bound(self) -> float:
+        """Seconds a request may expect to spend in the server (see the class docstring)."""
+        quickest = min(self.quickest, self.previous)
+        slow = self.SLOW_COMMIT * quickest if quickest < math.inf else 0.0
+        return min(max(self.max_delay, slow), self.MAX_STRETCH * self.max_delay)
+
+    def overloaded(self, waited: float, now: float) -> bool:
+        """Whether a request whose frame `waited` seconds before its turn is shed."""
+        return self.inflight >= self.max_inflight or waited + self.oldest(now) > self.bound()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +201,10 @@ class Context:
     timeline: TimelineService
     secret: bytes
     limits: Limits
-    load: Load = field(default_factory=Load)
+    load: Load = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "load", Load(self.limits.max_delay, self.limits.max_inflight))
 
     def __repr__(self) -> str:  # never show the secret
         return f"<server Context {self.limits}>"
@@ -478,8 +536,8 @@ class Connection(GenServer):
 
     def _overloaded(self, stamp: float) -> bool:
         """Whether a request received at `stamp` is shed (see the module docstring)."""
-        limits = self.ctx.limits
-        return self.now() - stamp > limits.max_delay or self.ctx.load.inflight >= limits.max_inflight
+        now = self.now()
+        return self.ctx.load.overloaded(now - stamp, now)
 
     def _refuse(self, code: str, message: str, req_id: int | None) -> None:
         """Answer a frame refused (over the rate) or not valid; `max_refused` of them in
@@ -527,12 +585,12 @@ class Connection(GenServer):
         assert not self.barrier and (kind in PIPELINED or not self.inflight), "out of order"
         self.inflight += 1
         self.barrier = kind not in PIPELINED
-        pid, send, load = self.pid, self.node.send, self.ctx.load
-        load.inflight += 1
+        node, pid, load = self.node, self.pid, self.ctx.load
+        entry = load.admit(node.now())
 
         def answered(done: Future) -> None:
-            load.release()
-            send(pid, (ANSWER, kind, req_id, done, shape))
+            load.answered(entry, node.now())
+            node.send(pid, (ANSWER, kind, req_id, done, shape))
 
         answer.add_done_callback(answered)
 
