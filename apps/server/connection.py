@@ -84,7 +84,7 @@ from . import protocol as P
 
 log = logging.getLogger("apps.server")
 
-FRAME, ANSWER, LOST, TICK = "$frame", "$answer", "$lost", ("$tick",)
+FRAME, LOST, TICK, ANSWERS = "$frame", "$lost", ("$tick",), ("$answers",)
 DRAINED, AUTH_DEADLINE = ("$drained",), ("$auth_deadline",)
 PIPELINED = frozenset({"send", "confirm", "ping"})
 """Requests that may be in flight together (see the module docstring): each acts alone,
@@ -309,6 +309,9 @@ class Connection(GenServer):
         self.refused = 0
         self.active = False  # a request since the last tick: the chat session gets a heartbeat
         self.inflight = 0  # requests handed on, not answered yet
+        # (kind, req_id, Future, Shape) of answers come since the last ANSWERS message:
+        # filled by the Futures' callbacks, which send ANSWERS when it was empty.
+        self.answers: list[tuple[str, int, Future, Shape]] = []
         self.barrier = False  # the one in flight is not PIPELINED: nothing else may start
         # Requests waiting for the above: at most max_queued (a list: an idle connection
         # holds 56 bytes for it, an empty deque 600).
@@ -454,8 +457,8 @@ class Connection(GenServer):
         tag = msg[0] if type(msg) is tuple and msg else None
         if tag == FRAME:
             return self._frames(msg[1], msg[2])
-        if tag == ANSWER:
-            self._answered(*msg[1:])
+        if msg == ANSWERS:
+            self._answers_came()
         elif tag == "items":
             self._items(msg[1], msg[2])
         elif tag == "tweet":
@@ -497,8 +500,9 @@ class Connection(GenServer):
 
     def _frames(self, bodies: list, stamp: float) -> Any:
         """The frames of one read, received at `stamp`; those after an `auth` wait for it."""
+        now = self.heard = self.now()
         for i, body in enumerate(bodies):
-            pending = self._frame(body, stamp)
+            pending = self._frame(body, now - stamp, now)
             if pending is not None:
                 return self._after(pending, bodies[i + 1:], stamp) if i + 1 < len(bodies) else pending
         return None
@@ -509,12 +513,12 @@ class Connection(GenServer):
         if more is not None:
             await more
 
-    def _frame(self, body: bytes | P.ProtocolError, stamp: float) -> Any:
+    def _frame(self, body: bytes | P.ProtocolError, waited: float, now: float) -> Any:
+        """One frame, which `waited` seconds for this turn (at `now`)."""
         if isinstance(body, P.ProtocolError):  # the port found the stream unusable
             self.error(body.code, str(body))
             return None
-        self.heard = self.now()
-        if not self._admit():  # before decoding: a refused frame costs no decoding
+        if not self._admit(now):  # before decoding: a refused frame costs no decoding
             self._refuse(P.RATE_LIMITED, f"over {self.ctx.limits.rate:g} requests/s; retry later",
                          P.request_id(body))
             return None
@@ -528,16 +532,11 @@ class Connection(GenServer):
         if kind == "confirm" and self.credits:  # it confirms what others' traffic brought
             self.credits -= 1
             self.tokens += 1.0
-        if kind in SHEDDABLE and self.user is not None and self._overloaded(stamp):
+        if kind in SHEDDABLE and self.user is not None and self.ctx.load.overloaded(waited, now):
             self.port.taken()
             self.error(P.OVERLOADED, f"{kind}: the server is overloaded; not executed, retry later", req_id)
             return None
         return self._request(kind, req_id, fields)
-
-    def _overloaded(self, stamp: float) -> bool:
-        """Whether a request received at `stamp` is shed (see the module docstring)."""
-        now = self.now()
-        return self.ctx.load.overloaded(now - stamp, now)
 
     def _refuse(self, code: str, message: str, req_id: int | None) -> None:
         """Answer a frame refused (over the rate) or not valid; `max_refused` of them in
@@ -549,10 +548,9 @@ class Connection(GenServer):
         else:
             self.error(code, message, req_id)
 
-    def _admit(self) -> bool:
+    def _admit(self, now: float) -> bool:
         """Take a token from the bucket."""
         limits = self.ctx.limits
-        now = self.now()
         self.tokens = min(float(limits.burst), self.tokens + (now - self.refill_at) * limits.rate)
         self.refill_at = now
         if self.tokens < 1.0:
@@ -573,7 +571,7 @@ class Connection(GenServer):
         return None
 
     def _begin(self, kind: str, req_id: int, fields: dict[str, Any]) -> None:
-        """Hand a request on; its answer comes back as an ANSWER message (or now, if done)."""
+        """Hand a request on; its answer comes back in `answers` (or now, if done)."""
         try:
             answer, shape = HANDLERS[kind](self, **fields)
         except Exception as exc:  # noqa: BLE001 - a request refused at once: its answer
@@ -585,20 +583,27 @@ class Connection(GenServer):
         assert not self.barrier and (kind in PIPELINED or not self.inflight), "out of order"
         self.inflight += 1
         self.barrier = kind not in PIPELINED
-        node, pid, load = self.node, self.pid, self.ctx.load
+        node, pid, load, answers = self.node, self.pid, self.ctx.load, self.answers
         entry = load.admit(node.now())
 
         def answered(done: Future) -> None:
             load.answered(entry, node.now())
-            node.send(pid, (ANSWER, kind, req_id, done, shape))
+            if not answers:  # the first since the connection's last look: one message for all
+                node.send(pid, ANSWERS)
+            answers.append((kind, req_id, done, shape))
 
         answer.add_done_callback(answered)
 
-    def _answered(self, kind: str, req_id: int, answer: Future, shape: Shape) -> None:
-        self.inflight -= 1
+    def _answers_came(self) -> None:
+        """Write the answers that came since the last ANSWERS (the list is the callbacks'
+        own: emptied, never replaced), then start what waited for them."""
+        came = self.answers[:]
+        self.answers.clear()
+        self.inflight -= len(came)
         assert self.inflight >= 0 and (not self.barrier or self.inflight == 0), (self.inflight, self.barrier)
         self.barrier = False
-        self._answer(kind, req_id, answer, shape)
+        for kind, req_id, answer, shape in came:
+            self._answer(kind, req_id, answer, shape)
         backlog = self.backlog
         while backlog and not self.barrier and (not self.inflight or backlog[0][0] in PIPELINED):
             self._begin(*backlog.pop(0))
