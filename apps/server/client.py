@@ -22,7 +22,10 @@ A confirmed item is delivered for good: the server forgets it. By default the cl
 confirms items as it takes them (into the queue, or to `on_event`). With
 `auto_confirm=False` the caller confirms each item once it has handled it,
 `client.confirm(event.seq)`: what was still queued when the connection ended is pushed
-again to the next connection (the terminal client confirms what it has shown).
+again to the next connection (the terminal client confirms what it has shown). A
+confirmation is written `CONFIRM_DELAY` (5 ms) after the first item it confirms, for
+every item taken by then (one frame for a burst of items frames), or before the next
+request if that comes first (a `read` never overtakes the confirmation of its messages).
 
 A request raises `ServerError` (its `code` is one of `apps.server.protocol`'s codes) or
 `ConnectionClosed`. A `send` that failed with `ConnectionClosed` or `unavailable` may or
@@ -47,6 +50,10 @@ from .auth import prove
 STATUS = {2: "delivered", 3: "read"}
 MAX_INCOMING = 64 << 20
 """Largest frame taken from the server: a window of 256 items of 64 KiB fits."""
+CONFIRM_DELAY = 0.005
+"""Seconds a confirmation waits before it is written, so that one confirms the items
+frames of that span together (a confirm costs the server a frame and a store write):
+what it delays is the sender's `delivered` receipt, not a message."""
 SHED_BACKOFF = Backoff(min_delay=0.02, max_delay=0.08, jitter=0.0)
 """Waits before sending a shed request again: bounded, however many retries a client allows."""
 
@@ -144,6 +151,7 @@ class Client:
         self._events: asyncio.Queue[Event] = asyncio.Queue(max_events)
         self._on_event = on_event
         self._tasks: list[asyncio.Task] = []
+        self._confirming: asyncio.TimerHandle | None = None  # the confirmation to write
         self.closed: str | None = None
         """Why the connection ended, once it has."""
 
@@ -199,6 +207,8 @@ class Client:
     async def _request_once(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         if self.closed is not None:
             raise ConnectionClosed(f"the connection is closed ({self.closed})")
+        if self._confirming is not None:  # what was taken is confirmed before what follows
+            self._confirm_now()
         req_id = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
         self._pending[req_id] = answer
@@ -347,7 +357,15 @@ class Client:
             self._write_confirm()
 
     def _write_confirm(self) -> None:
+        """Confirm `confirmed` in CONFIRM_DELAY seconds (with what is taken meanwhile)."""
+        if self._confirming is None and self.closed is None:
+            self._confirming = asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._confirm_now)
+
+    def _confirm_now(self) -> None:
         # Unanswered (unless wrong); a lost confirmation heals itself: the items come again.
+        if self._confirming is not None:
+            self._confirming.cancel()
+            self._confirming = None
         if self.closed is None:
             self._writer.write(P.encode({"t": "confirm", "id": 0, "upto": self.confirmed}))
 
