@@ -100,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="unsent bytes per connection: chat items wait above half of it, and a "
                        "reader that lets other frames pile past it is disconnected (default: %(default)s)")
     serve.add_argument("--max-delay", type=float, default=0.05, metavar="SECONDS",
-                       help="a request that would spend longer than this in the server (its wait, "
-                       "plus the age of the oldest one being stored) is answered overloaded, not "
-                       "executed (default: %(default)s)")
+                       help="a request that waited longer than this for its turn, or behind one "
+                       "being stored for longer, is answered overloaded, not executed "
+                       "(default: %(default)s)")
     serve.add_argument("--max-inflight", type=int, default=1000,
                        help="requests of the whole server in flight (being stored); beyond, new "
                        "ones are answered overloaded, not executed (default: %(default)s)")

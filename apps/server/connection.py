@@ -17,13 +17,13 @@ one turn leave in one socket write, and the `ok`s of several sends in one `acks`
 
 Admission control (the server's, not the client's fault): a request that would make work
 (`SHEDDABLE`) is answered `overloaded` without being executed, so nothing of it is stored,
-when the time it can expect to spend in the server is over its bound: the time its frame
-waited for its turn, plus the age of the oldest request of the whole server handed on
-and unanswered (the work admitted ahead of it drains about that slowly), over
-`max_delay` seconds (raised for a slow store: see `Load`); or when `max_inflight`
-requests are in flight. A server offered more than it can do so answers the excess at
-once, and the requests it takes wait about `max_delay`, not seconds of queue; the client
-may retry (a send with the same `cid`). Shed requests do not count towards
+when its frame waited for its turn over `max_delay` seconds, or the oldest request of
+the whole server handed on and unanswered has been so for over `max_delay` (the work
+admitted ahead of it drains that slowly; the bound is raised for a slow store: see
+`Load`), or `max_inflight` requests are in flight. A server offered more than it can do
+so answers the excess at once, and a request it takes waits about `max_delay` for its
+turn and about as long behind older work, not seconds of queue; the client may retry (a
+send with the same `cid`). Shed requests do not count towards
 `max_refused`: a client is never cut off for the server's load.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
@@ -134,9 +134,9 @@ class Load:
     connection is gone: every request has a timeout), so no ending of a connection can
     leak one. `overloaded(waited, now)` is the admission test (see the module docstring).
 
-    A request's expected time in the server is the time its frame already waited plus
-    the age of the oldest request in flight: the admitted work ahead of it drains about
-    that slowly. The bound on it is `max_delay`, raised to `SLOW_COMMIT` times the
+    A request is shed when its frame waited for its turn over `max_delay`, or the oldest
+    request in flight is older than `bound()`: the admitted work ahead of it drains about
+    that slowly. That bound is `max_delay`, raised to `SLOW_COMMIT` times the
     quickest answer of the last `WINDOW` seconds when even unqueued requests take that
     long (a slow fsync: every answer waits for one), and at most `MAX_STRETCH` times
     `max_delay`, so a server slowed by its own backlog cannot raise its bound with it."""
@@ -190,7 +190,8 @@ class Load:
 
     def overloaded(self, waited: float, now: float) -> bool:
         """Whether a request whose frame `waited` seconds before its turn is shed."""
-        return self.inflight >= self.max_inflight or waited + self.oldest(now) > self.bound()
+        return (waited > self.max_delay or self.inflight >= self.max_inflight
+                or self.oldest(now) > self.bound())
 
 
 @dataclass(frozen=True, slots=True)
