@@ -29,7 +29,7 @@ def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:
     ours = {"connections", "conn_memory", "msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us",
             "recovery_s"}
     assert set(measured) == {("letitcrash", w) for w in ours} | {
-        ("relay", w) for w in ("msgs_per_s", "latency_p50_us", "latency_p99_us")}
+        ("relay", w) for w in ("msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us")}
     for d in measured.values():
         assert isinstance(d["value"], float) and d["value"] > 0, d
         assert d["unit"] and d["cores"] > 0 and d["others_cpu"] >= 0, d
@@ -47,16 +47,22 @@ def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:
     recovery = measured["letitcrash", "recovery_s"]
     assert recovery["pending"] == 100 and recovery["first_msg"] == 0  # the first one sent comes first
     assert recovery["listen_s"] <= recovery["value"]
-    assert measured["letitcrash", "overload_p99_us"]["other_errors"] == 0
+    for system in ("letitcrash", "relay"):
+        overload = measured[system, "overload_p99_us"]
+        assert overload["other_errors"] == 0, overload
+        assert overload["shed"] == round(overload["overloaded"] / (overload["answered"] + overload["overloaded"]), 3)
+    assert measured["relay", "overload_p99_us"]["overloaded"] == 0  # the relay never sheds
     p50, p99 = measured["letitcrash", "latency_p50_us"], measured["letitcrash", "latency_p99_us"]
     assert p50["value"] <= p99["value"] and p50["samples"] > 0
 
     ratios = {d["metric"]: d for d in lines if d["workload"] == "ratio"}
-    assert set(ratios) == {"msgs_per_s", "latency_p50_us", "latency_p99_us"}
+    assert set(ratios) == {"msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us"}
     for metric, d in ratios.items():
         assert d["system"] == "letitcrash/relay" and d["unit"] == "x"
+        assert (d["ours"], d["relay"]) == (measured["letitcrash", metric]["value"], measured["relay", metric]["value"])
         expected = measured["letitcrash", metric]["value"] / measured["relay", metric]["value"]
         assert abs(d["value"] - expected) <= 1e-3 * expected, d
+        assert ("goal" in d) == (metric == "msgs_per_s"), d  # the 0.6 of the relay
 
 
 def test_table_only_and_bad_workload(lines, capsys) -> None:
