@@ -34,6 +34,12 @@ Workloads (system "letitcrash" unless said; every line says the sizes it ran wit
   server shed by admission control, answered at once and not stored: a client would
   retry them), `answered`, `shed` (overloaded / sent) and `other_errors` counted over
   the whole run (a paced sender sends nothing past it). The relay is offered the same.
+- server_profile_us: where the server's CPU per message goes: a server of its own under
+  cProfile (the main thread's CPU time, over the measured span) offered half of
+  letitcrash's msgs_per_s: `us_by_layer` (server, asyncio, kernel, chat, storage) and
+  `per_msg` counts (socket reads and writes, frames decoded and encoded, turns,
+  deliveries, held outputs, timers, store writes). The profiler inflates the figures:
+  compare layers and runs, not with `server_us_per_msg`.
 - recovery_s: SIGKILL the server holding `pending` undelivered messages (to recipients
   that never connected), restart it, and time from the restart until a recipient has
   connected and taken its first message (`listen_s`: until the server listens).
@@ -57,6 +63,7 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import resource
 import select
 import shutil
@@ -81,8 +88,18 @@ from apps.server.auth import token_for  # noqa: E402
 
 sys.path.insert(1, str(ROOT / "bench"))
 from kernel import check, cpu_busy, sig  # noqa: E402
+from profile_layers import cpu_by_layer, kernel_counts, layer_by  # noqa: E402
 
-WORKLOADS = ("connections", "msgs_per_s", "latency", "overload", "recovery")
+LAYERS = (("apps/server/", "server"), ("asyncio/", "asyncio"), ("selectors.py", "asyncio"), ("socket.py", "asyncio"),
+          ("/actors/", "kernel"), ("/supervision/", "kernel"), ("apps/chat/", "chat"), ("/storage/", "storage"))
+"""The layers of the server's profile, by the path of a function's file (the first match)."""
+COUNTED = {"reads": ("apps/server/connection.py", "data_received"), "writes": ("apps/server/connection.py", "_flush_out"),
+           "frames_decoded": ("apps/server/protocol.py", "decode"), "frames_encoded": ("apps/server/protocol.py", "encode"),
+           "turns": ("actors/genserver.py", "_run")}
+"""Calls counted per message in the server's profile: socket reads and writes (a write
+per connection and tick at most), frames decoded and encoded, turns of GenServers."""
+
+WORKLOADS = ("connections", "msgs_per_s", "latency", "overload", "profile", "recovery")
 SIZES = {  # hold: idle connections are held this long; lead: the start signal's head start;
            # drain: receivers keep counting this long after the last send (all seconds);
            # workers: client processes (the machine has 2 cores; more would only add switching);
@@ -102,7 +119,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "msgs_per_s": (">=", 50_000), "latency_p99_us": ("<=", 20_000), "recovery_s": ("<=", 5),
     "overload_p99_us": ("<=", 100_000)}
 UNITS = {"connections": "conns", "conn_memory": "B", "msgs_per_s": "msg/s", "latency_p50_us": "us",
-         "latency_p99_us": "us", "recovery_s": "s", "overload_p99_us": "us"}
+         "latency_p99_us": "us", "recovery_s": "s", "overload_p99_us": "us",
+         "server_profile_us": "us"}
 SECRET = os.urandom(32)
 BODY = 32  # bytes per message body: an 8-byte timestamp and padding
 START_TIMEOUT = 120.0  # a bound on a loaded machine, not a measurement
@@ -166,10 +184,11 @@ def _wait_line(proc: subprocess.Popen, prefix: str) -> str:
 
 
 class Server:
-    """`letitcrash serve` on a data directory, or the relay peer (`--relay`)."""
+    """`letitcrash serve` on a data directory, or the relay peer (`--relay`); `profile`:
+    the server runs under cProfile (see `profiled_server`), its stats saved there."""
 
-    def __init__(self, data: Path | None, durability: str = "sync") -> None:
-        self.data, self.durability = data, durability
+    def __init__(self, data: Path | None, durability: str = "sync", profile: Path | None = None) -> None:
+        self.data, self.durability, self.profile = data, durability, profile
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -177,7 +196,8 @@ class Server:
         if self.data is None:
             cmd = [sys.executable, __file__, "--relay"]
         else:
-            cmd = [sys.executable, "-m", "apps.cli", "serve", "--data", str(self.data), "--port", "0",
+            run = ["-m", "apps.cli"] if self.profile is None else [__file__, "--profiled", str(self.profile)]
+            cmd = [sys.executable, *run, "serve", "--data", str(self.data), "--port", "0",
                    "--secret-file", str(self.data.parent / "secret"), "--durability", self.durability]
         log = open(self.data.parent / "server.log" if self.data else os.devnull, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
@@ -197,6 +217,24 @@ class Server:
                 self.proc.wait(START_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def profiled_server(out: str, argv: list[str]) -> int:
+    """`letitcrash ARGV` with cProfile counting the main thread's CPU time (not wall time:
+    other processes share the cores) from SIGUSR1 to SIGUSR2, then saved to `out`."""
+    import cProfile
+
+    from apps.cli import main as letitcrash
+
+    profile = cProfile.Profile(time.thread_time)
+    signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+
+    def save(*_: Any) -> None:
+        profile.disable()
+        profile.dump_stats(out)
+
+    signal.signal(signal.SIGUSR2, save)
+    return letitcrash(argv)
 
 
 async def relay_main() -> None:
@@ -494,7 +532,7 @@ def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple
     with Load(lambda: [server.proc.pid, *workers.pids()]) as load:
         server_cpu, clients_cpu = proc_cpu(server.proc.pid), sum(map(proc_cpu, workers.pids()))
         start = time.monotonic() + spec["lead"]
-        span = Span(server.proc.pid, start + spec["warmup"], start + spec["seconds"])
+        span = Span(server.proc.pid, start + spec["warmup"], start + spec["seconds"], server.profile is not None)
         workers.tell("go", start, "max" if rate is None else rate)
         out = workers.read()
         span.join()
@@ -520,17 +558,22 @@ def run_pairs(server: Server, spec: dict[str, Any], rate: float | None) -> tuple
 
 class Span(threading.Thread):
     """The CPU seconds process `pid` uses between two CLOCK_MONOTONIC times (`cpu`, once
-    joined): the measured span of a pairs run, whose deliveries are counted over it."""
+    joined): the measured span of a pairs run, whose deliveries are counted over it. With
+    `profile`, the process is told when the span starts and ends (`profiled_server`)."""
 
-    def __init__(self, pid: int, lo: float, hi: float) -> None:
+    def __init__(self, pid: int, lo: float, hi: float, profile: bool = False) -> None:
         super().__init__(daemon=True)
-        self.pid, self.lo, self.hi, self.cpu = pid, lo, hi, 0.0
+        self.pid, self.lo, self.hi, self.profile, self.cpu = pid, lo, hi, profile, 0.0
         self.start()
 
     def run(self) -> None:
         time.sleep(max(0.0, self.lo - time.monotonic()))
         before = proc_cpu(self.pid)
+        if self.profile:
+            os.kill(self.pid, signal.SIGUSR1)
         time.sleep(max(0.0, self.hi - time.monotonic()))
+        if self.profile:
+            os.kill(self.pid, signal.SIGUSR2)
         self.cpu = proc_cpu(self.pid) - before
 
 
@@ -539,6 +582,30 @@ def latency_lines(system: str, latencies: np.ndarray, rate: float, details: dict
     p50, p99 = np.percentile(latencies, [50, 99])
     extra = {**details, "offered_per_s": round(rate), "samples": len(latencies)}
     return [line(system, "latency_p50_us", p50, **extra), line(system, "latency_p99_us", p99, **extra)]
+
+
+def server_profile(tmp: Path, spec: dict[str, Any], durability: str, rate: float | None) -> list[dict[str, Any]]:
+    """A pairs run at `rate` against a server of its own under cProfile (`profiled_server`,
+    over the measured span): its CPU per delivered message by layer, and what a message
+    costs in reads, writes, frames, turns, deliveries, timers and store writes. The
+    profiler inflates small functions' time (1.5 to 3x): compare layers, and runs with
+    each other, not with `server_us_per_msg`."""
+    path = tmp / "server.prof"
+    server = Server(tmp / "profiled", durability, profile=path).start()
+    try:
+        delivered, _, details = run_pairs(server, {**spec, "port": server.port}, rate)
+    finally:
+        server.stop()
+    stats = pstats.Stats(str(path)).stats  # saved at the span's end, before the server stopped
+    n = max(delivered * (spec["seconds"] - spec["warmup"]), 1)
+    own = cpu_by_layer(stats, layer_by(LAYERS))
+    counts = kernel_counts(stats)
+    for name, (file, function) in COUNTED.items():
+        counts[name] = sum(calls for (f, _, fn), (_, calls, *_) in stats.items() if f.endswith(file) and fn == function)
+    return [line("letitcrash", "server_profile_us", sum(own.values()) * 1e6 / n, **details,
+                 offered_per_s=None if rate is None else round(rate),
+                 us_by_layer={k: round(v * 1e6 / n, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
+                 per_msg={k: round(v / n, 2) for k, v in counts.items()})]
 
 
 def recovery(server: Server, spec: dict[str, Any], n: int, recipients: int) -> list[dict[str, Any]]:
@@ -614,9 +681,9 @@ def run(mode: str, workloads: list[str], durability: str, emit: Callable[[dict],
         spec["port"] = ours.port
         if "connections" in workloads:
             out(connections(ours, spec, size["connections"]))
+        rates: dict[str, float] = {}
         if {"msgs_per_s", "latency", "overload"} & set(workloads):
             relay.start()
-            rates = {}
             for system, server in (("letitcrash", ours), ("relay", relay)):
                 rate, _, details = run_pairs(server, {**spec, "system": system, "port": server.port}, None)
                 rates[system] = rate
@@ -636,6 +703,9 @@ def run(mode: str, workloads: list[str], durability: str, emit: Callable[[dict],
                     sent = details["answered"] + details["overloaded"]
                     out([line(system, "overload_p99_us", p99, **details, offered_per_s=round(offered),
                               shed=round(details["overloaded"] / max(sent, 1), 3), samples=len(lat))])
+        if "profile" in workloads:
+            rate = rates["letitcrash"] / 2 if "letitcrash" in rates else None
+            out(server_profile(tmp, {**spec, "system": "letitcrash"}, durability, rate))
         if "recovery" in workloads:
             out(recovery(ours, spec, size["pending"], size["recipients"]))
         out(ratios(results))
@@ -652,7 +722,8 @@ def show(x: dict[str, Any]) -> None:
     busy = f"  (others_cpu {x['others_cpu']})" if x.get("others_cpu") else ""
     pair = f"  ({x['ours']:,.6g} vs {x['relay']:,.6g})" if "relay" in x else ""
     shed = f"  shed {x['shed']:.1%} of {x['answered'] + x['overloaded']:,}" if "shed" in x else ""
-    print(f"{x['system']:17} {name:15} {x['value']:>12,.6g} {x['unit']:6}{pair}{shed}{goal}{busy}", flush=True)
+    layers = "  " + " ".join(f"{k} {v:,.0f}" for k, v in x["us_by_layer"].items()) if "us_by_layer" in x else ""
+    print(f"{x['system']:17} {name:15} {x['value']:>12,.6g} {x['unit']:6}{pair}{shed}{layers}{goal}{busy}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -665,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--profiled"]:
+        return profiled_server(argv[1], argv[2:])
     args = ap.parse_args(argv)
     if args.relay:
         asyncio.run(relay_main())

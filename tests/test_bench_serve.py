@@ -27,7 +27,7 @@ def lines() -> list[dict]:
 def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:
     measured = {(d["system"], d["workload"]): d for d in lines if d["workload"] != "ratio"}
     ours = {"connections", "conn_memory", "msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us",
-            "recovery_s"}
+            "server_profile_us", "recovery_s"}
     assert set(measured) == {("letitcrash", w) for w in ours} | {
         ("relay", w) for w in ("msgs_per_s", "latency_p50_us", "latency_p99_us", "overload_p99_us")}
     for d in measured.values():
@@ -41,8 +41,12 @@ def test_json_lines_cover_every_workload_and_the_peer(lines) -> None:
             assert d["answered"] > 0 and d["overloaded"] >= 0, d
             if d["system"] == "letitcrash":  # a send, a confirm; an answer, an items frame at least
                 assert d["frames_in"] > 0 and d["frames_out"] > 0 and d["server_us_per_msg"] >= 0, d
-        assert ("goal" in d) == (d["system"] == "letitcrash" and d["workload"] != "latency_p50_us"), d
+        assert ("goal" in d) == (d["system"] == "letitcrash" and d["workload"] not in (
+            "latency_p50_us", "server_profile_us")), d
         assert ("met" in d) == ("goal" in d) and isinstance(d.get("met", False), bool), d
+    profile = measured["letitcrash", "server_profile_us"]
+    assert set(profile["us_by_layer"]) >= {"server", "kernel", "chat"}, profile  # each layer seen at work
+    assert profile["per_msg"]["frames_decoded"] > 0 and profile["per_msg"]["turns"] > 0, profile
     assert measured["letitcrash", "connections"]["value"] == 40  # every connection held
     recovery = measured["letitcrash", "recovery_s"]
     assert recovery["pending"] == 100 and recovery["first_msg"] == 0  # the first one sent comes first
