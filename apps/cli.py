@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="unsent bytes per connection: chat items wait above half of it, and a "
                        "reader that lets other frames pile past it is disconnected (default: %(default)s)")
     serve.add_argument("--max-delay", type=float, default=0.05, metavar="SECONDS",
-                       help="a request that waited longer than this for its turn, or behind one "
+                       help="a request that waited longer than this for its turn, or behind 8 "
                        "being stored for longer, is answered overloaded, not executed "
                        "(default: %(default)s)")
     serve.add_argument("--max-inflight", type=int, default=1000,

@@ -1,10 +1,10 @@
-"""Admission control by time (`apps.server.connection.Load`): a server whose admitted work
-has waited over `max_delay` answers new requests `overloaded` at once, stores nothing of
-them, and takes them again once that work has drained; a send retried with the same
-`cid` is stored once.
+"""Admission control by time (`apps.server.connection.Load`): a server with a backlog of
+admitted work older than `max_delay` answers new requests `overloaded` at once, stores
+nothing of them, and takes them again once that work has drained; a few slow requests
+are not a backlog; a send retried with the same `cid` is stored once.
 
 The server runs in the test's process (a real node, store and loopback sockets, real
-clients) so that a test can hold its work still: the recipient's chat shard is
+clients) so that a test can hold its work still: a recipient's chat shard is
 suspended (`actors.system.suspend`), so a send handed on stays in flight for as long as
 the test wants, whatever the machine's speed. Waits are bounds, not measurements."""
 from __future__ import annotations
@@ -47,20 +47,31 @@ async def send_until_taken(client: Client, to: str, cid: str) -> int:
     raise AssertionError(f"{cid} was shed {TRIES} times")
 
 
-async def send_held(client: Client, to: str, cid: str) -> asyncio.Task:
-    """A send of `cid` the server took and holds (its recipient's shard is suspended):
-    still unanswered after HELD seconds. One shed by a busy machine is sent again."""
+async def send_held(client: Client, to: str, cids: list[str]) -> list[asyncio.Task]:
+    """Sends of `cids` the server took and holds (their recipient's shard is suspended):
+    all still unanswered HELD seconds after the last was sent. Those shed by a busy
+    machine are sent again."""
+    tasks = {cid: asyncio.create_task(client.send(to, cid.encode(), cid=cid)) for cid in cids}
     for _ in range(TRIES):
-        task = asyncio.create_task(client.send(to, cid.encode(), cid=cid))
-        done, _ = await asyncio.wait({task}, timeout=HELD)
-        if not done:
-            return task
-        exc = task.exception()
-        assert isinstance(exc, ServerError) and exc.code == P.OVERLOADED, exc
-    raise AssertionError(f"{cid} was shed {TRIES} times")
+        await asyncio.sleep(HELD)
+        shed = [cid for cid, task in tasks.items() if task.done()]
+        if not shed:
+            return list(tasks.values())
+        for cid in shed:
+            exc = tasks[cid].exception()
+            assert isinstance(exc, ServerError) and exc.code == P.OVERLOADED, exc
+            tasks[cid] = asyncio.create_task(client.send(to, cid.encode(), cid=cid))
+    raise AssertionError(f"sends were shed {TRIES} times")
 
 
-def test_requests_behind_work_older_than_max_delay_are_shed_and_store_nothing(tmp_path):
+async def next_message(client: Client) -> Message:
+    event = await client.next_event(15.0)
+    while type(event) is not Message:
+        event = await client.next_event(15.0)
+    return event
+
+
+def test_a_backlog_older_than_max_delay_sheds_new_requests_and_a_few_slow_ones_do_not(tmp_path):
     async def main():
         async with Node() as node:
             store = Store(str(tmp_path / "store"), node)
@@ -68,54 +79,66 @@ def test_requests_behind_work_older_than_max_delay_are_shed_and_store_nothing(tm
                                 chat_config=ChatConfig(call_timeout=60.0))
             _, port = await server.start("127.0.0.1", 0)
             try:
-                alice, bob = await connect(port, "alice"), await connect(port, "bob")
                 shard = server.chat.router.locate("bob")
+                carol = next(f"carol{i}" for i in range(100) if server.chat.router.locate(f"carol{i}") != shard)
+                alice, bob, other = (await connect(port, "alice"), await connect(port, "bob"),
+                                     await connect(port, carol))
                 await suspend(node, shard)
-                held = await send_held(alice, "bob", "held")
-                # Everything that makes work is now behind a request older than the bound.
+                held = await send_held(alice, "bob", [f"held{i}" for i in range(Load.BACKLOG - 1)])
+                # A few requests slower than the bound are not a backlog: others' go on.
+                taken = {"to carol": await send_until_taken(alice, carol, "to carol")}
+                held += await send_held(alice, "bob", [f"held{Load.BACKLOG - 1}"])
+                # Now BACKLOG requests are older than the bound: what makes work is shed.
                 shed = []
-                for i in range(5):
+                for i, to in enumerate(("bob", carol) * 3):
                     try:
-                        await asyncio.wait_for(alice.send("bob", b"shed", cid=f"shed{i}"), 10.0)
+                        await asyncio.wait_for(alice.send(to, b"shed", cid=f"shed{i}"), 10.0)
                     except ServerError as exc:
                         shed.append(exc.code)
-                assert shed == [P.OVERLOADED] * 5
+                assert shed == [P.OVERLOADED] * 6
                 await alice.request("ping")  # never shed: the server still answers it
                 await resume(node, shard)
-                taken = {"held": await held}
+                for i, task in enumerate(held):
+                    taken[f"held{i}"] = await task
                 taken["after"] = await send_until_taken(alice, "bob", "after")
-                for i in range(5):  # sent again, same cids: stored now, once
-                    taken[f"shed{i}"] = await send_until_taken(alice, "bob", f"shed{i}")
+                for i, to in enumerate(("bob", carol) * 3):  # sent again, same cids: stored now, once
+                    taken[f"shed{i}"] = await send_until_taken(alice, to, f"shed{i}")
                 assert await send_until_taken(alice, "bob", "shed0") == taken["shed0"]
-                got = []
-                while len(got) < len(taken):
-                    event = await bob.next_event(15.0)
-                    if type(event) is Message:
-                        got.append((event.body.decode(), event.msg_id))
-                assert sorted(got) == sorted(taken.items())  # each stored once, none while shed
-                marker = await send_until_taken(alice, "bob", "marker")
-                event = await bob.next_event(15.0)
-                while type(event) is not Message:
-                    event = await bob.next_event(15.0)
-                assert (event.body, event.msg_id) == (b"marker", marker)  # nothing else came
-                await alice.close()
-                await bob.close()
+                for client, name in ((bob, "bob"), (other, carol)):
+                    mine = {cid: msg_id for cid, msg_id in taken.items()
+                            if (cid == "to carol" or cid.startswith("shed") and int(cid[4:]) % 2) == (name == carol)}
+                    got = [await next_message(client) for _ in mine]
+                    assert sorted((m.body.decode(), m.msg_id) for m in got) == sorted(mine.items())  # once each
+                    marker = await send_until_taken(alice, name, f"marker {name}")
+                    last = await next_message(client)
+                    assert (last.body.decode(), last.msg_id) == (f"marker {name}", marker)  # nothing else came
+                for client in (alice, bob, other):
+                    await client.close()
             finally:
                 await server.stop()
                 store.close()
     arun(main(), 120.0)
 
 
-def test_the_bound_rises_for_a_slow_store_and_only_so_far():
+def late(load: Load, n: int, since: float) -> list[list]:
+    """`n` requests admitted at `since`."""
+    return [load.admit(since) for _ in range(n)]
+
+
+def test_a_backlog_is_counted_past_the_bound_which_rises_for_a_slow_store_and_only_so_far():
     load = Load(max_delay=0.1, max_inflight=100)
     assert load.bound() == 0.1 and not load.overloaded(0.0, 0.0)
-    slow = load.admit(0.0)
-    assert not load.overloaded(0.09, 0.09) and load.overloaded(0.11, 0.0)  # its own wait
-    assert load.overloaded(0.0, 0.11)  # or the oldest's in flight
-    load.answered(slow, 0.3)  # the quickest answer took 0.3 s: a slow commit, not a queue
-    assert load.bound() == 0.6 and load.inflight == 0 and load.oldest(1.0) == 0.0
-    load.admit(1.0)
-    assert not load.overloaded(0.0, 1.5) and load.overloaded(0.0, 1.7)
+    assert not load.overloaded(0.09, 0.0) and load.overloaded(0.11, 0.0)  # its own wait
+    slow = late(load, Load.BACKLOG - 1, 0.0)
+    assert not load.overloaded(0.0, 5.0) and load.late == Load.BACKLOG - 1  # slow ones, not a backlog
+    one_more = load.admit(5.0)
+    assert not load.overloaded(0.0, 5.09) and load.overloaded(0.0, 5.11)  # now it is one
+    for entry in slow:
+        load.answered(entry, 5.25)
+    load.answered(one_more, 5.25)  # the quickest answer took 0.25 s: a slow commit, not a queue
+    assert load.late == 0 and load.inflight == 0 and load.bound() == 0.5
+    late(load, Load.BACKLOG, 6.0)
+    assert not load.overloaded(0.0, 6.49) and load.overloaded(0.0, 6.51)
     stuck = Load(max_delay=0.1, max_inflight=100)
     stuck.answered(stuck.admit(0.0), 5.0)  # a backlog cannot stretch the bound past 10x
     assert stuck.bound() == 1.0

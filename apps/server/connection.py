@@ -17,10 +17,11 @@ one turn leave in one socket write, and the `ok`s of several sends in one `acks`
 
 Admission control (the server's, not the client's fault): a request that would make work
 (`SHEDDABLE`) is answered `overloaded` without being executed, so nothing of it is stored,
-when its frame waited for its turn over `max_delay` seconds, or the oldest request of
-the whole server handed on and unanswered has been so for over `max_delay` (the work
-admitted ahead of it drains that slowly; the bound is raised for a slow store: see
-`Load`), or `max_inflight` requests are in flight. A server offered more than it can do
+when its frame waited for its turn over `max_delay` seconds, or a backlog of requests of
+the whole server (`Load.BACKLOG`, 8) has been handed on and unanswered for over
+`max_delay` (the work admitted ahead of it drains that slowly; a few slow requests alone
+shed nothing; the bound is raised for a slow store: see `Load`), or `max_inflight`
+requests are in flight. A server offered more than it can do
 so answers the excess at once, and a request it takes waits about `max_delay` for its
 turn and about as long behind older work, not seconds of queue; the client may retry (a
 send with the same `cid`). Shed requests do not count towards
@@ -129,20 +130,24 @@ class Limits:
 
 
 class Load:
-    """The server's requests in flight, oldest first: `admit(now)` when a connection hands
-    one on, `answered(entry, now)` from the answer's callback (which comes even if the
-    connection is gone: every request has a timeout), so no ending of a connection can
+    """The server's requests in flight, in admission order: `admit(now)` when a connection
+    hands one on, `answered(entry, now)` from the answer's callback (which comes even if
+    the connection is gone: every request has a timeout), so no ending of a connection can
     leak one. `overloaded(waited, now)` is the admission test (see the module docstring).
 
-    A request is shed when its frame waited for its turn over `max_delay`, or the oldest
-    request in flight is older than `bound()`: the admitted work ahead of it drains about
-    that slowly. That bound is `max_delay`, raised to `SLOW_COMMIT` times the
-    quickest answer of the last `WINDOW` seconds when even unqueued requests take that
-    long (a slow fsync: every answer waits for one), and at most `MAX_STRETCH` times
-    `max_delay`, so a server slowed by its own backlog cannot raise its bound with it."""
+    A request is shed when its frame waited for its turn over `max_delay`, or when
+    `BACKLOG` requests have been in flight for over `bound()` (`late`): the admitted work
+    drains that slowly. Fewer late ones are slow requests, not a queue (a big contacts
+    list, the callers of a restarting shard), and must not shed everyone's. The bound is
+    `max_delay`, raised to `SLOW_COMMIT` times the quickest answer of the last `WINDOW`
+    seconds when even unqueued requests take that long (a slow fsync: every answer waits
+    for one), and at most `MAX_STRETCH` times `max_delay`, so a server slowed by its own
+    backlog cannot raise its bound with it."""
 
-    __slots__ = ("max_delay", "max_inflight", "inflight", "entries", "quickest", "previous", "window_end")
+    __slots__ = ("max_delay", "max_inflight", "inflight", "late", "entries", "quickest", "previous",
+                 "window_end")
 
+    BACKLOG = 8
     SLOW_COMMIT = 2.0
     MAX_STRETCH = 10.0
     WINDOW = 1.0  # seconds
@@ -151,9 +156,9 @@ class Load:
         self.max_delay = max_delay
         self.max_inflight = max_inflight
         self.inflight = 0
-        # [admitted at, or None once answered], in admission order; answered ones leave from
-        # the front, so it holds those in flight and the answered ones admitted after the
-        # oldest still in flight (admitted while it was younger than the bound).
+        self.late = 0  # requests in flight for over the bound (when last looked)
+        # [admitted at (None once answered), counted late], in admission order, from the
+        # oldest not yet answered nor counted late: each leaves once, at its first look.
         self.entries: deque[list] = deque()
         self.quickest = self.previous = math.inf  # answer times: this window, the last one
         self.window_end = -math.inf
@@ -161,7 +166,7 @@ class Load:
     def admit(self, now: float) -> list:
         """A request handed on at `now`: its entry, for `answered`."""
         self.inflight += 1
-        entry = [now]
+        entry = [now, False]
         self.entries.append(entry)
         return entry
 
@@ -170,28 +175,31 @@ class Load:
         took = now - entry[0]
         entry[0] = None
         self.inflight -= 1
+        if entry[1]:
+            self.late -= 1
         if now >= self.window_end:
             self.previous, self.quickest, self.window_end = self.quickest, took, now + self.WINDOW
         elif took < self.quickest:
             self.quickest = took
-        entries = self.entries
-        while entries and entries[0][0] is None:
-            entries.popleft()
-
-    def oldest(self, now: float) -> float:
-        """Seconds the oldest request in flight has been (0 with none)."""
-        return now - self.entries[0][0] if self.entries else 0.0
 
     def bound(self) -> float:
-        """Seconds a request may expect to spend in the server (see the class docstring)."""
+        """Seconds a request may be in flight before it counts late (see the class docstring)."""
         quickest = min(self.quickest, self.previous)
         slow = self.SLOW_COMMIT * quickest if quickest < math.inf else 0.0
         return min(max(self.max_delay, slow), self.MAX_STRETCH * self.max_delay)
 
     def overloaded(self, waited: float, now: float) -> bool:
         """Whether a request whose frame `waited` seconds before its turn is shed."""
-        return (waited > self.max_delay or self.inflight >= self.max_inflight
-                or self.oldest(now) > self.bound())
+        if waited > self.max_delay or self.inflight >= self.max_inflight:
+            return True
+        entries, admitted_by = self.entries, now - self.bound()
+        while entries and (entries[0][0] is None or entries[0][0] < admitted_by):
+            first = entries.popleft()
+            if first[0] is not None:  # in flight past the bound
+                first[1] = True
+                self.late += 1
+        assert 0 <= self.late <= self.inflight, (self.late, self.inflight)
+        return self.late >= self.BACKLOG
 
 
 @dataclass(frozen=True, slots=True)
