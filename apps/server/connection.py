@@ -21,11 +21,11 @@ when its frame waited for its turn over `max_delay` seconds, or a backlog of req
 the whole server (`Load.BACKLOG`, 8) has been handed on and unanswered for over
 `max_delay` (the work admitted ahead of it drains that slowly; a few slow requests alone
 shed nothing; the bound is raised for a slow store: see `Load`), or `max_inflight`
-requests are in flight. A server offered more than it can do
-so answers the excess at once, and a request it takes waits about `max_delay` for its
-turn and about as long behind older work, not seconds of queue; the client may retry (a
-send with the same `cid`). Shed requests do not count towards
-`max_refused`: a client is never cut off for the server's load.
+requests are in flight. A server offered more than it can do so answers the excess at
+once, and a request it takes waits about `max_delay` for its turn and about as long
+behind older work, not seconds of queue; the client may retry (a send with the same
+`cid`). Shed requests do not count towards `max_refused`: a client is never cut off for
+the server's load.
 
 The first frame must authenticate (`apps.server.auth`): the process then starts the
 chat session of the user's device (the `auth`'s `device`, else `protocol.PRIMARY`) with
@@ -115,7 +115,8 @@ class Limits:
     idle_timeout: float = 60.0
     auth_timeout: float = 10.0
     max_delay: float = 0.05
-    """Seconds a request may expect to spend in the server (see `Load`); beyond, it is shed."""
+    """Seconds a request may wait for its turn, and a backlog of admitted ones be in flight,
+    before new requests are shed (see `Load`)."""
     max_inflight: int = 1_000
     """Requests of the whole server handed on and unanswered; beyond, new ones are shed."""
 
