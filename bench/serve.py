@@ -13,7 +13,9 @@ Workloads (system "letitcrash" unless said; every line says the sizes it ran wit
   each sender keeping `window` sends in flight (a send answers once stored), each
   receiver counting the messages it takes (the library confirms them, so the senders
   also get delivered receipts). Counted over the run minus a warm-up. A connection's
-  sends are pipelined (docs/protocol.md), so its `window` sends share group commits.
+  sends are pipelined (docs/protocol.md), so its `window` sends share group commits. A
+  send answered `overloaded` is dropped and the sender waits as the client library does
+  before its next (`SHED_BACKOFF`: 20, 40, then 80 ms while they keep coming).
   `server_cores` and `clients_cores` are the CPU the server and the client workers used
   over the run (a server short of 1 core is waiting, not computing; the clients share
   the machine's cores with it).
@@ -64,6 +66,7 @@ import asyncio
 import json
 import os
 import pstats
+import random
 import resource
 import select
 import shutil
@@ -84,6 +87,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 
 from apps.server import Client, Message, ServerError  # noqa: E402
 from apps.server import protocol as P  # noqa: E402
+from apps.server.client import SHED_BACKOFF  # noqa: E402
 from apps.server.auth import token_for  # noqa: E402
 
 sys.path.insert(1, str(ROOT / "bench"))
@@ -125,7 +129,6 @@ SECRET = os.urandom(32)
 BODY = 32  # bytes per message body: an 8-byte timestamp and padding
 START_TIMEOUT = 120.0  # a bound on a loaded machine, not a measurement
 CONNECT_BATCH = 200  # connections a worker opens at once
-BACKOFF = 0.01  # seconds an unpaced sender waits after an `overloaded` answer, as a client should
 
 
 def raise_nofile() -> int:
@@ -385,6 +388,7 @@ async def pairs(spec: dict[str, Any]) -> None:
     async def pump(client: Any, to: str, offset: float) -> None:
         nonlocal errors, overloaded, answered
         due = start + offset
+        shed = 0  # `overloaded` answers in a row
         while (now := time.monotonic()) < end:
             stamp = time.monotonic_ns()
             if interval is not None:
@@ -400,13 +404,15 @@ async def pairs(spec: dict[str, Any]) -> None:
             try:
                 await client.send(to, stamp.to_bytes(8, "big") + PAD)
                 answered += 1
+                shed = 0
                 if window[0] <= sent < window[1]:
                     waits.append(time.monotonic_ns() - sent)
             except ServerError as exc:  # counted and reported: the run goes on
                 overloaded += exc.code == P.OVERLOADED
                 errors += exc.code != P.OVERLOADED
-                if exc.code == P.OVERLOADED and interval is None:
-                    await asyncio.sleep(BACKOFF)  # "retry later": unpaced, it would only add load
+                if exc.code == P.OVERLOADED and interval is None:  # "retry later", as the library does
+                    await asyncio.sleep(SHED_BACKOFF.delay(shed, random.random))
+                    shed += 1
             except Exception:
                 errors += 1
 
