@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .node import Node
     from .timers import Timer
 
+new_from = From.__new__
 CALL_WAITS_LIMIT = 4096  # unarmed call timeouts kept before they are armed anyway (memory bound)
 
 
@@ -154,14 +155,25 @@ class Calls:
             raise NoProc(dest)
         # The call monitors the server, and the monitor's tag doubles as the reply tag.
         node._refs += 1
-        ref = From(caller, node._refs)
+        ref = new_from(From)  # From's fields set here, not by its __init__: one call less
+        ref.owner = caller
+        ref.serial = node._refs
         watchers = target._watchers
         if watchers is None:
             watchers = target._watchers = {}
         watchers[ref] = caller
         caller._wait_target = target
         caller._wait_ref = ref
-        self.note_deadline(ref, timeout)
+        if timeout is None:
+            ref.deadline = 0.0
+        else:  # inlined copy of note_deadline: every call has a timeout by default
+            ref.deadline = deadline = node.now() + timeout
+            waits = self.waits
+            waits.append(ref)
+            if deadline < self.waits_due:
+                self.waits_due = deadline
+            if len(waits) > CALL_WAITS_LIMIT:
+                self.arm_timeouts()
         if tag is not None:  # None: a start waiting for an init, which replies itself
             entry = (tag, request, ref)
             caller._sent += 1

@@ -74,7 +74,7 @@ from types import CoroutineType
 from typing import Any
 
 from .messages import Exit, is_normal_exit
-from .process import CALL, INFO, NONE, SYS, ExitNow, From, Process, _Tag
+from .process import CALL, INFO, NONE, SYS, WAIT, ExitNow, From, Process, _Tag
 from .runq import make_runnable
 from .scheduler import log_unexpected
 
@@ -282,8 +282,25 @@ class GenServer(Process):
         n = batch = node.batch
         m = self._last
         try:
-            if self._coro is not None and not self._advance():
-                return
+            coro = self._coro
+            if coro is not None:
+                value = self._resume
+                if value is NONE or self._resume_exc is not None:
+                    if not self._advance():
+                        return
+                else:  # a call's reply (or a sleep's end): inlined copy of Process._advance and _step
+                    self._resume = NONE
+                    try:
+                        req = coro.send(value)
+                    except StopIteration as done:
+                        self._coro = None
+                        self._finished(done.value)
+                    else:
+                        if req is not WAIT:
+                            self._suspend(req)
+                        return
+                    if self._coro is not None:
+                        return
             if self._idle is not None:
                 node._timers.cancel(self._idle)
                 self._idle = None

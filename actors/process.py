@@ -312,8 +312,11 @@ class Process:
             self._coro = None
             self._finished(done.value)
             return
-        if req is WAIT:  # a call or a sleep: the commonest wait
-            return
+        if req is not WAIT:  # a call or a sleep: the commonest wait
+            self._suspend(req)
+
+    def _suspend(self, req: Any) -> None:
+        """The coroutine yielded `req`, other than WAIT: wait as it asks."""
         if type(req) is tuple and req[0] is RECEIVE:
             self._match = req[1] if req[1] is not None else _accept_any
             self._scan = len(self._mbox) if self._mbox else 0
