@@ -379,7 +379,7 @@ class GenServer(Process):
         phase = self._phase
         if phase is TERMINATING:
             raise ExitNow(reason)
-        report = not crashed and not is_normal_exit(reason)
+        report = not crashed and reason != "normal" and not is_normal_exit(reason)  # the commonest first
         if phase is STARTING:  # init failed and nobody waits for this start: log it
             raise ExitNow(reason, report)
         if type(phase) is StartWaiter:  # init failed: the start gets StartError, no exit signal

@@ -257,7 +257,12 @@ class Process:
         if self._tracer is not None:
             self._tracer("receive", self._pid, visible(msg))
         mb.append(msg)
-        make_runnable(self._node, self)
+        if not self._queued:  # inlined copy of actors.scheduler.make_runnable: every first message
+            self._queued = True
+            node = self._node
+            node._runq.append(self)
+            if node._idle:
+                node._wake()
 
     def _post(self, msg: Any) -> None:
         """Deliver a plain message (a send, a timer, `Exit`, `Down`)."""

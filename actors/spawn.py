@@ -40,6 +40,7 @@ from .runq import make_runnable
 if TYPE_CHECKING:
     from .node import Node
 
+new_pid = Pid.__new__
 OPTIONS = frozenset({"name", "trap_exit", "mailbox_limit", "overflow"})
 OVERFLOW = ("crash", "drop")
 redirect: dict[type, type] = {}
@@ -59,7 +60,10 @@ def spawn(node: Node, target: Any, args: tuple, options: dict, parent: Process |
         proc, args = new_process(target, args)
         server = isinstance(proc, GenServer)
     serial = node._serial = node._serial + 1
-    pid = Pid(node.name, serial, proc)
+    pid = new_pid(Pid)  # Pid's fields set here, not by its __init__: one call less
+    pid.node_name = node.name
+    pid.serial = serial
+    pid._proc = proc
     proc._setup(node, pid, parent._pid if parent is not None else None, limit, overflow)
     if options and options.get("trap_exit", False):
         proc._trap = True
