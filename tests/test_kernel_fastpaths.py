@@ -1,0 +1,123 @@
+"""The semantics kept on the kernel's short paths: an async callback resumed by a call's
+reply within the server's turn, calls with and without a timeout, and a process ending
+its own turn, with links, monitors and other exits decided in that turn."""
+from actors import CallTimeout, Down, Exit, GenServer, Node, NoReply
+
+
+class Echo(GenServer):
+    def handle_call(self, request, caller):
+        if request == "never":
+            self.held = caller
+            return NoReply
+        return ("echo", request)
+
+    def handle_cast(self, msg):
+        self.reply(self.held, "too late")
+
+
+class Client(GenServer):
+    """Calls `server` from async callbacks; `seen` records what happened, in order."""
+
+    def init(self, server):
+        self.server = server
+        self.seen = []
+
+    async def handle_call(self, request, caller):
+        first = await self.call(self.server, request, timeout=None)
+        second = await self.call(self.server, (request, 2))
+        return [first, second]
+
+    async def handle_cast(self, msg):
+        if msg == "wait_forever":
+            try:
+                await self.call(self.server, "never", timeout=1.0)
+            except CallTimeout:
+                self.seen.append("timeout")
+            return
+        self.seen.append(await self.call(self.server, msg))
+        if msg == "last":
+            self.stop("normal")
+
+    def handle_info(self, msg):
+        self.seen.append(msg)
+
+
+def test_a_reply_resumes_the_callback_and_its_result_answers_the_caller():
+    node = Node(seed=1)
+    client = node.spawn(Client, node.spawn(Echo))
+    assert node.run_until_complete(node.call(client, "x")) == [("echo", "x"), ("echo", ("x", 2))]
+
+
+def test_messages_queued_during_a_call_are_handled_after_it_in_order():
+    node = Node(seed=1)
+    client = node.spawn(Client, node.spawn(Echo))
+    node.cast(client, "a")
+    node.send(client, "info")
+    node.cast(client, "b")
+    node.run()
+    assert node.get_process(client).seen == [("echo", "a"), "info", ("echo", "b")]
+
+
+def test_a_stop_after_a_resumed_call_ends_the_server_and_its_monitors_hear():
+    node = Node(seed=1)
+    client = node.spawn(Client, node.spawn(Echo))
+    seen = []
+
+    async def watcher(proc):
+        proc.monitor(client)
+        seen.append(await proc.receive())
+
+    node.spawn(watcher)
+    node.run()
+    node.cast(client, "last")
+    node.run()
+    assert node.get_process(client) is None
+    assert [(type(m), m.pid, m.reason) for m in seen] == [(Down, client, "normal")]
+
+
+def test_a_call_timeout_still_fires_and_the_late_reply_is_dropped():
+    node = Node(seed=1)
+    server = node.spawn(Echo)
+    client = node.spawn(Client, server)
+    node.cast(client, "wait_forever")
+    node.run_for(2.0)
+    assert node.get_process(client).seen == ["timeout"]
+    node.cast(server, "reply now")
+    node.cast(client, "after")
+    node.run()
+    assert node.get_process(client).seen == ["timeout", ("echo", "after")]
+
+
+class Stopper(GenServer):
+    """On a cast, kills `victim`, then stops itself normally, in one turn."""
+
+    def init(self, victim):
+        self.victim = victim
+
+    def handle_cast(self, msg):
+        self.exit(self.victim, "kill")
+        self.stop("normal")
+
+
+def test_a_server_ending_its_turn_exits_before_the_process_it_doomed_in_that_turn():
+    node = Node(seed=1)
+    victim = node.spawn(Echo)
+    stopper = node.spawn(Stopper, victim)
+    seen = []
+
+    async def watcher(proc):
+        proc.trap_exit = True
+        proc.link(stopper)
+        proc.monitor(stopper)
+        proc.monitor(victim)
+        for _ in range(3):
+            seen.append(await proc.receive())
+
+    node.spawn(watcher)
+    node.run()
+    node.cast(stopper, "go")
+    node.run()
+    assert [(type(m).__name__, m.pid, m.reason) for m in seen] == [
+        ("Exit", stopper, "normal"), ("Down", stopper, "normal"), ("Down", victim, "killed")]
+    assert node.get_process(stopper) is None and node.get_process(victim) is None
+    assert all(type(m) in (Exit, Down) for m in seen)
