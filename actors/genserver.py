@@ -120,7 +120,8 @@ class GenServer(Process):
     """Base class of OTP-style servers; see the module docstring for the callbacks."""
 
     idle_timeout: float | None = None
-    """Seconds without a message after which `handle_idle()` runs; None disables it."""
+    """Seconds without a message after which `handle_idle()` runs; None disables it. This and
+    `hibernate_after` are read as `init` returns (and after a code upgrade)."""
 
     hibernate_after: float | None = None
     """Seconds without a message after which the server hibernates; None: never on its own."""
@@ -128,12 +129,13 @@ class GenServer(Process):
     vsn: Any = None
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
-    __slots__ = ("_stop", "_cont", "_idle", "_phase")
+    __slots__ = ("_stop", "_cont", "_idle", "_phase", "_quiet")
     _exits_in_turn = True  # a stop ends the turn without raising ExitNow (see _exit_with)
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE
     _idle: Any  # the Timer of the next quiet event (idle timeout, hibernation), or None
     _phase: Any  # None or a From, STARTING or a StartWaiter, SUSPENDED, TERMINATING (see above)
+    _quiet: bool  # idle_timeout or hibernate_after is set (see _note_quiet)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -249,6 +251,7 @@ class GenServer(Process):
     def _init_result(self, result: Any) -> None:
         """Carry on from what `init` returned (a behaviour built on GenServer, such as
         GenStateMachine, reads the value first)."""
+        self._note_quiet()
         if type(result) is CoroutineType:
             self._coro = result  # _finished knows init's end by the phase
             self._halt = True
@@ -260,9 +263,14 @@ class GenServer(Process):
             if self._cont is not NONE:
                 make_runnable(self._node, self)  # handle_continue: its own turn, after spawn
                 return
-        if ((self.idle_timeout is not None or self.hibernate_after is not None)
-                and self._coro is None and self._idle is None):
+        if self._quiet and self._coro is None and self._idle is None:
             self._arm_quiet(None)  # OTP's {ok, State, Timeout}: the quiet starts after init
+
+    def _note_quiet(self) -> None:
+        """Note whether the server has quiet events, once init has returned and after a code
+        upgrade: every turn's end tests it, and a slot is read far faster than the class's
+        attributes through an instance."""
+        self._quiet = self.idle_timeout is not None or self.hibernate_after is not None
 
     def _init_returned(self) -> None:
         """`init` has returned: stop if it asked to (no terminate), else the server runs and
@@ -345,8 +353,7 @@ class GenServer(Process):
             self._last = m  # the last message taken (crash reports, process_info)
         if mb:
             make_runnable(node, self)
-        elif ((self.idle_timeout is not None or self.hibernate_after is not None)
-              and self._coro is None and self._idle is None):  # most servers: two tests
+        elif self._quiet and self._coro is None and self._idle is None:  # most servers: one test
             self._arm_quiet(None)
 
     def _after_halt(self, in_turn: bool = False) -> bool:
@@ -530,6 +537,7 @@ class GenServer(Process):
         try:
             self.__class__ = new  # refused (TypeError) if the new class lays its slots out anew
             self.system_replace_state(self.code_change(old.vsn, state, extra))
+            self._note_quiet()
         except BaseException:
             self.__class__ = old
             self.system_replace_state(state)

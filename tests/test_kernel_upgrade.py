@@ -210,3 +210,16 @@ def test_upgrade_names_a_module_that_is_not_loaded():
     with pytest.raises(TypeError, match="caller"):
         upgrade("node", "actors")
 
+
+
+def test_a_version_that_adds_an_idle_timeout_gets_its_idle_events_after_the_upgrade(module):
+    node = Node(seed=1)
+    ann = node.spawn(module.Greeter, "ann")
+    module.write(V2.replace("vsn = 2", "vsn = 2\n    idle_timeout = 1.0") + '''
+    def handle_idle(self):
+        self.lang = "idle"
+''')
+    assert run(node, upgrade(node, module.__name__, extra="fr")).upgraded == [(ann, 1, 2)]
+    assert run(node, node.call(ann, "hi")) == "bonjour, ann! (fr) #1"
+    node.run_for(2.0)  # the quiet counts from the last message, now that the code has one
+    assert run(node, node.call(ann, "hi")) == "bonjour, ann! (idle) #2"
