@@ -149,24 +149,25 @@ class Calls:
             target = node._names.where(dest)
         if target is caller:
             raise CallingSelf(f"{caller._pid!r} called itself with {request!r:.200}")
-        if type(target) is tuple:
-            return self.start_remote(caller, target, request, timeout)
-        if target is None or not target._alive:
+        remote = type(target) is tuple
+        if remote:
+            ref = self.start_remote(caller, target, request)
+        elif target is None or not target._alive:
             raise NoProc(dest)
-        # The call monitors the server, and the monitor's tag doubles as the reply tag.
-        node._refs += 1
-        ref = new_from(From)  # From's fields set here, not by its __init__: one call less
-        ref.owner = caller
-        ref.serial = node._refs
-        watchers = target._watchers
-        if watchers is None:
-            watchers = target._watchers = {}
-        watchers[ref] = caller
-        caller._wait_target = target
-        caller._wait_ref = ref
+        else:  # the call monitors the server, and the monitor's tag doubles as the reply tag
+            node._refs += 1
+            ref = new_from(From)  # From's fields set here, not by its __init__: one call less
+            ref.owner = caller
+            ref.serial = node._refs
+            watchers = target._watchers
+            if watchers is None:
+                watchers = target._watchers = {}
+            watchers[ref] = caller
+            caller._wait_target = target
+            caller._wait_ref = ref
         if timeout is None:
             ref.deadline = 0.0
-        else:  # inlined copy of note_deadline: every call has a timeout by default
+        else:  # noted here, armed later (see the module docstring)
             ref.deadline = deadline = node.now() + timeout
             waits = self.waits
             waits.append(ref)
@@ -174,7 +175,7 @@ class Calls:
                 self.waits_due = deadline
             if len(waits) > CALL_WAITS_LIMIT:
                 self.arm_timeouts()
-        if tag is not None:  # None: a start waiting for an init, which replies itself
+        if tag is not None and not remote:  # None: a start waiting for an init, which replies itself
             entry = (tag, request, ref)
             caller._sent += 1
             if caller._held is None and caller._tracer is None:  # inlined test of defer: one call less
@@ -183,8 +184,7 @@ class Calls:
                 target._deliver(entry)
         return ref
 
-    def start_remote(self, caller: Process, where: tuple[str, Any], request: Any,
-                     timeout: float | None) -> From:
+    def start_remote(self, caller: Process, where: tuple[str, Any], request: Any) -> From:
         """A call to a process of another node: the request carries the call's monitor
         (see `actors.boundary`)."""
         node = self.node
@@ -207,19 +207,7 @@ class Calls:
                 assert exc is not None, "a call that ended at once ends with its failure"
                 raise exc
         node._refs = serial
-        self.note_deadline(ref, timeout)
         return ref
-
-    def note_deadline(self, ref: From, timeout: float | None) -> None:
-        """Note a call's timeout, armed later (see the module docstring)."""
-        if timeout is not None:
-            ref.deadline = deadline = self.node.now() + timeout
-            waits = self.waits
-            waits.append(ref)
-            if deadline < self.waits_due:
-                self.waits_due = deadline
-            if len(waits) > CALL_WAITS_LIMIT:
-                self.arm_timeouts()
 
     def forward(self, dest: Any, request: Any, caller: From) -> None:
         node = self.node
