@@ -58,21 +58,31 @@ def test_messages_queued_during_a_call_are_handled_after_it_in_order():
     assert node.get_process(client).seen == [("echo", "a"), "info", ("echo", "b")]
 
 
+class Watcher(GenServer):
+    """Traps exits, links to `linked` (unless None), monitors `watched`; `seen` records
+    the signals, in order."""
+
+    def init(self, linked, *watched):
+        self.trap_exit = True
+        self.seen = []
+        if linked is not None:
+            self.link(linked)
+        for pid in watched:
+            self.monitor(pid)
+
+    def handle_info(self, msg):
+        assert type(msg) in (Exit, Down), msg
+        self.seen.append((type(msg).__name__, msg.pid, msg.reason))
+
+
 def test_a_stop_after_a_resumed_call_ends_the_server_and_its_monitors_hear():
     node = Node(seed=1)
     client = node.spawn(Client, node.spawn(Echo))
-    seen = []
-
-    async def watcher(proc):
-        proc.monitor(client)
-        seen.append(await proc.receive())
-
-    node.spawn(watcher)
-    node.run()
+    watcher = node.spawn(Watcher, None, client)
     node.cast(client, "last")
     node.run()
     assert node.get_process(client) is None
-    assert [(type(m), m.pid, m.reason) for m in seen] == [(Down, client, "normal")]
+    assert node.get_process(watcher).seen == [("Down", client, "normal")]
 
 
 def test_a_call_timeout_still_fires_and_the_late_reply_is_dropped():
@@ -103,21 +113,9 @@ def test_a_server_ending_its_turn_exits_before_the_process_it_doomed_in_that_tur
     node = Node(seed=1)
     victim = node.spawn(Echo)
     stopper = node.spawn(Stopper, victim)
-    seen = []
-
-    async def watcher(proc):
-        proc.trap_exit = True
-        proc.link(stopper)
-        proc.monitor(stopper)
-        proc.monitor(victim)
-        for _ in range(3):
-            seen.append(await proc.receive())
-
-    node.spawn(watcher)
-    node.run()
+    watcher = node.spawn(Watcher, stopper, stopper, victim)
     node.cast(stopper, "go")
     node.run()
-    assert [(type(m).__name__, m.pid, m.reason) for m in seen] == [
+    assert node.get_process(watcher).seen == [
         ("Exit", stopper, "normal"), ("Down", stopper, "normal"), ("Down", victim, "killed")]
     assert node.get_process(stopper) is None and node.get_process(victim) is None
-    assert all(type(m) in (Exit, Down) for m in seen)
