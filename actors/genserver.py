@@ -135,7 +135,7 @@ class GenServer(Process):
     _cont: Any  # the argument of a pending handle_continue, or NONE
     _idle: Any  # the Timer of the next quiet event (idle timeout, hibernation), or None
     _phase: Any  # None or a From, STARTING or a StartWaiter, SUSPENDED, TERMINATING (see above)
-    _quiet: bool  # idle_timeout or hibernate_after is set (see _note_quiet)
+    _quiet: bool  # idle_timeout or hibernate_after is set (see _init_result)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -251,7 +251,9 @@ class GenServer(Process):
     def _init_result(self, result: Any) -> None:
         """Carry on from what `init` returned (a behaviour built on GenServer, such as
         GenStateMachine, reads the value first)."""
-        self._note_quiet()
+        # Whether it has quiet events, read once here (and after a code upgrade): every
+        # turn's end tests it, and a slot is read far faster than a class attribute.
+        self._quiet = self.idle_timeout is not None or self.hibernate_after is not None
         if type(result) is CoroutineType:
             self._coro = result  # _finished knows init's end by the phase
             self._halt = True
@@ -265,12 +267,6 @@ class GenServer(Process):
                 return
         if self._quiet and self._coro is None and self._idle is None:
             self._arm_quiet(None)  # OTP's {ok, State, Timeout}: the quiet starts after init
-
-    def _note_quiet(self) -> None:
-        """Note whether the server has quiet events, once init has returned and after a code
-        upgrade: every turn's end tests it, and a slot is read far faster than the class's
-        attributes through an instance."""
-        self._quiet = self.idle_timeout is not None or self.hibernate_after is not None
 
     def _init_returned(self) -> None:
         """`init` has returned: stop if it asked to (no terminate), else the server runs and
@@ -537,7 +533,7 @@ class GenServer(Process):
         try:
             self.__class__ = new  # refused (TypeError) if the new class lays its slots out anew
             self.system_replace_state(self.code_change(old.vsn, state, extra))
-            self._note_quiet()
+            self._quiet = self.idle_timeout is not None or self.hibernate_after is not None
         except BaseException:
             self.__class__ = old
             self.system_replace_state(state)
