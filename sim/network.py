@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors import NOCONNECTION, Pid, Ref, RemoteName
-from actors.boundary import KIND, SETUP, CallRequest, Delivery, DownSignal, LinkedExit, Monitor, kind_of
+from actors.boundary import KIND, CallRequest, Delivery, DownSignal, LinkedExit, Monitor, kind_of
 from actors.boundary import Link as LinkSignal
 from actors.codec import decode_term, encode_term
 
@@ -51,6 +51,7 @@ from .faults import MESSAGE_FAULTS, Draw, EventFaults
 # What the trace calls each kind of delivery (see actors.boundary).
 TRACE_KIND = {"send": "msg", "cast": "msg", "call": "msg", "reply": "reply", "exit": "exit",
               "linked_exit": "exit", "down": "down"}
+_TRACED = {cls: TRACE_KIND.get(kind) for cls, kind in KIND.items()}  # by class; None for SETUP's
 
 
 class _Encoded(NamedTuple):
@@ -202,29 +203,33 @@ class Network:
     def transport(self, src: Node, dst_name: str, delivery: Delivery) -> None:
         """The kernel's transport hook: schedule the delivery's arrival (see the module
         docstring for what each kind of delivery meets on the way)."""
-        kind = KIND[type(delivery)]
-        if kind in SETUP and type(delivery.to) is Pid:  # ids only, at once: the most frequent case
+        kind = _TRACED[type(delivery)]  # None: setting a link or monitor up or down
+        to = delivery.to
+        if kind is None and type(to) is Pid:  # ids only, at once: the most frequent case
             self._at_once(src.name, dst_name, delivery)
             return
         original = delivery
         # The kernel's envelope is ids by construction: what the application put in crosses
         # as bytes, unless it is plain immutable data (its round trip would change nothing).
-        if self.codec and not ((type(delivery.to) is Pid or _plain(delivery.to)) and _plain(delivery[-1])):
-            data = self.crossing(src, dst_name, delivery)
-            if data is None:
-                return
-            delivery = _Encoded(delivery, data)  # type: ignore[assignment]
+        if self.codec:
+            payload = delivery[-1]  # a scalar, an int (a reply's) or a request's tuple, mostly
+            kind_of_payload = type(payload)
+            if not ((type(to) is Pid or _plain(to))
+                    and (kind_of_payload in _SCALARS or _plain(payload) if kind_of_payload is not int
+                         else _INT[0] <= payload < _INT[1])):
+                data = self.crossing(src, dst_name, delivery)
+                if data is None:
+                    return
+                delivery = _Encoded(delivery, data)  # type: ignore[assignment]
         src_name = src.name
         answering = self._answering
-        if kind in SETUP or (answering is not None and answering[0] == src_name and answering[1] == dst_name):
+        if kind is None or (answering is not None and answering[0] == src_name and answering[1] == dst_name):
             self._at_once(src_name, dst_name, delivery)
             return
         sim = self.sim
         record = sim.trace.append
         link = self._links.get((src_name, dst_name)) or self._link(src_name, dst_name)
-        kind = TRACE_KIND[kind]
         dst = sim.node(dst_name)
-        to = original.to
         if type(to) is Pid:  # the common case of `_serial` and `_meant_for`, inline
             serial = to.serial
             meant = dst is not None and serial >> 40 == dst.creation
