@@ -767,8 +767,8 @@ class Store:
         if self._suspended:
             for proc in list(self._suspended):
                 self._flush_suspended(proc)
-        batch = self._batch
-        if self._inflight is None and _has_work(batch):
+        batch = self._batch  # _has_work, inline: this runs at the end of every pass
+        if (batch.entries or batch.meta or batch.held) and self._inflight is None:
             self._submit(wait=False)
         if self._reader is not None:
             self._abort_reader()
@@ -875,17 +875,18 @@ class Store:
 
     def _finish(self, batch: Batch, outcome: list[tuple[Entry, StorageError]] | StorageError) -> None:
         """Fail the writers of refused entries (all of them for an error), release the rest."""
-        failed: dict[PersistentServer, StorageError] = {}
-        if isinstance(outcome, StorageError):
+        if type(outcome) is not list:  # a StorageError: every writer fails
             log.error("commit of %d keys to %s failed: %s", len(batch.entries), self.path, outcome)
             for name, value in batch.meta.items():  # staged settings go with the next batch
                 self._batch.meta.setdefault(name, value)
             outcome = [(entry, outcome) for entry in batch.entries.values()]
-        for entry, exc in outcome:
-            for proc in entry.procs:
-                failed.setdefault(proc, exc)
-        for proc, exc in failed.items():
-            self._fail(proc, exc)
+        if outcome:
+            failed: dict[PersistentServer, StorageError] = {}
+            for entry, exc in outcome:
+                for proc in entry.procs:
+                    failed.setdefault(proc, exc)
+            for proc, exc in failed.items():
+                self._fail(proc, exc)
         node, later = self.node, self._batch.held
         for proc in batch.held:
             if proc._fault is None and proc not in later:  # else it waits for the open batch
@@ -921,8 +922,9 @@ class Store:
                 for kid, entry in entries.items():
                     self._apply(txn, kid, entry, refused, undo, revs)
                     writes += len(entry.events) + (entry.snap is not None) + len(entry.records)
-                self._put_meta(txn, batch.meta, undo)
-                writes += len(batch.meta)
+                if batch.meta:
+                    self._put_meta(txn, batch.meta, undo)
+                    writes += len(batch.meta)
         except lmdb.MapFullError:
             raise _MapFull() from None
         except lmdb.Error as exc:
