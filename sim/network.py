@@ -212,11 +212,12 @@ class Network:
         # The kernel's envelope is ids by construction: what the application put in crosses
         # as bytes, unless it is plain immutable data (its round trip would change nothing).
         if self.codec:
-            payload = delivery[-1]  # a scalar, an int (a reply's) or a request's tuple, mostly
-            kind_of_payload = type(payload)
-            if not ((type(to) is Pid or _plain(to))
-                    and (kind_of_payload in _SCALARS or _plain(payload) if kind_of_payload is not int
-                         else _INT[0] <= payload < _INT[1])):
+            payload = delivery[-1]
+            if type(payload) is int:  # a reply's value, mostly
+                plain = _INT[0] <= payload < _INT[1]
+            else:
+                plain = type(payload) in _SCALARS or _plain(payload)
+            if not (plain and (type(to) is Pid or _plain(to))):
                 data = self.crossing(src, dst_name, delivery)
                 if data is None:
                     return

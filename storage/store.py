@@ -875,7 +875,7 @@ class Store:
 
     def _finish(self, batch: Batch, outcome: list[tuple[Entry, StorageError]] | StorageError) -> None:
         """Fail the writers of refused entries (all of them for an error), release the rest."""
-        if type(outcome) is not list:  # a StorageError: every writer fails
+        if isinstance(outcome, StorageError):  # every writer fails
             log.error("commit of %d keys to %s failed: %s", len(batch.entries), self.path, outcome)
             for name, value in batch.meta.items():  # staged settings go with the next batch
                 self._batch.meta.setdefault(name, value)
