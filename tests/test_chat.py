@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import CallTimeout, Node, NoProc
+from actors import CallExit, CallTimeout, Node, NoProc
 from apps.chat import (DELIVERED, READ, SENT, BadRequest, ChatConfig, ChatService, Forbidden,
                        Overloaded, RateLimited)
 from apps.chat import store as book
@@ -400,15 +400,32 @@ def test_a_session_crash_loses_nothing_acknowledged(world):
     assert [item[2] for item in world.took(bdev)] == ids
 
 
-def test_a_send_whose_shard_dies_with_it_times_out_and_its_retry_is_stored_once(world):
+def test_a_send_through_a_session_whose_shard_dies_with_it_times_out_and_its_retry_is_stored_once(world):
     alice, _, _ = world.connect("alice")
     bob, bdev, _ = world.connect("bob")
     world.node.run_for(0.01)
     shard = world.svc.router.locate("bob")
-    pending = world.svc.send(world.node, alice, "bob", "c1", b"m")
+    # what a caller on another node does: the session takes the send (its route table is this node's)
+    pending = world.node.call(alice, ("send", "bob", "c1", b"m", ""), timeout=5.0)
     world.node.step(1)  # alice's session hands the request to bob's shard, which answers alice
     world.node.exit(shard, "kill")  # ...but dies first
     with pytest.raises(CallTimeout):
+        world.run(pending)
+    world.node.run_for(3.0)  # restarted; bob's session attached again
+    first = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    again = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    world.node.run_for(0.01)
+    assert first == again and [item[2] for item in world.took(bdev)] == [first]
+
+
+def test_a_send_whose_shard_dies_with_it_fails_and_its_retry_is_stored_once(world):
+    alice, _, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    world.node.run_for(0.01)
+    shard = world.svc.router.locate("bob")
+    pending = world.svc.send(world.node, alice, "bob", "c1", b"m")  # straight to bob's shard...
+    world.node.exit(shard, "kill")  # ...which dies with it: the caller, watching it, hears so
+    with pytest.raises(CallExit):
         world.run(pending)
     world.node.run_for(3.0)  # restarted; bob's session attached again
     first = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
@@ -541,3 +558,35 @@ def test_a_bad_restart_limit_is_refused_before_anything_starts(tmp_path):
     service.start()
     assert service.running
     store.close()
+
+
+def test_sends_confirms_and_reads_from_the_sessions_node_go_straight_to_the_shards(world):
+    alice, adev, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    world.node.run_for(0.01)
+    taken = {pid: world.node.process_info(pid)["messages_in"] for pid in (alice, bob)}
+    msg_id = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    world.node.run_for(0.01)
+    world.confirm_all(bob, bdev)
+    world.run(world.svc.read(world.node, bob, [msg_id]))
+    world.node.run_for(0.01)
+    world.confirm_all(alice, adev)
+    assert {pid: world.node.process_info(pid)["messages_in"] for pid in (alice, bob)} == taken  # no hop
+    assert [(item[1], item[2], item[3]) for item in world.took(adev)] == [("r", msg_id, DELIVERED),
+                                                                          ("r", msg_id, READ)]
+    assert world.run(world.svc.pending(world.node, "alice")) == []
+    with pytest.raises(BadRequest):  # checked on the way, as the session would
+        world.run(world.svc.read(world.node, bob, "not a list"))
+
+
+def test_a_killed_session_is_not_routed_around_and_its_route_is_swept(world):
+    alice, _, _ = world.connect("alice")
+    world.connect("bob")
+    world.node.run_for(0.01)
+    assert alice in world.svc.hub.routes
+    world.node.exit(alice, "kill")  # no terminate: its entry stays until the heartbeat sweep
+    with pytest.raises(NoProc):
+        world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
+    assert world.run(world.svc.pending(world.node, "bob")) == []
+    world.node.run_for(world.config.heartbeat_timeout + world.config.heartbeat_check)
+    assert alice not in world.svc.hub.routes and alice not in world.svc.hub.beats

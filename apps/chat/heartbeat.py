@@ -6,7 +6,8 @@ Sessions write the time of their last heartbeat into a table (`beats`, session p
 node time) that the node's checker owns, as Erlang sessions would write a public ETS
 table: a per-session timer would cost every idle session a timer and a mailbox, and a
 node is meant to hold a million of them. The checker sweeps the table and closes the
-silent ones; a session that exits removes its entry (one that is killed is swept out).
+silent ones; a session that exits removes its entry (one that is killed is swept out, with
+its entry in the sessions' route table, `routes`, if it had one).
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ def us(seconds: float) -> int:
 
 
 class Heartbeats(GenServer):
-    """The node's heartbeat checker. Spawned as `(beats, timeout, every)`."""
+    """The node's heartbeat checker. Spawned as `(beats, timeout, every, routes)`."""
 
-    def init(self, beats: dict[Pid, float], timeout: float, every: float) -> None:
+    def init(self, beats: dict[Pid, float], timeout: float, every: float, routes: dict[Pid, Any]) -> None:
         self.beats = beats
+        self.routes = routes
         self.timeout = us(timeout)
         self.every = every
         self.send_after(every, self.pid, SWEEP)
@@ -38,5 +40,6 @@ class Heartbeats(GenServer):
         silent = [pid for pid, beat in self.beats.items() if now - us(beat) >= self.timeout]
         for pid in silent:
             del self.beats[pid]
+            self.routes.pop(pid, None)
             self.cast(pid, ("close", "heartbeat timeout"))
         self.send_after(self.every, self.pid, SWEEP)

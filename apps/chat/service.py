@@ -47,7 +47,7 @@ from apps.common import TreeService
 from .config import ChatConfig
 from .errors import BadRequest, Unavailable
 from .heartbeat import Heartbeats
-from .protocol import check_name, check_seq
+from .protocol import check_ids, check_name, check_seq
 from .rooms import ROOMS_SUP
 from .router import Resolve, Router
 from .session import Hub, Session
@@ -89,7 +89,7 @@ class ChatService(TreeService):
                                          child=SESSION_SPEC),),
                       options={"name": SESSIONS_SUP}),
             ChildSpec("heartbeats", Heartbeats, args=(self.hub.beats, self.config.heartbeat_timeout,
-                                                      self.config.heartbeat_check)),
+                                                      self.config.heartbeat_check, self.hub.routes)),
             ChildSpec("rooms", DynamicSupervisor, args=(DynamicFlags(max_children=1_000_000),),
                       options={"name": ROOMS_SUP}),
         ]
@@ -132,6 +132,13 @@ class ChatService(TreeService):
              payload: bytes, preview: str = "") -> Any:
         """Send `payload` to `to`: the message id, once it is stored. `preview` is the text
         of the recipient's push notification if it is offline (the payload is opaque)."""
+        route = self._route(caller, session)
+        if route is not None:
+            shard = self.router.locate(to)
+            if shard is not None:  # else the session answers why not
+                request = ("store", route[0], to, client_id, payload, preview, True) if route[3] else \
+                    ("store", route[0], to, client_id, payload, preview)
+                return self._ask(caller, shard, request)
         return self._ask(caller, session, ("send", to, client_id, payload, preview))
 
     def confirm(self, caller: Node | Process, session: Pid, upto: int) -> Future:
@@ -141,12 +148,19 @@ class ChatService(TreeService):
         check_seq(upto)
         if not isinstance(caller, (Node, Process)):
             raise TypeError(f"caller must be the calling process or a Node, not {caller!r:.200}")
-        caller.cast(session, ("confirm", upto))
+        route = self._route(caller, session)
+        if route is None:
+            caller.cast(session, ("confirm", upto))
+        else:
+            caller.cast(route[2], ("confirm", route[0], route[1], upto))
         return _CONFIRMED
 
     def read(self, caller: Node | Process, session: Pid, msg_ids: list[int]) -> Any:
         """The user read these messages: their senders get `read` receipts."""
-        return self._ask(caller, session, ("read", msg_ids))
+        route = self._route(caller, session)
+        if route is None:
+            return self._ask(caller, session, ("read", msg_ids))
+        return self._ask(caller, route[2], ("read", route[0], check_ids(msg_ids)))
 
     def heartbeat(self, caller: Node | Process, session: Pid) -> Any:
         return self._ask(caller, session, ("heartbeat",))
@@ -201,6 +215,21 @@ class ChatService(TreeService):
         return self._shard_ask(caller, user, ("unlink", user, device))
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _route(self, caller: Node | Process, session: Pid) -> tuple | None:
+        """The route of `session` if it is attached and the caller runs on this node (see
+        `apps.chat.session.Hub`): `(user, device, home shard pid, siblings)`, or None
+        (then the request goes through the session, which has the answers for a session
+        attaching, gone or never attached)."""
+        route = self.hub.routes.get(session)
+        if route is None:
+            return None
+        node = self.node
+        if caller is not node and (not isinstance(caller, Process) or caller.node is not node):
+            return None  # another node's caller: only this node's table is its to read
+        if not node.is_alive(session):
+            return None  # a killed session (its entry stays until the heartbeat sweep)
+        return route
 
     def _ask(self, caller: Node | Process, dest: Any, message: tuple) -> Any:
         return request(caller, dest, message, self.config.call_timeout)

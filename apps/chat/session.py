@@ -22,7 +22,13 @@ waits. The device sends its messages in order, waiting for each answer, so a sen
 messages reach each recipient's shard in the order it sent them. The answer is
 `Unavailable` when the shard is not running; if it dies with the request, the device's
 call times out (`CallTimeout`) and it retries with the same client id. `confirm` is a
-cast (a lost one heals itself: the items come again).
+cast (a lost one heals itself: the items come again). Callers on the session's own node
+skip even that hop: while attached, the session keeps its route (user, device, home
+shard) in the node's route table (see `Hub`), and `ChatService` sends their `send`,
+`confirm` and `read` straight to the shards with it; a caller watching the shard then
+hears of its death at once (`CallExit`) instead of timing out. The session handles them
+itself for callers on other nodes and while it is not attached (with the answers for
+that).
 
 Heartbeats go into the node's heartbeat table (see `apps.chat.heartbeat`); the checker
 closes the session when they stop. The session traps exits: when its home shard goes
@@ -61,13 +67,19 @@ DISMISSED = "$chat.dismissed"
 
 
 class Hub:
-    """What every session of a node shares: the router and the heartbeat table."""
+    """What every session of a node shares: the router, the heartbeat table and the route
+    table. `routes` maps an attached session's pid to `(user, device, home shard pid,
+    siblings)`, written only by that session (as an Erlang session would write a public
+    ETS table), while it is attached: `ChatService` reads it to take a device's sends,
+    confirms and reads straight to the shards from the device's own node, a hop and a
+    turn less each (see `ChatService.send`)."""
 
-    __slots__ = ("router", "beats")
+    __slots__ = ("router", "beats", "routes")
 
     def __init__(self, router: Router, beats: dict[Pid, float]) -> None:
         self.router = router
         self.beats = beats
+        self.routes: dict[Pid, tuple] = {}
 
 
 class Session(GenServer):
@@ -94,6 +106,15 @@ class Session(GenServer):
 
     def terminate(self, reason: Any) -> None:
         self.hub.beats.pop(self.pid, None)
+        self.hub.routes.pop(self.pid, None)
+
+    def _publish(self) -> None:
+        """Keep this session's entry of the node's route table (see `Hub`) as it is now:
+        there while attached, gone while it is not."""
+        if self.home is None:
+            self.hub.routes.pop(self.pid, None)
+        else:
+            self.hub.routes[self.pid] = (self.user, self.device, self.home, self.siblings)
 
     # -- attaching to the home shard -------------------------------------------------------------
 
@@ -125,6 +146,7 @@ class Session(GenServer):
         self.siblings = info[2] > 1
         if self.attached is None:
             self.attached = info
+        self._publish()
         self._answer_waiting(dict(zip(ATTACHED, self.attached)))
 
     def _answer_waiting(self, answer: Any) -> None:
@@ -139,6 +161,7 @@ class Session(GenServer):
                 return self._close(reason[1])  # replaced or unlinked: the device hears why
             if msg.pid == self.home:
                 self.home = None
+                self._publish()
                 self.send_after(self.hub.router.config.resend_after, self.pid, ATTACH)
             return None  # anyone else's exit (a replaced shard link) is not ours to act on
         if msg == ATTACH:
@@ -237,5 +260,7 @@ class Session(GenServer):
         elif kind == "devices":  # another device was linked: copy from now on. Never lowered
             self.siblings |= msg[1] > 1  # here: such casts may come out of order, and the user's
             # shard drops the copy of one left alone
+            if self.home is not None:
+                self._publish()
         else:
             GenServer.handle_info(self, msg)  # logged and dropped, as OTP does
