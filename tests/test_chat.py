@@ -498,7 +498,8 @@ def test_receipts_to_a_shard_that_is_down_arrive_once_it_is_back(world):
     alice_shard = router.locate("alice")
     world.node.exit(alice_shard, "kill")  # bob's delivered receipt has nowhere to go
     world.confirm_all(bob, bdev)
-    world.node.run_for(7.0)  # resent at bob's shard's second tick, its ack stored at the third
+    world.node.run_for(11.0)  # resent at bob's shard's third tick (two unacknowledged), acknowledged at
+    # alice's shard's next, which bob's stores at once
     assert [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED)]
     assert world.node.get_process(router.locate("bob")).data["outbox"] == {}
 
@@ -590,3 +591,22 @@ def test_a_killed_session_is_not_routed_around_and_its_route_is_swept(world):
     assert world.run(world.svc.pending(world.node, "bob")) == []
     world.node.run_for(world.config.heartbeat_timeout + world.config.heartbeat_check)
     assert alice not in world.svc.hub.routes and alice not in world.svc.hub.beats
+
+
+@pytest.mark.parametrize("batch", [2, 1000])
+def test_stored_receipts_are_acknowledged_together_at_the_tick_or_once_a_batch_is_due(world, monkeypatch, batch):
+    from apps.chat import shard as shard_module
+    monkeypatch.setattr(shard_module, "ACK_BATCH", batch)
+    alice, adev, _ = world.connect("alice")
+    bob, bdev, _ = world.connect("bob")
+    router = world.svc.router
+    assert router.home("alice") != router.home("bob")
+    ids = [world.run(world.svc.send(world.node, alice, "bob", i, b"m")) for i in range(3)]
+    world.node.run_for(0.01)
+    world.confirm_all(bob, bdev)  # bob's shard sends alice's shard 3 delivered receipts
+    world.node.run_for(0.01)
+    assert [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED) for msg_id in ids]
+    outbox = world.node.get_process(router.locate("bob")).data["outbox"]
+    assert sorted(outbox) == ([] if batch == 2 else ids)  # 3 due: 2 make a batch, else the tick
+    world.node.run_for(world.config.resend_after)
+    assert outbox == {} and [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED) for msg_id in ids]

@@ -54,18 +54,23 @@ of one per message. No caller waits for them (they are casts): the flush delays 
 next window of items and the receipts, by a turn (a `read` stores the batch first, so a
 device's `delivered` still goes before its `read`). A message is stored and answered in
 its own turn: batched too, its answer waits a commit longer, which measured slower for
-senders that wait for it. Acknowledgements from other shards are batched and stored
-the same way: at once, so that a receipt the sender's shard stored is not sent again
-(a shard that crashed before storing one sends it again; the sender's shard remembers
-the receipts it took `RECEIPT_MEMORY` times as long as any shard may resend them). A crash
+senders that wait for it. The sender's shard acknowledges the receipts it stored at its
+next tick, one cast per shard for all of them (sooner once `ACK_BATCH` are due to one
+shard): receipts come from every shard, so acknowledging each flush's would cost a cast
+(a frame, between nodes) per receipt. A shard resends a receipt unacknowledged for two
+ticks, longer than an acknowledgement waits. Acknowledgements from other shards are
+stored at once, batched like confirmations, so that a receipt the sender's shard stored
+is not sent again (a shard that crashed before storing one sends it again; the sender's
+shard remembers the receipts it took `RECEIPT_MEMORY` times as long as any shard may
+resend them, and acknowledges a repeat again). A crash
 loses only what was taken and not stored, which heals like a lost message: the items
 come again and are confirmed again, receipts are resent and the sender's shard
 recognises repeats (receipts never go back).
 
 Every `resend_after` seconds a tick resends what is stalled: items a session has not
 confirmed since the last tick (go-back-N from the first unconfirmed one), receipts no
-shard has acknowledged (never one older than `retention`); and forgets records older than
-`retention`. It also marks the connected devices seen now and then (every quarter of
+shard has acknowledged in two ticks (never one older than `retention`); acknowledges the
+receipts it stored; and forgets records older than `retention`. It also marks the connected devices seen now and then (every quarter of
 `device_expiry`, so a restart does not take them for gone) and unlinks the devices unseen
 for `device_expiry`.
 """
@@ -89,6 +94,7 @@ from .session import DISMISSED
 log = logging.getLogger("apps.chat")
 TICK = ("$chat.tick",)
 FLUSH = ("$chat.flush",)
+ACK_BATCH = book.EVENT_CHUNK  # stored receipts due to one shard that are acknowledged before the tick
 SHOWN_DEVICES = 5  # device names an error message lists at most
 
 
@@ -125,11 +131,13 @@ class Shard(EventSourcedServer):
         # Taken since the last flush (see _flush_batch): device -> [user, confirmed seq,
         # device name] (the keys hash by identity; a dict iterates in insertion order, so
         # nothing depends on it);
-        # receipts from other shards, and what to acknowledge to each; their
-        # acknowledgements of ours (msg_id -> status).
+        # receipts from other shards, and what to acknowledge to each once they are
+        # stored; their acknowledgements of ours (msg_id -> status). Stored receipts
+        # wait for the tick to be acknowledged (`ack_due`: shard -> [[msg_id, status]]).
         self.confirms: dict[book.Device, list] = {}
         self.inflow: list[list] = []
         self.acks: dict[int, list[list]] = {}
+        self.ack_due: dict[int, list[list]] = {}
         self.acked: dict[int, int] = {}
         self.flush_due = False
         self.send_after(config.resend_after, self.pid, TICK)
@@ -443,10 +451,12 @@ class Shard(EventSourcedServer):
                     if home(r[0]) == self.index and (r[1] not in rstat or rstat[r[1]][0] < r[2])]
             for chunk in self._chunks(news, max(map(len, news), default=0) > 3):  # copies: by size
                 self._act(self._persist([book.E_RECEIPTS, chunk, now]))
+            due = self.ack_due
             for shard, done in acks.items():
-                peer = self.router.shard(shard)
-                if peer is not None:  # sent once the receipts are stored; else the peer resends
-                    self.cast(peer, ("acked", done))
+                waiting = due.setdefault(shard, [])
+                waiting += done
+                if len(waiting) >= ACK_BATCH:
+                    self._acknowledge(shard)
         if self.acked:
             outbox = self.data["outbox"]
             done = [[msg_id, status] for msg_id, status in self.acked.items()
@@ -454,6 +464,14 @@ class Shard(EventSourcedServer):
             self.acked = {}
             for chunk in self._chunks(done):
                 self._persist([book.E_ACKED, chunk])
+
+    def _acknowledge(self, shard: int) -> None:
+        """Tell `shard` which of its receipts are stored here (once they are: the cast
+        leaves with this turn's commit, after theirs; a lost one makes the peer resend)."""
+        done = self.ack_due.pop(shard)
+        peer = self.router.shard(shard)
+        if peer is not None:
+            self.cast(peer, ("acked", done))
 
     def _read(self, user: str, ids: list[int]) -> None:
         if self.confirms:  # the device's confirmation came first: its `delivered` goes first
@@ -584,7 +602,9 @@ class Shard(EventSourcedServer):
         for chunk in self._chunks(alive):
             self._persist([book.E_ALIVE, chunk, now])
         self._expire_devices(now)
-        horizon, oldest = now - self.config.resend_after, now - retention
+        for shard in list(self.ack_due):
+            self._acknowledge(shard)
+        horizon, oldest = now - 2 * self.config.resend_after, now - retention  # see the docstring
         due = [[entry[0], msg_id, entry[1], *entry[3:]] for msg_id, entry in self.data["outbox"].items()
                if self.outbox_sent.get(msg_id, horizon) <= horizon and entry[2] > oldest]
         if due:
