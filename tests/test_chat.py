@@ -113,7 +113,8 @@ def test_a_senders_shard_remembers_receipts_longer_than_any_shard_resends_them()
 def test_the_records_staged_are_the_state_and_bring_it_back():
     stored: dict = {}
     b = book.ShardBook(100.0, 2, lambda user: user in ("alice", "bob"),
-                       lambda key, value, new=False: stored.__setitem__(key, value),
+                       lambda key, value, new=False: stored.__setitem__(  # a tuple is stored as an array
+                           key, list(value) if type(value) is tuple else value),
                        lambda key: stored.pop(key, None))
     state = book.empty(0, 1)
     events = [store_event(1, "alice", "bob", push=["Message from alice", "hi"]),
@@ -610,3 +611,16 @@ def test_stored_receipts_are_acknowledged_together_at_the_tick_or_once_a_batch_i
     assert sorted(outbox) == ([] if batch == 2 else ids)  # 3 due: 2 make a batch, else the tick
     world.node.run_for(world.config.resend_after)
     assert outbox == {} and [(i[2], i[3]) for i in world.took(adev)] == [(msg_id, DELIVERED) for msg_id in ids]
+
+
+def test_what_a_delivered_message_leaves_for_the_retention_period_is_not_traversed_by_the_collector():
+    import gc
+    state = book.empty(0, 1)
+    b = book.ShardBook(100.0, 2, lambda user: True)
+    for i in range(1, 4):
+        b.apply(state, store_event(i, "alice", "bob"))
+    b.apply(state, [book.E_CONFIRM, [["bob", 3]], 5.0])  # delivered: receipts in alice's box
+    b.apply(state, [book.E_CONFIRM, [["alice", 3]], 6.0])
+    gc.collect()
+    kept = [*state["expiry"], *state["rstat_expiry"], *state["rstat"].values()]
+    assert len(kept) == 9 and not any(gc.is_tracked(entry) for entry in kept)

@@ -53,12 +53,15 @@ make room (that device then misses them: its position jumps past them).
 In memory (`empty()`), a dict: `head`; `inbox`: user -> `[seq, acked, items, bytes,
 held]` (items in order; bytes: the payloads of the undelivered ones, after `acked`;
 held: of the others); `devices`: user -> its `Device`s (a tuple, in link order); `records`, `outbox`,
-`rstat`, `seen`, `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest
+`rstat` (its entries as tuples), `seen`, `contacts` as stored; `pushes`: `[to, title, body, msg_id, t]` oldest
 first; and what is derived from them on recovery: `dedup` (sender -> {client id ->
 msg_id}: a retried send is recognised), `senders` (sender -> [bytes, {recipient ->
 [items, bytes]}] of its messages undelivered here: the per-sender quotas), `expiry` /
-`rstat_expiry` (`[t, msg_id]`, what to forget when), `by_seen` (every `Device` as a key,
-least recently seen first: what to expire).
+`rstat_expiry` (`(t, msg_id)`, what to forget when), `by_seen` (every `Device` as a key,
+least recently seen first: what to expire). What is kept for every message through the
+retention period and never changes is a tuple: the cyclic garbage collector stops
+tracking a tuple of numbers at its first pass, where it would traverse a list at every
+pass of its generation.
 
 Events (lists): see the `E_*` constants. Confirmations and incoming receipts are batched,
 so `[E_CONFIRM, [[user, upto, device], ...], t]` and `[E_RECEIPTS, [[sender, msg_id,
@@ -273,7 +276,7 @@ class ShardBook:
                     record = records[item[2]]
                     if record[4] is None:
                         record[4] = t
-                        expiry.append([t, item[2]])
+                        expiry.append((t, item[2]))
                     if advance(record[3], DELIVERED):
                         record[3] = DELIVERED
                         self._receipt(state, record[0], item[2], DELIVERED, t, out)
@@ -463,9 +466,9 @@ class ShardBook:
             # the message itself, for the sender's devices (its session may think it has
             # several after one was unlinked: the copy is decided here, where they are)
             self._append(state, sender, ["s", msg_id, echo[0], echo[1]], out)
-        rstat[msg_id] = [status, t]
+        rstat[msg_id] = (status, t)
         self.put(("rcpt", msg_id), rstat[msg_id], entry is None)
-        state["rstat_expiry"].append([t, msg_id])
+        state["rstat_expiry"].append((t, msg_id))
         if status != SENT:
             self._append(state, sender, ["r", msg_id, status, None], out)
 
@@ -524,6 +527,8 @@ def from_records(head: dict[str, Any], records: list[tuple[Any, Any]]) -> dict[s
             inbox[key[1]] = [value[0], value[1], [], 0, 0]
         elif kind == "dev":
             linked.append(Device(key[1], key[2], *value))
+        elif kind == "rcpt":
+            state["rstat"][key[1]] = tuple(value)
         elif kind in _TABLES:
             state[_TABLES[kind]][key[1]] = value
         elif kind == "push":
@@ -555,7 +560,7 @@ def _derive(state: dict[str, Any]) -> None:
         record = records[msg_id]
         dedup.setdefault(record[0], {})[record[1]] = msg_id
         if record[4] is not None:
-            state["expiry"].append([record[4], msg_id])
+            state["expiry"].append((record[4], msg_id))
     for user, box in state["inbox"].items():
         for item in box[2]:
             size = _size(item)
@@ -566,7 +571,7 @@ def _derive(state: dict[str, Any]) -> None:
             if item[1] == "m":
                 _quota(senders, item[3], user, size, 1)
     state["expiry"].sort()
-    state["rstat_expiry"] = sorted([entry[1], msg_id] for msg_id, entry in state["rstat"].items())
+    state["rstat_expiry"] = sorted((entry[1], msg_id) for msg_id, entry in state["rstat"].items())
 
 
 def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
@@ -581,7 +586,7 @@ def records_of(state: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
             yield ("dev", user, dev.name), dev.record()
     for kind, table in _TABLES.items():
         for key, value in state[table].items():
-            yield (kind, key), value
+            yield (kind, key), list(value) if kind == "rcpt" else value  # (a tuple in memory)
     for to, title, body, msg_id, t in state["pushes"]:
         yield ("push", msg_id), [to, title, body, t]
 
@@ -597,8 +602,9 @@ def from_v1(old: dict[str, Any]) -> dict[str, Any]:
     records.update(old["records"])
     state["outbox"] = {msg_id: [sender, status, (records.get(msg_id) or [None] * 5)[4] or 0.0]
                        for msg_id, (sender, status) in old["outbox"].items()}
-    for name in ("rstat", "seen", "contacts", "pushes"):
+    for name in ("seen", "contacts", "pushes"):
         state[name] = old[name]
+    state["rstat"] = {msg_id: tuple(entry) for msg_id, entry in old["rstat"].items()}
     _derive(state)
     return state
 
