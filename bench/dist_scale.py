@@ -74,8 +74,10 @@ from profile_layers import cpu_by_layer  # noqa: E402
 
 # Shards: a few per node. A node runs its shards on one thread, so more of them buy no
 # CPU; they split the batches (confirms, receipts between shards: one cast per pair of
-# shards per flush), and a message's receipts cross as casts of their own (measured on 2
-# nodes: 1.02 crossings per send with 2 shards, 1.10 with 4, 1.36 with 8, 1.93 with 32).
+# shards per flush; their acknowledgements, one per pair per tick), and a message's
+# receipts cross as casts of their own (measured on 2 nodes, before acknowledgements
+# waited for the tick: 1.02 crossings per send with 2 shards, 1.10 with 4, 1.36 with 8,
+# 1.93 with 32; 1.06 with 4 since).
 SIZES = {"full": {"sessions": 20_000, "senders": 400, "messages": 100_000, "shards": 8},
          "quick": {"sessions": 4_000, "senders": 200, "messages": 20_000, "shards": 4},
          "tiny": {"sessions": 40, "senders": 4, "messages": 200, "shards": 4}}
