@@ -401,32 +401,19 @@ def test_a_session_crash_loses_nothing_acknowledged(world):
     assert [item[2] for item in world.took(bdev)] == ids
 
 
-def test_a_send_through_a_session_whose_shard_dies_with_it_times_out_and_its_retry_is_stored_once(world):
+@pytest.mark.parametrize("path", ["route", "session"])
+def test_a_send_whose_shard_dies_with_it_fails_and_its_retry_is_stored_once(world, path):
     alice, _, _ = world.connect("alice")
     bob, bdev, _ = world.connect("bob")
     world.node.run_for(0.01)
     shard = world.svc.router.locate("bob")
-    # what a caller on another node does: the session takes the send (its route table is this node's)
-    pending = world.node.call(alice, ("send", "bob", "c1", b"m", ""), timeout=5.0)
-    world.node.step(1)  # alice's session hands the request to bob's shard, which answers alice
-    world.node.exit(shard, "kill")  # ...but dies first
-    with pytest.raises(CallTimeout):
-        world.run(pending)
-    world.node.run_for(3.0)  # restarted; bob's session attached again
-    first = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
-    again = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
-    world.node.run_for(0.01)
-    assert first == again and [item[2] for item in world.took(bdev)] == [first]
-
-
-def test_a_send_whose_shard_dies_with_it_fails_and_its_retry_is_stored_once(world):
-    alice, _, _ = world.connect("alice")
-    bob, bdev, _ = world.connect("bob")
-    world.node.run_for(0.01)
-    shard = world.svc.router.locate("bob")
-    pending = world.svc.send(world.node, alice, "bob", "c1", b"m")  # straight to bob's shard...
-    world.node.exit(shard, "kill")  # ...which dies with it: the caller, watching it, hears so
-    with pytest.raises(CallExit):
+    if path == "route":  # from alice's session's node: straight to bob's shard, which the caller watches
+        pending, failure = world.svc.send(world.node, alice, "bob", "c1", b"m"), CallExit
+    else:  # what a caller on another node does: alice's session takes it (the route table is this node's)
+        pending, failure = world.node.call(alice, ("send", "bob", "c1", b"m", ""), timeout=5.0), CallTimeout
+        world.node.step(1)  # the session hands the request to bob's shard, which would answer the caller
+    world.node.exit(shard, "kill")  # bob's shard dies with the request
+    with pytest.raises(failure):
         world.run(pending)
     world.node.run_for(3.0)  # restarted; bob's session attached again
     first = world.run(world.svc.send(world.node, alice, "bob", "c1", b"m"))
