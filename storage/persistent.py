@@ -44,6 +44,23 @@ from the parent) saves the state it stops with, and commits before the exit sign
 out. `handle_idle` is a turn like the others. An `async` callback's changes are saved
 at the end of every scheduler pass in which it is suspended, before what it sent leaves.
 
+Explicit saving (opt-in: `save_explicitly = True`): the state is then saved only at the
+end of a turn that called `self.save()` (or staged records), instead of being encoded
+after every turn to see whether it changed. For a server whose turns mostly change
+nothing (a driver's location update, an offer kept in memory), that encoding is most of
+its storage cost. A change made without `save()` is not stored (it is, with the next
+saved turn), and a deliberate stop saves only if `save()` was called; `replace_state`
+and `code_change` mark the state changed themselves. The default compares encodings,
+so user code cannot forget a save.
+
+    class Position(PersistentServer):
+        save_explicitly = True
+        def initial_state(self):
+            return {"moves": 0}
+        def handle_cast(self, msg):
+            self.state["moves"] += 1
+            self.save()                        # else this change is not stored
+
 State must be msgpack-encodable (dicts, lists, str, bytes, numbers, bool, None, Pid,
 Ref). A server that keeps part of it as a live object (a CRDT document) overrides
 `snapshot_state()` to return the state with that part encoded, at the moment of saving.
@@ -121,7 +138,10 @@ class PersistentServer(GenServer):
     kind = STATE
     max_reminders: int = 1000
     """Reminders (see `storage.reminders`) a server keeps at most."""
-    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh", "_reminders")
+    save_explicitly: bool = False
+    """Save the state only after turns that call `save()` (see the module docstring)."""
+    __slots__ = ("store", "state", "revision", "_ref", "_saved", "_fault", "_staged", "_fresh", "_reminders",
+                 "_dirty")
     _fault: Exception | None  # a storage fault: the server crashes with it on its next turn
     _saved: bytes  # the saved state's encoding (a _Digest of it while hibernating)
 
@@ -133,6 +153,7 @@ class PersistentServer(GenServer):
         self._fault = None
         self._staged: dict[Any, Any] = {}
         self._fresh: set[Any] = set()  # staged keys not stored yet: a deletion just forgets them
+        self._dirty = False  # save() called in this turn (see `save_explicitly`)
         if store.holds:
             self.node.hold_output(self)
         rev, snap_rev, snap, events = store.load(self, self._ref, self.kind)
@@ -165,9 +186,15 @@ class PersistentServer(GenServer):
         """What system messages (`actors.system`) and `code_change` see: `self.state`."""
         return self.state
 
+    def save(self) -> None:
+        """The state changed: save it at the end of this turn. Needed only with
+        `save_explicitly` (harmless otherwise)."""
+        self._dirty = True
+
     def system_replace_state(self, state: Any) -> None:
         """`replace_state` and `code_change` set `self.state`; it is saved with the turn."""
         self.state = state
+        self._dirty = True
 
     def on_hibernate(self) -> None:
         """Hibernating: keep a digest of the saved state's encoding instead of the copy
@@ -288,7 +315,10 @@ class PersistentServer(GenServer):
 
     def _flush(self) -> None:
         """Hand the state (and staged records) to the store if they changed since the
-        last save."""
+        last save (with `save_explicitly`, only after a `save()` or staged records)."""
+        if self.save_explicitly and not self._dirty and not self._staged:
+            return
+        self._dirty = False
         data = self._encode("state", self.snapshot_state())
         saved = self._saved
         if (data != saved if type(saved) is bytes else _digest(data) != saved) or self._staged:

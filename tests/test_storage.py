@@ -421,6 +421,56 @@ def test_a_hibernated_persistent_server_still_saves_only_what_changed(path):
     assert call(node, node.spawn(Counter, store, "k"), "get") == 7
 
 
+class Explicit(Counter):
+    """Saves only the turns that call `save()`; "add" does, "add_quietly" does not."""
+
+    save_explicitly = True
+
+    def handle_call(self, request, caller):
+        if request[0] == "add_quietly":
+            self.handle_cast(request[1])
+            return self.state["n"]
+        if request[0] == "add_quietly_then_stop":
+            self.handle_cast(request[1])
+            self.stop("normal")
+            return self.state["n"]
+        if request[0] in ("add", "add_then_crash", "add_then_stop"):
+            self.save()
+        return super().handle_call(request, caller)
+
+
+def test_an_explicitly_saved_state_is_stored_when_saved_and_a_crash_restores_it(path):
+    node, store = boot(path)
+    pid = node.spawn(Explicit, store, "k")
+    writes = store.writes
+    assert call(node, pid, ("add", 2)) == 2 and store.writes == writes + 1  # acknowledged means stored
+    assert call(node, pid, ("add_quietly", 3)) == 5 and store.writes == writes + 1  # not saved: not encoded
+    with pytest.raises(CallExit):
+        call(node, pid, ("add_then_crash", 100))
+    again = node.spawn(Explicit, store, "k")
+    assert call(node, again, "get") == 2  # the last saved state
+    assert call(node, again, ("add_quietly", 1)) == 3
+    assert call(node, again, ("add", 1)) == 4  # saves the unsaved change with its own
+    node, store = reopen(store)
+    assert call(node, node.spawn(Explicit, store, "k"), "get") == 4
+
+
+def test_an_explicit_server_stops_with_its_state_saved_only_if_it_called_save(path):
+    node, store = boot(path)
+    assert call(node, node.spawn(Explicit, store, "a"), ("add_then_stop", 5)) == 5
+    assert call(node, node.spawn(Explicit, store, "b"), ("add_quietly_then_stop", 5)) == 5
+    assert call(node, node.spawn(Explicit, store, "a"), "get") == 5
+    assert call(node, node.spawn(Explicit, store, "b"), "get") == 0
+
+
+def test_replace_state_on_an_explicit_server_is_stored_without_a_save(path):
+    node, store = boot(path)
+    pid = node.spawn(Explicit, store, "k", 1)
+    assert node.run_until_complete(replace_state(node, pid, lambda state: checked(41))) == checked(41)
+    node, store = reopen(store)
+    assert call(node, node.spawn(Explicit, store, "k"), "get") == 41
+
+
 # -- event sourcing -----------------------------------------------------------------------------
 
 def test_event_sourced_recovery_is_snapshot_plus_tail(path):

@@ -57,9 +57,12 @@ def quote_of(node: Any, store: Any, city: Any, geohash: str) -> tuple[float, flo
 
 class Cell(PersistentServer):
     """See the module docstring. Started by `storage.Entities` as `init(store, key)`;
-    `city` is bound by `service.bind` (a `CityContext`)."""
+    `city` is bound by `service.bind` (a `CityContext`). Saved explicitly
+    (`storage.persistent`): a location update changes nothing stored, and the only change
+    of its state (demand is records) is the surge's, which calls `save()`."""
 
     city: Any = None
+    save_explicitly = True
 
     def init(self, store: Any, key: Any) -> None:
         super().init(store, key)
@@ -182,4 +185,5 @@ class Cell(PersistentServer):
         supply = int(np.count_nonzero(self.rows[:len(self.ids), AVAILABLE]))
         ratio = pricing.demand_supply_ratio(len(demand), supply)
         self.state.update(surge=pricing.surge_for(ratio), ratio=ratio, supply=supply, at=now)
+        self.save()
         self._publish_quote()

@@ -64,9 +64,12 @@ class OfferError(ValueError):
 
 
 class Driver(PersistentServer):
-    """See the module docstring; `city` is bound by `service.bind`."""
+    """See the module docstring; `city` is bound by `service.bind`. Its state is saved
+    explicitly (`storage.persistent`): most of its turns (location updates, offers,
+    withdrawals) change nothing stored, and every change below calls `save()`."""
 
     city: Any = None
+    save_explicitly = True
 
     def init(self, store: Any, key: Any) -> None:
         super().init(store, key)
@@ -101,8 +104,10 @@ class Driver(PersistentServer):
 
     def _store_offers(self) -> None:
         """Move the offers counted in memory into the state (stored at the end of the turn)."""
-        self.state["offered"] += self.unsaved_offers
-        self.unsaved_offers = 0
+        if self.unsaved_offers:
+            self.state["offered"] += self.unsaved_offers
+            self.unsaved_offers = 0
+            self.save()
 
     def terminate(self, reason: Any) -> None:
         self._store_offers()  # a stop saves the state it stops with
@@ -142,10 +147,13 @@ class Driver(PersistentServer):
         s = self.state
         if s["status"] == "offline":
             s["status"] = "online"
+            self.save()
         cell = geo.cell_of(lat, lon)
-        if s["cell"] is not None and s["cell"] != cell:
-            self._to_cell(s["cell"], ("leave", self.id))
-        s["cell"] = cell
+        if s["cell"] != cell:
+            if s["cell"] is not None:
+                self._to_cell(s["cell"], ("leave", self.id))
+            s["cell"] = cell
+            self.save()
         self._report()
         self._arm_stale()
         if s["trip"] is not None:
@@ -185,16 +193,19 @@ class Driver(PersistentServer):
         if s["cell"] is not None:
             self._to_cell(s["cell"], ("leave", self.id))
             s["cell"] = None
+            self.save()
         self.offers.clear()
         self._store_offers()
         if s["trip"] is None and s["claim"] is None:
             s["status"] = "offline"
+            self.save()
             self.stop()  # stored; the next message starts it again
 
     def _free(self) -> None:
         """The trip is over: back online if the driver is still reporting, else offline."""
         s = self.state
         s["trip"] = None
+        self.save()
         self._disarm("trip_timer")
         if self.lat is not None and self.now() - self.seen < OFFLINE_AFTER:
             s["status"] = "online"
@@ -233,6 +244,7 @@ class Driver(PersistentServer):
             return OfferError(f"driver {self.id} is {s['status']}, cannot accept ride {ride!r}")
         s["claim"] = ride  # stored before the claim below leaves
         s["accepted"] += 1
+        self.save()
         self._store_offers()
         self.claimant = caller
         # The cell is not told: a claim is settled in a few messages, offers meanwhile are
@@ -248,6 +260,7 @@ class Driver(PersistentServer):
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
         s["claim"] = None
+        self.save()
         self._disarm("resolve_timer")
         if won is True:
             s["trip"] = ride
