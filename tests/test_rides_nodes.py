@@ -12,6 +12,7 @@ import itertools
 import pytest
 from conftest import SCENARIOS, SIM_SEEDS
 
+from actors.system import resume, suspend
 from apps.rides import MatchConfig, RideError, RideService, geo
 from apps.rides.cell import Cell
 from apps.rides.mirror import PUSH_EVERY, STALE_AFTER, CellMirror
@@ -109,6 +110,42 @@ def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when
     services[cell_node].driver_update(sim.node(cell_node), driver, *PICKUP)
     sim.run(sim.now + 1.0)
     assert copy().get("members")[0] == (driver,)
+
+
+def test_a_driver_tells_a_cell_of_another_node_at_its_pid_and_its_router_once_it_is_gone(city):
+    """The mirror publishes a remote cell's pid: with the router of the cell's node
+    suspended, the driver's updates still reach the running cell; once the cell is
+    killed, its pid is withdrawn and the next update goes through the router (resumed),
+    which starts the cell again."""
+    sim, services, stores = city
+    ctx = services["c1"].city
+    cell = geo.cell_of(*PICKUP)
+    cell_node = ctx.home(("cell", cell))
+    driver_node = next(n for n in NODES if n != cell_node)
+    driver = first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), driver_node)
+    node, far = sim.node(driver_node), sim.node(cell_node)
+    services[driver_node].driver_update(node, driver, *PICKUP)
+    sim.run(1.0 + 2 * PUSH_EVERY)
+    cell_pid = services[cell_node].city.registry.lookup(("cell", cell))
+    copy = node.table(CityContext.cell_table(cell))
+    assert cell_pid is not None and copy.get("pid") == cell_pid
+    suspended = suspend(far, "rides.cells")
+    sim.run(sim.now + 0.1)
+    assert suspended.done()
+    moved = (PICKUP[0] + 0.0001, PICKUP[1])
+    services[driver_node].driver_update(node, driver, *moved)
+    sim.run(sim.now + 0.5)
+    members, rows = far.table(CityContext.cell_table(cell)).get("members")
+    assert members == (driver,) and tuple(rows[0, :2]) == moved
+    far.exit(cell_pid, "kill")
+    sim.run(sim.now + 0.5)
+    assert copy.get("pid") is None  # its Down withdrew it
+    resume(far, "rides.cells")
+    services[driver_node].driver_update(node, driver, *PICKUP)
+    sim.run(sim.now + 1.0 + 2 * PUSH_EVERY)
+    again = services[cell_node].city.registry.lookup(("cell", cell))
+    assert again not in (None, cell_pid) and far.table(CityContext.cell_table(cell)).get("members")[0] == (driver,)
+    assert copy.get("pid") == again
 
 
 def test_a_gateway_refuses_a_ride_of_another_node_and_stores_nothing(city):

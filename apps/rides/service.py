@@ -99,12 +99,18 @@ class CityContext:
 
     def cast(self, caller: Node | Process, key: tuple, msg: tuple) -> None:
         """Cast to driver or cell `key`: straight to its process if it runs on this node
-        (one hop instead of two through its router), else through the router on its node,
-        which starts it. A message to one that is just stopping, or whose node is down or
-        cut off, is lost: location updates come again, offers time out, reminders repeat,
-        a lost demand is recorded again at the ride's next sweep, a lost `trip_over` is
-        found by the driver's trip check, and a driver going offline stops anyway."""
+        (one hop instead of two through its router), or, for a cell of another node, to
+        the pid the mirror learnt for it (`mirror`); else through the router on its node,
+        which starts it. A message to one that is just stopping (or, on another node, gone
+        and not yet known to be), or whose node is down or cut off, is lost: location
+        updates come again, offers time out, reminders repeat, a lost demand is recorded
+        again at the ride's next sweep, a lost `trip_over` is found by the driver's trip
+        check, a driver going offline stops anyway, and a cell drops a member that left it
+        without a word once it has not been heard from for `OFFLINE_AFTER` seconds."""
         pid = self.registry.lookup(key)
+        if pid is None and self.spread and key[0] == "cell":
+            copy = self.node.table(self.cell_table(key[1]))
+            pid = None if copy is None else copy.get("pid")
         if pid is None:
             entity_cast(caller, self.at(self.drivers if key[0] == "driver" else self.cells, key), key, msg)
         else:
