@@ -555,6 +555,26 @@ def test_a_drivers_claim_retry_outlives_its_crashes(city):
     assert call(node, rides.driver(node, "d1"))["trip"] is None
 
 
+def test_a_lost_claim_is_not_written_and_a_driver_restarted_with_it_lets_go_of_it(city):
+    node, rides, store = city
+    drivers = ["d1", "d2"]
+    placed_and_requested(node, rides, drivers)
+    won, lost = rides.accept(node, "d1", "r1"), rides.accept(node, "d2", "r1")  # both claim at once
+    node.run_for(0.5)
+    assert won.result() == "accepted" and isinstance(lost.exception(), OfferError)
+    assert store.read(("driver", "d2"))[1]["claim"] == "r1"  # stored as a claim, lost: not written again
+    assert call(node, rides.driver(node, "d2"))["claim"] is None
+    node.exit(rides.city.registry.lookup(("driver", "d2")), "kill")
+    assert call(node, rides.driver(node, "d2"))["claim"] == "r1"  # started again from the store
+    node.run_for(0.5)  # it asks the ride again at once, and hears it lost
+    rides.driver_update(node, "d2", SF[0] + 0.0018, SF[1])
+    node.run_for(0.5)
+    st = call(node, rides.driver(node, "d2"))
+    assert (st["claim"], st["trip"], st["status"]) == (None, None, "online")
+    members = node.table(CityContext.cell_table(geo.cell_of(SF[0] + 0.0018, SF[1]))).get("members")
+    assert "d2" in members[0] and members[1][members[0].index("d2"), 5] == 1.0  # available again
+
+
 def test_a_driver_restarted_with_a_trip_whose_end_it_missed_frees_itself(city):
     node, rides, store = city
     placed_and_requested(node, rides, ["d1"])

@@ -23,7 +23,10 @@ ride again (a claim by the same driver is idempotent). Claims and their answers 
 messages (`("claim", driver, reply_to)` -> `("claimed", ride, ride_pid, won)`), so neither
 process ever waits suspended; the phone's `accept` call is answered with the outcome.
 The ride is the authority on who won; the driver takes a trip only when the ride says it
-is the one. So no driver ever holds two rides and no ride two drivers.
+is the one. So no driver ever holds two rides and no ride two drivers. A won claim is
+stored with the trip; a lost one only with the driver's next save (two of a match's
+three claims lose, and nothing rests on it): a driver restarted meanwhile asks that ride
+again, hears it lost, and lets go of it as it did before.
 
 Two timers, both implied by the stored state, so they outlive crashes without being
 stored themselves: while a claim is unanswered, "resolve" asks the ride again every
@@ -259,12 +262,12 @@ class Driver(PersistentServer):
         s = self.state
         if s["claim"] != ride:
             return  # an answer to a claim already settled (a repeated claim)
-        s["claim"] = None
-        self.save()
+        s["claim"] = None  # a lost claim's end is not saved by itself: see the module docstring
         self._disarm("resolve_timer")
         if won is True:
             s["trip"] = ride
             s["status"] = "busy"
+            self.save()
             self.offers.clear()
             self._arm("trip_timer", TRIP_CHECK_EVERY, _TRIP_CHECK)
             self.cast(ride_pid, ("confirm", self.id))
