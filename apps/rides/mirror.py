@@ -16,9 +16,10 @@ around its pickup (rides are placed by ride id, cells by geohash), so every node
   heard from for `STALE_AFTER` seconds (down or cut off);
 - publishes in a copy's table the remote cell's pid ("pid"), monitored, so that messages
   for it go straight to it (`CityContext.cast`) instead of through the router of its node:
-  one turn less on that node for every location update that crosses. The pid is taken
-  away as soon as the cell is known to be gone (its `Down`, a push without it, its node
-  silent), and messages go through the router again, which starts it anew.
+  one turn less on that node for every location update that crosses. A cell's pid is
+  sent to the other nodes as soon as it starts, and with its pushes; it is taken away as
+  soon as the cell is known to be gone (its `Down`, a push without it, its node silent),
+  and messages go through the router again, which starts it anew.
 
 A copy is at most `PUSH_EVERY` plus the network's latency older than its cell (after a
 restart of either side, up to `FULL_EVERY` pushes). That is harmless: an offer to a
@@ -35,7 +36,7 @@ a restarted mirror finds the running ones among the node's processes.
 
 Casts: `("cell", geohash)` (a local cell started), `("cells", node, changed, live)`
 (a push: `changed` maps geohash -> (ids, rows as bytes, quote, pid), `live` the sender's
-running cells).
+running cells), `("started", node, geohash, pid)` (a cell of that node started).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ import numpy as np
 
 from actors import Down, GenServer, RemoteName
 
-from .cell import COLUMNS, Cell
+from .cell import COLUMNS, NO_SURGE, Cell
 
 MIRROR = "rides.mirror"
 PUSH_EVERY = 0.5  # seconds between pushes
@@ -83,8 +84,13 @@ class CellMirror(GenServer):
     def handle_cast(self, msg: tuple) -> None:
         if msg[0] == "cell":
             self.local.setdefault(msg[1], None)
+            started = ("started", self.node.name, msg[1], self.city.registry.lookup(("cell", msg[1])))
+            for other in self.others:
+                self.cast(other, started)
         elif msg[0] == "cells":
             self._copy(*msg[1:])
+        elif msg[0] == "started":
+            self._started(*msg[1:])
         else:
             raise ValueError(f"rides mirror: unknown message {msg!r:.200}")
 
@@ -129,16 +135,9 @@ class CellMirror(GenServer):
             return
         self.heard[sender] = self.now()
         for gh, (ids, data, quote, pid) in changed.items():
-            home = self.city.home(("cell", gh))
-            if home != sender:  # the sender's node list differs: not a copy to keep
-                log.error("rides mirror: node %s pushed cell %s, which lives on %s", sender, gh, home)
-                continue
-            table = self.copies.get(gh)
+            table = self._table(sender, gh)
             if table is None:
-                if len(self.copies) >= MAX_COPIES:
-                    log.error("rides mirror: %d cells copied already; cell %s left out", MAX_COPIES, gh)
-                    continue
-                table = self.copies[gh] = self.node.new_table(self.city.cell_table(gh))
+                continue
             rows = np.frombuffer(data, dtype=np.float64).reshape(-1, len(COLUMNS))  # read-only
             assert len(rows) == len(ids), (gh, len(rows), len(ids))
             table.put("members", (tuple(ids), rows))
@@ -148,6 +147,30 @@ class CellMirror(GenServer):
         running = set(live)  # membership only
         for gh in [g for g, node in self.origin.items() if node == sender and g not in running]:
             self._empty(gh)
+
+    def _started(self, sender: str, gh: str, pid: Any) -> None:
+        """A cell of node `sender` started: its pid, before the next push brings its members."""
+        table = self._table(sender, gh) if sender != self.node.name and sender in self.city.nodes else None
+        if table is not None and pid is not None:
+            self.origin[gh] = sender
+            self._watch(gh, pid)
+
+    def _table(self, sender: str, gh: str) -> Any:
+        """The copy of cell `gh`, made (empty) if need be; None if `sender` is not its
+        node or the copies are at their limit."""
+        home = self.city.home(("cell", gh))
+        if home != sender:  # the sender's node list differs: not a copy to keep
+            log.error("rides mirror: node %s pushed cell %s, which lives on %s", sender, gh, home)
+            return None
+        table = self.copies.get(gh)
+        if table is None:
+            if len(self.copies) >= MAX_COPIES:
+                log.error("rides mirror: %d cells copied already; cell %s left out", MAX_COPIES, gh)
+                return None
+            table = self.copies[gh] = self.node.new_table(self.city.cell_table(gh))
+            table.put("members", _EMPTY)
+            table.put("quote", NO_SURGE)
+        return table
 
     def _expire(self) -> None:
         oldest = self.now() - STALE_AFTER
