@@ -92,13 +92,20 @@ def test_a_ride_is_matched_with_a_driver_of_another_node_in_a_cell_of_a_third(ci
     assert all(services[n].city.registry.lookup(("ride", ride)) is None for n in NODES if n != ride_node)
 
 
-def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when_it_is_back(city):
-    sim, services, stores = city
+def pickup_cell_and_a_driver(services, driver_on_cells_node):
+    """The pickup's cell, its node, another node, and a driver of the cell's node or of
+    the other one."""
     ctx = services["c1"].city
     cell = geo.cell_of(*PICKUP)
     cell_node = ctx.home(("cell", cell))
     other = next(n for n in NODES if n != cell_node)
-    driver = first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), cell_node)
+    home = cell_node if driver_on_cells_node else other
+    return cell, cell_node, other, first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), home)
+
+
+def test_a_copy_is_emptied_when_its_cells_node_goes_silent_and_filled_again_when_it_is_back(city):
+    sim, services, stores = city
+    cell, cell_node, other, driver = pickup_cell_and_a_driver(services, True)
     services[cell_node].driver_update(sim.node(cell_node), driver, *PICKUP)
     sim.run(1.0)
     copy = lambda: sim.node(other).table(CityContext.cell_table(cell))  # noqa: E731
@@ -118,11 +125,7 @@ def test_a_driver_tells_a_cell_of_another_node_at_its_pid_and_its_router_once_it
     killed, its pid is withdrawn and the next update goes through the router (resumed),
     which starts the cell again."""
     sim, services, stores = city
-    ctx = services["c1"].city
-    cell = geo.cell_of(*PICKUP)
-    cell_node = ctx.home(("cell", cell))
-    driver_node = next(n for n in NODES if n != cell_node)
-    driver = first((f"d{i}" for i in itertools.count()), lambda d: ctx.home(("driver", d)), driver_node)
+    cell, cell_node, driver_node, driver = pickup_cell_and_a_driver(services, False)
     node, far = sim.node(driver_node), sim.node(cell_node)
     services[driver_node].driver_update(node, driver, *PICKUP)
     for _ in range(100):  # the cell's node tells its pid as it starts, before pushing its members
