@@ -31,9 +31,6 @@ from importlib import metadata
 from typing import Callable
 from urllib.parse import quote
 
-from sim.cli import COMMANDS as SIM_COMMANDS
-from sim.cli import main as sim_main
-
 ATTACH_SOCKET = "attach.sock"  # in the data directory, with serve --attach
 OBSERVER_SECRET = "observer.secret"
 OK, FAILED, BAD_INPUT = 0, 1, 2
@@ -55,16 +52,22 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SIM_COMMANDS:
-        return sim_main(argv)
-    args = _parser().parse_args(argv)
+    parser, commands = _parser({})
+    if not argv or argv[0] not in commands:  # the simulator (numpy and all) loads for its commands and the help only
+        from sim.cli import COMMANDS as SIM_COMMANDS
+        from sim.cli import main as sim_main
+        if argv and argv[0] in SIM_COMMANDS:
+            return sim_main(argv)
+        parser, _ = _parser(SIM_COMMANDS)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return OK
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(sim_commands: dict[str, str]) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command's parser, listing `sim_commands` (name: help) first, and its commands by name."""
     home = data_home()
     parser = argparse.ArgumentParser(prog="letitcrash", description="letitcrash: the deterministic "
                                      "simulator, the chat server and its terminal client, and a look "
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog=f"Default files live in {home} ($XDG_DATA_HOME/letitcrash).")
     parser.add_argument("--version", action="version", version=f"letitcrash {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for name, help_text in SIM_COMMANDS.items():
+    for name, help_text in sim_commands.items():
         sub.add_parser(name, help=f"{help_text} (letitcrash {name} --help)", add_help=False)
 
     serve = sub.add_parser("serve", help="run the chat server", description="Run one node with the "
@@ -207,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--secret-file", default=os.path.join(home, "secret"),
                        help="the server secret (default: %(default)s)")
     token.set_defaults(func=_token)
-    return parser
+    return parser, sub.choices
 
 
 def _address(parser: argparse.ArgumentParser, lowest: int) -> None:
