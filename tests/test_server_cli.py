@@ -1,6 +1,6 @@
 """`letitcrash serve` / `chat` / `token` on bad input: a clear message and exit status 2 (1
-when the server cannot run), and `sim` still reached through the new entry point. Each
-command runs in a subprocess; the many refusals of one flag run its `main` in this process."""
+when the server cannot run). Each command runs in a subprocess; the many refusals of one flag
+run its `main` in this process. (`sim` through the same command: test_sim_cli's quick start.)"""
 from __future__ import annotations
 
 import socket
@@ -73,8 +73,3 @@ def test_token_prints_the_users_token(tmp_path):
 def test_chat_refuses_a_token_that_is_not_hex():
     done = cli("chat", "--user", "alice", env={"LETITCRASH_TOKEN": "not hex", "PATH": ""})
     assert done.returncode == 2 and "LETITCRASH_TOKEN must be the token in hex" in done.stderr
-
-
-def test_the_simulator_commands_still_run():
-    done = cli("sim", "scenarios/counter.toml")
-    assert done.returncode == 0 and "PASS" in done.stdout

@@ -17,8 +17,8 @@ from conftest import ROOT, run_main
 from sim.cli import main
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+def cli(*args: str, cwd: Path = ROOT, module: str = "sim.cli") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 
@@ -30,7 +30,7 @@ def here(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: 
 
 
 def test_the_quick_start_job_passes_with_a_readable_report():
-    out = cli("sim", "scenarios/counter.toml")
+    out = cli("sim", "scenarios/counter.toml", module="apps.cli")  # as the README runs it: `letitcrash sim ...`
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     text = out.stdout
     assert text.startswith("letitcrash sim · counter (scenarios/counter.toml) · seed 1\nPASS  all 5 checks held")
