@@ -94,7 +94,10 @@ def test_every_fault_kind_is_injected_and_survived():
      "counter.no_phantom"),
 ])
 def test_each_deliberate_bug_is_caught_by_a_check_and_the_correct_service_is_not(bug, faults, check):
-    overrides = [("faults", {"mode": "off", "script": faults})]
+    overrides = [("faults", {"mode": "off", "script": faults}),  # one fault at 2 s: 5 s of chaos show it
+                 ("phases", [{"name": "chaos", "duration": 5.0, "faults": True},
+                             {"name": "heal", "duration": 1.0, "heal": True},
+                             {"name": "quiesce", "duration": 5.0, "workload": False}])]
     broken = run(counter(("systems.counter.bug", bug), *overrides), 1)
     assert not broken.passed and broken.failure.check == check, broken.failure
     assert broken.failure.last_events and "seed 1" not in broken.failure.message
