@@ -151,3 +151,10 @@ def test_the_count_bound_sheds_whatever_the_ages():
     assert load.overloaded(0.0, 0.0)
     load.answered(first, 0.0)
     assert not load.overloaded(0.0, 0.0) and load.inflight == 1
+
+
+def test_answered_entries_leave_even_when_no_request_is_ever_tested_for_shedding():
+    load = Load(max_delay=0.1, max_inflight=100)  # pings and confirms are admitted, never tested
+    for i in range(10_000):
+        load.answered(load.admit(i * 0.001), i * 0.001)
+    assert len(load.entries) == 1 and load.inflight == 0 and load.late == 0

@@ -159,7 +159,8 @@ class Load:
         self.inflight = 0
         self.late = 0  # requests in flight for over the bound (when last looked)
         # [admitted at (None once answered), counted late], in admission order, from the
-        # oldest not yet answered nor counted late: each leaves once, at its first look.
+        # oldest not yet answered nor counted late: each leaves once, at its first look (or, answered,
+        # at the next admission).
         self.entries: deque[list] = deque()
         self.quickest = self.previous = math.inf  # answer times: this window, the last one
         self.window_end = -math.inf
@@ -167,8 +168,11 @@ class Load:
     def admit(self, now: float) -> list:
         """A request handed on at `now`: its entry, for `answered`."""
         self.inflight += 1
+        entries = self.entries
+        while entries and entries[0][0] is None:  # answered: requests never shed (pings) look at none
+            entries.popleft()
         entry = [now, False]
-        self.entries.append(entry)
+        entries.append(entry)
         return entry
 
     def answered(self, entry: list, now: float) -> None:
