@@ -446,9 +446,7 @@ class Simulation:
                 break
             if t > now:
                 self.now = t
-                trace.time = t  # trace.at_time(t), inline: once an instant
-                records.append(("t", t))
-                trace.context += 1
+                trace.at_time(t)
                 turns_here = 0
             # Only a node an arrival reached, or whose timers fire, can be ready now (no
             # node was left ready), unless another sim event ran: then any node can be.
