@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from itertools import islice
 from typing import Any, Callable, NamedTuple
 
 from .boundary import (CallRequest, Cast, Delivery, Demonitor, DownSignal, ExitSignal, Link, LinkedExit,
@@ -81,6 +82,7 @@ FLAGS = {CODES[CallRequest]: 3, CODES[Reply]: 2}  # the index of a kind's bool f
 
 _make = tuple.__new__
 SEND, CAST = CODES[Send], CODES[Cast]
+PID_RUNS = frozenset((SEND, CAST, SEND | TUPLE, CAST | TUPLE))  # runs to a pid of the receiving node
 SEAL_COUNT = 1024  # sends and casts kept unencoded at most, per peer
 SEAL_BYTES = 256 * 1024  # encoded, waiting: the outbox says so (its peer then flushes)
 
@@ -260,24 +262,58 @@ class Outbox:
         return data
 
     def seal(self) -> None:
-        """Encode what was added into frames."""
+        """Encode what was added into frames: the runs between two encoded deliveries in
+        one call into msgpack when they fit the frame being filled, else one by one."""
         items = self.items
         if not items:
             return
         self.items, self.count, self.run = [], 0, None
         frame_items: list[bytes] = []
-        taken = 0
-        for item in items:
-            for data in ((item,) if type(item) is bytes else self.encode_run(item)):
-                if taken + len(data) > self.limit and frame_items:
-                    self.sealed.append(_framed(frame_items, taken))
-                    frame_items, taken = [], 0
+        count = taken = 0  # deliveries and bytes in `frame_items`
+        limit = self.limit
+        start, end = 0, len(items)
+        while start < end:
+            item = items[start]
+            if type(item) is bytes:
+                pieces: list[bytes] = [item]
+                start += 1
+            else:
+                stop = start + 1
+                while stop < end and type(items[stop]) is not bytes:
+                    stop += 1
+                whole = self.encode_runs(items[start:stop], limit - taken)
+                if whole is not None:
+                    frame_items.append(whole)
+                    count += stop - start
+                    taken += len(whole)
+                    self.size += len(whole)
+                    start = stop
+                    continue
+                pieces = self.encode_run(item)
+                self.size += sum(map(len, pieces))
+                start += 1
+            for data in pieces:
+                if taken + len(data) > limit and frame_items:
+                    self.sealed.append(_framed(frame_items, count, taken))
+                    frame_items, count, taken = [], 0, 0
                 frame_items.append(data)
+                count += 1
                 taken += len(data)
-                if type(item) is not bytes:
-                    self.size += len(data)
         if frame_items:
-            self.sealed.append(_framed(frame_items, taken))
+            self.sealed.append(_framed(frame_items, count, taken))
+
+    def encode_runs(self, runs: list[list], room: int) -> bytes | None:
+        """Runs as consecutive items of a batch in one call into msgpack, if they all
+        encode and take at most `room` bytes; else None (`encode_run` then takes each)."""
+        for run in runs:
+            if run[0] & TUPLE:
+                run[2:] = map(list, run[2:])  # (again in `encode_run`, if it comes to that: harmless)
+        try:
+            data = self.pack(runs)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        skip = len(array_header(len(runs)))
+        return data[skip:] if len(data) - skip <= room else None
 
     def encode_run(self, run: list) -> list[bytes]:
         """A run's bytes: one item, or several when it must be cut to fit a frame or some
@@ -320,8 +356,9 @@ class Outbox:
         return frames
 
 
-def _framed(items: list[bytes], size: int) -> bytes:
-    header = array_header(len(items))
+def _framed(items: list[bytes], count: int, size: int) -> bytes:
+    """A frame of `count` deliveries whose encodings, `size` bytes, are `items`."""
+    header = array_header(count)
     items.insert(0, (size + len(header)).to_bytes(4, "big") + header)
     return b"".join(items)
 
@@ -348,7 +385,27 @@ class Inbox:
             raise WireError(f"a frame that does not decode ({type(exc).__name__}: {exc})") from None
         if type(items) is not list:
             raise WireError(f"a frame that is not a batch but a {type(items).__name__}")
-        return [self.delivery(item) for item in items]
+        out: list[Delivery | Run] = []
+        procs, peer_runs = self.procs, PID_RUNS
+        for item in items:
+            # the common item, inline: a run to a pid of this node by serial (else `delivery`)
+            if type(item) is list and len(item) > 2 and type(item[0]) is int and item[0] in peer_runs \
+                    and type(item[1]) is int:
+                code = item[0]
+                proc = procs.get(item[1])
+                to = proc._pid if proc is not None else Pid(self.node.name, item[1])
+                if code & TUPLE:
+                    msgs = []
+                    for msg in islice(item, 2, None):
+                        if type(msg) is not list:
+                            raise WireError(f"a {KINDS[code & KIND_MASK].__name__} whose message is not an array")
+                        msgs.append(tuple(msg))
+                else:
+                    msgs = item[2:]
+                out.append(_make(Run, (KINDS[code & KIND_MASK], to, msgs)))
+            else:
+                out.append(self.delivery(item))
+        return out
 
     def delivery(self, item: Any) -> Delivery | Run:
         if type(item) is not list or len(item) < 3 or type(item[0]) is not int or not 0 <= item[0] < 64:
@@ -371,7 +428,7 @@ class Inbox:
                 if not all(type(msg) is list for msg in msgs):
                     raise WireError(f"a {KINDS[kind].__name__} whose message is not an array")
                 msgs = [tuple(msg) for msg in msgs]
-            return Run(KINDS[kind], to, msgs)
+            return _make(Run, (KINDS[kind], to, msgs))
         item[1] = to
         if code & TUPLE:
             if type(item[-1]) is not list:
