@@ -29,6 +29,14 @@
   (cProfile's own time by source folder: chat or rides, kernel, storage, dist = wire encoding,
   decoding and the node boundary, socket, loop = asyncio, load = this benchmark's
   devices and senders; the profiler slows everything, so only the shares mean something).
+- where each node process's wall time went, from the start signal to its own senders'
+  end (`node_span_s`): `node_busy` its CPU (user + system, all threads), `node_idle`
+  blocked in the event loop's select with nothing to run, `node_queued` runnable but
+  waiting for a core that other processes had (/proc schedstat); with `waits_per_msg`
+  (selects that blocked) and what ended them (`woken`: "peer" a socket, "thread" another
+  thread calling in, "timer" nothing came before a timer). The chat's senders also say
+  how long a send waited for its answer (`ack_ms_local`, `ack_ms_cross`: recipient homed
+  on the sender's node, or on another).
 - rides_updates_per_s (`--workload rides`): drivers' location updates taken per wall
   second across the cluster, the steady load of a ride service (every driver, every
   ~4 s). One city over the N nodes (`RideService(nodes=...)`): `sessions` drivers, each
@@ -37,8 +45,9 @@
   cells), `messages` updates in all, each sender calling the driver it moved every
   `SYNC_EVERY` updates (a closed loop with a window). An update is a cast to the driver,
   which tells its cell (on the cell's node: about 1 - 1/N of them cross), and each
-  node's mirror copies its cells to the others twice a second. The cost line is the
-  same as the chat's, per update.
+  node's mirror copies its cells to the others twice a second. The span starts with the
+  city running (every driver and cell started, and known to the other nodes: see
+  `rides_load`). The cost line is the same as the chat's, per update.
 - scale (system "N/1 nodes"): the best N-node rate over the best 1-node one, from this
   run. On a machine that other work shares, the wall rates say little about scaling:
   the CPU per send is the figure to project from.
@@ -56,6 +65,7 @@ import os
 import pstats
 import random
 import resource
+import selectors
 import subprocess
 import sys
 import tempfile
@@ -112,14 +122,58 @@ def users_here(router: Any, index: int, size: dict, placement: str) -> list[str]
     return [user for user in everyone if router.home_node(user) == here]
 
 
+class WatchedSelector(selectors.DefaultSelector):
+    """The event loop's selector, timing the loop's waits: `idle` seconds blocked with
+    nothing to run, `waits` such blocks, and what ended them (`woken`: "peer" a node's
+    stream or another socket, "thread" the loop's self-pipe (an executor or another thread
+    calling in), "timer" nothing ready: a timer's deadline came)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle, self.waits, self.woken = 0.0, 0, {"peer": 0, "thread": 0, "timer": 0}
+        self.self_pipe = -1
+
+    def select(self, timeout: float | None = None) -> list:
+        if timeout is not None and timeout <= 0:
+            return super().select(timeout)
+        t = time.perf_counter()
+        events = super().select(timeout)
+        spent = time.perf_counter() - t
+        self.idle += spent
+        self.waits += 1
+        woken = self.woken
+        if not events:
+            woken["timer"] += 1
+        elif any(key.fd == self.self_pipe for key, _ in events):
+            woken["thread"] += 1
+        else:
+            woken["peer"] += 1
+        return events
+
+
+def queued_seconds() -> float:
+    """Seconds this process's threads have spent runnable but waiting for a core (Linux's
+    /proc schedstat; 0 elsewhere): the time other processes took the cores from it."""
+    try:
+        total = 0
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return total / 1e9
+
+
 class Meter:
     """This node process's counters between two readings: CPU seconds (user + system),
     the distribution's counters, the kernel's messages and scheduler passes, the store's
     commits, and with `profile` the CPU by layer (cProfile: it slows the run, so only its
     shares mean something), its whole profile saved in `profile_dir` if given."""
 
-    def __init__(self, node: Node, dist: Any, store: Any, profile: bool, profile_dir: str | None) -> None:
+    def __init__(self, node: Node, dist: Any, store: Any, profile: bool, profile_dir: str | None,
+                 selector: WatchedSelector) -> None:
         self.node, self.dist, self.store, self.profile_dir = node, dist, store, profile_dir
+        self.selector = selector
         self.profiler = cProfile.Profile(time.process_time) if profile else None
         self.passes = 0
         node.add_pass_hook(self.count_pass)
@@ -129,7 +183,11 @@ class Meter:
 
     def reading(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"cpu_s": usage.ru_utime + usage.ru_stime, "messages": self.node.statistics()["messages"],
+        selector = self.selector
+        return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.perf_counter(), "idle_s": selector.idle,
+                "queued_s": queued_seconds(), "waits": selector.waits,
+                **{f"woken_{k}": v for k, v in selector.woken.items()},
+                "messages": self.node.statistics()["messages"],
                 "passes": self.passes, "commits": self.store.commits, **self.dist.statistics()}
 
     def start(self) -> None:
@@ -196,12 +254,20 @@ async def chat_load(node: Node, service: Any, spec: dict) -> tuple[Callable, int
         session = sessions[first]
         k = 0
         while k < per_sender:
+            to = everyone[rng.randrange(len(everyone))]
             try:
-                await service.send(proc, session, everyone[rng.randrange(len(everyone))], k, b"x" * 64, "hi")
+                t = time.perf_counter()
+                await service.send(proc, session, to, k, b"x" * 64, "hi")
+                took = ACKS["cross" if router.home_node(to) != node.name else "local"]
+                took[0] += 1
+                took[1] += time.perf_counter() - t
                 k += 1
             except (Unavailable, *RETRYABLE):  # a shard restarting, or slow (profiled): the same client id again
                 await proc.sleep(0.01)
     return sender, senders, lambda: sum(node.get_process(device).taken for device in devices)
+
+
+ACKS = {"local": [0, 0.0], "cross": [0, 0.0]}  # this node's chat sends: count and seconds to their answer
 
 
 CITY = (37.7749, -122.4194)
@@ -215,8 +281,16 @@ async def rides_load(node: Node, service: Any, spec: dict) -> tuple[Callable, in
     their phones connect); (sender, senders, items: none). A sender moves its drivers in
     turn, one location update each (a cast), and every `SYNC_EVERY` updates calls the
     driver it just moved (its mailbox is in order, so the answer says the updates before
-    it were taken: a closed loop with a window)."""
+    it were taken: a closed loop with a window).
+
+    Before "ready" the city is warmed up, as a ride service runs: every driver has sent
+    its first update from where it starts (its process is running, in its cell, and the
+    cell is running) and the mirrors have had two pushes, so the other nodes know every
+    cell's pid. Without it the measured span is mostly the city's start: with 5 updates
+    per driver (`--quick`) the first of each started its driver, and an update for a
+    cell whose pid had not reached the other node yet went through that node's router."""
     from apps.common import RETRYABLE
+    from apps.rides.mirror import PUSH_EVERY
 
     size, index, names = spec["size"], spec["index"], spec["names"]
     while len(set(node.nodes()) & set(names)) < len(names) - 1:  # connected to every other node
@@ -224,11 +298,19 @@ async def rides_load(node: Node, service: Any, spec: dict) -> tuple[Callable, in
     mine = [f"d{k}" for k in range(size["sessions"]) if service.driver_node(f"d{k}") == node.name]
     senders = size["senders"] // len(names)
     per_sender = size["messages"] // size["senders"]
+    rngs = [random.Random(index * 1_000_003 + me) for me in range(senders)]
+    places = [{d: [CITY[0] + rng.uniform(0, CITY_DEG), CITY[1] + rng.uniform(0, CITY_DEG)]
+               for d in mine[me::senders]} for me, rng in enumerate(rngs)]
+    for at in places:
+        for driver, (lat, lon) in at.items():
+            service.driver_update(node, driver, lat, lon, 0.0)
+    for start in range(0, len(mine), 256):
+        await asyncio.gather(*(service.driver(node, d) for d in mine[start:start + 256]))
+    await asyncio.sleep(2 * PUSH_EVERY)
 
     async def sender(proc: Any, me: int) -> None:
-        rng = random.Random(index * 1_000_003 + me)
-        drivers = mine[me::senders]
-        at = {d: [CITY[0] + rng.uniform(0, CITY_DEG), CITY[1] + rng.uniform(0, CITY_DEG)] for d in drivers}
+        rng, drivers = rngs[me], mine[me::senders]
+        at = places[me]
         k = 0
         while k < per_sender:
             driver = drivers[k % len(drivers)]
@@ -270,9 +352,12 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
             left = senders - len(finished)
             raise SystemExit(f"node {spec['index']}: {left} senders not done after {MAX_SECONDS:g} s")
         await asyncio.sleep(0.002)
+    done = counters.reading()
     print(json.dumps({"sent": senders * per_sender, "seconds": max(finished) - start}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "stats": every node is done
     moved = counters.stop()
+    moved["own"] = {k: done[k] - counters.first[k] for k in ("wall_s", "cpu_s", "idle_s", "queued_s")}
+    moved["acks"] = ACKS
     moved["items"] = items()
     print(json.dumps(moved), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the end
@@ -304,12 +389,15 @@ def node_main(spec: dict) -> int:
             service = chat.serve(node, store, ChatConfig(shards=spec["size"]["shards"], heartbeat_timeout=HOUR,
                                                          nodes=tuple(names)))
         def meter() -> Meter:
-            return Meter(node, dists[0], store, spec["profile"], spec["profile_dir"])
+            return Meter(node, dists[0], store, spec["profile"], spec["profile_dir"], selector)
         await load(node, service, spec, meter)
         stop.set()
 
-    asyncio.run(run_node(name, secret=SECRET, start=start, listen=peers[name], peers=peers, stop=stop,
-                         listening=keep, ready=lambda node, dist: None))
+    selector = WatchedSelector()
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
+        selector.self_pipe = runner.get_loop()._ssock.fileno()  # type: ignore[attr-defined]
+        runner.run(run_node(name, secret=SECRET, start=start, listen=peers[name], peers=peers, stop=stop,
+                            listening=keep, ready=lambda node, dist: None))
     return 0
 
 
@@ -365,13 +453,23 @@ def cost(sent: int, counters: list[dict]) -> dict:
     """Per acknowledged send, summed over the node processes: CPU µs, deliveries that
     crossed between nodes, frames and bytes written, local deliveries, items the devices
     took, scheduler passes, store commits; with a profile, the CPU's shares by layer."""
-    total = {k: sum(c[k] for c in counters) for k in counters[0] if k != "layers"}
+    total = {k: sum(c[k] for c in counters) for k in counters[0] if k not in ("layers", "own", "acks")}
     line = {"cpu_us_per_msg": sig(total["cpu_s"] * 1e6 / sent),
             "node_cpu_us_per_msg": [sig(c["cpu_s"] * 1e6 / sent) for c in counters],
             "crossings_per_msg": sig(total["deliveries_in"] / sent), "frames_per_msg": sig(total["frames_out"] / sent),
             "wire_bytes_per_msg": sig(total["bytes_out"] / sent), "kernel_msgs_per_msg": sig(total["messages"] / sent),
             "items_per_msg": sig(total["items"] / sent),
-            "passes_per_msg": sig(total["passes"] / sent), "commits_per_msg": sig(total["commits"] / sent)}
+            "passes_per_msg": sig(total["passes"] / sent), "commits_per_msg": sig(total["commits"] / sent),
+            "node_span_s": [sig(c["own"]["wall_s"]) for c in counters],
+            "node_busy": [sig(c["own"]["cpu_s"] / c["own"]["wall_s"]) for c in counters],
+            "node_idle": [sig(c["own"]["idle_s"] / c["own"]["wall_s"]) for c in counters],
+            "node_queued": [sig(c["own"]["queued_s"] / c["own"]["wall_s"]) for c in counters],
+            "waits_per_msg": sig(total["waits"] / sent),
+            "woken": {k: total[f"woken_{k}"] for k in ("peer", "thread", "timer")}}
+    for where in ("local", "cross"):
+        count = sum(c["acks"][where][0] for c in counters)
+        if count:
+            line[f"ack_ms_{where}"] = sig(sum(c["acks"][where][1] for c in counters) * 1e3 / count)
     if "layers" in counters[0]:
         shares: dict[str, float] = {}
         for c in counters:

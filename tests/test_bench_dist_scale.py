@@ -14,6 +14,11 @@ def test_json_lines_give_each_node_count_and_the_scale():
     assert all(d["cpu_us_per_msg"] > 0 and d["items_per_msg"] > 0 for d in sends.values())
     assert sends[1]["crossings_per_msg"] == 0 and sends[2]["crossings_per_msg"] > 0
     assert len(sends[2]["node_cpu_us_per_msg"]) == 2
+    for d in sends.values():  # each node's span: busy, idle in select, waiting for a core (disjoint shares)
+        shares = [d["node_busy"], d["node_idle"], d["node_queued"]]
+        assert all(len(share) == d["nodes"] for share in shares) and all(s > 0 for s in d["node_span_s"])
+        assert all(0 <= sum(one) <= 1.2 for one in zip(*shares)), shares
+    assert "ack_ms_cross" not in sends[1] and sends[2]["ack_ms_cross"] > 0 and sends[2]["ack_ms_local"] > 0
     (scale,) = [d for d in lines if d["workload"] == "scale"]
     assert scale["system"] == "2/1 nodes" and scale["value"] > 0
 
