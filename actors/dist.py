@@ -17,9 +17,11 @@ Contract (Erlang's distribution, with the choices named):
   node tells the other the nodes it knows, and each connects to those it has not met
   (Erlang's connect_all, on by default): a cluster is a full mesh.
 - A connection is a `Peer`, the boundary's connection object (`actors.boundary`): what
-  the kernel sends is encoded at once (`actors.wire`), batched, and flushed once per
-  scheduler pass (a pass hook), or as soon as `FLUSH_BYTES` wait. Deliveries between two
-  processes keep their order; nothing else is promised, as in Erlang.
+  the kernel sends is encoded at once (`actors.wire`), batched, and written once per
+  round of the event loop, after the callback that made it (a node's tick: its passes,
+  and the commits that release what persistent processes held), or as soon as
+  `FLUSH_BYTES` wait. Deliveries between two processes keep their order; nothing else
+  is promised, as in Erlang.
 - It ends when the stream closes, when the peer sends what cannot be taken (one log
   line), when nothing came for 3 ticks (a frozen peer; a tick is `ticktime / 4`, written
   when nothing else was for a tick, checked every half tick: a frozen peer is noticed
@@ -160,7 +162,6 @@ class Peer:
         dist.bytes_in += len(payload) + 4  # (its length prefix too, as bytes_out counts it)
         boundary = dist.node._boundary
         arrive, arrive_run = boundary.arrive, boundary.arrive_run
-        dist.receiving = True  # what the deliveries make the node send leaves after them, in one write
         taken = 0
         try:
             for delivery in deliveries:
@@ -174,10 +175,7 @@ class Peer:
             log.exception("node %s: a delivery from %s failed", dist.node.name, self.name)
             dist.lost(self, "delivery_failed")
         finally:
-            dist.receiving = False
             dist.deliveries_in += taken
-        if dist.dirty and dist.node._idle:  # else the node's coming pass sends it
-            dist.flush_all()
 
     def channel_lost(self, reason: str) -> None:
         self.dist.lost(self, reason)
@@ -234,9 +232,7 @@ class Distribution:
         self.retry_at: dict[str, float] = {}
         self.waiters: dict[str, list[asyncio.Future]] = {}
         self.dirty: list[Peer] = []
-        self.flush_soon = False
-        self.deferred = False  # the last pass hook left the flush to the next pass
-        self.receiving = False  # a frame's deliveries are being taken in
+        self.flush_soon = False  # a flush is scheduled
         self.server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ticker: asyncio.TimerHandle | None = None
@@ -266,7 +262,6 @@ class Distribution:
                 port = self.server.sockets[0].getsockname()[1]
                 self.address = str(address._replace(port=port))
         node._boundary.connector = self.reach
-        node.add_pass_hook(self.end_pass)
         self.ticker = loop.call_later(self.tick_every / 2, self.tick)
         return self
 
@@ -287,7 +282,6 @@ class Distribution:
             self.ticker.cancel()
         if node._boundary.connector == self.reach:
             node._boundary.connector = None
-            node.remove_pass_hook(self.end_pass)
         if self.server is not None:
             await self.server.wait_closed()
 
@@ -543,27 +537,18 @@ class Distribution:
     # -- flushing and ticks --------------------------------------------------------------------------
 
     def mark(self, peer: Peer) -> None:
-        """`peer` has deliveries waiting: they leave at the end of the pass (or soon)."""
+        """`peer` has deliveries waiting: they leave once the loop's current callback
+        is over (a tick of the node, a frame's deliveries, asyncio code)."""
         self.dirty.append(peer)
-        if not self.flush_soon and not self.receiving and self.loop is not None:
+        if not self.flush_soon and self.loop is not None:
             self.flush_soon = True
             self.loop.call_soon(self.flush_scheduled)
 
     def flush_scheduled(self) -> None:
-        """Deliveries made outside a pass (as a frame arrived, or from asyncio code) leave
-        now, unless the node has a pass coming: then with what it sends (one write)."""
+        """What the last callback of the loop made leaves now, one write per peer. Not at
+        the end of each scheduler pass: a persistent process's replies are released by
+        its store's commit, a pass hook that runs after, and would wait for the next pass."""
         self.flush_soon = False
-        if self.node._idle:
-            self.flush_all()
-
-    def end_pass(self) -> None:
-        """The pass hook: what waits leaves, one write per peer; but after a pass with
-        processes still to run (the timers' pass that opens a tick of the loop, say) once
-        only, so that what the next pass sends goes with it."""
-        if self.node._runq and not self.deferred:
-            self.deferred = True
-            return
-        self.deferred = False
         self.flush_all()
 
     def flush_all(self) -> None:
