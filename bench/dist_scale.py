@@ -32,7 +32,8 @@
 - where each node process's wall time went, from the start signal to its own senders'
   end (`node_span_s`): `node_busy` its CPU (user + system, all threads), `node_idle`
   blocked in the event loop's select with nothing to run, `node_queued` runnable but
-  waiting for a core that other processes had (/proc schedstat); with `waits_per_msg`
+  waiting for a core that other processes had (/proc schedstat; these three add up to
+  about 1 for a process whose other threads sleep); with `waits_per_msg`
   (selects that blocked) and what ended them (`woken`: "peer" a socket, "thread" another
   thread calling in, "timer" nothing came before a timer). The chat's senders also say
   how long a send waited for its answer (`ack_ms_local`, `ack_ms_cross`: recipient homed
@@ -124,9 +125,10 @@ def users_here(router: Any, index: int, size: dict, placement: str) -> list[str]
 
 class WatchedSelector(selectors.DefaultSelector):
     """The event loop's selector, timing the loop's waits: `idle` seconds blocked with
-    nothing to run, `waits` such blocks, and what ended them (`woken`: "peer" a node's
-    stream or another socket, "thread" the loop's self-pipe (an executor or another thread
-    calling in), "timer" nothing ready: a timer's deadline came)."""
+    nothing to run (less the time it then waited for a core once woken), `waits` such
+    blocks, and what ended them (`woken`: "peer" a node's stream or another socket,
+    "thread" the loop's self-pipe (an executor or another thread calling in), "timer"
+    nothing ready: a timer's deadline came)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,10 +138,9 @@ class WatchedSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list:
         if timeout is not None and timeout <= 0:
             return super().select(timeout)
-        t = time.perf_counter()
+        t, queued = time.perf_counter(), queued_seconds("thread-self")
         events = super().select(timeout)
-        spent = time.perf_counter() - t
-        self.idle += spent
+        self.idle += time.perf_counter() - t - (queued_seconds("thread-self") - queued)
         self.waits += 1
         woken = self.woken
         if not events:
@@ -151,10 +152,14 @@ class WatchedSelector(selectors.DefaultSelector):
         return events
 
 
-def queued_seconds() -> float:
-    """Seconds this process's threads have spent runnable but waiting for a core (Linux's
-    /proc schedstat; 0 elsewhere): the time other processes took the cores from it."""
+def queued_seconds(which: str = "self") -> float:
+    """Seconds this process's threads ("self"), or the calling thread ("thread-self"),
+    spent runnable but waiting for a core (Linux's /proc schedstat; 0 elsewhere): the time
+    other processes took the cores from it."""
     try:
+        if which == "thread-self":
+            with open("/proc/thread-self/schedstat") as f:
+                return int(f.read().split()[1]) / 1e9
         total = 0
         for tid in os.listdir("/proc/self/task"):
             with open(f"/proc/self/task/{tid}/schedstat") as f:
@@ -520,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipients", choices=("any", "local"), default="any",
                     help="whom a sender writes to: any user (default), or only users of its own node")
     ap.add_argument("--shards", type=int, help="chat shards in the cluster (default: the size's, 4 quick, 8 full)")
+    ap.add_argument("--senders", type=int, help="senders in the cluster, each with one send (or one window of "
+                                                "updates) in flight (default: the size's, 200 quick, 400 full)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each node count, interleaved")
     ap.add_argument("--profile", action="store_true", help="CPU shares by layer (cProfile: slower)")
     ap.add_argument("--profile-dir", help="with --profile, save each node's profile there (N-NAME.prof)")
@@ -534,7 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     if not all(1 <= n <= 16 for n in counts):
         ap.error(f"node counts are 1 to 16, not {args.nodes}")
     size = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
-    size = {**size, "shards": size["shards"] if args.shards is None else args.shards}
+    size = {**size, "shards": size["shards"] if args.shards is None else args.shards,
+            "senders": size["senders"] if args.senders is None else args.senders}
+    senders = size["senders"]
+    if not (1 <= senders <= size["sessions"] // 2 and size["messages"] % senders == 0
+            and all(senders % n == 0 for n in counts)):
+        ap.error(f"--senders is 1 to {size['sessions'] // 2} (half the devices), a divisor of the "
+                 f"{size['messages']} messages and a multiple of each node count, not {senders}")
     if not max(counts) <= size["shards"] <= 1024:
         ap.error(f"--shards is {max(counts)} (a shard per node at least) to 1024, not {size['shards']}")
     emit = (lambda line: print(json.dumps({**line, "cores": os.cpu_count()}), flush=True)) if args.json else show

@@ -14,10 +14,10 @@ def test_json_lines_give_each_node_count_and_the_scale():
     assert all(d["cpu_us_per_msg"] > 0 and d["items_per_msg"] > 0 for d in sends.values())
     assert sends[1]["crossings_per_msg"] == 0 and sends[2]["crossings_per_msg"] > 0
     assert len(sends[2]["node_cpu_us_per_msg"]) == 2
-    for d in sends.values():  # each node's span: busy, idle in select, waiting for a core (disjoint shares)
-        shares = [d["node_busy"], d["node_idle"], d["node_queued"]]
+    for d in sends.values():  # each node's span: busy, idle in select, waiting for a core (disjoint shares;
+        shares = [d["node_busy"], d["node_idle"], d["node_queued"]]  # CPU time comes in ticks: a tiny span's sum
         assert all(len(share) == d["nodes"] for share in shares) and all(s > 0 for s in d["node_span_s"])
-        assert all(0 <= sum(one) <= 1.2 for one in zip(*shares)), shares
+        assert all(0 <= sum(one) <= 2 for one in zip(*shares)), shares  # may pass 1 by a tick or two)
     assert "ack_ms_cross" not in sends[1] and sends[2]["ack_ms_cross"] > 0 and sends[2]["ack_ms_local"] > 0
     (scale,) = [d for d in lines if d["workload"] == "scale"]
     assert scale["system"] == "2/1 nodes" and scale["value"] > 0
@@ -43,5 +43,7 @@ def test_a_bad_node_count_is_named():
 def test_a_bad_repeat_or_shard_count_is_named():
     bad = run_bench("dist_scale.py", "--repeat", "0")
     assert bad.returncode == 2 and "--repeat is 1 to 20, not 0" in bad.stderr
+    bad = run_bench("dist_scale.py", "--senders", "3")
+    assert bad.returncode == 2 and "a multiple of each node count, not 3" in bad.stderr
     bad = run_bench("dist_scale.py", "--shards", "1")
     assert bad.returncode == 2 and "--shards is 2 (a shard per node at least) to 1024, not 1" in bad.stderr
