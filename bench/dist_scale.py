@@ -43,8 +43,9 @@
   ~4 s). One city over the N nodes (`RideService(nodes=...)`): `sessions` drivers, each
   driver's phone on its home node (`RideService.driver_node`), `senders` of them per
   cluster moving their drivers in turn (~40 m per update, in a square of some 60
-  cells), `messages` updates in all, each sender calling the driver it moved every
-  `SYNC_EVERY` updates (a closed loop with a window). An update is a cast to the driver,
+  cells), `messages` updates in all (five times the chat's), each sender calling the
+  driver it moved every `SYNC_EVERY` updates (a closed loop with a window). An update
+  is a cast to the driver,
   which tells its cell (on the cell's node: about 1 - 1/N of them cross), and each
   node's mirror copies its cells to the others twice a second. The span starts with the
   city running (every driver and cell started, and known to the other nodes: see
@@ -92,6 +93,9 @@ from profile_layers import cpu_by_layer  # noqa: E402
 SIZES = {"full": {"sessions": 20_000, "senders": 400, "messages": 100_000, "shards": 8},
          "quick": {"sessions": 4_000, "senders": 200, "messages": 20_000, "shards": 4},
          "tiny": {"sessions": 40, "senders": 4, "messages": 200, "shards": 4}}
+# A location update costs a fifth of a chat send: the rides send five times as many, so
+# that a quick run's span (~2 s) holds several of the mirrors' pushes, as a steady city does.
+RIDES_MESSAGES = 5
 SECRET = "bench"
 HOUR = 3600.0
 MAX_SECONDS = 600.0  # a node whose senders are not done by then fails the run instead of hanging it
@@ -558,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--workload is a comma list of {', '.join(WORKLOADS)}, not {unknown[0]!r}")
     for workload in workloads:
-        measure(counts, size, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
+        sized = {**size, "messages": size["messages"] * RIDES_MESSAGES} if workload == "rides" else size
+        measure(counts, sized, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
                 profile=args.profile, profile_dir=args.profile_dir and os.path.abspath(args.profile_dir),
                 workload=workload)
     return 0
