@@ -348,19 +348,21 @@ async def load(node: Node, service: Any, spec: dict, meter: Callable[[], Meter])
     counters.start()
     per_sender = spec["size"]["messages"] // spec["size"]["senders"]
     finished: list[float] = []
+    all_done = asyncio.Event()  # (not a poll: the loop's waits then say what the nodes waited for)
 
     async def timed(proc: Any, me: int) -> None:
         await sender(proc, me)
         finished.append(time.perf_counter())
+        if len(finished) == senders:
+            all_done.set()
     start = time.perf_counter()
     for s in range(senders):
         node.spawn(timed, s)
-    deadline = start + MAX_SECONDS
-    while len(finished) < senders:
-        if time.perf_counter() > deadline:
-            left = senders - len(finished)
-            raise SystemExit(f"node {spec['index']}: {left} senders not done after {MAX_SECONDS:g} s")
-        await asyncio.sleep(0.002)
+    try:
+        await asyncio.wait_for(all_done.wait(), MAX_SECONDS)
+    except asyncio.TimeoutError:
+        left = senders - len(finished)
+        raise SystemExit(f"node {spec['index']}: {left} senders not done after {MAX_SECONDS:g} s") from None
     done = counters.reading()
     print(json.dumps({"sent": senders * per_sender, "seconds": max(finished) - start}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # "stats": every node is done
