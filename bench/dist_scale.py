@@ -43,10 +43,10 @@
   ~4 s). One city over the N nodes (`RideService(nodes=...)`): `sessions` drivers, each
   driver's phone on its home node (`RideService.driver_node`), `senders` of them per
   cluster moving their drivers in turn (~40 m per update, in a square of some 60
-  cells), `messages` updates in all (five times the chat's), each sender calling the
-  driver it moved every `SYNC_EVERY` updates (a closed loop with a window). An update
-  is a cast to the driver,
-  which tells its cell (on the cell's node: about 1 - 1/N of them cross), and each
+  cells), `messages` updates in all (five times the chat's, but for the tests' tiny
+  run), each sender calling the driver it moved every `SYNC_EVERY` updates (a closed
+  loop with a window). An update is a cast to the driver, which tells its cell (on
+  the cell's node: about 1 - 1/N of them cross), and each
   node's mirror copies its cells to the others twice a second. The span starts with the
   city running (every driver and cell started, and known to the other nodes: see
   `rides_load`). The cost line is the same as the chat's, per update.
@@ -564,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--workload is a comma list of {', '.join(WORKLOADS)}, not {unknown[0]!r}")
     for workload in workloads:
-        sized = {**size, "messages": size["messages"] * RIDES_MESSAGES} if workload == "rides" else size
+        more = RIDES_MESSAGES if workload == "rides" and not args.tiny else 1
+        sized = {**size, "messages": size["messages"] * more}
         measure(counts, sized, emit, placement=args.placement, recipients=args.recipients, repeat=args.repeat,
                 profile=args.profile, profile_dir=args.profile_dir and os.path.abspath(args.profile_dir),
                 workload=workload)
