@@ -3,7 +3,7 @@ each deliberate bug is caught by a check, and a failing seed shrinks to a smalle
 scenario that still fails.
 
 CI runs a few seeds; set LETITCRASH_SIM_SEEDS=N to run seeds 1..N of the main scenario
-(and of swarm mode) instead.
+(and 1..N-1 of swarm mode) instead.
 """
 from __future__ import annotations
 
@@ -37,13 +37,15 @@ def test_the_correct_counter_service_passes_every_check(seed):
     assert result.stats["counter"]["acked"] == result.stats["counter"]["increments"] > 0
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", SEEDS[:-1] or SEEDS)  # a seed fewer: each case runs three
 def test_swarm_mode_draws_another_fault_mix_per_seed_and_the_service_survives_it(seed):
     result = run(counter(("faults.mode", "swarm")), seed)
     other = run(counter(("faults.mode", "swarm")), seed + 1000)
     assert result.passed and other.passed
     assert result.plan != other.plan
     assert set(result.plan) <= set(KINDS)
+    again = run(counter(("faults.mode", "swarm")), seed)  # the same seed draws the same mix and run
+    assert (again.plan, again.trace_hash, again.stats) == (result.plan, result.trace_hash, result.stats)
 
 
 def test_every_fault_kind_is_injected_and_survived():
