@@ -69,6 +69,12 @@ def run_bench(script: str, *args: str, bound: float = 120.0) -> subprocess.Compl
                           capture_output=True, text=True, timeout=bound)
 
 
+def bench_refusal(script: str, capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """`bench/SCRIPT --tiny ARGS...` for arguments it must refuse, run in this process (its
+    `main`, as `run_main` runs a command): a refusal needs no interpreter of its own."""
+    return run_main(bench_module(script).main, capsys, "--tiny", *args)
+
+
 def bench_output(script: str, *args: str) -> str:
     """The standard output of a smoke run that must succeed."""
     proc = run_bench(script, *args)

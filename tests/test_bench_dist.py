@@ -7,7 +7,7 @@ few seconds; only the shape of the output is checked.
 import json
 from functools import partial
 
-from conftest import bench_output, run_bench
+from conftest import bench_output, bench_refusal
 
 run = partial(bench_output, "dist.py")
 
@@ -28,6 +28,6 @@ def test_json_lines_cover_every_workload_beside_the_floor_and_the_ratios():
     assert measured["letitcrash", "freeze_detect_ticks"]["ticktime"] > 0
 
 
-def test_a_bad_workload_is_named():
-    bad = run_bench("dist.py", "--only", "nonsense")
+def test_a_bad_workload_is_named(capsys):
+    bad = bench_refusal("dist.py", capsys, "--only", "nonsense")
     assert bad.returncode == 2 and "unknown workload: nonsense" in bad.stderr

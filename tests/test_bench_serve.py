@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from conftest import bench_lines, bench_module, run_bench
+from conftest import bench_lines, bench_module, bench_refusal
 
 pytestmark = pytest.mark.xdist_group("bench_serve")  # one worker: its module fixture is made once
 
@@ -78,5 +78,5 @@ def test_table_only_and_bad_workload(lines, capsys) -> None:
     assert [row.split()[:2] for row in rows[:2]] == [["letitcrash", "connections"], ["letitcrash", "conn_memory"]]
     assert bench.selected(argparse.ArgumentParser(), "connections") == ["connections"]
 
-    bad = run_bench("serve.py", "--only", "recovery,bogus")
+    bad = bench_refusal("serve.py", capsys, "--only", "recovery,bogus")
     assert bad.returncode == 2 and "unknown workload: bogus" in bad.stderr
