@@ -181,7 +181,7 @@ def test_seeds_in_two_processes_give_the_serial_results_in_seed_order(capsys, mo
     assert "2 seeds: 0 passed, 2 failed (seeds 1, 2)" in text and " s wall in 2 processes (the runs themselves: " in text
 
 
-def test_a_heavy_profile_keeps_its_family_of_faults_at_its_rates():
+def test_a_heavy_profile_keeps_its_family_of_faults_at_its_rates(capsys, monkeypatch):
     from sim.cli import apply_faults
     from sim.faults import PROFILES
     from sim.scenario import load
@@ -192,5 +192,5 @@ def test_a_heavy_profile_keeps_its_family_of_faults_at_its_rates():
     assert faults["mode"] == "chaos" and kinds == set(PROFILES["storage-heavy"])
     assert faults["disk_full"]["rate"] == 0.5 and faults["commit_fail"]["rate"] == 0.1  # later items win
     assert faults["disk_full"]["duration"] == [0.2, 1.0]  # the scenario's own parameters stay
-    out = cli("sim", "scenarios/chat.toml", "--faults", "heavy")
+    out = here(capsys, monkeypatch, "sim", "scenarios/chat.toml", "--faults", "heavy")
     assert out.returncode == 2 and "crash-heavy, storage-heavy, network-heavy" in out.stderr
