@@ -2,7 +2,14 @@
 as Ray actors meet over their own streams, a host process killed is seen and started
 again as a new incarnation whose tally comes back from LMDB, Ray's death report drops a
 node its streams still hold, and every node places keys as a simulation would. The
-nodes run `ray_app.start`; this process joins as one more node."""
+nodes run `ray_app.start`; this process joins as one more node.
+
+And a whole raylet lost: a second raylet (`ray.cluster_utils.Cluster`) joins the head, a
+node host on each, and the second raylet is killed with every process of its Ray node.
+The node that lived there is seen down by the other nodes, started again on the surviving
+raylet as a new incarnation, and the chat sent across it loses nothing acknowledged.
+
+One Ray serves the module (its start costs more CPU than most tests do)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
@@ -22,6 +30,8 @@ from actors.placement import place
 from apps.chat.router import HashRing
 
 ray = pytest.importorskip("ray", reason="the 'cluster' extra (Ray) is not installed")
+from ray.cluster_utils import Cluster  # noqa: E402
+
 from apps.cluster import ClusterError  # noqa: E402
 from apps.cluster.on_ray import MAX_CREATION, RayCluster, Registry, start_on_ray  # noqa: E402
 
@@ -29,26 +39,52 @@ pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for the module, in 
 TESTS = Path(__file__).resolve().parent
 N1, N2 = "n1@letitcrash", "n2@letitcrash"
 SHARDS = 4  # chat shards: shard i on node i mod 2
+# Ray notices a dead raylet by its health checks: these make it 1 to 1.5 s instead of ~15 s.
+HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 2,
+                 "health_check_timeout_ms": 500}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """A local Ray (2 CPUs) with two node hosts running `ray_app:start` (and the chat)."""
-    with pytest.MonkeyPatch.context() as env:  # Ray's workers inherit this environment
+def ray_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the node hosts keep their stores (each under its node name)."""
+    return tmp_path_factory.mktemp("ray-nodes")
+
+
+@contextlib.contextmanager
+def ray_environment(data: Path) -> Iterator[None]:
+    """The environment a raylet started meanwhile inherits, and passes on to its workers."""
+    with pytest.MonkeyPatch.context() as env:
         env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-        env.setenv("LETITCRASH_DATA", str(tmp_path_factory.mktemp("ray-nodes")))
+        env.setenv("LETITCRASH_DATA", str(data))
         env.setenv("LETITCRASH_CHAT_SHARDS", str(SHARDS))
-        # address="local": a Ray of its own, even when `ray start` left one running on this machine
-        # (ray.init() would join that one, and refuse num_cpus)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def rays(ray_data: Path) -> Iterator[Cluster]:
+    """A local Ray of its own (a head raylet of 2 CPUs; a `ray start` left running on this
+    machine is not joined), this process its driver."""
+    with ray_environment(ray_data):
+        made = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
+                                                             "_system_config": HEALTH_CHECKS})
+    try:
+        ray.init(address=made.address, include_dashboard=False, log_to_driver=False)
         try:
-            made = start_on_ray(2, "ray_app:start", ready_timeout=BOUND)
-            try:
-                yield made
-            finally:
-                made.stop(timeout=10.0)
+            yield made
         finally:
             ray.shutdown()
+    finally:
+        made.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster(rays: Cluster) -> Iterator[RayCluster]:
+    """Two node hosts on the head raylet running `ray_app:start` (and the chat)."""
+    made = start_on_ray(2, "ray_app:start", ready_timeout=BOUND)
+    try:
+        yield made
+    finally:
+        made.stop(timeout=10.0)
 
 
 def node_watcher(node: Node) -> list:
@@ -74,6 +110,70 @@ async def member(of: RayCluster) -> AsyncIterator[Node]:
     finally:
         await dist.stop()
         await node.stop(timeout=0.1)
+
+
+# First: the module's cluster, once started, holds the head's CPUs, which SPREAD needs free.
+@pytest.fixture
+def two_raylets(rays: Cluster, ray_data: Path) -> Iterator[tuple[Any, RayCluster]]:
+    """A second raylet (2 CPUs) beside the head, one node host on each (Ray's SPREAD):
+    (the second raylet's node, the letitcrash cluster, its nodes n1@raylet and n2@raylet)."""
+    with ray_environment(ray_data):
+        second = rays.add_node(num_cpus=2)
+    rays.wait_for_nodes(BOUND)
+    made = start_on_ray(2, "ray_app:start", cluster="raylet", ready_timeout=BOUND)
+    try:
+        yield second, made
+    finally:
+        made.stop(timeout=10.0)
+
+
+def user_homed_on(prefix: str, node: str, names: list[str]) -> str:
+    """A user name whose chat shard lives on `node`."""
+    return next(f"{prefix}{i}" for i in range(100) if names[HashRing(SHARDS).owner(f"{prefix}{i}") % 2] == node)
+
+
+def test_a_lost_raylet_s_node_is_seen_down_restarted_on_the_survivor_and_the_chat_loses_nothing(rays, two_raylets):
+    """alice (homed on the head's node) sends to bob (homed on the second raylet's node),
+    retrying each message with its client id until it is acknowledged; the second raylet
+    is killed midway, its host process with it. The others hear its node go down, it is
+    back as a new incarnation on the head's raylet, and bob, on a session of the
+    survivor, gets every acknowledged message once, in order."""
+    second, cluster = two_raylets
+    names = cluster.names
+    placed = {name: cluster.hosts[name].ray_node for name in names}
+    assert sorted(placed.values()) == sorted([rays.head_node.node_id, second.node_id])  # one host per raylet
+    doomed = next(name for name in names if placed[name] == second.node_id)
+    survivor = next(name for name in names if name != doomed)
+    alice, bob = user_homed_on("alice", survivor, names), user_homed_on("bob", doomed, names)
+
+    async def main() -> None:
+        async with member(cluster) as node:
+            heard = node_watcher(node)
+            echo = RemoteName("echo", survivor)
+            old = cluster.creation(doomed)
+            acknowledged, retries = [], 0
+            for cid in range(24):
+                if cid == 8:
+                    killed_at = time.monotonic()
+                    await asyncio.to_thread(rays.remove_node, second, False)  # SIGKILL: raylet and all
+                    await eventually(lambda: any(type(m) is NodeDown and m.node == doomed for m in heard), every=0.01)
+                    down_after = time.monotonic() - killed_at
+                send = ("chat_send", alice, bob, cid, f"hello {cid}")
+                while (msg_id := await node.call(echo, send, BOUND)) == "retry":
+                    retries += 1
+                    await asyncio.sleep(0.05)
+                acknowledged.append(msg_id)
+            new = await asyncio.to_thread(cluster.wait_incarnation, doomed, old, BOUND)
+            assert retries > 0 and new != old
+            assert cluster.hosts[doomed].ray_node == rays.head_node.node_id  # restarted on the survivor
+            down = next(m for m in heard if type(m) is NodeDown and m.node == doomed)
+            assert down.reason in ("connection_closed", "ray_reported_dead"), heard
+            print(f"\n{doomed} down after {down_after:.2f} s ({down.reason}); "
+                  f"up again as incarnation {new} by {time.monotonic() - killed_at:.2f} s")
+            assert await node.call(RemoteName("echo", doomed), "who", BOUND) == [doomed, new]
+
+            await assert_taken_in_order(node, echo, bob, acknowledged)
+    arun(main(), 3 * BOUND)
 
 
 def test_node_hosts_meet_over_their_own_streams_with_incarnations_from_the_registry(cluster):
