@@ -35,10 +35,13 @@ Workloads (value and unit per JSON line; `n` says how many were measured):
 - cold_turn: µs per one-message turn across `procs` ordinary processes (GenServers): each
   wave casts one message to every process, in a shuffled order, so every turn handles one
   message in a process whose state is not in the CPU's caches (the delivery is timed too).
-- server_call: µs per call made by one server (a GenServer in its callback) to another.
+- server_call: µs per call made by one server (a GenServer in its callback) to another,
+  the callee a different server each time.
 - short_life: µs per whole life: spawn a process, it takes one message and exits
   normally (1,000 lives at a time, until all have ended).
   These three run for letitcrash, asyncio (a task and a queue per actor) and the floor.
+  letitcrash's servers in them are of `CLASSES` classes, taken in turn, as in an
+  application (CPython caches attribute lookups per class: one class alone is faster).
 Then `ratio` lines: letitcrash's value divided by a peer's, for the same metric.
 
 Method: every (system, workload) pair runs in its own subprocess (`--worker`), so one
@@ -95,6 +98,7 @@ SCALE = {"full": 1.0, "quick": 0.2, "tiny": 0.005}
 RING_PROCS = 10_000
 COLD_PROCS = 100_000  # processes the cold turns go round (at most: n // 10 for small n)
 LIVES = 1_000  # short lives started at once
+CLASSES = 8  # GenServer classes the turn workloads' letitcrash servers are of
 REPS = {"full": 5, "quick": 3, "tiny": 1}
 BUSY = 0.25  # cores other processes may use during a measurement before it is flagged
 
@@ -129,6 +133,11 @@ def ring_procs(hops: int) -> int:
 
 def cold_procs(turns: int) -> int:
     return min(COLD_PROCS, max(10, turns // 10))
+
+
+def kinds(cls: type) -> list[type]:
+    """`cls` and `CLASSES - 1` subclasses of it, the same code under other classes."""
+    return [cls, *(type(f"{cls.__name__}{i}", (cls,), {}) for i in range(1, CLASSES))]
 
 
 def shuffled(items: list) -> list:
@@ -251,9 +260,11 @@ def letitcrash() -> System:
             if not left[0]:
                 left[1].set_result(None)
 
+    colds = kinds(Cold)
+
     async def cold_turn(node: Node, procs: int, turns: int) -> float:
         left: list = [0, None]
-        pids = shuffled([node.spawn(Cold, left) for _ in range(procs)])
+        pids = shuffled([node.spawn(colds[i % CLASSES], left) for i in range(procs)])
         t = time.perf_counter()
         for _ in range(turns // procs):
             left[:] = [procs, Future()]
@@ -266,17 +277,20 @@ def letitcrash() -> System:
 
     class Caller(GenServer):
         async def handle_cast(self, job: tuple) -> None:
-            server, n, done = job
+            servers, n, done = job
             t = time.perf_counter()
             for i in range(n):
-                await self.call(server, i)
+                await self.call(servers[i % CLASSES], i)
             done.set_result(time.perf_counter() - t)
 
+    echoes = kinds(Echo)
+
     async def server_call(node: Node, n: int) -> float:
-        server, client, done = node.spawn(Echo), node.spawn(Caller), Future()
-        node.cast(client, (server, n, done))
+        servers = [node.spawn(cls) for cls in echoes]
+        client, done = node.spawn(Caller), Future()
+        node.cast(client, (servers, n, done))
         dt = await done
-        await stop(node, [server, client])
+        await stop(node, [*servers, client])
         return dt
 
     class Once(GenServer):
@@ -292,6 +306,8 @@ def letitcrash() -> System:
             if not left[0]:
                 left[1].set_result(None)
 
+    onces = kinds(Once)
+
     async def short_life(node: Node, n: int) -> float:
         base = len(node)
         left: list = [0, None]
@@ -299,8 +315,8 @@ def letitcrash() -> System:
         for done in range(0, n, LIVES):
             batch = min(LIVES, n - done)
             left[:] = [batch, Future()]
-            for _ in range(batch):
-                node.cast(node.spawn(Once, left), 1)
+            for i in range(batch):
+                node.cast(node.spawn(onces[i % CLASSES], left), 1)
             await left[1]
         dt = time.perf_counter() - t
         await asyncio.sleep(0)
