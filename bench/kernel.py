@@ -73,6 +73,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import types
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -136,8 +137,16 @@ def cold_procs(turns: int) -> int:
 
 
 def kinds(cls: type) -> list[type]:
-    """`cls` and `CLASSES - 1` subclasses of it, the same code under other classes."""
-    return [cls, *(type(f"{cls.__name__}{i}", (cls,), {}) for i in range(1, CLASSES))]
+    """`cls` and `CLASSES - 1` subclasses of it, each with its own copy of `cls`'s
+    methods: an application's classes each have their own code, and CPython caches
+    attribute lookups per class in each function's code."""
+    def own(f: types.FunctionType) -> types.FunctionType:
+        return types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+
+    methods = {k: v for k, v in vars(cls).items()  # those its class statement defines
+               if isinstance(v, types.FunctionType) and v.__qualname__ == f"{cls.__qualname__}.{k}"}
+    return [cls, *(type(f"{cls.__name__}{i}", (cls,), {k: own(v) for k, v in methods.items()})
+                   for i in range(1, CLASSES))]
 
 
 def shuffled(items: list) -> list:
