@@ -130,6 +130,8 @@ class GenServer(Process):
     """The code's version, passed as `old_vsn` to the next version's `code_change`."""
 
     __slots__ = ("_stop", "_cont", "_idle", "_phase", "_quiet")
+    _per_class = (*Process._per_class, "_start", "_init_result", "_run", "_after_halt", "_exit_with",
+                  "stop", "continue_with", "_finished", "_run_async", "_release", "_post")
     _exits_in_turn = True  # a stop ends the turn without raising ExitNow (see _exit_with)
     _stop: Any  # the reason of a pending stop, or NONE
     _cont: Any  # the argument of a pending handle_continue, or NONE

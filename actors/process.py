@@ -17,6 +17,7 @@ points for its parts; libraries use the public ones (`GenServer.run_turn`).
 from __future__ import annotations
 
 import dis
+import logging
 import os
 import sys
 import types
@@ -29,6 +30,8 @@ from .ids import Pid, Ref
 from .messages import NOPROC, Down
 from .registry import Dest, Name
 from .runq import make_runnable
+
+log = logging.getLogger("actors")
 
 
 class _Tag:
@@ -116,6 +119,39 @@ def _assigned_on_self(code: types.CodeType) -> set[str]:
             found |= _assigned_on_self(const)
     return found
 
+def _check_fields(cls: type, kernel: list[type]) -> None:
+    """Refuse a subclass that replaces a private name of `kernel`, its bases from another
+    package, or assigns one of their fields (see the module docstring)."""
+    # A kernel class without slots (so that it mixes with others: GenStateMachine)
+    # lists its private fields in `_fields`.
+    reserved = {"pid", "node"}.union(*(  # and the private fields of those bases
+        [slot for slot in (*getattr(b, "__slots__", ()), *vars(b).get("_fields", ()))
+         if slot[:1] == "_"] for b in kernel))
+    for name, value in vars(cls).items():
+        if name[:1] == "_" and name[:2] != "__":
+            base = next((b for b in kernel if name in vars(b) and not hasattr(vars(b)[name], "copy_of")), None)
+            if base is not None:
+                raise TypeError(f"{cls.__qualname__}.{name} would replace {base.__qualname__}."
+                                f"{name}, which {base.__module__} reserves; use another name")
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        for attr in _assigned_on_self(code) & reserved if code is not None else ():
+            raise TypeError(f"{cls.__qualname__}.{name} assigns self.{attr}, a runtime field of "
+                            f"the process that its base classes reserve; use another name")
+
+
+def _own_copy(function: types.FunctionType) -> types.FunctionType:
+    """`function` with a code object of its own. CPython (3.11+) caches an attribute's place
+    per bytecode instruction, for one class: a kernel method shared by servers of many
+    classes that take turns would miss that cache on most of its reads and writes of the
+    process's fields (about three times the cost of a hit). A copy per class keeps every
+    one of its instructions seeing one class."""
+    copy = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__, copy.__doc__ = function.__qualname__, function.__doc__
+    copy.__kwdefaults__, copy.__module__ = function.__kwdefaults__, function.__module__
+    copy.copy_of = getattr(function, "copy_of", function)  # type: ignore[attr-defined]
+    return copy
+
 
 class ExitNow(BaseException):
     """Unwinds a process that exits on purpose; a BaseException so `except Exception` in user
@@ -175,28 +211,21 @@ class Process:
     _tracer: Callable[[str, Pid, Any], None] | None
     _fast_below: int
 
+    # The kernel methods every turn, delivery, spawn or exit runs on the process itself:
+    # each subclass gets copies of its own (see _own_copy).
+    _per_class: tuple[str, ...] = ("_setup", "_deliver", "_deliver_slow", "_on_reply", "_clear_wait",
+                                   "_wake", "cast", "_terminate")
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         package = cls.__module__.partition(".")[0]
         kernel = [b for b in cls.__mro__[1:] if b.__module__.partition(".")[0] != package
                   and isinstance(b, type) and issubclass(b, Process)]
-        if not kernel:
-            return
-        # A kernel class without slots (so that it mixes with others: GenStateMachine)
-        # lists its private fields in `_fields`.
-        reserved = {"pid", "node"}.union(*(  # and the private fields of those bases
-            [slot for slot in (*getattr(b, "__slots__", ()), *vars(b).get("_fields", ()))
-             if slot[:1] == "_"] for b in kernel))
-        for name, value in vars(cls).items():
-            if name[:1] == "_" and name[:2] != "__":
-                base = next((b for b in kernel if name in vars(b)), None)
-                if base is not None:
-                    raise TypeError(f"{cls.__qualname__}.{name} would replace {base.__qualname__}."
-                                    f"{name}, which {base.__module__} reserves; use another name")
-            code = getattr(getattr(value, "__func__", value), "__code__", None)
-            for attr in _assigned_on_self(code) & reserved if code is not None else ():
-                raise TypeError(f"{cls.__qualname__}.{name} assigns self.{attr}, a runtime field of "
-                                f"the process that its base classes reserve; use another name")
+        if kernel:
+            _check_fields(cls, kernel)
+        for name in cls._per_class:
+            if name not in vars(cls):
+                setattr(cls, name, _own_copy(getattr(cls, name)))
 
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
         self._pid = pid
@@ -335,6 +364,52 @@ class Process:
     def _finished(self, result: Any) -> None:
         """The process's coroutine returned `result`: a coroutine process exits normally."""
         raise ExitNow("normal")
+
+    def _terminate(self, reason: Any) -> None:
+        """Remove the process and send its exit to its links and monitors (see
+        actors.signals). A method of the process, so that its reads of the process's fields
+        are made in code of the process's class (see _own_copy)."""
+        node = self._node
+        pid = self._pid
+        if pid._proc is None:
+            return  # already gone
+        self._alive = False
+        del node._procs[pid.serial]
+        if node.tracer is not None:
+            node.tracer("exit", pid, reason)
+        if self._tracer is not None:
+            self._tracer("exit", pid, reason)
+            self._tracer = None
+        pid._proc = None
+        if self._names:
+            for table, key in self._names:
+                table.pop(key, None)
+        if self._coro is not None:
+            coro, self._coro = self._coro, None
+            try:
+                coro.close()
+            except BaseException:  # noqa: BLE001 - a dying process's finally blocks cannot veto
+                log.exception("process %r raised while being closed", pid)
+        if self._wait_ref is not None:
+            self._end_call(self._wait_ref)
+        if self._timer is not None or self._match is not None:
+            self._clear_wait()
+        self._release()
+        if node._tables.owned:
+            node._tables.drop_owned(self)
+        signals = node._signals
+        if self._watching:
+            for ref, target in self._watching.items():
+                signals.unwatch(ref, target)
+        self._mbox = self._watching = None
+        if self._held:
+            self._held.append((signals.notify_exit, (self, reason)))  # after what it sent
+        elif self._links or self._watchers:
+            signals.notify_exit(self, reason)
+        else:
+            self._links = self._watchers = None  # as notify_exit leaves them: nobody to tell
+        if signals.stopping is not None:
+            signals.stopped(pid)
 
     def _on_crash(self, reason: Any) -> Any:
         """Last words of a crashing process; returns the reason it exits with."""

@@ -147,7 +147,7 @@ class Scheduler:
             return
         signals.draining = True  # what drain_exits would do first, in one call less
         try:
-            signals.terminate(proc, reason)
+            proc._terminate(reason)
         finally:
             signals.draining = False
         if node._exits:

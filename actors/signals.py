@@ -10,8 +10,9 @@ Contract (Erlang's, with the deviations the README lists):
 - An exit that kills takes effect once the running process's turn is over (`doom`):
   from then on the process counts as dead, takes no messages and ignores signals.
   `drain_exits` terminates doomed processes when no process is running.
-- `terminate` removes a process: its names, timers of its waits, tables and monitors go;
-  then its links and monitors hear (`notify_exit`), behind any output it still holds.
+- A process's end (`Process._terminate`) removes it: its names, timers of its waits, tables
+  and monitors go; then its links and monitors hear (`notify_exit`), behind any output
+  it still holds.
 - Between nodes, a link ends when its exit signal arrives (unlinked meanwhile, it is
   ignored), and a connection lost with the signal in flight still ends the link, with
   reason "noconnection".
@@ -21,7 +22,6 @@ Contract (Erlang's, with the deviations the README lists):
 """
 from __future__ import annotations
 
-import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +35,6 @@ from .registry import RemoteName
 
 if TYPE_CHECKING:
     from .node import Node
-
-log = logging.getLogger("actors")
-
 
 class Signals:
     """The node's signal handling; see the module docstring."""
@@ -204,52 +201,9 @@ class Signals:
             exits = self.exits
             while exits:
                 proc, reason = exits.popleft()
-                self.terminate(proc, reason)
+                proc._terminate(reason)
         finally:
             self.draining = False
-
-    def terminate(self, proc: Process, reason: Any) -> None:
-        """Remove a process and send its exit to its links and monitors."""
-        node = self.node
-        pid = proc._pid
-        if pid._proc is None:
-            return  # already gone
-        proc._alive = False
-        del node._procs[pid.serial]
-        if node.tracer is not None:
-            node.tracer("exit", pid, reason)
-        if proc._tracer is not None:
-            proc._tracer("exit", pid, reason)
-            proc._tracer = None
-        pid._proc = None
-        if proc._names:
-            for table, key in proc._names:
-                table.pop(key, None)
-        if proc._coro is not None:
-            coro, proc._coro = proc._coro, None
-            try:
-                coro.close()
-            except BaseException:  # noqa: BLE001 - a dying process's finally blocks cannot veto
-                log.exception("process %r raised while being closed", pid)
-        if proc._wait_ref is not None:
-            proc._end_call(proc._wait_ref)
-        if proc._timer is not None or proc._match is not None:
-            proc._clear_wait()
-        proc._release()
-        if node._tables.owned:
-            node._tables.drop_owned(proc)
-        if proc._watching:
-            for ref, target in proc._watching.items():
-                self.unwatch(ref, target)
-        proc._mbox = proc._watching = None
-        if proc._held:
-            proc._held.append((self.notify_exit, (proc, reason)))  # after what it sent
-        elif proc._links or proc._watchers:
-            self.notify_exit(proc, reason)
-        else:
-            proc._links = proc._watchers = None  # as notify_exit leaves them: nobody to tell
-        if self.stopping is not None:
-            self.stopped(pid)
 
     def notify_exit(self, proc: Process, reason: Any) -> None:
         """Send a dead process's exit to its links and its Downs to its monitors."""

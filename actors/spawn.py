@@ -140,7 +140,7 @@ def start_server(node: Node, proc: GenServer, target: Any, args: tuple, parent: 
         # Outside any process the init's turn is over: the exits it caused (children it
         # started, then stopped) take effect now, so their names are free for a retry.
         node._signals.drain_exits()
-    node._signals.terminate(proc, reason)
+    proc._terminate(reason)
     raise StartError(target, reason) from (reason if isinstance(reason, BaseException) else None)
 
 

@@ -555,6 +555,40 @@ def test_a_subclass_in_another_package_cannot_replace_kernel_internals():
                 self._timer = None  # a natural name, and the kernel's: refused at once
 
 
+def test_each_server_class_runs_its_own_copy_of_the_kernel_turn_code():
+    # CPython caches where an attribute is per bytecode instruction, for one class: in code
+    # shared by servers of many classes taking turns, most reads of the kernel's fields
+    # would miss. Each class gets its own copy of the per-turn kernel methods.
+    class Base(GenServer):
+        def init(self, log):
+            self.log = log
+
+        def handle_cast(self, msg):
+            self.log.append(msg)
+            self.stop()
+
+        def terminate(self, reason):
+            self.log.append(reason)
+
+    class Derived(Base):
+        pass
+
+    for name in GenServer._per_class:
+        codes = [vars(cls)[name].__code__ for cls in (Base, Derived)] + [getattr(GenServer, name).__code__]
+        assert len(set(map(id, codes))) == 3, name
+        assert {code.co_code for code in codes} == {codes[0].co_code}, name
+    node = Node(seed=1)
+    log = []
+    for cls in (Base, Derived, Base):
+        node.cast(node.spawn(cls, log), cls.__name__)
+    node.run()
+    assert sorted(log) == ["Base", "Base", "Derived", "normal", "normal", "normal"] and len(node) == 0
+    with pytest.raises(TypeError, match=r"Mine._terminate would replace Process._terminate"):
+        class Mine(GenServer):
+            def _terminate(self, reason):
+                pass
+
+
 def test_a_server_that_sets_node_or_pid_gets_a_clear_error_at_once():
     # A tree or a graph calls its parent "node": in a process that name is the runtime's.
     with pytest.raises(TypeError, match=r"Branch.init assigns self.node"):
