@@ -240,7 +240,7 @@ class GenServer(Process):
     # -- kernel side --------------------------------------------------------------------
 
     def _setup(self, node: Any, pid: Any, parent: Any, limit: int, overflow: str) -> None:
-        Process._setup(self, node, pid, parent, limit, overflow)
+        self._setup_process(node, pid, parent, limit, overflow)
         self._stop = NONE
         self._cont = NONE
         self._idle = None

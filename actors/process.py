@@ -213,8 +213,8 @@ class Process:
 
     # The kernel methods every turn, delivery, spawn or exit runs on the process itself:
     # each subclass gets copies of its own (see _own_copy).
-    _per_class: tuple[str, ...] = ("_setup", "_deliver", "_deliver_slow", "_on_reply", "_clear_wait",
-                                   "_wake", "cast", "_terminate")
+    _per_class: tuple[str, ...] = ("_setup", "_setup_process", "_deliver", "_deliver_slow", "_on_reply",
+                                   "_clear_wait", "_wake", "cast", "_terminate")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -258,6 +258,8 @@ class Process:
         self._sent = 0  # messages sent, casts, call requests and replies (counted by the sender)
         self._tracer = None  # see Node.trace
         self._fast_below = limit  # the mailbox length from which a delivery takes _deliver_slow
+
+    _setup_process = _setup  # what a subclass's _setup calls first: a copy per class too
 
     # -- kernel internals -------------------------------------------------------------
 
