@@ -397,7 +397,7 @@ class GenServer(Process):
         r = self.terminate(reason)
         if type(r) is not CoroutineType:
             if in_turn and not report:
-                self._node._scheduler.exit_self(self, reason, None)
+                self._exit_own_turn(reason)  # what Scheduler.exit_self does with no report or crash
                 return
             raise ExitNow(reason, report)
         self._coro = self._exit_after(r, reason, report)

@@ -214,7 +214,7 @@ class Process:
     # The kernel methods every turn, delivery, spawn or exit runs on the process itself:
     # each subclass gets copies of its own (see _own_copy).
     _per_class: tuple[str, ...] = ("_setup", "_setup_process", "_deliver", "_deliver_slow", "_on_reply",
-                                   "_clear_wait", "_wake", "cast", "_terminate")
+                                   "_clear_wait", "_wake", "cast", "_exit_own_turn", "_terminate")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -366,6 +366,22 @@ class Process:
     def _finished(self, result: Any) -> None:
         """The process's coroutine returned `result`: a coroutine process exits normally."""
         raise ExitNow("normal")
+
+    def _exit_own_turn(self, reason: Any) -> None:
+        """The process's own code ended it (see Scheduler.exit_self): it exits now, or after
+        the turn of another process running, or after the exit being drained."""
+        node = self._node
+        signals = node._signals
+        if signals.draining or (node._current is not None and node._current is not self):
+            node._exits.appendleft((self, reason))  # the first exit drained, after the turn
+            return
+        signals.draining = True  # what drain_exits would do first, in one call less
+        try:
+            self._terminate(reason)
+        finally:
+            signals.draining = False
+        if node._exits:
+            signals.drain_exits()
 
     def _terminate(self, reason: Any) -> None:
         """Remove the process and send its exit to its links and monitors (see

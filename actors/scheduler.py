@@ -141,17 +141,7 @@ class Scheduler:
             reason = proc._on_crash(exc)
             if reason is NONE:
                 return  # an async terminate is running; its end exits the process
-        signals = node._signals
-        if signals.draining or (node._current is not None and node._current is not proc):
-            node._exits.appendleft((proc, reason))  # the first exit drained, after the turn
-            return
-        signals.draining = True  # what drain_exits would do first, in one call less
-        try:
-            proc._terminate(reason)
-        finally:
-            signals.draining = False
-        if node._exits:
-            signals.drain_exits()
+        proc._exit_own_turn(reason)
 
 
 def crash_report(proc: Process, reason: Any) -> None:
