@@ -265,7 +265,12 @@ class Process:
 
     def _deliver(self, msg: Any) -> None:
         mb = self._mbox
-        if mb is None or len(mb) >= self._fast_below:
+        if mb is None:  # the first message: the mailbox is made here unless traced
+            if not self._fast_below:
+                self._deliver_slow(msg)
+                return
+            mb = self._mbox = deque()
+        elif len(mb) >= self._fast_below:
             self._deliver_slow(msg)
             return
         mb.append(msg)
@@ -277,8 +282,8 @@ class Process:
                 node._wake()
 
     def _deliver_slow(self, msg: Any) -> None:
-        """A delivery off the fast path: the first message (the mailbox is made), a full
-        mailbox, or a traced process (its `_fast_below` is 0: untraced ones pay nothing)."""
+        """A delivery off the fast path: a full mailbox, or a traced process (its
+        `_fast_below` is 0: untraced ones pay nothing)."""
         mb = self._mbox
         if mb is None:
             mb = self._mbox = deque()
