@@ -139,6 +139,13 @@ def _check_fields(cls: type, kernel: list[type]) -> None:
                             f"the process that its base classes reserve; use another name")
 
 
+def _inherited(cls: type, name: str) -> types.FunctionType:
+    """The method `name` that `cls` inherits, its bases' copies aside: with two process
+    classes as bases, the copy in one must not hide the other's own method."""
+    return next(vars(base)[name] for base in cls.__mro__
+                if name in vars(base) and not hasattr(vars(base)[name], "copy_of"))
+
+
 def _own_copy(function: types.FunctionType) -> types.FunctionType:
     """`function` with a code object of its own. CPython (3.11+) caches an attribute's place
     per bytecode instruction, for one class: a kernel method shared by servers of many
@@ -149,7 +156,7 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
                               function.__defaults__, function.__closure__)
     copy.__qualname__, copy.__doc__ = function.__qualname__, function.__doc__
     copy.__kwdefaults__, copy.__module__ = function.__kwdefaults__, function.__module__
-    copy.copy_of = getattr(function, "copy_of", function)  # type: ignore[attr-defined]
+    copy.copy_of = function  # type: ignore[attr-defined]
     return copy
 
 
@@ -225,7 +232,7 @@ class Process:
             _check_fields(cls, kernel)
         for name in cls._per_class:
             if name not in vars(cls):
-                setattr(cls, name, _own_copy(getattr(cls, name)))
+                setattr(cls, name, _own_copy(_inherited(cls, name)))
 
     def _setup(self, node: Any, pid: Pid, parent: Pid | None, limit: int, overflow: str) -> None:
         self._pid = pid

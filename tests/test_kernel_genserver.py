@@ -5,7 +5,9 @@ import pytest
 
 from actors import (CallExit, CallingSelf, CallTimeout, Down, Exit, GenServer, Node, NoProc,
                     NoReply, StartError)
+from actors.statem import GenStateMachine
 from kernel_helpers import queued
+from storage.persistent import PersistentServer
 
 
 class Counter(GenServer):
@@ -583,6 +585,13 @@ def test_each_server_class_runs_its_own_copy_of_the_kernel_turn_code():
         node.cast(node.spawn(cls, log), cls.__name__)
     node.run()
     assert sorted(log) == ["Base", "Base", "Derived", "normal", "normal", "normal"] and len(node) == 0
+    # With two process classes as bases, each method is the one Python's MRO gives, not a
+    # copy that one base made of what it inherited (a persistent state machine's set-up).
+    class Job(PersistentServer, GenStateMachine):
+        pass
+
+    assert Job._setup.copy_of is GenStateMachine._setup
+    assert Job._run.copy_of is PersistentServer._run is GenServer._hooked_run
     with pytest.raises(TypeError, match=r"Mine._terminate would replace Process._terminate"):
         class Mine(GenServer):
             def _terminate(self, reason):
