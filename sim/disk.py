@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage import Store, StorageError, StorageIOError, StoreFull
 
-from .faults import STORAGE_FAULTS, Draw, EventFaults
+from .faults import STORAGE_FAULTS, Draws, EventFaults
 
 if TYPE_CHECKING:
     from .core import Simulation
@@ -28,10 +28,9 @@ class Disk:
         self.full = False
         self.commits = 0  # commits tried on this node, every incarnation (a script's `nth`)
         self.log: list[dict[str, Any]] | None = None  # where injected faults are logged
-        # One stream per kind, drawn on every commit: kinds stay independent of each other.
-        self._streams = {k: sim.stream(f"storage/{node}/{k}").random for k in STORAGE_FAULTS}
+        self._random = sim.stream(f"storage/{node}/faults").random  # one draw a commit (`Draws`)
         self._power = sim.stream(f"storage/{node}/power_loss")
-        self._draws: list[Draw] = []
+        self._draws: Draws | None = None
         self._faults = EventFaults(node=node)
 
     def attach(self, store: Store) -> Store:
@@ -46,8 +45,8 @@ class Disk:
         self.full = full
 
     def set_rates(self, rates: dict[str, float], delay_max: float) -> None:
-        self._draws = [(k, rates[k], delay_max if k == "commit_delay" else 0.0, self._streams[k])
-                       for k in STORAGE_FAULTS if rates.get(k, 0.0) > 0]
+        on = any(rates.get(k, 0.0) > 0 for k in STORAGE_FAULTS)
+        self._draws = Draws(STORAGE_FAULTS, rates, {"commit_delay": delay_max}, self._random) if on else None
 
     def script(self, entry: dict[str, Any]) -> None:
         """A scripted commit fault (entries come in time order): the first commit at or
@@ -61,7 +60,7 @@ class Disk:
             return StoreFull(f"disk full (injected) at {self.node}")
         faults = self._faults  # with no commit faults configured, nothing to roll:
         fault, delay = (faults.roll(self.commits, self.sim.now, self._draws, self.log)
-                        if self._draws or faults.script else ("", 0.0))
+                        if self._draws is not None or faults.script else ("", 0.0))
         if not fault:
             self.sim.trace.event("commit", self.node, self.commits)
             return None

@@ -10,9 +10,12 @@ Three families:
 `chaos` mode injects every configured kind at its rate; `swarm` mode first draws, per
 seed, which kinds are on and scales each rate by a factor in [0.1, 1] (Groce et al.'s
 swarm testing, TigerBeetle's `options_swarm`). Scripted faults (`[[faults.script]]`, any
-kind) run in every mode. Each kind draws from its own stream ("faults/kill_node",
-"network/drop", "storage/counter1/commit_fail", ...), so turning a kind off leaves the
-others' draws alone. Every fault injected is logged in script form (`log`): the run's
+kind) run in every mode. Each discrete kind draws from its own stream ("faults/kill_node",
+...); the message faults of a message, and the storage faults of a commit, come from one
+draw of their family's stream ("network/faults", "storage/counter1/faults") in which
+each kind owns a slot (`Draws`). Either way turning a kind off, or changing its rate,
+leaves the others' decisions alone (while every rate of a family is at most 1/4 for
+messages, 1/2 for commits). Every fault injected is logged in script form (`log`): the run's
 decision log, which replays the same faults without the random draws (the shrinker
 starts from it).
 
@@ -42,13 +45,46 @@ if TYPE_CHECKING:
 
 MESSAGE_FAULTS = ("drop", "duplicate", "delay", "reorder")  # in precedence order
 STORAGE_FAULTS = ("commit_fail", "commit_delay")
-Draw = tuple[str, float, float, Callable[[], float]]  # kind, probability, most extra seconds, stream
+
+
+class Draws:
+    """Which of a family's faults strikes one event, from one draw of the family's stream.
+
+    Of n kinds (in precedence order) the i-th owns the slot starting at i/n of [0, 1) and
+    strikes when the draw falls within its rate past that start (wrapping past 1): its
+    probability is its rate, and while every rate is at most 1/n, a kind's decisions do
+    not depend on the other kinds' rates. A rate above 1/n reaches into the next slots,
+    where the kind earlier in precedence wins. The extra seconds (uniform in [0, most))
+    come from where in its reach the draw fell. Drawn on every event, struck or not."""
+
+    __slots__ = ("random", "width", "reach", "kinds")
+
+    def __init__(self, family: tuple[str, ...], rates: dict[str, float], most: dict[str, float],
+                 random: Callable[[], float]) -> None:
+        n = len(family)
+        self.random = random
+        self.width = 1.0 / n  # an exact float for n = 2 and 4
+        self.kinds = [(kind, i / n, rates[kind], most.get(kind, 0.0))
+                      for i, kind in enumerate(family) if rates.get(kind, 0.0) > 0]
+        assert self.kinds, "a family's draws need a kind with a rate"
+        assert all(0.0 < p <= 1.0 for _, _, p, _ in self.kinds), self.kinds
+        self.reach = max(p for _, _, p, _ in self.kinds)
+
+    def strike(self, u: float) -> tuple[str, float]:
+        """The kind the draw `u` strikes ("" for none) and its extra seconds."""
+        if u % self.width >= self.reach:  # past every kind's reach within its slot
+            return "", 0.0
+        for kind, start, p, most in self.kinds:
+            offset = (u - start) % 1.0
+            if offset < p:
+                return kind, most * offset / p
+        return "", 0.0
 
 
 class EventFaults:
     """Faults that strike single events: the messages of one link, the commits of one
-    node. Scripted ones come first; then every enabled kind draws from its own stream on
-    every event, hit or not, so the kinds stay independent of each other."""
+    node. A scripted one comes first; then the family's `Draws` is drawn on every event,
+    hit or not, so the run's other decisions do not depend on the script."""
 
     __slots__ = ("where", "script")
 
@@ -56,7 +92,7 @@ class EventFaults:
         self.where = where  # how the log names the place: src and dst, or node
         self.script: deque[dict[str, Any]] = deque()  # scripted faults, in time order
 
-    def roll(self, count: int, now: float, draws: list[Draw], log: list[dict[str, Any]] | None
+    def roll(self, count: int, now: float, draws: Draws | None, log: list[dict[str, Any]] | None
              ) -> tuple[str, float]:
         """The fault ("" for none) and extra seconds for the `count`-th event, at `now`."""
         fault, extra = "", 0.0
@@ -64,11 +100,10 @@ class EventFaults:
         if script and script[0]["at"] <= now and count >= (script[0].get("nth") or 0):
             entry = script.popleft()
             fault, extra = entry["kind"], entry.get("delay") or 0.0
-        for kind, p, most, draw in draws:
-            if draw() < p:
-                amount = most * draw() if most else 0.0
-                if not fault:
-                    fault, extra = kind, amount
+        if draws is not None:
+            drawn, amount = draws.strike(draws.random())
+            if not fault:
+                fault, extra = drawn, amount
         if fault and log is not None:
             entry = {"at": now, "kind": fault, **self.where, "nth": count}
             if "delay" in KINDS[fault].script:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from .core import Simulation
 
-from .faults import MESSAGE_FAULTS, Draw, EventFaults
+from .faults import MESSAGE_FAULTS, Draws, EventFaults
 
 # What the trace calls each kind of delivery (see actors.boundary).
 TRACE_KIND = {"send": "msg", "cast": "msg", "call": "msg", "reply": "reply", "exit": "exit",
@@ -151,10 +151,8 @@ class Network:
         self._latencies: dict[tuple[str, str], tuple[float, float]] = {}
         self._links: dict[tuple[str, str], Link] = {}
         self._rand = sim.stream("network").random  # latencies only: faults draw on their own
-        # Each fault kind draws from its own stream, on every message, so turning one
-        # kind off (or scripting it) leaves the others' decisions as they were.
-        self._streams = {kind: sim.stream(f"network/{kind}").random for kind in MESSAGE_FAULTS}
-        self._draws: list[Draw] = []
+        self._random = sim.stream("network/faults").random  # one draw a message (`Draws`)
+        self._draws: Draws | None = None
         self.log: list[dict[str, Any]] | None = None  # where injected faults are logged
         self.sent = 0
         self.partitioned = False
@@ -179,13 +177,11 @@ class Network:
     def set_rates(self, rates: dict[str, float], extra: dict[str, float] | None = None) -> None:
         """Per-message fault probabilities (drop, duplicate, delay, reorder; missing: 0) and
         the most extra seconds a delay or a reorder adds."""
-        extra = extra or {}
-        self._draws = []
-        for kind in MESSAGE_FAULTS:  # precedence when several hit one message
+        for kind in MESSAGE_FAULTS:
             p = rates.get(kind, 0.0)
             assert 0.0 <= p <= 1.0, f"{kind} rate must be a probability, got {p}"
-            if p > 0:
-                self._draws.append((kind, p, extra.get(kind, 0.0), self._streams[kind]))
+        on = any(rates.get(kind, 0.0) > 0 for kind in MESSAGE_FAULTS)
+        self._draws = Draws(MESSAGE_FAULTS, rates, extra or {}, self._random) if on else None
 
     def script(self, entry: dict[str, Any]) -> None:
         """A scripted message fault (entries come in time order): the first message sent
@@ -253,7 +249,7 @@ class Network:
         fault = ""
         if kind == "msg" or kind == "reply":
             link.count += 1
-            if link.faults.script or self._draws:
+            if link.faults.script or self._draws is not None:
                 fault, extra = link.faults.roll(link.count, sim.now, self._draws, self.log)
                 if fault:
                     sim.injected[fault] = sim.injected.get(fault, 0) + 1

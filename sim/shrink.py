@@ -3,8 +3,8 @@
 The seed stays fixed; the scenario shrinks. First the random faults become a script: the
 faults the failing run actually injected (its decision log: kills, crashes, partitions,
 each dropped or delayed message, each failed commit), at the same times on the same
-targets. Every fault kind draws from its own stream, so without the fault draws the same
-run happens again. An always-check that failed at t lets the run end at t. Then,
+targets. Every fault family draws from streams of its own, so without the fault draws
+the same run happens again. An always-check that failed at t lets the run end at t. Then,
 greedily, while the same check still fails with the same seed:
 
 1. delta-debug the scripted faults (Zeller's ddmin: drop halves, quarters, ... single

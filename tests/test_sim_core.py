@@ -100,6 +100,39 @@ def test_a_dropped_or_doubled_call_still_monitors_its_server_once(fault):
     assert out == ["boom"]
 
 
+def test_one_draw_per_message_decides_its_fault_and_each_kind_keeps_its_own_decisions():
+    from sim.faults import MESSAGE_FAULTS, Draws
+
+    draws = [i / 10_000 + 0.00003 for i in range(10_000)]  # evenly over [0, 1)
+    taken: list[float] = []
+
+    def stream() -> float:
+        taken.append(draws[len(taken)])
+        return taken[-1]
+
+    def strikes(rates: dict, most: dict | None = None) -> list[tuple[str, float]]:
+        taken.clear()
+        faults = Draws(MESSAGE_FAULTS, rates, most or {}, stream)
+        return [faults.strike(faults.random()) for _ in draws]
+
+    alone = strikes({"drop": 0.05})
+    assert len(taken) == len(draws)  # one draw per message, struck or not
+    assert sum(k == "drop" for k, _ in alone) == 500  # the rate is the probability
+    # another kind's rate (up to 1/4) leaves drop's decisions exactly as they were
+    mixed = strikes({"drop": 0.05, "duplicate": 0.2, "delay": 0.25, "reorder": 0.1}, {"delay": 0.3})
+    assert [k == "drop" for k, _ in mixed] == [k == "drop" for k, _ in alone]
+    assert sum(k == "delay" for k, _ in mixed) == 2500 and sum(k == "reorder" for k, _ in mixed) == 1000
+    extras = [x for k, x in mixed if k == "delay"]
+    assert 0.0 <= min(extras) < 0.001 and 0.299 < max(extras) < 0.3  # uniform in [0, most)
+    assert all(x == 0.0 for k, x in mixed if k != "delay")
+    # a rate past 1/4 reaches into the next slots, where the earlier kind wins
+    assert {k for k, _ in strikes({"reorder": 1.0})} == {"reorder"}
+    wide = strikes({"drop": 0.5, "duplicate": 0.1})
+    assert sum(k == "drop" for k, _ in wide) == 5000 and sum(k == "duplicate" for k, _ in wide) == 0
+    with pytest.raises(AssertionError):
+        Draws(MESSAGE_FAULTS, {"drop": 0.0}, {}, stream)
+
+
 def test_a_partition_disconnects_the_nodes_with_noconnection_and_the_heal_reconnects():
     sim = Simulation(3)
     seen: list = []
