@@ -58,9 +58,11 @@ class Disk:
         self.commits += 1
         if self.full:
             return StoreFull(f"disk full (injected) at {self.node}")
-        faults = self._faults  # with no commit faults configured, nothing to roll:
-        fault, delay = (faults.roll(self.commits, self.sim.now, self._draws, self.log)
-                        if self._draws is not None or faults.script else ("", 0.0))
+        faults, draws = self._faults, self._draws
+        fault, delay = "", 0.0
+        if draws is not None or faults.script:  # with no commit faults configured, nothing to roll
+            drawn = draws.strike(draws.random()) if draws is not None else ("", 0.0)
+            fault, delay = faults.roll(self.commits, self.sim.now, drawn, self.log)
         if not fault:
             self.sim.trace.event("commit", self.node, self.commits)
             return None

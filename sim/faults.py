@@ -92,18 +92,15 @@ class EventFaults:
         self.where = where  # how the log names the place: src and dst, or node
         self.script: deque[dict[str, Any]] = deque()  # scripted faults, in time order
 
-    def roll(self, count: int, now: float, draws: Draws | None, log: list[dict[str, Any]] | None
+    def roll(self, count: int, now: float, drawn: tuple[str, float], log: list[dict[str, Any]] | None
              ) -> tuple[str, float]:
-        """The fault ("" for none) and extra seconds for the `count`-th event, at `now`."""
-        fault, extra = "", 0.0
+        """The fault ("" for none) and extra seconds for the `count`-th event, at `now`:
+        a scripted one due, else what the event's draw struck (`Draws.strike`)."""
+        fault, extra = drawn
         script = self.script
         if script and script[0]["at"] <= now and count >= (script[0].get("nth") or 0):
             entry = script.popleft()
             fault, extra = entry["kind"], entry.get("delay") or 0.0
-        if draws is not None:
-            drawn, amount = draws.strike(draws.random())
-            if not fault:
-                fault, extra = drawn, amount
         if fault and log is not None:
             entry = {"at": now, "kind": fault, **self.where, "nth": count}
             if "delay" in KINDS[fault].script:

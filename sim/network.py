@@ -74,7 +74,7 @@ def _decoded(delivery: Any, dst: Node) -> Delivery:
 
 
 _SCALARS = frozenset({str, bytes, float, bool, type(None), Pid, Ref})
-_INT = (-(1 << 63), 1 << 64)  # what msgpack's integers hold
+_LO, _HI = -(1 << 63), 1 << 64  # what msgpack's integers hold
 
 
 def _plain(value: Any) -> bool:
@@ -84,13 +84,13 @@ def _plain(value: Any) -> bool:
     if kind in _SCALARS:
         return True
     if kind is int:
-        return _INT[0] <= value < _INT[1]
+        return _LO <= value < _HI
     if kind is not tuple or len(value) > 16:
         return False
     for item in value:
         kind = type(item)
         if kind is int:
-            if not _INT[0] <= item < _INT[1]:
+            if not _LO <= item < _HI:
                 return False
         elif kind not in _SCALARS:
             return False
@@ -210,10 +210,10 @@ class Network:
         if self.codec:
             payload = delivery[-1]
             if type(payload) is int:  # a reply's value, mostly
-                plain = _INT[0] <= payload < _INT[1]
+                plain = _LO <= payload < _HI
             else:
                 plain = type(payload) in _SCALARS or _plain(payload)
-            if not (plain and (type(to) is Pid or _plain(to))):
+            if not (plain and (type(to) is Pid or type(to) in _SCALARS or _plain(to))):
                 data = self.crossing(src, dst_name, delivery)
                 if data is None:
                     return
@@ -249,10 +249,15 @@ class Network:
         fault = ""
         if kind == "msg" or kind == "reply":
             link.count += 1
-            if link.faults.script or self._draws is not None:
-                fault, extra = link.faults.roll(link.count, sim.now, self._draws, self.log)
-                if fault:
-                    sim.injected[fault] = sim.injected.get(fault, 0) + 1
+            faults, draws = link.faults, self._draws
+            if draws is not None:  # one draw a message; mostly it strikes nothing (`Draws.strike`)
+                u = draws.random()
+                if faults.script or u % draws.width < draws.reach:
+                    fault, extra = faults.roll(link.count, sim.now, draws.strike(u), self.log)
+            elif faults.script:
+                fault, extra = faults.roll(link.count, sim.now, ("", 0.0), self.log)
+            if fault:
+                sim.injected[fault] = sim.injected.get(fault, 0) + 1
                 if fault == "drop":
                     record(("send", src_name, dst_name, serial, kind, fault))
                     self._monitor_alone(src_name, dst_name, original)
