@@ -390,6 +390,7 @@ class Simulation:
         trace = self.trace
         records = trace.records
         agenda = self._agenda
+        specs = self._specs
         sched = self._sched
         quantum = self.quantum
         flush_at = trace.checkpoint
@@ -410,7 +411,10 @@ class Simulation:
                 spec = ready[i]
                 node = spec.node
                 if node.now() < now + spec.skew:  # type: ignore[union-attr]  # a spec in _up has its node
-                    self._catch_up(spec)  # woken by an arrival or a kill's exit signals
+                    if spec.skew:  # woken by an arrival or a kill's exit signals
+                        self._catch_up(spec)
+                    else:  # `_catch_up` without a skew (the step makes it unsure anyway)
+                        node.advance(now)  # type: ignore[union-attr]  # a spec in _up has its node
                 turns_here += node.step(quantum)  # type: ignore[union-attr]  # a spec in _up has its node
                 spec.fresh = False
                 if not node.runnable() or spec.stall_until > now:  # type: ignore[union-attr]  # a spec in _up has its node
@@ -426,15 +430,18 @@ class Simulation:
             # Nothing is ready: on to the next moment something happens. A node's next
             # timer is cached until the node runs, advances or is touched by a sim event;
             # only the nodes with a timer due are advanced, the others when next stepped.
-            t = agenda[0][0] if agenda else inf
+            first = inf  # the first node timer
             for spec in self._up:
                 if not spec.fresh:
                     node = spec.node
                     d = node.next_deadline()  # type: ignore[union-attr]  # a spec in _up has its node
                     spec.fire = inf if d is None else now if d <= node.now() else d - spec.skew  # type: ignore[union-attr]  # a spec in _up has its node
                     spec.fresh = True
-                if spec.fire < t:
-                    t = spec.fire
+                if spec.fire < first:
+                    first = spec.fire
+            t = agenda[0][0] if agenda else inf
+            if first < t:
+                t = first
             if resolution and t < inf:
                 k = ceil(t / resolution)  # the grid point at or after t, exact:
                 tick = k * resolution
@@ -465,13 +472,18 @@ class Simulation:
                     return
             # Fire the timers now due, and see which nodes are ready at the new instant.
             up = self._up
-            for spec in up:
-                if spec.fire <= t:
-                    self._catch_up(spec)
-                elif arrived is not None and spec.name not in arrived:
-                    continue
-                if spec.node.runnable():  # type: ignore[union-attr]  # a spec in _up has its node
+            if arrived is not None and len(arrived) == 1 and first > t:  # one arrival, no timer
+                spec = specs[arrived[0]]  # in `up` unless down or stalled (unstalling is a sim event)
+                if spec.node is not None and spec.stall_until <= t and spec.node.runnable():
                     ready.append(spec)
+            else:
+                for spec in up:
+                    if spec.fire <= t:
+                        self._catch_up(spec)
+                    elif arrived is not None and spec.name not in arrived:
+                        continue
+                    if spec.node.runnable():  # type: ignore[union-attr]  # a spec in _up has its node
+                        ready.append(spec)
             if self._up is not up:  # a timer stalled a node (a slow commit)
                 ready = [spec for spec in self._up if spec.node.runnable()]  # type: ignore[union-attr]  # a spec in _up has its node
             if len(records) >= flush_at:
