@@ -559,6 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     emit = (lambda line: print(json.dumps({**line, "cores": os.cpu_count()}), flush=True)) if args.json else show
     if not 1 <= args.repeat <= 20:
         ap.error(f"--repeat is 1 to 20, not {args.repeat}")
+    if args.profile_dir is not None:
+        if not args.profile:
+            ap.error("--profile-dir needs --profile")
+        try:  # made now: the node processes would each fail to write their profile only at the end
+            os.makedirs(args.profile_dir, exist_ok=True)
+        except OSError as e:
+            ap.error(f"--profile-dir {args.profile_dir!r} is not a directory that can be made: {e.strerror}")
     workloads = args.workload.split(",")
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:

@@ -53,3 +53,12 @@ def test_a_bad_repeat_or_shard_count_is_named(capsys):
     assert bad.returncode == 2 and "a multiple of each node count, not 3" in bad.stderr
     bad = bench_refusal("dist_scale.py", capsys, "--shards", "1")
     assert bad.returncode == 2 and "--shards is 2 (a shard per node at least) to 1024, not 1" in bad.stderr
+
+
+def test_a_profile_dir_that_cannot_be_made_is_named_before_any_node_starts(capsys, tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    bad = bench_refusal("dist_scale.py", capsys, "--profile", "--profile-dir", str(taken / "sub"))
+    assert bad.returncode == 2 and f"--profile-dir {str(taken / 'sub')!r} is not a directory" in bad.stderr
+    bad = bench_refusal("dist_scale.py", capsys, "--profile-dir", str(tmp_path))
+    assert bad.returncode == 2 and "--profile-dir needs --profile" in bad.stderr
