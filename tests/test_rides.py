@@ -7,7 +7,7 @@ import pytest
 from actors import GenServer, Node, TableError
 from apps.rides import MatchConfig, OfferError, RideError, RideService, best, rank, score
 from apps.rides import geo, pricing
-from apps.rides.cell import COLUMNS
+from apps.rides.cell import COLUMNS, member_row
 from apps.rides.service import CityContext
 from storage import Store
 
@@ -97,21 +97,28 @@ def test_heading_toward_the_pickup():
 
 @pytest.mark.parametrize("lat", [0.0, 37.77, -70.0, 85.0, 89.99])
 @pytest.mark.parametrize("radius", [1.0, 5.0, 15.0])
-def test_maybe_within_keeps_every_point_within_the_radius(lat, radius):
+def test_within_reach_keeps_every_point_within_the_radius(lat, radius):
     rng = np.random.default_rng(7)
     d = radius / 111.0 * 1.5
     lats = np.clip(lat + rng.uniform(-d, d, 20_000), -90, 90)
     lons = 10.0 + rng.uniform(-d, d, 20_000) / max(0.05, np.cos(np.radians(lat)))
     inside = geo.haversine_km(lat, 10.0, lats, lons) <= radius
-    kept = geo.maybe_within(lat, 10.0, lats, lons, radius)
+    kept = _maybe_within(lat, 10.0, lats, lons, radius)
     assert not (inside & ~kept).any()
     assert kept.sum() <= 1.1 * inside.sum()  # and little more: it is a prefilter worth having
 
 
-def test_maybe_within_across_the_antimeridian():
+def _maybe_within(lat, lon, lats, lons, radius):
+    return geo.within_reach(lat, *geo.offsets_deg(lat, lon, lats, lons, radius), radius)
+
+
+def test_within_reach_across_the_antimeridian():
     lats, lons = np.array([-17.7, -17.7, -17.7]), np.array([179.995, -179.995, 179.0])
-    assert geo.maybe_within(-17.7, 179.999, lats, lons, 1.0).tolist() == [True, True, False]
-    assert geo.maybe_within(-17.7, -179.999, lats, lons, 1.0).tolist() == [True, True, False]
+    assert _maybe_within(-17.7, 179.999, lats, lons, 1.0).tolist() == [True, True, False]
+    assert _maybe_within(-17.7, -179.999, lats, lons, 1.0).tolist() == [True, True, False]
+    offsets = geo.offsets_deg(-17.7, 179.999, lats, lons, 1.0)
+    assert geo.arc_km(-17.7, *offsets, np.cos(np.radians(lats)))[1] == pytest.approx(
+        geo.distance_km(-17.7, 179.999, -17.7, -179.995), rel=1e-9)  # 0.6 km, not 38,000
 
 
 def test_bad_points_are_named():
@@ -164,7 +171,7 @@ def test_rank_follows_the_score():
 
 def _members(rows):
     """A cell's table (`cell.COLUMNS`) from (lat, lon, heading, rating, acceptance, available) rows."""
-    return np.array(rows, dtype=float).reshape(-1, len(COLUMNS))
+    return np.array([member_row(*map(float, row)) for row in rows], dtype=float).reshape(-1, len(COLUMNS))
 
 
 def test_best_ranks_the_union_of_cells_within_the_radius():

@@ -2,7 +2,9 @@
 
 Soft state, rebuilt from the drivers' next location updates (every ~4 s) after a crash:
 the members' positions, headings, ratings, acceptance rates and availability, one row
-each in a numpy array (`COLUMNS`). Durable state (the store): the open ride requests
+each in a numpy array (`COLUMNS`; `member_row` adds what a search derives from them, the
+heading's unit vector and the latitude's cosine, once per update rather than once per
+search that reads the row). Durable state (the store): the open ride requests
 whose pickup is in the cell (`demand`, each with the request's deadline, so an entry
 whose removal was lost expires), a record each (`("demand", ride)`: a save writes the
 requests that changed, however many there are), and the last surge.
@@ -28,6 +30,7 @@ Calls: `("surge",)` -> dict, `("members",)` -> sorted ids.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,8 +42,9 @@ from . import geo, pricing
 OFFLINE_AFTER = 30.0  # seconds without an update after which a driver is offline
 MAX_MEMBERS = 100_000
 MAX_DEMAND = 100_000
-COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "available")  # a member's row (available: 1.0 / 0.0)
-LAT, LON, HEADING, RATING, ACCEPTANCE, AVAILABLE = range(len(COLUMNS))
+COLUMNS = ("lat", "lon", "heading", "rating", "acceptance", "available",  # a member's row (available: 1.0 / 0.0)
+           "heading_east", "heading_north", "lat_cos")  # derived (`member_row`)
+LAT, LON, HEADING, RATING, ACCEPTANCE, AVAILABLE, HEADING_EAST, HEADING_NORTH, LAT_COS = range(len(COLUMNS))
 NO_SURGE = (1.0, 0.0)  # the quote (surge, ratio) of a cell without demand
 _TICK = ("$surge_tick",)
 
@@ -53,6 +57,15 @@ def quote_of(node: Any, store: Any, city: Any, geohash: str) -> tuple[float, flo
         return table.get("quote")
     stored = store.read(("cell", geohash))
     return NO_SURGE if stored is None else (stored[1]["surge"], stored[1]["ratio"])
+
+
+def member_row(lat: float, lon: float, heading: float, rating: float, acceptance: float,
+               available: bool) -> tuple[float, ...]:
+    """A member's row (`COLUMNS`): what its driver reported, and the sine and cosine of its
+    heading and the cosine of its latitude, which every search reading the row needs."""
+    rad = math.radians(heading)
+    return (lat, lon, heading, rating, acceptance, 1.0 if available else 0.0,
+            math.sin(rad), math.cos(rad), math.cos(math.radians(lat)))
 
 
 class Cell(PersistentServer):
@@ -97,7 +110,7 @@ class Cell(PersistentServer):
             if i == len(self.seen):
                 self.rows = np.resize(self.rows, (2 * i, len(COLUMNS)))
                 self.seen = np.resize(self.seen, 2 * i)
-        self.rows[i] = (lat, lon, heading, rating, acceptance, 1.0 if available else 0.0)
+        self.rows[i] = member_row(lat, lon, heading, rating, acceptance, available)
         self.seen[i] = self.now()
         self._publish()
 

@@ -157,27 +157,48 @@ def _rings(rows: int, cols: int) -> tuple[tuple[int, int], ...]:
                         key=lambda o: (max(abs(o[0]), abs(o[1])), o)))
 
 
+def offsets_deg(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray,
+                radius_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees north and east from (lat, lon) to points (`lats`, `lons`), the east ones
+    wrapped into [-180, 180) when a disc of `radius_km` around the point may cross the
+    antimeridian: what the search's measures (`within_reach`, `arc_km`, `toward`) take,
+    so the differences are made once. Two flat arrays, not one (n, 2) array: numpy runs
+    an operation on an (n, 2) array one row at a time, about ten times slower."""
+    north, east = lats - lat, lons - lon
+    reach = radius_km / KM_PER_DEG_LAT
+    if abs(lon) + reach / max(_cos_far(lat, reach), 1e-9) >= 180.0:
+        east = (east + 180.0) % 360.0 - 180.0
+    return north, east
+
+
+def _cos_far(lat: float, reach: float) -> float:
+    """The cosine at the latitude farthest from the equator that `reach` degrees from `lat` reach."""
+    return math.cos(math.radians(min(90.0, abs(lat) + reach)))
+
+
+def within_reach(lat: float, north: np.ndarray, east: np.ndarray, radius_km: float) -> np.ndarray:
+    """A cheap superset of the points (`offsets_deg` from a point at `lat`) within
+    `radius_km`: flat offsets, the east-west one scaled by the cosine at the latitude
+    farthest from the equator the radius reaches (so never overestimated), against the
+    radius with a margin. What it keeps is then measured with `arc_km`; at city radii it
+    keeps about the disc."""
+    reach = radius_km / KM_PER_DEG_LAT
+    east = east * _cos_far(lat, reach)
+    return north * north + east * east <= (reach * 1.01 + 1e-5) ** 2
+
+
+def arc_km(lat: float, north: np.ndarray, east: np.ndarray, lat_cos: np.ndarray) -> np.ndarray:
+    """Great-circle distances in km (haversine) from a point at `lat` to points `north`
+    and `east` of it (`offsets_deg`) whose latitudes' cosines are `lat_cos` (vectorised)."""
+    dlat = np.sin(north * (math.pi / 360.0))  # the sines of half the differences in radians
+    dlon = np.sin(east * (math.pi / 360.0))
+    a = dlat * dlat + math.cos(math.radians(lat)) * lat_cos * (dlon * dlon)
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0, out=a), out=a), out=a)
+
+
 def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
     """Great-circle distances in km from one point to arrays of points (vectorised)."""
-    p1, l1 = math.radians(lat), math.radians(lon)
-    p2, l2 = np.radians(lats), np.radians(lons)
-    a = np.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin((l2 - l1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
-
-
-def maybe_within(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray, radius_km: float) -> np.ndarray:
-    """A cheap superset of the points within `radius_km` of (lat, lon): flat offsets, the
-    east-west one scaled by the cosine at the latitude farthest from the equator the
-    radius reaches (so never overestimated), against the radius with a margin. What it
-    keeps is then measured with `haversine_km`; at city radii it keeps about the disc."""
-    reach = radius_km / KM_PER_DEG_LAT
-    coslat = math.cos(math.radians(min(90.0, abs(lat) + reach)))
-    north = lats - lat
-    east = lons - lon
-    if abs(lon) + reach / max(coslat, 1e-9) >= 180.0:  # the disc may cross the antimeridian
-        east = (east + 180.0) % 360.0 - 180.0
-    east *= coslat
-    return north * north + east * east <= (reach * 1.01 + 1e-5) ** 2
+    return arc_km(lat, lats - lat, lons - lon, np.cos(np.radians(lats)))
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -201,16 +222,24 @@ def bearings_deg(lats: np.ndarray, lons: np.ndarray, lat: float, lon: float) -> 
 def heading_toward(headings: np.ndarray, lats: np.ndarray, lons: np.ndarray, lat: float, lon: float,
                    tolerance_deg: float = 45.0) -> np.ndarray:
     """True where a driver's heading points within `tolerance_deg` of the direction to
-    (lat, lon). The direction is taken in the flat local frame (north and east offsets),
-    which at the few kilometres of a search is the great-circle bearing to within a
-    tenth of a degree, and costs no trigonometry per driver but its heading's sine and
-    cosine. A driver at the point itself has no direction to it: not heading toward."""
-    north = lat - lats
-    east = (lon - lons) * math.cos(math.radians(lat))
+    (lat, lon) (`toward`, from the drivers' positions and headings in degrees)."""
     rad = np.radians(headings)
-    along = np.sin(rad) * east + np.cos(rad) * north  # the heading's unit vector . the offset
+    return toward(lat, lats - lat, lons - lon, np.sin(rad), np.cos(rad), tolerance_deg)
+
+
+def toward(lat: float, north: np.ndarray, east: np.ndarray, heading_east: np.ndarray,
+           heading_north: np.ndarray, tolerance_deg: float = 45.0) -> np.ndarray:
+    """True where a driver `north` and `east` (`offsets_deg`) of a point at `lat`, heading
+    along the unit vector (`heading_east`, `heading_north`) (the sine and cosine of its
+    heading), points within `tolerance_deg` of the direction to the point. The direction
+    is taken in the flat local frame (north and east offsets), which at the few
+    kilometres of a search is the great-circle bearing to within a tenth of a degree, and
+    costs no trigonometry per driver. A driver at the point itself has no direction to it:
+    not heading toward."""
+    east = east * math.cos(math.radians(lat))
+    away = heading_east * east + heading_north * north  # the heading . the offset from the point
     dist = np.hypot(north, east)
-    return (dist > 0.0) & (along >= math.cos(math.radians(tolerance_deg)) * dist)
+    return (dist > 0.0) & (away <= -math.cos(math.radians(tolerance_deg)) * dist)
 
 
 def step_toward(lat: float, lon: float, to_lat: float, to_lon: float, km: float) -> tuple[float, float]:

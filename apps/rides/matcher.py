@@ -38,7 +38,6 @@ copies of their tables kept on this node (`mirror`).
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Collection
 
@@ -48,7 +47,7 @@ from actors import GenericTimeout, GenServer, GenStateMachine, KeepState, NextSt
 from storage import PersistentServer
 
 from . import geo, pricing
-from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING, LAT, LON, RATING, quote_of
+from .cell import ACCEPTANCE, AVAILABLE, COLUMNS, HEADING_EAST, HEADING_NORTH, LAT, LAT_COS, LON, RATING, quote_of
 
 ACTIVE = ("matched", "accepted", "arriving", "in_progress")
 TERMINAL = ("completed", "cancelled")
@@ -99,10 +98,9 @@ def score(km: np.ndarray, rating: np.ndarray, acceptance: np.ndarray, toward: np
 def rank(rows: list[tuple]) -> list[Any]:
     """Driver ids best first from `(score, id)` rows; ties go to the smaller id as a string
     (deterministic)."""
-    return [row[2] for row in sorted(((-s, str(driver), driver) for s, driver in rows), key=_KEY)]
-
-
-_KEY = operator.itemgetter(0, 1)
+    # Sorted as plain tuples, the position last: no key function per row, and two ids
+    # alike as strings keep their order without being compared.
+    return [row[3] for row in sorted([(-s, str(driver), i, driver) for i, (s, driver) in enumerate(rows)])]
 
 
 def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: float, limit: int,
@@ -114,13 +112,14 @@ def best(ids: list[Any], table: np.ndarray, lat: float, lon: float, radius_km: f
     assert len(ids) == len(table) and limit > 0, (len(ids), table.shape, limit)
     if not ids:
         return []
-    near = np.flatnonzero((table[:, AVAILABLE] > 0.0) & geo.maybe_within(lat, lon, table[:, LAT], table[:, LON], radius_km))
-    km = geo.haversine_km(lat, lon, table[near, LAT], table[near, LON])
-    inside = km <= radius_km
-    hits, km = near[inside], km[inside]
-    rows = table[hits]
-    toward = geo.heading_toward(rows[:, HEADING], rows[:, LAT], rows[:, LON], lat, lon)
-    scores = score(km, rows[:, RATING], rows[:, ACCEPTANCE], toward)
+    north, east = geo.offsets_deg(lat, lon, table[:, LAT], table[:, LON], radius_km)
+    near = np.flatnonzero(geo.within_reach(lat, north, east, radius_km) & (table[:, AVAILABLE] > 0.0))
+    north, east = north[near], east[near]
+    km = geo.arc_km(lat, north, east, table[near, LAT_COS])
+    inside = np.flatnonzero(km <= radius_km)
+    hits, km, north, east = near[inside], km[inside], north[inside], east[inside]
+    toward = geo.toward(lat, north, east, table[hits, HEADING_EAST], table[hits, HEADING_NORTH])
+    scores = score(km, table[hits, RATING], table[hits, ACCEPTANCE], toward)
     # Only drivers that can make the cut go to `rank`: those scoring at least the k-th
     # best score, k = limit + len(skip) (at most len(skip) of them are skipped), ties
     # included.
