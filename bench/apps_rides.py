@@ -22,7 +22,9 @@ are the actors and the matching, not the disk):
 - rides_match_cpu_us: the same matches on the deterministic driver (`Node(seed=1)`,
   virtual time: the same work at every run, whatever else loads the machine), without
   location updates: the process's CPU µs per match, with "writes_per_match" (values the
-  store wrote). The goal is what a match may cost for 2,000 matches/s on one core.
+  store wrote). The goal is what a match may cost for 2,000 matches/s on one core. Its
+  breakdown ("cost", printed too): the collector's µs, the rest by layer (from a
+  profiled second pass of PROFILED more rides, as below), and counts per match.
 
 The match line breaks the cost of a match down ("cost", printed as a table too). The
 location updates are a load paced by the wall clock (5k/s at full size), so the fewer
@@ -186,9 +188,23 @@ async def _match_cpu(size: dict) -> dict:
     rng = random.Random(2)
     drivers = _points(size["drivers"], size["km"], rng)
     n = min(size["rides"], size["drivers"] // 4)
-    pickups = _points(n, size["km"] * 0.8, rng)
+    pickups = _points(n + int(n * PROFILED), size["km"] * 0.8, rng)  # the first n as ever, then the profiled pass's
     won: list = []
     node = Node(seed=1)
+
+    def request_all(first: int, count: int) -> int:
+        """Request rides first..first+count, IN_FLIGHT at a time; the matches made."""
+        before = len(won)
+        for k in range(first, first + count):
+            rides.request_ride(node, f"r{k}", f"u{k}", pickups[k], CENTER, None)
+            if (k - first) % IN_FLIGHT == IN_FLIGHT - 1:
+                node.run_for(0.5)
+        for _ in range(120):  # bounded: a minute of virtual time
+            if len(won) - before >= count:
+                break
+            node.run_for(0.5)
+        return len(won) - before
+
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp, node, mode="process")
         rides = RideService(node, store, MatchConfig(match_limit=60.0))
@@ -200,20 +216,53 @@ async def _match_cpu(size: dict) -> dict:
                 node.run_for(0.1)
         node.run_for(1.0)
         freeze()
-        writes = store.writes
+        start = _counts(node, store)
         with Clocks() as clocks:
-            for k, pickup in enumerate(pickups):
-                rides.request_ride(node, f"r{k}", f"u{k}", pickup, CENTER, None)
-                if k % IN_FLIGHT == IN_FLIGHT - 1:
-                    node.run_for(0.5)
-            for _ in range(120):  # bounded: a minute of virtual time
-                if len(won) >= n:
-                    break
-                node.run_for(0.5)
-        writes = store.writes - writes
+            matched = request_all(0, n)
+        counted = {key: value - start[key] for key, value in _counts(node, store).items()}
+        profile = cProfile.Profile()
+        profile.enable()
+        profiled = request_all(n, len(pickups) - n)
+        profile.disable()
         store.close()
-    return {"value": clocks.cpu * 1e6 / max(len(won), 1), "unit": "us/match", "n": len(won), "requested": n,
-            "drivers": len(drivers), "writes_per_match": round(writes / max(len(won), 1), 2), **clocks.details()}
+    cost = cpu_breakdown(clocks, counted, matched, pstats.Stats(profile).stats, profiled)
+    print_cpu_cost(cost)
+    return {"value": clocks.cpu * 1e6 / max(matched, 1), "unit": "us/match", "n": matched, "requested": n,
+            "drivers": len(drivers), "writes_per_match": cost["writes"], **clocks.details(), "cost": cost}
+
+
+def _counts(node: Any, store: Any) -> dict[str, int]:
+    stats = node.statistics()
+    return {"turns": stats["turns"], "messages": stats["messages"], "writes": store.writes, "commits": store.commits}
+
+
+def cpu_breakdown(clocks: Clocks, counted: dict[str, int], matched: int, stats: dict, profiled: int) -> dict[str, Any]:
+    """The deterministic match's cost: CPU µs per match, the collector's part, the rest
+    split by the layers of the profile `stats` of a second pass that made `profiled`
+    matches (shares applied to the unprofiled figure, as `breakdown` does), and counts
+    per match (`counted` over the measured pass; deliveries, encodes... from the profile)."""
+    per = 1e6 / max(matched, 1)
+    rest = (clocks.cpu - clocks.gc_cpu) * per
+    own = cpu_by_layer(stats, layer_of)
+    total = sum(own.values()) or 1.0
+    cost: dict[str, Any] = {
+        "cpu": round(clocks.cpu * per, 1), "gc": round(clocks.gc_cpu * per, 1),
+        "layers_us": {k: round(rest * v / total, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])}}
+    cost.update({key: round(value / max(matched, 1), 3 if key == "commits" else 2) for key, value in counted.items()})
+    cost.update({key: round(value / max(profiled, 1), 2) for key, value in kernel_counts(stats).items()})
+    cost["profiled_matches"] = profiled
+    return cost
+
+
+def print_cpu_cost(cost: dict[str, Any]) -> None:
+    """The deterministic breakdown as a few lines on stderr (the JSON line has it as "cost")."""
+    out = sys.stderr
+    print(f"rides match CPU µs per match (deterministic, no location updates): {cost['cpu']}, of which gc "
+          f"{cost['gc']}; outside gc by layer: " + ", ".join(f"{k} {v}" for k, v in cost["layers_us"].items()),
+          file=out)
+    print(f"  per match: {cost['turns']} turns taking {cost['messages']} messages, {cost['deliveries']} deliveries "
+          f"({cost['held']} held until a commit), {cost['timers']} timers, {cost['encodes']} msgpack encodes, "
+          f"{cost['saves']} saves writing {cost['writes']} values in {cost['commits']} commits", file=out, flush=True)
 
 
 async def _matches(size: dict) -> dict:
