@@ -476,6 +476,34 @@ def test_a_ride_killed_mid_match_resumes_without_double_assigning(city):
     assert call(node, rides.status(node, "r1"))["status"] == "accepted"
 
 
+def test_a_ride_stores_a_decline_and_its_win_and_nothing_for_a_losing_claim(city):
+    """A decline, the offers out and the win survive the ride's crash; a status call and a
+    losing claim write nothing."""
+    node, rides, store = city
+    drivers = ["d1", "d2", "d3", "d4"]
+    placed_and_requested(node, rides, drivers)
+    call(node, rides.decline(node, "d1", "r1"))
+    node.run_for(0.1)
+    writes = store.writes
+    call(node, rides.status(node, "r1"))
+    assert store.writes == writes
+    node.exit(rides.city.registry.lookup(("ride", "r1")), "kill")
+    node.run_for(0.1)
+    st = call(node, rides.status(node, "r1"))
+    assert st["declined"] == ["d1"] and st["outstanding"] == ["d2", "d3"]
+    assert call(node, rides.accept(node, "d2", "r1")) == "accepted"
+    node.run_for(0.5)
+    writes = store.writes
+    with pytest.raises(OfferError):
+        call(node, rides.accept(node, "d3", "r1"))
+    node.run_for(0.5)
+    assert store.writes == writes
+    node.exit(rides.city.registry.lookup(("ride", "r1")), "kill")
+    node.run_for(3.0)
+    st = call(node, rides.status(node, "r1"))
+    assert st["driver"] == "d2" and st["status"] == "accepted"
+
+
 def test_a_cell_shares_one_read_only_snapshot_until_its_members_change(city):
     node, rides, _ = city
     place(node, rides, ["d1"])
