@@ -28,6 +28,13 @@ def cpu_by_layer(stats: dict, layer_of: Callable[[str, str], str | None]) -> dic
     return own
 
 
+def function_name(profiled: str) -> str:
+    """A profiled function's name without the class a kernel method's copy is for: the
+    kernel gives each process class copies of its per-turn methods, their code named
+    "NAME of CLASS" (see `actors.process`), so that cProfile counts each apart."""
+    return profiled.partition(" of ")[0]
+
+
 def layer_by(layers: tuple[tuple[str, str], ...]) -> Callable[[str, str], str | None]:
     """A `layer_of` from (part of a file's path, layer) pairs, the first match wins, else
     "other"; a C function has none (its time is its callers' layer's)."""
@@ -48,6 +55,7 @@ def kernel_counts(stats: dict) -> dict[str, int]:
     for (filename, _, name), (_, calls, _, _, callers) in stats.items():
         counts["held"] += sum(edge[1] for (f, _, caller), edge in callers.items()
                               if f.endswith("actors/output.py") and caller == "release")  # a held item's delivery
+        name = function_name(name)
         if filename.endswith("actors/process.py") and name == "_deliver":
             counts["deliveries"] += calls
         elif filename.endswith("actors/codec.py") and name == "packb":

@@ -92,7 +92,7 @@ from apps.server.auth import token_for  # noqa: E402
 
 sys.path.insert(1, str(ROOT / "bench"))
 from kernel import check, cpu_busy, sig  # noqa: E402
-from profile_layers import cpu_by_layer, kernel_counts, layer_by  # noqa: E402
+from profile_layers import cpu_by_layer, function_name, kernel_counts, layer_by  # noqa: E402
 
 LAYERS = (("apps/server/", "server"), ("asyncio/", "asyncio"), ("selectors.py", "asyncio"), ("socket.py", "asyncio"),
           ("/actors/", "kernel"), ("/supervision/", "kernel"), ("apps/chat/", "chat"), ("/storage/", "storage"))
@@ -610,7 +610,7 @@ def server_profile(tmp: Path, spec: dict[str, Any], durability: str, rate: float
     own = cpu_by_layer(stats, layer_by(LAYERS))
     counts = kernel_counts(stats)
     for name, (file, function) in COUNTED.items():
-        counts[name] = sum(calls for (f, _, fn), (_, calls, *_) in stats.items() if f.endswith(file) and fn == function)
+        counts[name] = sum(calls for (f, _, fn), (_, calls, *_) in stats.items() if f.endswith(file) and function_name(fn) == function)
     return [line("letitcrash", "server_profile_us", sum(own.values()) * 1e6 / n, **details,
                  offered_per_s=None if rate is None else round(rate),
                  us_by_layer={k: round(v * 1e6 / n, 1) for k, v in sorted(own.items(), key=lambda kv: -kv[1])},

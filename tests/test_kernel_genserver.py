@@ -598,6 +598,35 @@ def test_each_server_class_runs_its_own_copy_of_the_kernel_turn_code():
                 pass
 
 
+def test_a_profile_counts_each_server_classs_copy_of_a_kernel_method_apart():
+    # cProfile keys a function by file, line and code name: copies of one name would
+    # overwrite each other's counts, so a profile would show one class's deliveries only.
+    import cProfile
+    import pstats
+
+    class Left(GenServer):
+        def handle_cast(self, msg):
+            pass
+
+    class Right(Left):
+        pass
+
+    node = Node(seed=1)
+    pids = [node.spawn(cls) for cls in (Left, Right)]
+    node.run()
+    profile = cProfile.Profile()
+    profile.enable()
+    for i in range(10):
+        for pid in pids:
+            node.cast(pid, i)
+    node.run()
+    profile.disable()
+    delivered = sorted((name.rpartition(".")[2], calls)  # "_deliver of test_....<locals>.Left"
+                       for (file, _, name), (_, calls, *_) in pstats.Stats(profile).stats.items()
+                       if file.endswith("actors/process.py") and name.startswith("_deliver of "))
+    assert delivered == [("Left", 10), ("Right", 10)]
+
+
 def test_a_server_that_sets_node_or_pid_gets_a_clear_error_at_once():
     # A tree or a graph calls its parent "node": in a process that name is the runtime's.
     with pytest.raises(TypeError, match=r"Branch.init assigns self.node"):
