@@ -356,6 +356,19 @@ class Outbox:
         return frames
 
 
+def _run(code: int, to: Any, item: list) -> Run:
+    """The run of sends or casts to `to` that `item` carries (its messages from item[2:],
+    arrays made tuples again when `code` says they were tuples)."""
+    if not code & TUPLE:
+        return _make(Run, (KINDS[code & KIND_MASK], to, item[2:]))
+    msgs = []
+    for msg in islice(item, 2, None):
+        if type(msg) is not list:
+            raise WireError(f"a {KINDS[code & KIND_MASK].__name__} whose message is not an array")
+        msgs.append(tuple(msg))
+    return _make(Run, (KINDS[code & KIND_MASK], to, msgs))
+
+
 def _framed(items: list[bytes], count: int, size: int) -> bytes:
     """A frame of `count` deliveries whose encodings, `size` bytes, are `items`."""
     header = array_header(count)
@@ -394,15 +407,7 @@ class Inbox:
                 code = item[0]
                 proc = procs.get(item[1])
                 to = proc._pid if proc is not None else Pid(self.node.name, item[1])
-                if code & TUPLE:
-                    msgs = []
-                    for msg in islice(item, 2, None):
-                        if type(msg) is not list:
-                            raise WireError(f"a {KINDS[code & KIND_MASK].__name__} whose message is not an array")
-                        msgs.append(tuple(msg))
-                else:
-                    msgs = item[2:]
-                out.append(_make(Run, (KINDS[code & KIND_MASK], to, msgs)))
+                out.append(_run(code, to, item))
             else:
                 out.append(self.delivery(item))
         return out
@@ -423,12 +428,7 @@ class Inbox:
             proc = self.procs.get(serial)
             to = proc._pid if proc is not None else Pid(self.node.name, serial)
         if kind <= CAST:  # a run of sends or casts
-            msgs = item[2:]
-            if code & TUPLE:
-                if not all(type(msg) is list for msg in msgs):
-                    raise WireError(f"a {KINDS[kind].__name__} whose message is not an array")
-                msgs = [tuple(msg) for msg in msgs]
-            return _make(Run, (KINDS[kind], to, msgs))
+            return _run(code, to, item)
         item[1] = to
         if code & TUPLE:
             if type(item[-1]) is not list:
