@@ -119,6 +119,7 @@ def _assigned_on_self(code: types.CodeType) -> set[str]:
             found |= _assigned_on_self(const)
     return found
 
+
 def _check_fields(cls: type, kernel: list[type]) -> None:
     """Refuse a subclass that replaces a private name of `kernel`, its bases from another
     package, or assigns one of their fields (see the module docstring)."""

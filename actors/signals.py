@@ -36,6 +36,7 @@ from .registry import RemoteName
 if TYPE_CHECKING:
     from .node import Node
 
+
 class Signals:
     """The node's signal handling; see the module docstring."""
 
